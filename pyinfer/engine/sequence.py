@@ -1,0 +1,79 @@
+"""Sequence: one choice of one request, with its tokens, KV blocks and timings."""
+
+from __future__ import annotations
+
+import enum
+import time
+
+import torch
+
+from pyinfer.engine.messages import RequestMetrics
+from pyinfer.engine.sampling_params import SamplingParams
+
+
+class SequenceStatus(enum.Enum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    FINISHED = "finished"
+
+
+class Sequence:
+    def __init__(
+        self,
+        request_id: str,
+        index: int,
+        prompt_token_ids: list[int],
+        params: SamplingParams,
+        max_len: int,
+        generator: torch.Generator | None = None,
+    ):
+        self.request_id = request_id
+        self.index = index
+        self.token_ids = list(prompt_token_ids)
+        self.num_prompt_tokens = len(prompt_token_ids)
+        self.params = params
+        self.max_len = max_len  # prompt + output may not pass this
+        self.generator = generator
+        self.status = SequenceStatus.WAITING
+        self.block_table: list[int] = []
+        self.block_hashes: list[int] = []  # hashes of this sequence's full blocks, in order
+        self.num_computed_tokens = 0  # tokens whose KV is in the cache
+        self.num_cached_tokens: int | None = None  # prompt tokens served from the prefix cache
+        self.finish_reason: str | None = None
+        self.siblings: list[Sequence] = []  # choices 1..n-1, admitted once this one's prompt is in the cache
+        self.num_preemptions = 0
+        self.arrival_time = time.perf_counter()
+        self.first_scheduled_time: float | None = None
+        self.first_token_time: float | None = None
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def num_output_tokens(self) -> int:
+        return len(self.token_ids) - self.num_prompt_tokens
+
+    @property
+    def output_token_ids(self) -> list[int]:
+        return self.token_ids[self.num_prompt_tokens :]
+
+    @property
+    def num_uncomputed_tokens(self) -> int:
+        return len(self.token_ids) - self.num_computed_tokens
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status is SequenceStatus.FINISHED
+
+    def metrics(self, now: float) -> RequestMetrics:
+        scheduled = self.first_scheduled_time or now
+        first = self.first_token_time or now
+        return RequestMetrics(
+            queue_ms=(scheduled - self.arrival_time) * 1e3,
+            prefill_ms=(first - scheduled) * 1e3,
+            decode_ms=(now - first) * 1e3,
+            time_to_first_token_ms=(first - self.arrival_time) * 1e3,
+            decode_iterations=max(self.num_output_tokens - 1, 0),
+            num_preemptions=self.num_preemptions,
+        )

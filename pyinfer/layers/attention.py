@@ -1,0 +1,26 @@
+"""Attention layer: hands q/k/v and its own slice of the paged KV cache to the chosen backend."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pyinfer.attention.metadata import AttentionMetadata
+
+
+class Attention(nn.Module):
+    def __init__(self, num_heads: int, num_kv_heads: int, head_dim: int):
+        super().__init__()
+        self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
+        self.scale = head_dim**-0.5
+        self.kv_cache = torch.empty(0)  # [2, num_blocks, block_size, Hk, D], set by the model runner
+        self.backend = None  # set by the model runner
+
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, meta: AttentionMetadata
+    ) -> torch.Tensor:
+        q = q.view(-1, self.num_heads, self.head_dim)
+        k = k.view(-1, self.num_kv_heads, self.head_dim)
+        v = v.view(-1, self.num_kv_heads, self.head_dim)
+        out = self.backend.forward(q, k, v, self.kv_cache, meta, self.scale)
+        return out.reshape(-1, self.num_heads * self.head_dim)

