@@ -150,7 +150,7 @@ class ModelRunner:
         greedy = [p.greedy for p in params]
         st = SamplingTensors(
             temperature=torch.tensor(
-                [1.0 if g else p.temperature for p, g in zip(params, greedy)], device=dev
+                [1.0 if g else p.temperature for p, g in zip(params, greedy, strict=True)], device=dev
             ),
             greedy=torch.tensor(greedy, device=dev),
             all_greedy=all(greedy),

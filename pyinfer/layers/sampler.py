@@ -55,10 +55,7 @@ class Sampler(nn.Module):
         if st.logits_mask is not None:
             logits = logits.masked_fill(~st.logits_mask, -float("inf"))
 
-        if st.all_greedy:
-            token_ids = logits.argmax(dim=-1)
-        else:
-            token_ids = self._sample(logits, st)
+        token_ids = logits.argmax(dim=-1) if st.all_greedy else self._sample(logits, st)
 
         out = SamplerOutput(token_ids=token_ids)
         if st.max_logprobs >= 0:
