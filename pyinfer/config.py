@@ -1,12 +1,10 @@
-"""Engine settings: one plain dataclass, validated once."""
+"""Engine settings: one plain dataclass, validated once. Torch-free: the server process builds it too."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 @dataclass
@@ -38,15 +36,3 @@ class EngineConfig:
             raise ValueError("gpu_memory_utilization must be in (0, 1]")
         if self.max_model_len is not None and self.max_model_len < 1:
             raise ValueError("max_model_len must be at least 1")
-
-    @property
-    def torch_device(self) -> torch.device:
-        if self.device:
-            return torch.device(self.device)
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-    @property
-    def torch_dtype(self) -> torch.dtype:
-        if self.dtype != "auto":
-            return DTYPES[self.dtype]
-        return torch.bfloat16 if self.torch_device.type == "cuda" else torch.float32

@@ -14,7 +14,8 @@ from pyinfer.engine.model_runner import ModelRunner
 from pyinfer.engine.sampling_params import SamplingParams, SamplingParamsError
 from pyinfer.engine.scheduler import Scheduler
 from pyinfer.engine.sequence import Sequence
-from pyinfer.models.loader import load_model, resolve_model
+from pyinfer.model_files import resolve_model
+from pyinfer.models.loader import load_model
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ class LLMEngine:
         self.config = config
         start = time.perf_counter()
         self.model_path, self.load_format = resolve_model(config.model, config.load_format)
-        device, dtype = config.torch_device, config.torch_dtype
+        device, dtype = resolve_device(config.device), resolve_dtype(config.dtype, config.device)
         model = load_model(self.model_path, self.load_format, dtype, device)
         self.model_config = cfg = model.config
         log.info(
@@ -167,3 +168,17 @@ class LLMEngine:
             "prefix_cache_hits": bm.prefix_hits,
             "num_preemptions": self.scheduler.num_preemptions,
         }
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """The configured device; by default CUDA when there is one."""
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_dtype(dtype: str, device: str | None) -> torch.dtype:
+    """bf16 on the GPU, fp32 on the CPU unless asked otherwise."""
+    if dtype != "auto":
+        return getattr(torch, dtype)
+    return torch.bfloat16 if resolve_device(device).type == "cuda" else torch.float32

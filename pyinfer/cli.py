@@ -1,0 +1,209 @@
+"""pyinfer serve | generate | chat | bench. Every flag can also be set by an environment variable."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import fields
+
+from pyinfer.config import EngineConfig
+
+
+def env_default(env: str, default, cast=str):
+    """The flag's default: the environment variable when set, else `default`."""
+    value = os.environ.get(env)
+    if value is None or value == "":
+        return default
+    if cast is bool:
+        return value.lower() in ("1", "true", "yes", "on")
+    return cast(value)
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of EngineConfig, shared by every subcommand that runs a model."""
+    d = EngineConfig()
+    g = parser.add_argument_group("engine")
+    g.add_argument(
+        "--model",
+        default=env_default("MODEL_PATH", None),
+        help="Hugging Face folder, .gguf file, or a preset name with --load-format dummy "
+        "(env MODEL_PATH; default: the embedded SmolLM2-135M-Instruct)",
+    )
+    g.add_argument(
+        "--load-format",
+        default=env_default("LOAD_FORMAT", d.load_format),
+        choices=["auto", "hf", "gguf", "dummy"],
+        help="env LOAD_FORMAT",
+    )
+    g.add_argument("--tokenizer", default=env_default("TOKENIZER", None), help="env TOKENIZER")
+    g.add_argument(
+        "--device",
+        default=env_default("DEVICE", None),
+        help="cpu, cuda or cuda:N (env DEVICE; default: cuda when available)",
+    )
+    g.add_argument(
+        "--dtype",
+        default=env_default("DTYPE", d.dtype),
+        choices=["auto", "float32", "bfloat16", "float16"],
+        help="env DTYPE",
+    )
+    g.add_argument(
+        "--max-model-len",
+        type=int,
+        default=env_default("MAX_MODEL_LEN", None, int),
+        help="context length limit (env MAX_MODEL_LEN)",
+    )
+    g.add_argument(
+        "--max-num-seqs",
+        type=int,
+        default=env_default("MAX_NUM_SEQS", d.max_num_seqs, int),
+        help="sequences in one batch (env MAX_NUM_SEQS)",
+    )
+    g.add_argument(
+        "--max-num-batched-tokens",
+        type=int,
+        default=env_default("MAX_NUM_BATCHED_TOKENS", d.max_num_batched_tokens, int),
+        help="token budget of one step (env MAX_NUM_BATCHED_TOKENS)",
+    )
+    g.add_argument(
+        "--num-kv-blocks",
+        type=int,
+        default=env_default("NUM_KV_BLOCKS", None, int),
+        help="fixed KV cache size in blocks of 16 tokens (env NUM_KV_BLOCKS)",
+    )
+    g.add_argument(
+        "--kv-cache-memory-gb",
+        type=float,
+        default=env_default("KV_CACHE_MEMORY_GB", d.kv_cache_memory_gb, float),
+        help="KV cache size on the CPU (env KV_CACHE_MEMORY_GB)",
+    )
+    g.add_argument(
+        "--gpu-memory-utilization",
+        type=float,
+        default=env_default("GPU_MEMORY_UTILIZATION", d.gpu_memory_utilization, float),
+        help="share of GPU memory to use (env GPU_MEMORY_UTILIZATION)",
+    )
+    g.add_argument(
+        "--no-prefix-caching",
+        action="store_true",
+        default=env_default("NO_PREFIX_CACHING", False, bool),
+        help="env NO_PREFIX_CACHING",
+    )
+    g.add_argument("--seed", type=int, default=env_default("SEED", d.seed, int), help="env SEED")
+
+
+def engine_config_from_args(args: argparse.Namespace) -> EngineConfig:
+    names = {f.name for f in fields(EngineConfig)}
+    values = {k: v for k, v in vars(args).items() if k in names}
+    values["enable_prefix_caching"] = not args.no_prefix_caching
+    return EngineConfig(**values)
+
+
+def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("sampling")
+    g.add_argument(
+        "--max-tokens", type=int, default=env_default("MAX_TOKENS", 256, int), help="env MAX_TOKENS"
+    )
+    g.add_argument("--temperature", type=float, default=0.7)
+    g.add_argument("--top-p", type=float, default=1.0)
+    g.add_argument("--top-k", type=int, default=0)
+    g.add_argument("--seed-sampling", dest="sampling_seed", type=int, default=None, help="per-request seed")
+
+
+def sampling_params_from_args(args: argparse.Namespace):
+    from pyinfer.engine.sampling_params import SamplingParams
+
+    return SamplingParams(
+        max_tokens=args.max_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        seed=args.sampling_seed,
+    )
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    from pyinfer.engine.llm import LLM
+
+    llm = LLM(**vars(engine_config_from_args(args)))
+    params = sampling_params_from_args(args)
+    prompt = [{"role": "user", "content": args.prompt}] if args.chat else args.prompt
+    for piece in llm.stream(prompt, params):
+        print(piece, end="", flush=True)
+    print()
+
+
+def cmd_chat(args: argparse.Namespace) -> None:
+    from pyinfer.engine.llm import LLM
+
+    llm = LLM(**vars(engine_config_from_args(args)))
+    params = sampling_params_from_args(args)
+    messages = [{"role": "system", "content": args.system}] if args.system else []
+    print("Chatting with the model. Empty line or Ctrl-D to quit, /reset to start over.", file=sys.stderr)
+    while True:
+        try:
+            line = input("\n> ")
+        except (EOFError, KeyboardInterrupt):
+            print()
+            return
+        if not line.strip():
+            return
+        if line.strip() == "/reset":
+            messages = messages[:1] if args.system else []
+            continue
+        messages.append({"role": "user", "content": line})
+        reply = []
+        try:
+            for piece in llm.stream(messages, params):
+                reply.append(piece)
+                print(piece, end="", flush=True)
+        except KeyboardInterrupt:
+            pass
+        print()
+        messages.append({"role": "assistant", "content": "".join(reply)})
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="pyinfer", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="OpenAI-compatible HTTP server with the web UI")
+    add_engine_arguments(serve)
+    try:
+        from pyinfer.server.launch import add_server_arguments, serve_main
+    except ImportError:  # the server is optional while it is being built
+        add_server_arguments = serve_main = None
+    if add_server_arguments is not None:
+        add_server_arguments(serve)
+        serve.set_defaults(func=serve_main)
+
+    gen = sub.add_parser("generate", help="complete one prompt and print the text as it comes")
+    gen.add_argument("prompt")
+    gen.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
+    add_engine_arguments(gen)
+    add_sampling_arguments(gen)
+    gen.set_defaults(func=cmd_generate)
+
+    chat = sub.add_parser("chat", help="interactive chat in the terminal")
+    chat.add_argument("--system", default=None, help="system prompt")
+    add_engine_arguments(chat)
+    add_sampling_arguments(chat)
+    chat.set_defaults(func=cmd_chat)
+
+    bench = sub.add_parser("bench", help="benchmarks: latency, throughput, serve")
+    try:
+        from pyinfer.bench import add_bench_subcommands
+    except ImportError:
+        add_bench_subcommands = None
+    if add_bench_subcommands is not None:
+        add_bench_subcommands(bench, add_engine_arguments)
+
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.error(f"'{args.command}' is not available")
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
