@@ -44,14 +44,15 @@ class Tokenizer:
         return self.encode(self.render_chat(messages), add_special_tokens=False)
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
+
+
 def load_tokenizer(model_path: str, load_format: str, tokenizer_path: str | None = None) -> Tokenizer | None:
-    """The model's tokenizer; None for a random (dummy) model without tokenizer files."""
+    """The model's tokenizer; None for a model folder without tokenizer files (random test models)."""
     path = tokenizer_path or model_path
-    if load_format == "dummy" and tokenizer_path is None:
+    if load_format != "gguf" and tokenizer_path is None:
         folder = Path(path) if Path(path).is_dir() else Path(path).parent
-        if not any(
-            (folder / f).exists() for f in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
-        ):
+        if not any((folder / f).exists() for f in TOKENIZER_FILES):
             return None
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     return Tokenizer(path)

@@ -48,6 +48,7 @@ class LLMEngine:
         self.scheduler = Scheduler(self.block_manager, config.max_num_seqs, config.max_num_batched_tokens)
         self.device = device
         self._requests: dict[str, list[Sequence]] = {}
+        self.num_tokens_computed = 0  # tokens run through the model since start (prefix hits skip it)
 
     # ---- requests -------------------------------------------------------------------------------
     def add_request(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams) -> None:
@@ -115,6 +116,7 @@ class LLMEngine:
         if not batch.seqs:
             return []
         sampled = self.runner.execute(batch)
+        self.num_tokens_computed += batch.num_tokens
         for seq, n in zip(batch.seqs, batch.num_new_tokens, strict=True):
             seq.num_computed_tokens += n
             self.block_manager.register_full_blocks(seq)
@@ -167,6 +169,7 @@ class LLMEngine:
             "prefix_cache_queries": bm.prefix_queries,
             "prefix_cache_hits": bm.prefix_hits,
             "num_preemptions": self.scheduler.num_preemptions,
+            "num_tokens_computed": self.num_tokens_computed,
         }
 
 

@@ -111,7 +111,8 @@ class LLM:
         choice = result.outputs[out.index]
         if choice.finish_reason is not None:
             return
-        result.num_cached_tokens = out.num_cached_tokens
+        if out.index == 0:  # the prompt is computed once, by choice 0; the others share its blocks
+            result.num_cached_tokens = out.num_cached_tokens
         choice.token_ids.extend(out.new_token_ids)
         if out.logprobs is not None:
             choice.logprobs = (choice.logprobs or []) + out.logprobs

@@ -1,0 +1,47 @@
+"""Incremental detokenization and stop strings, fed one token at a time as in streaming."""
+
+from __future__ import annotations
+
+import pytest
+
+from pyinfer.engine.detokenizer import IncrementalDetokenizer
+
+
+@pytest.fixture(scope="module")
+def tokenizer(smollm2_llm):
+    return smollm2_llm.tokenizer
+
+
+def stream(tokenizer, text: str, **kw) -> tuple[list[str], IncrementalDetokenizer]:
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    detok = IncrementalDetokenizer(tokenizer, **kw)
+    pieces = [detok.add([t], finished=i == len(ids) - 1) for i, t in enumerate(ids)]
+    return pieces, detok
+
+
+def test_streamed_pieces_join_to_the_full_text(tokenizer):
+    text = "Héllo wörld — naïve café, 日本語 and emoji 🎉 done."
+    pieces, _ = stream(tokenizer, text)
+    assert "".join(pieces) == text
+    assert all("\ufffd" not in p for p in pieces)
+
+
+def test_stop_string_across_token_boundaries(tokenizer):
+    text = "The answer is forty-two, obviously. Then more text follows."
+    pieces, detok = stream(tokenizer, text, stop=["two, obv"])
+    assert "".join(pieces) == "The answer is forty-"
+    assert detok.stopped_by == "two, obv"
+
+
+def test_stop_string_included_when_asked(tokenizer):
+    pieces, _ = stream(tokenizer, "alpha beta gamma delta", stop=["gamma"], include_stop_str=True)
+    assert "".join(pieces) == "alpha beta gamma"
+
+
+def test_no_partial_stop_string_is_ever_emitted(tokenizer):
+    pieces, _ = stream(tokenizer, "one two three END four", stop=["END"])
+    emitted = ""
+    for p in pieces:
+        emitted += p
+        assert "E" not in emitted
+    assert emitted == "one two three "

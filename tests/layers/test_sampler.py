@@ -1,0 +1,116 @@
+"""The sampler against direct computations on fresh random logits."""
+
+from __future__ import annotations
+
+import torch
+
+from pyinfer.layers.sampler import Sampler, SamplingTensors
+
+V = 50
+
+
+def tensors(rows: int, temperature: float = 1.0, **kw) -> SamplingTensors:
+    greedy = temperature == 0
+    return SamplingTensors(
+        temperature=torch.full((rows,), 1.0 if greedy else temperature),
+        greedy=torch.full((rows,), greedy),
+        all_greedy=greedy,
+        **kw,
+    )
+
+
+def logits(rows: int = 4, seed: int = 0) -> torch.Tensor:
+    return torch.randn(rows, V, generator=torch.Generator().manual_seed(seed)) * 3
+
+
+def test_greedy_is_argmax():
+    x = logits()
+    assert torch.equal(Sampler()(x, tensors(4, 0.0)).token_ids, x.argmax(-1))
+
+
+def test_top_k_1_top_p_tiny_and_min_p_1_all_reduce_to_argmax():
+    x = logits(8, seed=1)
+    for kw in (
+        {"top_k": torch.ones(8, dtype=torch.long)},
+        {"top_p": torch.full((8,), 1e-6)},
+        {"min_p": torch.ones(8)},
+    ):
+        for _ in range(5):
+            assert torch.equal(Sampler()(x, tensors(8, **kw)).token_ids, x.argmax(-1)), kw
+
+
+def test_top_k_only_samples_among_the_k_best():
+    x = logits(2, seed=2)
+    top3 = x.topk(3, dim=-1).indices
+    for _ in range(30):
+        ids = Sampler()(x, tensors(2, 5.0, top_k=torch.full((2,), 3))).token_ids
+        assert all(ids[r] in top3[r] for r in range(2))
+
+
+def test_sampling_follows_the_distribution():
+    x = torch.tensor([[0.0, 1.0, 2.0, -30.0]]).repeat(4000, 1)
+    ids = Sampler()(x, tensors(4000)).token_ids
+    freq = torch.bincount(ids, minlength=4).float() / 4000
+    torch.testing.assert_close(freq, x[0].softmax(-1), atol=0.03, rtol=0)
+
+
+def test_logit_bias_forces_a_token():
+    x = logits()
+    st = tensors(
+        4, 0.0, bias_rows=torch.tensor([1]), bias_tokens=torch.tensor([7]), bias_values=torch.tensor([100.0])
+    )
+    ids = Sampler()(x, st).token_ids
+    assert ids[1] == 7 and torch.equal(ids[[0, 2, 3]], x.argmax(-1)[[0, 2, 3]])
+
+
+def test_banned_tokens_are_never_chosen():
+    x = logits(2)
+    best = x.argmax(-1)
+    st = tensors(2, 0.0, banned_rows=torch.tensor([0, 1]), banned_tokens=best)
+    assert (Sampler()(x, st).token_ids != best).all()
+
+
+def test_penalties_match_their_definitions():
+    x = logits(1, seed=3)
+    prompt, output = [4, 9], [9, 9, 11]
+    st = tensors(
+        1,
+        0.0,
+        prompt_ids=torch.tensor([prompt]),
+        output_ids=torch.tensor([output]),
+        repetition_penalty=torch.tensor([[1.3]]),
+        presence_penalty=torch.tensor([[0.5]]),
+        frequency_penalty=torch.tensor([[0.25]]),
+        max_logprobs=0,
+    )
+    expected = x.clone()
+    for t in {4, 9, 11}:
+        expected[0, t] = expected[0, t] / 1.3 if expected[0, t] > 0 else expected[0, t] * 1.3
+    for t in {9, 11}:
+        expected[0, t] -= 0.25 * output.count(t) + 0.5
+    out = Sampler()(x, st)
+    assert out.token_ids.item() == expected.argmax().item()
+    torch.testing.assert_close(out.logprobs, expected.log_softmax(-1)[0, out.token_ids])
+
+
+def test_logprobs_and_top_alternatives():
+    x = logits()
+    out = Sampler()(x, tensors(4, 0.0, max_logprobs=3))
+    ref = x.log_softmax(-1)
+    torch.testing.assert_close(out.logprobs, ref.max(-1).values)
+    torch.testing.assert_close(out.top_logprobs, ref.topk(3, -1).values)
+    assert torch.equal(out.top_ids[:, 0], x.argmax(-1))
+
+
+def test_seeded_rows_do_not_depend_on_the_rest_of_the_batch():
+    x = logits(3, seed=4)
+
+    def draw(rows: torch.Tensor, seeded_row: int) -> int:
+        gens = [None] * rows.shape[0]
+        gens[seeded_row] = torch.Generator().manual_seed(42)
+        st = tensors(rows.shape[0], generators=gens)
+        return Sampler()(rows, st).token_ids[seeded_row].item()
+
+    alone = [draw(x[1:2], 0) for _ in range(3)]
+    crowded = [draw(x, 1) for _ in range(3)]
+    assert alone == crowded
