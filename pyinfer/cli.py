@@ -191,13 +191,11 @@ def main(argv: list[str] | None = None) -> None:
     add_sampling_arguments(chat)
     chat.set_defaults(func=cmd_chat)
 
-    bench = sub.add_parser("bench", help="benchmarks: latency, throughput, serve")
-    try:
-        from pyinfer.bench import add_bench_subcommands
-    except ImportError:
-        add_bench_subcommands = None
-    if add_bench_subcommands is not None:
-        add_bench_subcommands(bench, add_engine_arguments)
+    from pyinfer.bench import add_bench_subcommands
+
+    add_bench_subcommands(
+        sub.add_parser("bench", help="benchmarks: latency, throughput, serve"), add_engine_arguments
+    )
 
     args = parser.parse_args(argv)
     if not hasattr(args, "func"):
