@@ -1,0 +1,151 @@
+"""Paged decode attention (one query token per sequence), GQA-aware, split over the KV length.
+
+Stage 1: program (sequence, KV head, split) loads each K/V tile once for all the query heads that
+share it, and keeps an online softmax over its share of the context. Stage 2 merges the splits by
+their log-sum-exp. The number of splits is fixed per launch, so the kernel is CUDA-graph safe.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _decode_split_kernel(
+    q_ptr,
+    cache_ptr,
+    tables_ptr,
+    seq_lens_ptr,
+    out_ptr,
+    lse_ptr,
+    scale,
+    q_stride,
+    table_stride,
+    v_offset,
+    NUM_KV_HEADS: tl.constexpr,
+    GROUP: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    PAGE: tl.constexpr,
+    NUM_SPLITS: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    seq = tl.program_id(0)
+    kv_head = tl.program_id(1)
+    split = tl.program_id(2)
+    seq_len = tl.load(seq_lens_ptr + seq)
+    per_split = tl.cdiv(tl.cdiv(seq_len, NUM_SPLITS), BLOCK_N) * BLOCK_N
+    start = split * per_split
+    end = tl.minimum(start + per_split, seq_len)
+
+    h = tl.arange(0, BLOCK_H)
+    d = tl.arange(0, HEAD_DIM)
+    head_mask = h < GROUP
+    heads = kv_head * GROUP + h
+    q = tl.load(
+        q_ptr + seq * q_stride + heads[:, None] * HEAD_DIM + d[None, :], mask=head_mask[:, None], other=0.0
+    )
+
+    m = tl.full([BLOCK_H], float("-inf"), tl.float32)
+    l = tl.zeros([BLOCK_H], tl.float32)
+    acc = tl.zeros([BLOCK_H, HEAD_DIM], tl.float32)
+    row = NUM_KV_HEADS * HEAD_DIM
+    for n in range(start, end, BLOCK_N):
+        pos = n + tl.arange(0, BLOCK_N)
+        pos_mask = pos < end
+        page = tl.load(tables_ptr + seq * table_stride + pos // PAGE, mask=pos_mask, other=0).to(tl.int64)
+        offs = (page * PAGE + pos % PAGE)[:, None] * row + kv_head * HEAD_DIM + d[None, :]
+        k = tl.load(cache_ptr + offs, mask=pos_mask[:, None], other=0.0)
+        v = tl.load(cache_ptr + v_offset + offs, mask=pos_mask[:, None], other=0.0)
+        s = tl.dot(q, tl.trans(k)).to(tl.float32) * scale
+        s = tl.where(pos_mask[None, :], s, float("-inf"))
+        m_new = tl.maximum(m, tl.max(s, 1))
+        p = tl.exp(s - m_new[:, None])
+        alpha = tl.exp(m - m_new)
+        l = l * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v).to(tl.float32)
+        m = m_new
+
+    has_work = end > start
+    out = tl.where(has_work, acc / tl.where(l > 0, l, 1.0)[:, None], 0.0)
+    lse = tl.where(has_work, m + tl.log(tl.where(l > 0, l, 1.0)), float("-inf"))
+    base = (seq * NUM_KV_HEADS * GROUP + heads) * NUM_SPLITS + split
+    tl.store(out_ptr + base[:, None] * HEAD_DIM + d[None, :], out, mask=head_mask[:, None])
+    tl.store(lse_ptr + base, lse, mask=head_mask)
+
+
+@triton.jit
+def _merge_splits_kernel(
+    part_ptr,
+    lse_ptr,
+    out_ptr,
+    out_stride,
+    NUM_HEADS: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    NUM_SPLITS: tl.constexpr,
+    BLOCK_S: tl.constexpr,
+):
+    seq = tl.program_id(0)
+    head = tl.program_id(1)
+    s = tl.arange(0, BLOCK_S)
+    d = tl.arange(0, HEAD_DIM)
+    base = (seq * NUM_HEADS + head) * NUM_SPLITS
+    lse = tl.load(lse_ptr + base + s, mask=s < NUM_SPLITS, other=float("-inf"))
+    top = tl.max(lse, 0)
+    w = tl.where(lse > float("-inf"), tl.exp(lse - top), 0.0)
+    part = tl.load(
+        part_ptr + (base + s)[:, None] * HEAD_DIM + d[None, :], mask=(s < NUM_SPLITS)[:, None], other=0.0
+    )
+    total = tl.sum(w, 0)
+    out = tl.sum(part * w[:, None], 0) / tl.where(total > 0, total, 1.0)
+    tl.store(out_ptr + seq * out_stride + head * HEAD_DIM + d, out.to(out_ptr.dtype.element_ty))
+
+
+def decode_attention(
+    q: torch.Tensor,
+    kv_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    seq_lens: torch.Tensor,
+    scale: float,
+    num_splits: int,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """q [B, Hq, D] -> [B, Hq, D], attending to seq_lens[b] cached tokens of each sequence."""
+    batch, num_heads, head_dim = q.shape
+    _, _, page, num_kv_heads, _ = kv_cache.shape
+    group = num_heads // num_kv_heads
+    part = torch.empty(batch, num_heads, num_splits, head_dim, dtype=torch.float32, device=q.device)
+    lse = torch.empty(batch, num_heads, num_splits, dtype=torch.float32, device=q.device)
+    out = torch.empty_like(q) if out is None else out
+    _decode_split_kernel[(batch, num_kv_heads, num_splits)](
+        q,
+        kv_cache,
+        block_tables,
+        seq_lens,
+        part,
+        lse,
+        scale,
+        q.stride(0),
+        block_tables.stride(0),
+        kv_cache[0].numel(),
+        NUM_KV_HEADS=num_kv_heads,
+        GROUP=group,
+        HEAD_DIM=head_dim,
+        PAGE=page,
+        NUM_SPLITS=num_splits,
+        BLOCK_H=max(16, triton.next_power_of_2(group)),
+        BLOCK_N=64,
+    )
+    _merge_splits_kernel[(batch, num_heads)](
+        part,
+        lse,
+        out,
+        out.stride(0),
+        NUM_HEADS=num_heads,
+        HEAD_DIM=head_dim,
+        NUM_SPLITS=num_splits,
+        BLOCK_S=triton.next_power_of_2(num_splits),
+    )
+    return out

@@ -1,0 +1,119 @@
+"""Paged prefill / extend attention: variable-length query chunks, causal, over a cached prefix.
+
+Sequence b's queries are rows query_start[b]..query_start[b+1] of q and sit at the last positions
+of its seq_lens[b] tokens; all keys and values (the cached prefix and this chunk, already stored)
+are read from the paged cache through the block table. One program per (sequence, head, query tile).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _prefill_kernel(
+    q_ptr,
+    cache_ptr,
+    tables_ptr,
+    query_start_ptr,
+    seq_lens_ptr,
+    out_ptr,
+    scale,
+    q_stride,
+    out_stride,
+    table_stride,
+    v_offset,
+    NUM_KV_HEADS: tl.constexpr,
+    GROUP: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    PAGE: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    seq = tl.program_id(0)
+    head = tl.program_id(1)
+    tile = tl.program_id(2)
+    q_start = tl.load(query_start_ptr + seq)
+    q_len = tl.load(query_start_ptr + seq + 1) - q_start
+    if tile * BLOCK_M >= q_len:
+        return
+    seq_len = tl.load(seq_lens_ptr + seq)
+    context = seq_len - q_len
+    kv_head = head // GROUP
+
+    m_offs = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    m_mask = m_offs < q_len
+    d = tl.arange(0, HEAD_DIM)
+    q = tl.load(
+        q_ptr + (q_start + m_offs)[:, None] * q_stride + head * HEAD_DIM + d[None, :],
+        mask=m_mask[:, None],
+        other=0.0,
+    )
+    q_pos = context + m_offs
+
+    m = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+    row = NUM_KV_HEADS * HEAD_DIM
+    end = tl.minimum(seq_len, context + (tile + 1) * BLOCK_M)  # causal: later keys are never seen
+    for n in range(0, end, BLOCK_N):
+        pos = n + tl.arange(0, BLOCK_N)
+        pos_mask = pos < end
+        page = tl.load(tables_ptr + seq * table_stride + pos // PAGE, mask=pos_mask, other=0).to(tl.int64)
+        offs = (page * PAGE + pos % PAGE)[:, None] * row + kv_head * HEAD_DIM + d[None, :]
+        k = tl.load(cache_ptr + offs, mask=pos_mask[:, None], other=0.0)
+        v = tl.load(cache_ptr + v_offset + offs, mask=pos_mask[:, None], other=0.0)
+        s = tl.dot(q, tl.trans(k)).to(tl.float32) * scale
+        s = tl.where((pos[None, :] <= q_pos[:, None]) & pos_mask[None, :], s, float("-inf"))
+        m_new = tl.maximum(m, tl.max(s, 1))
+        p = tl.exp(s - m_new[:, None])
+        alpha = tl.exp(m - m_new)
+        l = l * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v).to(tl.float32)
+        m = m_new
+    out = acc / tl.where(l > 0, l, 1.0)[:, None]
+    tl.store(
+        out_ptr + (q_start + m_offs)[:, None] * out_stride + head * HEAD_DIM + d[None, :],
+        out.to(out_ptr.dtype.element_ty),
+        mask=m_mask[:, None],
+    )
+
+
+def prefill_attention(
+    q: torch.Tensor,
+    kv_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    query_start: torch.Tensor,
+    seq_lens: torch.Tensor,
+    max_query_len: int,
+    scale: float,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """q [T, Hq, D] of several sequences' chunks -> [T, Hq, D]."""
+    num_tokens, num_heads, head_dim = q.shape
+    _, _, page, num_kv_heads, _ = kv_cache.shape
+    out = torch.empty_like(q) if out is None else out
+    block_m = 64 if max_query_len > 32 else 16
+    grid = (seq_lens.shape[0], num_heads, triton.cdiv(max_query_len, block_m))
+    _prefill_kernel[grid](
+        q,
+        kv_cache,
+        block_tables,
+        query_start,
+        seq_lens,
+        out,
+        scale,
+        q.stride(0),
+        out.stride(0),
+        block_tables.stride(0),
+        kv_cache[0].numel(),
+        NUM_KV_HEADS=num_kv_heads,
+        GROUP=num_heads // num_kv_heads,
+        HEAD_DIM=head_dim,
+        PAGE=page,
+        BLOCK_M=block_m,
+        BLOCK_N=64,
+    )
+    return out

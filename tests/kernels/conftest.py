@@ -1,0 +1,28 @@
+"""Kernel tests run on the GPU when there is one, else on the CPU through Triton's interpreter."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"
+
+pytest.importorskip("triton")
+
+
+@pytest.fixture
+def device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@pytest.fixture
+def dtype() -> torch.dtype:
+    # bf16 on the GPU; fp32 in the interpreter (numpy has no bf16)
+    return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+
+
+def tolerance(dtype: torch.dtype) -> dict:
+    return {"atol": 2e-2, "rtol": 2e-2} if dtype == torch.bfloat16 else {"atol": 1e-4, "rtol": 1e-4}
