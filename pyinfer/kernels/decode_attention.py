@@ -49,7 +49,7 @@ def _decode_split_kernel(
     )
 
     m = tl.full([BLOCK_H], float("-inf"), tl.float32)
-    l = tl.zeros([BLOCK_H], tl.float32)
+    denom = tl.zeros([BLOCK_H], tl.float32)
     acc = tl.zeros([BLOCK_H, HEAD_DIM], tl.float32)
     row = NUM_KV_HEADS * HEAD_DIM
     for n in range(start, end, BLOCK_N):
@@ -64,13 +64,13 @@ def _decode_split_kernel(
         m_new = tl.maximum(m, tl.max(s, 1))
         p = tl.exp(s - m_new[:, None])
         alpha = tl.exp(m - m_new)
-        l = l * alpha + tl.sum(p, 1)
+        denom = denom * alpha + tl.sum(p, 1)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v).to(tl.float32)
         m = m_new
 
     has_work = end > start
-    out = tl.where(has_work, acc / tl.where(l > 0, l, 1.0)[:, None], 0.0)
-    lse = tl.where(has_work, m + tl.log(tl.where(l > 0, l, 1.0)), float("-inf"))
+    out = tl.where(has_work, acc / tl.where(denom > 0, denom, 1.0)[:, None], 0.0)
+    lse = tl.where(has_work, m + tl.log(tl.where(denom > 0, denom, 1.0)), float("-inf"))
     base = (seq * NUM_KV_HEADS * GROUP + heads) * NUM_SPLITS + split
     tl.store(out_ptr + base[:, None] * HEAD_DIM + d[None, :], out, mask=head_mask[:, None])
     tl.store(lse_ptr + base, lse, mask=head_mask)

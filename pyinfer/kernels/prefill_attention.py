@@ -54,7 +54,7 @@ def _prefill_kernel(
     q_pos = context + m_offs
 
     m = tl.full([BLOCK_M], float("-inf"), tl.float32)
-    l = tl.zeros([BLOCK_M], tl.float32)
+    denom = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
     row = NUM_KV_HEADS * HEAD_DIM
     end = tl.minimum(seq_len, context + (tile + 1) * BLOCK_M)  # causal: later keys are never seen
@@ -70,10 +70,10 @@ def _prefill_kernel(
         m_new = tl.maximum(m, tl.max(s, 1))
         p = tl.exp(s - m_new[:, None])
         alpha = tl.exp(m - m_new)
-        l = l * alpha + tl.sum(p, 1)
+        denom = denom * alpha + tl.sum(p, 1)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v).to(tl.float32)
         m = m_new
-    out = acc / tl.where(l > 0, l, 1.0)[:, None]
+    out = acc / tl.where(denom > 0, denom, 1.0)[:, None]
     tl.store(
         out_ptr + (q_start + m_offs)[:, None] * out_stride + head * HEAD_DIM + d[None, :],
         out.to(out_ptr.dtype.element_ty),
@@ -92,7 +92,7 @@ def prefill_attention(
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """q [T, Hq, D] of several sequences' chunks -> [T, Hq, D]."""
-    num_tokens, num_heads, head_dim = q.shape
+    _, num_heads, head_dim = q.shape
     _, _, page, num_kv_heads, _ = kv_cache.shape
     out = torch.empty_like(q) if out is None else out
     block_m = 64 if max_query_len > 32 else 16
