@@ -49,3 +49,55 @@ class SeqOutput(msgspec.Struct, kw_only=True):
     num_cached_tokens: int = 0
     metrics: RequestMetrics | None = None  # on the final output only
     error: str | None = None
+
+
+# ---- server -> engine core, besides EngineRequest and AbortRequest ---------------------------------
+class AbortChoice(msgspec.Struct, tag="abort_choice"):
+    """Stop one choice of a request (its stop string was found in the server)."""
+
+    request_id: str
+    index: int
+
+
+class StatsRequest(msgspec.Struct, tag="stats_request"):
+    pass
+
+
+class Shutdown(msgspec.Struct, tag="shutdown"):
+    pass
+
+
+# ---- engine core -> server -------------------------------------------------------------------------
+class EngineReady(msgspec.Struct, tag="ready", kw_only=True):
+    """Sent once the model is loaded: what the server needs to know about it."""
+
+    model_path: str
+    load_format: str
+    device: str
+    max_model_len: int
+    vocab_size: int
+    eos_token_ids: list[int]
+    block_size: int
+    num_kv_blocks: int
+
+
+class StepOutputs(msgspec.Struct, tag="outputs"):
+    """All outputs of one engine step."""
+
+    outputs: list[SeqOutput]
+
+
+class Rejected(msgspec.Struct, tag="rejected", kw_only=True):
+    """A request the engine refused (add_request raised); `param` names the bad field, if known."""
+
+    request_id: str
+    message: str
+    param: str | None = None
+
+
+class EngineStats(msgspec.Struct, tag="stats"):
+    stats: dict[str, float]
+
+
+ToCore = EngineRequest | AbortRequest | AbortChoice | StatsRequest | Shutdown
+FromCore = EngineReady | StepOutputs | Rejected | EngineStats

@@ -1,0 +1,223 @@
+"""AsyncEngineClient: the server's handle on the engine-core process.
+
+It starts `python -m pyinfer.engine.core`, sends requests over ZMQ and routes each step's outputs to
+per-request queues. Torch-free: the server reaches the engine only through this module and messages.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+
+import msgspec
+import zmq
+import zmq.asyncio
+
+from pyinfer.config import EngineConfig
+from pyinfer.engine.messages import (
+    AbortChoice,
+    AbortRequest,
+    EngineReady,
+    EngineRequest,
+    EngineStats,
+    FromCore,
+    Rejected,
+    SeqOutput,
+    Shutdown,
+    StatsRequest,
+    StepOutputs,
+)
+from pyinfer.engine.sampling_params import SamplingParams
+
+log = logging.getLogger(__name__)
+
+
+class EngineDeadError(RuntimeError):
+    """The engine-core process is gone; no request can complete."""
+
+
+class RequestRejected(ValueError):
+    """The engine refused a request; `param` names the bad field, if known."""
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.param = param
+
+
+class _Stream:
+    """Outputs of one request on their way to its consumer."""
+
+    def __init__(self, n: int):
+        self.queue: asyncio.Queue[SeqOutput | Exception | None] = asyncio.Queue()
+        self.open = set(range(n))  # choices still generating
+
+
+class AsyncEngineClient:
+    def __init__(self, config: EngineConfig, log_level: str = "info", log_format: str = "text"):
+        self.config = config
+        self.log_args = ("--log-level", log_level, "--log-format", log_format)
+        self.ready: EngineReady | None = None
+        self.dead = False
+        self.on_death: Callable[[], None] | None = None
+        self._streams: dict[str, _Stream] = {}
+        self._stats_waiters: deque[asyncio.Future[dict[str, float]]] = deque()
+        self._closing = False
+        self._proc: asyncio.subprocess.Process | None = None
+        self._tasks: list[asyncio.Task] = []
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    @property
+    def num_requests(self) -> int:
+        """Requests in flight (sent and not yet finished)."""
+        return len(self._streams)
+
+    # ---- life cycle -----------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start the engine-core process; returns at once (see wait_ready)."""
+        self._ready = asyncio.get_running_loop().create_future()
+        self._dir = tempfile.mkdtemp(prefix="pyinfer-")
+        to_core, from_core = f"ipc://{self._dir}/to-core", f"ipc://{self._dir}/from-core"
+        self._zmq = zmq.asyncio.Context()
+        self._to_core = self._zmq.socket(zmq.PUSH)
+        self._to_core.setsockopt(zmq.SNDHWM, 0)
+        self._to_core.bind(to_core)
+        self._from_core = self._zmq.socket(zmq.PULL)
+        self._from_core.setsockopt(zmq.RCVHWM, 0)
+        self._from_core.bind(from_core)
+        # The core holds the read end of this pipe; when we die, the write end closes and it exits.
+        read_fd, self._lifeline = os.pipe()
+        config = msgspec.json.encode(dataclasses.asdict(self.config)).decode()
+        self._proc = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "pyinfer.engine.core", "--config", config),
+            *("--input", to_core, "--output", from_core),
+            *("--parent-fd", str(read_fd), *self.log_args),
+            pass_fds=(read_fd,),
+            start_new_session=True,  # Ctrl-C in a terminal reaches the server only; it stops the core
+        )
+        os.close(read_fd)
+        log.info("engine core started (pid %d)", self._proc.pid)
+        self._tasks = [asyncio.create_task(self._receive()), asyncio.create_task(self._watch())]
+
+    async def wait_ready(self) -> EngineReady:
+        """Wait until the model is loaded; raises EngineDeadError if the core dies first."""
+        return await asyncio.shield(self._ready)
+
+    async def shutdown(self, timeout: float = 10.0) -> None:
+        """Stop the core: politely, then by force."""
+        self._closing = True
+        if self._proc.returncode is None:
+            self._send(Shutdown())
+            try:
+                await asyncio.wait_for(self._proc.wait(), timeout)
+            except TimeoutError:
+                log.warning("engine core did not stop in %.0fs; killing it", timeout)
+                self._proc.kill()
+                await self._proc.wait()
+        for task in self._tasks:
+            task.cancel()
+        self._to_core.close(linger=0)
+        self._from_core.close(linger=0)
+        self._zmq.term()
+        os.close(self._lifeline)
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    # ---- requests -------------------------------------------------------------------------------
+    async def generate(
+        self, request_id: str, prompt_token_ids: list[int], params: SamplingParams
+    ) -> AsyncIterator[SeqOutput]:
+        """Outputs of every choice of one request until all finish; aborts the request if left early."""
+        self._check_alive()
+        stream = _Stream(params.n)
+        self._streams[request_id] = stream
+        self._send(EngineRequest(request_id=request_id, prompt_token_ids=prompt_token_ids, params=params))
+        try:
+            while stream.open:
+                item = await stream.queue.get()
+                if isinstance(item, Exception):
+                    raise item
+                if item is None:  # woken by abort()
+                    continue
+                if item.finish_reason is not None:
+                    stream.open.discard(item.index)
+                yield item
+        finally:
+            if self._streams.pop(request_id, None) is not None and stream.open and not self.dead:
+                self._send(AbortRequest([request_id]))
+
+    def abort(self, request_id: str, index: int | None = None) -> None:
+        """Stop a request, or only its choice `index`; its generate() ends once no choice is left."""
+        stream = self._streams.get(request_id)
+        if stream is None:
+            return
+        if index is None:
+            stream.open.clear()
+            self._send(AbortRequest([request_id]))
+        elif index in stream.open:
+            stream.open.discard(index)
+            self._send(AbortChoice(request_id, index))
+        stream.queue.put_nowait(None)
+
+    async def stats(self) -> dict[str, float]:
+        """The engine's counters: running and waiting requests, KV cache and prefix cache use."""
+        self._check_alive()
+        waiter = asyncio.get_running_loop().create_future()
+        self._stats_waiters.append(waiter)
+        self._send(StatsRequest())
+        return await waiter
+
+    # ---- plumbing -------------------------------------------------------------------------------
+    def _send(self, message: msgspec.Struct) -> None:
+        # With no high-water mark a PUSH send never blocks: the returned future is already done.
+        self._to_core.send(msgspec.msgpack.encode(message), copy=False)
+
+    def _check_alive(self) -> None:
+        if self.dead:
+            raise EngineDeadError("the engine process has died")
+
+    async def _receive(self) -> None:
+        decoder = msgspec.msgpack.Decoder(FromCore)
+        while True:
+            message = decoder.decode(await self._from_core.recv(copy=False))
+            match message:
+                case StepOutputs(outputs=outputs):
+                    for out in outputs:
+                        if (stream := self._streams.get(out.request_id)) is not None:
+                            stream.queue.put_nowait(out)
+                case Rejected(request_id=rid, message=text, param=param):
+                    if (stream := self._streams.get(rid)) is not None:
+                        stream.queue.put_nowait(RequestRejected(text, param))
+                case EngineStats(stats=stats):
+                    waiter = self._stats_waiters.popleft()
+                    if not waiter.done():
+                        waiter.set_result(stats)
+                case EngineReady():
+                    self.ready = message
+                    self._ready.set_result(message)
+                    log.info("engine ready: %s, max_model_len %d", message.model_path, message.max_model_len)
+
+    async def _watch(self) -> None:
+        """Wait for the core to exit; if that was not asked for, fail everything in flight."""
+        code = await self._proc.wait()
+        if self._closing:
+            return
+        log.error("engine core exited unexpectedly with code %s", code)
+        self.dead = True
+        error = EngineDeadError(f"the engine process died (exit code {code})")
+        if not self._ready.done():
+            self._ready.set_exception(error)
+        for stream in self._streams.values():
+            stream.queue.put_nowait(error)
+        while self._stats_waiters:
+            self._stats_waiters.popleft().set_exception(error)
+        if self.on_death is not None:
+            self.on_death()

@@ -1,0 +1,71 @@
+"""The FastAPI app: lifespan (engine process up and down), middleware, error handlers, routes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from pyinfer import __version__
+from pyinfer.config import EngineConfig
+from pyinfer.engine.core_client import EngineDeadError
+from pyinfer.server.config import ServerConfig
+from pyinfer.server.context import ServerContext
+from pyinfer.server.errors import install_error_handlers
+from pyinfer.server.middleware import RequestContextMiddleware
+from pyinfer.server.routes import ROUTERS
+from pyinfer.server.system_metrics import SystemMetrics
+
+log = logging.getLogger(__name__)
+
+
+def create_app(config: ServerConfig, engine_config: EngineConfig) -> FastAPI:
+    ctx = ServerContext(config, engine_config)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        ctx.engine.on_death = lambda: ctx.fail("the engine process died")
+        await ctx.engine.start()
+        loading = asyncio.create_task(_load(ctx))
+        yield  # serving; uvicorn drains in-flight requests before we go on
+        loading.cancel()
+        await ctx.engine.shutdown()
+
+    app = FastAPI(title="PyInfer", version=__version__, lifespan=lifespan)
+    app.state.ctx = ctx
+    app.state.system_metrics = SystemMetrics(_gpu_index(engine_config.device))
+    install_error_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    # Middleware, innermost first. API-key auth and rate limits belong here, inside CORS (so that
+    # preflight requests pass without a key) and inside the request id (so that refusals carry one).
+    if config.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=config.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["X-Request-Id"],
+        )
+    app.add_middleware(RequestContextMiddleware)
+    return app
+
+
+async def _load(ctx: ServerContext) -> None:
+    try:
+        await ctx.load()
+    except EngineDeadError:
+        pass  # the engine client has reported it
+    except Exception:
+        log.exception("loading failed")
+        ctx.fail("loading failed")
+
+
+def _gpu_index(device: str | None) -> int:
+    if device and device.startswith("cuda:"):
+        return int(device.split(":", 1)[1])
+    return 0

@@ -1,0 +1,117 @@
+"""ServerContext: what every route needs — settings, the engine client, the tokenizer, readiness."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+
+from pyinfer.config import EngineConfig
+from pyinfer.engine.core_client import AsyncEngineClient
+from pyinfer.engine.sampling_params import SamplingParams, SamplingParamsError
+from pyinfer.model_files import resolve_model
+from pyinfer.server.config import ServerConfig
+from pyinfer.server.errors import OpenAIError, bad_request, unavailable
+from pyinfer.tokenizer import Tokenizer, load_tokenizer
+
+log = logging.getLogger(__name__)
+
+INLINE_TOKENIZE_CHARS = 4096  # longer texts are tokenized in a thread, off the event loop
+
+
+class ServerContext:
+    def __init__(self, config: ServerConfig, engine_config: EngineConfig):
+        self.config = config
+        self.engine_config = engine_config
+        self.model_path, self.load_format = resolve_model(engine_config.model, engine_config.load_format)
+        self.model_name = config.served_model_name or Path(self.model_path).stem
+        self.engine = AsyncEngineClient(engine_config, config.log_level, config.log_format)
+        self.tokenizer: Tokenizer | None = None
+        self.tokenizer_loaded = False
+        self.draining = False  # set on SIGTERM/SIGINT: no new work
+        self.created = int(time.time())
+        self.fatal_error: str | None = None  # why the server must exit non-zero
+        self.on_fatal: Callable[[], None] = lambda: None  # asks the HTTP server to stop
+
+    async def load(self) -> None:
+        """Load the tokenizer here while the engine process loads the model."""
+        self.tokenizer = await asyncio.to_thread(
+            load_tokenizer, self.model_path, self.load_format, self.engine_config.tokenizer
+        )
+        self.tokenizer_loaded = True
+        ready = await self.engine.wait_ready()
+        log.info("ready to serve %s (max_model_len %d)", self.model_name, ready.max_model_len)
+
+    def fail(self, reason: str) -> None:
+        """Something we cannot serve without is gone: stop, and exit non-zero."""
+        log.error("%s; shutting down", reason)
+        self.fatal_error = reason
+        self.on_fatal()
+
+    @property
+    def ready(self) -> bool:
+        return self.engine.ready is not None and self.tokenizer_loaded and not self.engine.dead
+
+    # ---- checks routes make before generating ---------------------------------------------------
+    def require_ready(self) -> None:
+        if self.engine.dead:
+            raise OpenAIError(500, "the engine process has died", type="server_error", code="engine_dead")
+        if self.draining:
+            raise unavailable("the server is shutting down", "shutting_down")
+        if not self.ready:
+            raise unavailable("the model is still loading; retry when /ready says so", "model_loading")
+
+    def require_tokenizer(self) -> Tokenizer:
+        if self.tokenizer is None:
+            raise bad_request("this model has no tokenizer: it cannot take or give text")
+        return self.tokenizer
+
+    def check_model(self, model: str | None) -> None:
+        if model is not None and model != self.model_name:
+            raise OpenAIError(
+                404,
+                f"The model '{model}' does not exist. This server serves '{self.model_name}'.",
+                param="model",
+                code="model_not_found",
+            )
+
+    def check_prompt(self, prompt_ids: list[int], params: SamplingParams, param: str = "prompt") -> None:
+        """Reject what the engine would, before a streamed reply has begun."""
+        ready = self.engine.ready
+        assert ready is not None
+        if not prompt_ids:
+            raise SamplingParamsError(param, "must not be empty")
+        if min(prompt_ids) < 0 or max(prompt_ids) >= ready.vocab_size:
+            raise SamplingParamsError(param, f"has token ids outside the vocabulary [0, {ready.vocab_size})")
+        completion = params.max_tokens or 1
+        if len(prompt_ids) + completion > ready.max_model_len:
+            raise SamplingParamsError(
+                "max_tokens" if params.max_tokens else param,
+                f"too long: this model's maximum context length is {ready.max_model_len} tokens, but "
+                f"{len(prompt_ids)} prompt tokens + {completion} completion tokens were requested",
+            )
+
+    # ---- tokenization, off the event loop when it is long ---------------------------------------
+    async def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        tokenizer = self.require_tokenizer()
+        if len(text) <= INLINE_TOKENIZE_CHARS:
+            return tokenizer.encode(text, add_special_tokens)
+        return await asyncio.to_thread(tokenizer.encode, text, add_special_tokens)
+
+    async def encode_chat(self, messages: list[dict[str, Any]]) -> list[int]:
+        tokenizer = self.require_tokenizer()
+        try:
+            if sum(len(m["content"]) for m in messages) <= INLINE_TOKENIZE_CHARS:
+                return tokenizer.encode_chat(messages)
+            return await asyncio.to_thread(tokenizer.encode_chat, messages)
+        except ValueError as e:  # no chat template
+            raise bad_request(str(e), param="messages") from None
+
+
+def server_context(request: Request) -> ServerContext:
+    return request.app.state.ctx

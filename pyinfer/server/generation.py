@@ -1,0 +1,180 @@
+"""Generation: one engine request as the server sees it — detokenized choices, stop strings, usage."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass, field
+
+from pyinfer.engine.core_client import AsyncEngineClient
+from pyinfer.engine.detokenizer import IncrementalDetokenizer
+from pyinfer.engine.messages import RequestMetrics, SeqOutput, TokenLogprob
+from pyinfer.engine.sampling_params import SamplingParams
+from pyinfer.server.protocol import Performance, PromptTokensDetails, Usage
+from pyinfer.tokenizer import Tokenizer
+
+
+@dataclass
+class Choice:
+    index: int
+    detokenizer: IncrementalDetokenizer
+    text: str = ""
+    num_tokens: int = 0
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    finish_reason: str | None = None
+    metrics: RequestMetrics | None = None  # the engine's, sent with its final output
+    first_token_at: float | None = None
+    last_token_at: float | None = None
+
+    def timings(self, sent_at: float) -> RequestMetrics:
+        """The engine's timings; estimated from arrival times when the server stopped the choice itself."""
+        if self.metrics is not None:
+            return self.metrics
+        first = self.first_token_at or sent_at
+        last = self.last_token_at or first
+        return RequestMetrics(
+            queue_ms=0.0,
+            prefill_ms=(first - sent_at) * 1e3,
+            decode_ms=(last - first) * 1e3,
+            time_to_first_token_ms=(first - sent_at) * 1e3,
+            decode_iterations=max(self.num_tokens - 1, 0),
+        )
+
+
+@dataclass
+class Delta:
+    """What one engine output added to one choice."""
+
+    index: int
+    text: str
+    logprobs: list[TokenLogprob] | None
+    finish_reason: str | None
+
+
+class Generation:
+    def __init__(
+        self,
+        engine: AsyncEngineClient,
+        tokenizer: Tokenizer,
+        request_id: str,
+        prompt_token_ids: list[int],
+        params: SamplingParams,
+        index_offset: int = 0,  # where this prompt's choices start in a multi-prompt reply
+    ):
+        self.engine = engine
+        self.request_id = request_id
+        self.prompt_token_ids = prompt_token_ids
+        self.params = params
+        self.index_offset = index_offset
+        self.choices = [
+            Choice(
+                i,
+                IncrementalDetokenizer(
+                    tokenizer, params.stop, params.include_stop_str_in_output, params.skip_special_tokens
+                ),
+            )
+            for i in range(params.n)
+        ]
+        self.num_cached_tokens = 0
+        self.sent_at = time.perf_counter()
+
+    async def run(self) -> AsyncIterator[Delta]:
+        """Deltas as tokens arrive; leaving early aborts the request in the engine."""
+        self.sent_at = time.perf_counter()
+        outputs = self.engine.generate(self.request_id, self.prompt_token_ids, self.params)
+        async with aclosing(outputs):
+            async for out in outputs:
+                delta = self._apply(out)
+                if delta is not None:
+                    yield delta
+
+    def _apply(self, out: SeqOutput) -> Delta | None:
+        choice = self.choices[out.index]
+        if choice.finish_reason is not None:  # output that crossed our abort of this choice
+            return None
+        now = time.perf_counter()
+        choice.first_token_at = choice.first_token_at or now
+        choice.last_token_at = now
+        if out.index == 0:
+            self.num_cached_tokens = out.num_cached_tokens
+        choice.num_tokens += len(out.new_token_ids)
+        if out.logprobs:
+            choice.logprobs.extend(out.logprobs)
+        visible = out.new_token_ids if out.stop_token_id is None else out.new_token_ids[:-1]
+        finish = out.finish_reason
+        text = choice.detokenizer.add(visible, finished=finish is not None)
+        if choice.detokenizer.stopped_by is not None and finish is None:
+            self.engine.abort(self.request_id, out.index)
+            finish = "stop"
+        choice.text += text
+        choice.finish_reason = finish
+        choice.metrics = out.metrics
+        if not text and finish is None and not out.logprobs:
+            return None
+        return Delta(self.index_offset + out.index, text, out.logprobs, finish)
+
+
+async def run_all(generations: list[Generation]) -> AsyncIterator[Delta]:
+    """Deltas of several generations, interleaved as they come."""
+    if len(generations) == 1:
+        async with aclosing(generations[0].run()) as deltas:
+            async for delta in deltas:
+                yield delta
+        return
+    queue: asyncio.Queue[Delta | BaseException | None] = asyncio.Queue()
+
+    async def pump(gen: Generation) -> None:
+        try:
+            async for delta in gen.run():
+                queue.put_nowait(delta)
+            queue.put_nowait(None)
+        except Exception as e:
+            queue.put_nowait(e)
+
+    tasks = [asyncio.create_task(pump(g)) for g in generations]
+    try:
+        remaining = len(tasks)
+        while remaining:
+            item = await queue.get()
+            if item is None:
+                remaining -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield item
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def usage(generations: list[Generation]) -> Usage:
+    prompt = sum(len(g.prompt_token_ids) for g in generations)
+    completion = sum(c.num_tokens for g in generations for c in g.choices)
+    return Usage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=prompt + completion,
+        prompt_tokens_details=PromptTokensDetails(
+            cached_tokens=sum(g.num_cached_tokens for g in generations)
+        ),
+        performance=performance(generations),
+    )
+
+
+def performance(generations: list[Generation]) -> Performance:
+    """Queue, prefill and first-token times of the slowest prompt; decode over all choices together."""
+    firsts = [g.choices[0].timings(g.sent_at) for g in generations]
+    alls = [c.timings(g.sent_at) for g in generations for c in g.choices]
+    decode_ms = max(m.decode_ms for m in alls)
+    iterations = sum(m.decode_iterations for m in alls)
+    return Performance(
+        queue_ms=round(max(m.queue_ms for m in firsts), 3),
+        prefill_ms=round(max(m.prefill_ms for m in firsts), 3),
+        decode_ms=round(decode_ms, 3),
+        decode_iterations=iterations,
+        tokens_per_second=round(iterations / decode_ms * 1e3, 2) if decode_ms > 0 else 0.0,
+        time_to_first_token_ms=round(max(m.time_to_first_token_ms for m in firsts), 3),
+    )

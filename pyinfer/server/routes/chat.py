@@ -1,0 +1,87 @@
+"""POST /v1/chat/completions, whole or streamed."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+
+from pyinfer.server.context import server_context
+from pyinfer.server.errors import bad_request
+from pyinfer.server.generation import Generation, run_all, usage
+from pyinfer.server.logprobs import chat_logprobs
+from pyinfer.server.protocol import (
+    AssistantMessage,
+    ChatChoice,
+    ChatChunkChoice,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatDelta,
+)
+from pyinfer.server.routes.common import (
+    DONE,
+    drain,
+    event_stream,
+    json_body,
+    json_response,
+    reply_head,
+    sse,
+    until_disconnected,
+)
+from pyinfer.tokenizer import Tokenizer
+
+router = APIRouter()
+ChatBody = Annotated[ChatCompletionRequest, Depends(json_body(ChatCompletionRequest))]
+
+
+@router.post("/v1/chat/completions", response_model=None)
+async def create_chat_completion(request: Request, body: ChatBody) -> Response:
+    ctx = server_context(request)
+    ctx.check_model(body.model)
+    ctx.require_ready()
+    if problem := body.unsupported():
+        raise bad_request(problem[1], param=problem[0])
+    params = body.engine_params(ctx.config.max_tokens)
+    tokenizer = ctx.require_tokenizer()
+    prompt_ids = await ctx.encode_chat([m.template_dict() for m in body.messages])
+    ctx.check_prompt(prompt_ids, params, param="messages")
+    head = reply_head("chatcmpl", ctx.model_name)
+    gen = Generation(ctx.engine, tokenizer, head["id"], prompt_ids, params)
+    if body.stream:
+        return event_stream(_chunks(gen, head, tokenizer, body.include_usage))
+    await until_disconnected(request, drain(run_all([gen])))
+    choices = [
+        ChatChoice(
+            index=c.index,
+            message=AssistantMessage(content=c.text),
+            logprobs=chat_logprobs(tokenizer, c.logprobs) if params.logprobs is not None else None,
+            finish_reason=c.finish_reason,
+        )
+        for c in gen.choices
+    ]
+    return json_response(ChatCompletion(**head, choices=choices, usage=usage([gen])))
+
+
+async def _chunks(
+    gen: Generation, head: dict[str, Any], tokenizer: Tokenizer, include_usage: bool
+) -> AsyncIterator[str]:
+    """Role chunks first, then one chunk per delta as tokens are sampled, usage, [DONE]."""
+    for i in range(gen.params.n):
+        role = ChatDelta(role="assistant", content="")
+        yield sse(ChatCompletionChunk(**head, choices=[ChatChunkChoice(index=i, delta=role)]))
+    async with aclosing(run_all([gen])) as deltas:
+        async for d in deltas:
+            choice = ChatChunkChoice(
+                index=d.index,
+                delta=ChatDelta(content=d.text or None),
+                logprobs=chat_logprobs(tokenizer, d.logprobs) if d.logprobs else None,
+                finish_reason=d.finish_reason,
+            )
+            yield sse(ChatCompletionChunk(**head, choices=[choice]))
+    if include_usage:
+        yield sse(ChatCompletionChunk(**head, choices=[], usage=usage([gen])))
+    yield DONE

@@ -1,0 +1,89 @@
+"""Helpers the routes share: strict JSON bodies, SSE, reply ids, cancellation on disconnect."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
+from typing import Any, TypeVar
+
+from fastapi import Request
+from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel, ValidationError
+
+from pyinfer.server.errors import ClientDisconnected, from_exception, from_validation_error
+from pyinfer.server.protocol import ErrorResponse
+
+M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
+
+DONE = "data: [DONE]\n\n"
+
+
+def json_body(model: type[M]) -> Callable[[Request], Awaitable[M]]:
+    """A dependency that parses the body as `model`; bad JSON or fields are a 400 in OpenAI's shape."""
+
+    async def parse(request: Request) -> M:
+        try:
+            return model.model_validate_json(await request.body())
+        except ValidationError as e:
+            raise from_validation_error(e) from None
+
+    return parse
+
+
+def reply_head(prefix: str, model: str) -> dict[str, Any]:
+    """id, created and model of a reply and of each of its chunks."""
+    return {"id": f"{prefix}-{uuid.uuid4().hex}", "created": int(time.time()), "model": model}
+
+
+def json_response(payload: BaseModel) -> Response:
+    return Response(payload.model_dump_json(), media_type="application/json")
+
+
+def sse(payload: BaseModel) -> str:
+    return f"data: {payload.model_dump_json()}\n\n"
+
+
+def event_stream(events: AsyncIterator[str]) -> StreamingResponse:
+    """An SSE reply; an error after it began is sent as an error event, then [DONE]."""
+
+    async def guarded() -> AsyncIterator[str]:
+        try:
+            async with aclosing(events):
+                async for event in events:
+                    yield event
+        except Exception as e:
+            yield sse(ErrorResponse(error=from_exception(e).detail))
+            yield DONE
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(guarded(), media_type="text/event-stream", headers=headers)
+
+
+async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Await `work`, cancelling it (and so its engine request) if the client disconnects first."""
+    task = asyncio.ensure_future(work)
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        task.cancel()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if watcher.done() and not watcher.cancelled():
+            raise ClientDisconnected from None
+        raise
+    finally:
+        watcher.cancel()
+
+
+async def drain(deltas: AsyncIterator[Any]) -> None:
+    async with aclosing(deltas):
+        async for _ in deltas:
+            pass

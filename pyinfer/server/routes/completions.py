@@ -1,0 +1,94 @@
+"""POST /v1/completions (the legacy text API), whole or streamed; one or many prompts."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+
+from pyinfer.engine.sampling_params import SamplingParamsError
+from pyinfer.server.context import server_context
+from pyinfer.server.errors import bad_request
+from pyinfer.server.generation import Generation, run_all, usage
+from pyinfer.server.logprobs import completion_logprobs
+from pyinfer.server.protocol import Completion, CompletionChoice, CompletionRequest
+from pyinfer.server.routes.common import (
+    DONE,
+    drain,
+    event_stream,
+    json_body,
+    json_response,
+    reply_head,
+    sse,
+    until_disconnected,
+)
+from pyinfer.tokenizer import Tokenizer
+
+router = APIRouter()
+CompletionBody = Annotated[CompletionRequest, Depends(json_body(CompletionRequest))]
+
+
+@router.post("/v1/completions", response_model=None)
+async def create_completion(request: Request, body: CompletionBody) -> Response:
+    ctx = server_context(request)
+    ctx.check_model(body.model)
+    ctx.require_ready()
+    if body.echo and body.logprobs is not None:
+        raise bad_request("echo with logprobs is not supported: prompt logprobs are not computed", "echo")
+    params = body.engine_params(ctx.config.max_tokens)
+    tokenizer = ctx.require_tokenizer()
+    prompts = body.prompts()
+    if not prompts:
+        raise SamplingParamsError("prompt", "must not be empty")
+    prompt_ids = [p if isinstance(p, list) else await ctx.encode(p) for p in prompts]
+    for ids in prompt_ids:
+        ctx.check_prompt(ids, params)
+    head = reply_head("cmpl", ctx.model_name)
+    gens = [
+        Generation(ctx.engine, tokenizer, f"{head['id']}-{i}", ids, params, index_offset=i * params.n)
+        for i, ids in enumerate(prompt_ids)
+    ]
+    echoes = [(p if isinstance(p, str) else tokenizer.decode(p)) if body.echo else "" for p in prompts]
+    if body.stream:
+        return event_stream(_chunks(gens, echoes, head, tokenizer, body.include_usage))
+    await until_disconnected(request, drain(run_all(gens)))
+    choices = [
+        CompletionChoice(
+            index=gen.index_offset + c.index,
+            text=echo + c.text,
+            logprobs=completion_logprobs(tokenizer, c.logprobs, len(echo))
+            if params.logprobs is not None
+            else None,
+            finish_reason=c.finish_reason,
+        )
+        for gen, echo in zip(gens, echoes, strict=True)
+        for c in gen.choices
+    ]
+    return json_response(Completion(**head, choices=choices, usage=usage(gens)))
+
+
+async def _chunks(
+    gens: list[Generation], echoes: list[str], head: dict[str, Any], tokenizer: Tokenizer, include_usage: bool
+) -> AsyncIterator[str]:
+    """The echoed prompts first, then one chunk per delta as tokens are sampled, usage, [DONE]."""
+    offsets = {}  # choice index -> length of its text so far, for logprobs' text_offset
+    for gen, echo in zip(gens, echoes, strict=True):
+        for c in gen.choices:
+            offsets[gen.index_offset + c.index] = len(echo)
+            if echo:
+                choice = CompletionChoice(index=gen.index_offset + c.index, text=echo, finish_reason=None)
+                yield sse(Completion(**head, choices=[choice]))
+    async with aclosing(run_all(gens)) as deltas:
+        async for d in deltas:
+            logprobs = completion_logprobs(tokenizer, d.logprobs, offsets[d.index]) if d.logprobs else None
+            offsets[d.index] += len(d.text)
+            choice = CompletionChoice(
+                index=d.index, text=d.text, logprobs=logprobs, finish_reason=d.finish_reason
+            )
+            yield sse(Completion(**head, choices=[choice]))
+    if include_usage:
+        yield sse(Completion(**head, choices=[], usage=usage(gens)))
+    yield DONE
