@@ -90,6 +90,12 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         default=env_default("NO_PREFIX_CACHING", False, bool),
         help="env NO_PREFIX_CACHING",
     )
+    g.add_argument(
+        "--enforce-eager",
+        action="store_true",
+        default=env_default("ENFORCE_EAGER", False, bool),
+        help="no CUDA graphs (env ENFORCE_EAGER)",
+    )
     g.add_argument("--seed", type=int, default=env_default("SEED", d.seed, int), help="env SEED")
 
 

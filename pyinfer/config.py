@@ -22,6 +22,7 @@ class EngineConfig:
     kv_cache_memory_gb: float = 2.0  # KV budget on the CPU
     gpu_memory_utilization: float = 0.90  # share of GPU memory for weights, activations and KV
     enable_prefix_caching: bool = True
+    enforce_eager: bool = False  # no CUDA graphs
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -11,8 +11,9 @@ import torch
 class AttentionMetadata:
     """Sequences are ordered decodes first (one query token each), then prefill chunks.
 
-    Device tensors: slot_mapping [T] (cache slot of every new token), seq_lens [B] (KV length after
-    this step), block_tables [B, max_blocks] (int32, padded with 0). Host lists mirror what loops need.
+    Device tensors: slot_mapping [T] (cache slot of every new token; -1 skips), seq_lens [B] (KV
+    length after this step), block_tables [B, max_blocks] (int32, padded with 0), query_start_loc
+    [B+1] (int32 row offsets into the step's tokens). Host lists mirror what the reference loops need.
     """
 
     slot_mapping: torch.Tensor
@@ -22,6 +23,9 @@ class AttentionMetadata:
     query_lens: list[int]
     seq_lens_host: list[int]
     block_size: int
+    query_start_loc: torch.Tensor | None = None
+    max_query_len: int = 1
+    decode_splits: int = 1  # KV splits of the decode kernel (fixed per CUDA-graph batch size)
 
     @property
     def num_seqs(self) -> int:

@@ -14,6 +14,7 @@ from pyinfer.bench.common import (
     random_prompts,
     write_json,
 )
+from pyinfer.bench.roofline import ModelCosts, bound_line, measure_peaks
 from pyinfer.engine.sampling_params import SamplingParams
 
 
@@ -71,4 +72,24 @@ def main(args: argparse.Namespace) -> None:
         print(f"{name:14}{t:10.1f}{s:14.1f}")
     if args.compare_hf:
         print(f"decode speed-up over transformers: {result['decode_speedup']:.2f}x")
+    peaks = measure_peaks(llm.engine.device)
+    if peaks is not None:
+        costs = ModelCosts.of(llm.engine.model_config, next(llm.engine.runner.model.parameters()).dtype)
+        mid_context = args.input_len + args.output_len // 2
+        step_bound = peaks.bandwidth / costs.decode_step_bytes([mid_context])
+        prefill_bound = 1e3 * max(
+            costs.prefill_flops(args.input_len) / peaks.flops,
+            (costs.weight_bytes + costs.kv_bytes_per_token * args.input_len) / peaks.bandwidth,
+        )
+        print(
+            f"measured peaks: {peaks.bandwidth / 1e12:.2f} TB/s copy, {peaks.flops / 1e12:.0f} TFLOP/s bf16 matmul"
+        )
+        print(bound_line("batch-1 decode", tps, step_bound, "tok/s"))
+        print(bound_line("time to first token", ttft, prefill_bound, "ms", higher_is_better=False))
+        result.update(
+            decode_bound_tokens_per_s=step_bound,
+            ttft_bound_ms=prefill_bound,
+            peak_bandwidth=peaks.bandwidth,
+            peak_flops=peaks.flops,
+        )
     write_json(args.output_json, result)

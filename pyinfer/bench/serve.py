@@ -66,7 +66,31 @@ def _prompts(args: argparse.Namespace) -> list[tuple[list[int], int]]:
     ]
 
 
-WORDS = ["the", "a", "of", "and", "to", "in", "is", "was", "for", "on", "that", "with", "as", "by", "at", "from", "it", "an", "be", "this", "which", "or", "are"]
+WORDS = [
+    "the",
+    "a",
+    "of",
+    "and",
+    "to",
+    "in",
+    "is",
+    "was",
+    "for",
+    "on",
+    "that",
+    "with",
+    "as",
+    "by",
+    "at",
+    "from",
+    "it",
+    "an",
+    "be",
+    "this",
+    "which",
+    "or",
+    "are",
+]
 
 
 def _body(args: argparse.Namespace, model: str, prompt: list[int], max_tokens: int) -> tuple[str, dict]:

@@ -14,6 +14,7 @@ from pyinfer.bench.common import (
     random_prompts,
     write_json,
 )
+from pyinfer.bench.roofline import ModelCosts, bound_line, measure_peaks
 from pyinfer.engine.sampling_params import SamplingParams
 
 
@@ -92,4 +93,31 @@ def main(args: argparse.Namespace) -> None:
             f"{hf_elapsed:.1f}s"
         )
         print(f"output-throughput speed-up over transformers: {result['speedup']:.2f}x")
+    peaks = measure_peaks(llm.engine.device)
+    if peaks is not None:
+        costs = ModelCosts.of(llm.engine.model_config, next(llm.engine.runner.model.parameters()).dtype)
+        # Ideal: full batches of max_num_seqs; every decode step reads the weights once and each
+        # sequence's KV; every token costs its matmul FLOPs.
+        steps = out_tokens / min(args.max_num_seqs, args.num_prompts)
+        kv_reads = sum(i * o + o * (o + 1) // 2 for i, o in zip(in_lens, out_lens, strict=True))
+        total_bytes = steps * costs.weight_bytes + kv_reads * costs.kv_bytes_per_token
+        total_flops = (
+            sum(costs.prefill_flops(n) for n in in_lens)
+            + out_tokens * 2 * (costs.linear_params + costs.head_params)
+            + costs.attn_flops_per_pair * kv_reads
+        )
+        bound_s = max(total_bytes / peaks.bandwidth, total_flops / peaks.flops)
+        print(
+            f"measured peaks: {peaks.bandwidth / 1e12:.2f} TB/s copy, {peaks.flops / 1e12:.0f} TFLOP/s bf16 matmul"
+        )
+        print(
+            f"roofline: {total_bytes / 1e9:.0f} GB moved, {total_flops / 1e12:.0f} TFLOP -> at least {bound_s:.2f}s"
+        )
+        print(bound_line("output tokens/s", result["output_tokens_per_s"], out_tokens / bound_s, "tok/s"))
+        print(
+            bound_line(
+                "total tokens/s", result["total_tokens_per_s"], (out_tokens + in_tokens) / bound_s, "tok/s"
+            )
+        )
+        result.update(roofline_seconds=bound_s, roofline_output_tokens_per_s=out_tokens / bound_s)
     write_json(args.output_json, result)

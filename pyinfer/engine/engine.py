@@ -37,11 +37,7 @@ class LLMEngine:
             time.perf_counter() - start,
         )
         self.runner = ModelRunner(config, model, cfg.eos_token_ids)
-        self.max_model_len = min(
-            config.max_model_len or cfg.max_position_embeddings,
-            cfg.max_position_embeddings,
-            self.runner.num_blocks * config.block_size,
-        )
+        self.max_model_len = self.runner.max_model_len
         self.block_manager = BlockManager(
             self.runner.num_blocks, config.block_size, config.enable_prefix_caching
         )

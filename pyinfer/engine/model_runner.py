@@ -3,19 +3,32 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import torch
 
 from pyinfer.attention.metadata import AttentionMetadata
 from pyinfer.attention.torch_backend import TorchAttentionBackend
 from pyinfer.config import EngineConfig
+from pyinfer.engine.cuda_graphs import DecodeGraphs, decode_splits
 from pyinfer.engine.messages import TokenLogprob
 from pyinfer.engine.scheduler import SchedulerOutput
 from pyinfer.engine.sequence import Sequence
+from pyinfer.kernels import triton_enabled
 from pyinfer.layers.sampler import Sampler, SamplerOutput, SamplingTensors
 from pyinfer.models.llama import LlamaForCausalLM
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class StepInputs:
+    input_ids: torch.Tensor
+    positions: torch.Tensor
+    meta: AttentionMetadata
+    token_rows: torch.Tensor
+    sample_rows: torch.Tensor
+    sample_seqs: list[Sequence]
 
 
 class ModelRunner:
@@ -28,10 +41,35 @@ class ModelRunner:
         self.vocab_size = model.config.vocab_size
         self.eos_token_ids = eos_token_ids
         self.sampler = Sampler()
-        self.backend = TorchAttentionBackend()
+        self.backend = self._attention_backend()
+        self.num_sms = (
+            torch.cuda.get_device_properties(self.device).multi_processor_count if self.is_cuda else 0
+        )
         self.num_blocks = self._num_kv_blocks()
         self._allocate_kv_cache(self.num_blocks)
         self._log_kv_cache()
+        cfg = model.config
+        self.max_model_len = min(
+            config.max_model_len or cfg.max_position_embeddings,
+            cfg.max_position_embeddings,
+            self.num_blocks * self.block_size,
+        )
+        self.graphs = None
+        if self.is_cuda and not config.enforce_eager:
+            max_blocks = -(-self.max_model_len // self.block_size)
+            self.graphs = DecodeGraphs(model, config.max_num_seqs, max_blocks, self.block_size)
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    def _attention_backend(self):
+        probe = torch.empty(0, device=self.device)
+        if triton_enabled(probe):
+            from pyinfer.attention.triton_backend import TritonAttentionBackend
+
+            return TritonAttentionBackend()
+        return TorchAttentionBackend()
 
     # ---- KV cache -------------------------------------------------------------------------------
     def _block_bytes(self) -> int:
@@ -75,6 +113,8 @@ class ModelRunner:
             query_lens=[n],
             seq_lens_host=[n],
             block_size=self.block_size,
+            query_start_loc=torch.tensor([0, n], dtype=torch.int32, device=self.device),
+            max_query_len=n,
         )
         with torch.inference_mode():
             hidden = self.model(ids, torch.arange(n, device=self.device), meta)
@@ -101,23 +141,35 @@ class ModelRunner:
     @torch.inference_mode()
     def execute(self, batch: SchedulerOutput) -> list[tuple[Sequence, int, TokenLogprob | None]]:
         """Runs the batch; returns (sequence, sampled token, logprob) for sequences that reached their end."""
-        input_ids, positions, meta, sample_rows, sample_seqs = self._prepare(batch)
-        hidden = self.model(input_ids, positions, meta)
-        if not sample_seqs:
+        inputs = self._prepare(batch)
+        if not inputs.sample_seqs:
+            self.model(inputs.input_ids, inputs.positions, inputs.meta)
             return []
-        logits = self.model.compute_logits(hidden[sample_rows])
-        out = self.sampler(logits, self._sampling_tensors(sample_seqs))
-        return self._to_host(sample_seqs, out)
+        meta = inputs.meta
+        if (
+            self.graphs is not None
+            and meta.num_decodes == meta.num_seqs
+            and self.graphs.can_run(meta.num_seqs, meta.block_tables.shape[1])
+        ):
+            logits = self.graphs.run(
+                inputs.input_ids, inputs.positions, meta.slot_mapping, meta.seq_lens, meta.block_tables
+            )[inputs.sample_rows]
+        else:
+            hidden = self.model(inputs.input_ids, inputs.positions, meta)
+            logits = self.model.compute_logits(hidden[inputs.token_rows])
+        out = self.sampler(logits, self._sampling_tensors(inputs.sample_seqs))
+        return self._to_host(inputs.sample_seqs, out)
 
-    def _prepare(self, batch: SchedulerOutput):
+    def _prepare(self, batch: SchedulerOutput) -> StepInputs:
         bs = self.block_size
         input_ids: list[int] = []
         positions: list[int] = []
         slots: list[int] = []
         seq_lens: list[int] = []
-        sample_rows: list[int] = []
+        token_rows: list[int] = []  # row of each sampling sequence's last token among the step's tokens
+        sample_rows: list[int] = []  # index of each sampling sequence in the batch
         sample_seqs: list[Sequence] = []
-        for seq, n in zip(batch.seqs, batch.num_new_tokens, strict=True):
+        for i, (seq, n) in enumerate(zip(batch.seqs, batch.num_new_tokens, strict=True)):
             start, end = seq.num_computed_tokens, seq.num_computed_tokens + n
             input_ids.extend(seq.token_ids[start:end])
             positions.extend(range(start, end))
@@ -125,24 +177,44 @@ class ModelRunner:
             slots.extend(table[p // bs] * bs + p % bs for p in range(start, end))
             seq_lens.append(end)
             if end == seq.num_tokens:
-                sample_rows.append(len(input_ids) - 1)
+                token_rows.append(len(input_ids) - 1)
+                sample_rows.append(i)
                 sample_seqs.append(seq)
         width = max(len(s.block_table) for s in batch.seqs)
         tables = [s.block_table + [0] * (width - len(s.block_table)) for s in batch.seqs]
-        dev = self.device
+        query_start = [0]
+        for n in batch.num_new_tokens:
+            query_start.append(query_start[-1] + n)
         meta = AttentionMetadata(
-            slot_mapping=torch.tensor(slots, dtype=torch.long, device=dev),
-            seq_lens=torch.tensor(seq_lens, dtype=torch.int32, device=dev),
-            block_tables=torch.tensor(tables, dtype=torch.int32, device=dev),
+            slot_mapping=self._to_device(slots, torch.long),
+            seq_lens=self._to_device(seq_lens, torch.int32),
+            block_tables=self._to_device(tables, torch.int32),
             num_decodes=batch.num_decodes,
             query_lens=batch.num_new_tokens,
             seq_lens_host=seq_lens,
             block_size=bs,
+            query_start_loc=self._to_device(query_start, torch.int32),
+            max_query_len=max(batch.num_new_tokens),
+            decode_splits=decode_splits(
+                batch.num_decodes, self.model.config.num_key_value_heads, self.num_sms
+            )
+            if self.is_cuda
+            else 1,
         )
-        ids = torch.tensor(input_ids, dtype=torch.long, device=dev)
-        pos = torch.tensor(positions, dtype=torch.long, device=dev)
-        rows = torch.tensor(sample_rows, dtype=torch.long, device=dev)
-        return ids, pos, meta, rows, sample_seqs
+        return StepInputs(
+            input_ids=self._to_device(input_ids, torch.long),
+            positions=self._to_device(positions, torch.long),
+            meta=meta,
+            token_rows=self._to_device(token_rows, torch.long),
+            sample_rows=self._to_device(sample_rows, torch.long),
+            sample_seqs=sample_seqs,
+        )
+
+    def _to_device(self, values: list, dtype: torch.dtype) -> torch.Tensor:
+        """A host list as a device tensor; on CUDA through pinned memory, without a sync."""
+        if not self.is_cuda:
+            return torch.tensor(values, dtype=dtype)
+        return torch.tensor(values, dtype=dtype).pin_memory().to(self.device, non_blocking=True)
 
     def _sampling_tensors(self, seqs: list[Sequence]) -> SamplingTensors:
         dev = self.device

@@ -15,7 +15,5 @@ except ImportError:  # CPU-only installs without triton use the PyTorch paths
 
 
 def triton_enabled(x: torch.Tensor) -> bool:
-    """Use the Triton kernels for this tensor: on CUDA, or anywhere under TRITON_INTERPRET=1 (tests)."""
-    if not HAS_TRITON or os.environ.get("PYINFER_DISABLE_TRITON") == "1":
-        return False
-    return x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"
+    """Whether the layers use the Triton kernels for this tensor: on CUDA, unless PYINFER_DISABLE_TRITON=1."""
+    return x.is_cuda and HAS_TRITON and os.environ.get("PYINFER_DISABLE_TRITON") != "1"

@@ -4,8 +4,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pyinfer.kernels import triton_enabled
+
 
 class SiluAndMul(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if triton_enabled(x):
+            from pyinfer.kernels.elementwise import silu_and_mul
+
+            return silu_and_mul(x)
         gate, up = x.chunk(2, dim=-1)
         return F.silu(gate) * up

@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from pyinfer.kernels import triton_enabled
+
 
 def rope_inv_freq(head_dim: int, theta: float, scaling: dict[str, Any] | None) -> torch.Tensor:
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
@@ -43,7 +45,12 @@ class RotaryEmbedding(nn.Module):
     def forward(
         self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """q: [T, Hq, D], k: [T, Hk, D]; returns both rotated, in their own dtype."""
+        """q: [T, Hq, D], k: [T, Hk, D]; returns both rotated, in their own dtype (in place on the GPU)."""
+        if triton_enabled(q):
+            from pyinfer.kernels.elementwise import rotary_
+
+            rotary_(positions, q, k, self.cos_sin)
+            return q, k
         cos, sin = self.cos_sin[positions].to(q.dtype).unsqueeze(1).chunk(2, dim=-1)
         return _rotate(q, cos, sin), _rotate(k, cos, sin)
 

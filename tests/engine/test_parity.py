@@ -17,19 +17,22 @@ def our_prompt_logits(llm: LLM, prompt: list[int]) -> torch.Tensor:
     from pyinfer.attention.metadata import AttentionMetadata
 
     runner = llm.engine.runner
+    dev = runner.device
     n = len(prompt)
     blocks = list(range(-(-n // runner.block_size)))
     meta = AttentionMetadata(
-        slot_mapping=torch.arange(n),
-        seq_lens=torch.tensor([n], dtype=torch.int32),
-        block_tables=torch.tensor([blocks], dtype=torch.int32),
+        slot_mapping=torch.arange(n, device=dev),
+        seq_lens=torch.tensor([n], dtype=torch.int32, device=dev),
+        block_tables=torch.tensor([blocks], dtype=torch.int32, device=dev),
         num_decodes=0,
         query_lens=[n],
         seq_lens_host=[n],
         block_size=runner.block_size,
+        query_start_loc=torch.tensor([0, n], dtype=torch.int32, device=dev),
+        max_query_len=n,
     )
     with torch.inference_mode():
-        hidden = runner.model(torch.tensor(prompt), torch.arange(n), meta)
+        hidden = runner.model(torch.tensor(prompt, device=dev), torch.arange(n, device=dev), meta)
         return runner.model.compute_logits(hidden).float()
 
 

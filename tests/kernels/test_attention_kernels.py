@@ -113,3 +113,33 @@ def test_store_kv_writes_only_its_slots(device, dtype):
     untouched = torch.ones(flat.shape[1], dtype=torch.bool)
     untouched[[3, 17, 95, 40]] = False
     assert torch.equal(flat[:, untouched], before.view(2, -1, 2, 64)[:, untouched])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize(("heads", "kv_heads", "head_dim"), [(32, 8, 64), (32, 8, 128), (32, 32, 128)])
+def test_kernels_at_real_sizes(heads, kv_heads, head_dim):
+    dtype, device = torch.bfloat16, "cuda"
+    seq_lens = [*torch.randint(1, 4096, (48,)).tolist(), 4096, 16, 17]
+    cache, tables = paged_setup(seq_lens, kv_heads, head_dim, device, dtype, seed=heads + head_dim)
+    q = torch.randn(len(seq_lens), heads, head_dim, device=device, dtype=dtype)
+    lens = torch.tensor(seq_lens, dtype=torch.int32, device=device)
+    ref = reference(q, cache, tables, [1] * len(seq_lens), seq_lens, head_dim**-0.5)
+    out = decode_attention(q, cache, tables, lens, head_dim**-0.5, num_splits=8)
+    torch.testing.assert_close(out.float(), ref, atol=2e-2, rtol=2e-2)
+    shapes = [(2048, 2048), (512, 3000), (1, 4000), (100, 100)]
+    qlens, slens = [a for a, _ in shapes], [b for _, b in shapes]
+    cache, tables = paged_setup(slens, kv_heads, head_dim, device, dtype, seed=5)
+    q = torch.randn(sum(qlens), heads, head_dim, device=device, dtype=dtype)
+    starts = torch.tensor([0, *torch.tensor(qlens).cumsum(0).tolist()], dtype=torch.int32, device=device)
+    out = prefill_attention(
+        q,
+        cache,
+        tables,
+        starts,
+        torch.tensor(slens, dtype=torch.int32, device=device),
+        max(qlens),
+        head_dim**-0.5,
+    )
+    ref = reference(q, cache, tables, qlens, slens, head_dim**-0.5)
+    torch.testing.assert_close(out.float(), ref, atol=2e-2, rtol=2e-2)

@@ -1,0 +1,49 @@
+"""Attention over the paged KV cache with our Triton kernels (GPU)."""
+
+from __future__ import annotations
+
+import torch
+
+from pyinfer.attention.metadata import AttentionMetadata
+from pyinfer.kernels.decode_attention import decode_attention
+from pyinfer.kernels.prefill_attention import prefill_attention
+from pyinfer.kernels.store_kv import store_kv
+
+
+class TritonAttentionBackend:
+    name = "triton"
+
+    def forward(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        kv_cache: torch.Tensor,
+        meta: AttentionMetadata,
+        scale: float,
+    ) -> torch.Tensor:
+        store_kv(kv_cache, k, v, meta.slot_mapping)
+        out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+        nd = meta.num_decodes
+        if nd:
+            decode_attention(
+                q[:nd],
+                kv_cache,
+                meta.block_tables[:nd],
+                meta.seq_lens[:nd],
+                scale,
+                meta.decode_splits,
+                out[:nd],
+            )
+        if nd < q.shape[0]:
+            prefill_attention(
+                q,
+                kv_cache,
+                meta.block_tables[nd:],
+                meta.query_start_loc[nd:],
+                meta.seq_lens[nd:],
+                meta.max_query_len,
+                scale,
+                out,
+            )
+        return out
