@@ -12,8 +12,8 @@ class AttentionMetadata:
     """Sequences are ordered decodes first (one query token each), then prefill chunks.
 
     Device tensors: slot_mapping [T] (cache slot of every new token; -1 skips), seq_lens [B] (KV
-    length after this step), block_tables [B, max_blocks] (int32, padded with 0), query_start_loc
-    [B+1] (int32 row offsets into the step's tokens). Host lists mirror what the reference loops need.
+    length after this step), block_tables [B, max_blocks] (padded with 0), query_start_loc [B+1]
+    (row offsets into the step's tokens); all int64. Host lists mirror what the reference loops need.
     """
 
     slot_mapping: torch.Tensor

@@ -24,7 +24,7 @@ def batch_size_ladder(max_num_seqs: int) -> list[int]:
 
 def decode_splits(batch_size: int, num_kv_heads: int, num_sms: int) -> int:
     """Enough KV splits that the decode kernel fills the GPU, at most 32."""
-    return max(1, min(32, -(-2 * num_sms // (batch_size * num_kv_heads))))
+    return max(1, min(32, -(-2 * num_sms // (max(batch_size, 1) * num_kv_heads))))
 
 
 class DecodeGraphs:
@@ -37,8 +37,8 @@ class DecodeGraphs:
         self.input_ids = torch.zeros(n, dtype=torch.long, device=dev)
         self.positions = torch.zeros(n, dtype=torch.long, device=dev)
         self.slot_mapping = torch.full((n,), -1, dtype=torch.long, device=dev)
-        self.seq_lens = torch.zeros(n, dtype=torch.int32, device=dev)
-        self.block_tables = torch.zeros(n, max_blocks_per_seq, dtype=torch.int32, device=dev)
+        self.seq_lens = torch.zeros(n, dtype=torch.long, device=dev)
+        self.block_tables = torch.zeros(n, max_blocks_per_seq, dtype=torch.long, device=dev)
         self.num_sms = torch.cuda.get_device_properties(dev).multi_processor_count
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.logits: dict[int, torch.Tensor] = {}

@@ -41,6 +41,7 @@ class ModelRunner:
         self.vocab_size = model.config.vocab_size
         self.eos_token_ids = eos_token_ids
         self.sampler = Sampler()
+        self._staging = torch.empty(0, dtype=torch.long)  # pinned host buffer for step inputs
         self.backend = self._attention_backend()
         self.num_sms = (
             torch.cuda.get_device_properties(self.device).multi_processor_count if self.is_cuda else 0
@@ -107,13 +108,13 @@ class ModelRunner:
         ids = torch.zeros(n, dtype=torch.long, device=self.device)
         meta = AttentionMetadata(
             slot_mapping=torch.arange(n, device=self.device),
-            seq_lens=torch.tensor([n], dtype=torch.int32, device=self.device),
-            block_tables=torch.arange(num_blocks, dtype=torch.int32, device=self.device)[None],
+            seq_lens=torch.tensor([n], device=self.device),
+            block_tables=torch.arange(num_blocks, device=self.device)[None],
             num_decodes=0,
             query_lens=[n],
             seq_lens_host=[n],
             block_size=self.block_size,
-            query_start_loc=torch.tensor([0, n], dtype=torch.int32, device=self.device),
+            query_start_loc=torch.tensor([0, n], device=self.device),
             max_query_len=n,
         )
         with torch.inference_mode():
@@ -157,7 +158,8 @@ class ModelRunner:
         else:
             hidden = self.model(inputs.input_ids, inputs.positions, meta)
             logits = self.model.compute_logits(hidden[inputs.token_rows])
-        out = self.sampler(logits, self._sampling_tensors(inputs.sample_seqs))
+        st = SamplingTensors.build(inputs.sample_seqs, self.vocab_size, self.eos_token_ids, self.device)
+        out = self.sampler(logits, st)
         return self._to_host(inputs.sample_seqs, out)
 
     def _prepare(self, batch: SchedulerOutput) -> StepInputs:
@@ -181,19 +183,22 @@ class ModelRunner:
                 sample_rows.append(i)
                 sample_seqs.append(seq)
         width = max(len(s.block_table) for s in batch.seqs)
-        tables = [s.block_table + [0] * (width - len(s.block_table)) for s in batch.seqs]
+        tables = [b for s in batch.seqs for b in s.block_table + [0] * (width - len(s.block_table))]
         query_start = [0]
         for n in batch.num_new_tokens:
             query_start.append(query_start[-1] + n)
+        ids, pos, slot_mapping, lens, flat_tables, starts, rows, samples = self._upload(
+            input_ids, positions, slots, seq_lens, tables, query_start, token_rows, sample_rows
+        )
         meta = AttentionMetadata(
-            slot_mapping=self._to_device(slots, torch.long),
-            seq_lens=self._to_device(seq_lens, torch.int32),
-            block_tables=self._to_device(tables, torch.int32),
+            slot_mapping=slot_mapping,
+            seq_lens=lens,
+            block_tables=flat_tables.view(len(batch.seqs), width),
             num_decodes=batch.num_decodes,
             query_lens=batch.num_new_tokens,
             seq_lens_host=seq_lens,
             block_size=bs,
-            query_start_loc=self._to_device(query_start, torch.int32),
+            query_start_loc=starts,
             max_query_len=max(batch.num_new_tokens),
             decode_splits=decode_splits(
                 batch.num_decodes, self.model.config.num_key_value_heads, self.num_sms
@@ -201,67 +206,19 @@ class ModelRunner:
             if self.is_cuda
             else 1,
         )
-        return StepInputs(
-            input_ids=self._to_device(input_ids, torch.long),
-            positions=self._to_device(positions, torch.long),
-            meta=meta,
-            token_rows=self._to_device(token_rows, torch.long),
-            sample_rows=self._to_device(sample_rows, torch.long),
-            sample_seqs=sample_seqs,
-        )
+        return StepInputs(ids, pos, meta, rows, samples, sample_seqs)
 
-    def _to_device(self, values: list, dtype: torch.dtype) -> torch.Tensor:
-        """A host list as a device tensor; on CUDA through pinned memory, without a sync."""
-        if not self.is_cuda:
-            return torch.tensor(values, dtype=dtype)
-        return torch.tensor(values, dtype=dtype).pin_memory().to(self.device, non_blocking=True)
-
-    def _sampling_tensors(self, seqs: list[Sequence]) -> SamplingTensors:
-        dev = self.device
-        params = [s.params for s in seqs]
-        greedy = [p.greedy for p in params]
-        st = SamplingTensors(
-            temperature=torch.tensor(
-                [1.0 if g else p.temperature for p, g in zip(params, greedy, strict=True)], device=dev
-            ),
-            greedy=torch.tensor(greedy, device=dev),
-            all_greedy=all(greedy),
-            max_logprobs=max((p.logprobs for p in params if p.logprobs is not None), default=-1),
-        )
-        if not st.all_greedy:
-            if any(p.top_k > 0 for p in params):
-                st.top_k = torch.tensor(
-                    [p.top_k if p.top_k > 0 else self.vocab_size for p in params], device=dev
-                )
-            if any(p.top_p < 1 for p in params):
-                st.top_p = torch.tensor([p.top_p for p in params], device=dev)
-            if any(p.min_p > 0 for p in params):
-                st.min_p = torch.tensor([p.min_p for p in params], device=dev)
-            if any(s.generator is not None for s in seqs):
-                st.generators = [s.generator for s in seqs]
-        if any(p.has_penalties for p in params):
-            st.prompt_ids = _padded([s.token_ids[: s.num_prompt_tokens] for s in seqs], self.vocab_size, dev)
-            st.output_ids = _padded([s.output_token_ids for s in seqs], self.vocab_size, dev)
-            st.repetition_penalty = torch.tensor([[p.repetition_penalty] for p in params], device=dev)
-            st.presence_penalty = torch.tensor([[p.presence_penalty] for p in params], device=dev)
-            st.frequency_penalty = torch.tensor([[p.frequency_penalty] for p in params], device=dev)
-        bias = [(r, t, b) for r, p in enumerate(params) for t, b in (p.logit_bias or {}).items()]
-        if bias:
-            rows, tokens, values = zip(*bias, strict=True)
-            st.bias_rows = torch.tensor(rows, device=dev)
-            st.bias_tokens = torch.tensor(tokens, device=dev)
-            st.bias_values = torch.tensor(values, dtype=torch.float32, device=dev)
-        banned = [
-            (r, t)
-            for r, s in enumerate(seqs)
-            if s.num_output_tokens < s.params.min_tokens
-            for t in {*self.eos_token_ids, *s.params.stop_token_ids}
-        ]
-        if banned:
-            rows, tokens = zip(*banned, strict=True)
-            st.banned_rows = torch.tensor(rows, device=dev)
-            st.banned_tokens = torch.tensor(tokens, device=dev)
-        return st
+    def _upload(self, *lists: list[int]) -> list[torch.Tensor]:
+        """Host int lists as int64 device tensors: one staging copy through pinned memory, no sync."""
+        sizes = [len(x) for x in lists]
+        host = torch.tensor([v for x in lists for v in x], dtype=torch.long)
+        if self.is_cuda:
+            if self._staging.numel() < host.numel():
+                self._staging = torch.empty(2 * host.numel(), dtype=torch.long).pin_memory()
+            staging = self._staging[: host.numel()]
+            staging.copy_(host)
+            host = staging.to(self.device, non_blocking=True)
+        return list(host.split(sizes))
 
     @staticmethod
     def _to_host(seqs: list[Sequence], out: SamplerOutput) -> list[tuple[Sequence, int, TokenLogprob | None]]:
@@ -280,8 +237,3 @@ class ModelRunner:
             top = list(zip(top_ids[row][:k], top_lps[row][:k], strict=True)) if k and top_ids else []
             results.append((seq, token, TokenLogprob(token, chosen[row], top)))
         return results
-
-
-def _padded(rows: list[list[int]], pad: int, device: torch.device) -> torch.Tensor:
-    width = max(1, max(len(r) for r in rows))
-    return torch.tensor([r + [pad] * (width - len(r)) for r in rows], dtype=torch.long, device=device)

@@ -17,3 +17,8 @@ except ImportError:  # CPU-only installs without triton use the PyTorch paths
 def triton_enabled(x: torch.Tensor) -> bool:
     """Whether the layers use the Triton kernels for this tensor: on CUDA, unless PYINFER_DISABLE_TRITON=1."""
     return x.is_cuda and HAS_TRITON and os.environ.get("PYINFER_DISABLE_TRITON") != "1"
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """fp32 inputs get exact (ieee) dots, so that fp32 runs match the reference; others use tensor cores."""
+    return "ieee" if dtype == torch.float32 else "tf32"

@@ -11,6 +11,8 @@ import torch
 import triton
 import triton.language as tl
 
+from pyinfer.kernels import dot_precision
+
 
 @triton.jit
 def _prefill_kernel(
@@ -31,6 +33,7 @@ def _prefill_kernel(
     PAGE: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
 ):
     seq = tl.program_id(0)
     head = tl.program_id(1)
@@ -65,13 +68,13 @@ def _prefill_kernel(
         offs = (page * PAGE + pos % PAGE)[:, None] * row + kv_head * HEAD_DIM + d[None, :]
         k = tl.load(cache_ptr + offs, mask=pos_mask[:, None], other=0.0)
         v = tl.load(cache_ptr + v_offset + offs, mask=pos_mask[:, None], other=0.0)
-        s = tl.dot(q, tl.trans(k)).to(tl.float32) * scale
+        s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION).to(tl.float32) * scale
         s = tl.where((pos[None, :] <= q_pos[:, None]) & pos_mask[None, :], s, float("-inf"))
         m_new = tl.maximum(m, tl.max(s, 1))
         p = tl.exp(s - m_new[:, None])
         alpha = tl.exp(m - m_new)
         denom = denom * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v).to(tl.float32)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION).to(tl.float32)
         m = m_new
     out = acc / tl.where(denom > 0, denom, 1.0)[:, None]
     tl.store(
@@ -115,5 +118,6 @@ def prefill_attention(
         PAGE=page,
         BLOCK_M=block_m,
         BLOCK_N=64,
+        DOT_PRECISION=dot_precision(q.dtype),
     )
     return out

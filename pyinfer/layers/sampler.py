@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
+if TYPE_CHECKING:
+    from pyinfer.engine.sequence import Sequence
+
 
 @dataclass
 class SamplingTensors:
-    """Per-row sampling state for one step, built by the model runner. Optional parts are None when unused."""
+    """Per-row sampling state for one step. Optional parts are None when unused."""
 
-    temperature: torch.Tensor  # [B] float; 1.0 on greedy rows
-    greedy: torch.Tensor  # [B] bool
     all_greedy: bool
+    temperature: torch.Tensor | None = None  # [B] float; 1.0 on greedy rows
+    greedy: torch.Tensor | None = None  # [B] bool
     top_k: torch.Tensor | None = None  # [B] long; vocab size where off
     top_p: torch.Tensor | None = None  # [B] float
     min_p: torch.Tensor | None = None  # [B] float
@@ -32,6 +36,53 @@ class SamplingTensors:
     logits_mask: torch.Tensor | None = None  # [B, V] bool of allowed tokens (structured output, later)
     generators: list[torch.Generator | None] | None = None  # per-row seeded generators
     max_logprobs: int = -1  # -1: no row wants logprobs
+
+    @classmethod
+    def build(
+        cls, seqs: list[Sequence], vocab: int, eos_token_ids: list[int], device: torch.device
+    ) -> SamplingTensors:
+        params = [s.params for s in seqs]
+        greedy = [p.greedy for p in params]
+        st = cls(
+            all_greedy=all(greedy),
+            max_logprobs=max((p.logprobs for p in params if p.logprobs is not None), default=-1),
+        )
+        if not st.all_greedy:
+            st.temperature = torch.tensor(
+                [1.0 if g else p.temperature for p, g in zip(params, greedy, strict=True)], device=device
+            )
+            st.greedy = torch.tensor(greedy, device=device)
+            if any(p.top_k > 0 for p in params):
+                st.top_k = torch.tensor([p.top_k if p.top_k > 0 else vocab for p in params], device=device)
+            if any(p.top_p < 1 for p in params):
+                st.top_p = torch.tensor([p.top_p for p in params], device=device)
+            if any(p.min_p > 0 for p in params):
+                st.min_p = torch.tensor([p.min_p for p in params], device=device)
+            if any(s.generator is not None for s in seqs):
+                st.generators = [s.generator for s in seqs]
+        if any(p.has_penalties for p in params):
+            st.prompt_ids = _padded([s.token_ids[: s.num_prompt_tokens] for s in seqs], vocab, device)
+            st.output_ids = _padded([s.output_token_ids for s in seqs], vocab, device)
+            st.repetition_penalty = torch.tensor([[p.repetition_penalty] for p in params], device=device)
+            st.presence_penalty = torch.tensor([[p.presence_penalty] for p in params], device=device)
+            st.frequency_penalty = torch.tensor([[p.frequency_penalty] for p in params], device=device)
+        bias = [(r, t, b) for r, p in enumerate(params) for t, b in (p.logit_bias or {}).items()]
+        if bias:
+            rows, tokens, values = zip(*bias, strict=True)
+            st.bias_rows = torch.tensor(rows, device=device)
+            st.bias_tokens = torch.tensor(tokens, device=device)
+            st.bias_values = torch.tensor(values, dtype=torch.float32, device=device)
+        banned = [
+            (r, t)
+            for r, s in enumerate(seqs)
+            if s.num_output_tokens < s.params.min_tokens
+            for t in {*eos_token_ids, *s.params.stop_token_ids}
+        ]
+        if banned:
+            rows, tokens = zip(*banned, strict=True)
+            st.banned_rows = torch.tensor(rows, device=device)
+            st.banned_tokens = torch.tensor(tokens, device=device)
+        return st
 
 
 @dataclass
@@ -110,3 +161,8 @@ def _top_k_top_p(
         mass_before = probs.cumsum(dim=-1) - probs  # keep the token that crosses top_p
         sorted_logits = sorted_logits.masked_fill(mass_before >= top_p[:, None], -float("inf"))
     return torch.empty_like(logits).scatter_(-1, order, sorted_logits)
+
+
+def _padded(rows: list[list[int]], pad: int, device: torch.device) -> torch.Tensor:
+    width = max(1, max(len(r) for r in rows))
+    return torch.tensor([r + [pad] * (width - len(r)) for r in rows], dtype=torch.long, device=device)

@@ -12,9 +12,9 @@ V = 50
 def tensors(rows: int, temperature: float = 1.0, **kw) -> SamplingTensors:
     greedy = temperature == 0
     return SamplingTensors(
+        all_greedy=greedy,
         temperature=torch.full((rows,), 1.0 if greedy else temperature),
         greedy=torch.full((rows,), greedy),
-        all_greedy=greedy,
         **kw,
     )
 

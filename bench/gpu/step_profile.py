@@ -1,0 +1,48 @@
+"""Where one batch-1 decode step's time goes: host phases timed with a sync after each (diagnostic only)."""
+
+import sys
+import time
+
+import torch
+
+from pyinfer import SamplingParams
+from pyinfer.engine.llm import LLM
+from pyinfer.layers.sampler import SamplingTensors
+
+model = sys.argv[1] if len(sys.argv) > 1 else "llama-3.2-1b"
+llm = LLM(model, load_format="dummy", max_num_seqs=16)
+eng, runner = llm.engine, llm.engine.runner
+eng.add_request("p", list(range(100, 228)), SamplingParams(temperature=0, max_tokens=400, ignore_eos=True))
+for _ in range(20):
+    eng.step()
+phases = {k: 0.0 for k in ("schedule", "prepare", "graph", "sample+host", "postprocess", "whole step")}
+n = 200
+sync = torch.cuda.synchronize
+for _ in range(n):
+    t0 = time.perf_counter()
+    batch = eng.scheduler.schedule()
+    t1 = time.perf_counter()
+    inputs = runner._prepare(batch)
+    sync()
+    t2 = time.perf_counter()
+    m = inputs.meta
+    logits = runner.graphs.run(inputs.input_ids, inputs.positions, m.slot_mapping, m.seq_lens, m.block_tables)
+    sync()
+    t3 = time.perf_counter()
+    st = SamplingTensors.build(inputs.sample_seqs, runner.vocab_size, runner.eos_token_ids, runner.device)
+    ids = runner.sampler(logits, st).token_ids.tolist()
+    t4 = time.perf_counter()
+    for seq, n_new in zip(batch.seqs, batch.num_new_tokens, strict=True):
+        seq.num_computed_tokens += n_new
+        seq.token_ids.append(ids[0])
+    t5 = time.perf_counter()
+    for k, dt in zip(phases, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t5 - t0), strict=False):
+        phases[k] += dt
+start = time.perf_counter()
+for _ in range(n):
+    eng.step()
+sync()
+phases["engine.step (unsynced phases)"] = time.perf_counter() - start
+print(f"{model}: mean per step over {n} steps")
+for k, v in phases.items():
+    print(f"  {k:32}{1e6 * v / n:10.1f} us")
