@@ -9,7 +9,8 @@ from pyinfer import SamplingParams
 from pyinfer.engine.llm import LLM
 from pyinfer.layers.sampler import SamplingTensors
 
-torch.inference_mode().__enter__()
+_inference = torch.inference_mode()
+_inference.__enter__()
 model = sys.argv[1] if len(sys.argv) > 1 else "llama-3.2-1b"
 llm = LLM(model, load_format="dummy", max_num_seqs=16)
 eng, runner = llm.engine, llm.engine.runner
