@@ -1,0 +1,76 @@
+"""Helpers for driving a real `pyinfer serve` subprocess."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """`pyinfer serve` in a subprocess, its log in a file."""
+
+    def __init__(self, log_path: Path, *flags: str):
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        cmd = [sys.executable, "-m", "pyinfer.cli", "serve", "--dtype", "float32", "--device", "cpu"]
+        cmd += ["--host", "127.0.0.1", "--port", str(self.port), *flags]
+        self.proc = subprocess.Popen(cmd, stdout=log_path.open("w"), stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"server exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
+            try:
+                if httpx.get(f"{self.base_url}/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.25)
+        pytest.fail(f"server not ready in {timeout}s:\n{self.log()[-3000:]}")
+
+    def engine_process(self) -> psutil.Process:
+        (child,) = psutil.Process(self.proc.pid).children()
+        return child
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def engine_stats(http: httpx.Client) -> dict:
+    r = http.get("/v1/engine/stats")
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.05):
+    """Polls until predicate() is truthy; returns its value or fails."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(interval)
+    pytest.fail(f"condition not met within {timeout}s")

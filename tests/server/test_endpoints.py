@@ -1,0 +1,104 @@
+"""Health, readiness, version, models, system metrics, engine stats, tokenize, request ids, CORS, access log."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pyinfer
+
+
+def test_health(http):
+    assert http.get("/health").json() == {"status": "healthy", "service": "pyinfer"}
+
+
+def test_ready(http):
+    r = http.get("/ready")
+    assert r.status_code == 200 and r.json() == {"status": "ready", "model_loaded": True}
+
+
+def test_version(http):
+    assert http.get("/version").json() == {"version": pyinfer.__version__}
+
+
+def test_models(client, model):
+    (card,) = client.models.list().data
+    assert card.id == model == "SmolLM2-135M-Instruct.Q4_1" and card.object == "model"
+    assert card.owned_by == "pyinfer" and card.model_extra["max_model_len"] == 8192
+
+
+def test_system_metrics(http):
+    m = http.get("/v1/metrics").json()
+    assert 0 <= m["cpu"]["utilization_percent"] <= 100 and m["cpu"]["core_count"] >= 1
+    mem = m["memory"]
+    assert 0 < mem["used_mb"] <= mem["total_mb"] and 0 < mem["available_mb"] <= mem["total_mb"]
+    assert m["gpu"] is None  # no GPU on the test machine
+    assert m["timestamp"] > 0
+
+
+def test_engine_stats(http):
+    s = http.get("/v1/engine/stats").json()
+    assert s["num_requests_running"] == s["num_requests_waiting"] == 0
+    assert s["kv_cache_blocks"] == 512 and s["kv_cache_free_blocks"] == 512
+    for key in ("kv_cache_usage", "prefix_cache_queries", "prefix_cache_hits", "num_preemptions"):
+        assert key in s
+
+
+def test_tokenize_and_detokenize(http, model):
+    r = http.post("/tokenize", json={"model": model, "prompt": "Hello world"}).json()
+    assert r["count"] == len(r["tokens"]) > 0 and r["max_model_len"] == 8192
+    assert http.post("/detokenize", json={"tokens": r["tokens"]}).json() == {"prompt": "Hello world"}
+    chat = http.post("/tokenize", json={"messages": [{"role": "user", "content": "Hello world"}]}).json()
+    assert chat["count"] > r["count"]  # the chat template adds its markers
+    assert http.post("/tokenize", json={}).status_code == 400
+    assert http.post("/detokenize", json={"tokens": [-1]}).status_code == 400
+
+
+def test_request_id(http):
+    r = http.get("/health")
+    assert len(r.headers["x-request-id"]) == 32
+    assert http.get("/health", headers={"X-Request-Id": "abc-123"}).headers["x-request-id"] == "abc-123"
+    assert "x-request-id" in http.post("/v1/completions", content=b"{").headers  # errors carry one too
+
+
+def test_access_log_line(server, http):
+    http.get("/version", headers={"X-Request-Id": "access-log-probe"})
+    lines = [line for line in server.log().splitlines() if "access-log-probe" in line]
+    assert len(lines) == 1
+    assert "pyinfer.access" in lines[0] and "GET /version 200" in lines[0]
+
+
+def test_cors(http):
+    preflight = {"Origin": "http://ui.example", "Access-Control-Request-Method": "POST"}
+    r = http.options("/v1/chat/completions", headers=preflight)
+    assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "http://ui.example"
+    r = http.get("/health", headers={"Origin": "http://evil.example"})
+    assert "access-control-allow-origin" not in r.headers
+
+
+def test_server_never_imports_the_engine_internals():
+    code = """
+import sys
+from pyinfer.config import EngineConfig
+from pyinfer.server.app import create_app
+from pyinfer.server.config import ServerConfig
+from pyinfer.server.launch import serve_main
+from pyinfer.tokenizer import load_tokenizer
+ctx = create_app(ServerConfig(), EngineConfig(device="cpu")).state.ctx
+load_tokenizer(ctx.model_path, ctx.load_format)
+print(json.dumps(sorted(sys.modules)))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", "import json" + code], capture_output=True, text=True, check=True
+    )
+    modules = json.loads(out.stdout)
+    assert "pyinfer.server.app" in modules and "pyinfer.engine.core_client" in modules
+    forbidden = (
+        "pyinfer.models",
+        "pyinfer.layers",
+        "pyinfer.attention",
+        "pyinfer.kernels",
+        "pyinfer.engine.engine",
+    )
+    assert [m for m in modules if m.startswith(forbidden)] == []

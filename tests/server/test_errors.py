@@ -1,0 +1,153 @@
+"""Every error in OpenAI's shape, with the right status; unknown fields ignored."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+
+
+def assert_error(r, status: int, param: str | None = None, contains: str = "") -> dict:
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["message"] and error["type"]
+    if param is not None:
+        assert error["param"] == param, error
+    assert contains in error["message"], error
+    return error
+
+
+def chat_body(model: str, **fields) -> dict:
+    return {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, **fields}
+
+
+def test_malformed_json(http):
+    r = http.post("/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"})
+    assert_error(r, 400, contains="JSON")
+
+
+def test_empty_body(http):
+    assert_error(http.post("/v1/completions", content=b""), 400)
+
+
+def test_missing_field(http, model):
+    assert_error(http.post("/v1/chat/completions", json={"model": model}), 400, param="messages")
+    assert_error(http.post("/v1/completions", json={"model": model}), 400, param="prompt")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("max_tokens", "10"),
+        ("temperature", "hot"),
+        ("stream", "yes"),
+        ("messages", "hi"),
+        ("stop", 5),
+        ("n", 1.5),
+    ],
+)
+def test_wrong_type(http, model, field, value):
+    assert_error(http.post("/v1/chat/completions", json=chat_body(model, **{field: value})), 400, param=field)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("temperature", -1),
+        ("top_p", 0),
+        ("top_p", 1.5),
+        ("n", 0),
+        ("max_tokens", 0),
+        ("presence_penalty", 3),
+        ("frequency_penalty", -2.5),
+        ("top_k", -2),
+        ("min_p", 2),
+        ("repetition_penalty", 0),
+        ("logit_bias", {"x": 1}),
+        ("logit_bias", {"5": 500}),
+    ],
+)
+def test_impossible_value(http, model, field, value):
+    assert_error(http.post("/v1/chat/completions", json=chat_body(model, **{field: value})), 400, param=field)
+
+
+def test_bad_role_and_content_part(http, model):
+    body = chat_body(model, messages=[{"role": "wizard", "content": "hi"}])
+    assert_error(http.post("/v1/chat/completions", json=body), 400, param="messages")
+    image = [{"type": "image_url", "image_url": {"url": "http://x/y.png"}}]
+    body = chat_body(model, messages=[{"role": "user", "content": image}])
+    assert_error(http.post("/v1/chat/completions", json=body), 400, param="messages")
+
+
+def test_empty_messages(http, model):
+    assert_error(http.post("/v1/chat/completions", json=chat_body(model, messages=[])), 400, param="messages")
+
+
+def test_logprobs_limits(http, model):
+    body = chat_body(model, logprobs=True, top_logprobs=21)
+    assert_error(http.post("/v1/chat/completions", json=body), 400, param="logprobs")
+    body = chat_body(model, top_logprobs=2)
+    assert_error(http.post("/v1/chat/completions", json=body), 400, param="top_logprobs")
+
+
+def test_unsupported_features_are_refused_not_ignored(http, model):
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+    assert_error(http.post("/v1/chat/completions", json=chat_body(model, tools=tools)), 400, param="tools")
+    fmt = {"type": "json_object"}
+    assert_error(
+        http.post("/v1/chat/completions", json=chat_body(model, response_format=fmt)),
+        400,
+        param="response_format",
+    )
+
+
+def test_unknown_model_is_404(client, http):
+    r = http.post("/v1/chat/completions", json=chat_body("gpt-17"))
+    assert assert_error(r, 404, param="model")["code"] == "model_not_found"
+    with pytest.raises(openai.NotFoundError):
+        client.completions.create(model="gpt-17", prompt="hi", max_tokens=1)
+
+
+def test_context_length_exceeded(client, http, model):
+    r = http.post("/v1/chat/completions", json=chat_body(model, max_tokens=9000))
+    error = assert_error(r, 400, param="max_tokens", contains="8192")
+    assert error["code"] == "context_length_exceeded"
+    prompt_tokens = http.post("/tokenize", json={"messages": [{"role": "user", "content": "hi"}]}).json()[
+        "count"
+    ]
+    assert f"{prompt_tokens} prompt tokens + 9000" in error["message"]
+    with pytest.raises(openai.BadRequestError):
+        client.completions.create(model=model, prompt="word " * 9000, max_tokens=1)
+
+
+def test_token_ids_outside_vocabulary(http, model):
+    r = http.post("/v1/completions", json={"model": model, "prompt": [1, 10**7], "max_tokens": 1})
+    assert_error(r, 400, param="prompt", contains="vocabulary")
+
+
+def test_empty_prompt(http, model):
+    assert_error(
+        http.post("/v1/completions", json={"model": model, "prompt": [], "max_tokens": 1}),
+        400,
+        param="prompt",
+    )
+
+
+def test_echo_with_logprobs_refused(http, model):
+    body = {"model": model, "prompt": "hi", "echo": True, "logprobs": 1, "max_tokens": 1}
+    assert_error(http.post("/v1/completions", json=body), 400, param="echo")
+
+
+def test_stop_token_ids_outside_vocabulary_fail_in_the_engine(http, model):
+    body = chat_body(model, stop_token_ids=[10**7])
+    assert_error(http.post("/v1/chat/completions", json=body), 400, param="stop_token_ids")
+
+
+def test_unknown_fields_are_ignored(http, model):
+    r = http.post("/v1/chat/completions", json=chat_body(model, frobnicate=True, metadata={"a": "b"}))
+    assert r.status_code == 200, r.text
+
+
+def test_unknown_route_and_method(http):
+    assert_error(http.get("/v1/nothing-here"), 404)
+    assert_error(http.get("/v1/chat/completions"), 405)

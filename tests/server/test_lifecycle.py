@@ -1,0 +1,81 @@
+"""Process life: SIGTERM drains and exits 0; engine death fails requests and exits non-zero; no orphans.
+
+Each test runs its own server; all three start together to share the loading time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import threading
+
+import httpx
+import pytest
+
+from tests.server.helpers import ServerProcess, engine_stats, wait_until
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory) -> dict[str, ServerProcess]:
+    folder = tmp_path_factory.mktemp("lifecycle")
+    flags = ("--num-kv-blocks", "64", "--log-format", "json")
+    procs = {
+        name: ServerProcess(folder / f"{name}.log", *flags) for name in ("sigterm", "engine_death", "orphan")
+    }
+    try:
+        for srv in procs.values():
+            srv.wait_ready()
+        yield procs
+    finally:
+        for srv in procs.values():
+            srv.stop()
+
+
+def test_sigterm_drains_in_flight_request_and_exits_0(servers):
+    srv = servers["sigterm"]
+    engine = srv.engine_process()
+    body = {"prompt": "Once upon a time", "max_tokens": 30, "ignore_eos": True, "stream": True}
+    with httpx.stream("POST", f"{srv.base_url}/v1/completions", json=body, timeout=60) as r:
+        lines = r.iter_lines()
+        assert next(lines).startswith("data: ")
+        srv.proc.send_signal(signal.SIGTERM)
+        events = [line for line in lines if line]
+    finishes = [json.loads(e[6:])["choices"][0]["finish_reason"] for e in events[:-1]]
+    assert finishes[-1] == "length" and events[-1] == "data: [DONE]"
+    assert srv.proc.wait(30) == 0
+    assert not engine.is_running()
+    with pytest.raises(httpx.TransportError):  # no longer accepting
+        httpx.get(f"{srv.base_url}/health", timeout=2)
+    records = [json.loads(line) for line in srv.log().splitlines() if line.startswith("{")]
+    assert any(r["logger"] == "pyinfer.access" and r.get("path") == "/v1/completions" for r in records)
+
+
+def test_engine_death_fails_requests_and_exits_nonzero(servers):
+    srv = servers["engine_death"]
+    http = httpx.Client(base_url=srv.base_url, timeout=60)
+    result = {}
+
+    def long_request() -> None:
+        body = {"prompt": "Once upon a time", "max_tokens": 60, "ignore_eos": True}
+        result["response"] = http.post("/v1/completions", json=body)
+
+    thread = threading.Thread(target=long_request)
+    thread.start()
+    wait_until(lambda: engine_stats(http)["num_requests_running"] == 1, timeout=10)
+    srv.engine_process().kill()
+    thread.join(30)
+    r = result["response"]
+    assert r.status_code == 500
+    assert r.json()["error"]["code"] == "engine_dead" and r.json()["error"]["type"] == "server_error"
+    with contextlib.suppress(httpx.TransportError):  # the server may be gone already; if not, not ready
+        assert http.get("/ready").status_code == 503
+    assert srv.proc.wait(30) != 0
+
+
+def test_engine_exits_when_the_server_is_killed(servers):
+    srv = servers["orphan"]
+    engine = srv.engine_process()
+    srv.proc.kill()
+    srv.proc.wait(10)
+    engine.wait(10)  # raises TimeoutExpired if it lives on
