@@ -12,19 +12,21 @@ from pyinfer.layers.sampler import SamplingTensors
 _inference = torch.inference_mode()
 _inference.__enter__()
 model = sys.argv[1] if len(sys.argv) > 1 else "llama-3.2-1b"
-llm = LLM(model, load_format="dummy", max_num_seqs=16)
+batch = int(sys.argv[2]) if len(sys.argv) > 2 else 1
+llm = LLM(model, load_format="dummy", max_num_seqs=max(16, batch))
 eng, runner = llm.engine, llm.engine.runner
-eng.add_request("p", list(range(100, 228)), SamplingParams(temperature=0, max_tokens=400, ignore_eos=True))
-for _ in range(20):
+for i in range(batch):
+    eng.add_request(f"p{i}", list(range(100 + i, 612 + i)), SamplingParams(temperature=0, max_tokens=600, ignore_eos=True))
+for _ in range(40):
     eng.step()
 phases = {k: 0.0 for k in ("schedule", "prepare", "graph", "sample+host", "postprocess", "whole step")}
-n = 200
+n = 50
 sync = torch.cuda.synchronize
 for _ in range(n):
     t0 = time.perf_counter()
-    batch = eng.scheduler.schedule()
+    sched = eng.scheduler.schedule()
     t1 = time.perf_counter()
-    inputs = runner._prepare(batch)
+    inputs = runner._prepare(sched)
     sync()
     t2 = time.perf_counter()
     m = inputs.meta
@@ -34,9 +36,9 @@ for _ in range(n):
     st = SamplingTensors.build(inputs.sample_seqs, runner.vocab_size, runner.eos_token_ids, runner.device)
     ids = runner.sampler(logits, st).token_ids.tolist()
     t4 = time.perf_counter()
-    for seq, n_new in zip(batch.seqs, batch.num_new_tokens, strict=True):
+    for seq, n_new, token in zip(sched.seqs, sched.num_new_tokens, ids, strict=True):
         seq.num_computed_tokens += n_new
-        seq.token_ids.append(ids[0])
+        seq.token_ids.append(token)
     t5 = time.perf_counter()
     for k, dt in zip(phases, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t5 - t0), strict=False):
         phases[k] += dt
@@ -45,6 +47,6 @@ for _ in range(n):
     eng.step()
 sync()
 phases["engine.step (unsynced phases)"] = time.perf_counter() - start
-print(f"{model}: mean per step over {n} steps")
+print(f"{model} batch {batch}: mean per step over {n} steps")
 for k, v in phases.items():
     print(f"  {k:32}{1e6 * v / n:10.1f} us")
