@@ -15,7 +15,9 @@ llm = LLM(model, load_format="dummy", max_num_seqs=max(batch, 1), enforce_eager=
 eng = llm.engine
 for i in range(batch):
     eng.add_request(f"r{i}", list(range(100 + i, 228 + i)), SamplingParams(temperature=0, max_tokens=300, ignore_eos=True))
-for _ in range(10):
+while eng.scheduler.waiting or any(s.num_uncomputed_tokens > 1 for s in eng.scheduler.running):
+    eng.step()  # until every sequence decodes
+for _ in range(5):
     eng.step()
 steps = 20
 with profile(activities=[ProfilerActivity.CUDA]) as prof:

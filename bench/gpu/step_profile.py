@@ -17,7 +17,9 @@ llm = LLM(model, load_format="dummy", max_num_seqs=max(16, batch))
 eng, runner = llm.engine, llm.engine.runner
 for i in range(batch):
     eng.add_request(f"p{i}", list(range(100 + i, 612 + i)), SamplingParams(temperature=0, max_tokens=600, ignore_eos=True))
-for _ in range(40):
+while eng.scheduler.waiting or any(s.num_uncomputed_tokens > 1 for s in eng.scheduler.running):
+    eng.step()  # until every sequence decodes
+for _ in range(5):
     eng.step()
 phases = {k: 0.0 for k in ("schedule", "prepare", "graph", "sample+host", "postprocess", "whole step")}
 n = 50
