@@ -105,8 +105,9 @@ class Generation:
         visible = out.new_token_ids if out.stop_token_id is None else out.new_token_ids[:-1]
         finish = out.finish_reason
         text = choice.detokenizer.add(visible, finished=finish is not None)
-        if choice.detokenizer.stopped_by is not None and finish is None:
-            self.engine.abort(self.request_id, out.index)
+        if choice.detokenizer.stopped_by is not None:
+            if finish is None:
+                self.engine.abort(self.request_id, out.index)
             finish = "stop"
         choice.text += text
         choice.finish_reason = finish

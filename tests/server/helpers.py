@@ -30,18 +30,25 @@ class ServerProcess:
         cmd += ["--host", "127.0.0.1", "--port", str(self.port), *flags]
         self.proc = subprocess.Popen(cmd, stdout=log_path.open("w"), stderr=subprocess.STDOUT)
 
+    def wait_http(self, timeout: float = 60) -> None:
+        """Until the HTTP server answers (the model may still be loading)."""
+        self._wait_for("/health", timeout)
+
     def wait_ready(self, timeout: float = 180) -> None:
+        self._wait_for("/ready", timeout)
+
+    def _wait_for(self, path: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 pytest.fail(f"server exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
             try:
-                if httpx.get(f"{self.base_url}/ready", timeout=2).status_code == 200:
+                if httpx.get(f"{self.base_url}{path}", timeout=2).status_code == 200:
                     return
             except httpx.TransportError:
                 pass
-            time.sleep(0.25)
-        pytest.fail(f"server not ready in {timeout}s:\n{self.log()[-3000:]}")
+            time.sleep(0.1)
+        pytest.fail(f"{path} not answering in {timeout}s:\n{self.log()[-3000:]}")
 
     def engine_process(self) -> psutil.Process:
         (child,) = psutil.Process(self.proc.pid).children()

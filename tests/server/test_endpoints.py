@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import pyinfer
 
@@ -35,6 +36,14 @@ def test_system_metrics(http):
     assert 0 < mem["used_mb"] <= mem["total_mb"] and 0 < mem["available_mb"] <= mem["total_mb"]
     assert m["gpu"] is None  # no GPU on the test machine
     assert m["timestamp"] > 0
+
+
+def test_idle_engine_burns_no_cpu(server):
+    engine = server.engine_process()
+    time.sleep(0.5)  # let the last request's threads settle
+    before = sum(engine.cpu_times()[:2])
+    time.sleep(1.0)
+    assert sum(engine.cpu_times()[:2]) - before < 0.05
 
 
 def test_engine_stats(http):
@@ -80,6 +89,7 @@ def test_cors(http):
 def test_server_never_imports_the_engine_internals():
     code = """
 import sys
+import time
 from pyinfer.config import EngineConfig
 from pyinfer.server.app import create_app
 from pyinfer.server.config import ServerConfig

@@ -24,12 +24,25 @@ def servers(tmp_path_factory) -> dict[str, ServerProcess]:
         name: ServerProcess(folder / f"{name}.log", *flags) for name in ("sigterm", "engine_death", "orphan")
     }
     try:
+        srv = procs["sigterm"]
+        srv.wait_http()  # up, the model still loading: what do clients see?
+        body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
+        srv.while_loading = [
+            httpx.get(f"{srv.base_url}/ready"),
+            httpx.post(f"{srv.base_url}/v1/chat/completions", json=body),
+        ]
         for srv in procs.values():
             srv.wait_ready()
         yield procs
     finally:
         for srv in procs.values():
             srv.stop()
+
+
+def test_503_while_loading(servers):
+    ready, chat = servers["sigterm"].while_loading
+    assert ready.status_code == 503 and ready.json() == {"status": "loading", "model_loaded": False}
+    assert chat.status_code == 503 and chat.json()["error"]["code"] == "model_loading"
 
 
 def test_sigterm_drains_in_flight_request_and_exits_0(servers):

@@ -72,3 +72,22 @@ def test_non_streaming_disconnect_frees_blocks(server, model, http):
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(f"{server.base_url}/v1/completions", json=body, timeout=1.5)
     wait_until(lambda: _idle(http), timeout=5)
+
+
+def test_stop_string_stops_the_engine_too(client, model, http):
+    text = (
+        client.completions.create(model=model, prompt="Once upon a time", max_tokens=12, temperature=0)
+        .choices[0]
+        .text
+    )
+    stop = text[4:8]
+    r = client.with_options(timeout=8).completions.create(  # 400 tokens would take 15 s or more
+        model=model,
+        prompt="Once upon a time",
+        max_tokens=400,
+        temperature=0,
+        stop=stop,
+        extra_body={"ignore_eos": True},
+    )
+    assert r.choices[0].finish_reason == "stop" and r.usage.completion_tokens < 12
+    wait_until(lambda: _idle(http), timeout=3)  # the engine was told to stop, not left to run 400 tokens
