@@ -124,9 +124,14 @@ class ChatCompletionRequest(SamplingRequest):
 
     def engine_params(self, default_max_tokens: int | None) -> SamplingParams:
         limit = self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
-        return self.sampling_params(
-            limit, default_max_tokens, (self.top_logprobs or 0) if self.logprobs else None
-        )
+        try:
+            return self.sampling_params(
+                limit, default_max_tokens, (self.top_logprobs or 0) if self.logprobs else None
+            )
+        except SamplingParamsError as e:  # chat names the number of alternatives top_logprobs
+            if e.param == "logprobs":
+                raise SamplingParamsError("top_logprobs", str(e).removeprefix("logprobs ")) from None
+            raise
 
 
 class CompletionRequest(SamplingRequest):

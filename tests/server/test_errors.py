@@ -85,7 +85,9 @@ def test_empty_messages(http, model):
 
 def test_logprobs_limits(http, model):
     body = chat_body(model, logprobs=True, top_logprobs=21)
-    assert_error(http.post("/v1/chat/completions", json=body), 400, param="logprobs")
+    assert_error(http.post("/v1/chat/completions", json=body), 400, param="top_logprobs")
+    body = {"model": model, "prompt": "hi", "logprobs": 21, "max_tokens": 1}
+    assert_error(http.post("/v1/completions", json=body), 400, param="logprobs")
     body = chat_body(model, top_logprobs=2)
     assert_error(http.post("/v1/chat/completions", json=body), 400, param="top_logprobs")
 
