@@ -86,11 +86,12 @@ class BlockManager:
             seq.block_table.append(block_id)
         return True
 
-    def register_full_blocks(self, seq: Sequence) -> None:
-        """Make the sequence's newly completed blocks findable by later prompts."""
+    def register_full_blocks(self, seq: Sequence, num_known_tokens: int) -> None:
+        """Make the sequence's newly completed blocks findable by later prompts (among its first
+        num_known_tokens tokens: later ones may still be in flight)."""
         if not self.enable_prefix_caching:
             return
-        num_full = seq.num_computed_tokens // self.block_size
+        num_full = min(seq.num_computed_tokens, num_known_tokens) // self.block_size
         for i in range(len(seq.block_hashes), num_full):
             tokens = tuple(seq.token_ids[i * self.block_size : (i + 1) * self.block_size])
             h = hash((seq.block_hashes[-1] if seq.block_hashes else None, tokens))

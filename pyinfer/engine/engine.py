@@ -10,7 +10,7 @@ import torch
 from pyinfer.config import EngineConfig
 from pyinfer.engine.block_manager import BlockManager
 from pyinfer.engine.messages import SeqOutput
-from pyinfer.engine.model_runner import ModelRunner
+from pyinfer.engine.model_runner import PLACEHOLDER, InFlight, ModelRunner
 from pyinfer.engine.sampling_params import SamplingParams, SamplingParamsError
 from pyinfer.engine.scheduler import Scheduler
 from pyinfer.engine.sequence import Sequence
@@ -45,6 +45,7 @@ class LLMEngine:
         self.device = device
         self._requests: dict[str, list[Sequence]] = {}
         self.num_tokens_computed = 0  # tokens run through the model since start (prefix hits skip it)
+        self._in_flight: InFlight | None = None  # the launched step whose tokens are not yet on the host
 
     # ---- requests -------------------------------------------------------------------------------
     def add_request(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams) -> None:
@@ -97,7 +98,7 @@ class LLMEngine:
             self._forget_if_done(request_id)
 
     def has_unfinished(self) -> bool:
-        return self.scheduler.has_work()
+        return self.scheduler.has_work() or self._in_flight is not None
 
     def _generator(self, seed: int | None, index: int) -> torch.Generator | None:
         if seed is None:
@@ -108,21 +109,50 @@ class LLMEngine:
 
     # ---- one step -------------------------------------------------------------------------------
     def step(self) -> list[SeqOutput]:
+        """Launches the next batch, then returns the outputs of the batch launched before it.
+
+        On a GPU the next batch is queued before the previous one's tokens reach the host, so that
+        the GPU never waits for Python; on a CPU each step completes before it returns.
+        """
         batch = self.scheduler.schedule()
-        if not batch.seqs:
-            return []
-        sampled = self.runner.execute(batch)
+        outputs: list[SeqOutput] = []
+        previous, self._in_flight = self._in_flight, None
+        if previous is not None and batch.seqs and any(s.params.has_penalties for s in batch.seqs):
+            outputs = self._process(previous)  # penalties need every earlier token on the host
+            previous = None
+        launched = self._launch(batch, previous) if batch.seqs else None
+        if previous is not None:
+            outputs += self._process(previous)
+        if launched is not None:
+            if self.runner.is_cuda:
+                self._in_flight = launched
+            else:
+                outputs += self._process(launched)
+        return outputs
+
+    def _launch(self, batch, previous: InFlight | None) -> InFlight:
+        step = self.runner.launch(batch, previous)
         self.num_tokens_computed += batch.num_tokens
         for seq, n in zip(batch.seqs, batch.num_new_tokens, strict=True):
             seq.num_computed_tokens += n
-            self.block_manager.register_full_blocks(seq)
+        for row, seq in enumerate(step.seqs):
+            seq.token_ids.append(PLACEHOLDER)  # becomes the sampled token once it reaches the host
+            seq.pending_row = row
+        return step
+
+    def _process(self, step: InFlight) -> list[SeqOutput]:
+        token_ids = self.runner.collect(step)
+        logprobs = self.runner.logprobs(step)
         now = time.perf_counter()
         outputs = []
-        for seq, token, logprob in sampled:
+        for seq, pos, token, logprob in zip(step.seqs, step.positions, token_ids, logprobs, strict=True):
+            if seq.is_finished:  # aborted, or finished by its previous token, while this step ran
+                continue
+            seq.token_ids[pos] = token
+            self.block_manager.register_full_blocks(seq, pos + 1)
             if seq.first_token_time is None:
                 seq.first_token_time = now
                 self.scheduler.release_siblings(seq)
-            seq.token_ids.append(token)
             out = SeqOutput(
                 request_id=seq.request_id,
                 index=seq.index,
@@ -131,8 +161,9 @@ class LLMEngine:
                 num_prompt_tokens=seq.num_prompt_tokens,
                 num_cached_tokens=seq.num_cached_tokens or 0,
             )
-            reason = self._finish_reason(seq, token)
+            reason = self._finish_reason(seq, token, pos + 1)
             if reason is not None:
+                del seq.token_ids[pos + 1 :]  # a token queued after this one is void
                 self.scheduler.finish(seq, reason)
                 out.finish_reason = reason
                 out.stop_token_id = token if reason == "stop" else None
@@ -141,19 +172,39 @@ class LLMEngine:
             outputs.append(out)
         return outputs
 
-    def _finish_reason(self, seq: Sequence, token: int) -> str | None:
+    def _finish_reason(self, seq: Sequence, token: int, length: int) -> str | None:
         params = seq.params
         if (
             token in self.model_config.eos_token_ids and not params.ignore_eos
         ) or token in params.stop_token_ids:
             return "stop"
-        if seq.num_tokens >= seq.max_len:
+        if length >= seq.max_len:
             return "length"
         return None
 
     def _forget_if_done(self, request_id: str) -> None:
         if all(s.is_finished for s in self._requests.get(request_id, ())):
             self._requests.pop(request_id, None)
+
+    def request_states(self) -> list[dict[str, object]]:
+        """Every sequence in the engine: its state (waiting, prefill, decode) and token counts."""
+        states = []
+        for seq in (*self.scheduler.running, *self.scheduler.waiting):
+            prefilling = seq.num_computed_tokens < seq.num_prompt_tokens or seq.num_uncomputed_tokens > 1
+            state = "waiting" if not seq.block_table else ("prefill" if prefilling else "decode")
+            states.append(
+                {
+                    "request_id": seq.request_id,
+                    "index": seq.index,
+                    "state": state,
+                    "prompt_tokens": seq.num_prompt_tokens,
+                    "computed_tokens": seq.num_computed_tokens,
+                    "output_tokens": seq.num_output_tokens,
+                    "cached_tokens": seq.num_cached_tokens or 0,
+                    "age_ms": (time.perf_counter() - seq.arrival_time) * 1e3,
+                }
+            )
+        return states
 
     def stats(self) -> dict[str, float]:
         bm = self.block_manager

@@ -21,6 +21,9 @@ from pyinfer.models.llama import LlamaForCausalLM
 log = logging.getLogger(__name__)
 
 
+PLACEHOLDER = -1  # a token sampled by a step still in flight
+
+
 @dataclass
 class StepInputs:
     input_ids: torch.Tensor
@@ -29,6 +32,23 @@ class StepInputs:
     token_rows: torch.Tensor
     sample_rows: torch.Tensor
     sample_seqs: list[Sequence]
+    patch_rows: list[int]  # input rows whose token is still in flight ...
+    patch_sources: list[int]  # ... at these rows of the previous step's sampled ids
+
+
+@dataclass
+class InFlight:
+    """A launched step: its sampling sequences, where their new token goes, and the sampled ids."""
+
+    seqs: list[Sequence]
+    positions: list[int]  # index in each sequence's token_ids of the token being sampled
+    out: SamplerOutput | None
+    host_ids: torch.Tensor | None
+    done: torch.cuda.Event | None
+
+    @property
+    def token_ids(self) -> torch.Tensor:
+        return self.out.token_ids
 
 
 class ModelRunner:
@@ -41,7 +61,10 @@ class ModelRunner:
         self.vocab_size = model.config.vocab_size
         self.eos_token_ids = eos_token_ids
         self.sampler = Sampler()
-        self._staging = torch.empty(0, dtype=torch.long)  # pinned host buffer for step inputs
+        self._staging = [torch.empty(0, dtype=torch.long)] * 2  # pinned host buffers for step inputs
+        self._upload_flip = 0
+        self._pinned_ids = [torch.empty(0, dtype=torch.long)] * 2  # pinned host buffers for sampled ids
+        self._flip = 0
         self.backend = self._attention_backend()
         self.num_sms = (
             torch.cuda.get_device_properties(self.device).multi_processor_count if self.is_cuda else 0
@@ -140,13 +163,18 @@ class ModelRunner:
 
     # ---- one step -----------------------------------------------------------------------------
     @torch.inference_mode()
-    def execute(self, batch: SchedulerOutput) -> list[tuple[Sequence, int, TokenLogprob | None]]:
-        """Runs the batch; returns (sequence, sampled token, logprob) for sequences that reached their end."""
+    def launch(self, batch: SchedulerOutput, previous: InFlight | None = None) -> InFlight:
+        """Queues the batch on the device without waiting for it. Input tokens still in flight from
+        `previous` (placeholders in token_ids) are taken from its sampled ids on the device."""
         inputs = self._prepare(batch)
-        if not inputs.sample_seqs:
-            self.model(inputs.input_ids, inputs.positions, inputs.meta)
-            return []
+        if inputs.patch_rows:
+            rows = torch.tensor(inputs.patch_rows, device=self.device)
+            src = torch.tensor(inputs.patch_sources, device=self.device)
+            inputs.input_ids[rows] = previous.token_ids[src]
         meta = inputs.meta
+        if not inputs.sample_seqs:
+            self.model(inputs.input_ids, inputs.positions, meta)
+            return InFlight([], [], None, None, None)
         if (
             self.graphs is not None
             and meta.num_decodes == meta.num_seqs
@@ -160,7 +188,25 @@ class ModelRunner:
             logits = self.model.compute_logits(hidden[inputs.token_rows])
         st = SamplingTensors.build(inputs.sample_seqs, self.vocab_size, self.eos_token_ids, self.device)
         out = self.sampler(logits, st)
-        return self._to_host(inputs.sample_seqs, out)
+        host_ids = out.token_ids
+        done = None
+        if self.is_cuda:  # one device-to-host copy of the sampled ids, into pinned memory
+            self._flip = 1 - self._flip
+            n = out.token_ids.shape[0]
+            if self._pinned_ids[self._flip].numel() < n:
+                self._pinned_ids[self._flip] = torch.empty(max(n, 256), dtype=torch.long).pin_memory()
+            host_ids = self._pinned_ids[self._flip][:n]
+            host_ids.copy_(out.token_ids, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record()
+        return InFlight(inputs.sample_seqs, [s.num_tokens for s in inputs.sample_seqs], out, host_ids, done)
+
+    @staticmethod
+    def collect(step: InFlight) -> list[int]:
+        """Waits for a launched step; returns its sampled token ids."""
+        if step.done is not None:
+            step.done.synchronize()
+        return step.host_ids.tolist() if step.seqs else []
 
     def _prepare(self, batch: SchedulerOutput) -> StepInputs:
         bs = self.block_size
@@ -171,9 +217,14 @@ class ModelRunner:
         token_rows: list[int] = []  # row of each sampling sequence's last token among the step's tokens
         sample_rows: list[int] = []  # index of each sampling sequence in the batch
         sample_seqs: list[Sequence] = []
+        patch_rows: list[int] = []
+        patch_sources: list[int] = []
         for i, (seq, n) in enumerate(zip(batch.seqs, batch.num_new_tokens, strict=True)):
             start, end = seq.num_computed_tokens, seq.num_computed_tokens + n
             input_ids.extend(seq.token_ids[start:end])
+            if input_ids[-1] == PLACEHOLDER:
+                patch_rows.append(len(input_ids) - 1)
+                patch_sources.append(seq.pending_row)
             positions.extend(range(start, end))
             table = seq.block_table
             slots.extend(table[p // bs] * bs + p % bs for p in range(start, end))
@@ -206,34 +257,40 @@ class ModelRunner:
             if self.is_cuda
             else 1,
         )
-        return StepInputs(ids, pos, meta, rows, samples, sample_seqs)
+        return StepInputs(ids, pos, meta, rows, samples, sample_seqs, patch_rows, patch_sources)
 
     def _upload(self, *lists: list[int]) -> list[torch.Tensor]:
         """Host int lists as int64 device tensors: one staging copy through pinned memory, no sync."""
         sizes = [len(x) for x in lists]
         host = torch.tensor([v for x in lists for v in x], dtype=torch.long)
         if self.is_cuda:
-            if self._staging.numel() < host.numel():
-                self._staging = torch.empty(2 * host.numel(), dtype=torch.long).pin_memory()
-            staging = self._staging[: host.numel()]
+            # Two pinned buffers in turn: the previous step's copy may still be queued behind its kernels.
+            self._upload_flip = 1 - self._upload_flip
+            if self._staging[self._upload_flip].numel() < host.numel():
+                self._staging[self._upload_flip] = torch.empty(
+                    2 * host.numel(), dtype=torch.long
+                ).pin_memory()
+            staging = self._staging[self._upload_flip][: host.numel()]
             staging.copy_(host)
             host = staging.to(self.device, non_blocking=True)
         return list(host.split(sizes))
 
     @staticmethod
-    def _to_host(seqs: list[Sequence], out: SamplerOutput) -> list[tuple[Sequence, int, TokenLogprob | None]]:
+    def logprobs(step: InFlight) -> list[TokenLogprob | None]:
+        """Per sampling sequence: its token's logprob and top alternatives, when it asked for them."""
+        out = step.out
+        if out is None or out.logprobs is None:
+            return [None] * len(step.seqs)
         token_ids = out.token_ids.tolist()
-        if out.logprobs is None:
-            return [(s, t, None) for s, t in zip(seqs, token_ids, strict=True)]
         chosen = out.logprobs.tolist()
         top_ids = out.top_ids.tolist() if out.top_ids is not None else None
         top_lps = out.top_logprobs.tolist() if out.top_logprobs is not None else None
-        results = []
-        for row, (seq, token) in enumerate(zip(seqs, token_ids, strict=True)):
+        results: list[TokenLogprob | None] = []
+        for row, seq in enumerate(step.seqs):
             k = seq.params.logprobs
             if k is None:
-                results.append((seq, token, None))
+                results.append(None)
                 continue
             top = list(zip(top_ids[row][:k], top_lps[row][:k], strict=True)) if k and top_ids else []
-            results.append((seq, token, TokenLogprob(token, chosen[row], top)))
+            results.append(TokenLogprob(token_ids[row], chosen[row], top))
         return results

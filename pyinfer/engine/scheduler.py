@@ -50,7 +50,8 @@ class Scheduler:
         out = SchedulerOutput()
         budget = self.max_num_batched_tokens
         # Running sequences by priority: one-token steps (decodes) before prefill chunks, each in admission order.
-        queue = deque(s for s in self.running if s.num_uncomputed_tokens == 1)
+        # A sequence whose in-flight token reaches its length limit is finishing: nothing more to run.
+        queue = deque(s for s in self.running if s.num_uncomputed_tokens == 1 and s.num_tokens < s.max_len)
         queue.extend(s for s in self.running if s.num_uncomputed_tokens > 1)
         while queue and budget > 0:
             seq = queue.popleft()
@@ -106,6 +107,8 @@ class Scheduler:
         self.block_manager.free_seq(seq)
         if seq in self.running:
             self.running.remove(seq)
+        elif seq in self.waiting:  # preempted while its last token was in flight
+            self.waiting.remove(seq)
 
     def abort(self, request_id: str, index: int | None = None) -> list[Sequence]:
         """Remove a request's sequences (or only choice `index`) and free their blocks; returns those removed."""
@@ -119,7 +122,5 @@ class Scheduler:
             if index is not None and seq.siblings:
                 self.release_siblings(seq)
             seq.siblings = []
-            if seq in self.waiting:
-                self.waiting.remove(seq)
             self.finish(seq, "abort")
         return found

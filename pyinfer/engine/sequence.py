@@ -42,6 +42,7 @@ class Sequence:
         self.finish_reason: str | None = None
         self.siblings: list[Sequence] = []  # choices 1..n-1, admitted once this one's prompt is in the cache
         self.num_preemptions = 0
+        self.pending_row: int | None = None  # row of this sequence's token among the in-flight step's samples
         self.arrival_time = time.perf_counter()
         self.first_scheduled_time: float | None = None
         self.first_token_time: float | None = None

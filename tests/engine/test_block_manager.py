@@ -18,7 +18,7 @@ def compute(bm: BlockManager, s: Sequence) -> None:
     bm.allocate_prefix(s)
     assert bm.ensure_capacity(s, s.num_tokens)
     s.num_computed_tokens = s.num_tokens
-    bm.register_full_blocks(s)
+    bm.register_full_blocks(s, s.num_tokens)
 
 
 def test_shared_prefix_is_found_and_reference_counted():
