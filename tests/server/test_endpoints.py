@@ -73,7 +73,11 @@ def test_request_id(http):
 
 def test_access_log_line(server, http):
     http.get("/version", headers={"X-Request-Id": "access-log-probe"})
-    lines = [line for line in server.log().splitlines() if "access-log-probe" in line]
+    deadline = time.monotonic() + 5  # the line is written after the response is sent
+    while not (lines := [line for line in server.log().splitlines() if "access-log-probe" in line]):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert len(lines) == 1
     assert "pyinfer.access" in lines[0] and "GET /version 200" in lines[0]
 
