@@ -23,6 +23,7 @@ from pyinfer.engine.messages import (
     EngineRequest,
     EngineStats,
     Rejected,
+    RequestState,
     Shutdown,
     StatsRequest,
     StepOutputs,
@@ -90,7 +91,8 @@ class EngineCore:
             case AbortChoice(request_id=rid, index=index):
                 self.engine.abort(rid, index)
             case StatsRequest():
-                self.send(EngineStats(self.stats()))
+                states = [RequestState(**s) for s in self.engine.request_states()]
+                self.send(EngineStats(self.stats(), states))
             case Shutdown():
                 self.running = False
 

@@ -15,6 +15,7 @@ import sys
 import tempfile
 from collections import deque
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import msgspec
 import zmq
@@ -67,7 +68,7 @@ class AsyncEngineClient:
         self.dead = False
         self.on_death: Callable[[], None] | None = None
         self._streams: dict[str, _Stream] = {}
-        self._stats_waiters: deque[asyncio.Future[dict[str, float]]] = deque()
+        self._stats_waiters: deque[asyncio.Future[dict[str, Any]]] = deque()
         self._closing = False
         self._proc: asyncio.subprocess.Process | None = None
         self._tasks: list[asyncio.Task] = []
@@ -167,8 +168,9 @@ class AsyncEngineClient:
             self._send(AbortChoice(request_id, index))
         stream.queue.put_nowait(None)
 
-    async def stats(self) -> dict[str, float]:
-        """The engine's counters: running and waiting requests, KV cache and prefix cache use."""
+    async def stats(self) -> dict[str, Any]:
+        """The engine's counters (running and waiting requests, KV cache and prefix cache use), and
+        `requests`: each sequence in the engine with its state and token counts."""
         self._check_alive()
         waiter = asyncio.get_running_loop().create_future()
         self._stats_waiters.append(waiter)
@@ -196,10 +198,10 @@ class AsyncEngineClient:
                 case Rejected(request_id=rid, message=text, param=param):
                     if (stream := self._streams.get(rid)) is not None:
                         stream.queue.put_nowait(RequestRejected(text, param))
-                case EngineStats(stats=stats):
+                case EngineStats(stats=stats, requests=requests):
                     waiter = self._stats_waiters.popleft()
                     if not waiter.done():
-                        waiter.set_result(stats)
+                        waiter.set_result({**stats, "requests": msgspec.to_builtins(requests)})
                 case EngineReady():
                     self.ready = message
                     self._ready.set_result(message)

@@ -95,8 +95,22 @@ class Rejected(msgspec.Struct, tag="rejected", kw_only=True):
     param: str | None = None
 
 
+class RequestState(msgspec.Struct, kw_only=True):
+    """One sequence in the engine, for the dashboard's live queue."""
+
+    request_id: str
+    index: int
+    state: str  # waiting | prefill | decode
+    prompt_tokens: int
+    computed_tokens: int
+    output_tokens: int
+    cached_tokens: int
+    age_ms: float
+
+
 class EngineStats(msgspec.Struct, tag="stats"):
     stats: dict[str, float]
+    requests: list[RequestState] = []
 
 
 ToCore = EngineRequest | AbortRequest | AbortChoice | StatsRequest | Shutdown

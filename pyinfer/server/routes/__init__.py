@@ -1,5 +1,5 @@
 """HTTP routes, one module per group."""
 
-from pyinfer.server.routes import chat, completions, health, metrics, models, tokenize
+from pyinfer.server.routes import chat, completions, health, metrics, models, tokenize, ui
 
-ROUTERS = [r.router for r in (chat, completions, models, health, metrics, tokenize)]
+ROUTERS = [r.router for r in (chat, completions, models, health, metrics, tokenize, ui)]
