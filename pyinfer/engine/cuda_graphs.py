@@ -12,6 +12,7 @@ import time
 import torch
 
 from pyinfer.attention.metadata import AttentionMetadata
+from pyinfer.kernels import MAX_SPLITS
 from pyinfer.models.llama import LlamaForCausalLM
 
 log = logging.getLogger(__name__)
@@ -23,8 +24,8 @@ def batch_size_ladder(max_num_seqs: int) -> list[int]:
 
 
 def decode_splits(batch_size: int, num_kv_heads: int, num_sms: int) -> int:
-    """Enough KV splits that the decode kernel fills the GPU, at most 32."""
-    return max(1, min(32, -(-2 * num_sms // (max(batch_size, 1) * num_kv_heads))))
+    """Enough KV splits that the decode kernel fills the GPU."""
+    return max(1, min(MAX_SPLITS, -(-2 * num_sms // (max(batch_size, 1) * num_kv_heads))))
 
 
 class DecodeGraphs:

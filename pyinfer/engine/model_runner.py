@@ -32,8 +32,8 @@ class StepInputs:
     token_rows: torch.Tensor
     sample_rows: torch.Tensor
     sample_seqs: list[Sequence]
-    patch_rows: list[int]  # input rows whose token is still in flight ...
-    patch_sources: list[int]  # ... at these rows of the previous step's sampled ids
+    patch_rows: torch.Tensor  # input rows whose token is still in flight ...
+    patch_sources: torch.Tensor  # ... at these rows of the previous step's sampled ids
 
 
 @dataclass
@@ -167,10 +167,8 @@ class ModelRunner:
         """Queues the batch on the device without waiting for it. Input tokens still in flight from
         `previous` (placeholders in token_ids) are taken from its sampled ids on the device."""
         inputs = self._prepare(batch)
-        if inputs.patch_rows:
-            rows = torch.tensor(inputs.patch_rows, device=self.device)
-            src = torch.tensor(inputs.patch_sources, device=self.device)
-            inputs.input_ids[rows] = previous.token_ids[src]
+        if inputs.patch_rows.numel():
+            inputs.input_ids[inputs.patch_rows] = previous.token_ids[inputs.patch_sources]
         meta = inputs.meta
         if not inputs.sample_seqs:
             self.model(inputs.input_ids, inputs.positions, meta)
@@ -238,8 +236,17 @@ class ModelRunner:
         query_start = [0]
         for n in batch.num_new_tokens:
             query_start.append(query_start[-1] + n)
-        ids, pos, slot_mapping, lens, flat_tables, starts, rows, samples = self._upload(
-            input_ids, positions, slots, seq_lens, tables, query_start, token_rows, sample_rows
+        ids, pos, slot_mapping, lens, flat_tables, starts, rows, samples, patches, sources = self._upload(
+            input_ids,
+            positions,
+            slots,
+            seq_lens,
+            tables,
+            query_start,
+            token_rows,
+            sample_rows,
+            patch_rows,
+            patch_sources,
         )
         meta = AttentionMetadata(
             slot_mapping=slot_mapping,
@@ -257,7 +264,7 @@ class ModelRunner:
             if self.is_cuda
             else 1,
         )
-        return StepInputs(ids, pos, meta, rows, samples, sample_seqs, patch_rows, patch_sources)
+        return StepInputs(ids, pos, meta, rows, samples, sample_seqs, patches, sources)
 
     def _upload(self, *lists: list[int]) -> list[torch.Tensor]:
         """Host int lists as int64 device tensors: one staging copy through pinned memory, no sync."""

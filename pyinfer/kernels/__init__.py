@@ -13,6 +13,8 @@ try:
 except ImportError:  # CPU-only installs without triton use the PyTorch paths
     HAS_TRITON = False
 
+MAX_SPLITS = 32  # most KV splits of the decode attention kernel
+
 
 def triton_enabled(x: torch.Tensor) -> bool:
     """Whether the layers use the Triton kernels for this tensor: on CUDA, unless PYINFER_DISABLE_TRITON=1."""

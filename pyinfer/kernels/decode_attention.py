@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-from pyinfer.kernels import dot_precision
+from pyinfer.kernels import MAX_SPLITS, dot_precision
 
 
 @triton.jit
@@ -30,7 +30,7 @@ def _decode_split_kernel(
     GROUP: tl.constexpr,
     HEAD_DIM: tl.constexpr,
     PAGE: tl.constexpr,
-    NUM_SPLITS: tl.constexpr,
+    num_splits,
     BLOCK_H: tl.constexpr,
     BLOCK_N: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
@@ -39,7 +39,7 @@ def _decode_split_kernel(
     kv_head = tl.program_id(1)
     split = tl.program_id(2)
     seq_len = tl.load(seq_lens_ptr + seq)
-    per_split = tl.cdiv(tl.cdiv(seq_len, NUM_SPLITS), BLOCK_N) * BLOCK_N
+    per_split = tl.cdiv(tl.cdiv(seq_len, num_splits), BLOCK_N) * BLOCK_N
     start = split * per_split
     end = tl.minimum(start + per_split, seq_len)
 
@@ -74,7 +74,7 @@ def _decode_split_kernel(
     has_work = end > start
     out = tl.where(has_work, acc / tl.where(denom > 0, denom, 1.0)[:, None], 0.0)
     lse = tl.where(has_work, m + tl.log(tl.where(denom > 0, denom, 1.0)), float("-inf"))
-    base = (seq * NUM_KV_HEADS * GROUP + heads) * NUM_SPLITS + split
+    base = (seq * NUM_KV_HEADS * GROUP + heads) * num_splits + split
     tl.store(out_ptr + base[:, None] * HEAD_DIM + d[None, :], out, mask=head_mask[:, None])
     tl.store(lse_ptr + base, lse, mask=head_mask)
 
@@ -87,19 +87,19 @@ def _merge_splits_kernel(
     out_stride,
     NUM_HEADS: tl.constexpr,
     HEAD_DIM: tl.constexpr,
-    NUM_SPLITS: tl.constexpr,
+    num_splits,
     BLOCK_S: tl.constexpr,
 ):
     seq = tl.program_id(0)
     head = tl.program_id(1)
     s = tl.arange(0, BLOCK_S)
     d = tl.arange(0, HEAD_DIM)
-    base = (seq * NUM_HEADS + head) * NUM_SPLITS
-    lse = tl.load(lse_ptr + base + s, mask=s < NUM_SPLITS, other=float("-inf"))
+    base = (seq * NUM_HEADS + head) * num_splits
+    lse = tl.load(lse_ptr + base + s, mask=s < num_splits, other=float("-inf"))
     top = tl.max(lse, 0)
     w = tl.where(lse > float("-inf"), tl.exp(lse - top), 0.0)
     part = tl.load(
-        part_ptr + (base + s)[:, None] * HEAD_DIM + d[None, :], mask=(s < NUM_SPLITS)[:, None], other=0.0
+        part_ptr + (base + s)[:, None] * HEAD_DIM + d[None, :], mask=(s < num_splits)[:, None], other=0.0
     )
     total = tl.sum(w, 0)
     out = tl.sum(part * w[:, None], 0) / tl.where(total > 0, total, 1.0)
@@ -116,6 +116,7 @@ def decode_attention(
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """q [B, Hq, D] -> [B, Hq, D], attending to seq_lens[b] cached tokens of each sequence."""
+    assert 1 <= num_splits <= MAX_SPLITS
     batch, num_heads, head_dim = q.shape
     _, _, page, num_kv_heads, _ = kv_cache.shape
     group = num_heads // num_kv_heads
@@ -133,11 +134,11 @@ def decode_attention(
         q.stride(0),
         block_tables.stride(0),
         kv_cache[0].numel(),
+        num_splits=num_splits,
         NUM_KV_HEADS=num_kv_heads,
         GROUP=group,
         HEAD_DIM=head_dim,
         PAGE=page,
-        NUM_SPLITS=num_splits,
         BLOCK_H=max(16, triton.next_power_of_2(group)),
         BLOCK_N=64,
         DOT_PRECISION=dot_precision(q.dtype),
@@ -147,9 +148,9 @@ def decode_attention(
         lse,
         out,
         out.stride(0),
+        num_splits=num_splits,
         NUM_HEADS=num_heads,
         HEAD_DIM=head_dim,
-        NUM_SPLITS=num_splits,
-        BLOCK_S=triton.next_power_of_2(num_splits),
+        BLOCK_S=MAX_SPLITS,
     )
     return out

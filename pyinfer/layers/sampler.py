@@ -37,6 +37,16 @@ class SamplingTensors:
     generators: list[torch.Generator | None] | None = None  # per-row seeded generators
     max_logprobs: int = -1  # -1: no row wants logprobs
 
+    @property
+    def is_plain(self) -> bool:
+        """No logit processing before sampling."""
+        return (
+            self.bias_rows is None
+            and self.repetition_penalty is None
+            and self.banned_rows is None
+            and self.logits_mask is None
+        )
+
     @classmethod
     def build(
         cls, seqs: list[Sequence], vocab: int, eos_token_ids: list[int], device: torch.device
@@ -95,6 +105,8 @@ class SamplerOutput:
 
 class Sampler(nn.Module):
     def forward(self, logits: torch.Tensor, st: SamplingTensors) -> SamplerOutput:
+        if st.all_greedy and st.max_logprobs < 0 and st.is_plain:
+            return SamplerOutput(token_ids=_argmax(logits))
         logits = logits.float()
         vocab = logits.shape[-1]
         if st.bias_rows is not None:
@@ -166,3 +178,13 @@ def _top_k_top_p(
 def _padded(rows: list[list[int]], pad: int, device: torch.device) -> torch.Tensor:
     width = max(1, max(len(r) for r in rows))
     return torch.tensor([r + [pad] * (width - len(r)) for r in rows], dtype=torch.long, device=device)
+
+
+def _argmax(logits: torch.Tensor, chunks: int = 64) -> torch.Tensor:
+    """Row-wise argmax in two stages: a single-row argmax over a large vocabulary otherwise runs on one block."""
+    rows, vocab = logits.shape
+    if vocab % chunks or rows >= 64:
+        return logits.argmax(dim=-1)
+    values, idx = logits.view(rows, chunks, vocab // chunks).max(dim=-1)
+    best = values.argmax(dim=-1, keepdim=True)
+    return (best * (vocab // chunks) + idx.gather(-1, best)).squeeze(-1)
