@@ -15,6 +15,8 @@ class ServerConfig:
     log_level: str = "info"
     log_format: str = "text"  # text | json
     drain_timeout: float = 30.0  # seconds in-flight requests may take to finish on shutdown
+    max_stored_responses: int = 1000  # Responses API: how many stored responses are kept, newest first
+    stored_response_ttl: float = 3600.0  # Responses API: seconds a stored response is kept
 
     def __post_init__(self) -> None:
         if self.log_format not in ("text", "json"):
@@ -23,3 +25,7 @@ class ServerConfig:
             raise ValueError("max_tokens must be at least 1")
         if self.drain_timeout < 0:
             raise ValueError("drain_timeout must not be negative")
+        if self.max_stored_responses < 0:
+            raise ValueError("max_stored_responses must not be negative")
+        if self.stored_response_ttl <= 0:
+            raise ValueError("stored_response_ttl must be positive")

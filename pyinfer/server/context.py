@@ -17,6 +17,7 @@ from pyinfer.engine.sampling_params import SamplingParams, SamplingParamsError
 from pyinfer.model_files import resolve_model
 from pyinfer.server.config import ServerConfig
 from pyinfer.server.errors import OpenAIError, bad_request, unavailable
+from pyinfer.server.response_store import ResponseStore
 from pyinfer.tokenizer import Tokenizer, load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ class ServerContext:
         self.engine = AsyncEngineClient(engine_config, config.log_level, config.log_format)
         self.tokenizer: Tokenizer | None = None
         self.tokenizer_loaded = False
+        self.responses = ResponseStore(config.max_stored_responses, config.stored_response_ttl)
         self.draining = False  # set on SIGTERM/SIGINT: no new work
         self.created = int(time.time())
         self.fatal_error: str | None = None  # why the server must exit non-zero

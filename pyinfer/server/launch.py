@@ -58,6 +58,19 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         default=env_default("DRAIN_TIMEOUT", d.drain_timeout, float),
         help="seconds in-flight requests may take to finish on SIGTERM/SIGINT (env DRAIN_TIMEOUT)",
     )
+    g.add_argument(
+        "--max-stored-responses",
+        type=int,
+        default=env_default("MAX_STORED_RESPONSES", d.max_stored_responses, int),
+        help="Responses API: stored responses kept in memory, the oldest dropped first; 0 stores none "
+        "(env MAX_STORED_RESPONSES)",
+    )
+    g.add_argument(
+        "--stored-response-ttl",
+        type=float,
+        default=env_default("STORED_RESPONSE_TTL", d.stored_response_ttl, float),
+        help="Responses API: seconds a stored response is kept (env STORED_RESPONSE_TTL)",
+    )
 
 
 def server_config_from_args(args: argparse.Namespace) -> ServerConfig:
@@ -70,6 +83,8 @@ def server_config_from_args(args: argparse.Namespace) -> ServerConfig:
         log_level=args.log_level,
         log_format=args.log_format,
         drain_timeout=args.drain_timeout,
+        max_stored_responses=args.max_stored_responses,
+        stored_response_ttl=args.stored_response_ttl,
     )
 
 

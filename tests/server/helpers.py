@@ -73,6 +73,16 @@ def engine_stats(http: httpx.Client) -> dict:
     return r.json()
 
 
+def engine_idle(http: httpx.Client) -> bool:
+    """No request running or waiting, and every KV block free again."""
+    s = engine_stats(http)
+    return (
+        s["num_requests_running"] == 0
+        and s["num_requests_waiting"] == 0
+        and s["kv_cache_free_blocks"] == s["kv_cache_blocks"]
+    )
+
+
 def wait_until(predicate, timeout: float, interval: float = 0.05):
     """Polls until predicate() is truthy; returns its value or fails."""
     deadline = time.monotonic() + timeout

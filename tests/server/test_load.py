@@ -8,7 +8,7 @@ import httpx
 import openai
 import pytest
 
-from tests.server.helpers import engine_stats, wait_until
+from tests.server.helpers import engine_idle, engine_stats, wait_until
 
 
 def test_32_concurrent_streams(server, model):
@@ -41,15 +41,6 @@ def test_32_concurrent_streams(server, model):
     assert all(tokens == 8 and finish == "length" and text for tokens, finish, text in results)
 
 
-def _idle(http: httpx.Client) -> bool:
-    s = engine_stats(http)
-    return (
-        s["num_requests_running"] == 0
-        and s["num_requests_waiting"] == 0
-        and s["kv_cache_free_blocks"] == s["kv_cache_blocks"]
-    )
-
-
 def test_streaming_disconnect_frees_blocks(server, model, http):
     body = {
         "model": model,
@@ -64,14 +55,14 @@ def test_streaming_disconnect_frees_blocks(server, model, http):
             next(lines)
         busy = engine_stats(http)
         assert busy["num_requests_running"] == 1 and busy["kv_cache_free_blocks"] < busy["kv_cache_blocks"]
-    wait_until(lambda: _idle(http), timeout=5)
+    wait_until(lambda: engine_idle(http), timeout=5)
 
 
 def test_non_streaming_disconnect_frees_blocks(server, model, http):
     body = {"model": model, "prompt": "Once upon a time", "max_tokens": 400, "ignore_eos": True}
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(f"{server.base_url}/v1/completions", json=body, timeout=1.5)
-    wait_until(lambda: _idle(http), timeout=5)
+    wait_until(lambda: engine_idle(http), timeout=5)
 
 
 def test_stop_string_stops_the_engine_too(client, model, http):
@@ -90,4 +81,6 @@ def test_stop_string_stops_the_engine_too(client, model, http):
         extra_body={"ignore_eos": True},
     )
     assert r.choices[0].finish_reason == "stop" and r.usage.completion_tokens < 12
-    wait_until(lambda: _idle(http), timeout=3)  # the engine was told to stop, not left to run 400 tokens
+    wait_until(
+        lambda: engine_idle(http), timeout=3
+    )  # the engine was told to stop, not left to run 400 tokens

@@ -1,5 +1,5 @@
 """HTTP routes, one module per group."""
 
-from pyinfer.server.routes import chat, completions, health, metrics, models, tokenize, ui
+from pyinfer.server.routes import chat, completions, health, metrics, models, responses, tokenize, ui
 
-ROUTERS = [r.router for r in (chat, completions, models, health, metrics, tokenize, ui)]
+ROUTERS = [r.router for r in (chat, completions, responses, models, health, metrics, tokenize, ui)]

@@ -43,8 +43,10 @@ def json_response(payload: BaseModel) -> Response:
     return Response(payload.model_dump_json(), media_type="application/json")
 
 
-def sse(payload: BaseModel) -> str:
-    return f"data: {payload.model_dump_json()}\n\n"
+def sse(payload: BaseModel, event: str | None = None) -> str:
+    """One server-sent event; `event` names its type for APIs that name them (Responses)."""
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {payload.model_dump_json()}\n\n"
 
 
 def event_stream(events: AsyncIterator[str]) -> StreamingResponse:

@@ -1,0 +1,178 @@
+"""Pydantic models of OpenAI's Responses API: the request, the `response` object, its stream events."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pyinfer.engine.sampling_params import SamplingParams, SamplingParamsError
+from pyinfer.server.protocol import ChatMessage, Performance, Request, Usage
+
+
+# ---- requests -------------------------------------------------------------------------------------
+class InputText(Request):
+    type: Literal["input_text", "output_text"]
+    text: str
+
+
+class InputMessage(ChatMessage):
+    """A message item of a Responses input; earlier outputs come back as `output_text` parts."""
+
+    type: Literal["message"] = "message"
+    content: str | list[InputText]
+
+
+class TextFormat(Request):
+    type: str = "text"
+
+
+class TextConfig(Request):
+    format: TextFormat | None = None
+
+
+class ResponsesRequest(Request):
+    model: str | None = None
+    input: str | list[InputMessage]
+    instructions: str | None = None
+    max_output_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    store: bool = True
+    previous_response_id: str | None = None
+    metadata: dict[str, str] | None = None
+    user: str | None = None
+    stream: bool | None = False
+    background: bool | None = False
+    tools: list[Any] | None = None
+    text: TextConfig | None = None
+
+    def unsupported(self) -> tuple[str, str] | None:
+        """(param, message) for a feature we do not serve yet, rather than ignore in silence."""
+        if self.tools:
+            return "tools", "tool calling is not supported yet"
+        if self.text and self.text.format and self.text.format.type != "text":
+            return "text.format", "structured output is not supported yet"
+        if self.background:
+            return "background", "background responses are not supported yet"
+        return None
+
+    def messages(self) -> list[dict[str, str]]:
+        """The input as chat-template messages."""
+        if isinstance(self.input, str):
+            return [{"role": "user", "content": self.input}]
+        return [m.template_dict() for m in self.input]
+
+    def engine_params(self, default_max_tokens: int | None) -> SamplingParams:
+        sampling = {"temperature": self.temperature, "top_p": self.top_p}
+        limit = self.max_output_tokens if self.max_output_tokens is not None else default_max_tokens
+        try:
+            return SamplingParams(**{k: v for k, v in sampling.items() if v is not None}, max_tokens=limit)
+        except SamplingParamsError as e:  # the Responses API names the limit max_output_tokens
+            if e.param == "max_tokens":
+                raise SamplingParamsError("max_output_tokens", str(e).removeprefix("max_tokens ")) from None
+            raise
+
+
+# ---- replies --------------------------------------------------------------------------------------
+class OutputText(BaseModel):
+    type: Literal["output_text"] = "output_text"
+    text: str
+    annotations: list[Any] = Field(default_factory=list)
+    logprobs: list[Any] = Field(default_factory=list)
+
+
+class OutputMessage(BaseModel):
+    id: str
+    type: Literal["message"] = "message"
+    role: Literal["assistant"] = "assistant"
+    status: Literal["in_progress", "completed", "incomplete"]
+    content: list[OutputText]
+
+
+class InputTokensDetails(BaseModel):
+    cached_tokens: int
+
+
+class OutputTokensDetails(BaseModel):
+    reasoning_tokens: int = 0
+
+
+class ResponseUsage(BaseModel):
+    input_tokens: int
+    input_tokens_details: InputTokensDetails
+    output_tokens: int
+    output_tokens_details: OutputTokensDetails
+    total_tokens: int
+    performance: Performance
+
+    @classmethod
+    def of(cls, usage: Usage) -> ResponseUsage:
+        """Chat usage in the Responses API's names."""
+        return cls(
+            input_tokens=usage.prompt_tokens,
+            input_tokens_details=InputTokensDetails(cached_tokens=usage.prompt_tokens_details.cached_tokens),
+            output_tokens=usage.completion_tokens,
+            output_tokens_details=OutputTokensDetails(),
+            total_tokens=usage.total_tokens,
+            performance=usage.performance,
+        )
+
+
+class IncompleteDetails(BaseModel):
+    reason: Literal["max_output_tokens"]
+
+
+class ResponseError(BaseModel):
+    code: str
+    message: str
+
+
+ResponseStatus = Literal["in_progress", "completed", "incomplete", "cancelled", "failed"]
+
+
+class ResponseObject(BaseModel):
+    """A Responses API `response`: whole, inside stream events, and as stored."""
+
+    id: str
+    object: Literal["response"] = "response"
+    created_at: int
+    completed_at: int | None = None
+    status: ResponseStatus
+    error: ResponseError | None = None
+    incomplete_details: IncompleteDetails | None = None
+    instructions: str | None
+    max_output_tokens: int | None
+    metadata: dict[str, str]
+    model: str
+    output: list[OutputMessage] = Field(default_factory=list)
+    parallel_tool_calls: bool = True
+    previous_response_id: str | None
+    background: bool = False
+    store: bool
+    temperature: float
+    top_p: float
+    text: dict[str, Any] = Field(default_factory=lambda: {"format": {"type": "text"}})
+    tool_choice: str = "auto"
+    tools: list[Any] = Field(default_factory=list)
+    truncation: str = "disabled"
+    usage: ResponseUsage | None = None
+    user: str | None
+
+    @property
+    def output_text(self) -> str:
+        return "".join(part.text for item in self.output for part in item.content)
+
+
+class ResponseEvent(BaseModel):
+    """One streamed Responses event: its type, its place in the stream, and the fields of its type."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str
+    sequence_number: int
+
+
+class ResponseDeleted(BaseModel):
+    id: str
+    object: Literal["response.deleted"] = "response.deleted"
+    deleted: bool = True

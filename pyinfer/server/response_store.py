@@ -1,0 +1,51 @@
+"""Stored Responses: kept in memory for GET, cancel and `previous_response_id`, bounded by count and age."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pyinfer.server.protocol_responses import ResponseObject
+
+
+@dataclass
+class StoredResponse:
+    """A response as GET shows it, the conversation it answered, and how to stop it while it runs."""
+
+    response: ResponseObject
+    messages: list[dict[str, str]]  # chat-template messages before the reply, without instructions
+    stop: Callable[[], None] | None = None  # aborts its engine request; None once it has finished
+    stored_at: float = field(default_factory=time.monotonic)
+
+    def conversation(self) -> list[dict[str, str]]:
+        """The messages a continuation starts from: the earlier input, then this reply."""
+        return [*self.messages, {"role": "assistant", "content": self.response.output_text}]
+
+
+class ResponseStore:
+    def __init__(self, max_count: int, max_age: float):
+        self.max_count = max_count
+        self.max_age = max_age  # seconds
+        self._responses: OrderedDict[str, StoredResponse] = OrderedDict()  # oldest first
+
+    def put(self, stored: StoredResponse) -> None:
+        """Keep `stored`, dropping the oldest responses beyond the count."""
+        self._expire()
+        self._responses[stored.response.id] = stored
+        while len(self._responses) > self.max_count:
+            self._responses.popitem(last=False)
+
+    def get(self, response_id: str) -> StoredResponse | None:
+        self._expire()
+        return self._responses.get(response_id)
+
+    def delete(self, response_id: str) -> StoredResponse | None:
+        self._expire()
+        return self._responses.pop(response_id, None)
+
+    def _expire(self) -> None:
+        deadline = time.monotonic() - self.max_age
+        while self._responses and next(iter(self._responses.values())).stored_at < deadline:
+            self._responses.popitem(last=False)

@@ -1,0 +1,247 @@
+"""The Responses API through the official openai client: input shapes, instructions, streaming events,
+stored responses (GET, DELETE, cancel, previous_response_id), limits, errors, and cached tokens."""
+
+from __future__ import annotations
+
+import uuid
+
+import openai
+import pytest
+
+from tests.server.helpers import engine_idle, wait_until
+
+QUESTION = "What is the capital of France?"  # SmolLM2 answers in 8 tokens, then stops
+SEA = "Write one sentence about the sea."
+
+EVENTS_BEFORE_TEXT = [
+    "response.created",
+    "response.in_progress",
+    "response.output_item.added",
+    "response.content_part.added",
+]
+EVENTS_AFTER_TEXT = ["response.output_text.done", "response.content_part.done", "response.output_item.done"]
+
+
+def respond(client, model, **kwargs):
+    kwargs.setdefault("input", QUESTION)
+    kwargs.setdefault("max_output_tokens", 24)
+    kwargs.setdefault("temperature", 0)
+    return client.responses.create(model=model, **kwargs)
+
+
+def test_string_input_completes(client, model):
+    r = respond(client, model, metadata={"k": "v"}, user="tester")
+    assert r.id.startswith("resp_") and r.object == "response" and r.model == model and r.created_at > 0
+    assert r.status == "completed" and r.incomplete_details is None and r.completed_at >= r.created_at
+    (message,) = r.output
+    assert message.type == "message" and message.role == "assistant" and message.status == "completed"
+    assert message.id.startswith("msg_") and [p.type for p in message.content] == ["output_text"]
+    assert "Paris" in r.output_text
+    assert r.metadata == {"k": "v"} and r.user == "tester" and r.store is True and r.temperature == 0
+    u = r.usage
+    assert u.output_tokens == 8 and u.total_tokens == u.input_tokens + 8
+    assert u.output_tokens_details.reasoning_tokens == 0 and u.input_tokens_details.cached_tokens >= 0
+    assert u.model_extra["performance"]["decode_iterations"] == 7
+
+
+def test_list_of_message_items_equals_string_input(client, model):
+    by_string = respond(client, model).output_text
+    parts = [
+        {"type": "input_text", "text": "What is the capital "},
+        {"type": "input_text", "text": "of France?"},
+    ]
+    by_parts = respond(client, model, input=[{"type": "message", "role": "user", "content": parts}])
+    by_message = respond(client, model, input=[{"role": "user", "content": QUESTION}])
+    assert by_parts.output_text == by_message.output_text == by_string
+
+
+def test_max_output_tokens_gives_incomplete(client, model):
+    r = respond(client, model, input=SEA, max_output_tokens=5)
+    assert r.status == "incomplete" and r.incomplete_details.reason == "max_output_tokens"
+    assert r.output[0].status == "incomplete" and r.usage.output_tokens == 5 and r.completed_at is None
+
+
+def test_instructions_take_effect(client, model):
+    pirate = "You are a pirate. Talk like a pirate."
+    plain = respond(client, model, input=SEA, max_output_tokens=10).output_text
+    instructed = respond(client, model, input=SEA, instructions=pirate, max_output_tokens=10)
+    as_system = respond(
+        client,
+        model,
+        input=[{"role": "developer", "content": pirate}, {"role": "user", "content": SEA}],
+        max_output_tokens=10,
+    )
+    assert instructed.instructions == pirate
+    assert instructed.output_text == as_system.output_text != plain
+
+
+def test_streamed_events_in_order_and_deltas_equal_whole_text(client, model):
+    whole = respond(client, model, input=SEA, max_output_tokens=10)
+    events = list(respond(client, model, input=SEA, max_output_tokens=10, stream=True))
+    types = [e.type for e in events]
+    deltas = [e.delta for e in events if e.type == "response.output_text.delta"]
+    assert types == [
+        *EVENTS_BEFORE_TEXT,
+        *["response.output_text.delta"] * 10,
+        *EVENTS_AFTER_TEXT,
+        "response.incomplete",
+    ]
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert "".join(deltas) == whole.output_text == events[-4].text
+    final = events[-1].response
+    assert final.status == "incomplete" and final.output_text == whole.output_text
+    assert final.usage.output_tokens == 10 and events[0].response.id == final.id
+    assert events[0].response.status == "in_progress" and events[2].item.content == []
+
+
+def test_sdk_stream_helper(client, model):
+    whole = respond(client, model).output_text
+    with client.responses.stream(model=model, input=QUESTION, max_output_tokens=24, temperature=0) as stream:
+        deltas = [e.delta for e in stream if e.type == "response.output_text.delta"]
+        final = stream.get_final_response()
+    assert final.status == "completed" and final.output_text == "".join(deltas) == whole
+
+
+def test_previous_response_id_continues_the_conversation(client, model):
+    name = "Zorblax"
+    first = respond(client, model, input=f"My name is {name}. Say hello to me.", max_output_tokens=8)
+    second = respond(
+        client, model, input="What is my name?", previous_response_id=first.id, max_output_tokens=8
+    )
+    explicit = respond(
+        client,
+        model,
+        input=[
+            {"role": "user", "content": f"My name is {name}. Say hello to me."},
+            {"role": "assistant", "content": [{"type": "output_text", "text": first.output_text}]},
+            {"role": "user", "content": "What is my name?"},
+        ],
+        max_output_tokens=8,
+    )
+    assert second.previous_response_id == first.id
+    assert name in second.output_text and second.output_text == explicit.output_text
+    assert second.usage.input_tokens == explicit.usage.input_tokens > first.usage.total_tokens
+    assert second.usage.input_tokens_details.cached_tokens >= first.usage.input_tokens // 16 * 16 > 0
+
+
+def test_get_and_delete_stored_response(client, model):
+    r = respond(client, model, max_output_tokens=3)
+    got = client.responses.retrieve(r.id)
+    assert got.id == r.id and got.status == r.status and got.output_text == r.output_text
+    assert got.usage.output_tokens == 3
+    client.responses.delete(r.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(r.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.delete(r.id)
+
+
+def test_store_false_is_not_kept(client, model):
+    r = respond(client, model, max_output_tokens=2, store=False)
+    assert r.store is False
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(r.id)
+    with pytest.raises(openai.NotFoundError):
+        respond(client, model, max_output_tokens=2, previous_response_id=r.id)
+
+
+def test_unknown_id_is_a_404_in_openai_shape(client, model, http):
+    r = http.get("/v1/responses/resp_unknown")
+    assert r.status_code == 404
+    error = r.json()["error"]
+    assert error["type"] == "invalid_request_error" and "resp_unknown" in error["message"]
+    assert http.post("/v1/responses/resp_unknown/cancel").status_code == 404
+    with pytest.raises(openai.NotFoundError) as e:
+        respond(client, model, previous_response_id="resp_unknown")
+    assert e.value.body["param"] == "previous_response_id"
+
+
+def test_cancel_a_running_stream_from_another_connection(client, model, http):
+    stream = respond(
+        client, model, input="Tell me a long story about a dragon.", max_output_tokens=300, stream=True
+    )
+    with stream:
+        events = iter(stream)
+        response_id = next(events).response.id
+        assert next(e for e in events if e.type == "response.output_text.delta").delta
+        cancelled = client.responses.cancel(response_id)
+        assert cancelled.status == "cancelled"
+        rest = list(events)
+    assert [e.type for e in rest[-4:]] == [*EVENTS_AFTER_TEXT, "response.incomplete"]
+    assert rest[-1].response.status == "cancelled" and rest[-1].response.usage.output_tokens < 100
+    wait_until(lambda: engine_idle(http), timeout=5)
+    stored = client.responses.retrieve(response_id)
+    assert stored.status == "cancelled" and stored.output_text == rest[-1].response.output_text
+    assert client.responses.cancel(response_id).status == "cancelled"  # cancelling twice is harmless
+
+
+def test_cancel_a_finished_response_is_refused(client, model):
+    r = respond(client, model, max_output_tokens=2)
+    with pytest.raises(openai.BadRequestError, match="Cannot cancel a response that has finished"):
+        client.responses.cancel(r.id)
+
+
+def test_disconnect_aborts_and_marks_the_stored_response(client, model, http):
+    with respond(client, model, input="Tell me a long story.", max_output_tokens=300, stream=True) as stream:
+        events = iter(stream)
+        response_id = next(events).response.id
+        next(e for e in events if e.type == "response.output_text.delta")
+    wait_until(lambda: engine_idle(http), timeout=5)
+    assert client.responses.retrieve(response_id).status == "cancelled"
+
+
+@pytest.mark.parametrize(
+    ("param", "value"),
+    [
+        ("tools", [{"type": "function", "name": "f", "parameters": {"type": "object"}}]),
+        ("text", {"format": {"type": "json_schema", "name": "x", "schema": {"type": "object"}}}),
+        ("background", True),
+    ],
+)
+def test_unsupported_features_are_a_clear_400(client, model, param, value):
+    with pytest.raises(openai.BadRequestError, match="not supported yet") as e:
+        respond(client, model, extra_body={param: value})
+    assert e.value.body["param"] == ("text.format" if param == "text" else param)
+
+
+def test_unknown_fields_ignored_and_bad_types_refused(client, model):
+    r = respond(client, model, max_output_tokens=2, extra_body={"unknown_field": 1, "truncation": "auto"})
+    assert r.usage.output_tokens == 2
+    with pytest.raises(openai.BadRequestError):
+        respond(
+            client, model, input=[{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]
+        )
+    with pytest.raises(openai.BadRequestError) as e:
+        respond(client, model, max_output_tokens=0)
+    assert e.value.body["param"] == "max_output_tokens"
+
+
+def _chat_streamed(client, model, system: str) -> tuple[int, int]:
+    chunks = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "system", "content": system}, {"role": "user", "content": "Hi"}],
+        max_tokens=2,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    usage = next(c.usage for c in chunks if c.usage)
+    return usage.prompt_tokens_details.cached_tokens, usage.prompt_tokens
+
+
+def _completion(client, model, system: str) -> tuple[int, int]:
+    usage = client.completions.create(model=model, prompt=system, max_tokens=2).usage
+    return usage.prompt_tokens_details.cached_tokens, usage.prompt_tokens
+
+
+def _response(client, model, system: str) -> tuple[int, int]:
+    usage = client.responses.create(model=model, instructions=system, input="Hi", max_output_tokens=2).usage
+    return usage.input_tokens_details.cached_tokens, usage.input_tokens
+
+
+@pytest.mark.parametrize("api", [_chat_streamed, _completion, _response])
+def test_cached_tokens_zero_on_miss_then_whole_blocks_on_repeat(client, model, api):
+    system = f"{uuid.uuid4().hex} " + "You know the long history of ships and the sea. " * 6  # a first miss
+    first_cached, _ = api(client, model, system)
+    second_cached, prompt_tokens = api(client, model, system)
+    assert first_cached == 0
+    assert 0 < second_cached <= prompt_tokens and second_cached % 16 == 0
