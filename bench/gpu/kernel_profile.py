@@ -12,8 +12,14 @@ from pyinfer.engine.llm import LLM
 model = sys.argv[1] if len(sys.argv) > 1 else "llama-3.2-1b"
 batch = int(sys.argv[2]) if len(sys.argv) > 2 else 1
 prefill = int(sys.argv[3]) if len(sys.argv) > 3 else 0  # >0: profile one prefill of this many tokens
-llm = LLM(model, load_format="dummy", max_num_seqs=max(batch, 1), enforce_eager=True,
-          max_num_batched_tokens=max(2048, prefill), enable_prefix_caching=False)
+llm = LLM(
+    model,
+    load_format="dummy",
+    max_num_seqs=max(batch, 1),
+    enforce_eager=True,
+    max_num_batched_tokens=max(2048, prefill),
+    enable_prefix_caching=False,
+)
 eng = llm.engine
 if prefill:
     batch = 0
@@ -29,7 +35,9 @@ if prefill:
                 eng.step()
         torch.cuda.synchronize()
 for i in range(batch):
-    eng.add_request(f"r{i}", list(range(100 + i, 228 + i)), SamplingParams(temperature=0, max_tokens=300, ignore_eos=True))
+    eng.add_request(
+        f"r{i}", list(range(100 + i, 228 + i)), SamplingParams(temperature=0, max_tokens=300, ignore_eos=True)
+    )
 while eng.scheduler.waiting or any(s.num_uncomputed_tokens > 1 for s in eng.scheduler.running):
     eng.step()  # until every sequence decodes
 if not prefill:
@@ -45,11 +53,16 @@ counts: dict[str, int] = defaultdict(int)
 for e in prof.events():
     if e.device_type == torch.autograd.DeviceType.CUDA:
         name = e.name
-        key = ("gemm/gemv" if any(s in name.lower() for s in ("gemm", "gemv", "cublas", "cutlass", "sm90", "xmma"))
-               else name[:60])
+        key = (
+            "gemm/gemv"
+            if any(s in name.lower() for s in ("gemm", "gemv", "cublas", "cutlass", "sm90", "xmma"))
+            else name[:60]
+        )
         totals[key] += e.device_time_total if hasattr(e, "device_time_total") else e.cuda_time_total
         counts[key] += 1
 total = sum(totals.values())
-print(f"{model} batch {batch} prefill {prefill}: GPU time per step {total / steps:.0f} us (kernels back to back, no gaps)")
+print(
+    f"{model} batch {batch} prefill {prefill}: GPU time per step {total / steps:.0f} us (kernels back to back, no gaps)"
+)
 for k, v in sorted(totals.items(), key=lambda kv: -kv[1])[:14]:
     print(f"  {v / steps:8.1f} us  {counts[k] / steps:6.1f}/step  {k}")

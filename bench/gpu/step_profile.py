@@ -16,7 +16,9 @@ batch = int(sys.argv[2]) if len(sys.argv) > 2 else 1
 llm = LLM(model, load_format="dummy", max_num_seqs=max(16, batch))
 eng, runner = llm.engine, llm.engine.runner
 for i in range(batch):
-    eng.add_request(f"p{i}", list(range(100 + i, 612 + i)), SamplingParams(temperature=0, max_tokens=600, ignore_eos=True))
+    eng.add_request(
+        f"p{i}", list(range(100 + i, 612 + i)), SamplingParams(temperature=0, max_tokens=600, ignore_eos=True)
+    )
 while eng.scheduler.waiting or any(s.num_uncomputed_tokens > 1 for s in eng.scheduler.running):
     eng.step()  # until every sequence decodes
 for _ in range(5):

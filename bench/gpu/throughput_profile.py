@@ -12,7 +12,9 @@ from pyinfer.engine.llm import LLM
 
 model = sys.argv[1] if len(sys.argv) > 1 else "llama-3.2-1b"
 num = int(sys.argv[2]) if len(sys.argv) > 2 else 512
-llm = LLM(model, load_format="dummy", max_num_seqs=256, max_num_batched_tokens=8192, enable_prefix_caching=False)
+llm = LLM(
+    model, load_format="dummy", max_num_seqs=256, max_num_batched_tokens=8192, enable_prefix_caching=False
+)
 eng = llm.engine
 gen = torch.Generator().manual_seed(0)
 params = SamplingParams(temperature=0, max_tokens=256, ignore_eos=True)
@@ -45,7 +47,9 @@ for k in wall:
 
 # One prefill-only step of 16 x 512 tokens, kernels
 for i in range(16):
-    eng.add_request(f"x{i}", torch.randint(100, 30000, (512,), generator=gen).tolist(), SamplingParams(max_tokens=1))
+    eng.add_request(
+        f"x{i}", torch.randint(100, 30000, (512,), generator=gen).tolist(), SamplingParams(max_tokens=1)
+    )
 with profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU]) as prof:
     t = time.perf_counter()
     eng.step()
@@ -55,7 +59,11 @@ with profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU]) as prof:
 totals: dict[str, float] = defaultdict(float)
 for e in prof.events():
     if e.device_type == torch.autograd.DeviceType.CUDA:
-        key = "gemm" if any(s in e.name.lower() for s in ("gemm", "cublas", "cutlass", "sm90", "xmma")) else e.name[:50]
+        key = (
+            "gemm"
+            if any(s in e.name.lower() for s in ("gemm", "cublas", "cutlass", "sm90", "xmma"))
+            else e.name[:50]
+        )
         totals[key] += e.device_time_total
 for k, v in sorted(totals.items(), key=lambda kv: -kv[1])[:10]:
     print(f"  {v / 1e3:8.2f} ms  {k}")

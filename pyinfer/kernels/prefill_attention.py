@@ -15,6 +15,58 @@ from pyinfer.kernels import dot_precision
 
 
 @triton.jit
+def _attend_tile(
+    q,
+    m,
+    denom,
+    acc,
+    cache_ptr,
+    tables_ptr,
+    seq,
+    kv_head,
+    q_pos,
+    start,
+    end,
+    qk_scale,
+    table_stride,
+    v_offset,
+    NUM_KV_HEADS: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    PAGE: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    MASKED: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    """Online softmax of q over keys [start, end); MASKED applies the causal mask and the end bound."""
+    d = tl.arange(0, HEAD_DIM)
+    row = NUM_KV_HEADS * HEAD_DIM
+    for n in range(start, end, BLOCK_N):
+        pos = n + tl.arange(0, BLOCK_N)
+        if MASKED:
+            pos_mask = pos < end
+            page = tl.load(tables_ptr + seq * table_stride + pos // PAGE, mask=pos_mask, other=0).to(tl.int64)
+        else:
+            page = tl.load(tables_ptr + seq * table_stride + pos // PAGE).to(tl.int64)
+        offs = (page * PAGE + pos % PAGE)[:, None] * row + kv_head * HEAD_DIM + d[None, :]
+        if MASKED:
+            k = tl.load(cache_ptr + offs, mask=pos_mask[:, None], other=0.0)
+            v = tl.load(cache_ptr + v_offset + offs, mask=pos_mask[:, None], other=0.0)
+        else:
+            k = tl.load(cache_ptr + offs)
+            v = tl.load(cache_ptr + v_offset + offs)
+        s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION).to(tl.float32) * qk_scale
+        if MASKED:
+            s = tl.where((pos[None, :] <= q_pos[:, None]) & pos_mask[None, :], s, float("-inf"))
+        m_new = tl.maximum(m, tl.max(s, 1))
+        p = tl.exp2(s - m_new[:, None])
+        alpha = tl.exp2(m - m_new)
+        denom = denom * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION).to(tl.float32)
+        m = m_new
+    return m, denom, acc
+
+
+@triton.jit
 def _prefill_kernel(
     q_ptr,
     cache_ptr,
@@ -35,9 +87,10 @@ def _prefill_kernel(
     BLOCK_N: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
-    seq = tl.program_id(0)
+    # Axis 0 walks query tiles, last (longest) first, so that the heavy programs start early.
+    tile = tl.num_programs(0) - 1 - tl.program_id(0)
     head = tl.program_id(1)
-    tile = tl.program_id(2)
+    seq = tl.program_id(2)
     q_start = tl.load(query_start_ptr + seq)
     q_len = tl.load(query_start_ptr + seq + 1) - q_start
     if tile * BLOCK_M >= q_len:
@@ -55,27 +108,58 @@ def _prefill_kernel(
         other=0.0,
     )
     q_pos = context + m_offs
+    qk_scale = scale * 1.4426950408889634  # softmax in base 2
 
     m = tl.full([BLOCK_M], float("-inf"), tl.float32)
     denom = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
-    row = NUM_KV_HEADS * HEAD_DIM
+    # Keys before this tile's first query are visible to all its rows: no mask needed there.
+    unmasked_end = (context + tile * BLOCK_M) // BLOCK_N * BLOCK_N
     end = tl.minimum(seq_len, context + (tile + 1) * BLOCK_M)  # causal: later keys are never seen
-    for n in range(0, end, BLOCK_N):
-        pos = n + tl.arange(0, BLOCK_N)
-        pos_mask = pos < end
-        page = tl.load(tables_ptr + seq * table_stride + pos // PAGE, mask=pos_mask, other=0).to(tl.int64)
-        offs = (page * PAGE + pos % PAGE)[:, None] * row + kv_head * HEAD_DIM + d[None, :]
-        k = tl.load(cache_ptr + offs, mask=pos_mask[:, None], other=0.0)
-        v = tl.load(cache_ptr + v_offset + offs, mask=pos_mask[:, None], other=0.0)
-        s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION).to(tl.float32) * scale
-        s = tl.where((pos[None, :] <= q_pos[:, None]) & pos_mask[None, :], s, float("-inf"))
-        m_new = tl.maximum(m, tl.max(s, 1))
-        p = tl.exp(s - m_new[:, None])
-        alpha = tl.exp(m - m_new)
-        denom = denom * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION).to(tl.float32)
-        m = m_new
+    m, denom, acc = _attend_tile(
+        q,
+        m,
+        denom,
+        acc,
+        cache_ptr,
+        tables_ptr,
+        seq,
+        kv_head,
+        q_pos,
+        0,
+        unmasked_end,
+        qk_scale,
+        table_stride,
+        v_offset,
+        NUM_KV_HEADS,
+        HEAD_DIM,
+        PAGE,
+        BLOCK_N,
+        False,
+        DOT_PRECISION,
+    )
+    m, denom, acc = _attend_tile(
+        q,
+        m,
+        denom,
+        acc,
+        cache_ptr,
+        tables_ptr,
+        seq,
+        kv_head,
+        q_pos,
+        unmasked_end,
+        end,
+        qk_scale,
+        table_stride,
+        v_offset,
+        NUM_KV_HEADS,
+        HEAD_DIM,
+        PAGE,
+        BLOCK_N,
+        True,
+        DOT_PRECISION,
+    )
     out = acc / tl.where(denom > 0, denom, 1.0)[:, None]
     tl.store(
         out_ptr + (q_start + m_offs)[:, None] * out_stride + head * HEAD_DIM + d[None, :],
@@ -93,13 +177,15 @@ def prefill_attention(
     max_query_len: int,
     scale: float,
     out: torch.Tensor | None = None,
+    config: tuple[int, int, int, int] | None = None,
 ) -> torch.Tensor:
-    """q [T, Hq, D] of several sequences' chunks -> [T, Hq, D]."""
+    """q [T, Hq, D] of several sequences' chunks -> [T, Hq, D].
+    config: (BLOCK_M, BLOCK_N, num_warps, num_stages), chosen by query length when not given."""
     _, num_heads, head_dim = q.shape
     _, _, page, num_kv_heads, _ = kv_cache.shape
     out = torch.empty_like(q) if out is None else out
-    block_m = 64 if max_query_len > 32 else 16
-    grid = (seq_lens.shape[0], num_heads, triton.cdiv(max_query_len, block_m))
+    block_m, block_n, warps, stages = config or launch_config(max_query_len)
+    grid = (triton.cdiv(max_query_len, block_m), num_heads, seq_lens.shape[0])
     _prefill_kernel[grid](
         q,
         kv_cache,
@@ -117,7 +203,16 @@ def prefill_attention(
         HEAD_DIM=head_dim,
         PAGE=page,
         BLOCK_M=block_m,
-        BLOCK_N=64,
+        BLOCK_N=block_n,
         DOT_PRECISION=dot_precision(q.dtype),
+        num_warps=warps,
+        num_stages=stages,
     )
     return out
+
+
+def launch_config(max_query_len: int) -> tuple[int, int, int, int]:
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages) by measurement on the H100 (bench/gpu/prefill_tune.py)."""
+    if max_query_len > 64:
+        return 128, 64, 8, 3
+    return (64, 64, 4, 3) if max_query_len > 32 else (16, 64, 4, 3)
