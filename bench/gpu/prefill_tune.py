@@ -1,5 +1,7 @@
 """Time the paged prefill attention kernel over launch configs on the 8B shape (GQA 32:8, head 128)."""
 
+import functools
+
 import torch
 import triton
 
@@ -36,12 +38,8 @@ for qlens in ([2048], [512] * 16):
         try:
             out = prefill_attention(q, cache, tables, starts, lens, max(qlens), dim**-0.5, config=cfg)
             err = (out.float() - ref.float()).abs().max().item()
-            ms = triton.testing.do_bench(
-                lambda c=cfg: prefill_attention(  # noqa: B023 (called at once)
-                    q, cache, tables, starts, lens, max(qlens), dim**-0.5, config=c
-                ),
-                return_mode="median",
-            )
+            run = functools.partial(prefill_attention, q, cache, tables, starts, lens, max(qlens), dim**-0.5, config=cfg)
+            ms = triton.testing.do_bench(run, return_mode="median")
             print(f"  {cfg}: {1e3 * ms:8.1f} us  {flops / ms / 1e9:6.0f} TFLOP/s  max diff {err:.3g}")
         except Exception as e:  # a config that does not fit in shared memory
             print(f"  {cfg}: failed {type(e).__name__}")
