@@ -96,6 +96,12 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         default=env_default("ENFORCE_EAGER", False, bool),
         help="no CUDA graphs (env ENFORCE_EAGER)",
     )
+    g.add_argument(
+        "--no-overlap",
+        action="store_true",
+        default=env_default("NO_OVERLAP", False, bool),
+        help="finish each GPU step before preparing the next (env NO_OVERLAP)",
+    )
     g.add_argument("--seed", type=int, default=env_default("SEED", d.seed, int), help="env SEED")
 
 
@@ -103,6 +109,7 @@ def engine_config_from_args(args: argparse.Namespace) -> EngineConfig:
     names = {f.name for f in fields(EngineConfig)}
     values = {k: v for k, v in vars(args).items() if k in names}
     values["enable_prefix_caching"] = not args.no_prefix_caching
+    values["overlap_scheduling"] = not args.no_overlap
     return EngineConfig(**values)
 
 

@@ -23,6 +23,7 @@ class EngineConfig:
     gpu_memory_utilization: float = 0.90  # share of GPU memory for weights, activations and KV
     enable_prefix_caching: bool = True
     enforce_eager: bool = False  # no CUDA graphs
+    overlap_scheduling: bool = True  # on the GPU, prepare step N+1 while step N runs
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -124,7 +124,7 @@ class LLMEngine:
         if previous is not None:
             outputs += self._process(previous)
         if launched is not None:
-            if self.runner.is_cuda:
+            if self.runner.is_cuda and self.config.overlap_scheduling:
                 self._in_flight = launched
             else:
                 outputs += self._process(launched)

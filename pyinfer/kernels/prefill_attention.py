@@ -213,6 +213,4 @@ def prefill_attention(
 
 def launch_config(max_query_len: int) -> tuple[int, int, int, int]:
     """(BLOCK_M, BLOCK_N, num_warps, num_stages) by measurement on the H100 (bench/gpu/prefill_tune.py)."""
-    if max_query_len > 64:
-        return 128, 64, 8, 3
-    return (64, 64, 4, 3) if max_query_len > 32 else (16, 64, 4, 3)
+    return (64, 64, 4, 2) if max_query_len > 32 else (16, 64, 4, 2)
