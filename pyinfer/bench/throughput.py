@@ -48,7 +48,9 @@ def main(args: argparse.Namespace) -> None:
     out_lens = _lengths(args.num_prompts, args.output_len, args.range_ratio, rng)
     prompts = random_prompts(args.num_prompts, in_lens, llm.engine.model_config.vocab_size)
     params = [SamplingParams(temperature=0, max_tokens=n, ignore_eos=True) for n in out_lens]
-    llm.generate(prompts[:2], [SamplingParams(max_tokens=4, ignore_eos=True)] * 2)  # warm-up
+    # Warm-up on a slice of the workload: compiles the kernels' variants for these shapes.
+    warm = prompts[: min(args.max_num_seqs, len(prompts))]
+    llm.generate(warm, [SamplingParams(max_tokens=8, ignore_eos=True)] * len(warm))
     llm.engine.block_manager.enable_prefix_caching = False
     start = time.perf_counter()
     outs = llm.generate(prompts, params)
