@@ -20,9 +20,9 @@ export async function apiFetch(path, options = {}) {
     }
     if (response.status === 401) {
       const message = await errorMessage(response);
-      const reason = apiKey() ? `The server refused this key: ${message}` : "This server asks for an API key.";
+      const reason = apiKey() ? `The server refused this key: ${message}.` : "This server asks for an API key.";
       if (await askForApiKey(reason)) continue;
-      throw new ApiError(`The server needs an API key: ${message}`);
+      throw new ApiError(`The server needs an API key (reload the page to enter one): ${message}`);
     }
     if (!response.ok) throw new ApiError(await errorMessage(response));
     return response;

@@ -15,6 +15,7 @@ export function liveChart(element, series, { max = null } = {}) {
     axes: [AXIS, AXIS],
     scales: { y: { range: (_plot, _min, top) => [0, max ?? Math.max(1, top * 1.15)] } },
     cursor: { drag: { x: false, y: false } },
+    legend: { live: false },
   };
   const plot = new uPlot(options, data, element);
   new ResizeObserver(() => plot.setSize({ width: element.clientWidth, height: HEIGHT })).observe(element);

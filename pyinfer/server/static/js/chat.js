@@ -130,8 +130,10 @@ async function reply(conversation) {
     });
   };
   try {
-    const { usage } = await streamChat({ ...currentSettings(), messages: history }, controller.signal, onDelta);
+    const body = { ...currentSettings(), messages: history };
+    const { usage, finishReason } = await streamChat(body, controller.signal, onDelta);
     message.usage = usage;
+    message.truncated = finishReason === "length";
   } catch (e) {
     if (e.name === "AbortError") message.stopped = true;
     else message.error = e.message;

@@ -47,8 +47,8 @@ export function updateMessageElement(article, message) {
   error.hidden = !message.error;
   error.textContent = message.error ?? "";
   const note = article.querySelector(".message-note");
-  note.hidden = !message.stopped;
-  note.textContent = message.stopped ? "Stopped." : "";
+  note.textContent = message.stopped ? "Stopped." : message.truncated ? "Cut short by the max-tokens limit." : "";
+  note.hidden = !note.textContent;
   const metrics = article.querySelector(".metrics");
   metrics.hidden = !message.usage;
   if (message.usage) metrics.replaceChildren(...metricItems(message.usage).map(metricPair));

@@ -24,7 +24,8 @@ export function initSettings(showStatus) {
 
 // The request fields: model (when known), temperature, top_p, max_tokens (those given).
 export function currentSettings() {
-  const settings = { model: document.getElementById("model").value };
+  const model = document.getElementById("model").value;
+  const settings = model ? { model } : {};
   for (const [key, id] of Object.entries(fields)) {
     const value = Number.parseFloat(document.getElementById(id).value);
     if (Number.isFinite(value)) settings[key] = value;
