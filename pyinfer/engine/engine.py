@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import torch
 
@@ -228,7 +229,18 @@ def resolve_device(device: str | None) -> torch.device:
 
 
 def resolve_dtype(dtype: str, device: str | None) -> torch.dtype:
-    """bf16 on the GPU, fp32 on the CPU unless asked otherwise."""
+    """bf16 on the GPU and on CPUs with bf16 instructions; fp32 on other CPUs."""
     if dtype != "auto":
         return getattr(torch, dtype)
-    return torch.bfloat16 if resolve_device(device).type == "cuda" else torch.float32
+    if resolve_device(device).type == "cuda" or cpu_has_bf16():
+        return torch.bfloat16
+    return torch.float32
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes in bf16 natively (AVX-512 BF16 or AMX), read from /proc/cpuinfo."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags

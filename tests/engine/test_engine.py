@@ -159,3 +159,10 @@ def test_engine_rejects_bad_requests(smollm2_llm):
         assert err.value.param == field
     assert str(engine.max_model_len) in str(err.value)
     assert not engine.has_unfinished()
+
+
+def test_default_cpu_dtype_answers_correctly():
+    """The default CPU path (bf16 where the CPU has bf16 instructions) still gets the facts right."""
+    llm = LLM(device="cpu", kv_cache_memory_gb=0.1)
+    chat = [{"role": "user", "content": "What is the capital of France?"}]
+    assert "Paris" in llm.chat(chat, SamplingParams(temperature=0, max_tokens=20))[0].outputs[0].text
