@@ -44,7 +44,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.skip(reason=f"UI tests need Chromium: {reason}"))
 
 
-@pytest.fixture(scope="session")
+# Package scope: the server and the browser go once the UI tests are done. Playwright's sync API keeps an
+# asyncio loop marked running on this thread while it is open, which later tests' asyncio.run() refuses.
+@pytest.fixture(scope="package")
 def ui_server(tmp_path_factory) -> Iterator[ServerProcess]:
     srv = ServerProcess(tmp_path_factory.mktemp("ui") / "server.log", "--num-kv-blocks", "512")
     try:
@@ -54,7 +56,7 @@ def ui_server(tmp_path_factory) -> Iterator[ServerProcess]:
         srv.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
@@ -85,7 +87,7 @@ def page(browser, ui_server) -> Iterator[Any]:
     assert not errors, f"uncaught errors in the page: {errors}"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def stats(ui_server) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=ui_server.base_url, timeout=30) as client:
         yield client
