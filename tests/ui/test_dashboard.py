@@ -6,6 +6,7 @@ import threading
 
 import httpx
 
+from tests.server.helpers import engine_stats
 from tests.ui.conftest import screenshot
 
 
@@ -27,7 +28,7 @@ def text(page, selector: str) -> str:
     return page.locator(selector).inner_text()
 
 
-def test_dashboard_follows_a_request(page, ui_server):
+def test_dashboard_follows_a_request(page, ui_server, stats):
     page.click("#tab-dashboard")
     page.wait_for_function("document.querySelector('#stat-running').textContent === '0'")
     assert page.locator("#no-gpu").is_visible()  # no GPU on the test machine
@@ -45,6 +46,10 @@ def test_dashboard_follows_a_request(page, ui_server):
             timeout=10_000,
         )
         assert row.locator("td.state").inner_text() == "decode"
+        (engine_request,) = engine_stats(stats)["requests"]  # what the queue shows
+        assert engine_request["request_id"] == row.locator("td").first.inner_text()
+        assert engine_request["state"] == "decode" and engine_request["output_tokens"] > generated
+        assert engine_request["computed_tokens"] >= engine_request["prompt_tokens"] > 0
         assert text(page, "#stat-tokens") != tokens_before
         assert float(text(page, "#stat-tps")) > 0
         assert text(page, "#stat-kv") != "0.0%"
