@@ -7,9 +7,38 @@ import torch.nn.functional as F
 from torch import nn
 
 from pyinfer.distributed import SINGLE, ParallelGroup
+from pyinfer.layers.quantization import Int4Shard, Int4Weights, empty_int4_shard
 
 
-class ColumnParallelLinear(nn.Module):
+class LinearBase(nn.Module):
+    """A dense weight, or int4 weights once a quantized checkpoint was loaded into it."""
+
+    weight: nn.Parameter
+    int4: Int4Weights | None = None
+    int4_staging: Int4Shard | None = None
+
+    def weight_loader(self, param: torch.Tensor, loaded: torch.Tensor, shard_id: str | None = None) -> None:
+        raise NotImplementedError
+
+    def load_int4_shard(self, shard: Int4Shard, shard_id: str | None) -> None:
+        """Place a quantized shard where its dense rows would go (same sharding as weight_loader)."""
+        if self.int4_staging is None:
+            self.int4_staging = empty_int4_shard(*self.weight.shape)
+        for staging, part in zip(self.int4_staging, shard, strict=True):
+            self.weight_loader(staging, part, shard_id)
+
+    def finish_int4(self) -> None:
+        """Pack the staged shards and drop the dense weight."""
+        self.int4 = Int4Weights(self.int4_staging, self.weight.dtype)
+        self.int4_staging = None
+        del self.weight
+        self.register_parameter("weight", None)
+
+    def matmul(self, x: torch.Tensor) -> torch.Tensor:
+        return self.int4.mm(x) if self.int4 is not None else F.linear(x, self.weight)
+
+
+class ColumnParallelLinear(LinearBase):
     """y = x W^T with W's output rows split across the group; each rank returns its slice."""
 
     def __init__(self, in_features: int, out_features: int, group: ParallelGroup = SINGLE):
@@ -18,12 +47,12 @@ class ColumnParallelLinear(nn.Module):
         self.group = group
         self.weight = nn.Parameter(torch.empty(out_features // group.size, in_features), requires_grad=False)
 
-    def weight_loader(self, param: nn.Parameter, loaded: torch.Tensor, shard_id: str | None = None) -> None:
+    def weight_loader(self, param: torch.Tensor, loaded: torch.Tensor, shard_id: str | None = None) -> None:
         size = param.shape[0]
         param.data.copy_(loaded.narrow(0, self.group.rank * size, size))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight)
+        return self.matmul(x)
 
 
 class MergedColumnParallelLinear(ColumnParallelLinear):
@@ -38,7 +67,7 @@ class MergedColumnParallelLinear(ColumnParallelLinear):
             self.shard_offsets[name] = (offset, local)
             offset += local
 
-    def weight_loader(self, param: nn.Parameter, loaded: torch.Tensor, shard_id: str | None = None) -> None:
+    def weight_loader(self, param: torch.Tensor, loaded: torch.Tensor, shard_id: str | None = None) -> None:
         offset, size = self.shard_offsets[shard_id]
         param.data.narrow(0, offset, size).copy_(loaded.narrow(0, self.group.rank * size, size))
 
@@ -61,7 +90,7 @@ class QKVParallelLinear(MergedColumnParallelLinear):
         )
 
 
-class RowParallelLinear(nn.Module):
+class RowParallelLinear(LinearBase):
     """y = x W^T with W's input columns split across the group; partial sums are all-reduced."""
 
     def __init__(self, in_features: int, out_features: int, group: ParallelGroup = SINGLE):
@@ -70,9 +99,9 @@ class RowParallelLinear(nn.Module):
         self.group = group
         self.weight = nn.Parameter(torch.empty(out_features, in_features // group.size), requires_grad=False)
 
-    def weight_loader(self, param: nn.Parameter, loaded: torch.Tensor, shard_id: str | None = None) -> None:
+    def weight_loader(self, param: torch.Tensor, loaded: torch.Tensor, shard_id: str | None = None) -> None:
         size = param.shape[1]
         param.data.copy_(loaded.narrow(1, self.group.rank * size, size))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.group.all_reduce(F.linear(x, self.weight))
+        return self.group.all_reduce(self.matmul(x))

@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from pyinfer.layers.linear import LinearBase
+from pyinfer.layers.quantization import Int4Shard
 from pyinfer.models.llama import LlamaForCausalLM
 from pyinfer.models.model_config import ModelConfig
 
@@ -31,6 +33,7 @@ def load_config(path: str, fmt: str) -> ModelConfig:
 
 
 def load_model(path: str, fmt: str, dtype: torch.dtype, device: torch.device) -> LlamaForCausalLM:
+    """Loads weights in the run dtype. On the CPU in bf16, GGUF Q4_0/Q4_1 tensors stay 4-bit (int4 kernel)."""
     reader = _gguf_reader(path) if fmt == "gguf" else None
     cfg = _gguf_config(reader) if reader else load_config(path, fmt)
     previous = torch.get_default_dtype()
@@ -43,14 +46,16 @@ def load_model(path: str, fmt: str, dtype: torch.dtype, device: torch.device) ->
     if fmt == "dummy":
         _init_dummy(model)
     else:
-        weights = _gguf_weights(reader, cfg) if reader else _hf_weights(path)
+        keep_int4 = device.type == "cpu" and dtype == torch.bfloat16
+        weights = _gguf_weights(reader, cfg, keep_int4) if reader else _hf_weights(path)
         _load_weights(model, weights)
     return model.eval()
 
 
-def _load_weights(model: LlamaForCausalLM, weights: Iterator[tuple[str, torch.Tensor]]) -> None:
+def _load_weights(model: LlamaForCausalLM, weights: Iterator[tuple[str, torch.Tensor | Int4Shard]]) -> None:
     params = dict(model.named_parameters(remove_duplicate=False))
     loaded: set[str] = set()
+    quantized: dict[str, LinearBase] = {}
     for name, tensor in weights:
         if "rotary_emb" in name:
             continue
@@ -63,6 +68,11 @@ def _load_weights(model: LlamaForCausalLM, weights: Iterator[tuple[str, torch.Te
         if name not in params:
             raise ValueError(f"unexpected weight {name!r} in checkpoint")
         param = params[name]
+        loaded.add(name)
+        if isinstance(tensor, Int4Shard):
+            quantized[name] = _owner(model, name)
+            quantized[name].load_int4_shard(tensor, shard_id)
+            continue
         loader = getattr(_owner(model, name), "weight_loader", None)
         tensor = tensor.to(param.dtype)
         if loader is not None:
@@ -73,7 +83,14 @@ def _load_weights(model: LlamaForCausalLM, weights: Iterator[tuple[str, torch.Te
                     f"{name}: checkpoint shape {tuple(tensor.shape)} != model {tuple(param.shape)}"
                 )
             param.data.copy_(tensor)
-        loaded.add(name)
+    for linear in quantized.values():
+        linear.finish_int4()
+    if quantized:
+        log.info(
+            "%d linears kept as int4 (GGUF Q4 blocks, groups of 32); other weights in %s",
+            len(quantized),
+            next(model.parameters()).dtype,
+        )
     if model.config.tie_word_embeddings:
         loaded.add("lm_head.weight")
     elif "lm_head.weight" not in loaded and "embed_tokens.weight" in loaded:
@@ -184,9 +201,13 @@ def _unpermute(w: np.ndarray, n_head: int) -> np.ndarray:
     return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def _gguf_weights(reader, cfg: ModelConfig) -> Iterator[tuple[str, torch.Tensor]]:
+def _gguf_weights(
+    reader, cfg: ModelConfig, keep_int4: bool
+) -> Iterator[tuple[str, torch.Tensor | Int4Shard]]:
+    from gguf import GGMLQuantizationType
     from gguf.quants import dequantize
 
+    int4_types = (GGMLQuantizationType.Q4_0, GGMLQuantizationType.Q4_1)
     for t in reader.tensors:
         stem, _, kind = t.name.rpartition(".")
         parts = stem.split(".")
@@ -200,9 +221,30 @@ def _gguf_weights(reader, cfg: ModelConfig) -> Iterator[tuple[str, torch.Tensor]
             continue
         else:
             raise ValueError(f"unknown GGUF tensor {t.name!r}")
+        heads = {"attn_q": cfg.num_attention_heads, "attn_k": cfg.num_key_value_heads}.get(short)
+        if keep_int4 and t.tensor_type in int4_types and stem not in _GGUF_TOP_NAMES:
+            parts = _q4_blocks(np.asarray(t.data), t.tensor_type == GGMLQuantizationType.Q4_1)
+            if heads:
+                parts = [_unpermute(p, heads) for p in parts]
+            yield hf, Int4Shard(*(torch.from_numpy(np.ascontiguousarray(p)) for p in parts))
+            continue
         w = dequantize(t.data, t.tensor_type).reshape([int(d) for d in reversed(t.shape)])
-        if short == "attn_q":
-            w = _unpermute(w, cfg.num_attention_heads)
-        elif short == "attn_k":
-            w = _unpermute(w, cfg.num_key_value_heads)
+        if heads:
+            w = _unpermute(w, heads)
         yield hf, torch.from_numpy(np.array(w, dtype=np.float32))
+
+
+def _q4_blocks(data: np.ndarray, has_min: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """GGUF Q4_0 / Q4_1 rows as (q [N, K] in 0..15, scale, zero) with w = (q - 8) * scale + zero.
+
+    A block holds 32 weights: f16 scale d, (Q4_1: f16 min m), then 16 bytes whose low nibbles are
+    weights 0..15 and high nibbles 16..31. Q4_0: w = (q - 8) d; Q4_1: w = q d + m = (q - 8) d + (m + 8 d).
+    """
+    header = 4 if has_min else 2
+    rows = data.shape[0]
+    blocks = data.reshape(rows, -1, header + 16)
+    d = blocks[..., 0:2].copy().view(np.float16)[..., 0].astype(np.float32)
+    zero = blocks[..., 2:4].copy().view(np.float16)[..., 0].astype(np.float32) + 8 * d if has_min else 0 * d
+    qs = blocks[..., header:]
+    q = np.concatenate([qs & 0x0F, qs >> 4], axis=-1).reshape(rows, -1)
+    return q, d, zero

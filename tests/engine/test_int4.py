@@ -1,0 +1,58 @@
+"""The CPU int4 path (GGUF Q4 blocks kept 4-bit, bf16 activations) against the exact fp32 path."""
+
+from __future__ import annotations
+
+import pytest
+
+from pyinfer import SamplingParams
+from pyinfer.engine.llm import LLM
+from pyinfer.layers.quantization import Int4Weights
+from tests.engine.test_parity import our_prompt_logits
+
+TEXTS = [
+    "The history of the Roman Empire spans many centuries, beginning with the founding of the city and "
+    "continuing through the republic, the principate and the long decline of the western provinces, while",
+    "def merge_sort(values):\n    if len(values) <= 1:\n        return values\n    middle = len(values) // 2\n"
+    "    left = merge_sort(values[:middle])\n    right = merge_sort(values[middle:])\n    return merge(left, right)",
+    "<|im_start|>user\nExplain why the sky is blue in two sentences, for a child who is seven years old and "
+    "curious about science.<|im_end|>\n<|im_start|>assistant\nThe sky looks blue because sunlight",
+    "Ingredients: two cups of flour, a teaspoon of baking soda, half a cup of butter, three eggs, a cup of "
+    "sugar, vanilla and a pinch of salt. Method: first preheat the oven, then mix the dry ingredients",
+]
+TOP1_AGREEMENT = 0.98  # teacher-forced, over every position of 64-token prompts
+LOGITS_REL_ERR = 0.05  # measured ~0.02
+
+
+@pytest.fixture(scope="module")
+def int4_llm() -> LLM:
+    return LLM(device="cpu", dtype="bfloat16", kv_cache_memory_gb=0.1)
+
+
+def test_gguf_q4_weights_stay_int4(int4_llm):
+    layer = int4_llm.engine.runner.model.layers[0]
+    for linear in (
+        layer.self_attn.qkv_proj,
+        layer.self_attn.o_proj,
+        layer.mlp.gate_up_proj,
+        layer.mlp.down_proj,
+    ):
+        assert isinstance(linear.int4, Int4Weights) and linear.weight is None
+
+
+def test_int4_logits_and_top1_agree_with_the_exact_path(int4_llm, smollm2_llm):
+    agree, total = 0, 0
+    for text in TEXTS:
+        prompt = smollm2_llm.tokenizer.encode(text + " " + text)[:64]
+        assert len(prompt) == 64
+        exact = our_prompt_logits(smollm2_llm, prompt)
+        quant = our_prompt_logits(int4_llm, prompt)
+        rel = ((quant - exact).norm() / exact.norm()).item()
+        assert rel < LOGITS_REL_ERR, rel
+        agree += (quant.argmax(-1) == exact.argmax(-1)).sum().item()
+        total += len(prompt)
+    assert agree / total >= TOP1_AGREEMENT, agree / total
+
+
+def test_int4_path_answers_paris(int4_llm):
+    chat = [{"role": "user", "content": "What is the capital of France?"}]
+    assert "Paris" in int4_llm.chat(chat, SamplingParams(temperature=0, max_tokens=20))[0].outputs[0].text
