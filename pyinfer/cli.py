@@ -183,13 +183,10 @@ def main(argv: list[str] | None = None) -> None:
 
     serve = sub.add_parser("serve", help="OpenAI-compatible HTTP server with the web UI")
     add_engine_arguments(serve)
-    try:
-        from pyinfer.server.launch import add_server_arguments, serve_main
-    except ImportError:  # the server is optional while it is being built
-        add_server_arguments = serve_main = None
-    if add_server_arguments is not None:
-        add_server_arguments(serve)
-        serve.set_defaults(func=serve_main)
+    from pyinfer.server.launch import add_server_arguments, serve_main
+
+    add_server_arguments(serve)
+    serve.set_defaults(func=serve_main)
 
     gen = sub.add_parser("generate", help="complete one prompt and print the text as it comes")
     gen.add_argument("prompt")
@@ -211,8 +208,6 @@ def main(argv: list[str] | None = None) -> None:
     )
 
     args = parser.parse_args(argv)
-    if not hasattr(args, "func"):
-        parser.error(f"'{args.command}' is not available")
     args.func(args)
 
 
