@@ -33,12 +33,12 @@ def make_llm(args: argparse.Namespace):
     return llm
 
 
-def load_hf_reference(llm):
-    """transformers' own model on the same weights (dummy models: the same random weights, copied)."""
+def load_hf_reference(llm, dtype_name: str):
+    """transformers' own model on the same weights (dummy models: a random model of the same shape)."""
     from transformers import AutoModelForCausalLM, LlamaConfig
 
     engine = llm.engine
-    dtype = next(engine.runner.model.parameters()).dtype
+    dtype = getattr(torch, dtype_name)
     path = Path(engine.model_path)
     if engine.load_format == "gguf":
         model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype)

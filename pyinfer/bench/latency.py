@@ -25,6 +25,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--compare-hf", action="store_true", help="also time transformers.generate on the same weights"
     )
+    p.add_argument(
+        "--hf-dtype",
+        default="float32",
+        choices=["float32", "bfloat16"],
+        help="dtype of the transformers reference (its usual CPU set-up is float32)",
+    )
     p.add_argument("--output-json", default=None)
 
 
@@ -59,7 +65,7 @@ def main(args: argparse.Namespace) -> None:
     }
     rows = [("pyinfer", ttft, tps)]
     if args.compare_hf:
-        hf = load_hf_reference(llm)
+        hf = load_hf_reference(llm, args.hf_dtype)
         hf_generate_seconds(hf, [prompt], 4)  # warm-up
         hf_ttft = hf_generate_seconds(hf, [prompt], 1)
         total = hf_generate_seconds(hf, [prompt], args.output_len)

@@ -33,6 +33,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also time transformers.generate in batches of --max-num-seqs on the same prompts",
     )
+    p.add_argument(
+        "--hf-dtype",
+        default="float32",
+        choices=["float32", "bfloat16"],
+        help="dtype of the transformers reference (its usual CPU set-up is float32)",
+    )
     p.add_argument("--output-json", default=None)
 
 
@@ -76,7 +82,7 @@ def main(args: argparse.Namespace) -> None:
         f"{result['total_tokens_per_s']:.1f} total tok/s, {elapsed:.1f}s"
     )
     if args.compare_hf:
-        hf = load_hf_reference(llm)
+        hf = load_hf_reference(llm, args.hf_dtype)
         batch = args.max_num_seqs
         hf_generate_seconds(hf, prompts[:batch], 2)  # warm-up
         hf_elapsed = sum(
