@@ -57,16 +57,20 @@ class TorchAttentionBackend:
     def _decode(
         q: torch.Tensor, kv_cache: torch.Tensor, meta: AttentionMetadata, scale: float
     ) -> torch.Tensor:
-        nd = q.shape[0]
+        """One query token per sequence, all sequences in two batched matmuls (SDPA's CPU kernels are
+        slow for single-token queries)."""
+        nd, num_heads, head_dim = q.shape
+        num_kv_heads = kv_cache.shape[-2]
         max_len = max(meta.seq_lens_host[:nd])
         num_blocks = (max_len + meta.block_size - 1) // meta.block_size
-        kv = kv_cache[:, meta.block_tables[:nd, :num_blocks]]  # [2, B, nb, bs, Hk, D]
-        kv = kv.flatten(2, 3).transpose(2, 3)  # [2, B, Hk, L, D]
-        mask = torch.arange(kv.shape[3], device=q.device) < meta.seq_lens[:nd, None]
-        out = F.scaled_dot_product_attention(
-            q.unsqueeze(2), kv[0], kv[1], attn_mask=mask[:, None, None, :], scale=scale, enable_gqa=True
-        )
-        return out.squeeze(2)
+        kv = kv_cache[:, meta.block_tables[:nd, :num_blocks]].flatten(2, 3)  # [2, B, L, Hk, D]
+        keys = kv[0].permute(0, 2, 3, 1)  # [B, Hk, D, L]
+        values = kv[1].transpose(1, 2)  # [B, Hk, L, D]
+        scores = q.view(nd, num_kv_heads, -1, head_dim) @ keys  # [B, Hk, G, L]
+        visible = torch.arange(scores.shape[-1], device=q.device) < meta.seq_lens[:nd, None]
+        scores = scores.float().mul_(scale).masked_fill_(~visible[:, None, None, :], -float("inf"))
+        out = scores.softmax(dim=-1).to(q.dtype) @ values  # [B, Hk, G, D]
+        return out.view(nd, num_heads, head_dim)
 
 
 def _causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
