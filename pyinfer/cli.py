@@ -136,6 +136,12 @@ def sampling_params_from_args(args: argparse.Namespace):
     )
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    from pyinfer.server.launch import serve_main  # the HTTP stack is imported only to serve
+
+    serve_main(args)
+
+
 def cmd_generate(args: argparse.Namespace) -> None:
     from pyinfer.engine.llm import LLM
 
@@ -183,10 +189,10 @@ def main(argv: list[str] | None = None) -> None:
 
     serve = sub.add_parser("serve", help="OpenAI-compatible HTTP server with the web UI")
     add_engine_arguments(serve)
-    from pyinfer.server.launch import add_server_arguments, serve_main
+    from pyinfer.server.config import add_server_arguments
 
     add_server_arguments(serve)
-    serve.set_defaults(func=serve_main)
+    serve.set_defaults(func=cmd_serve)
 
     gen = sub.add_parser("generate", help="complete one prompt and print the text as it comes")
     gen.add_argument("prompt")
