@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
-if not torch.cuda.is_available():
-    os.environ["TRITON_INTERPRET"] = "1"
-
-pytest.importorskip("triton")
+pytest.importorskip("triton")  # TRITON_INTERPRET=1 is set by the root conftest when there is no GPU
 
 
 @pytest.fixture
