@@ -6,7 +6,9 @@ from tests.server.helpers import engine_stats, wait_until
 from tests.ui.chat_page import metrics, send, set_max_tokens, wait_for_reply
 from tests.ui.conftest import screenshot
 
-STREAMING_TEXT = "document.querySelector('.message.assistant.streaming .content')?.textContent.trim().length > 0"
+STREAMING_TEXT = (
+    "document.querySelector('.message.assistant.streaming .content')?.textContent.trim().length > 0"
+)
 
 
 def test_reply_streams_and_shows_metrics(page):
