@@ -14,31 +14,34 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
-def write_tiny_llama(folder: Path, *, tie: bool, rope_scaling: dict | None = None, seed: int = 0) -> Path:
-    """A random Llama (GQA 4:2) saved with transformers' own save_pretrained: config.json + safetensors."""
+TINY_LLAMA = {  # GQA 4:2, three layers: fast enough for exact CPU parity tests
+    "vocab_size": 320,
+    "hidden_size": 64,
+    "intermediate_size": 160,
+    "num_hidden_layers": 3,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 512,
+    "rope_theta": 10000.0,
+}
+
+
+def write_random_llama(
+    folder: Path, *, std: float, seed: int = 0, dtype: torch.dtype = torch.float32, **config
+) -> Path:
+    """A random Llama saved with transformers' own save_pretrained (config.json + safetensors).
+
+    Matrices are drawn with `std` (larger than the default init, so that logits are far from uniform),
+    norm weights uniformly in [0.5, 1.5].
+    """
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    cfg = LlamaConfig(
-        vocab_size=320,
-        hidden_size=64,
-        intermediate_size=160,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        rms_norm_eps=1e-5,
-        rope_theta=10000.0,
-        rope_scaling=rope_scaling,
-        tie_word_embeddings=tie,
-        bos_token_id=1,
-        eos_token_id=2,
-    )
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(cfg)
-    with torch.no_grad():  # larger weights than the default init, so that logits are far from uniform
+    model = LlamaForCausalLM(LlamaConfig(bos_token_id=1, eos_token_id=2, rms_norm_eps=1e-5, **config))
+    with torch.no_grad():
         for p in model.parameters():
-            p.normal_(0, 0.2) if p.dim() > 1 else p.uniform_(0.5, 1.5)
-    model.save_pretrained(folder, safe_serialization=True)
+            p.normal_(0, std) if p.dim() > 1 else p.uniform_(0.5, 1.5)
+    model.to(dtype).save_pretrained(folder, safe_serialization=True)
     return folder
 
 
@@ -55,8 +58,10 @@ LLAMA3_SCALING = {
 def tiny_llama(request, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp(request.param)
     if request.param == "tied":
-        return write_tiny_llama(folder, tie=True)
-    return write_tiny_llama(folder, tie=False, rope_scaling=LLAMA3_SCALING, seed=1)
+        return write_random_llama(folder, std=0.2, tie_word_embeddings=True, **TINY_LLAMA)
+    return write_random_llama(
+        folder, std=0.2, seed=1, tie_word_embeddings=False, rope_scaling=LLAMA3_SCALING, **TINY_LLAMA
+    )
 
 
 @pytest.fixture(scope="session")

@@ -40,18 +40,10 @@ class TorchAttentionBackend:
             if qlen == seq_len:  # nothing cached before this chunk: attend to the fresh k/v
                 keys, values = k[start:end], v[start:end]
             else:
-                keys, values = self._gather(kv_cache, meta.block_tables[i], seq_len, meta.block_size)
-            outputs.append(_causal_attention(q[start:end], keys, values, scale))
+                keys, values = gather_kv(kv_cache, meta.block_tables[i], seq_len, meta.block_size)
+            outputs.append(causal_attention(q[start:end], keys, values, scale))
             start = end
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
-
-    @staticmethod
-    def _gather(
-        kv_cache: torch.Tensor, block_table: torch.Tensor, seq_len: int, block_size: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        blocks = block_table[: (seq_len + block_size - 1) // block_size]
-        kv = kv_cache[:, blocks].flatten(1, 2)[:, :seq_len]  # [2, L, Hk, D]
-        return kv[0], kv[1]
 
     @staticmethod
     def _decode(
@@ -73,7 +65,16 @@ class TorchAttentionBackend:
         return out.view(nd, num_heads, head_dim)
 
 
-def _causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+def gather_kv(
+    kv_cache: torch.Tensor, block_table: torch.Tensor, seq_len: int, block_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One sequence's keys and values [L, Hk, D], copied out of its pages."""
+    blocks = block_table[: (seq_len + block_size - 1) // block_size]
+    kv = kv_cache[:, blocks].flatten(1, 2)[:, :seq_len]  # [2, L, Hk, D]
+    return kv[0], kv[1]
+
+
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
     """Queries are the last q.shape[0] positions of the k/v sequence."""
     qlen, kvlen = q.shape[0], k.shape[0]
     q, k, v = q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1)

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 class LLMEngine:
     def __init__(self, config: EngineConfig):
         self.config = config
+        torch.manual_seed(config.seed)  # unseeded sampling is reproducible from one start to the next
         start = time.perf_counter()
         self.model_path, self.load_format = resolve_model(config.model, config.load_format)
         device, dtype = resolve_device(config.device), resolve_dtype(config.dtype, config.device)

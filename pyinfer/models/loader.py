@@ -177,7 +177,6 @@ def _gguf_config(reader) -> ModelConfig:
         for k in ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id")
         if k in reader.fields
     ]
-    bos = reader.fields.get("tokenizer.ggml.bos_token_id")
     return ModelConfig(
         hidden_size=hidden,
         intermediate_size=get("feed_forward_length"),
@@ -191,7 +190,6 @@ def _gguf_config(reader) -> ModelConfig:
         rope_scaling=scaling,
         max_position_embeddings=get("context_length", 4096),
         tie_word_embeddings=not has_output,
-        bos_token_id=int(bos.contents()) if bos is not None else None,
         eos_token_ids=sorted(set(eos)),
     )
 

@@ -24,9 +24,7 @@ class ModelConfig:
     rope_scaling: dict[str, Any] | None = None
     max_position_embeddings: int = 4096
     tie_word_embeddings: bool = False
-    bos_token_id: int | None = None
     eos_token_ids: list[int] = field(default_factory=list)
-    torch_dtype: str | None = None
 
     def __post_init__(self) -> None:
         if not self.head_dim:
@@ -69,9 +67,7 @@ class ModelConfig:
             rope_scaling=scaling,
             max_position_embeddings=cfg.get("max_position_embeddings", 4096),
             tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
-            bos_token_id=cfg.get("bos_token_id"),
             eos_token_ids=eos_ids,
-            torch_dtype=cfg.get("torch_dtype") or cfg.get("dtype"),
         )
 
     @classmethod

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pyinfer.attention.metadata import AttentionMetadata
-from pyinfer.attention.torch_backend import TorchAttentionBackend
+from pyinfer.attention.torch_backend import causal_attention, gather_kv
 from pyinfer.kernels.decode_attention import decode_attention
 from pyinfer.kernels.prefill_attention import prefill_attention
 from pyinfer.kernels.store_kv import store_kv
@@ -34,24 +33,12 @@ def paged_setup(seq_lens: list[int], num_kv_heads: int, head_dim: int, device: s
 
 
 def reference(q, cache, block_tables, query_lens, seq_lens, scale):
-    meta = AttentionMetadata(
-        slot_mapping=torch.zeros(0, dtype=torch.long, device=q.device),
-        seq_lens=torch.tensor(seq_lens, dtype=torch.int32, device=q.device),
-        block_tables=block_tables,
-        num_decodes=0,
-        query_lens=query_lens,
-        seq_lens_host=seq_lens,
-        block_size=PAGE,
-    )
-    # Queries attend to what is in the cache: call the reference's per-sequence path directly.
+    """The PyTorch backend's per-sequence path, in fp32: queries attend to what is in the cache."""
     outs, start = [], 0
     for i, (ql, sl) in enumerate(zip(query_lens, seq_lens, strict=True)):
-        k, v = TorchAttentionBackend._gather(cache.float(), block_tables[i], sl, PAGE)
-        from pyinfer.attention.torch_backend import _causal_attention
-
-        outs.append(_causal_attention(q[start : start + ql].float(), k, v, scale))
+        k, v = gather_kv(cache.float(), block_tables[i], sl, PAGE)
+        outs.append(causal_attention(q[start : start + ql].float(), k, v, scale))
         start += ql
-    del meta
     return torch.cat(outs)
 
 
