@@ -38,7 +38,9 @@ for qlens in ([2048], [512] * 16):
         try:
             out = prefill_attention(q, cache, tables, starts, lens, max(qlens), dim**-0.5, config=cfg)
             err = (out.float() - ref.float()).abs().max().item()
-            run = functools.partial(prefill_attention, q, cache, tables, starts, lens, max(qlens), dim**-0.5, config=cfg)
+            run = functools.partial(
+                prefill_attention, q, cache, tables, starts, lens, max(qlens), dim**-0.5, config=cfg
+            )
             ms = triton.testing.do_bench(run, return_mode="median")
             print(f"  {cfg}: {1e3 * ms:8.1f} us  {flops / ms / 1e9:6.0f} TFLOP/s  max diff {err:.3g}")
         except Exception as e:  # a config that does not fit in shared memory

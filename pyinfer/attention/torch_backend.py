@@ -50,19 +50,32 @@ class TorchAttentionBackend:
         q: torch.Tensor, kv_cache: torch.Tensor, meta: AttentionMetadata, scale: float
     ) -> torch.Tensor:
         """One query token per sequence, all sequences in two batched matmuls (SDPA's CPU kernels are
-        slow for single-token queries)."""
+        slow for single-token queries). Each layer copies its cache rows once, head-major, so that the
+        matmuls read them without another copy."""
         nd, num_heads, head_dim = q.shape
         num_kv_heads = kv_cache.shape[-2]
-        max_len = max(meta.seq_lens_host[:nd])
-        num_blocks = (max_len + meta.block_size - 1) // meta.block_size
-        kv = kv_cache[:, meta.block_tables[:nd, :num_blocks]].flatten(2, 3)  # [2, B, L, Hk, D]
-        keys = kv[0].permute(0, 2, 3, 1)  # [B, Hk, D, L]
-        values = kv[1].transpose(1, 2)  # [B, Hk, L, D]
-        scores = q.view(nd, num_kv_heads, -1, head_dim) @ keys  # [B, Hk, G, L]
-        visible = torch.arange(scores.shape[-1], device=q.device) < meta.seq_lens[:nd, None]
-        scores = scores.float().mul_(scale).masked_fill_(~visible[:, None, None, :], -float("inf"))
-        out = scores.softmax(dim=-1).to(q.dtype) @ values  # [B, Hk, G, D]
-        return out.view(nd, num_heads, head_dim)
+        if meta.torch_decode is None:
+            meta.torch_decode = decode_rows_and_mask(meta, num_kv_heads)
+        rows, mask = meta.torch_decode
+        kv = kv_cache.view(2, -1, head_dim).index_select(1, rows).view(2, nd, num_kv_heads, -1, head_dim)
+        scores = q.view(nd, num_kv_heads, -1, head_dim) @ kv[0].transpose(-1, -2)  # [B, Hk, G, L]
+        probs = torch.add(mask, scores, alpha=scale).softmax(dim=-1).to(q.dtype)
+        return (probs @ kv[1]).view(nd, num_heads, head_dim)
+
+
+def decode_rows_and_mask(meta: AttentionMetadata, num_kv_heads: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For the decodes of a step: the cache rows [B * Hk * L] (as rows of a [-1, D] view) holding each
+    sequence's keys head by head, and an additive fp32 mask [B, 1, 1, L] hiding the padding past its length."""
+    nd = meta.num_decodes
+    seq_lens = meta.seq_lens[:nd]
+    positions = torch.arange(max(meta.seq_lens_host[:nd]), device=seq_lens.device)
+    blocks = meta.block_tables[:nd, positions // meta.block_size]  # [B, L]
+    slots = blocks * meta.block_size + positions % meta.block_size
+    heads = torch.arange(num_kv_heads, device=seq_lens.device)
+    rows = (slots[:, None, :] * num_kv_heads + heads[None, :, None]).flatten()
+    hidden = positions[None, :] >= seq_lens[:, None]
+    mask = torch.zeros(hidden.shape, dtype=torch.float32, device=seq_lens.device)
+    return rows, mask.masked_fill_(hidden, -float("inf"))[:, None, None, :]
 
 
 def gather_kv(

@@ -10,6 +10,9 @@ from torch import nn
 
 from pyinfer.kernels import triton_enabled
 
+# What RotaryEmbedding.prepare hands every layer: positions [T] (Triton), or (cos, sin) rows
+RopeInputs = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+
 
 def rope_inv_freq(head_dim: int, theta: float, scaling: dict[str, Any] | None) -> torch.Tensor:
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
@@ -42,19 +45,27 @@ class RotaryEmbedding(nn.Module):
         # [max_position, head_dim]: cos in the first half, sin in the second.
         self.register_buffer("cos_sin", torch.cat([freqs.cos(), freqs.sin()], dim=-1), persistent=False)
 
+    def prepare(self, positions: torch.Tensor, dtype: torch.dtype) -> RopeInputs:
+        """Once per step, for every layer: the positions themselves for the Triton kernel, else the
+        rows' cos [T, 1, D] and sign-folded sin [T, 1, D] in the activations' dtype."""
+        if triton_enabled(positions):
+            return positions
+        cos, sin = self.cos_sin[positions].unsqueeze(1).chunk(2, dim=-1)
+        return torch.cat([cos, cos], dim=-1).to(dtype), torch.cat([-sin, sin], dim=-1).to(dtype)
+
     def forward(
-        self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor
+        self, rope: RopeInputs, q: torch.Tensor, k: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """q: [T, Hq, D], k: [T, Hk, D]; returns both rotated, in their own dtype (in place on the GPU)."""
+        """q: [T, Hq, D], k: [T, Hk, D] rotated by what prepare() returned (in place on the GPU)."""
         if triton_enabled(q):
             from pyinfer.kernels.elementwise import rotary_
 
-            rotary_(positions, q, k, self.cos_sin)
+            rotary_(rope, q, k, self.cos_sin)
             return q, k
-        cos, sin = self.cos_sin[positions].to(q.dtype).unsqueeze(1).chunk(2, dim=-1)
+        cos, sin = rope
         return _rotate(q, cos, sin), _rotate(k, cos, sin)
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
+    """x * cos + rotate_half(x) * sin, with rotate_half's negation folded into sin's first half."""
+    return torch.addcmul(x * cos, x.roll(x.shape[-1] // 2, dims=-1), sin)

@@ -14,7 +14,7 @@ from pyinfer.layers.attention import Attention
 from pyinfer.layers.embedding import LMHead, VocabEmbedding
 from pyinfer.layers.linear import MergedColumnParallelLinear, QKVParallelLinear, RowParallelLinear
 from pyinfer.layers.norm import RMSNorm
-from pyinfer.layers.rotary import RotaryEmbedding
+from pyinfer.layers.rotary import RopeInputs, RotaryEmbedding
 from pyinfer.models.model_config import ModelConfig
 
 
@@ -32,10 +32,10 @@ class LlamaAttention(nn.Module):
         self.rotary = rotary
         self.attn = Attention(self.num_heads, self.num_kv_heads, cfg.head_dim)
 
-    def forward(self, positions: torch.Tensor, x: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+    def forward(self, rope: RopeInputs, x: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
         q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
         q, k = self.rotary(
-            positions, q.unflatten(-1, (self.num_heads, -1)), k.unflatten(-1, (self.num_kv_heads, -1))
+            rope, q.unflatten(-1, (self.num_heads, -1)), k.unflatten(-1, (self.num_kv_heads, -1))
         )
         return self.o_proj(self.attn(q, k, v, meta))
 
@@ -61,13 +61,13 @@ class LlamaDecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
     def forward(
-        self, positions: torch.Tensor, x: torch.Tensor, residual: torch.Tensor | None, meta: AttentionMetadata
+        self, rope: RopeInputs, x: torch.Tensor, residual: torch.Tensor | None, meta: AttentionMetadata
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if residual is None:
             x, residual = self.input_layernorm(x), x
         else:
             x, residual = self.input_layernorm(x, residual)
-        x = self.self_attn(positions, x, meta)
+        x = self.self_attn(rope, x, meta)
         x, residual = self.post_attention_layernorm(x, residual)
         return self.mlp(x), residual
 
@@ -85,10 +85,12 @@ class LlamaForCausalLM(nn.Module):
     def __init__(self, cfg: ModelConfig, group: ParallelGroup = SINGLE):
         super().__init__()
         self.config = cfg
-        rotary = RotaryEmbedding(cfg.head_dim, cfg.max_position_embeddings, cfg.rope_theta, cfg.rope_scaling)
+        self.rotary = RotaryEmbedding(
+            cfg.head_dim, cfg.max_position_embeddings, cfg.rope_theta, cfg.rope_scaling
+        )
         self.embed_tokens = VocabEmbedding(cfg.vocab_size, cfg.hidden_size, group)
         self.layers = nn.ModuleList(
-            LlamaDecoderLayer(cfg, rotary, group) for _ in range(cfg.num_hidden_layers)
+            LlamaDecoderLayer(cfg, self.rotary, group) for _ in range(cfg.num_hidden_layers)
         )
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.lm_head = LMHead(cfg.vocab_size, cfg.hidden_size, group)
@@ -100,8 +102,9 @@ class LlamaForCausalLM(nn.Module):
     ) -> torch.Tensor:
         """Returns final hidden states [T, hidden]; logits come from compute_logits on selected rows."""
         x, residual = self.embed_tokens(input_ids), None
+        rope = self.rotary.prepare(positions, x.dtype)
         for layer in self.layers:
-            x, residual = layer(positions, x, residual, meta)
+            x, residual = layer(rope, x, residual, meta)
         x, _ = self.norm(x, residual)
         return x
 
