@@ -7,7 +7,7 @@ import os
 import sys
 from dataclasses import fields
 
-from pyinfer.config import EngineConfig
+from pyinfer.config import QUANTIZATIONS, EngineConfig
 
 
 def env_default(env: str, default, cast=str):
@@ -47,6 +47,15 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         default=env_default("DTYPE", d.dtype),
         choices=["auto", "float32", "bfloat16", "float16"],
         help="env DTYPE",
+    )
+    g.add_argument(
+        "--quantization",
+        default=env_default("PYINFER_QUANTIZATION", d.quantization),
+        choices=QUANTIZATIONS,
+        help="weight-only, on the CPU: int8 (per output channel) or int4 (groups of 32) for every "
+        "linear. A GGUF's Q4_0/Q4_1 linears stay 4-bit from the file's own blocks (with none: in bf16 "
+        "only); int8/int4 quantize its linears stored in other types. Whenever a linear is quantized, "
+        "the LM head is int8 per channel (env PYINFER_QUANTIZATION)",
     )
     g.add_argument(
         "--max-model-len",

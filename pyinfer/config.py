@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 DTYPES = ("float32", "bfloat16", "float16")
+QUANTIZATIONS = ("none", "int8", "int4")  # weight-only, on the CPU
 
 
 @dataclass
@@ -14,6 +15,7 @@ class EngineConfig:
     tokenizer: str | None = None  # defaults to the model's own
     device: str | None = None  # cpu | cuda | cuda:N; None: cuda when available
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16
+    quantization: str = "none"  # none | int8 (per channel) | int4 (groups of 32): weight-only, CPU only
     max_model_len: int | None = None
     max_num_seqs: int = 64
     max_num_batched_tokens: int = 2048  # token budget of one step (chunked prefill)
@@ -31,6 +33,10 @@ class EngineConfig:
             raise ValueError(f"load_format must be auto, hf, gguf or dummy, not {self.load_format!r}")
         if self.dtype != "auto" and self.dtype not in DTYPES:
             raise ValueError(f"dtype must be auto or one of {sorted(DTYPES)}, not {self.dtype!r}")
+        if self.quantization not in QUANTIZATIONS:
+            raise ValueError(
+                f"quantization must be one of {', '.join(QUANTIZATIONS)}, not {self.quantization!r}"
+            )
         for name in ("max_num_seqs", "max_num_batched_tokens", "block_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")

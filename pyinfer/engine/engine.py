@@ -28,7 +28,7 @@ class LLMEngine:
         start = time.perf_counter()
         self.model_path, self.load_format = resolve_model(config.model, config.load_format)
         device, dtype = resolve_device(config.device), resolve_dtype(config.dtype, config.device)
-        model = load_model(self.model_path, self.load_format, dtype, device)
+        model = load_model(self.model_path, self.load_format, dtype, device, config.quantization)
         self.model_config = cfg = model.config
         log.info(
             "loaded %s (%s) on %s in %s in %.1fs",

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pyinfer.distributed import SINGLE, ParallelGroup
+from pyinfer.layers.linear import ColumnParallelLinear
 
 
 class VocabEmbedding(nn.Module):
@@ -19,8 +20,13 @@ class VocabEmbedding(nn.Module):
         return F.embedding(token_ids, self.weight)
 
 
-class LMHead(VocabEmbedding):
-    """Projects hidden states to logits; shares the embedding's weight when tied."""
+class LMHead(ColumnParallelLinear):
+    """Projects hidden states to logits (vocab rows split across the group, as a column-parallel linear).
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return F.linear(hidden, self.weight)
+    Shares the embedding's weight when tied; on the CPU it may hold int8 weights instead (for a tied
+    head a quantized copy: the embedding keeps its dense table for lookups).
+    """
+
+    def __init__(self, vocab_size: int, hidden_size: int, group: ParallelGroup = SINGLE):
+        assert group.size == 1, "vocab-parallel LM head is not built yet"
+        super().__init__(hidden_size, vocab_size, group)

@@ -7,15 +7,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from pyinfer.distributed import SINGLE, ParallelGroup
-from pyinfer.layers.quantization import Int4Shard, Int4Weights, empty_int4_shard
+from pyinfer.layers.quantization import (
+    Int4Shard,
+    Int4Weights,
+    QuantizedWeights,
+    empty_int4_shard,
+    quantize,
+    quantize_int4,
+)
 
 
 class LinearBase(nn.Module):
-    """A dense weight, or int4 weights once a quantized checkpoint was loaded into it."""
+    """A dense weight, or weight-only quantized weights (a GGUF's Q4 blocks, or quantized at load)."""
 
-    weight: nn.Parameter
-    int4: Int4Weights | None = None
+    weight: nn.Parameter | None
+    quantized: QuantizedWeights | None = None
     int4_staging: Int4Shard | None = None
+    int4_staged: set[str | None]  # shard ids placed in int4_staging
 
     def weight_loader(self, param: torch.Tensor, loaded: torch.Tensor, shard_id: str | None = None) -> None:
         raise NotImplementedError
@@ -23,19 +31,32 @@ class LinearBase(nn.Module):
     def load_int4_shard(self, shard: Int4Shard, shard_id: str | None) -> None:
         """Place a quantized shard where its dense rows would go (same sharding as weight_loader)."""
         if self.int4_staging is None:
-            self.int4_staging = empty_int4_shard(*self.weight.shape)
+            self.int4_staging, self.int4_staged = empty_int4_shard(*self.weight.shape), set()
         for staging, part in zip(self.int4_staging, shard, strict=True):
             self.weight_loader(staging, part, shard_id)
+        self.int4_staged.add(shard_id)
 
     def finish_int4(self) -> None:
-        """Pack the staged shards and drop the dense weight."""
-        self.int4 = Int4Weights(self.int4_staging, self.weight.dtype)
+        """Pack the staged shards and drop the dense weight. Shards of a merged linear that the file
+        stores in another type (loaded dense beside the Q4 ones) are quantized to int4 first."""
+        for shard_id, (offset, size) in getattr(self, "shard_offsets", {}).items():
+            if shard_id not in self.int4_staged:
+                rows = quantize_int4(self.weight.data.narrow(0, offset, size))
+                for staging, part in zip(self.int4_staging, rows, strict=True):
+                    staging.narrow(0, offset, size).copy_(part)
+        self._set_quantized(Int4Weights(self.int4_staging, self.weight.dtype))
         self.int4_staging = None
-        del self.weight
-        self.register_parameter("weight", None)
+
+    def quantize(self, method: str) -> None:
+        """Replace the dense weight by int8 per-channel or int4 g32 weights."""
+        self._set_quantized(quantize(self.weight.data, method))
+
+    def _set_quantized(self, weights: QuantizedWeights) -> None:
+        self.quantized = weights
+        self.weight = None  # the dense weight is dropped (a tied embedding keeps its own reference)
 
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
-        return self.int4.mm(x) if self.int4 is not None else F.linear(x, self.weight)
+        return self.quantized.mm(x) if self.quantized is not None else F.linear(x, self.weight)
 
 
 class ColumnParallelLinear(LinearBase):

@@ -1,4 +1,8 @@
-"""Weight-only int4 linears on the CPU (torch's packed int4 kernel, groups of 32 along the input)."""
+"""Weight-only quantized matrices for the CPU: int4 in groups of 32 inputs, int8 per output channel.
+
+Both run on torch's CPU kernels with activations in bf16 or fp32 and share one small interface:
+`mm(x)` (x @ W^T in x's dtype), `out_features` and a short `description` for the start-up log.
+"""
 
 from __future__ import annotations
 
@@ -17,8 +21,24 @@ class Int4Shard(NamedTuple):
     zero: torch.Tensor  # [N, K / 32] float32
 
 
-class Int4Weights:
+class QuantizedWeights:
+    """A weight-only quantized [out_features, in_features] matrix; subclasses supply the 2-D product."""
+
+    out_features: int
+    description: str
+
+    def mm(self, x: torch.Tensor) -> torch.Tensor:
+        out = self._mm(x.reshape(-1, x.shape[-1]))
+        return out.reshape(*x.shape[:-1], self.out_features)
+
+    def _mm(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class Int4Weights(QuantizedWeights):
     """Packed int4 weights and their per-group scales and zeros, ready for the CPU kernel."""
+
+    description = f"int4 g{GROUP_SIZE}"
 
     def __init__(self, shard: Int4Shard, dtype: torch.dtype):
         self.packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(shard.q.to(torch.int32), 1)
@@ -26,10 +46,61 @@ class Int4Weights:
         self.scales_and_zeros = torch.stack([shard.scale.T, shard.zero.T], dim=-1).to(dtype).contiguous()
         self.out_features = shard.q.shape[0]
 
-    def mm(self, x: torch.Tensor) -> torch.Tensor:
-        flat = x.reshape(-1, x.shape[-1])
-        out = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.packed, GROUP_SIZE, self.scales_and_zeros)
-        return out.reshape(*x.shape[:-1], self.out_features)
+    def _mm(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(x, self.packed, GROUP_SIZE, self.scales_and_zeros)
+
+
+class Int8Weights(QuantizedWeights):
+    """Symmetric int8 weights with one scale per output channel: w = q * scale."""
+
+    description = "int8 per-channel"
+
+    def __init__(self, q: torch.Tensor, scale: torch.Tensor):
+        self.q = q  # [N, K] int8 in -127..127
+        self.scale = scale  # [N] in the activations' dtype
+        self.out_features = q.shape[0]
+
+    def _mm(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.aten._weight_int8pack_mm(x, self.q, self.scale)
+
+
+def quantize(w: torch.Tensor, method: str) -> QuantizedWeights:
+    """A dense [N, K] weight as int8 per-channel or int4 g32 weights; scales in w's dtype."""
+    if method == "int8":
+        return quantize_int8(w)
+    if method == "int4":
+        return Int4Weights(quantize_int4(w), w.dtype)
+    raise ValueError(f"quantization method must be int8 or int4, not {method!r}")
+
+
+def quantize_int8(w: torch.Tensor) -> Int8Weights:
+    """Per output channel, scale = absmax / 127. The scale is rounded to w's dtype before q is computed
+    from it, so that the kernel dequantizes with exactly the scale q was rounded against."""
+    scale = (w.float().abs().amax(dim=1) / 127).to(w.dtype)
+    q = torch.round(w.float() / _nonzero(scale.float())[:, None]).clamp(-127, 127).to(torch.int8)
+    return Int8Weights(q, scale)
+
+
+def quantize_int4(w: torch.Tensor) -> Int4Shard:
+    """Asymmetric per group of 32 inputs: the group's [min, max] mapped onto q in 0..15.
+
+    In the Int4Shard convention w = (q - 8) * scale + zero: scale = (max - min) / 15, zero = min + 8 scale.
+    Scale and zero are rounded to w's dtype (the kernel's) before q is computed from them.
+    """
+    n, k = w.shape
+    if k % GROUP_SIZE:
+        raise ValueError(f"int4 needs the input size to be a multiple of {GROUP_SIZE}, not {k}")
+    groups = w.float().reshape(n, k // GROUP_SIZE, GROUP_SIZE)
+    low, high = groups.amin(dim=-1), groups.amax(dim=-1)
+    scale = ((high - low) / 15).to(w.dtype).float()
+    zero = (low + 8 * scale).to(w.dtype).float()
+    q = torch.round((groups - zero[..., None]) / _nonzero(scale)[..., None] + 8).clamp(0, 15)
+    return Int4Shard(q.to(torch.uint8).reshape(n, k), scale, zero)
+
+
+def _nonzero(scale: torch.Tensor) -> torch.Tensor:
+    """Divisor for q: an all-zero row or constant group has scale 0 and any q reproduces it."""
+    return torch.where(scale > 0, scale, torch.ones_like(scale))
 
 
 def empty_int4_shard(out_features: int, in_features: int) -> Int4Shard:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,8 +33,20 @@ def load_config(path: str, fmt: str) -> ModelConfig:
     return cfg
 
 
-def load_model(path: str, fmt: str, dtype: torch.dtype, device: torch.device) -> LlamaForCausalLM:
-    """Loads weights in the run dtype. On the CPU in bf16, GGUF Q4_0/Q4_1 tensors stay 4-bit (int4 kernel)."""
+def load_model(
+    path: str, fmt: str, dtype: torch.dtype, device: torch.device, quantization: str = "none"
+) -> LlamaForCausalLM:
+    """Loads weights in the run dtype, then applies weight-only quantization (CPU only).
+
+    quantization "int8" / "int4" turns every linear into int8 per-channel / int4 g32 weights. A GGUF's
+    Q4_0/Q4_1 linears stay 4-bit on the CPU (from the file's own blocks) in bf16, or in any dtype once
+    quantization is asked for; its linears stored in other types are then quantized as asked. Whenever
+    a linear is quantized, the LM head becomes int8 per channel (a tied embedding keeps its dense table).
+    """
+    if quantization != "none" and device.type != "cpu":
+        raise ValueError(
+            f"quantization={quantization!r} is built for the CPU only, not for device {device.type!r}"
+        )
     reader = _gguf_reader(path) if fmt == "gguf" else None
     cfg = _gguf_config(reader) if reader else load_config(path, fmt)
     previous = torch.get_default_dtype()
@@ -46,10 +59,33 @@ def load_model(path: str, fmt: str, dtype: torch.dtype, device: torch.device) ->
     if fmt == "dummy":
         _init_dummy(model)
     else:
-        keep_int4 = device.type == "cpu" and dtype == torch.bfloat16
+        keep_int4 = device.type == "cpu" and (dtype == torch.bfloat16 or quantization != "none")
         weights = _gguf_weights(reader, cfg, keep_int4) if reader else _hf_weights(path)
         _load_weights(model, weights)
+    _quantize(model, quantization, _gguf_int4_types(reader) if reader else "")
     return model.eval()
+
+
+def _quantize(model: LlamaForCausalLM, method: str, file_blocks: str) -> None:
+    """Quantizes the dense linears as asked, then the LM head to int8 if any linear is quantized,
+    and logs what each weight became. `file_blocks` names the GGUF types kept 4-bit at loading."""
+    dense = str(model.embed_tokens.weight.dtype).removeprefix("torch.")
+    linears = [m for m in model.modules() if isinstance(m, LinearBase) and m is not model.lm_head]
+    kinds: Counter[str] = Counter()
+    for linear in linears:
+        if linear.quantized is not None:
+            kind = f"{linear.quantized.description} (GGUF {file_blocks} blocks)"
+        elif method != "none":
+            linear.quantize(method)
+            kind = linear.quantized.description
+        else:
+            kind = dense
+        kinds[kind] += 1
+    if any(linear.quantized is not None for linear in linears):
+        model.lm_head.quantize("int8")
+    head = model.lm_head.quantized.description if model.lm_head.quantized else dense
+    summary = ", ".join(f"{n} linears {kind}" for kind, n in kinds.items())
+    log.info("weights: %s, lm_head %s, embedding and norms %s", summary, head, dense)
 
 
 def _load_weights(model: LlamaForCausalLM, weights: Iterator[tuple[str, torch.Tensor | Int4Shard]]) -> None:
@@ -85,12 +121,6 @@ def _load_weights(model: LlamaForCausalLM, weights: Iterator[tuple[str, torch.Te
             param.data.copy_(tensor)
     for linear in quantized.values():
         linear.finish_int4()
-    if quantized:
-        log.info(
-            "%d linears kept as int4 (GGUF Q4 blocks, groups of 32); other weights in %s",
-            len(quantized),
-            next(model.parameters()).dtype,
-        )
     if model.config.tie_word_embeddings:
         loaded.add("lm_head.weight")
     elif "lm_head.weight" not in loaded and "embed_tokens.weight" in loaded:
@@ -145,6 +175,7 @@ _GGUF_LAYER_NAMES = {
     "attn_norm": "input_layernorm",
     "ffn_norm": "post_attention_layernorm",
 }
+_GGUF_INT4_TYPES = ("Q4_0", "Q4_1")  # kept 4-bit on the CPU (torch's int4 kernel, groups of 32)
 _GGUF_TOP_NAMES = {"token_embd": "embed_tokens", "output_norm": "norm", "output": "lm_head"}
 
 
@@ -202,10 +233,8 @@ def _unpermute(w: np.ndarray, n_head: int) -> np.ndarray:
 def _gguf_weights(
     reader, cfg: ModelConfig, keep_int4: bool
 ) -> Iterator[tuple[str, torch.Tensor | Int4Shard]]:
-    from gguf import GGMLQuantizationType
     from gguf.quants import dequantize
 
-    int4_types = (GGMLQuantizationType.Q4_0, GGMLQuantizationType.Q4_1)
     for t in reader.tensors:
         stem, _, kind = t.name.rpartition(".")
         parts = stem.split(".")
@@ -220,8 +249,8 @@ def _gguf_weights(
         else:
             raise ValueError(f"unknown GGUF tensor {t.name!r}")
         heads = {"attn_q": cfg.num_attention_heads, "attn_k": cfg.num_key_value_heads}.get(short)
-        if keep_int4 and t.tensor_type in int4_types and stem not in _GGUF_TOP_NAMES:
-            parts = _q4_blocks(np.asarray(t.data), t.tensor_type == GGMLQuantizationType.Q4_1)
+        if keep_int4 and t.tensor_type.name in _GGUF_INT4_TYPES and stem not in _GGUF_TOP_NAMES:
+            parts = _q4_blocks(np.asarray(t.data), t.tensor_type.name == "Q4_1")
             if heads:
                 parts = [_unpermute(p, heads) for p in parts]
             yield hf, Int4Shard(*(torch.from_numpy(np.ascontiguousarray(p)) for p in parts))
@@ -230,6 +259,11 @@ def _gguf_weights(
         if heads:
             w = _unpermute(w, heads)
         yield hf, torch.from_numpy(np.array(w, dtype=np.float32))
+
+
+def _gguf_int4_types(reader) -> str:
+    """The GGUF types in the file that can stay 4-bit, e.g. "Q4_1"."""
+    return "/".join(sorted({t.tensor_type.name for t in reader.tensors} & set(_GGUF_INT4_TYPES)))
 
 
 def _q4_blocks(data: np.ndarray, has_min: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -1,12 +1,13 @@
-"""The CPU int4 path (GGUF Q4 blocks kept 4-bit, bf16 activations) against the exact fp32 path."""
+"""The CPU int4 path (GGUF Q4 blocks kept 4-bit, int8 LM head, bf16 activations) against the exact fp32 path."""
 
 from __future__ import annotations
 
 import pytest
+import torch
 
 from pyinfer import SamplingParams
 from pyinfer.engine.llm import LLM
-from pyinfer.layers.quantization import Int4Weights
+from pyinfer.layers.quantization import Int4Weights, Int8Weights
 from tests.engine.test_parity import our_prompt_logits
 
 TEXTS = [
@@ -20,7 +21,7 @@ TEXTS = [
     "sugar, vanilla and a pinch of salt. Method: first preheat the oven, then mix the dry ingredients",
 ]
 TOP1_AGREEMENT = 0.98  # teacher-forced, over every position of 64-token prompts
-LOGITS_REL_ERR = 0.05  # measured ~0.02
+LOGITS_REL_ERR = 0.05  # measured 0.019-0.027 with the int8 head (0.017-0.024 with a bf16 head)
 
 
 @pytest.fixture(scope="module")
@@ -28,15 +29,19 @@ def int4_llm() -> LLM:
     return LLM(device="cpu", dtype="bfloat16", kv_cache_memory_gb=0.1)
 
 
-def test_gguf_q4_weights_stay_int4(int4_llm):
-    layer = int4_llm.engine.runner.model.layers[0]
+def test_gguf_q4_weights_stay_int4_and_the_lm_head_is_int8(int4_llm):
+    model = int4_llm.engine.runner.model
+    layer = model.layers[0]
     for linear in (
         layer.self_attn.qkv_proj,
         layer.self_attn.o_proj,
         layer.mlp.gate_up_proj,
         layer.mlp.down_proj,
     ):
-        assert isinstance(linear.int4, Int4Weights) and linear.weight is None
+        assert isinstance(linear.quantized, Int4Weights) and linear.weight is None
+    # SmolLM2 ties the head to the embedding: the head is an int8 copy, the lookup keeps its bf16 table
+    assert isinstance(model.lm_head.quantized, Int8Weights) and model.lm_head.weight is None
+    assert model.embed_tokens.weight.dtype == torch.bfloat16
 
 
 def test_int4_logits_and_top1_agree_with_the_exact_path(int4_llm, smollm2_llm):

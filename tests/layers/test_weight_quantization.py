@@ -1,0 +1,111 @@
+"""Weight-only int8 / int4 quantization: the rounding bounds, the CPU kernels against the dequantized
+matrix, and linears that swap their dense weight for quantized weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pyinfer.layers.linear import ColumnParallelLinear, MergedColumnParallelLinear
+from pyinfer.layers.quantization import (
+    GROUP_SIZE,
+    Int4Shard,
+    Int4Weights,
+    Int8Weights,
+    quantize,
+    quantize_int4,
+    quantize_int8,
+)
+
+
+def random_weight(n: int = 96, k: int = 128, seed: int = 0) -> torch.Tensor:
+    return torch.randn(n, k, generator=torch.Generator().manual_seed(seed)) * 0.05
+
+
+def int4_dense(shard: Int4Shard) -> torch.Tensor:
+    expand = lambda t: t.repeat_interleave(GROUP_SIZE, dim=1)  # noqa: E731
+    return (shard.q.float() - 8) * expand(shard.scale) + expand(shard.zero)
+
+
+def int8_dense(w: Int8Weights) -> torch.Tensor:
+    return w.q.float() * w.scale.float()[:, None]
+
+
+def test_int8_rounds_each_weight_to_its_nearest_step():
+    w = random_weight()
+    q = quantize_int8(w)
+    assert q.q.dtype == torch.int8 and q.q.abs().max() == 127  # the largest weight of a row sits on 127
+    assert q.scale.shape == (96,) and q.scale.dtype == w.dtype
+    assert ((int8_dense(q) - w).abs() <= q.scale[:, None] / 2 + 1e-7).all()
+
+
+def test_int4_maps_each_group_min_max_onto_0_to_15():
+    w = random_weight()
+    shard = quantize_int4(w)
+    assert shard.q.dtype == torch.uint8 and shard.q.shape == w.shape and shard.q.max() <= 15
+    assert shard.scale.shape == shard.zero.shape == (96, 128 // GROUP_SIZE)
+    step = shard.scale.repeat_interleave(GROUP_SIZE, dim=1)
+    assert ((int4_dense(shard) - w).abs() <= step / 2 + 1e-6).all()
+    groups = shard.q.reshape(96, -1, GROUP_SIZE)
+    assert (groups.amin(-1) == 0).all() and (groups.amax(-1) == 15).all()
+
+
+def test_zero_rows_and_constant_groups_come_back_exactly():
+    w = random_weight(4, 64)
+    w[0] = 0.0
+    w[1, :GROUP_SIZE] = 0.25
+    assert torch.equal(int8_dense(quantize_int8(w))[0], w[0])
+    back = int4_dense(quantize_int4(w))
+    assert torch.equal(back[0], w[0]) and torch.equal(back[1, :GROUP_SIZE], w[1, :GROUP_SIZE])
+
+
+@pytest.mark.parametrize("method", ["int8", "int4"])
+@pytest.mark.parametrize(("dtype", "tol"), [(torch.float32, 1e-5), (torch.bfloat16, 1e-2)])
+def test_kernels_compute_x_times_the_dequantized_matrix(method, dtype, tol):
+    w = random_weight().to(dtype)  # the model's dtype: scales come in it, as the kernels want
+    weights = quantize(w, method)
+    dense = int8_dense(weights) if method == "int8" else int4_dense(quantize_int4(w))
+    x = torch.randn(2, 5, 128).to(dtype)  # leading dimensions are kept
+    out = weights.mm(x)
+    assert out.shape == (2, 5, 96) and out.dtype == dtype and weights.out_features == 96
+    ref = x.float() @ dense.T
+    assert ((out.float() - ref).norm() / ref.norm()).item() < tol
+
+
+def test_descriptions_name_the_scheme():
+    w = random_weight()
+    assert quantize(w, "int8").description == "int8 per-channel"
+    assert quantize(w, "int4").description == "int4 g32"
+    with pytest.raises(ValueError, match="int8 or int4"):
+        quantize(w, "int2")
+    with pytest.raises(ValueError, match="multiple of 32"):
+        quantize_int4(random_weight(8, 48))
+
+
+@pytest.mark.parametrize(("method", "kind", "tol"), [("int8", Int8Weights, 0.01), ("int4", Int4Weights, 0.1)])
+def test_linear_quantizes_in_place_and_drops_the_dense_weight(method, kind, tol):
+    linear = ColumnParallelLinear(128, 96)
+    w = random_weight()
+    linear.weight.data.copy_(w)
+    linear.quantize(method)
+    assert isinstance(linear.quantized, kind) and linear.weight is None
+    x = torch.randn(7, 128)
+    ref = F.linear(x, w)
+    assert ((linear(x) - ref).norm() / ref.norm()).item() < tol
+
+
+def test_a_dense_shard_beside_int4_shards_is_quantized_not_lost():
+    """A merged linear whose file stores one part in 4-bit blocks and another in a wider type."""
+    linear = MergedColumnParallelLinear(128, {"gate": 64, "up": 64})
+    gate, up = random_weight(64, 128, seed=1), random_weight(64, 128, seed=2)
+    gate_blocks = quantize_int4(gate)
+    linear.load_int4_shard(gate_blocks, "gate")
+    linear.weight_loader(linear.weight, up, "up")
+    linear.finish_int4()
+    assert isinstance(linear.quantized, Int4Weights) and linear.weight is None
+    x = torch.randn(3, 128)
+    out = linear(x)
+    torch.testing.assert_close(out[:, :64], x @ int4_dense(gate_blocks).T, rtol=1e-4, atol=1e-5)
+    ref_up = x @ up.T
+    assert ((out[:, 64:] - ref_up).norm() / ref_up.norm()).item() < 0.1
