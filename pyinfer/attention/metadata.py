@@ -26,7 +26,7 @@ class AttentionMetadata:
     query_start_loc: torch.Tensor | None = None
     max_query_len: int = 1
     decode_splits: int = 1  # KV splits of the decode kernel (fixed per CUDA-graph batch size)
-    # the reference backend's decode gather rows and mask, built by the first layer of a step
+    # the reference backend's decode pages and mask, built by the first layer of a step
     torch_decode: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property

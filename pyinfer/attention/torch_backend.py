@@ -1,4 +1,9 @@
-"""Reference attention over the paged KV cache in plain PyTorch; runs on any device."""
+"""Reference attention over the paged KV cache in plain PyTorch; runs on any device.
+
+Its cache is laid out head-major, [2, Hk, num_blocks, block_size, D]: on the CPU the C++ decode kernel
+(pyinfer/csrc) reads each head's pages in place; elsewhere, or without a compiler, a decode step copies
+whole pages per head straight into the layout the batched matmuls read.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +11,23 @@ import torch
 import torch.nn.functional as F
 
 from pyinfer.attention.metadata import AttentionMetadata
+from pyinfer.kernels.cpu import cpu_ops
 
 
 def store_kv(kv_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slot_mapping: torch.Tensor) -> None:
-    """Write new keys/values into their slots; kv_cache is [2, num_blocks, block_size, Hk, D]."""
-    num_kv_heads, head_dim = kv_cache.shape[-2:]
-    kv_cache[0].view(-1, num_kv_heads, head_dim).index_copy_(0, slot_mapping, k)
-    kv_cache[1].view(-1, num_kv_heads, head_dim).index_copy_(0, slot_mapping, v)
+    """Write new keys/values [T, Hk, D] into their slots of a [2, Hk, num_blocks, block_size, D] cache."""
+    num_kv_heads, head_dim = kv_cache.shape[1], kv_cache.shape[-1]
+    slots = kv_cache.view(2, num_kv_heads, -1, head_dim)
+    slots[0].index_copy_(1, slot_mapping, k.transpose(0, 1).to(kv_cache.dtype))
+    slots[1].index_copy_(1, slot_mapping, v.transpose(0, 1).to(kv_cache.dtype))
 
 
 class TorchAttentionBackend:
     name = "torch"
+
+    @staticmethod
+    def kv_cache_shape(num_blocks: int, block_size: int, num_kv_heads: int, head_dim: int) -> tuple:
+        return (2, num_kv_heads, num_blocks, block_size, head_dim)
 
     def forward(
         self,
@@ -49,33 +60,43 @@ class TorchAttentionBackend:
     def _decode(
         q: torch.Tensor, kv_cache: torch.Tensor, meta: AttentionMetadata, scale: float
     ) -> torch.Tensor:
-        """One query token per sequence, all sequences in two batched matmuls (SDPA's CPU kernels are
-        slow for single-token queries). Each layer copies its cache rows once, head-major, so that the
-        matmuls read them without another copy."""
-        nd, num_heads, head_dim = q.shape
-        num_kv_heads = kv_cache.shape[-2]
-        if meta.torch_decode is None:
-            meta.torch_decode = decode_rows_and_mask(meta, num_kv_heads)
-        rows, mask = meta.torch_decode
-        kv = kv_cache.view(2, -1, head_dim).index_select(1, rows).view(2, nd, num_kv_heads, -1, head_dim)
-        scores = q.view(nd, num_kv_heads, -1, head_dim) @ kv[0].transpose(-1, -2)  # [B, Hk, G, L]
-        probs = torch.add(mask, scores, alpha=scale).softmax(dim=-1).to(q.dtype)
-        return (probs @ kv[1]).view(nd, num_heads, head_dim)
+        """One query token per sequence: on the CPU the C++ kernel reads the pages in place."""
+        nd, _, head_dim = q.shape
+        ops = cpu_ops() if q.device.type == "cpu" and head_dim in (64, 128) else None
+        if ops is not None:
+            return ops.decode_attention(q, kv_cache, meta.block_tables[:nd], meta.seq_lens[:nd], scale)
+        return batched_decode(q, kv_cache, meta, scale)
 
 
-def decode_rows_and_mask(meta: AttentionMetadata, num_kv_heads: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """For the decodes of a step: the cache rows [B * Hk * L] (as rows of a [-1, D] view) holding each
-    sequence's keys head by head, and an additive fp32 mask [B, 1, 1, L] hiding the padding past its length."""
+def batched_decode(
+    q: torch.Tensor, kv_cache: torch.Tensor, meta: AttentionMetadata, scale: float
+) -> torch.Tensor:
+    """All decodes in two batched fp32 matmuls (SDPA's CPU kernels, and bf16 matmuls, are slow for
+    single-token queries), after copying each head's pages into the layout the matmuls read."""
+    nd, num_heads, head_dim = q.shape
+    num_kv_heads = kv_cache.shape[1]
+    if meta.torch_decode is None:
+        meta.torch_decode = decode_blocks_and_mask(meta)
+    blocks, mask = meta.torch_decode
+    pages = kv_cache.view(2 * num_kv_heads, kv_cache.shape[2], -1)
+    kv = pages.index_select(1, blocks).float().view(2, num_kv_heads, nd, -1, head_dim)  # [2, Hk, B, L, D]
+    queries = q.view(nd, num_kv_heads, -1, head_dim).transpose(0, 1).float()  # [Hk, B, G, D]
+    scores = queries @ kv[0].transpose(-1, -2)  # [Hk, B, G, L]
+    probs = torch.add(mask, scores, alpha=scale).softmax(dim=-1)
+    out = (probs @ kv[1]).transpose(0, 1)  # [B, Hk, G, D]
+    return out.to(q.dtype).reshape(nd, num_heads, head_dim)
+
+
+def decode_blocks_and_mask(meta: AttentionMetadata) -> tuple[torch.Tensor, torch.Tensor]:
+    """For the decodes of a step: their pages [B * num_blocks] in order, and an additive fp32 mask
+    [B, 1, L] hiding the positions past each sequence's length. Built once, used by every layer."""
     nd = meta.num_decodes
-    seq_lens = meta.seq_lens[:nd]
-    positions = torch.arange(max(meta.seq_lens_host[:nd]), device=seq_lens.device)
-    blocks = meta.block_tables[:nd, positions // meta.block_size]  # [B, L]
-    slots = blocks * meta.block_size + positions % meta.block_size
-    heads = torch.arange(num_kv_heads, device=seq_lens.device)
-    rows = (slots[:, None, :] * num_kv_heads + heads[None, :, None]).flatten()
-    hidden = positions[None, :] >= seq_lens[:, None]
-    mask = torch.zeros(hidden.shape, dtype=torch.float32, device=seq_lens.device)
-    return rows, mask.masked_fill_(hidden, -float("inf"))[:, None, None, :]
+    num_blocks = -(-max(meta.seq_lens_host[:nd]) // meta.block_size)
+    blocks = meta.block_tables[:nd, :num_blocks].flatten()
+    positions = torch.arange(num_blocks * meta.block_size, device=blocks.device)
+    hidden = positions[None, :] >= meta.seq_lens[:nd, None]
+    mask = torch.zeros(hidden.shape, dtype=torch.float32, device=blocks.device)
+    return blocks, mask.masked_fill_(hidden, -float("inf"))[:, None, :]
 
 
 def gather_kv(
@@ -83,8 +104,8 @@ def gather_kv(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One sequence's keys and values [L, Hk, D], copied out of its pages."""
     blocks = block_table[: (seq_len + block_size - 1) // block_size]
-    kv = kv_cache[:, blocks].flatten(1, 2)[:, :seq_len]  # [2, L, Hk, D]
-    return kv[0], kv[1]
+    kv = kv_cache[:, :, blocks].flatten(2, 3)[:, :, :seq_len]  # [2, Hk, L, D]
+    return kv[0].transpose(0, 1), kv[1].transpose(0, 1)
 
 
 def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:

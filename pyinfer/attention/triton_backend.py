@@ -13,6 +13,10 @@ from pyinfer.kernels.store_kv import store_kv
 class TritonAttentionBackend:
     name = "triton"
 
+    @staticmethod
+    def kv_cache_shape(num_blocks: int, block_size: int, num_kv_heads: int, head_dim: int) -> tuple:
+        return (2, num_blocks, block_size, num_kv_heads, head_dim)
+
     def forward(
         self,
         q: torch.Tensor,

@@ -37,6 +37,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-concurrency", type=int, default=None, help="cap on requests in flight")
     p.add_argument("--no-ignore-eos", action="store_true", help="do not send ignore_eos")
     p.add_argument("--api-key", default=None)
+    p.add_argument(
+        "--compare-url",
+        default=None,
+        help="a second endpoint (e.g. llama-server) run with the same prompts after the first; prints ratios",
+    )
+    p.add_argument(
+        "--warmup",
+        type=int,
+        default=2,
+        help="untimed requests first, with prompts unrelated to the timed ones (no prefix-cache hits)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output-json", default=None)
 
@@ -147,8 +158,8 @@ async def _one(client: httpx.AsyncClient, path: str, body: dict) -> Result:
     return res
 
 
-async def _run(args: argparse.Namespace) -> tuple[list[Result], float, str]:
-    base = args.base_url.rstrip("/")
+async def _run(args: argparse.Namespace, base_url: str) -> tuple[list[Result], float, str]:
+    base = base_url.rstrip("/")
     base = base if base.endswith("/v1") else base + "/v1"
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
@@ -156,6 +167,10 @@ async def _run(args: argparse.Namespace) -> tuple[list[Result], float, str]:
         model = args.model
         if model is None:
             model = (await client.get("/models")).json()["data"][0]["id"]
+        if args.warmup:
+            warm = argparse.Namespace(**{**vars(args), "seed": args.seed + 7919, "num_prompts": args.warmup})
+            for prompt, _ in _prompts(warm):
+                await _one(client, *_body(args, model, prompt, 4))
         work = _prompts(args)
         gate = asyncio.Semaphore(args.max_concurrency or len(work))
         bar = tqdm(total=len(work), desc="requests", unit="req")
@@ -222,11 +237,11 @@ def print_table(s: dict, title: str) -> None:
         print(f"{key[:-3].upper():16}" + "".join(f"{row[q]:10.1f}" for q in ("mean", "p50", "p90", "p99")))
 
 
-def main(args: argparse.Namespace) -> None:
-    results, elapsed, model = asyncio.run(_run(args))
+def _measure(args: argparse.Namespace, base_url: str) -> dict:
+    results, elapsed, model = asyncio.run(_run(args, base_url))
     summary = summarize(results, elapsed)
     summary.update(
-        base_url=args.base_url,
+        base_url=base_url,
         model=model,
         endpoint=args.endpoint,
         num_prompts=args.num_prompts,
@@ -238,7 +253,35 @@ def main(args: argparse.Namespace) -> None:
     rate = "inf" if args.request_rate == float("inf") else f"{args.request_rate}/s"
     print_table(
         summary,
-        f"{args.base_url} ({model}): {args.num_prompts} requests, prompt ~{args.input_len}, "
+        f"{base_url} ({model}): {args.num_prompts} requests, prompt ~{args.input_len}, "
         f"output ~{args.output_len}, rate {rate}, concurrency {args.max_concurrency or 'unlimited'}",
     )
+    return summary
+
+
+def print_comparison(ours: dict, theirs: dict) -> None:
+    """Ratios with 'better' > 1 on every row: throughput ours/theirs, latencies theirs/ours."""
+    print(f"\n{'':28}{'this':>12}{'compared':>12}{'ratio':>8}")
+    rows = [
+        ("output tok/s", ours["output_token_throughput"], theirs["output_token_throughput"], False),
+        ("TTFT p50 ms", ours["ttft_ms"]["p50"], theirs["ttft_ms"]["p50"], True),
+        ("TPOT p50 ms", ours["tpot_ms"]["p50"], theirs["tpot_ms"]["p50"], True),
+        (
+            "decode tok/s a stream (1/TPOT)",
+            1e3 / max(ours["tpot_ms"]["p50"], 1e-9),
+            1e3 / max(theirs["tpot_ms"]["p50"], 1e-9),
+            False,
+        ),
+    ]
+    for name, a, b, lower_is_better in rows:
+        ratio = (b / a if lower_is_better else a / b) if a and b else float("nan")
+        print(f"{name:28}{a:12.1f}{b:12.1f}{ratio:7.2f}x")
+
+
+def main(args: argparse.Namespace) -> None:
+    summary = _measure(args, args.base_url)
+    if args.compare_url:
+        other = _measure(args, args.compare_url)
+        print_comparison(summary, other)
+        summary = {"this": summary, "compared": other}
     write_json(args.output_json, summary)

@@ -148,7 +148,9 @@ class ModelRunner:
 
     def _allocate_kv_cache(self, num_blocks: int) -> None:
         cfg = self.model.config
-        shape = (2, num_blocks, self.block_size, cfg.num_key_value_heads, cfg.head_dim)
+        shape = self.backend.kv_cache_shape(
+            num_blocks, self.block_size, cfg.num_key_value_heads, cfg.head_dim
+        )
         for attn in self.model.attention_layers():
             attn.kv_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
             attn.backend = self.backend

@@ -13,7 +13,7 @@ class Attention(nn.Module):
         super().__init__()
         self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, head_dim
         self.scale = head_dim**-0.5
-        self.kv_cache = torch.empty(0)  # [2, num_blocks, block_size, Hk, D], set by the model runner
+        self.kv_cache = torch.empty(0)  # laid out as the backend wants, set by the model runner
         self.backend = None  # set by the model runner
 
     def forward(

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pyinfer.distributed import SINGLE, ParallelGroup
+from pyinfer.kernels import triton_enabled
 from pyinfer.layers.quantization import (
     Int4Shard,
     Int4Weights,
@@ -56,7 +57,14 @@ class LinearBase(nn.Module):
         self.weight = None  # the dense weight is dropped (a tied embedding keeps its own reference)
 
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
-        return self.quantized.mm(x) if self.quantized is not None else F.linear(x, self.weight)
+        if self.quantized is not None:
+            return self.quantized.mm(x)
+        if triton_enabled(x):
+            from pyinfer.kernels.gemv import gemv, use_gemv
+
+            if use_gemv(x, self.weight):  # batch-1 decode on the GPU
+                return gemv(x, self.weight)
+        return F.linear(x, self.weight)
 
 
 class ColumnParallelLinear(LinearBase):

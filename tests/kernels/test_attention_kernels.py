@@ -33,10 +33,11 @@ def paged_setup(seq_lens: list[int], num_kv_heads: int, head_dim: int, device: s
 
 
 def reference(q, cache, block_tables, query_lens, seq_lens, scale):
-    """The PyTorch backend's per-sequence path, in fp32: queries attend to what is in the cache."""
+    """The PyTorch backend's per-sequence path, in fp32: queries attend to what is in the cache (the
+    kernels' [2, blocks, page, Hk, D] cache seen in the PyTorch backend's head-major layout)."""
     outs, start = [], 0
     for i, (ql, sl) in enumerate(zip(query_lens, seq_lens, strict=True)):
-        k, v = gather_kv(cache.float(), block_tables[i], sl, PAGE)
+        k, v = gather_kv(cache.float().permute(0, 3, 1, 2, 4), block_tables[i], sl, PAGE)
         outs.append(causal_attention(q[start : start + ql].float(), k, v, scale))
         start += ql
     return torch.cat(outs)

@@ -1,0 +1,80 @@
+"""The C++ CPU kernels (pyinfer/csrc) against the PyTorch paths they replace."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pyinfer.attention.metadata import AttentionMetadata
+from pyinfer.attention.torch_backend import TorchAttentionBackend, batched_decode
+from pyinfer.kernels.cpu import cpu_ops
+from pyinfer.layers.quantization import DENSE_MIN_ROWS, GROUP_SIZE, Int4Weights, quantize_int4
+
+ops = cpu_ops()
+pytestmark = pytest.mark.skipif(ops is None, reason="no C++ compiler: the PyTorch paths run instead")
+PAGE = 16
+
+
+def paged_decode_case(seq_lens, num_heads, num_kv_heads, head_dim, dtype, seed):
+    """A head-major paged cache with each sequence's pages shuffled, and the metadata of one decode step."""
+    gen = torch.Generator().manual_seed(seed)
+    blocks = [-(-n // PAGE) for n in seq_lens]
+    perm = torch.randperm(sum(blocks) + 2, generator=gen).tolist()
+    width, tables, i = max(blocks), [], 0
+    for n in blocks:
+        tables.append(perm[i : i + n] + [0] * (width - n))
+        i += n
+    cache = torch.randn(2, num_kv_heads, len(perm), PAGE, head_dim, generator=gen).to(dtype)
+    q = torch.randn(len(seq_lens), num_heads, head_dim, generator=gen).to(dtype)
+    meta = AttentionMetadata(
+        slot_mapping=torch.zeros(0, dtype=torch.long),
+        seq_lens=torch.tensor(seq_lens),
+        block_tables=torch.tensor(tables),
+        num_decodes=len(seq_lens),
+        query_lens=[1] * len(seq_lens),
+        seq_lens_host=list(seq_lens),
+        block_size=PAGE,
+    )
+    return q, cache, meta
+
+
+@pytest.mark.parametrize(("num_heads", "num_kv_heads", "head_dim"), [(4, 4, 64), (9, 3, 64), (32, 8, 128)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_decode_attention_matches_batched_matmuls(num_heads, num_kv_heads, head_dim, dtype):
+    seq_lens = [1, 15, 16, 17, 33, 200]  # one token, page boundaries, a long one
+    q, cache, meta = paged_decode_case(seq_lens, num_heads, num_kv_heads, head_dim, dtype, seed=num_heads)
+    out = ops.decode_attention(q, cache, meta.block_tables, meta.seq_lens, head_dim**-0.5)
+    ref = batched_decode(q, cache, meta, head_dim**-0.5)
+    tol = 1e-5 if dtype == torch.float32 else 1e-2
+    torch.testing.assert_close(out, ref, atol=tol, rtol=tol)
+
+
+def test_decode_attention_reads_strided_queries_and_the_backend_uses_it():
+    q, cache, meta = paged_decode_case([40, 7], 9, 3, 64, torch.bfloat16, seed=1)
+    qkv = torch.cat([q.flatten(1), torch.randn(2, 5 * 64).bfloat16()], dim=1)
+    strided = qkv[:, : 9 * 64].view(2, 9, 64)  # how the model hands q over: a view into qkv
+    out = TorchAttentionBackend._decode(strided, cache, meta, 0.125)
+    torch.testing.assert_close(out, batched_decode(q, cache, meta, 0.125), atol=1e-2, rtol=1e-2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(("n", "k"), [(64, 32), (192, 576), (128, 1536)])
+def test_int4_unpack_reproduces_the_quantized_weights(n, k, dtype):
+    shard = quantize_int4(torch.randn(n, k, generator=torch.Generator().manual_seed(n)) * 0.05)
+    weights = Int4Weights(shard, dtype)
+    dense = ops.int4_unpack(weights.packed, weights.scales_and_zeros, GROUP_SIZE)
+    groups = lambda t: t.to(dtype).float().repeat_interleave(GROUP_SIZE, dim=1)  # noqa: E731
+    expected = (shard.q.float() - 8) * groups(shard.scale) + groups(shard.zero)
+    tol = 1e-6 if dtype == torch.float32 else 1e-2
+    torch.testing.assert_close(dense.float(), expected, atol=tol, rtol=tol)
+
+
+def test_int4_prefill_rows_take_the_dense_path_with_the_same_result():
+    weights = Int4Weights(quantize_int4(torch.randn(192, 576) * 0.05), torch.bfloat16)
+    x = torch.randn(DENSE_MIN_ROWS, 576).bfloat16()
+    kernel = torch.ops.aten._weight_int4pack_mm_for_cpu(
+        x, weights.packed, GROUP_SIZE, weights.scales_and_zeros
+    )
+    out = weights.mm(x)
+    assert ((out.float() - kernel.float()).norm() / kernel.float().norm()).item() < 1e-2
+    torch.testing.assert_close(weights.mm(x[:5]), kernel[:5])  # decode-sized: the int4 kernel itself
