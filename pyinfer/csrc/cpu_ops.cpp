@@ -1,5 +1,6 @@
-// CPU kernels: paged decode attention reading the KV cache in place, and int4 weights unpacked to the
-// activations' dtype for prefill-sized matmuls (where a dense GEMM beats the int4 kernel).
+// CPU kernels: paged decode attention reading the KV cache in place; int4 weights unpacked to the
+// activations' dtype for prefill-sized matmuls (where a dense GEMM beats the int4 kernel); residual add +
+// RMSNorm and SiLU-and-mul in one pass each, rounding where the PyTorch layers round.
 // Built once by pyinfer/kernels/cpu.py (torch.utils.cpp_extension); the PyTorch backend is the fallback
 // and the reference the tests compare against.
 #include <torch/extension.h>
@@ -21,6 +22,19 @@ inline float to_float(c10::BFloat16 x) {
   return out;
 }
 inline float to_float(c10::Half x) { return static_cast<float>(x); }
+
+// float -> scalar_t, round to nearest even; the BFloat16 one in plain integer ops so that loops vectorize.
+template <typename scalar_t>
+inline scalar_t from_float(float x) { return static_cast<scalar_t>(x); }
+template <>
+inline c10::BFloat16 from_float<c10::BFloat16>(float x) {
+  uint32_t bits;
+  std::memcpy(&bits, &x, sizeof(bits));
+  bits += 0x7FFFu + ((bits >> 16) & 1u);  // finite values only: activations here are never NaN/inf
+  c10::BFloat16 out;
+  out.x = static_cast<uint16_t>(bits >> 16);
+  return out;
+}
 
 // q [B, Hq, D]; kv_cache [2, Hk, num_blocks, block_size, D]; block_tables [B, W]; seq_lens [B] -> out [B, Hq, D].
 // One task per (sequence, kv head): the G = Hq / Hk query heads that share it read each key and value
@@ -50,6 +64,7 @@ void decode_attention_impl(const at::Tensor& q, const at::Tensor& kv_cache, cons
         for (int64_t d = 0; d < dim; ++d) queries[g * dim + d] = to_float(src[d]) * static_cast<float>(scale);
       }
       const scalar_t* head_pages = cache + h * num_blocks * block_size * dim;
+      const scalar_t* value_pages = head_pages + plane;
       for (int64_t t = 0; t < len; ++t) {
         const int64_t page = tables[b * table_width + t / block_size];
         const scalar_t* key = head_pages + (page * block_size + t % block_size) * dim;
@@ -69,7 +84,6 @@ void decode_attention_impl(const at::Tensor& q, const at::Tensor& kv_cache, cons
         totals[g] = total;
       }
       std::fill(acc.begin(), acc.end(), 0.f);
-      const scalar_t* value_pages = head_pages + plane;
       for (int64_t t = 0; t < len; ++t) {
         const int64_t page = tables[b * table_width + t / block_size];
         const scalar_t* value = value_pages + (page * block_size + t % block_size) * dim;
@@ -153,9 +167,119 @@ at::Tensor int4_unpack(const at::Tensor& packed, const at::Tensor& scales_and_ze
   return out;
 }
 
+template <typename scalar_t>
+void rms_norm_impl(const scalar_t* x, const scalar_t* residual, const scalar_t* weight, int64_t rows, int64_t n,
+                   int64_t x_stride, int64_t res_stride, float eps, scalar_t* out, scalar_t* res_out) {
+  at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
+    std::vector<float> h(n);
+    for (int64_t r = begin; r < end; ++r) {
+      const scalar_t* xr = x + r * x_stride;
+      float sum = 0.f;
+      if (residual != nullptr) {
+        const scalar_t* rr = residual + r * res_stride;
+        scalar_t* ro = res_out + r * n;
+        for (int64_t i = 0; i < n; ++i) {
+          const scalar_t rounded = from_float<scalar_t>(to_float(xr[i]) + to_float(rr[i]));
+          ro[i] = rounded;
+          h[i] = to_float(rounded);
+        }
+      } else {
+        for (int64_t i = 0; i < n; ++i) h[i] = to_float(xr[i]);
+      }
+      for (int64_t i = 0; i < n; ++i) sum += h[i] * h[i];
+      const float rstd = 1.f / std::sqrt(sum / static_cast<float>(n) + eps);
+      scalar_t* o = out + r * n;
+      for (int64_t i = 0; i < n; ++i)
+        o[i] = from_float<scalar_t>(to_float(from_float<scalar_t>(h[i] * rstd)) * to_float(weight[i]));
+    }
+  });
+}
+
+// norm(x) or, with a residual, (norm(x + residual), x + residual); x and residual [T, N] with unit column stride.
+std::vector<at::Tensor> rms_norm(const at::Tensor& x, const std::optional<at::Tensor>& residual,
+                                 const at::Tensor& weight, double eps) {
+  TORCH_CHECK(x.dim() == 2 && x.stride(1) == 1 && weight.is_contiguous(), "x must be [T, N] rows, weight contiguous");
+  TORCH_CHECK(weight.scalar_type() == x.scalar_type(), "weight and x dtypes differ");
+  const int64_t rows = x.size(0), n = x.size(1);
+  auto out = at::empty({rows, n}, x.options());
+  at::Tensor res_out;
+  if (residual) {
+    TORCH_CHECK(residual->sizes() == x.sizes() && residual->stride(1) == 1, "residual must be like x");
+    res_out = at::empty({rows, n}, x.options());
+  }
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "rms_norm", [&] {
+    rms_norm_impl<scalar_t>(x.data_ptr<scalar_t>(), residual ? residual->data_ptr<scalar_t>() : nullptr,
+                            weight.data_ptr<scalar_t>(), rows, n, x.stride(0), residual ? residual->stride(0) : 0,
+                            static_cast<float>(eps), out.data_ptr<scalar_t>(),
+                            residual ? res_out.data_ptr<scalar_t>() : nullptr);
+  });
+  if (residual) return {out, res_out};
+  return {out};
+}
+
+// Rotary embedding in place on q [T, Hq, D] and k [T, Hk, D] (rows may be strided views into one qkv
+// tensor), half-split layout; cos_sin [max_position, D] fp32 holds cos in its first half, sin in its second.
+void rotary_(const at::Tensor& positions, at::Tensor& q, at::Tensor& k, const at::Tensor& cos_sin) {
+  TORCH_CHECK(q.stride(2) == 1 && k.stride(2) == 1 && q.stride(1) == q.size(2) && k.stride(1) == k.size(2),
+              "q and k heads must be contiguous rows");
+  TORCH_CHECK(cos_sin.scalar_type() == at::kFloat && cos_sin.is_contiguous(), "cos_sin must be contiguous fp32");
+  TORCH_CHECK(positions.scalar_type() == at::kLong, "positions must be int64");
+  auto pos = positions.contiguous();
+  const int64_t tokens = q.size(0), half = q.size(2) / 2;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, q.scalar_type(), "rotary_", [&] {
+    const int64_t* p = pos.data_ptr<int64_t>();
+    const float* table = cos_sin.data_ptr<float>();
+    at::parallel_for(0, tokens, 16, [&](int64_t begin, int64_t end) {
+      for (int64_t t = begin; t < end; ++t) {
+        const float* __restrict__ cos = table + p[t] * 2 * half;
+        const float* __restrict__ sin = cos + half;
+        for (at::Tensor* x : {&q, &k}) {
+          scalar_t* row = x->data_ptr<scalar_t>() + t * x->stride(0);
+          for (int64_t h = 0; h < x->size(1); ++h) {
+            scalar_t* __restrict__ x1 = row + h * 2 * half;
+            scalar_t* __restrict__ x2 = x1 + half;
+            for (int64_t d = 0; d < half; ++d) {
+              const float a = to_float(x1[d]), b = to_float(x2[d]);
+              x1[d] = from_float<scalar_t>(a * cos[d] - b * sin[d]);
+              x2[d] = from_float<scalar_t>(b * cos[d] + a * sin[d]);
+            }
+          }
+        }
+      }
+    });
+  });
+}
+
+// x [T, 2N] = [gate | up] -> silu(gate) * up [T, N]
+at::Tensor silu_and_mul(const at::Tensor& x) {
+  TORCH_CHECK(x.dim() == 2 && x.stride(1) == 1 && x.size(1) % 2 == 0, "x must be [T, 2N] rows");
+  const int64_t rows = x.size(0), n = x.size(1) / 2, stride = x.stride(0);
+  auto out = at::empty({rows, n}, x.options());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "silu_and_mul", [&] {
+    const scalar_t* in = x.data_ptr<scalar_t>();
+    scalar_t* o = out.data_ptr<scalar_t>();
+    at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        const scalar_t* __restrict__ gate = in + r * stride;
+        const scalar_t* __restrict__ up = gate + n;
+        scalar_t* __restrict__ dst = o + r * n;
+        for (int64_t c = 0; c < n; ++c) {
+          const float g = to_float(gate[c]);
+          const scalar_t act = from_float<scalar_t>(g / (1.f + std::exp(-g)));
+          dst[c] = from_float<scalar_t>(to_float(act) * to_float(up[c]));
+        }
+      }
+    });
+  });
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("decode_attention", &decode_attention, "paged decode attention over a head-major KV cache");
   m.def("int4_unpack", &int4_unpack, "torch's packed CPU int4 weights back to a dense [N, K] matrix");
+  m.def("rms_norm", &rms_norm, "RMSNorm, with the residual add before it when one is given");
+  m.def("silu_and_mul", &silu_and_mul, "SiLU(gate) * up of a merged [gate | up] tensor");
+  m.def("rotary_", &rotary_, "rotary embedding in place on q and k");
 }

@@ -5,6 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pyinfer.kernels import triton_enabled
+from pyinfer.kernels.cpu import cpu_ops
 
 
 class SiluAndMul(nn.Module):
@@ -13,5 +14,7 @@ class SiluAndMul(nn.Module):
             from pyinfer.kernels.elementwise import silu_and_mul
 
             return silu_and_mul(x)
+        if x.device.type == "cpu" and x.dim() == 2 and (ops := cpu_ops()) is not None:
+            return ops.silu_and_mul(x)
         gate, up = x.chunk(2, dim=-1)
         return F.silu(gate) * up

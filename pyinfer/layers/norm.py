@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from pyinfer.kernels import triton_enabled
+from pyinfer.kernels.cpu import cpu_ops
 
 
 class RMSNorm(nn.Module):
@@ -28,6 +29,9 @@ class RMSNorm(nn.Module):
             from pyinfer.kernels.elementwise import rms_norm
 
             return rms_norm(x, self.weight, self.eps, residual)
+        if x.device.type == "cpu" and x.dim() == 2 and (ops := cpu_ops()) is not None:
+            out = ops.rms_norm(x, residual, self.weight, self.eps)
+            return out[0] if residual is None else (out[0], out[1])
         if residual is None:
             return self._norm(x)
         x = x + residual

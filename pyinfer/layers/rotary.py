@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from pyinfer.kernels import triton_enabled
+from pyinfer.kernels.cpu import cpu_ops
 
 # What RotaryEmbedding.prepare hands every layer: positions [T] (Triton), or (cos, sin) rows
 RopeInputs = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
@@ -46,9 +47,9 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("cos_sin", torch.cat([freqs.cos(), freqs.sin()], dim=-1), persistent=False)
 
     def prepare(self, positions: torch.Tensor, dtype: torch.dtype) -> RopeInputs:
-        """Once per step, for every layer: the positions themselves for the Triton kernel, else the
-        rows' cos [T, 1, D] and sign-folded sin [T, 1, D] in the activations' dtype."""
-        if triton_enabled(positions):
+        """Once per step, for every layer: the positions themselves for the Triton or C++ kernel, else
+        the rows' cos [T, 1, D] and sign-folded sin [T, 1, D] in the activations' dtype."""
+        if triton_enabled(positions) or _cpu_kernel(positions):
             return positions
         cos, sin = self.cos_sin[positions].unsqueeze(1).chunk(2, dim=-1)
         return torch.cat([cos, cos], dim=-1).to(dtype), torch.cat([-sin, sin], dim=-1).to(dtype)
@@ -56,14 +57,21 @@ class RotaryEmbedding(nn.Module):
     def forward(
         self, rope: RopeInputs, q: torch.Tensor, k: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """q: [T, Hq, D], k: [T, Hk, D] rotated by what prepare() returned (in place on the GPU)."""
+        """q: [T, Hq, D], k: [T, Hk, D] rotated by what prepare() returned (in place with a kernel)."""
         if triton_enabled(q):
             from pyinfer.kernels.elementwise import rotary_
 
             rotary_(rope, q, k, self.cos_sin)
             return q, k
+        if _cpu_kernel(q):
+            cpu_ops().rotary_(rope, q, k, self.cos_sin)
+            return q, k
         cos, sin = rope
         return _rotate(q, cos, sin), _rotate(k, cos, sin)
+
+
+def _cpu_kernel(x: torch.Tensor) -> bool:
+    return x.device.type == "cpu" and cpu_ops() is not None
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,10 @@ import torch
 from pyinfer.attention.metadata import AttentionMetadata
 from pyinfer.attention.torch_backend import TorchAttentionBackend, batched_decode
 from pyinfer.kernels.cpu import cpu_ops
+from pyinfer.layers.norm import RMSNorm
 from pyinfer.layers.quantization import DENSE_MIN_ROWS, GROUP_SIZE, Int4Weights, quantize_int4
+from pyinfer.layers.rotary import RotaryEmbedding
+from tests.kernels.test_elementwise_kernels import rotate_half_split
 
 ops = cpu_ops()
 pytestmark = pytest.mark.skipif(ops is None, reason="no C++ compiler: the PyTorch paths run instead")
@@ -78,3 +81,39 @@ def test_int4_prefill_rows_take_the_dense_path_with_the_same_result():
     out = weights.mm(x)
     assert ((out.float() - kernel.float()).norm() / kernel.float().norm()).item() < 1e-2
     torch.testing.assert_close(weights.mm(x[:5]), kernel[:5])  # decode-sized: the int4 kernel itself
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("rows", [1, 16, 130])
+def test_rms_norm_with_and_without_residual(rows, dtype):
+    norm = RMSNorm(576, 1e-5).to(dtype)
+    norm.weight.data = (torch.rand(576) + 0.5).to(dtype)
+    x, res = torch.randn(rows, 576).to(dtype), torch.randn(rows, 576).to(dtype)
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(ops.rms_norm(x, None, norm.weight, 1e-5)[0], norm._norm(x), atol=tol, rtol=tol)
+    out, new_res = ops.rms_norm(x, res, norm.weight, 1e-5)
+    torch.testing.assert_close(new_res, x + res, atol=0, rtol=0)
+    torch.testing.assert_close(out, norm._norm(x + res), atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_silu_and_mul_on_a_strided_view(dtype):
+    x = torch.randn(9, 2 * 1536 + 64).to(dtype)[:, 64:]  # rows with a stride wider than 2N
+    gate, up = x.chunk(2, dim=-1)
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(ops.silu_and_mul(x), torch.nn.functional.silu(gate) * up, atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rotary_in_place_leaves_v_alone(dtype):
+    rope = RotaryEmbedding(64, 512, 10000.0, None)
+    qkv = torch.randn(13, 15 * 64).to(dtype)
+    q, k = qkv[:, : 9 * 64].view(13, 9, 64), qkv[:, 9 * 64 : 12 * 64].view(13, 3, 64)
+    v_before = qkv[:, 12 * 64 :].clone()
+    positions = torch.randint(0, 512, (13,))
+    ref_q, ref_k = rotate_half_split(positions, q, k, rope.cos_sin)
+    ops.rotary_(positions, q, k, rope.cos_sin)
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(q.float(), ref_q, atol=tol, rtol=tol)
+    torch.testing.assert_close(k.float(), ref_k, atol=tol, rtol=tol)
+    assert torch.equal(qkv[:, 12 * 64 :], v_before)
