@@ -16,6 +16,9 @@ from pyinfer.kernels.cpu import cpu_ops
 
 def store_kv(kv_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slot_mapping: torch.Tensor) -> None:
     """Write new keys/values [T, Hk, D] into their slots of a [2, Hk, num_blocks, block_size, D] cache."""
+    if kv_cache.device.type == "cpu" and (ops := cpu_ops()) is not None:
+        ops.store_kv(kv_cache, k, v, slot_mapping)
+        return
     num_kv_heads, head_dim = kv_cache.shape[1], kv_cache.shape[-1]
     slots = kv_cache.view(2, num_kv_heads, -1, head_dim)
     slots[0].index_copy_(1, slot_mapping, k.transpose(0, 1).to(kv_cache.dtype))

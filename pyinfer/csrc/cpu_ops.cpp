@@ -250,6 +250,32 @@ void rotary_(const at::Tensor& positions, at::Tensor& q, at::Tensor& k, const at
   });
 }
 
+// Write keys and values [T, Hk, D] (rows may be strided) into their slots of a [2, Hk, N, bs, D] cache.
+void store_kv(at::Tensor& kv_cache, const at::Tensor& k, const at::Tensor& v, const at::Tensor& slot_mapping) {
+  TORCH_CHECK(kv_cache.is_contiguous() && k.scalar_type() == kv_cache.scalar_type() &&
+              v.scalar_type() == kv_cache.scalar_type(), "k, v and a contiguous cache of one dtype");
+  TORCH_CHECK(k.stride(2) == 1 && v.stride(2) == 1 && slot_mapping.scalar_type() == at::kLong,
+              "k/v rows with unit stride in D, int64 slots");
+  auto slots = slot_mapping.contiguous();
+  const int64_t tokens = k.size(0), heads = k.size(1), dim = k.size(2);
+  const int64_t head_plane = kv_cache.size(2) * kv_cache.size(3) * dim, plane = heads * head_plane;
+  const int64_t bytes = dim * kv_cache.element_size();
+  char* cache = static_cast<char*>(kv_cache.data_ptr());
+  const int64_t* slot = slots.data_ptr<int64_t>();
+  at::parallel_for(0, tokens, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      for (int64_t h = 0; h < heads; ++h) {
+        const int64_t dst = (h * head_plane + slot[t] * dim) * kv_cache.element_size();
+        std::memcpy(cache + dst, static_cast<const char*>(k.data_ptr()) + (t * k.stride(0) + h * k.stride(1)) *
+                    k.element_size(), bytes);
+        std::memcpy(cache + dst + plane * kv_cache.element_size(),
+                    static_cast<const char*>(v.data_ptr()) + (t * v.stride(0) + h * v.stride(1)) * v.element_size(),
+                    bytes);
+      }
+    }
+  });
+}
+
 // x [T, 2N] = [gate | up] -> silu(gate) * up [T, N]
 at::Tensor silu_and_mul(const at::Tensor& x) {
   TORCH_CHECK(x.dim() == 2 && x.stride(1) == 1 && x.size(1) % 2 == 0, "x must be [T, 2N] rows");
@@ -282,4 +308,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("rms_norm", &rms_norm, "RMSNorm, with the residual add before it when one is given");
   m.def("silu_and_mul", &silu_and_mul, "SiLU(gate) * up of a merged [gate | up] tensor");
   m.def("rotary_", &rotary_, "rotary embedding in place on q and k");
+  m.def("store_kv", &store_kv, "write keys and values into their slots of a head-major paged cache");
 }

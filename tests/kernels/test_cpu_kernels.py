@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pyinfer.attention.metadata import AttentionMetadata
-from pyinfer.attention.torch_backend import TorchAttentionBackend, batched_decode
+from pyinfer.attention.torch_backend import TorchAttentionBackend, batched_decode, gather_kv
 from pyinfer.kernels.cpu import cpu_ops
 from pyinfer.layers.norm import RMSNorm
 from pyinfer.layers.quantization import DENSE_MIN_ROWS, GROUP_SIZE, Int4Weights, quantize_int4
@@ -117,3 +117,18 @@ def test_rotary_in_place_leaves_v_alone(dtype):
     torch.testing.assert_close(q.float(), ref_q, atol=tol, rtol=tol)
     torch.testing.assert_close(k.float(), ref_k, atol=tol, rtol=tol)
     assert torch.equal(qkv[:, 12 * 64 :], v_before)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_store_kv_writes_each_token_to_its_slot(dtype):
+    cache = torch.zeros(2, 3, 6, PAGE, 64, dtype=dtype)
+    kv = torch.randn(5, 12, 64).to(dtype)  # strided k and v views, as the model hands them over
+    k, v = kv[:, 3:6], kv[:, 6:9]
+    slots = torch.tensor([5 * PAGE + 3, 0, 17, 2 * PAGE + 15, 40])
+    ops.store_kv(cache, k, v, slots)
+    pages = torch.arange(6)
+    keys, values = gather_kv(cache, pages, 6 * PAGE, PAGE)  # [L, Hk, D] in slot order
+    assert torch.equal(keys[slots], k) and torch.equal(values[slots], v)
+    untouched = torch.ones(6 * PAGE, dtype=torch.bool)
+    untouched[slots] = False
+    assert not keys[untouched].any() and not values[untouched].any()
