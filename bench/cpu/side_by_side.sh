@@ -15,7 +15,7 @@ theirs=$!
 .venv/bin/pyinfer serve --port 8000 >"$out/pyinfer.log" 2>&1 &
 ours=$!
 trap 'kill $theirs $ours 2>/dev/null || true' EXIT
-for url in http://127.0.0.1:8081/health http://127.0.0.1:8000/health; do
+for url in http://127.0.0.1:8081/health http://127.0.0.1:8000/ready; do  # ours: /health is liveness, /ready waits for the engine
   for _ in $(seq 240); do curl -sf "$url" >/dev/null && break; sleep 0.5; done
 done
 bench() {  # name, then bench-serve flags

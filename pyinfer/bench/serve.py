@@ -265,14 +265,12 @@ def print_comparison(ours: dict, theirs: dict) -> None:
     rows = [
         ("output tok/s", ours["output_token_throughput"], theirs["output_token_throughput"], False),
         ("TTFT p50 ms", ours["ttft_ms"]["p50"], theirs["ttft_ms"]["p50"], True),
-        ("TPOT p50 ms", ours["tpot_ms"]["p50"], theirs["tpot_ms"]["p50"], True),
-        (
-            "decode tok/s a stream (1/TPOT)",
-            1e3 / max(ours["tpot_ms"]["p50"], 1e-9),
-            1e3 / max(theirs["tpot_ms"]["p50"], 1e-9),
-            False,
-        ),
     ]
+    if ours["tpot_ms"]["p50"] and theirs["tpot_ms"]["p50"]:  # none with one output token
+        rows += [
+            ("TPOT p50 ms", ours["tpot_ms"]["p50"], theirs["tpot_ms"]["p50"], True),
+            ("decode tok/s a stream", 1e3 / ours["tpot_ms"]["p50"], 1e3 / theirs["tpot_ms"]["p50"], False),
+        ]
     for name, a, b, lower_is_better in rows:
         ratio = (b / a if lower_is_better else a / b) if a and b else float("nan")
         print(f"{name:28}{a:12.1f}{b:12.1f}{ratio:7.2f}x")
