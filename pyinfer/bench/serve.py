@@ -40,7 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--compare-url",
         default=None,
-        help="a second endpoint (e.g. llama-server) run with the same prompts after the first; prints ratios",
+        help="a second endpoint (e.g. llama-server) run with the same prompts after the first; prints ratios "
+        "(--output-json then holds {'this': ..., 'compared': ...})",
     )
     p.add_argument(
         "--warmup",

@@ -9,7 +9,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <limits>
 #include <vector>
 
 namespace {
@@ -23,16 +22,17 @@ inline float to_float(c10::BFloat16 x) {
 }
 inline float to_float(c10::Half x) { return static_cast<float>(x); }
 
-// float -> scalar_t, round to nearest even; the BFloat16 one in plain integer ops so that loops vectorize.
+// float -> scalar_t, round to nearest even; the BFloat16 one in plain integer ops so that loops vectorize
+// (a NaN stays a NaN: rounding its bits could carry it into infinity).
 template <typename scalar_t>
 inline scalar_t from_float(float x) { return static_cast<scalar_t>(x); }
 template <>
 inline c10::BFloat16 from_float<c10::BFloat16>(float x) {
   uint32_t bits;
   std::memcpy(&bits, &x, sizeof(bits));
-  bits += 0x7FFFu + ((bits >> 16) & 1u);  // finite values only: activations here are never NaN/inf
+  const uint32_t rounded = (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16;
   c10::BFloat16 out;
-  out.x = static_cast<uint16_t>(bits >> 16);
+  out.x = static_cast<uint16_t>((bits & 0x7FFFFFFFu) > 0x7F800000u ? 0x7FC0u : rounded);
   return out;
 }
 
@@ -58,6 +58,7 @@ void decode_attention_impl(const at::Tensor& q, const at::Tensor& kv_cache, cons
     alignas(64) float row[dim];
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / num_kv_heads, h = task % num_kv_heads, len = lens[b];
+      TORCH_CHECK(len >= 1 && len <= table_width * block_size, "sequence length ", len, " outside its block table");
       scores.assign(group * len, 0.f);
       for (int64_t g = 0; g < group; ++g) {
         const scalar_t* src = q_ptr + b * q_stride_b + (h * group + g) * q_stride_h;
@@ -67,6 +68,7 @@ void decode_attention_impl(const at::Tensor& q, const at::Tensor& kv_cache, cons
       const scalar_t* value_pages = head_pages + plane;
       for (int64_t t = 0; t < len; ++t) {
         const int64_t page = tables[b * table_width + t / block_size];
+        TORCH_CHECK(page >= 0 && page < num_blocks, "block ", page, " outside the KV cache");
         const scalar_t* key = head_pages + (page * block_size + t % block_size) * dim;
         for (int64_t d = 0; d < dim; ++d) row[d] = to_float(key[d]);
         for (int64_t g = 0; g < group; ++g) {
@@ -97,7 +99,7 @@ void decode_attention_impl(const at::Tensor& q, const at::Tensor& kv_cache, cons
       for (int64_t g = 0; g < group; ++g) {
         scalar_t* dst = out_ptr + (b * num_heads + h * group + g) * dim;
         const float inv = 1.f / totals[g];
-        for (int64_t d = 0; d < dim; ++d) dst[d] = static_cast<scalar_t>(acc[g * dim + d] * inv);
+        for (int64_t d = 0; d < dim; ++d) dst[d] = from_float<scalar_t>(acc[g * dim + d] * inv);
       }
     }
   });
@@ -110,6 +112,10 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& kv_cache, con
   TORCH_CHECK(q.scalar_type() == kv_cache.scalar_type(), "q and kv_cache dtypes differ");
   TORCH_CHECK(block_tables.scalar_type() == at::kLong && seq_lens.scalar_type() == at::kLong,
               "block_tables and seq_lens must be int64");
+  TORCH_CHECK(q.size(1) % kv_cache.size(1) == 0 && kv_cache.size(4) == q.size(2),
+              "q heads must be a multiple of the cache's, with the same head_dim");
+  TORCH_CHECK(block_tables.dim() == 2 && block_tables.size(0) == q.size(0) && seq_lens.numel() == q.size(0),
+              "one block table row and one length per query");
   auto tables = block_tables.contiguous();
   auto lens = seq_lens.contiguous();
   auto out = at::empty({q.size(0), q.size(1), q.size(2)}, q.options());
@@ -122,9 +128,10 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& kv_cache, con
   return out;
 }
 
-// packed: torch's CPU int4 layout, [N / 64, K, 32] bytes, byte j of row k holding w[j][k] in its low
-// nibble and w[j + 32][k] in its high one; scales_and_zeros [K / group, N, 2]. Returns w [N, K] with
-// w = (q - 8) * scale + zero.
+// packed: a [N, K / 2] uint8 tensor in torch's AVX-512 CPU int4 layout, [N / 64, K, 32] bytes where byte
+// j of column k holds w[j][k] in its low nibble and w[j + 32][k] in its high one (other builds lay it out
+// differently: pyinfer/layers/quantization.py checks the layout once before using this);
+// scales_and_zeros [K / group, N, 2]. Returns w [N, K] with w = (q - 8) * scale + zero.
 template <typename scalar_t>
 void int4_unpack_impl(const uint8_t* packed, const scalar_t* sz, int64_t n, int64_t k, int64_t group,
                       scalar_t* out) {
@@ -159,6 +166,8 @@ at::Tensor int4_unpack(const at::Tensor& packed, const at::Tensor& scales_and_ze
   const int64_t n = packed.size(0), k = packed.size(1) * 2;
   TORCH_CHECK(n % 64 == 0 && k % group == 0 && group % 32 == 0,
               "N must be a multiple of 64, K of the group size, the group size of 32");
+  TORCH_CHECK(scales_and_zeros.size(0) == k / group && scales_and_zeros.size(1) == n && scales_and_zeros.size(2) == 2,
+              "scales_and_zeros must be [K / group, N, 2]");
   auto out = at::empty({n, k}, scales_and_zeros.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, out.scalar_type(), "int4_unpack", [&] {
     int4_unpack_impl<scalar_t>(packed.data_ptr<uint8_t>(), scales_and_zeros.data_ptr<scalar_t>(), n, k, group,
@@ -199,7 +208,8 @@ void rms_norm_impl(const scalar_t* x, const scalar_t* residual, const scalar_t* 
 std::vector<at::Tensor> rms_norm(const at::Tensor& x, const std::optional<at::Tensor>& residual,
                                  const at::Tensor& weight, double eps) {
   TORCH_CHECK(x.dim() == 2 && x.stride(1) == 1 && weight.is_contiguous(), "x must be [T, N] rows, weight contiguous");
-  TORCH_CHECK(weight.scalar_type() == x.scalar_type(), "weight and x dtypes differ");
+  TORCH_CHECK(weight.scalar_type() == x.scalar_type() && weight.numel() == x.size(1),
+              "weight must match x's dtype and width");
   const int64_t rows = x.size(0), n = x.size(1);
   auto out = at::empty({rows, n}, x.options());
   at::Tensor res_out;
@@ -223,7 +233,10 @@ void rotary_(const at::Tensor& positions, at::Tensor& q, at::Tensor& k, const at
   TORCH_CHECK(q.stride(2) == 1 && k.stride(2) == 1 && q.stride(1) == q.size(2) && k.stride(1) == k.size(2),
               "q and k heads must be contiguous rows");
   TORCH_CHECK(cos_sin.scalar_type() == at::kFloat && cos_sin.is_contiguous(), "cos_sin must be contiguous fp32");
-  TORCH_CHECK(positions.scalar_type() == at::kLong, "positions must be int64");
+  TORCH_CHECK(positions.scalar_type() == at::kLong && positions.numel() == q.size(0) && k.size(0) == q.size(0),
+              "one int64 position per token of q and k");
+  TORCH_CHECK(cos_sin.size(1) == q.size(2) && k.size(2) == q.size(2) && q.scalar_type() == k.scalar_type(),
+              "cos_sin, q and k must share head_dim, q and k a dtype");
   auto pos = positions.contiguous();
   const int64_t tokens = q.size(0), half = q.size(2) / 2;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, q.scalar_type(), "rotary_", [&] {
@@ -231,6 +244,7 @@ void rotary_(const at::Tensor& positions, at::Tensor& q, at::Tensor& k, const at
     const float* table = cos_sin.data_ptr<float>();
     at::parallel_for(0, tokens, 16, [&](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) {
+        TORCH_CHECK(p[t] >= 0 && p[t] < cos_sin.size(0), "position ", p[t], " beyond the rotary table");
         const float* __restrict__ cos = table + p[t] * 2 * half;
         const float* __restrict__ sin = cos + half;
         for (at::Tensor* x : {&q, &k}) {
@@ -256,14 +270,18 @@ void store_kv(at::Tensor& kv_cache, const at::Tensor& k, const at::Tensor& v, co
               v.scalar_type() == kv_cache.scalar_type(), "k, v and a contiguous cache of one dtype");
   TORCH_CHECK(k.stride(2) == 1 && v.stride(2) == 1 && slot_mapping.scalar_type() == at::kLong,
               "k/v rows with unit stride in D, int64 slots");
+  TORCH_CHECK(k.sizes() == v.sizes() && k.size(1) == kv_cache.size(1) && k.size(2) == kv_cache.size(4) &&
+              slot_mapping.numel() == k.size(0), "k and v [T, Hk, D] like the cache, one slot per token");
   auto slots = slot_mapping.contiguous();
   const int64_t tokens = k.size(0), heads = k.size(1), dim = k.size(2);
+  const int64_t num_slots = kv_cache.size(2) * kv_cache.size(3);
   const int64_t head_plane = kv_cache.size(2) * kv_cache.size(3) * dim, plane = heads * head_plane;
   const int64_t bytes = dim * kv_cache.element_size();
   char* cache = static_cast<char*>(kv_cache.data_ptr());
   const int64_t* slot = slots.data_ptr<int64_t>();
   at::parallel_for(0, tokens, 64, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
+      TORCH_CHECK(slot[t] >= 0 && slot[t] < num_slots, "slot ", slot[t], " outside the KV cache");
       for (int64_t h = 0; h < heads; ++h) {
         const int64_t dst = (h * head_plane + slot[t] * dim) * kv_cache.element_size();
         std::memcpy(cache + dst, static_cast<const char*>(k.data_ptr()) + (t * k.stride(0) + h * k.stride(1)) *

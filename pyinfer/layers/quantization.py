@@ -6,6 +6,7 @@ Both run on torch's CPU kernels with activations in bf16 or fp32 and share one s
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import torch
@@ -53,7 +54,8 @@ class Int4Weights(QuantizedWeights):
         self.out_features = shard.q.shape[0]
 
     def _mm(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[0] >= DENSE_MIN_ROWS and self.out_features % 64 == 0 and (ops := cpu_ops()) is not None:
+        dense = x.shape[0] >= DENSE_MIN_ROWS and self.out_features % 64 == 0
+        if dense and (ops := cpu_ops()) is not None and int4_unpack_matches_torch():
             return F.linear(x, ops.int4_unpack(self.packed, self.scales_and_zeros, GROUP_SIZE))
         return torch.ops.aten._weight_int4pack_mm_for_cpu(x, self.packed, GROUP_SIZE, self.scales_and_zeros)
 
@@ -70,6 +72,19 @@ class Int8Weights(QuantizedWeights):
 
     def _mm(self, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.aten._weight_int8pack_mm(x, self.q, self.scale)
+
+
+@functools.cache
+def int4_unpack_matches_torch() -> bool:
+    """Whether the C++ unpack reads this torch build's int4 packing (its layout depends on the CPU
+    capability torch dispatches to): pack a known matrix once and unpack it."""
+    ops = cpu_ops()
+    if ops is None:
+        return False
+    q = torch.randint(0, 16, (128, 64), generator=torch.Generator().manual_seed(0), dtype=torch.int32)
+    packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1)
+    scales_and_zeros = torch.stack([torch.ones(2, 128), torch.full((2, 128), 8.0)], dim=-1)
+    return torch.equal(ops.int4_unpack(packed, scales_and_zeros, GROUP_SIZE), q.float())
 
 
 def quantize(w: torch.Tensor, method: str) -> QuantizedWeights:

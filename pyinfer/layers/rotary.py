@@ -11,7 +11,7 @@ from torch import nn
 from pyinfer.kernels import triton_enabled
 from pyinfer.kernels.cpu import cpu_ops
 
-# What RotaryEmbedding.prepare hands every layer: positions [T] (Triton), or (cos, sin) rows
+# What RotaryEmbedding.prepare hands every layer: positions [T] (Triton or C++ kernel), or (cos, sin) rows
 RopeInputs = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
 

@@ -166,3 +166,31 @@ def test_default_cpu_dtype_answers_correctly():
     llm = LLM(device="cpu", kv_cache_memory_gb=0.1)
     chat = [{"role": "user", "content": "What is the capital of France?"}]
     assert "Paris" in llm.chat(chat, SamplingParams(temperature=0, max_tokens=20))[0].outputs[0].text
+
+
+def test_pytorch_fallback_gives_the_kernels_tokens(tiny_llama, monkeypatch):
+    """Without the C++ CPU kernels (no compiler), the PyTorch paths serve the same greedy tokens (fp32:
+    the two round differently in bf16)."""
+    from pyinfer.kernels.cpu import cpu_ops
+    from pyinfer.layers.quantization import int4_unpack_matches_torch
+
+    prompts = [list(range(3, 40)), list(range(50, 180))]  # the second one prefills on the dense int4 path
+    params = SamplingParams(temperature=0, max_tokens=24, ignore_eos=True)
+
+    def run() -> list[list[int]]:
+        llm = LLM(
+            str(tiny_llama), device="cpu", dtype="float32", quantization="int4", kv_cache_memory_gb=0.05
+        )
+        return token_ids(llm.generate(prompts, [params] * 2))
+
+    with_kernels = run()
+    monkeypatch.setenv("PYINFER_DISABLE_CPU_KERNELS", "1")
+    cpu_ops.cache_clear()
+    int4_unpack_matches_torch.cache_clear()
+    try:
+        assert cpu_ops() is None
+        assert run() == with_kernels
+    finally:
+        monkeypatch.delenv("PYINFER_DISABLE_CPU_KERNELS")
+        cpu_ops.cache_clear()
+        int4_unpack_matches_torch.cache_clear()

@@ -21,3 +21,14 @@ def dtype() -> torch.dtype:
 
 def tolerance(dtype: torch.dtype) -> dict:
     return {"atol": 2e-2, "rtol": 2e-2} if dtype == torch.bfloat16 else {"atol": 1e-4, "rtol": 1e-4}
+
+
+def rotate_half_split(positions, q, k, cos_sin):
+    """The textbook rotation of the half-split layout, on the CPU in fp32."""
+    cos, sin = cos_sin.cpu()[positions.cpu()].unsqueeze(1).chunk(2, dim=-1)
+
+    def rotate(x):
+        x1, x2 = x.cpu().float().chunk(2, dim=-1)
+        return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
+
+    return rotate(q), rotate(k)

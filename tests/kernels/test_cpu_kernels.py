@@ -9,9 +9,15 @@ from pyinfer.attention.metadata import AttentionMetadata
 from pyinfer.attention.torch_backend import TorchAttentionBackend, batched_decode, gather_kv
 from pyinfer.kernels.cpu import cpu_ops
 from pyinfer.layers.norm import RMSNorm
-from pyinfer.layers.quantization import DENSE_MIN_ROWS, GROUP_SIZE, Int4Weights, quantize_int4
+from pyinfer.layers.quantization import (
+    DENSE_MIN_ROWS,
+    GROUP_SIZE,
+    Int4Weights,
+    int4_unpack_matches_torch,
+    quantize_int4,
+)
 from pyinfer.layers.rotary import RotaryEmbedding
-from tests.kernels.test_elementwise_kernels import rotate_half_split
+from tests.kernels.conftest import rotate_half_split
 
 ops = cpu_ops()
 pytestmark = pytest.mark.skipif(ops is None, reason="no C++ compiler: the PyTorch paths run instead")
@@ -60,6 +66,9 @@ def test_decode_attention_reads_strided_queries_and_the_backend_uses_it():
     torch.testing.assert_close(out, batched_decode(q, cache, meta, 0.125), atol=1e-2, rtol=1e-2)
 
 
+@pytest.mark.skipif(
+    ops is None or not int4_unpack_matches_torch(), reason="torch packs int4 in another layout here"
+)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize(("n", "k"), [(64, 32), (192, 576), (128, 1536)])
 def test_int4_unpack_reproduces_the_quantized_weights(n, k, dtype):
@@ -132,3 +141,35 @@ def test_store_kv_writes_each_token_to_its_slot(dtype):
     untouched = torch.ones(6 * PAGE, dtype=torch.bool)
     untouched[slots] = False
     assert not keys[untouched].any() and not values[untouched].any()
+
+
+def test_bad_inputs_raise_instead_of_reading_out_of_bounds():
+    q, cache, meta = paged_decode_case([20, 5], 4, 2, 64, torch.float32, seed=3)
+    with pytest.raises(RuntimeError, match="outside its block table"):
+        ops.decode_attention(q, cache, meta.block_tables, torch.tensor([20, 0]), 0.125)
+    bad_tables = meta.block_tables.clone()
+    bad_tables[0, 1] = cache.shape[2]
+    with pytest.raises(RuntimeError, match="outside the KV cache"):
+        ops.decode_attention(q, cache, bad_tables, meta.seq_lens, 0.125)
+    with pytest.raises(RuntimeError, match="multiple"):
+        ops.decode_attention(q[:, :3], cache, meta.block_tables, meta.seq_lens, 0.125)
+    k = torch.randn(2, 2, 64)
+    with pytest.raises(RuntimeError, match="outside the KV cache"):
+        ops.store_kv(cache, k, k, torch.tensor([0, cache.shape[2] * PAGE]))
+    rope = RotaryEmbedding(64, 32, 10000.0, None)
+    with pytest.raises(RuntimeError, match="beyond the rotary table"):
+        ops.rotary_(torch.tensor([3, 32]), torch.randn(2, 4, 64), torch.randn(2, 2, 64), rope.cos_sin)
+
+
+def test_int4_layout_check_rejects_another_packing(monkeypatch):
+    """On CPUs where torch packs int4 differently, prefill must keep the int4 kernel, not misread."""
+    int4_unpack_matches_torch.cache_clear()
+
+    def adjacent_pairs(q: torch.Tensor, _: int) -> torch.Tensor:  # the same shape, another layout
+        return (q[:, ::2] | (q[:, 1::2] << 4)).to(torch.uint8)
+
+    monkeypatch.setattr(torch.ops.aten, "_convert_weight_to_int4pack_for_cpu", adjacent_pairs)
+    try:
+        assert not int4_unpack_matches_torch()
+    finally:
+        int4_unpack_matches_torch.cache_clear()

@@ -8,7 +8,7 @@ import torch
 from pyinfer.kernels.elementwise import rms_norm, rotary_, silu_and_mul
 from pyinfer.layers.norm import RMSNorm
 from pyinfer.layers.rotary import RotaryEmbedding
-from tests.kernels.conftest import tolerance
+from tests.kernels.conftest import rotate_half_split, tolerance
 
 
 @pytest.mark.parametrize("hidden", [64, 576, 2048])
@@ -21,17 +21,6 @@ def test_rms_norm_with_and_without_residual(hidden, device, dtype):
     ref_out, ref_res = norm._norm(x + res), x + res
     torch.testing.assert_close(out, ref_out, **tolerance(dtype))
     torch.testing.assert_close(new_res, ref_res, **tolerance(dtype))
-
-
-def rotate_half_split(positions, q, k, cos_sin):
-    """The textbook rotation of the half-split layout, on the CPU in fp32."""
-    cos, sin = cos_sin.cpu()[positions.cpu()].unsqueeze(1).chunk(2, dim=-1)
-
-    def rotate(x):
-        x1, x2 = x.cpu().float().chunk(2, dim=-1)
-        return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
-
-    return rotate(q), rotate(k)
 
 
 @pytest.mark.parametrize(("heads", "kv_heads", "head_dim"), [(4, 4, 64), (9, 3, 64), (32, 8, 128)])
