@@ -1,4 +1,5 @@
-"""Where a CPU decode step's time goes (SmolLM2 by default): mean step time, then a torch-profiler table.
+"""Where a CPU decode step's time goes (SmolLM2 by default): mean step time, then the calls that take it
+(cProfile, so that the C++ kernels show beside torch's ops), in ms per step.
 
 Usage: python bench/cpu/step_profile.py [BATCH] [CONTEXT] [MODEL]
 """
@@ -6,7 +7,8 @@ Usage: python bench/cpu/step_profile.py [BATCH] [CONTEXT] [MODEL]
 import sys
 import time
 
-from torch.profiler import ProfilerActivity, profile
+import cProfile
+import pstats
 
 from pyinfer import SamplingParams
 from pyinfer.engine.llm import LLM
@@ -28,10 +30,15 @@ start = time.perf_counter()
 for _ in range(n):
     eng.step()
 step_ms = 1e3 * (time.perf_counter() - start) / n
-with profile(activities=[ProfilerActivity.CPU]) as prof:
-    for _ in range(10):
-        eng.step()
-print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=22, max_name_column_width=44))
-print(
-    f"batch {batch}, context ~{context}: {step_ms:.2f} ms per decode step ({1e3 * batch / step_ms:.1f} tok/s)"
-)
+profiler = cProfile.Profile()
+profiler.enable()
+for _ in range(n):
+    eng.step()
+profiler.disable()
+stats = pstats.Stats(profiler).stats  # (file, line, name) -> (calls, primitive, tottime, cumtime, callers)
+top = sorted(stats.items(), key=lambda item: -item[1][2])[:14]
+print(f"{'ms/step':>9}  {'calls/step':>10}  call")
+for (file, line, name), (calls, _, tottime, _, _) in top:
+    where = name if file == "~" else f"{file.rsplit('/', 1)[-1]}:{line}({name})"
+    print(f"{1e3 * tottime / n:9.2f}  {calls / n:10.0f}  {where}")
+print(f"batch {batch}, context ~{context}: {step_ms:.2f} ms per decode step ({1e3 * batch / step_ms:.1f} tok/s)")
