@@ -31,8 +31,16 @@ def _gemv_kernel(x_ptr, w_ptr, y_ptr, N, K, stride_wn, BLOCK_N: tl.constexpr, BL
 
 
 def use_gemv(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether gemv beats cuBLAS here: one row, a row-major weight that is not much taller in K than N."""
-    return x.numel() == x.shape[-1] and weight.stride(1) == 1 and weight.shape[1] <= 2 * weight.shape[0]
+    """Whether gemv beats cuBLAS here: one row, a row-major weight that is not much taller in K than N,
+    inside a CUDA graph being captured (launched eagerly from Python, a Triton kernel costs tens of
+    microseconds of host time, more than it saves)."""
+    return (
+        x.numel() == x.shape[-1]
+        and weight.stride(1) == 1
+        and weight.shape[1] <= 2 * weight.shape[0]
+        and x.is_cuda
+        and torch.cuda.is_current_stream_capturing()
+    )
 
 
 def gemv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
