@@ -2,7 +2,9 @@
 
 Stage 1: program (sequence, KV head, split) loads each K/V tile once for all the query heads that
 share it, and keeps an online softmax over its share of the context. Stage 2 merges the splits by
-their log-sum-exp. The number of splits is fixed per launch, so the kernel is CUDA-graph safe.
+their log-sum-exp; with one split (large batches fill the GPU without splitting) stage 1 writes the
+output itself and stage 2 is skipped. The number of splits is fixed per launch, so the kernel is
+CUDA-graph safe.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import triton.language as tl
 from pyinfer.kernels import MAX_SPLITS, dot_precision
 
 
-@triton.jit
+# the block table's width changes every step: one compiled variant for all of them
+@triton.jit(do_not_specialize=["table_stride"])
 def _decode_split_kernel(
     q_ptr,
     cache_ptr,
@@ -26,6 +29,7 @@ def _decode_split_kernel(
     q_stride,
     table_stride,
     v_offset,
+    out_stride,
     NUM_KV_HEADS: tl.constexpr,
     GROUP: tl.constexpr,
     HEAD_DIM: tl.constexpr,
@@ -34,6 +38,7 @@ def _decode_split_kernel(
     BLOCK_H: tl.constexpr,
     BLOCK_N: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
+    DIRECT: tl.constexpr,
 ):
     seq = tl.program_id(0)
     kv_head = tl.program_id(1)
@@ -73,10 +78,14 @@ def _decode_split_kernel(
 
     has_work = end > start
     out = tl.where(has_work, acc / tl.where(denom > 0, denom, 1.0)[:, None], 0.0)
-    lse = tl.where(has_work, m + tl.log(tl.where(denom > 0, denom, 1.0)), float("-inf"))
-    base = (seq * NUM_KV_HEADS * GROUP + heads) * num_splits + split
-    tl.store(out_ptr + base[:, None] * HEAD_DIM + d[None, :], out, mask=head_mask[:, None])
-    tl.store(lse_ptr + base, lse, mask=head_mask)
+    if DIRECT:  # the only split: this is the attention output
+        dst = out_ptr + seq * out_stride + heads[:, None] * HEAD_DIM + d[None, :]
+        tl.store(dst, out.to(out_ptr.dtype.element_ty), mask=head_mask[:, None])
+    else:
+        lse = tl.where(has_work, m + tl.log(tl.where(denom > 0, denom, 1.0)), float("-inf"))
+        base = (seq * NUM_KV_HEADS * GROUP + heads) * num_splits + split
+        tl.store(out_ptr + base[:, None] * HEAD_DIM + d[None, :], out, mask=head_mask[:, None])
+        tl.store(lse_ptr + base, lse, mask=head_mask)
 
 
 @triton.jit
@@ -120,9 +129,14 @@ def decode_attention(
     batch, num_heads, head_dim = q.shape
     _, _, page, num_kv_heads, _ = kv_cache.shape
     group = num_heads // num_kv_heads
-    part = torch.empty(batch, num_heads, num_splits, head_dim, dtype=torch.float32, device=q.device)
-    lse = torch.empty(batch, num_heads, num_splits, dtype=torch.float32, device=q.device)
     out = torch.empty_like(q) if out is None else out
+    direct = num_splits == 1
+    part = (
+        out
+        if direct
+        else torch.empty(batch, num_heads, num_splits, head_dim, dtype=torch.float32, device=q.device)
+    )
+    lse = out if direct else torch.empty(batch, num_heads, num_splits, dtype=torch.float32, device=q.device)
     _decode_split_kernel[(batch, num_kv_heads, num_splits)](
         q,
         kv_cache,
@@ -134,6 +148,7 @@ def decode_attention(
         q.stride(0),
         block_tables.stride(0),
         kv_cache[0].numel(),
+        out.stride(0),
         num_splits=num_splits,
         NUM_KV_HEADS=num_kv_heads,
         GROUP=group,
@@ -142,15 +157,17 @@ def decode_attention(
         BLOCK_H=max(16, triton.next_power_of_2(group)),
         BLOCK_N=64,
         DOT_PRECISION=dot_precision(q.dtype),
+        DIRECT=direct,
     )
-    _merge_splits_kernel[(batch, num_heads)](
-        part,
-        lse,
-        out,
-        out.stride(0),
-        num_splits=num_splits,
-        NUM_HEADS=num_heads,
-        HEAD_DIM=head_dim,
-        BLOCK_S=MAX_SPLITS,
-    )
+    if not direct:
+        _merge_splits_kernel[(batch, num_heads)](
+            part,
+            lse,
+            out,
+            out.stride(0),
+            num_splits=num_splits,
+            NUM_HEADS=num_heads,
+            HEAD_DIM=head_dim,
+            BLOCK_S=MAX_SPLITS,
+        )
     return out

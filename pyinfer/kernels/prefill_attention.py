@@ -66,7 +66,9 @@ def _attend_tile(
     return m, denom, acc
 
 
-@triton.jit
+# The block table's width changes every step, and the tables, starts and lengths are views at an
+# offset (past the step's decodes) whose alignment changes too: one compiled variant for all of them.
+@triton.jit(do_not_specialize=["tables_ptr", "query_start_ptr", "seq_lens_ptr", "table_stride"])
 def _prefill_kernel(
     q_ptr,
     cache_ptr,
