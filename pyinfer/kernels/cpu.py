@@ -12,8 +12,12 @@ import hashlib
 import logging
 import os
 import platform
+import sys
+import time
 from pathlib import Path
 from types import ModuleType
+
+import torch
 
 log = logging.getLogger(__name__)
 
@@ -26,13 +30,20 @@ def cpu_ops() -> ModuleType | None:
     if os.environ.get("PYINFER_DISABLE_CPU_KERNELS") == "1":
         return None
     try:
-        from torch.utils.cpp_extension import load
+        from torch.utils.cpp_extension import get_default_build_root, load
 
         _put_ninja_on_path()
-
+        name = f"pyinfer_cpu_ops_{_processor_id()}"
+        root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root())
+        build_dir = (
+            root / f"py{sys.version_info.major}{sys.version_info.minor}_torch{torch.__version__}" / name
+        )
+        build_dir.mkdir(parents=True, exist_ok=True)
+        _remove_stale_lock(build_dir / "lock")
         return load(
-            name=f"pyinfer_cpu_ops_{_processor_id()}",
+            name=name,
             sources=[str(SOURCE)],
+            build_directory=str(build_dir),
             # -march=native: built for this processor (hence the name); -ffast-math lets glibc's vector
             # exp serve the loops (SiLU, softmax) and the dot products reassociate.
             extra_cflags=["-O3", "-march=native", "-ffast-math", "-fopenmp"],
@@ -43,6 +54,17 @@ def cpu_ops() -> ModuleType | None:
         reason = str(e).strip().splitlines()[-1] if str(e).strip() else ""
         log.warning("CPU kernels unavailable, using the PyTorch path (%s: %s)", type(e).__name__, reason)
         return None
+
+
+def _remove_stale_lock(lock: Path, max_age_s: float = 600) -> None:
+    """A build killed half-way (Ctrl-C during `make install`) leaves torch's lock file behind, and every
+    later load would wait on it forever; a build takes ~20 s, so a lock this old is abandoned."""
+    try:
+        if time.time() - lock.stat().st_mtime > max_age_s:
+            lock.unlink()
+            log.warning("removed an abandoned build lock: %s", lock)
+    except FileNotFoundError:
+        pass
 
 
 def _processor_id() -> str:
