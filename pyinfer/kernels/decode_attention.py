@@ -14,6 +14,7 @@ import triton
 import triton.language as tl
 
 from pyinfer.kernels import MAX_SPLITS, dot_precision
+from pyinfer.kernels.attend_tiles import attend_tiles
 
 
 # the block table's width changes every step: one compiled variant for all of them
@@ -59,22 +60,30 @@ def _decode_split_kernel(
     m = tl.full([BLOCK_H], float("-inf"), tl.float32)
     denom = tl.zeros([BLOCK_H], tl.float32)
     acc = tl.zeros([BLOCK_H, HEAD_DIM], tl.float32)
-    row = NUM_KV_HEADS * HEAD_DIM
-    for n in range(start, end, BLOCK_N):
-        pos = n + tl.arange(0, BLOCK_N)
-        pos_mask = pos < end
-        page = tl.load(tables_ptr + seq * table_stride + pos // PAGE, mask=pos_mask, other=0).to(tl.int64)
-        offs = (page * PAGE + pos % PAGE)[:, None] * row + kv_head * HEAD_DIM + d[None, :]
-        k = tl.load(cache_ptr + offs, mask=pos_mask[:, None], other=0.0)
-        v = tl.load(cache_ptr + v_offset + offs, mask=pos_mask[:, None], other=0.0)
-        s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION).to(tl.float32) * scale
-        s = tl.where(pos_mask[None, :], s, float("-inf"))
-        m_new = tl.maximum(m, tl.max(s, 1))
-        p = tl.exp(s - m_new[:, None])
-        alpha = tl.exp(m - m_new)
-        denom = denom * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION).to(tl.float32)
-        m = m_new
+    q_pos = tl.zeros([BLOCK_H], tl.int64) + seq_len - 1  # the one query sits after every cached key
+    qk_scale = scale * 1.4426950408889634  # softmax in base 2
+    m, denom, acc = attend_tiles(
+        q,
+        m,
+        denom,
+        acc,
+        cache_ptr,
+        tables_ptr,
+        seq,
+        kv_head,
+        q_pos,
+        start,
+        end,
+        qk_scale,
+        table_stride,
+        v_offset,
+        NUM_KV_HEADS,
+        HEAD_DIM,
+        PAGE,
+        BLOCK_N,
+        True,
+        DOT_PRECISION,
+    )
 
     has_work = end > start
     out = tl.where(has_work, acc / tl.where(denom > 0, denom, 1.0)[:, None], 0.0)
@@ -82,7 +91,7 @@ def _decode_split_kernel(
         dst = out_ptr + seq * out_stride + heads[:, None] * HEAD_DIM + d[None, :]
         tl.store(dst, out.to(out_ptr.dtype.element_ty), mask=head_mask[:, None])
     else:
-        lse = tl.where(has_work, m + tl.log(tl.where(denom > 0, denom, 1.0)), float("-inf"))
+        lse = tl.where(has_work, m + tl.log2(tl.where(denom > 0, denom, 1.0)), float("-inf"))  # base 2
         base = (seq * NUM_KV_HEADS * GROUP + heads) * num_splits + split
         tl.store(out_ptr + base[:, None] * HEAD_DIM + d[None, :], out, mask=head_mask[:, None])
         tl.store(lse_ptr + base, lse, mask=head_mask)
@@ -106,7 +115,7 @@ def _merge_splits_kernel(
     base = (seq * NUM_HEADS + head) * num_splits
     lse = tl.load(lse_ptr + base + s, mask=s < num_splits, other=float("-inf"))
     top = tl.max(lse, 0)
-    w = tl.where(lse > float("-inf"), tl.exp(lse - top), 0.0)
+    w = tl.where(lse > float("-inf"), tl.exp2(lse - top), 0.0)
     part = tl.load(
         part_ptr + (base + s)[:, None] * HEAD_DIM + d[None, :], mask=(s < num_splits)[:, None], other=0.0
     )

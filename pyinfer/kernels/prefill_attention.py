@@ -12,58 +12,7 @@ import triton
 import triton.language as tl
 
 from pyinfer.kernels import dot_precision
-
-
-@triton.jit
-def _attend_tile(
-    q,
-    m,
-    denom,
-    acc,
-    cache_ptr,
-    tables_ptr,
-    seq,
-    kv_head,
-    q_pos,
-    start,
-    end,
-    qk_scale,
-    table_stride,
-    v_offset,
-    NUM_KV_HEADS: tl.constexpr,
-    HEAD_DIM: tl.constexpr,
-    PAGE: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    MASKED: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
-):
-    """Online softmax of q over keys [start, end); MASKED applies the causal mask and the end bound."""
-    d = tl.arange(0, HEAD_DIM)
-    row = NUM_KV_HEADS * HEAD_DIM
-    for n in range(start, end, BLOCK_N):
-        pos = n + tl.arange(0, BLOCK_N)
-        if MASKED:
-            pos_mask = pos < end
-            page = tl.load(tables_ptr + seq * table_stride + pos // PAGE, mask=pos_mask, other=0).to(tl.int64)
-        else:
-            page = tl.load(tables_ptr + seq * table_stride + pos // PAGE).to(tl.int64)
-        offs = (page * PAGE + pos % PAGE)[:, None] * row + kv_head * HEAD_DIM + d[None, :]
-        if MASKED:
-            k = tl.load(cache_ptr + offs, mask=pos_mask[:, None], other=0.0)
-            v = tl.load(cache_ptr + v_offset + offs, mask=pos_mask[:, None], other=0.0)
-        else:
-            k = tl.load(cache_ptr + offs)
-            v = tl.load(cache_ptr + v_offset + offs)
-        s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION).to(tl.float32) * qk_scale
-        if MASKED:
-            s = tl.where((pos[None, :] <= q_pos[:, None]) & pos_mask[None, :], s, float("-inf"))
-        m_new = tl.maximum(m, tl.max(s, 1))
-        p = tl.exp2(s - m_new[:, None])
-        alpha = tl.exp2(m - m_new)
-        denom = denom * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION).to(tl.float32)
-        m = m_new
-    return m, denom, acc
+from pyinfer.kernels.attend_tiles import attend_tiles
 
 
 # The block table's width changes every step, and the tables, starts and lengths are views at an
@@ -118,7 +67,7 @@ def _prefill_kernel(
     # Keys before this tile's first query are visible to all its rows: no mask needed there.
     unmasked_end = (context + tile * BLOCK_M) // BLOCK_N * BLOCK_N
     end = tl.minimum(seq_len, context + (tile + 1) * BLOCK_M)  # causal: later keys are never seen
-    m, denom, acc = _attend_tile(
+    m, denom, acc = attend_tiles(
         q,
         m,
         denom,
@@ -140,7 +89,7 @@ def _prefill_kernel(
         False,
         DOT_PRECISION,
     )
-    m, denom, acc = _attend_tile(
+    m, denom, acc = attend_tiles(
         q,
         m,
         denom,

@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi import Request
 
@@ -23,6 +23,16 @@ from pyinfer.tokenizer import Tokenizer, load_tokenizer
 log = logging.getLogger(__name__)
 
 INLINE_TOKENIZE_CHARS = 4096  # longer texts are tokenized in a thread, off the event loop
+
+
+class GenerationRequest(Protocol):
+    """What chat, completions and Responses bodies have in common."""
+
+    model: str | None
+
+    def unsupported(self) -> tuple[str, str] | None: ...
+
+    def engine_params(self, default_max_tokens: int | None) -> SamplingParams: ...
 
 
 class ServerContext:
@@ -60,6 +70,14 @@ class ServerContext:
         return self.engine.ready is not None and self.tokenizer_loaded and not self.engine.dead
 
     # ---- checks routes make before generating ---------------------------------------------------
+    def admit(self, body: GenerationRequest) -> tuple[SamplingParams, Tokenizer]:
+        """The checks every generation request passes, in this order, then its sampling parameters."""
+        self.check_model(body.model)
+        self.require_ready()
+        if problem := body.unsupported():
+            raise bad_request(problem[1], param=problem[0])
+        return body.engine_params(self.config.max_tokens), self.require_tokenizer()
+
     def require_ready(self) -> None:
         if self.engine.dead:
             raise OpenAIError(500, "the engine process has died", type="server_error", code="engine_dead")

@@ -146,6 +146,12 @@ class CompletionRequest(SamplingRequest):
             return [p]
         return list(p)
 
+    def unsupported(self) -> tuple[str, str] | None:
+        """(param, message) for a feature we do not serve yet, rather than ignore in silence."""
+        if self.echo and self.logprobs is not None:
+            return "echo", "echo with logprobs is not supported: prompt logprobs are not computed"
+        return None
+
     def engine_params(self, default_max_tokens: int | None) -> SamplingParams:
         return self.sampling_params(self.max_tokens, default_max_tokens, self.logprobs)
 

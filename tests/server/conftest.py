@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import httpx
 import openai
 import pytest
 
-from tests.server.helpers import ServerProcess
+from tests.server.helpers import ServerProcess, running_server
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory) -> ServerProcess:
-    srv = ServerProcess(
-        tmp_path_factory.mktemp("server") / "server.log",
-        *("--num-kv-blocks", "512", "--cors-origins", "http://ui.example"),
-    )
-    try:
-        srv.wait_ready()
+def server(tmp_path_factory) -> Iterator[ServerProcess]:
+    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    with running_server(log_path, "--num-kv-blocks", "512", "--cors-origins", "http://ui.example") as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -65,6 +67,17 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+@contextmanager
+def running_server(log_path: Path, *flags: str) -> Iterator[ServerProcess]:
+    """A server ready to serve, stopped on the way out."""
+    srv = ServerProcess(log_path, *flags)
+    try:
+        srv.wait_ready()
+        yield srv
+    finally:
+        srv.stop()
 
 
 def engine_stats(http: httpx.Client) -> dict:

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.server.helpers import ServerProcess
+from tests.server.helpers import ServerProcess, running_server
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -48,12 +48,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 # asyncio loop marked running on this thread while it is open, which later tests' asyncio.run() refuses.
 @pytest.fixture(scope="package")
 def ui_server(tmp_path_factory) -> Iterator[ServerProcess]:
-    srv = ServerProcess(tmp_path_factory.mktemp("ui") / "server.log", "--num-kv-blocks", "512")
-    try:
-        srv.wait_ready()
+    with running_server(tmp_path_factory.mktemp("ui") / "server.log", "--num-kv-blocks", "512") as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture(scope="package")

@@ -10,7 +10,6 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from pyinfer.server.context import server_context
-from pyinfer.server.errors import bad_request
 from pyinfer.server.generation import Generation, run_all, usage
 from pyinfer.server.logprobs import chat_logprobs
 from pyinfer.server.protocol import (
@@ -41,12 +40,7 @@ ChatBody = Annotated[ChatCompletionRequest, Depends(json_body(ChatCompletionRequ
 @router.post("/v1/chat/completions", response_model=None)
 async def create_chat_completion(request: Request, body: ChatBody) -> Response:
     ctx = server_context(request)
-    ctx.check_model(body.model)
-    ctx.require_ready()
-    if problem := body.unsupported():
-        raise bad_request(problem[1], param=problem[0])
-    params = body.engine_params(ctx.config.max_tokens)
-    tokenizer = ctx.require_tokenizer()
+    params, tokenizer = ctx.admit(body)
     prompt_ids = await ctx.encode_chat([m.template_dict() for m in body.messages])
     ctx.check_prompt(prompt_ids, params, param="messages")
     head = reply_head("chatcmpl", ctx.model_name)

@@ -11,7 +11,6 @@ from fastapi.responses import Response
 
 from pyinfer.engine.sampling_params import SamplingParamsError
 from pyinfer.server.context import server_context
-from pyinfer.server.errors import bad_request
 from pyinfer.server.generation import Generation, run_all, usage
 from pyinfer.server.logprobs import completion_logprobs
 from pyinfer.server.protocol import Completion, CompletionChoice, CompletionRequest
@@ -34,12 +33,7 @@ CompletionBody = Annotated[CompletionRequest, Depends(json_body(CompletionReques
 @router.post("/v1/completions", response_model=None)
 async def create_completion(request: Request, body: CompletionBody) -> Response:
     ctx = server_context(request)
-    ctx.check_model(body.model)
-    ctx.require_ready()
-    if body.echo and body.logprobs is not None:
-        raise bad_request("echo with logprobs is not supported: prompt logprobs are not computed", "echo")
-    params = body.engine_params(ctx.config.max_tokens)
-    tokenizer = ctx.require_tokenizer()
+    params, tokenizer = ctx.admit(body)
     prompts = body.prompts()
     if not prompts:
         raise SamplingParamsError("prompt", "must not be empty")

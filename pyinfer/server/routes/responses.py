@@ -50,12 +50,7 @@ FINAL_EVENTS = {  # status -> the stream's last event; the SDK knows no event fo
 @router.post("/v1/responses", response_model=None)
 async def create_response(request: Request, body: ResponsesBody) -> Response:
     ctx = server_context(request)
-    ctx.check_model(body.model)
-    ctx.require_ready()
-    if problem := body.unsupported():
-        raise bad_request(problem[1], param=problem[0])
-    params = body.engine_params(ctx.config.max_tokens)
-    tokenizer = ctx.require_tokenizer()
+    params, tokenizer = ctx.admit(body)
     messages = _earlier_turns(ctx.responses, body.previous_response_id) + body.messages()
     system = [{"role": "system", "content": body.instructions}] if body.instructions else []
     prompt_ids = await ctx.encode_chat(system + messages)
