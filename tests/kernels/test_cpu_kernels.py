@@ -81,15 +81,23 @@ def test_int4_unpack_reproduces_the_quantized_weights(n, k, dtype):
     torch.testing.assert_close(dense.float(), expected, atol=tol, rtol=tol)
 
 
-def test_int4_prefill_rows_take_the_dense_path_with_the_same_result():
+@pytest.mark.skipif(
+    ops is None or not int4_unpack_matches_torch(), reason="torch packs int4 in another layout here"
+)
+def test_int4_prefill_rows_take_the_dense_path_with_the_same_result(monkeypatch):
     weights = Int4Weights(quantize_int4(torch.randn(192, 576) * 0.05), torch.bfloat16)
     x = torch.randn(DENSE_MIN_ROWS, 576).bfloat16()
     kernel = torch.ops.aten._weight_int4pack_mm_for_cpu(
         x, weights.packed, GROUP_SIZE, weights.scales_and_zeros
     )
+    unpacks = []
+    unpack = ops.int4_unpack
+    monkeypatch.setattr(ops, "int4_unpack", lambda *args: unpacks.append(1) or unpack(*args))
     out = weights.mm(x)
+    assert unpacks == [1]  # prefill-sized: unpacked for a dense GEMM
     assert ((out.float() - kernel.float()).norm() / kernel.float().norm()).item() < 1e-2
     torch.testing.assert_close(weights.mm(x[:5]), kernel[:5])  # decode-sized: the int4 kernel itself
+    assert unpacks == [1]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
