@@ -4,11 +4,10 @@
 Usage: python bench/cpu/step_profile.py [BATCH] [CONTEXT] [MODEL]
 """
 
-import sys
-import time
-
 import cProfile
 import pstats
+import sys
+import time
 
 from pyinfer import SamplingParams
 from pyinfer.engine.llm import LLM
@@ -41,4 +40,6 @@ print(f"{'ms/step':>9}  {'calls/step':>10}  call")
 for (file, line, name), (calls, _, tottime, _, _) in top:
     where = name if file == "~" else f"{file.rsplit('/', 1)[-1]}:{line}({name})"
     print(f"{1e3 * tottime / n:9.2f}  {calls / n:10.0f}  {where}")
-print(f"batch {batch}, context ~{context}: {step_ms:.2f} ms per decode step ({1e3 * batch / step_ms:.1f} tok/s)")
+print(
+    f"batch {batch}, context ~{context}: {step_ms:.2f} ms per decode step ({1e3 * batch / step_ms:.1f} tok/s)"
+)
