@@ -90,6 +90,7 @@ def test_int4_prefill_rows_take_the_dense_path_with_the_same_result(monkeypatch)
     kernel = torch.ops.aten._weight_int4pack_mm_for_cpu(
         x, weights.packed, GROUP_SIZE, weights.scales_and_zeros
     )
+    assert int4_unpack_matches_torch()  # its one-time check unpacks too: done before counting
     unpacks = []
     unpack = ops.int4_unpack
     monkeypatch.setattr(ops, "int4_unpack", lambda *args: unpacks.append(1) or unpack(*args))
