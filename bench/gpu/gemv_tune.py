@@ -1,33 +1,39 @@
-"""Triton GEMV against cuBLAS on the decode matrices of the 1B and 8B shapes (diagnostic)."""
+"""The batch-1 GEMV kernels against what they replace, on the decode matrices of the 1B and 8B shapes
+(diagnostic): cuBLAS alone, and cuBLAS after the RMSNorm or SiLU-and-mul kernel it fuses; then a sweep of
+the tile (rows x K-chunk) and the default tile without PDL. python bench/gpu/gemv_tune.py"""
 
 import itertools
 
 import torch
 
-from pyinfer.kernels.gemv import gemv
+import pyinfer.kernels.gemv as gemv_module
+from pyinfer.kernels import use_pdl
+from pyinfer.kernels.elementwise import rms_norm, silu_and_mul
+from pyinfer.kernels.gemv import gemv, norm_gemv, silu_mul_gemv
 
-SHAPES = {  # name: (N, K)
-    "1b qkv": (3072, 2048),
-    "1b o": (2048, 2048),
-    "1b gate_up": (16384, 2048),
-    "1b down": (2048, 8192),
-    "1b head": (128256, 2048),
-    "8b qkv": (6144, 4096),
-    "8b o": (4096, 4096),
-    "8b gate_up": (28672, 4096),
-    "8b down": (4096, 14336),
-    "8b head": (128256, 4096),
+SHAPES = {  # name: (N, K, fused prologue)
+    "1b qkv": (3072, 2048, "norm"),
+    "1b o": (2048, 2048, None),
+    "1b gate_up": (16384, 2048, "norm"),
+    "1b down": (2048, 8192, "silu"),
+    "1b head": (128256, 2048, "norm"),
+    "8b qkv": (6144, 4096, "norm"),
+    "8b o": (4096, 4096, None),
+    "8b gate_up": (28672, 4096, "norm"),
+    "8b down": (4096, 14336, "silu"),
+    "8b head": (128256, 4096, "norm"),
 }
 
 
-def bench(fn, x, weights, reps=200):
+def bench(fn, weights, reps=100):
+    """us per call of fn(weight), weights in rotation so that L2 (50 MB) does not hold the matrix."""
     it = itertools.cycle(weights)
     g = torch.cuda.CUDAGraph()
-    fn(x, next(it))
+    fn(next(it))
     torch.cuda.synchronize()
     with torch.cuda.graph(g):
         for _ in range(reps):
-            fn(x, next(it))
+            fn(next(it))
     g.replay()
     torch.cuda.synchronize()
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -36,20 +42,49 @@ def bench(fn, x, weights, reps=200):
         g.replay()
     end.record()
     torch.cuda.synchronize()
-    return start.elapsed_time(end) * 1e3 / (3 * reps)  # us per call
+    return start.elapsed_time(end) * 1e3 / (3 * reps)
 
 
-print(f"{'shape':12}{'cublas us':>11}{'TB/s':>7}{'gemv us':>9}{'TB/s':>7}  used")
-for name, (n, k) in SHAPES.items():
-    # several weights in rotation so that L2 (50 MB) does not hold the matrix between calls
+def variants(n, k, prologue):
+    """(unfused reference, fused kernel) as functions of the weight."""
+    dev, bf = "cuda", torch.bfloat16
+    x, res = torch.randn(1, k, device=dev, dtype=bf), torch.randn(1, k, device=dev, dtype=bf)
+    norm_w = torch.rand(k, device=dev, dtype=bf) + 0.5
+    gate_up = torch.randn(1, 2 * k, device=dev, dtype=bf)
+    linear = torch.nn.functional.linear
+    if prologue == "norm":
+        return (
+            lambda w: linear(rms_norm(x, norm_w, 1e-5, res)[0], w),
+            lambda w: norm_gemv(x, res, norm_w, 1e-5, w)[0],
+        )
+    if prologue == "silu":
+        return lambda w: linear(silu_and_mul(gate_up), w), lambda w: silu_mul_gemv(gate_up, w)
+    return lambda w: linear(x, w), lambda w: gemv(x, w)
+
+
+print(f"{'shape':12}{'cublas':>8}{'unfused':>9}{'fused':>8}{'TB/s':>7}   sweep: fused us for rows x K-chunk")
+sweep = [(4, 512), (8, 512), (4, 2048), (8, 2048), (4, 4096), (8, 1024), (2, 4096)]
+for name, (n, k, prologue) in SHAPES.items():
     ws = [
         torch.randn(n, k, device="cuda", dtype=torch.bfloat16) * 0.02
         for _ in range(max(1, int(2e8 // (n * k * 2))))
     ]
     x = torch.randn(1, k, device="cuda", dtype=torch.bfloat16)
     torch.testing.assert_close(gemv(x, ws[0]), x @ ws[0].T, atol=2e-2, rtol=2e-2)
-    cub = bench(torch.nn.functional.linear, x, ws)
-    ours = bench(gemv, x, ws)
-    nbytes = n * k * 2
-    used = "gemv" if k <= 2 * n else "cublas"  # use_gemv's rule (inside a captured graph)
-    print(f"{name:12}{cub:>11.1f}{nbytes / cub / 1e6:>7.2f}{ours:>9.1f}{nbytes / ours / 1e6:>7.2f}  {used}")
+    cublas = bench(lambda w, x=x: torch.nn.functional.linear(x, w), ws)
+    unfused, fused = variants(n, k, prologue)
+    t_unfused, t_fused = bench(unfused, ws), bench(fused, ws)
+    row = []
+    tile = gemv_module._tile
+    for config in sweep:
+        gemv_module._tile = lambda k, config=config: config
+        row.append(f"{bench(fused, ws):.1f}")
+    gemv_module._tile = tile
+    gemv_module.use_pdl = lambda x: False
+    row.append(f"{bench(fused, ws):.1f}")
+    gemv_module.use_pdl = use_pdl
+    tbs = n * k * 2 / t_fused / 1e6
+    print(
+        f"{name:12}{cublas:>8.1f}{t_unfused:>9.1f}{t_fused:>8.1f}{tbs:>7.2f}   "
+        + " ".join(f"{b}x{p}:{t}" for (b, p), t in zip([*sweep, ("no", "pdl")], row, strict=True))
+    )

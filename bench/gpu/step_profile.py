@@ -34,11 +34,13 @@ for _ in range(n):
     sync()
     t2 = time.perf_counter()
     m = inputs.meta
-    logits = runner.graphs.run(inputs.input_ids, inputs.positions, m.slot_mapping, m.seq_lens, m.block_tables)
+    logits, argmax = runner.graphs.run(
+        inputs.input_ids, inputs.positions, m.slot_mapping, m.seq_lens, m.block_tables
+    )
     sync()
     t3 = time.perf_counter()
     st = SamplingTensors.build(inputs.sample_seqs, runner.vocab_size, runner.eos_token_ids, runner.device)
-    ids = runner.sampler(logits, st).token_ids.tolist()
+    ids = runner.sampler(logits, st, argmax).token_ids.tolist()
     t4 = time.perf_counter()
     for seq, n_new, token in zip(sched.seqs, sched.num_new_tokens, ids, strict=True):
         seq.num_computed_tokens += n_new

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from pyinfer.attention.metadata import AttentionMetadata
 from pyinfer.kernels.cpu import cpu_ops
+from pyinfer.layers.rotary import RopeInputs, RotaryEmbedding
 
 
 def store_kv(kv_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slot_mapping: torch.Tensor) -> None:
@@ -37,11 +38,14 @@ class TorchAttentionBackend:
         q: torch.Tensor,
         k: torch.Tensor,
         v: torch.Tensor,
+        rope: RopeInputs,
+        rotary: RotaryEmbedding,
         kv_cache: torch.Tensor,
         meta: AttentionMetadata,
         scale: float,
     ) -> torch.Tensor:
         """q [T, Hq, D], k/v [T, Hk, D] for this step's tokens -> attention output [T, Hq, D]."""
+        q, k = rotary(rope, q, k)
         store_kv(kv_cache, k, v, meta.slot_mapping)
         outputs = []
         nd = meta.num_decodes

@@ -7,7 +7,8 @@ import torch
 from pyinfer.attention.metadata import AttentionMetadata
 from pyinfer.kernels.decode_attention import decode_attention
 from pyinfer.kernels.prefill_attention import prefill_attention
-from pyinfer.kernels.store_kv import store_kv
+from pyinfer.kernels.rotary_store import rotary_store
+from pyinfer.layers.rotary import RopeInputs, RotaryEmbedding
 
 
 class TritonAttentionBackend:
@@ -22,11 +23,13 @@ class TritonAttentionBackend:
         q: torch.Tensor,
         k: torch.Tensor,
         v: torch.Tensor,
+        rope: RopeInputs,
+        rotary: RotaryEmbedding,
         kv_cache: torch.Tensor,
         meta: AttentionMetadata,
         scale: float,
     ) -> torch.Tensor:
-        store_kv(kv_cache, k, v, meta.slot_mapping)
+        rotary_store(rope, q, k, v, kv_cache, meta.slot_mapping, rotary.cos_sin)
         out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
         nd = meta.num_decodes
         if nd:

@@ -1,7 +1,8 @@
 """CUDA graphs for decode steps: one graph per batch size of a ladder, replayed with static inputs.
 
 A decode batch is padded up to the next captured size; padding rows write no KV (slot -1) and
-attend to nothing (length 0). The graph covers the model and the LM head; sampling stays outside.
+attend to nothing (length 0). The graph covers the model, the LM head and the logits' argmax (all a
+greedy step samples); other sampling runs after it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 
 from pyinfer.attention.metadata import AttentionMetadata
 from pyinfer.kernels import MAX_SPLITS
+from pyinfer.layers.sampler import greedy_ids
 from pyinfer.models.llama import LlamaForCausalLM
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,7 @@ class DecodeGraphs:
         self.num_sms = torch.cuda.get_device_properties(dev).multi_processor_count
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.logits: dict[int, torch.Tensor] = {}
+        self.argmax: dict[int, torch.Tensor] = {}
         self._capture()
 
     def _meta(self, bs: int) -> AttentionMetadata:
@@ -57,9 +60,10 @@ class DecodeGraphs:
             decode_splits=decode_splits(bs, self.model.config.num_key_value_heads, self.num_sms),
         )
 
-    def _forward(self, bs: int) -> torch.Tensor:
-        hidden = self.model(self.input_ids[:bs], self.positions[:bs], self._meta(bs))
-        return self.model.compute_logits(hidden)
+    def _forward(self, bs: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, residual = self.model(self.input_ids[:bs], self.positions[:bs], self._meta(bs))
+        logits = self.model.compute_logits(x, residual)
+        return logits, greedy_ids(logits)
 
     @torch.inference_mode()
     def _capture(self) -> None:
@@ -71,7 +75,7 @@ class DecodeGraphs:
             torch.cuda.synchronize(self.device)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, pool=pool):
-                self.logits[bs] = self._forward(bs)
+                self.logits[bs], self.argmax[bs] = self._forward(bs)
             self.graphs[bs] = graph
         torch.cuda.synchronize(self.device)
         used = (free_before - torch.cuda.mem_get_info(self.device)[0]) / 2**20
@@ -93,8 +97,8 @@ class DecodeGraphs:
         slot_mapping: torch.Tensor,
         seq_lens: torch.Tensor,
         block_tables: torch.Tensor,
-    ) -> torch.Tensor:
-        """Replays the smallest graph that fits; returns logits [num_seqs, vocab]."""
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Replays the smallest graph that fits; returns logits [num_seqs, vocab] and their argmax."""
         n = input_ids.shape[0]
         bs = next(s for s in self.sizes if s >= n)
         self.input_ids[:n].copy_(input_ids, non_blocking=True)
@@ -105,4 +109,4 @@ class DecodeGraphs:
         self.seq_lens[n:bs].zero_()
         self.block_tables[:n, : block_tables.shape[1]].copy_(block_tables, non_blocking=True)
         self.graphs[bs].replay()
-        return self.logits[bs][:n]
+        return self.logits[bs][:n], self.argmax[bs][:n]

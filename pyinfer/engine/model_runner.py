@@ -141,8 +141,9 @@ class ModelRunner:
             max_query_len=n,
         )
         with torch.inference_mode():
-            hidden = self.model(ids, torch.arange(n, device=self.device), meta)
-            self.model.compute_logits(hidden[-self.config.max_num_seqs :])
+            x, residual = self.model(ids, torch.arange(n, device=self.device), meta)
+            rows = slice(-self.config.max_num_seqs, None)
+            self.model.compute_logits(x[rows], residual[rows])
         torch.cuda.synchronize(self.device)
         self._allocate_kv_cache(0)
 
@@ -180,14 +181,17 @@ class ModelRunner:
             and meta.num_decodes == meta.num_seqs
             and self.graphs.can_run(meta.num_seqs, meta.block_tables.shape[1])
         ):
-            logits = self.graphs.run(
+            logits, argmax = self.graphs.run(
                 inputs.input_ids, inputs.positions, meta.slot_mapping, meta.seq_lens, meta.block_tables
-            )[inputs.sample_rows]
+            )
+            if len(inputs.sample_seqs) < meta.num_seqs:
+                logits, argmax = logits[inputs.sample_rows], argmax[inputs.sample_rows]
         else:
-            hidden = self.model(inputs.input_ids, inputs.positions, meta)
-            logits = self.model.compute_logits(hidden[inputs.token_rows])
+            x, residual = self.model(inputs.input_ids, inputs.positions, meta)
+            rows = inputs.token_rows
+            logits, argmax = self.model.compute_logits(x[rows], residual[rows]), None
         st = SamplingTensors.build(inputs.sample_seqs, self.vocab_size, self.eos_token_ids, self.device)
-        out = self.sampler(logits, st)
+        out = self.sampler(logits, st, argmax)
         host_ids = out.token_ids
         done = None
         if self.is_cuda:  # one device-to-host copy of the sampled ids, into pinned memory

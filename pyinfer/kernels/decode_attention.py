@@ -12,8 +12,9 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
-from pyinfer.kernels import MAX_SPLITS, dot_precision
+from pyinfer.kernels import MAX_SPLITS, dot_precision, use_pdl
 from pyinfer.kernels.attend_tiles import attend_tiles
 
 
@@ -40,7 +41,11 @@ def _decode_split_kernel(
     BLOCK_N: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     DIRECT: tl.constexpr,
+    USE_PDL: tl.constexpr,
 ):
+    if USE_PDL:
+        gdc_wait()
+        gdc_launch_dependents()
     seq = tl.program_id(0)
     kv_head = tl.program_id(1)
     split = tl.program_id(2)
@@ -107,7 +112,11 @@ def _merge_splits_kernel(
     HEAD_DIM: tl.constexpr,
     num_splits,
     BLOCK_S: tl.constexpr,
+    USE_PDL: tl.constexpr,
 ):
+    if USE_PDL:
+        gdc_wait()
+        gdc_launch_dependents()
     seq = tl.program_id(0)
     head = tl.program_id(1)
     s = tl.arange(0, BLOCK_S)
@@ -146,6 +155,7 @@ def decode_attention(
         else torch.empty(batch, num_heads, num_splits, head_dim, dtype=torch.float32, device=q.device)
     )
     lse = out if direct else torch.empty(batch, num_heads, num_splits, dtype=torch.float32, device=q.device)
+    pdl = use_pdl(q)
     _decode_split_kernel[(batch, num_kv_heads, num_splits)](
         q,
         kv_cache,
@@ -167,6 +177,8 @@ def decode_attention(
         BLOCK_N=64,
         DOT_PRECISION=dot_precision(q.dtype),
         DIRECT=direct,
+        USE_PDL=pdl,
+        launch_pdl=pdl,
     )
     if not direct:
         _merge_splits_kernel[(batch, num_heads)](
@@ -178,5 +190,7 @@ def decode_attention(
             NUM_HEADS=num_heads,
             HEAD_DIM=head_dim,
             BLOCK_S=MAX_SPLITS,
+            USE_PDL=pdl,
+            launch_pdl=pdl,
         )
     return out

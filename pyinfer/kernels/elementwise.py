@@ -1,4 +1,4 @@
-"""Fused small ops between the matmuls: residual add + RMSNorm, rotary embedding in place, SiLU-and-mul."""
+"""Fused small ops between the matmuls: residual add + RMSNorm, SiLU-and-mul."""
 
 from __future__ import annotations
 
@@ -57,63 +57,6 @@ def rms_norm(
         num_warps=4 if n <= 4096 else 8,
     )
     return out if residual is None else (out, res_out)
-
-
-@triton.jit
-def _rotate_heads(
-    ptr, stride, token, cos, sin, NUM_HEADS: tl.constexpr, HALF: tl.constexpr, BLOCK_H: tl.constexpr
-):
-    h = tl.arange(0, BLOCK_H)
-    d = tl.arange(0, HALF)
-    mask = (h < NUM_HEADS)[:, None]
-    base = ptr + token * stride + h[:, None] * (2 * HALF) + d[None, :]
-    x1 = tl.load(base, mask=mask, other=0.0).to(tl.float32)
-    x2 = tl.load(base + HALF, mask=mask, other=0.0).to(tl.float32)
-    tl.store(base, (x1 * cos - x2 * sin).to(ptr.dtype.element_ty), mask=mask)
-    tl.store(base + HALF, (x2 * cos + x1 * sin).to(ptr.dtype.element_ty), mask=mask)
-
-
-@triton.jit
-def _rotary_kernel(
-    q_ptr,
-    k_ptr,
-    pos_ptr,
-    cos_sin_ptr,
-    q_stride,
-    k_stride,
-    NUM_Q: tl.constexpr,
-    NUM_K: tl.constexpr,
-    HALF: tl.constexpr,
-    BLOCK_Q: tl.constexpr,
-    BLOCK_K: tl.constexpr,
-):
-    token = tl.program_id(0)
-    pos = tl.load(pos_ptr + token).to(tl.int64)
-    d = tl.arange(0, HALF)
-    cos = tl.load(cos_sin_ptr + pos * 2 * HALF + d)[None, :]
-    sin = tl.load(cos_sin_ptr + pos * 2 * HALF + HALF + d)[None, :]
-    _rotate_heads(q_ptr, q_stride, token, cos, sin, NUM_Q, HALF, BLOCK_Q)
-    _rotate_heads(k_ptr, k_stride, token, cos, sin, NUM_K, HALF, BLOCK_K)
-
-
-def rotary_(positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor, cos_sin: torch.Tensor) -> None:
-    """Rotate q [T, Hq, D] and k [T, Hk, D] in place (rows may be strided views into one qkv tensor)."""
-    num_tokens, num_q, dim = q.shape
-    num_k = k.shape[1]
-    assert q.stride(1) == k.stride(1) == dim and q.stride(2) == k.stride(2) == 1
-    _rotary_kernel[(num_tokens,)](
-        q,
-        k,
-        positions,
-        cos_sin,
-        q.stride(0),
-        k.stride(0),
-        NUM_Q=num_q,
-        NUM_K=num_k,
-        HALF=dim // 2,
-        BLOCK_Q=triton.next_power_of_2(num_q),
-        BLOCK_K=triton.next_power_of_2(num_k),
-    )
 
 
 @triton.jit

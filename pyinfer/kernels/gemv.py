@@ -1,62 +1,205 @@
-"""Matrix-vector product for batch-1 decode: y[1, N] = x[1, K] @ W[N, K]^T, the weight streamed once.
+"""Matrix-vector products for batch-1 decode: y[1, N] = f(x)[1, K] @ W[N, K]^T, the weight streamed once.
 
-Four rows a program and 512-wide 16-byte loads along K: on an H100 this streams the 1B and 8B shapes'
-matrices at 1.4-3.1 TB/s where cuBLAS reaches 1.3-2.8 (bench/gpu/gemv_tune.py). For more than one row
-cuBLAS is faster, and for tall-K matrices (K > 2N, e.g. a small model's down projection) its split-K is.
+f is the identity, RMSNorm (of x, or of x + residual, the sum written back as the new residual) or
+SiLU-and-mul of a [gate | up] row, so the small kernels between the matmuls disappear at batch 1.
+Each program takes tiles of BLOCK_N rows in turn, streaming each tile along K in chunks of up to
+4,096 columns (16-byte loads), the next chunk's load issued before the current one is used. On a GPU with programmatic
+dependent launch (Hopper), a program loads its first weight chunk before waiting for the previous
+kernel, so one matmul's weight stream starts while the kernel before it drains.
 """
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
-BLOCK_N = 4
+from pyinfer.kernels import use_pdl
+
+PROGRAMS_PER_SM = 8
+
+# what happens to x before the product (the norms last: PROLOGUE >= NORM tests for either)
+PLAIN = tl.constexpr(0)
+SILU_MUL = tl.constexpr(1)
+NORM = tl.constexpr(2)
+ADD_NORM = tl.constexpr(3)
 
 
 @triton.jit
-def _gemv_kernel(x_ptr, w_ptr, y_ptr, N, K, stride_wn, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    row_mask = rows < N
-    cols = tl.arange(0, BLOCK_K)
-    w_rows = w_ptr + rows[:, None].to(tl.int64) * stride_wn
-    acc = tl.zeros([BLOCK_N], dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        k = k0 + cols
-        k_mask = k < K
-        w = tl.load(w_rows + k[None, :], mask=row_mask[:, None] & k_mask[None, :], other=0.0)
-        x = tl.load(x_ptr + k, mask=k_mask, other=0.0)
-        acc += tl.sum(w.to(tl.float32) * x.to(tl.float32)[None, :], axis=1)
-    tl.store(y_ptr + rows, acc.to(y_ptr.dtype.element_ty), mask=row_mask)
+def _input_chunk(x_ptr, res_ptr, norm_ptr, k, k_mask, K, rstd, PROLOGUE: tl.constexpr):
+    """f(x)[k] in fp32, rounded where the unfused layers round (to x's dtype between ops)."""
+    x = tl.load(x_ptr + k, mask=k_mask, other=0.0)
+    if PROLOGUE == PLAIN:
+        return x.to(tl.float32)
+    if PROLOGUE == SILU_MUL:
+        gate = x.to(tl.float32)
+        up = tl.load(x_ptr + K + k, mask=k_mask, other=0.0)
+        return ((gate / (1.0 + tl.exp(-gate))).to(up.dtype) * up).to(tl.float32)
+    h = x.to(tl.float32)
+    if PROLOGUE == ADD_NORM:
+        h += tl.load(res_ptr + k, mask=k_mask, other=0.0).to(tl.float32)
+    w = tl.load(norm_ptr + k, mask=k_mask, other=0.0)
+    return ((h * rstd).to(w.dtype) * w).to(tl.float32)
 
 
-def use_gemv(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether gemv beats cuBLAS here: one row, a row-major weight that is not much taller in K than N,
-    inside a CUDA graph being captured (launched eagerly from Python, a Triton kernel costs tens of
-    microseconds of host time, more than it saves)."""
+@triton.jit
+def _gemv_kernel(
+    x_ptr,
+    res_ptr,
+    norm_ptr,
+    res_out_ptr,
+    w_ptr,
+    y_ptr,
+    N,
+    K,
+    stride_wn,
+    eps,
+    PROLOGUE: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    USE_PDL: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    num_programs = tl.num_programs(0)
+    num_chunks = tl.cdiv(K, BLOCK_K)
+    total = tl.cdiv(tl.cdiv(N, BLOCK_N) - pid, num_programs) * num_chunks  # (tile, chunk) steps
+    r = tl.arange(0, BLOCK_N)
+    c = tl.arange(0, BLOCK_K)
+
+    # The weights do not depend on earlier kernels: start streaming them before waiting for those.
+    rows = pid * BLOCK_N + r
+    w = tl.load(
+        w_ptr + rows[:, None].to(tl.int64) * stride_wn + c[None, :],
+        mask=(rows < N)[:, None] & (c < K)[None, :],
+        other=0.0,
+    )
+    if USE_PDL:
+        gdc_wait()
+        gdc_launch_dependents()
+
+    rstd = 0.0
+    if PROLOGUE >= NORM:
+        squares = tl.zeros([BLOCK_K], tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            k = k0 + c
+            h = tl.load(x_ptr + k, mask=k < K, other=0.0).to(tl.float32)
+            if PROLOGUE == ADD_NORM:
+                h += tl.load(res_ptr + k, mask=k < K, other=0.0).to(tl.float32)
+                if pid == 0:
+                    tl.store(res_out_ptr + k, h.to(res_out_ptr.dtype.element_ty), mask=k < K)
+            squares += h * h
+        rstd = tl.rsqrt(tl.sum(squares, 0) / K + eps)
+
+    acc = tl.zeros([BLOCK_N], tl.float32)
+    for step in range(0, total):
+        tile = pid + (step // num_chunks) * num_programs
+        k = (step % num_chunks) * BLOCK_K + c
+        nxt = step + 1  # issue the next chunk's load (same tile, or this program's next tile) first
+        next_rows = (pid + (nxt // num_chunks) * num_programs) * BLOCK_N + r
+        next_k = (nxt % num_chunks) * BLOCK_K + c
+        w_next = tl.load(
+            w_ptr + next_rows[:, None].to(tl.int64) * stride_wn + next_k[None, :],
+            mask=((next_rows < N) & (nxt < total))[:, None] & (next_k < K)[None, :],
+            other=0.0,
+        )
+        x = _input_chunk(x_ptr, res_ptr, norm_ptr, k, k < K, K, rstd, PROLOGUE)
+        acc += tl.sum(w.to(tl.float32) * x[None, :], 1)
+        if step % num_chunks == num_chunks - 1:
+            rows = tile * BLOCK_N + r
+            tl.store(y_ptr + rows, acc.to(y_ptr.dtype.element_ty), mask=rows < N)
+            acc = tl.zeros([BLOCK_N], tl.float32)
+        w = w_next
+
+
+def use_gemv(x: torch.Tensor, weight: torch.Tensor | None) -> bool:
+    """Whether the fused GEMV runs here: one row and a dense row-major weight, inside a CUDA graph being
+    captured (launched eagerly from Python, a Triton kernel costs tens of microseconds of host time,
+    more than it saves)."""
     return (
-        x.numel() == x.shape[-1]
+        weight is not None
+        and x.numel() == x.shape[-1]
         and weight.stride(1) == 1
-        and weight.shape[1] <= 2 * weight.shape[0]
         and x.is_cuda
         and torch.cuda.is_current_stream_capturing()
     )
 
 
-def gemv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """x [..., K] holding one row, weight [N, K] -> [..., N] in x's dtype."""
+def _tile(k: int) -> tuple[int, int]:
+    """(rows, K-chunk) a program streams per step. bench/gpu/gemv_tune.py on an H100: 8 x 2048 is best or
+    near it on every matrix of the 1B and 8B shapes but the 8B down projection (K = 14,336), which
+    streams best 4 x 4096."""
+    if k > 8192:
+        return 4, 4096
+    return 8, min(2048, triton.next_power_of_2(k))
+
+
+@functools.cache
+def _num_programs_cap(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 3  # the interpreter on the CPU: few programs, so each takes several tiles
+    return PROGRAMS_PER_SM * torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def _launch(
+    prologue: int,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    residual: torch.Tensor | None = None,
+    norm_weight: torch.Tensor | None = None,
+    eps: float = 0.0,
+    residual_out: torch.Tensor | None = None,
+) -> torch.Tensor:
     n, k = weight.shape
     x = x.contiguous()
     y = torch.empty(*x.shape[:-1], n, dtype=x.dtype, device=x.device)
-    _gemv_kernel[(triton.cdiv(n, BLOCK_N),)](
+    block_n, block_k = _tile(k)
+    tiles = triton.cdiv(n, block_n)
+    pdl = use_pdl(x)
+    _gemv_kernel[(min(tiles, _num_programs_cap(x.device)),)](
         x,
+        residual if residual is not None else x,
+        norm_weight if norm_weight is not None else x,
+        residual_out if residual_out is not None else x,
         weight,
         y,
         n,
         k,
         weight.stride(0),
-        BLOCK_N=BLOCK_N,
-        BLOCK_K=min(512, triton.next_power_of_2(k)),
+        eps,
+        PROLOGUE=prologue,
+        BLOCK_N=block_n,
+        BLOCK_K=block_k,
+        USE_PDL=pdl,
+        launch_pdl=pdl,
         num_warps=8 if n <= 4096 else 4,
     )
     return y
+
+
+def gemv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """x [..., K] holding one row, weight [N, K] -> x @ weight.T [..., N] in x's dtype."""
+    return _launch(PLAIN, x, weight)
+
+
+def norm_gemv(
+    x: torch.Tensor,
+    residual: torch.Tensor | None,
+    norm_weight: torch.Tensor,
+    eps: float,
+    weight: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """RMSNorm then the product, for one row: returns (norm(x + residual) @ weight.T, x + residual);
+    without a residual, (norm(x) @ weight.T, x)."""
+    if residual is None:
+        return _launch(NORM, x, weight, norm_weight=norm_weight, eps=eps), x
+    residual_out = torch.empty_like(x)
+    y = _launch(ADD_NORM, x, weight, residual.contiguous(), norm_weight, eps, residual_out)
+    return y, residual_out
+
+
+def silu_mul_gemv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """x [..., 2K] = [gate | up] holding one row -> (silu(gate) * up) @ weight.T."""
+    return _launch(SILU_MUL, x, weight)

@@ -8,6 +8,8 @@ from torch import nn
 
 from pyinfer.distributed import SINGLE, ParallelGroup
 from pyinfer.kernels import triton_enabled
+from pyinfer.layers.activation import SiluAndMul
+from pyinfer.layers.norm import RMSNorm
 from pyinfer.layers.quantization import (
     Int4Shard,
     Int4Weights,
@@ -56,14 +58,21 @@ class LinearBase(nn.Module):
         self.quantized = weights
         self.weight = None  # the dense weight is dropped (a tied embedding keeps its own reference)
 
+    def fused_gemv(self, x: torch.Tensor) -> bool:
+        """Whether this product of x runs as a (fused) GEMV kernel: batch-1 decode on the GPU."""
+        if self.quantized is not None or not triton_enabled(x):
+            return False
+        from pyinfer.kernels.gemv import use_gemv
+
+        return use_gemv(x, self.weight)
+
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
         if self.quantized is not None:
             return self.quantized.mm(x)
-        if triton_enabled(x):
-            from pyinfer.kernels.gemv import gemv, use_gemv
+        if self.fused_gemv(x):
+            from pyinfer.kernels.gemv import gemv
 
-            if use_gemv(x, self.weight):  # batch-1 decode on the GPU
-                return gemv(x, self.weight)
+            return gemv(x, self.weight)
         return F.linear(x, self.weight)
 
 
@@ -82,6 +91,18 @@ class ColumnParallelLinear(LinearBase):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.matmul(x)
+
+    def normed(
+        self, x: torch.Tensor, residual: torch.Tensor | None, norm: RMSNorm
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """This linear of norm(x + residual), and x + residual, the new residual; without a residual, of
+        norm(x), and x. One kernel at batch 1 on the GPU."""
+        if self.fused_gemv(x):
+            from pyinfer.kernels.gemv import norm_gemv
+
+            return norm_gemv(x, residual, norm.weight, norm.eps, self.weight)
+        x, residual = (norm(x), x) if residual is None else norm(x, residual)
+        return self(x), residual
 
 
 class MergedColumnParallelLinear(ColumnParallelLinear):
@@ -134,3 +155,11 @@ class RowParallelLinear(LinearBase):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.group.all_reduce(self.matmul(x))
+
+    def gated(self, gate_up: torch.Tensor, act: SiluAndMul) -> torch.Tensor:
+        """This linear of act(gate_up) ([gate | up] -> silu(gate) * up); one kernel at batch 1 on the GPU."""
+        if self.fused_gemv(gate_up):
+            from pyinfer.kernels.gemv import silu_mul_gemv
+
+            return self.group.all_reduce(silu_mul_gemv(gate_up, self.weight))
+        return self(act(gate_up))

@@ -57,12 +57,8 @@ class RotaryEmbedding(nn.Module):
     def forward(
         self, rope: RopeInputs, q: torch.Tensor, k: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """q: [T, Hq, D], k: [T, Hk, D] rotated by what prepare() returned (in place with a kernel)."""
-        if triton_enabled(q):
-            from pyinfer.kernels.elementwise import rotary_
-
-            rotary_(rope, q, k, self.cos_sin)
-            return q, k
+        """q: [T, Hq, D], k: [T, Hk, D] rotated by what prepare() returned (in place with the C++ kernel).
+        The Triton attention backend rotates q and k itself, fused with its KV-cache write."""
         if _cpu_kernel(q):
             cpu_ops().rotary_(rope, q, k, self.cos_sin)
             return q, k

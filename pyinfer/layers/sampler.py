@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from pyinfer.kernels import triton_enabled
+
 if TYPE_CHECKING:
     from pyinfer.engine.sequence import Sequence
 
@@ -104,9 +106,12 @@ class SamplerOutput:
 
 
 class Sampler(nn.Module):
-    def forward(self, logits: torch.Tensor, st: SamplingTensors) -> SamplerOutput:
+    def forward(
+        self, logits: torch.Tensor, st: SamplingTensors, argmax: torch.Tensor | None = None
+    ) -> SamplerOutput:
+        """argmax: the logits' row-wise argmax where already computed (by the decode CUDA graph)."""
         if st.all_greedy and st.max_logprobs < 0 and st.is_plain:
-            return SamplerOutput(token_ids=_argmax(logits))
+            return SamplerOutput(token_ids=argmax if argmax is not None else greedy_ids(logits))
         logits = logits.float()
         vocab = logits.shape[-1]
         if st.bias_rows is not None:
@@ -118,7 +123,7 @@ class Sampler(nn.Module):
         if st.logits_mask is not None:
             logits = logits.masked_fill(~st.logits_mask, -float("inf"))
 
-        token_ids = logits.argmax(dim=-1) if st.all_greedy else self._sample(logits, st)
+        token_ids = greedy_ids(logits) if st.all_greedy else self._sample(logits, st)
 
         out = SamplerOutput(token_ids=token_ids)
         if st.max_logprobs >= 0:
@@ -130,7 +135,7 @@ class Sampler(nn.Module):
 
     @staticmethod
     def _sample(logits: torch.Tensor, st: SamplingTensors) -> torch.Tensor:
-        greedy_ids = logits.argmax(dim=-1)
+        greedy = greedy_ids(logits)
         scaled = logits / st.temperature[:, None]
         if st.top_k is not None or st.top_p is not None:
             scaled = _top_k_top_p(scaled, st.top_k, st.top_p)
@@ -143,7 +148,7 @@ class Sampler(nn.Module):
             if gen is not None:
                 noise[row].exponential_(generator=gen)
         sampled = (probs / noise).argmax(dim=-1)
-        return torch.where(st.greedy, greedy_ids, sampled)
+        return torch.where(st.greedy, greedy, sampled)
 
 
 def _apply_penalties(logits: torch.Tensor, st: SamplingTensors, vocab: int) -> torch.Tensor:
@@ -180,11 +185,11 @@ def _padded(rows: list[list[int]], pad: int, device: torch.device) -> torch.Tens
     return torch.tensor([r + [pad] * (width - len(r)) for r in rows], dtype=torch.long, device=device)
 
 
-def _argmax(logits: torch.Tensor, chunks: int = 64) -> torch.Tensor:
-    """Row-wise argmax in two stages: a single-row argmax over a large vocabulary otherwise runs on one block."""
-    rows, vocab = logits.shape
-    if vocab % chunks or rows >= 64:
-        return logits.argmax(dim=-1)
-    values, idx = logits.view(rows, chunks, vocab // chunks).max(dim=-1)
-    best = values.argmax(dim=-1, keepdim=True)
-    return (best * (vocab // chunks) + idx.gather(-1, best)).squeeze(-1)
+def greedy_ids(logits: torch.Tensor) -> torch.Tensor:
+    """Row-wise argmax [B] of logits [B, V]: our Triton kernel on the GPU (torch's runs a single row
+    over a large vocabulary on one block), torch's elsewhere."""
+    if triton_enabled(logits):
+        from pyinfer.kernels.argmax import argmax
+
+        return argmax(logits)
+    return logits.argmax(dim=-1)

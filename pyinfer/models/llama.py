@@ -29,15 +29,12 @@ class LlamaAttention(nn.Module):
             cfg.hidden_size, cfg.head_dim, cfg.num_attention_heads, cfg.num_key_value_heads, group
         )
         self.o_proj = RowParallelLinear(cfg.num_attention_heads * cfg.head_dim, cfg.hidden_size, group)
-        self.rotary = rotary
-        self.attn = Attention(self.num_heads, self.num_kv_heads, cfg.head_dim)
+        self.attn = Attention(self.num_heads, self.num_kv_heads, cfg.head_dim, rotary)
 
-    def forward(self, rope: RopeInputs, x: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
-        q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
-        q, k = self.rotary(
-            rope, q.unflatten(-1, (self.num_heads, -1)), k.unflatten(-1, (self.num_kv_heads, -1))
-        )
-        return self.o_proj(self.attn(q, k, v, meta))
+    def forward(self, rope: RopeInputs, qkv: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+        """qkv: this layer's qkv_proj output (the decoder layer fuses the norm before it)."""
+        q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+        return self.o_proj(self.attn(q, k, v, rope, meta))
 
 
 class LlamaMLP(nn.Module):
@@ -48,8 +45,9 @@ class LlamaMLP(nn.Module):
         self.down_proj = RowParallelLinear(size, cfg.hidden_size, group)
         self.act = SiluAndMul()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(self.act(self.gate_up_proj(x)))
+    def forward(self, gate_up: torch.Tensor) -> torch.Tensor:
+        """gate_up: this layer's gate_up_proj output (the decoder layer fuses the norm before it)."""
+        return self.down_proj.gated(gate_up, self.act)
 
 
 class LlamaDecoderLayer(nn.Module):
@@ -63,13 +61,11 @@ class LlamaDecoderLayer(nn.Module):
     def forward(
         self, rope: RopeInputs, x: torch.Tensor, residual: torch.Tensor | None, meta: AttentionMetadata
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        if residual is None:
-            x, residual = self.input_layernorm(x), x
-        else:
-            x, residual = self.input_layernorm(x, residual)
-        x = self.self_attn(rope, x, meta)
-        x, residual = self.post_attention_layernorm(x, residual)
-        return self.mlp(x), residual
+        """Each norm is applied by the projection after it (one kernel at batch 1 on the GPU)."""
+        qkv, residual = self.self_attn.qkv_proj.normed(x, residual, self.input_layernorm)
+        x = self.self_attn(rope, qkv, meta)
+        gate_up, residual = self.mlp.gate_up_proj.normed(x, residual, self.post_attention_layernorm)
+        return self.mlp(gate_up), residual
 
 
 class LlamaForCausalLM(nn.Module):
@@ -99,17 +95,18 @@ class LlamaForCausalLM(nn.Module):
 
     def forward(
         self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata
-    ) -> torch.Tensor:
-        """Returns final hidden states [T, hidden]; logits come from compute_logits on selected rows."""
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns the last layer's output and the residual stream, each [T, hidden], before the final
+        norm: compute_logits takes the same rows of both."""
         x, residual = self.embed_tokens(input_ids), None
         rope = self.rotary.prepare(positions, x.dtype)
         for layer in self.layers:
             x, residual = layer(rope, x, residual, meta)
-        x, _ = self.norm(x, residual)
-        return x
+        return x, residual
 
-    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.lm_head(hidden)
+    def compute_logits(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        """Logits of norm(x + residual), the final norm fused into the LM head at batch 1 on the GPU."""
+        return self.lm_head.normed(x, residual, self.norm)[0]
 
     def attention_layers(self) -> list[Attention]:
         return [layer.self_attn.attn for layer in self.layers]

@@ -32,8 +32,8 @@ def our_prompt_logits(llm: LLM, prompt: list[int]) -> torch.Tensor:
         max_query_len=n,
     )
     with torch.inference_mode():
-        hidden = runner.model(torch.tensor(prompt, device=dev), torch.arange(n, device=dev), meta)
-        return runner.model.compute_logits(hidden).float()
+        x, residual = runner.model(torch.tensor(prompt, device=dev), torch.arange(n, device=dev), meta)
+        return runner.model.compute_logits(x, residual).float()
 
 
 def hf_logits(model, prompt: list[int]) -> torch.Tensor:

@@ -8,8 +8,9 @@ import torch
 from pyinfer.attention.torch_backend import causal_attention, gather_kv
 from pyinfer.kernels.decode_attention import decode_attention
 from pyinfer.kernels.prefill_attention import prefill_attention
-from pyinfer.kernels.store_kv import store_kv
-from tests.kernels.conftest import tolerance
+from pyinfer.kernels.rotary_store import rotary_store
+from pyinfer.layers.rotary import RotaryEmbedding
+from tests.kernels.conftest import rotate_half_split, tolerance
 
 PAGE = 16
 
@@ -86,21 +87,46 @@ def test_prefill_attention_over_cached_prefix_matches_reference(heads, kv_heads,
     torch.testing.assert_close(out.float(), ref, **tolerance(dtype))
 
 
-def test_store_kv_writes_only_its_slots(device, dtype):
-    cache = torch.randn(2, 6, PAGE, 2, 64).to(device, dtype)
+LLAMA3_SCALING = {
+    "rope_type": "llama3",
+    "factor": 8.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 64,
+}
+
+
+@pytest.mark.parametrize(("heads", "kv_heads", "head_dim"), [(4, 4, 64), (9, 3, 64), (32, 8, 128)])
+def test_rotary_store_rotates_q_in_place_and_writes_rotated_k_and_v_to_their_slots(
+    heads, kv_heads, head_dim, device, dtype
+):
+    rope = RotaryEmbedding(head_dim, 512, 500000.0, LLAMA3_SCALING).to(device)
+    tokens, width = 5, kv_heads * head_dim
+    qkv = torch.randn(tokens, (heads + 2 * kv_heads) * head_dim).to(
+        device, dtype
+    )  # strided views, as in the model
+    q = qkv[:, : heads * head_dim].view(tokens, heads, head_dim)
+    k = qkv[:, heads * head_dim : heads * head_dim + width].view(tokens, kv_heads, head_dim)
+    v = qkv[:, heads * head_dim + width :].view(tokens, kv_heads, head_dim)
+    k_before, v_before = k.clone(), v.clone()
+    positions = torch.randint(0, 512, (tokens,), device=device)
+    ref_q, ref_k = rotate_half_split(positions, q, k, rope.cos_sin)
+    cache = torch.randn(2, 7, PAGE, kv_heads, head_dim).to(device, dtype)
     before = cache.clone()
-    qkv = torch.randn(5, (4 + 2 + 2) * 64).to(device, dtype)  # k and v as strided views, as in the model
-    k = qkv[:, 4 * 64 : 6 * 64].view(5, 2, 64)
-    v = qkv[:, 6 * 64 :].view(5, 2, 64)
-    slots = torch.tensor([3, 17, 95, -1, 40], device=device)
-    store_kv(cache, k, v, slots)
-    flat = cache.view(2, -1, 2, 64)
+    slots = torch.tensor([3, 17, 95, -1, 40], device=device)  # -1: a padding row writes nothing
+
+    rotary_store(positions, q, k, v, cache, slots, rope.cos_sin)
+
+    torch.testing.assert_close(q.cpu().float(), ref_q, **tolerance(dtype))
+    assert torch.equal(k, k_before) and torch.equal(v, v_before)
+    flat = cache.view(2, -1, kv_heads, head_dim)
     for i, slot in enumerate(slots.tolist()):
         if slot >= 0:
-            assert torch.equal(flat[0, slot], k[i]) and torch.equal(flat[1, slot], v[i])
+            torch.testing.assert_close(flat[0, slot].cpu().float(), ref_k[i], **tolerance(dtype))
+            assert torch.equal(flat[1, slot], v[i])
     untouched = torch.ones(flat.shape[1], dtype=torch.bool)
     untouched[[3, 17, 95, 40]] = False
-    assert torch.equal(flat[:, untouched], before.view(2, -1, 2, 64)[:, untouched])
+    assert torch.equal(flat[:, untouched], before.view(2, -1, kv_heads, head_dim)[:, untouched])
 
 
 @pytest.mark.gpu

@@ -1,15 +1,16 @@
-"""The batch-1 matrix-vector kernel against torch's matmul."""
+"""The batch-1 matrix-vector kernels (plain, RMSNorm and SiLU-and-mul prologues) against the PyTorch layers."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from pyinfer.kernels.gemv import gemv, use_gemv
+from pyinfer.kernels.gemv import gemv, norm_gemv, silu_mul_gemv, use_gemv
+from pyinfer.layers.norm import RMSNorm
 from tests.kernels.conftest import tolerance
 
 
-@pytest.mark.parametrize(("n", "k"), [(1, 64), (37, 96), (130, 576), (258, 1000)])
+@pytest.mark.parametrize(("n", "k"), [(1, 64), (37, 96), (130, 576), (258, 1000), (20, 2100)])
 def test_gemv_matches_matmul_on_odd_shapes(n, k, device, dtype):
     x = torch.randn(1, k).to(device, dtype)
     weight = (torch.randn(n, k) / k**0.5).to(device, dtype)
@@ -24,6 +25,32 @@ def test_gemv_reads_a_row_view_and_keeps_leading_dims(device, dtype):
     assert gemv(x.view(1, 1, 128), weight).shape == (1, 1, 70)
 
 
+@pytest.mark.parametrize(("n", "k"), [(37, 96), (130, 576), (258, 1000), (20, 2100)])
+def test_norm_gemv_matches_rms_norm_then_matmul(n, k, device, dtype):
+    norm = RMSNorm(k, 1e-5).to(device, dtype)
+    norm.weight.data = (torch.rand(k) + 0.5).to(device, dtype)
+    x, residual = torch.randn(1, k).to(device, dtype), torch.randn(1, k).to(device, dtype)
+    weight = (torch.randn(n, k) / k**0.5).to(device, dtype)
+
+    y, same = norm_gemv(x, None, norm.weight, norm.eps, weight)
+    torch.testing.assert_close(y, norm(x) @ weight.T, **tolerance(dtype))
+    assert same is x
+
+    y, new_residual = norm_gemv(x, residual, norm.weight, norm.eps, weight)
+    ref_x, ref_residual = norm(x, residual)
+    torch.testing.assert_close(new_residual, ref_residual, **tolerance(dtype))
+    torch.testing.assert_close(y, ref_x @ weight.T, **tolerance(dtype))
+
+
+@pytest.mark.parametrize(("n", "k"), [(37, 96), (130, 700), (9, 2100)])
+def test_silu_mul_gemv_matches_silu_and_mul_then_matmul(n, k, device, dtype):
+    gate_up = torch.randn(1, 2 * k).to(device, dtype)
+    weight = (torch.randn(n, k) / k**0.5).to(device, dtype)
+    gate, up = gate_up.float().chunk(2, dim=-1)
+    ref = (torch.nn.functional.silu(gate) * up) @ weight.float().T
+    torch.testing.assert_close(silu_mul_gemv(gate_up, weight).float(), ref, **tolerance(dtype))
+
+
 @pytest.mark.gpu
 def test_gemv_is_chosen_for_one_row_in_a_captured_graph_only():
     weight = torch.randn(64, 128, device="cuda", dtype=torch.bfloat16)
@@ -35,14 +62,18 @@ def test_gemv_is_chosen_for_one_row_in_a_captured_graph_only():
     with torch.cuda.graph(graph):
         chosen.append(use_gemv(x, weight))
         chosen.append(use_gemv(torch.randn(2, 128, device="cuda", dtype=torch.bfloat16), weight))
-        chosen.append(use_gemv(torch.randn(1, 256, device="cuda"), torch.randn(64, 256, device="cuda")))
-    assert chosen == [True, False, False]  # one row; two rows and a tall-K matrix keep cuBLAS
+        chosen.append(use_gemv(x, None))
+    assert chosen == [True, False, False]  # one row; two rows and quantized weights keep their matmul
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize(("n", "k"), [(3072, 2048), (128256, 2048), (28672, 4096)])
+@pytest.mark.parametrize(("n", "k"), [(3072, 2048), (128256, 2048), (28672, 4096), (4096, 14336)])
 def test_gemv_real_sizes(n, k):
     x = torch.randn(1, k, device="cuda", dtype=torch.bfloat16)
     weight = torch.randn(n, k, device="cuda", dtype=torch.bfloat16) / k**0.5
     ref = (x.float() @ weight.float().T).to(torch.bfloat16)
     torch.testing.assert_close(gemv(x, weight), ref, atol=2e-2, rtol=2e-2)
+    gate_up = torch.randn(1, 2 * k, device="cuda", dtype=torch.bfloat16)
+    gate, up = gate_up.float().chunk(2, dim=-1)
+    ref = ((torch.nn.functional.silu(gate) * up) @ weight.float().T).to(torch.bfloat16)
+    torch.testing.assert_close(silu_mul_gemv(gate_up, weight), ref, atol=3e-2, rtol=3e-2)

@@ -114,11 +114,3 @@ def test_seeded_rows_do_not_depend_on_the_rest_of_the_batch():
     alone = [draw(x[1:2], 0) for _ in range(3)]
     crowded = [draw(x, 1) for _ in range(3)]
     assert alone == crowded
-
-
-def test_two_stage_argmax_matches_argmax():
-    from pyinfer.layers.sampler import _argmax
-
-    for rows, vocab in ((1, 49152), (3, 128 * 64), (2, 1000)):
-        x = torch.randn(rows, vocab).to(torch.bfloat16)
-        assert torch.equal(_argmax(x), x.argmax(-1))
