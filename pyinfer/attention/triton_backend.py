@@ -29,20 +29,25 @@ class TritonAttentionBackend:
         meta: AttentionMetadata,
         scale: float,
     ) -> torch.Tensor:
-        rotary_store(rope, q, k, v, kv_cache, meta.slot_mapping, rotary.cos_sin)
-        out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
         nd = meta.num_decodes
-        if nd:
+        out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+        if nd:  # rotary and the KV write fused into the decode kernel
             decode_attention(
                 q[:nd],
+                k[:nd],
+                v[:nd],
                 kv_cache,
                 meta.block_tables[:nd],
                 meta.seq_lens[:nd],
+                rope[:nd],
+                meta.slot_mapping[:nd],
+                rotary.cos_sin,
                 scale,
                 meta.decode_splits,
                 out[:nd],
             )
         if nd < q.shape[0]:
+            rotary_store(rope[nd:], q[nd:], k[nd:], v[nd:], kv_cache, meta.slot_mapping[nd:], rotary.cos_sin)
             prefill_attention(
                 q,
                 kv_cache,

@@ -1,10 +1,14 @@
-"""Paged decode attention (one query token per sequence), GQA-aware, split over the KV length.
+"""Paged decode attention (one new token per sequence), GQA-aware and split over the KV length, fused
+with the new token's rotary embedding and KV-cache write: one kernel per layer and step.
 
-Stage 1: program (sequence, KV head, split) loads each K/V tile once for all the query heads that
-share it, and keeps an online softmax over its share of the context. Stage 2 merges the splits by
-their log-sum-exp; with one split (large batches fill the GPU without splitting) stage 1 writes the
-output itself and stage 2 is skipped. The number of splits is fixed per launch, so the kernel is
-CUDA-graph safe.
+Program (sequence, KV head, split) rotates the query heads that share its KV head and keeps an online
+softmax over its share of the cached context, loading each K/V tile once for all of them. The new
+token's key and value never round-trip through memory: the split that holds the last position rotates
+the key, writes key and value into the token's cache slot and adds them to its softmax, so no program
+reads a slot that another writes. With several splits at work, the last program of a (sequence, KV
+head) to finish, counted with an atomic, merges the splits by their log-sum-exp. The number of splits
+is fixed per launch (CUDA-graph safe); each split takes at least MIN_SPLIT keys, so short contexts
+leave the later splits idle instead of merging many tiny ones.
 """
 
 from __future__ import annotations
@@ -17,30 +21,50 @@ from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 from pyinfer.kernels import MAX_SPLITS, dot_precision, use_pdl
 from pyinfer.kernels.attend_tiles import attend_tiles
 
+MIN_SPLIT = 128
+_split_counters: dict[torch.device, torch.Tensor] = {}
+
+
+@triton.jit
+def _rotated(ptr, d, cos, sin_signed, mask, HALF: tl.constexpr):
+    """Heads at ptr + d rotated (neox half-split layout), in fp32; sin_signed is -sin on the first half."""
+    x = tl.load(ptr + d, mask=mask, other=0.0).to(tl.float32)
+    partner = tl.load(ptr + (d + HALF) % (2 * HALF), mask=mask, other=0.0).to(tl.float32)
+    return x * cos + partner * sin_signed
+
 
 # the block table's width changes every step: one compiled variant for all of them
 @triton.jit(do_not_specialize=["table_stride"])
-def _decode_split_kernel(
+def _decode_kernel(
     q_ptr,
+    k_ptr,
+    v_ptr,
     cache_ptr,
     tables_ptr,
     seq_lens_ptr,
+    pos_ptr,
+    slot_ptr,
+    cos_sin_ptr,
     out_ptr,
+    part_ptr,
     lse_ptr,
+    count_ptr,
     scale,
     q_stride,
+    k_stride,
+    v_stride,
     table_stride,
     v_offset,
     out_stride,
+    num_splits,
     NUM_KV_HEADS: tl.constexpr,
     GROUP: tl.constexpr,
     HEAD_DIM: tl.constexpr,
     PAGE: tl.constexpr,
-    num_splits,
     BLOCK_H: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    MIN_SPLIT: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
-    DIRECT: tl.constexpr,
     USE_PDL: tl.constexpr,
 ):
     if USE_PDL:
@@ -49,23 +73,36 @@ def _decode_split_kernel(
     seq = tl.program_id(0)
     kv_head = tl.program_id(1)
     split = tl.program_id(2)
-    seq_len = tl.load(seq_lens_ptr + seq)
-    per_split = tl.cdiv(tl.cdiv(seq_len, num_splits), BLOCK_N) * BLOCK_N
-    start = split * per_split
-    end = tl.minimum(start + per_split, seq_len)
-
     h = tl.arange(0, BLOCK_H)
     d = tl.arange(0, HEAD_DIM)
     head_mask = h < GROUP
     heads = kv_head * GROUP + h
-    q = tl.load(
-        q_ptr + seq * q_stride + heads[:, None] * HEAD_DIM + d[None, :], mask=head_mask[:, None], other=0.0
-    )
+    out_at = out_ptr + seq * out_stride + heads[:, None] * HEAD_DIM + d[None, :]
+    seq_len = tl.load(seq_lens_ptr + seq)
+    if seq_len == 0:  # a CUDA graph's padding row: zeros, and nothing written to the cache
+        if split == 0:
+            tl.store(out_at, tl.zeros([BLOCK_H, HEAD_DIM], out_ptr.dtype.element_ty), mask=head_mask[:, None])
+        return
+    per_split = tl.maximum(tl.cdiv(tl.cdiv(seq_len, num_splits), BLOCK_N) * BLOCK_N, MIN_SPLIT)
+    working = tl.cdiv(seq_len, per_split)  # splits with keys to attend to
+    if split >= working:
+        return
+    start = split * per_split
+    end = tl.minimum(start + per_split, seq_len)
+
+    HALF: tl.constexpr = HEAD_DIM // 2
+    pos = tl.load(pos_ptr + seq).to(tl.int64)
+    cos = tl.load(cos_sin_ptr + pos * HEAD_DIM + d % HALF)
+    sin = tl.load(cos_sin_ptr + pos * HEAD_DIM + HALF + d % HALF)
+    sin = tl.where(d < HALF, -sin, sin)
+    q_heads = q_ptr + seq * q_stride + heads[:, None] * HEAD_DIM
+    q = _rotated(q_heads, d[None, :], cos[None, :], sin[None, :], head_mask[:, None], HALF)
+    q = q.to(q_ptr.dtype.element_ty)  # rounded as the unfused rotary kernel stored it
 
     m = tl.full([BLOCK_H], float("-inf"), tl.float32)
     denom = tl.zeros([BLOCK_H], tl.float32)
     acc = tl.zeros([BLOCK_H, HEAD_DIM], tl.float32)
-    q_pos = tl.zeros([BLOCK_H], tl.int64) + seq_len - 1  # the one query sits after every cached key
+    q_pos = tl.zeros([BLOCK_H], tl.int64) + seq_len - 1
     qk_scale = scale * 1.4426950408889634  # softmax in base 2
     m, denom, acc = attend_tiles(
         q,
@@ -78,7 +115,7 @@ def _decode_split_kernel(
         kv_head,
         q_pos,
         start,
-        end,
+        tl.minimum(end, seq_len - 1),  # the cached keys; the new one comes from registers below
         qk_scale,
         table_stride,
         v_offset,
@@ -89,108 +126,127 @@ def _decode_split_kernel(
         True,
         DOT_PRECISION,
     )
+    if end == seq_len:  # this split holds the new token
+        k = _rotated(k_ptr + seq * k_stride + kv_head * HEAD_DIM, d, cos, sin, d < HEAD_DIM, HALF)
+        k = k.to(cache_ptr.dtype.element_ty)
+        v = tl.load(v_ptr + seq * v_stride + kv_head * HEAD_DIM + d)
+        slot = tl.load(slot_ptr + seq).to(tl.int64)
+        if slot >= 0:
+            dst = cache_ptr + slot * (NUM_KV_HEADS * HEAD_DIM) + kv_head * HEAD_DIM + d
+            tl.store(dst, k)
+            tl.store(dst + v_offset, v.to(cache_ptr.dtype.element_ty))
+        s = tl.sum(q.to(tl.float32) * k.to(tl.float32)[None, :], 1) * qk_scale
+        m_new = tl.maximum(m, s)
+        alpha = tl.exp2(m - m_new)
+        p = tl.exp2(s - m_new)
+        denom = denom * alpha + p
+        p = p.to(v.dtype).to(tl.float32)  # rounded as the tile loop rounds p before its product with V
+        acc = acc * alpha[:, None] + p[:, None] * v.to(tl.float32)[None, :]
+        m = m_new
 
-    has_work = end > start
-    out = tl.where(has_work, acc / tl.where(denom > 0, denom, 1.0)[:, None], 0.0)
-    if DIRECT:  # the only split: this is the attention output
-        dst = out_ptr + seq * out_stride + heads[:, None] * HEAD_DIM + d[None, :]
-        tl.store(dst, out.to(out_ptr.dtype.element_ty), mask=head_mask[:, None])
+    if working == 1:
+        tl.store(out_at, (acc / denom[:, None]).to(out_ptr.dtype.element_ty), mask=head_mask[:, None])
     else:
-        lse = tl.where(has_work, m + tl.log2(tl.where(denom > 0, denom, 1.0)), float("-inf"))  # base 2
-        base = (seq * NUM_KV_HEADS * GROUP + heads) * num_splits + split
-        tl.store(out_ptr + base[:, None] * HEAD_DIM + d[None, :], out, mask=head_mask[:, None])
-        tl.store(lse_ptr + base, lse, mask=head_mask)
+        rows = (seq * NUM_KV_HEADS * GROUP + heads) * num_splits  # [BLOCK_H] first split of each head
+        tl.store(
+            part_ptr + (rows + split)[:, None] * HEAD_DIM + d[None, :],
+            acc / denom[:, None],
+            mask=head_mask[:, None],
+        )
+        tl.store(lse_ptr + rows + split, m + tl.log2(denom), mask=head_mask)
+        tl.debug_barrier()  # every thread's partial written before the count says so
+        counter = count_ptr + seq * NUM_KV_HEADS + kv_head
+        if tl.atomic_add(counter, 1, sem="acq_rel") == working - 1:  # the last split to finish merges
+            tl.store(counter, 0)
+            tl.debug_barrier()
+            top = tl.full([BLOCK_H], float("-inf"), tl.float32)
+            for i in range(0, working):
+                top = tl.maximum(
+                    top, tl.load(lse_ptr + rows + i, mask=head_mask, other=0.0, cache_modifier=".cg")
+                )
+            total = tl.zeros([BLOCK_H], tl.float32)
+            merged = tl.zeros([BLOCK_H, HEAD_DIM], tl.float32)
+            for i in range(0, working):
+                w = tl.exp2(
+                    tl.load(lse_ptr + rows + i, mask=head_mask, other=0.0, cache_modifier=".cg") - top
+                )
+                part = tl.load(
+                    part_ptr + (rows + i)[:, None] * HEAD_DIM + d[None, :],
+                    mask=head_mask[:, None],
+                    other=0.0,
+                    cache_modifier=".cg",
+                )
+                total += w
+                merged += part * w[:, None]
+            tl.store(out_at, (merged / total[:, None]).to(out_ptr.dtype.element_ty), mask=head_mask[:, None])
 
 
-@triton.jit
-def _merge_splits_kernel(
-    part_ptr,
-    lse_ptr,
-    out_ptr,
-    out_stride,
-    NUM_HEADS: tl.constexpr,
-    HEAD_DIM: tl.constexpr,
-    num_splits,
-    BLOCK_S: tl.constexpr,
-    USE_PDL: tl.constexpr,
-):
-    if USE_PDL:
-        gdc_wait()
-        gdc_launch_dependents()
-    seq = tl.program_id(0)
-    head = tl.program_id(1)
-    s = tl.arange(0, BLOCK_S)
-    d = tl.arange(0, HEAD_DIM)
-    base = (seq * NUM_HEADS + head) * num_splits
-    lse = tl.load(lse_ptr + base + s, mask=s < num_splits, other=float("-inf"))
-    top = tl.max(lse, 0)
-    w = tl.where(lse > float("-inf"), tl.exp2(lse - top), 0.0)
-    part = tl.load(
-        part_ptr + (base + s)[:, None] * HEAD_DIM + d[None, :], mask=(s < num_splits)[:, None], other=0.0
-    )
-    total = tl.sum(w, 0)
-    out = tl.sum(part * w[:, None], 0) / tl.where(total > 0, total, 1.0)
-    tl.store(out_ptr + seq * out_stride + head * HEAD_DIM + d, out.to(out_ptr.dtype.element_ty))
+def _counters(device: torch.device, n: int) -> torch.Tensor:
+    """Zeroed split counters, one per (sequence, KV head); each merge sets its own back to zero. Grown
+    only outside CUDA-graph capture in practice: the largest graph is warmed up before any is captured."""
+    counters = _split_counters.get(device)
+    if counters is None or counters.numel() < n:
+        counters = _split_counters[device] = torch.zeros(max(n, 4096), dtype=torch.int32, device=device)
+    return counters
 
 
 def decode_attention(
     q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
     kv_cache: torch.Tensor,
     block_tables: torch.Tensor,
     seq_lens: torch.Tensor,
+    positions: torch.Tensor,
+    slot_mapping: torch.Tensor,
+    cos_sin: torch.Tensor,
     scale: float,
     num_splits: int,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """q [B, Hq, D] -> [B, Hq, D], attending to seq_lens[b] cached tokens of each sequence."""
+    """q [B, Hq, D] and the new token's k, v [B, Hk, D], not yet rotated (rows may be strided views of
+    one qkv tensor) -> [B, Hq, D]. Sequence b attends to seq_lens[b] keys: the seq_lens[b] - 1 in its
+    cache, then the new one, which is written to kv_cache at slot_mapping[b] (-1: not written)."""
     assert 1 <= num_splits <= MAX_SPLITS
+    assert q.stride(2) == k.stride(2) == v.stride(2) == 1
     batch, num_heads, head_dim = q.shape
     _, _, page, num_kv_heads, _ = kv_cache.shape
     group = num_heads // num_kv_heads
     out = torch.empty_like(q) if out is None else out
-    direct = num_splits == 1
-    part = (
-        out
-        if direct
-        else torch.empty(batch, num_heads, num_splits, head_dim, dtype=torch.float32, device=q.device)
-    )
-    lse = out if direct else torch.empty(batch, num_heads, num_splits, dtype=torch.float32, device=q.device)
+    part = torch.empty(batch, num_heads, num_splits, head_dim, dtype=torch.float32, device=q.device)
+    lse = torch.empty(batch, num_heads, num_splits, dtype=torch.float32, device=q.device)
     pdl = use_pdl(q)
-    _decode_split_kernel[(batch, num_kv_heads, num_splits)](
+    _decode_kernel[(batch, num_kv_heads, num_splits)](
         q,
+        k,
+        v,
         kv_cache,
         block_tables,
         seq_lens,
+        positions,
+        slot_mapping,
+        cos_sin,
+        out,
         part,
         lse,
+        _counters(q.device, batch * num_kv_heads),
         scale,
         q.stride(0),
+        k.stride(0),
+        v.stride(0),
         block_tables.stride(0),
         kv_cache[0].numel(),
         out.stride(0),
-        num_splits=num_splits,
+        num_splits,
         NUM_KV_HEADS=num_kv_heads,
         GROUP=group,
         HEAD_DIM=head_dim,
         PAGE=page,
         BLOCK_H=max(16, triton.next_power_of_2(group)),
         BLOCK_N=64,
+        MIN_SPLIT=MIN_SPLIT,
         DOT_PRECISION=dot_precision(q.dtype),
-        DIRECT=direct,
         USE_PDL=pdl,
         launch_pdl=pdl,
     )
-    if not direct:
-        _merge_splits_kernel[(batch, num_heads)](
-            part,
-            lse,
-            out,
-            out.stride(0),
-            num_splits=num_splits,
-            NUM_HEADS=num_heads,
-            HEAD_DIM=head_dim,
-            BLOCK_S=MAX_SPLITS,
-            USE_PDL=pdl,
-            launch_pdl=pdl,
-        )
     return out

@@ -13,6 +13,13 @@ from pyinfer.layers.rotary import RotaryEmbedding
 from tests.kernels.conftest import rotate_half_split, tolerance
 
 PAGE = 16
+LLAMA3_SCALING = {
+    "rope_type": "llama3",
+    "factor": 8.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 64,
+}
 
 
 def paged_setup(seq_lens: list[int], num_kv_heads: int, head_dim: int, device: str, dtype, seed: int):
@@ -51,25 +58,81 @@ CASES = [  # (num_heads, num_kv_heads, head_dim)
 ]
 
 
+def decode_step(seq_lens, heads, kv_heads, head_dim, device, dtype, seed):
+    """One decode step's inputs: a cache with each sequence's earlier keys, and the new token's q, k and v,
+    not yet rotated, as strided views of one qkv tensor (as in the model). Returns them with the expected
+    cache (the rotated key and the value in the token's slot) and the expected output (the rotated query
+    attending to that cache). A length of 0 is a padding row (slot -1)."""
+    cache, tables = paged_setup([max(n, 1) for n in seq_lens], kv_heads, head_dim, device, dtype, seed)
+    rope = RotaryEmbedding(head_dim, 8192, 500000.0, LLAMA3_SCALING).to(device)
+    width, batch = kv_heads * head_dim, len(seq_lens)
+    gen = torch.Generator().manual_seed(seed + 1)
+    qkv = torch.randn(batch, heads * head_dim + 2 * width, generator=gen).to(device, dtype)
+    q = qkv[:, : heads * head_dim].view(batch, heads, head_dim)
+    k = qkv[:, heads * head_dim : heads * head_dim + width].view(batch, kv_heads, head_dim)
+    v = qkv[:, heads * head_dim + width :].view(batch, kv_heads, head_dim)
+    positions = torch.tensor([max(n - 1, 0) for n in seq_lens], device=device)
+    slots = [
+        tables[i, (n - 1) // PAGE].item() * PAGE + (n - 1) % PAGE if n else -1 for i, n in enumerate(seq_lens)
+    ]
+    ref_q, ref_k = rotate_half_split(positions, q, k, rope.cos_sin)
+    expected_cache = cache.clone()
+    flat = expected_cache.view(2, -1, kv_heads, head_dim)
+    for i, slot in enumerate(slots):
+        if slot >= 0:
+            flat[0, slot], flat[1, slot] = ref_k[i].to(device, dtype), v[i]
+    live = [i for i, n in enumerate(seq_lens) if n]
+    expected = torch.zeros(batch, heads, head_dim)
+    expected[live] = reference(
+        ref_q[live].to(device, dtype),
+        expected_cache,
+        tables[live],
+        [1] * len(live),
+        [seq_lens[i] for i in live],
+        head_dim**-0.5,
+    ).cpu()
+    args = (
+        q,
+        k,
+        v,
+        cache,
+        tables,
+        torch.tensor(seq_lens, dtype=torch.int32, device=device),
+        positions,
+        torch.tensor(slots, device=device),
+        rope.cos_sin,
+        head_dim**-0.5,
+    )
+    return args, expected_cache, expected
+
+
 @pytest.mark.parametrize(("heads", "kv_heads", "head_dim"), CASES)
-def test_decode_attention_matches_reference(heads, kv_heads, head_dim, device, dtype):
-    seq_lens = [1, 15, 16, 17, 100]
-    cache, tables = paged_setup(seq_lens, kv_heads, head_dim, device, dtype, seed=heads * head_dim)
-    q = torch.randn(len(seq_lens), heads, head_dim).to(device, dtype)
-    lens = torch.tensor(seq_lens, dtype=torch.int32, device=device)
-    ref = reference(q, cache, tables, [1] * len(seq_lens), seq_lens, head_dim**-0.5)
-    for splits in (1, 3):
-        out = decode_attention(q, cache, tables, lens, head_dim**-0.5, num_splits=splits)
-        torch.testing.assert_close(out.float(), ref, **tolerance(dtype))
+def test_decode_attention_rotates_writes_the_new_token_and_attends(heads, kv_heads, head_dim, device, dtype):
+    seq_lens = [1, 15, 16, 17, 100, 300]  # one token; page boundaries; past MIN_SPLIT keys
+    for splits in (1, 3, 8):
+        args, expected_cache, expected = decode_step(
+            seq_lens, heads, kv_heads, head_dim, device, dtype, seed=heads
+        )
+        out = decode_attention(*args, num_splits=splits)
+        torch.testing.assert_close(out.cpu().float(), expected, **tolerance(dtype))
+        cache = args[3]
+        torch.testing.assert_close(cache.cpu().float(), expected_cache.cpu().float(), **tolerance(dtype))
 
 
-def test_decode_attention_padding_rows_are_zero(device, dtype):
-    cache, tables = paged_setup([20, 5], 2, 64, device, dtype, seed=3)
-    q = torch.randn(3, 4, 64).to(device, dtype)
-    tables = torch.cat([tables, torch.zeros_like(tables[:1])])
-    lens = torch.tensor([20, 5, 0], dtype=torch.int32, device=device)  # row 2: CUDA-graph padding
-    out = decode_attention(q, cache, tables, lens, 0.125, num_splits=2)
+def test_decode_attention_split_counters_reset_for_the_next_step(device, dtype):
+    """The merge counters are shared by every launch: a second step must merge like the first."""
+    for seed in (1, 2):
+        args, _, expected = decode_step([700, 260], 8, 2, 64, device, dtype, seed=seed)
+        out = decode_attention(*args, num_splits=6)
+        torch.testing.assert_close(out.cpu().float(), expected, **tolerance(dtype))
+
+
+def test_decode_attention_padding_rows_are_zero_and_write_nothing(device, dtype):
+    args, expected_cache, expected = decode_step([20, 5, 0], 4, 2, 64, device, dtype, seed=3)
+    out = decode_attention(*args, num_splits=2)
     assert torch.isfinite(out).all() and out[2].abs().max() == 0
+    torch.testing.assert_close(out.cpu().float(), expected, **tolerance(dtype))
+    assert torch.equal(args[3], expected_cache)
 
 
 @pytest.mark.parametrize(("heads", "kv_heads", "head_dim"), CASES)
@@ -85,15 +148,6 @@ def test_prefill_attention_over_cached_prefix_matches_reference(heads, kv_heads,
     out = prefill_attention(q, cache, tables, starts, lens, max(query_lens), head_dim**-0.5)
     ref = reference(q, cache, tables, query_lens, seq_lens, head_dim**-0.5)
     torch.testing.assert_close(out.float(), ref, **tolerance(dtype))
-
-
-LLAMA3_SCALING = {
-    "rope_type": "llama3",
-    "factor": 8.0,
-    "low_freq_factor": 1.0,
-    "high_freq_factor": 4.0,
-    "original_max_position_embeddings": 64,
-}
 
 
 @pytest.mark.parametrize(("heads", "kv_heads", "head_dim"), [(4, 4, 64), (9, 3, 64), (32, 8, 128)])
@@ -134,13 +188,11 @@ def test_rotary_store_rotates_q_in_place_and_writes_rotated_k_and_v_to_their_slo
 @pytest.mark.parametrize(("heads", "kv_heads", "head_dim"), [(32, 8, 64), (32, 8, 128), (32, 32, 128)])
 def test_kernels_at_real_sizes(heads, kv_heads, head_dim):
     dtype, device = torch.bfloat16, "cuda"
-    seq_lens = [*torch.randint(1, 4096, (48,)).tolist(), 4096, 16, 17]
-    cache, tables = paged_setup(seq_lens, kv_heads, head_dim, device, dtype, seed=heads + head_dim)
-    q = torch.randn(len(seq_lens), heads, head_dim, device=device, dtype=dtype)
-    lens = torch.tensor(seq_lens, dtype=torch.int32, device=device)
-    ref = reference(q, cache, tables, [1] * len(seq_lens), seq_lens, head_dim**-0.5)
-    out = decode_attention(q, cache, tables, lens, head_dim**-0.5, num_splits=8)
-    torch.testing.assert_close(out.float(), ref, atol=2e-2, rtol=2e-2)
+    seq_lens = [*torch.randint(1, 4096, (48,)).tolist(), 4096, 16, 17, 0]
+    args, _, expected = decode_step(seq_lens, heads, kv_heads, head_dim, device, dtype, seed=heads + head_dim)
+    for splits in (1, 8, 32):
+        out = decode_attention(*args, num_splits=splits)
+        torch.testing.assert_close(out.cpu().float(), expected, atol=2e-2, rtol=2e-2)
     shapes = [(2048, 2048), (512, 3000), (1, 4000), (100, 100)]
     qlens, slens = [a for a, _ in shapes], [b for _, b in shapes]
     cache, tables = paged_setup(slens, kv_heads, head_dim, device, dtype, seed=5)
