@@ -1,6 +1,6 @@
 """The batch-1 GEMV kernels against what they replace, on the decode matrices of the 1B and 8B shapes
 (diagnostic): cuBLAS alone, and cuBLAS after the RMSNorm or SiLU-and-mul kernel it fuses; then a sweep of
-the tile (rows x K-chunk) and the default tile without PDL. python bench/gpu/gemv_tune.py"""
+the tile (rows x K-chunk x warps) and the default tile without PDL. python bench/gpu/gemv_tune.py"""
 
 import itertools
 
@@ -62,8 +62,10 @@ def variants(n, k, prologue):
     return lambda w: linear(x, w), lambda w: gemv(x, w)
 
 
-print(f"{'shape':12}{'cublas':>8}{'unfused':>9}{'fused':>8}{'TB/s':>7}   sweep: fused us for rows x K-chunk")
-sweep = [(4, 512), (8, 512), (4, 2048), (8, 2048), (4, 4096), (8, 1024), (2, 4096)]
+print(
+    f"{'shape':12}{'cublas':>8}{'unfused':>9}{'fused':>8}{'TB/s':>7}   sweep: fused us for rows x K-chunk x warps"
+)
+sweep = [(8, 2048, 4), (8, 2048, 8), (8, 2048, 16), (16, 1024, 8), (4, 2048, 4), (4, 4096, 8), (16, 2048, 8)]
 for name, (n, k, prologue) in SHAPES.items():
     ws = [
         torch.randn(n, k, device="cuda", dtype=torch.bfloat16) * 0.02
@@ -75,16 +77,16 @@ for name, (n, k, prologue) in SHAPES.items():
     unfused, fused = variants(n, k, prologue)
     t_unfused, t_fused = bench(unfused, ws), bench(fused, ws)
     row = []
-    tile = gemv_module._tile
-    for config in sweep:
-        gemv_module._tile = lambda k, config=config: config
+    config = gemv_module._config
+    for tile in sweep:
+        gemv_module._config = lambda n, k, tile=tile: tile
         row.append(f"{bench(fused, ws):.1f}")
-    gemv_module._tile = tile
+    gemv_module._config = config
     gemv_module.use_pdl = lambda x: False
     row.append(f"{bench(fused, ws):.1f}")
     gemv_module.use_pdl = use_pdl
     tbs = n * k * 2 / t_fused / 1e6
     print(
         f"{name:12}{cublas:>8.1f}{t_unfused:>9.1f}{t_fused:>8.1f}{tbs:>7.2f}   "
-        + " ".join(f"{b}x{p}:{t}" for (b, p), t in zip([*sweep, ("no", "pdl")], row, strict=True))
+        + " ".join(f"{'x'.join(map(str, c))}:{t}" for c, t in zip([*sweep, ("no", "pdl")], row, strict=True))
     )

@@ -39,7 +39,6 @@ class TritonAttentionBackend:
                 kv_cache,
                 meta.block_tables[:nd],
                 meta.seq_lens[:nd],
-                rope[:nd],
                 meta.slot_mapping[:nd],
                 rotary.cos_sin,
                 scale,

@@ -42,7 +42,6 @@ def _decode_kernel(
     cache_ptr,
     tables_ptr,
     seq_lens_ptr,
-    pos_ptr,
     slot_ptr,
     cos_sin_ptr,
     out_ptr,
@@ -90,14 +89,19 @@ def _decode_kernel(
     start = split * per_split
     end = tl.minimum(start + per_split, seq_len)
 
+    # Everything the new token needs is loaded up front, so that its loads overlap the tile loop's.
     HALF: tl.constexpr = HEAD_DIM // 2
-    pos = tl.load(pos_ptr + seq).to(tl.int64)
+    pos = (seq_len - 1).to(tl.int64)  # the new token follows every cached one
     cos = tl.load(cos_sin_ptr + pos * HEAD_DIM + d % HALF)
     sin = tl.load(cos_sin_ptr + pos * HEAD_DIM + HALF + d % HALF)
     sin = tl.where(d < HALF, -sin, sin)
     q_heads = q_ptr + seq * q_stride + heads[:, None] * HEAD_DIM
     q = _rotated(q_heads, d[None, :], cos[None, :], sin[None, :], head_mask[:, None], HALF)
     q = q.to(q_ptr.dtype.element_ty)  # rounded as the unfused rotary kernel stored it
+    k = _rotated(k_ptr + seq * k_stride + kv_head * HEAD_DIM, d, cos, sin, d < HEAD_DIM, HALF)
+    k = k.to(cache_ptr.dtype.element_ty)
+    v = tl.load(v_ptr + seq * v_stride + kv_head * HEAD_DIM + d)
+    slot = tl.load(slot_ptr + seq).to(tl.int64)
 
     m = tl.full([BLOCK_H], float("-inf"), tl.float32)
     denom = tl.zeros([BLOCK_H], tl.float32)
@@ -127,10 +131,6 @@ def _decode_kernel(
         DOT_PRECISION,
     )
     if end == seq_len:  # this split holds the new token
-        k = _rotated(k_ptr + seq * k_stride + kv_head * HEAD_DIM, d, cos, sin, d < HEAD_DIM, HALF)
-        k = k.to(cache_ptr.dtype.element_ty)
-        v = tl.load(v_ptr + seq * v_stride + kv_head * HEAD_DIM + d)
-        slot = tl.load(slot_ptr + seq).to(tl.int64)
         if slot >= 0:
             dst = cache_ptr + slot * (NUM_KV_HEADS * HEAD_DIM) + kv_head * HEAD_DIM + d
             tl.store(dst, k)
@@ -197,7 +197,6 @@ def decode_attention(
     kv_cache: torch.Tensor,
     block_tables: torch.Tensor,
     seq_lens: torch.Tensor,
-    positions: torch.Tensor,
     slot_mapping: torch.Tensor,
     cos_sin: torch.Tensor,
     scale: float,
@@ -206,7 +205,8 @@ def decode_attention(
 ) -> torch.Tensor:
     """q [B, Hq, D] and the new token's k, v [B, Hk, D], not yet rotated (rows may be strided views of
     one qkv tensor) -> [B, Hq, D]. Sequence b attends to seq_lens[b] keys: the seq_lens[b] - 1 in its
-    cache, then the new one, which is written to kv_cache at slot_mapping[b] (-1: not written)."""
+    cache, then the new one at position seq_lens[b] - 1, which is written to kv_cache at
+    slot_mapping[b] (-1: not written)."""
     assert 1 <= num_splits <= MAX_SPLITS
     assert q.stride(2) == k.stride(2) == v.stride(2) == 1
     batch, num_heads, head_dim = q.shape
@@ -223,7 +223,6 @@ def decode_attention(
         kv_cache,
         block_tables,
         seq_lens,
-        positions,
         slot_mapping,
         cos_sin,
         out,

@@ -127,13 +127,14 @@ def use_gemv(x: torch.Tensor, weight: torch.Tensor | None) -> bool:
     )
 
 
-def _tile(k: int) -> tuple[int, int]:
-    """(rows, K-chunk) a program streams per step. bench/gpu/gemv_tune.py on an H100: 8 x 2048 is best or
+def _config(n: int, k: int) -> tuple[int, int, int]:
+    """(rows, K-chunk, warps) of a program. bench/gpu/gemv_tune.py on an H100: 8 x 2048 tiles are best or
     near it on every matrix of the 1B and 8B shapes but the 8B down projection (K = 14,336), which
     streams best 4 x 4096."""
+    warps = 8 if n <= 4096 else 4
     if k > 8192:
-        return 4, 4096
-    return 8, min(2048, triton.next_power_of_2(k))
+        return 4, 4096, warps
+    return 8, min(2048, triton.next_power_of_2(k)), warps
 
 
 @functools.cache
@@ -155,7 +156,7 @@ def _launch(
     n, k = weight.shape
     x = x.contiguous()
     y = torch.empty(*x.shape[:-1], n, dtype=x.dtype, device=x.device)
-    block_n, block_k = _tile(k)
+    block_n, block_k, num_warps = _config(n, k)
     tiles = triton.cdiv(n, block_n)
     pdl = use_pdl(x)
     _gemv_kernel[(min(tiles, _num_programs_cap(x.device)),)](
@@ -174,7 +175,7 @@ def _launch(
         BLOCK_K=block_k,
         USE_PDL=pdl,
         launch_pdl=pdl,
-        num_warps=8 if n <= 4096 else 4,
+        num_warps=num_warps,
     )
     return y
 

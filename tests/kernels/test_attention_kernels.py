@@ -98,7 +98,6 @@ def decode_step(seq_lens, heads, kv_heads, head_dim, device, dtype, seed):
         cache,
         tables,
         torch.tensor(seq_lens, dtype=torch.int32, device=device),
-        positions,
         torch.tensor(slots, device=device),
         rope.cos_sin,
         head_dim**-0.5,
