@@ -29,6 +29,7 @@ class TritonAttentionBackend:
         meta: AttentionMetadata,
         scale: float,
     ) -> torch.Tensor:
+        assert isinstance(rope, torch.Tensor)  # RotaryEmbedding.prepare gives the Triton path positions
         nd = meta.num_decodes
         out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
         if nd:  # rotary and the KV write fused into the decode kernel
@@ -46,9 +47,19 @@ class TritonAttentionBackend:
                 out[:nd],
             )
         if nd < q.shape[0]:
-            rotary_store(rope[nd:], q[nd:], k[nd:], v[nd:], kv_cache, meta.slot_mapping[nd:], rotary.cos_sin)
+            q_rotated = torch.empty(q.shape, dtype=q.dtype, device=q.device)  # rows nd: filled
+            rotary_store(
+                rope[nd:],
+                q[nd:],
+                k[nd:],
+                v[nd:],
+                kv_cache,
+                meta.slot_mapping[nd:],
+                rotary.cos_sin,
+                q_rotated[nd:],
+            )
             prefill_attention(
-                q,
+                q_rotated,
                 kv_cache,
                 meta.block_tables[nd:],
                 meta.query_start_loc[nd:],

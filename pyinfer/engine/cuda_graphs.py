@@ -13,8 +13,7 @@ import time
 import torch
 
 from pyinfer.attention.metadata import AttentionMetadata
-from pyinfer.kernels import MAX_SPLITS
-from pyinfer.layers.sampler import greedy_ids
+from pyinfer.kernels import MAX_SPLITS, triton_enabled
 from pyinfer.models.llama import LlamaForCausalLM
 
 log = logging.getLogger(__name__)
@@ -63,7 +62,11 @@ class DecodeGraphs:
     def _forward(self, bs: int) -> tuple[torch.Tensor, torch.Tensor]:
         x, residual = self.model(self.input_ids[:bs], self.positions[:bs], self._meta(bs))
         logits = self.model.compute_logits(x, residual)
-        return logits, greedy_ids(logits)
+        if not triton_enabled(logits):
+            return logits, logits.argmax(dim=-1)
+        from pyinfer.kernels.argmax import argmax  # torch's runs one row of a large vocabulary on one block
+
+        return logits, argmax(logits)
 
     @torch.inference_mode()
     def _capture(self) -> None:

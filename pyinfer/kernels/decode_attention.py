@@ -20,17 +20,11 @@ from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 from pyinfer.kernels import MAX_SPLITS, dot_precision, use_pdl
 from pyinfer.kernels.attend_tiles import attend_tiles
+from pyinfer.kernels.rotary_tiles import cos_sin_rows, rotated
 
 MIN_SPLIT = 128
 _split_counters: dict[torch.device, torch.Tensor] = {}
-
-
-@triton.jit
-def _rotated(ptr, d, cos, sin_signed, mask, HALF: tl.constexpr):
-    """Heads at ptr + d rotated (neox half-split layout), in fp32; sin_signed is -sin on the first half."""
-    x = tl.load(ptr + d, mask=mask, other=0.0).to(tl.float32)
-    partner = tl.load(ptr + (d + HALF) % (2 * HALF), mask=mask, other=0.0).to(tl.float32)
-    return x * cos + partner * sin_signed
+_outgrown_counters: list[torch.Tensor] = []  # never freed: graphs captured with them still use them
 
 
 # the block table's width changes every step: one compiled variant for all of them
@@ -90,15 +84,12 @@ def _decode_kernel(
     end = tl.minimum(start + per_split, seq_len)
 
     # Everything the new token needs is loaded up front, so that its loads overlap the tile loop's.
-    HALF: tl.constexpr = HEAD_DIM // 2
     pos = (seq_len - 1).to(tl.int64)  # the new token follows every cached one
-    cos = tl.load(cos_sin_ptr + pos * HEAD_DIM + d % HALF)
-    sin = tl.load(cos_sin_ptr + pos * HEAD_DIM + HALF + d % HALF)
-    sin = tl.where(d < HALF, -sin, sin)
+    cos, sin = cos_sin_rows(cos_sin_ptr, pos, d, HEAD_DIM)
     q_heads = q_ptr + seq * q_stride + heads[:, None] * HEAD_DIM
-    q = _rotated(q_heads, d[None, :], cos[None, :], sin[None, :], head_mask[:, None], HALF)
-    q = q.to(q_ptr.dtype.element_ty)  # rounded as the unfused rotary kernel stored it
-    k = _rotated(k_ptr + seq * k_stride + kv_head * HEAD_DIM, d, cos, sin, d < HEAD_DIM, HALF)
+    q = rotated(q_heads, d[None, :], cos[None, :], sin[None, :], head_mask[:, None], HEAD_DIM)
+    q = q.to(q_ptr.dtype.element_ty)  # rounded as rotary_store rounds a prefill's q
+    k = rotated(k_ptr + seq * k_stride + kv_head * HEAD_DIM, d, cos, sin, d < HEAD_DIM, HEAD_DIM)
     k = k.to(cache_ptr.dtype.element_ty)
     v = tl.load(v_ptr + seq * v_stride + kv_head * HEAD_DIM + d)
     slot = tl.load(slot_ptr + seq).to(tl.int64)
@@ -140,7 +131,7 @@ def _decode_kernel(
         alpha = tl.exp2(m - m_new)
         p = tl.exp2(s - m_new)
         denom = denom * alpha + p
-        p = p.to(v.dtype).to(tl.float32)  # rounded as the tile loop rounds p before its product with V
+        p = p.to(cache_ptr.dtype.element_ty).to(tl.float32)  # as the tile loop rounds p before P @ V
         acc = acc * alpha[:, None] + p[:, None] * v.to(tl.float32)[None, :]
         m = m_new
 
@@ -182,10 +173,15 @@ def _decode_kernel(
 
 
 def _counters(device: torch.device, n: int) -> torch.Tensor:
-    """Zeroed split counters, one per (sequence, KV head); each merge sets its own back to zero. Grown
-    only outside CUDA-graph capture in practice: the largest graph is warmed up before any is captured."""
+    """Zeroed split counters, one per (sequence, KV head); each merge sets its own back to zero. They
+    grow outside CUDA-graph capture (the largest graph is warmed up before any is captured), and a
+    buffer outgrown stays allocated, as graphs captured earlier hold its address."""
     counters = _split_counters.get(device)
     if counters is None or counters.numel() < n:
+        if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+            raise RuntimeError("decode split counters must grow before CUDA-graph capture")
+        if counters is not None:
+            _outgrown_counters.append(counters)
         counters = _split_counters[device] = torch.zeros(max(n, 4096), dtype=torch.int32, device=device)
     return counters
 
@@ -209,6 +205,7 @@ def decode_attention(
     slot_mapping[b] (-1: not written)."""
     assert 1 <= num_splits <= MAX_SPLITS
     assert q.stride(2) == k.stride(2) == v.stride(2) == 1
+    assert q.stride(1) == k.stride(1) == v.stride(1) == q.shape[2]
     batch, num_heads, head_dim = q.shape
     _, _, page, num_kv_heads, _ = kv_cache.shape
     group = num_heads // num_kv_heads

@@ -29,20 +29,26 @@ ADD_NORM = tl.constexpr(3)
 
 
 @triton.jit
-def _input_chunk(x_ptr, res_ptr, norm_ptr, k, k_mask, K, rstd, PROLOGUE: tl.constexpr):
-    """f(x)[k] in fp32, rounded where the unfused layers round (to x's dtype between ops)."""
-    x = tl.load(x_ptr + k, mask=k_mask, other=0.0)
-    if PROLOGUE == PLAIN:
-        return x.to(tl.float32)
-    if PROLOGUE == SILU_MUL:
-        gate = x.to(tl.float32)
-        up = tl.load(x_ptr + K + k, mask=k_mask, other=0.0)
-        return ((gate / (1.0 + tl.exp(-gate))).to(up.dtype) * up).to(tl.float32)
-    h = x.to(tl.float32)
+def _norm_input(x_ptr, res_ptr, k, k_mask, PROLOGUE: tl.constexpr):
+    """What the norm normalizes at columns k, in fp32: x, or x + residual."""
+    h = tl.load(x_ptr + k, mask=k_mask, other=0.0).to(tl.float32)
     if PROLOGUE == ADD_NORM:
         h += tl.load(res_ptr + k, mask=k_mask, other=0.0).to(tl.float32)
+    return h
+
+
+@triton.jit
+def _input_chunk(x_ptr, res_ptr, norm_ptr, k, k_mask, K, rstd, PROLOGUE: tl.constexpr):
+    """f(x)[k] in fp32, rounded where the unfused layers round (to x's dtype between ops)."""
+    if PROLOGUE == PLAIN:
+        return tl.load(x_ptr + k, mask=k_mask, other=0.0).to(tl.float32)
+    if PROLOGUE == SILU_MUL:
+        gate = tl.load(x_ptr + k, mask=k_mask, other=0.0).to(tl.float32)
+        up = tl.load(x_ptr + K + k, mask=k_mask, other=0.0)
+        return ((gate / (1.0 + tl.exp(-gate))).to(up.dtype) * up).to(tl.float32)
+    h = _norm_input(x_ptr, res_ptr, k, k_mask, PROLOGUE)
     w = tl.load(norm_ptr + k, mask=k_mask, other=0.0)
-    return ((h * rstd).to(w.dtype) * w).to(tl.float32)
+    return ((h * rstd).to(x_ptr.dtype.element_ty) * w).to(tl.float32)
 
 
 @triton.jit
@@ -85,9 +91,8 @@ def _gemv_kernel(
         squares = tl.zeros([BLOCK_K], tl.float32)
         for k0 in range(0, K, BLOCK_K):
             k = k0 + c
-            h = tl.load(x_ptr + k, mask=k < K, other=0.0).to(tl.float32)
-            if PROLOGUE == ADD_NORM:
-                h += tl.load(res_ptr + k, mask=k < K, other=0.0).to(tl.float32)
+            h = _norm_input(x_ptr, res_ptr, k, k < K, PROLOGUE)
+            if PROLOGUE == ADD_NORM:  # noqa: SIM102 (compile-time branch around a run-time one)
                 if pid == 0:
                     tl.store(res_out_ptr + k, h.to(res_out_ptr.dtype.element_ty), mask=k < K)
             squares += h * h
@@ -102,7 +107,8 @@ def _gemv_kernel(
         next_k = (nxt % num_chunks) * BLOCK_K + c
         w_next = tl.load(
             w_ptr + next_rows[:, None].to(tl.int64) * stride_wn + next_k[None, :],
-            mask=((next_rows < N) & (nxt < total))[:, None] & (next_k < K)[None, :],
+            # (r * 0 + nxt) < total: a vector, as Triton 3.9's interpreter takes no scalar in a mask
+            mask=((next_rows < N) & (r * 0 + nxt < total))[:, None] & (next_k < K)[None, :],
             other=0.0,
         )
         x = _input_chunk(x_ptr, res_ptr, norm_ptr, k, k < K, K, rstd, PROLOGUE)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from pyinfer.distributed import SINGLE, ParallelGroup
 from pyinfer.kernels import triton_enabled
-from pyinfer.layers.activation import SiluAndMul
-from pyinfer.layers.norm import RMSNorm
 from pyinfer.layers.quantization import (
     Int4Shard,
     Int4Weights,
@@ -18,6 +18,10 @@ from pyinfer.layers.quantization import (
     quantize,
     quantize_int4,
 )
+
+if TYPE_CHECKING:
+    from pyinfer.layers.activation import SiluAndMul
+    from pyinfer.layers.norm import RMSNorm
 
 
 class LinearBase(nn.Module):
@@ -58,8 +62,8 @@ class LinearBase(nn.Module):
         self.quantized = weights
         self.weight = None  # the dense weight is dropped (a tied embedding keeps its own reference)
 
-    def fused_gemv(self, x: torch.Tensor) -> bool:
-        """Whether this product of x runs as a (fused) GEMV kernel: batch-1 decode on the GPU."""
+    def uses_gemv(self, x: torch.Tensor) -> bool:
+        """Whether this product of x runs as a (fused) GEMV kernel: batch-1 decode in a CUDA graph."""
         if self.quantized is not None or not triton_enabled(x):
             return False
         from pyinfer.kernels.gemv import use_gemv
@@ -69,7 +73,7 @@ class LinearBase(nn.Module):
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
         if self.quantized is not None:
             return self.quantized.mm(x)
-        if self.fused_gemv(x):
+        if self.uses_gemv(x):
             from pyinfer.kernels.gemv import gemv
 
             return gemv(x, self.weight)
@@ -97,7 +101,7 @@ class ColumnParallelLinear(LinearBase):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """This linear of norm(x + residual), and x + residual, the new residual; without a residual, of
         norm(x), and x. One kernel at batch 1 on the GPU."""
-        if self.fused_gemv(x):
+        if self.uses_gemv(x):
             from pyinfer.kernels.gemv import norm_gemv
 
             return norm_gemv(x, residual, norm.weight, norm.eps, self.weight)
@@ -158,7 +162,7 @@ class RowParallelLinear(LinearBase):
 
     def gated(self, gate_up: torch.Tensor, act: SiluAndMul) -> torch.Tensor:
         """This linear of act(gate_up) ([gate | up] -> silu(gate) * up); one kernel at batch 1 on the GPU."""
-        if self.fused_gemv(gate_up):
+        if self.uses_gemv(gate_up):
             from pyinfer.kernels.gemv import silu_mul_gemv
 
             return self.group.all_reduce(silu_mul_gemv(gate_up, self.weight))

@@ -8,8 +8,6 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from pyinfer.kernels import triton_enabled
-
 if TYPE_CHECKING:
     from pyinfer.engine.sequence import Sequence
 
@@ -111,7 +109,7 @@ class Sampler(nn.Module):
     ) -> SamplerOutput:
         """argmax: the logits' row-wise argmax where already computed (by the decode CUDA graph)."""
         if st.all_greedy and st.max_logprobs < 0 and st.is_plain:
-            return SamplerOutput(token_ids=argmax if argmax is not None else greedy_ids(logits))
+            return SamplerOutput(token_ids=argmax if argmax is not None else logits.argmax(dim=-1))
         logits = logits.float()
         vocab = logits.shape[-1]
         if st.bias_rows is not None:
@@ -123,7 +121,7 @@ class Sampler(nn.Module):
         if st.logits_mask is not None:
             logits = logits.masked_fill(~st.logits_mask, -float("inf"))
 
-        token_ids = greedy_ids(logits) if st.all_greedy else self._sample(logits, st)
+        token_ids = logits.argmax(dim=-1) if st.all_greedy else self._sample(logits, st)
 
         out = SamplerOutput(token_ids=token_ids)
         if st.max_logprobs >= 0:
@@ -135,7 +133,7 @@ class Sampler(nn.Module):
 
     @staticmethod
     def _sample(logits: torch.Tensor, st: SamplingTensors) -> torch.Tensor:
-        greedy = greedy_ids(logits)
+        greedy = logits.argmax(dim=-1)
         scaled = logits / st.temperature[:, None]
         if st.top_k is not None or st.top_p is not None:
             scaled = _top_k_top_p(scaled, st.top_k, st.top_p)
@@ -183,13 +181,3 @@ def _top_k_top_p(
 def _padded(rows: list[list[int]], pad: int, device: torch.device) -> torch.Tensor:
     width = max(1, max(len(r) for r in rows))
     return torch.tensor([r + [pad] * (width - len(r)) for r in rows], dtype=torch.long, device=device)
-
-
-def greedy_ids(logits: torch.Tensor) -> torch.Tensor:
-    """Row-wise argmax [B] of logits [B, V]: our Triton kernel on the GPU (torch's runs a single row
-    over a large vocabulary on one block), torch's elsewhere."""
-    if triton_enabled(logits):
-        from pyinfer.kernels.argmax import argmax
-
-        return argmax(logits)
-    return logits.argmax(dim=-1)

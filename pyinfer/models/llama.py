@@ -31,10 +31,19 @@ class LlamaAttention(nn.Module):
         self.o_proj = RowParallelLinear(cfg.num_attention_heads * cfg.head_dim, cfg.hidden_size, group)
         self.attn = Attention(self.num_heads, self.num_kv_heads, cfg.head_dim, rotary)
 
-    def forward(self, rope: RopeInputs, qkv: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
-        """qkv: this layer's qkv_proj output (the decoder layer fuses the norm before it)."""
+    def forward(
+        self,
+        rope: RopeInputs,
+        x: torch.Tensor,
+        residual: torch.Tensor | None,
+        norm: RMSNorm,
+        meta: AttentionMetadata,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Attention of norm(x + residual); returns it with the new residual (the norm runs inside
+        qkv_proj's kernel at batch 1 on the GPU)."""
+        qkv, residual = self.qkv_proj.normed(x, residual, norm)
         q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
-        return self.o_proj(self.attn(q, k, v, rope, meta))
+        return self.o_proj(self.attn(q, k, v, rope, meta)), residual
 
 
 class LlamaMLP(nn.Module):
@@ -45,9 +54,13 @@ class LlamaMLP(nn.Module):
         self.down_proj = RowParallelLinear(size, cfg.hidden_size, group)
         self.act = SiluAndMul()
 
-    def forward(self, gate_up: torch.Tensor) -> torch.Tensor:
-        """gate_up: this layer's gate_up_proj output (the decoder layer fuses the norm before it)."""
-        return self.down_proj.gated(gate_up, self.act)
+    def forward(
+        self, x: torch.Tensor, residual: torch.Tensor, norm: RMSNorm
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The MLP of norm(x + residual); returns it with the new residual (the norm runs inside
+        gate_up_proj's kernel, SiLU-and-mul inside down_proj's, at batch 1 on the GPU)."""
+        gate_up, residual = self.gate_up_proj.normed(x, residual, norm)
+        return self.down_proj.gated(gate_up, self.act), residual
 
 
 class LlamaDecoderLayer(nn.Module):
@@ -61,11 +74,8 @@ class LlamaDecoderLayer(nn.Module):
     def forward(
         self, rope: RopeInputs, x: torch.Tensor, residual: torch.Tensor | None, meta: AttentionMetadata
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each norm is applied by the projection after it (one kernel at batch 1 on the GPU)."""
-        qkv, residual = self.self_attn.qkv_proj.normed(x, residual, self.input_layernorm)
-        x = self.self_attn(rope, qkv, meta)
-        gate_up, residual = self.mlp.gate_up_proj.normed(x, residual, self.post_attention_layernorm)
-        return self.mlp(gate_up), residual
+        x, residual = self.self_attn(rope, x, residual, self.input_layernorm, meta)
+        return self.mlp(x, residual, self.post_attention_layernorm)
 
 
 class LlamaForCausalLM(nn.Module):

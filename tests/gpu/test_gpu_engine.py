@@ -68,6 +68,8 @@ def test_triton_and_graphs_match_reference_backend(random_llama):
     assert fast.engine.runner.graphs is not None and fast.engine.runner.backend.name == "triton"
     ps = prompts(4096)
     fast_ids = [o.outputs[0].token_ids for o in fast.generate(ps, params)]
+    # one at a time: batch-1 graphs, whose linears are the fused GEMVs (norm, SiLU and LM head inside)
+    alone_ids = [fast.generate([p], params)[0].outputs[0].token_ids for p in ps[:3]]
     del fast
     os.environ["PYINFER_DISABLE_TRITON"] = "1"
     try:
@@ -78,6 +80,7 @@ def test_triton_and_graphs_match_reference_backend(random_llama):
         del os.environ["PYINFER_DISABLE_TRITON"]
     assert len({t for ids in ref_ids for t in ids}) > 20, "degenerate model: greedy output repeats"
     assert fast_ids == ref_ids
+    assert alone_ids == ref_ids[:3]
 
 
 def test_bf16_logits_match_transformers(random_llama):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pyinfer.attention.torch_backend import causal_attention, gather_kv
-from pyinfer.kernels.decode_attention import decode_attention
+from pyinfer.kernels.decode_attention import _split_counters, decode_attention
 from pyinfer.kernels.prefill_attention import prefill_attention
 from pyinfer.kernels.rotary_store import rotary_store
 from pyinfer.layers.rotary import RotaryEmbedding
@@ -107,7 +107,8 @@ def decode_step(seq_lens, heads, kv_heads, head_dim, device, dtype, seed):
 
 @pytest.mark.parametrize(("heads", "kv_heads", "head_dim"), CASES)
 def test_decode_attention_rotates_writes_the_new_token_and_attends(heads, kv_heads, head_dim, device, dtype):
-    seq_lens = [1, 15, 16, 17, 100, 300]  # one token; page boundaries; past MIN_SPLIT keys
+    # one token; page boundaries; past MIN_SPLIT keys; a last split that holds only the new key
+    seq_lens = [1, 15, 16, 17, 100, 300, 129, 257]
     for splits in (1, 3, 8):
         args, expected_cache, expected = decode_step(
             seq_lens, heads, kv_heads, head_dim, device, dtype, seed=heads
@@ -124,11 +125,12 @@ def test_decode_attention_split_counters_reset_for_the_next_step(device, dtype):
         args, _, expected = decode_step([700, 260], 8, 2, 64, device, dtype, seed=seed)
         out = decode_attention(*args, num_splits=6)
         torch.testing.assert_close(out.cpu().float(), expected, **tolerance(dtype))
+        assert not _split_counters[out.device].any()
 
 
 def test_decode_attention_padding_rows_are_zero_and_write_nothing(device, dtype):
-    args, expected_cache, expected = decode_step([20, 5, 0], 4, 2, 64, device, dtype, seed=3)
-    out = decode_attention(*args, num_splits=2)
+    args, expected_cache, expected = decode_step([20, 300, 0], 4, 2, 64, device, dtype, seed=3)
+    out = decode_attention(*args, num_splits=4)  # row 1 merges 3 splits beside the padding row
     assert torch.isfinite(out).all() and out[2].abs().max() == 0
     torch.testing.assert_close(out.cpu().float(), expected, **tolerance(dtype))
     assert torch.equal(args[3], expected_cache)
@@ -150,28 +152,28 @@ def test_prefill_attention_over_cached_prefix_matches_reference(heads, kv_heads,
 
 
 @pytest.mark.parametrize(("heads", "kv_heads", "head_dim"), [(4, 4, 64), (9, 3, 64), (32, 8, 128)])
-def test_rotary_store_rotates_q_in_place_and_writes_rotated_k_and_v_to_their_slots(
+def test_rotary_store_rotates_q_and_writes_rotated_k_and_v_to_their_slots(
     heads, kv_heads, head_dim, device, dtype
 ):
     rope = RotaryEmbedding(head_dim, 512, 500000.0, LLAMA3_SCALING).to(device)
     tokens, width = 5, kv_heads * head_dim
-    qkv = torch.randn(tokens, (heads + 2 * kv_heads) * head_dim).to(
-        device, dtype
-    )  # strided views, as in the model
+    # q, k and v as strided views of one qkv tensor, as in the model
+    qkv = torch.randn(tokens, (heads + 2 * kv_heads) * head_dim).to(device, dtype)
     q = qkv[:, : heads * head_dim].view(tokens, heads, head_dim)
     k = qkv[:, heads * head_dim : heads * head_dim + width].view(tokens, kv_heads, head_dim)
     v = qkv[:, heads * head_dim + width :].view(tokens, kv_heads, head_dim)
-    k_before, v_before = k.clone(), v.clone()
+    qkv_before = qkv.clone()
     positions = torch.randint(0, 512, (tokens,), device=device)
     ref_q, ref_k = rotate_half_split(positions, q, k, rope.cos_sin)
     cache = torch.randn(2, 7, PAGE, kv_heads, head_dim).to(device, dtype)
     before = cache.clone()
     slots = torch.tensor([3, 17, 95, -1, 40], device=device)  # -1: a padding row writes nothing
+    q_out = torch.empty_like(q)
 
-    rotary_store(positions, q, k, v, cache, slots, rope.cos_sin)
+    rotary_store(positions, q, k, v, cache, slots, rope.cos_sin, q_out)
 
-    torch.testing.assert_close(q.cpu().float(), ref_q, **tolerance(dtype))
-    assert torch.equal(k, k_before) and torch.equal(v, v_before)
+    torch.testing.assert_close(q_out.cpu().float(), ref_q, **tolerance(dtype))
+    assert torch.equal(qkv, qkv_before)
     flat = cache.view(2, -1, kv_heads, head_dim)
     for i, slot in enumerate(slots.tolist()):
         if slot >= 0:
@@ -188,10 +190,13 @@ def test_rotary_store_rotates_q_in_place_and_writes_rotated_k_and_v_to_their_slo
 def test_kernels_at_real_sizes(heads, kv_heads, head_dim):
     dtype, device = torch.bfloat16, "cuda"
     seq_lens = [*torch.randint(1, 4096, (48,)).tolist(), 4096, 16, 17, 0]
-    args, _, expected = decode_step(seq_lens, heads, kv_heads, head_dim, device, dtype, seed=heads + head_dim)
     for splits in (1, 8, 32):
+        args, expected_cache, expected = decode_step(
+            seq_lens, heads, kv_heads, head_dim, device, dtype, seed=heads + head_dim
+        )
         out = decode_attention(*args, num_splits=splits)
         torch.testing.assert_close(out.cpu().float(), expected, atol=2e-2, rtol=2e-2)
+        torch.testing.assert_close(args[3], expected_cache, atol=2e-2, rtol=2e-2)
     shapes = [(2048, 2048), (512, 3000), (1, 4000), (100, 100)]
     qlens, slens = [a for a, _ in shapes], [b for _, b in shapes]
     cache, tables = paged_setup(slens, kv_heads, head_dim, device, dtype, seed=5)

@@ -9,8 +9,11 @@ from pyinfer.kernels.gemv import gemv, norm_gemv, silu_mul_gemv, use_gemv
 from pyinfer.layers.norm import RMSNorm
 from tests.kernels.conftest import tolerance
 
+# (258, 2100): 33 tiles of 8 rows over the interpreter's 3 programs, 2 chunks of K each, so the prefetch
+# of the next chunk crosses both chunks and tiles; the others are one chunk (K <= 2048) of odd widths.
 
-@pytest.mark.parametrize(("n", "k"), [(1, 64), (37, 96), (130, 576), (258, 1000), (20, 2100)])
+
+@pytest.mark.parametrize(("n", "k"), [(1, 64), (37, 96), (130, 576), (258, 1000), (258, 2100)])
 def test_gemv_matches_matmul_on_odd_shapes(n, k, device, dtype):
     x = torch.randn(1, k).to(device, dtype)
     weight = (torch.randn(n, k) / k**0.5).to(device, dtype)
@@ -25,7 +28,7 @@ def test_gemv_reads_a_row_view_and_keeps_leading_dims(device, dtype):
     assert gemv(x.view(1, 1, 128), weight).shape == (1, 1, 70)
 
 
-@pytest.mark.parametrize(("n", "k"), [(37, 96), (130, 576), (258, 1000), (20, 2100)])
+@pytest.mark.parametrize(("n", "k"), [(37, 96), (130, 576), (258, 1000), (258, 2100)])
 def test_norm_gemv_matches_rms_norm_then_matmul(n, k, device, dtype):
     norm = RMSNorm(k, 1e-5).to(device, dtype)
     norm.weight.data = (torch.rand(k) + 0.5).to(device, dtype)
@@ -42,7 +45,7 @@ def test_norm_gemv_matches_rms_norm_then_matmul(n, k, device, dtype):
     torch.testing.assert_close(y, ref_x @ weight.T, **tolerance(dtype))
 
 
-@pytest.mark.parametrize(("n", "k"), [(37, 96), (130, 700), (9, 2100)])
+@pytest.mark.parametrize(("n", "k"), [(37, 96), (130, 700), (258, 2100)])
 def test_silu_mul_gemv_matches_silu_and_mul_then_matmul(n, k, device, dtype):
     gate_up = torch.randn(1, 2 * k).to(device, dtype)
     weight = (torch.randn(n, k) / k**0.5).to(device, dtype)
@@ -77,3 +80,11 @@ def test_gemv_real_sizes(n, k):
     gate, up = gate_up.float().chunk(2, dim=-1)
     ref = ((torch.nn.functional.silu(gate) * up) @ weight.float().T).to(torch.bfloat16)
     torch.testing.assert_close(silu_mul_gemv(gate_up, weight), ref, atol=3e-2, rtol=3e-2)
+    norm = RMSNorm(k, 1e-5).to("cuda", torch.bfloat16)
+    norm.weight.data.uniform_(0.5, 1.5)
+    residual = torch.randn(1, k, device="cuda", dtype=torch.bfloat16)
+    y, new_residual = norm_gemv(x, residual, norm.weight, norm.eps, weight)
+    ref_x, ref_residual = norm(x, residual)
+    assert torch.equal(new_residual, ref_residual)
+    ref = (ref_x.float() @ weight.float().T).to(torch.bfloat16)
+    torch.testing.assert_close(y, ref, atol=3e-2, rtol=3e-2)

@@ -28,6 +28,17 @@ def test_greedy_is_argmax():
     assert torch.equal(Sampler()(x, tensors(4, 0.0)).token_ids, x.argmax(-1))
 
 
+def test_a_precomputed_argmax_serves_plain_greedy_rows_only():
+    x = logits()
+    stale = torch.zeros(4, dtype=torch.long)  # what the decode graph computed, here deliberately wrong
+    assert torch.equal(Sampler()(x, tensors(4, 0.0), stale).token_ids, stale)
+    banned = tensors(4, 0.0, banned_rows=torch.arange(4), banned_tokens=x.argmax(-1))
+    expected = x.scatter(1, x.argmax(-1, keepdim=True), -float("inf")).argmax(-1)
+    assert torch.equal(Sampler()(x, banned, stale).token_ids, expected)
+    with_logprobs = tensors(4, 0.0, max_logprobs=0)
+    assert torch.equal(Sampler()(x, with_logprobs, stale).token_ids, x.argmax(-1))
+
+
 def test_top_k_1_top_p_tiny_and_min_p_1_all_reduce_to_argmax():
     x = logits(8, seed=1)
     for kw in (
