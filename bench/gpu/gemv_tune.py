@@ -7,7 +7,6 @@ import itertools
 import torch
 
 import pyinfer.kernels.gemv as gemv_module
-from pyinfer.kernels import use_pdl
 from pyinfer.kernels.elementwise import rms_norm, silu_and_mul
 from pyinfer.kernels.gemv import gemv, norm_gemv, silu_mul_gemv
 
@@ -82,9 +81,10 @@ for name, (n, k, prologue) in SHAPES.items():
         gemv_module._config = lambda n, k, tile=tile: tile
         row.append(f"{bench(fused, ws):.1f}")
     gemv_module._config = config
-    gemv_module.use_pdl = lambda x: False
+    pdl_args = gemv_module.pdl_args
+    gemv_module.pdl_args = lambda x: {"USE_PDL": False, "launch_pdl": False}
     row.append(f"{bench(fused, ws):.1f}")
-    gemv_module.use_pdl = use_pdl
+    gemv_module.pdl_args = pdl_args
     tbs = n * k * 2 / t_fused / 1e6
     print(
         f"{name:12}{cublas:>8.1f}{t_unfused:>9.1f}{t_fused:>8.1f}{tbs:>7.2f}   "

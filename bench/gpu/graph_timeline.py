@@ -8,13 +8,13 @@ from collections import defaultdict
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-import pyinfer.kernels
+import pyinfer.kernels.pdl
 from pyinfer import SamplingParams
 from pyinfer.engine.llm import LLM
 
 model = next((a for a in sys.argv[1:] if not a.startswith("-")), "llama-3.2-1b")
 if "--no-pdl" in sys.argv:  # A/B of programmatic dependent launch
-    pyinfer.kernels._hopper_or_newer = lambda device: False
+    pyinfer.kernels.pdl._hopper_or_newer = lambda device: False
 llm = LLM(model, load_format="dummy", max_num_seqs=16)
 eng = llm.engine
 graphs = eng.runner.graphs

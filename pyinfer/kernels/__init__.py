@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 
 import torch
@@ -25,15 +24,3 @@ def triton_enabled(x: torch.Tensor) -> bool:
 def dot_precision(dtype: torch.dtype) -> str:
     """fp32 inputs get exact (ieee) dots, so that fp32 runs match the reference; others use tensor cores."""
     return "ieee" if dtype == torch.float32 else "tf32"
-
-
-@functools.cache
-def _hopper_or_newer(device: torch.device) -> bool:
-    return device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9
-
-
-def use_pdl(x: torch.Tensor) -> bool:
-    """Whether kernels on x's device launch with programmatic dependent launch (Hopper and newer): a
-    kernel may start while the one before it drains, and waits for it (gdc_wait) before reading its
-    results. Passed both as the kernels' USE_PDL and as Triton's launch_pdl."""
-    return _hopper_or_newer(x.device)

@@ -6,9 +6,8 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
-from pyinfer.kernels import use_pdl
+from pyinfer.kernels.pdl import pdl_args, pdl_wait
 
 CHUNK = 2048
 
@@ -17,9 +16,7 @@ CHUNK = 2048
 def _chunk_max_kernel(
     logits_ptr, values_ptr, index_ptr, vocab, row_stride, CHUNK: tl.constexpr, USE_PDL: tl.constexpr
 ):
-    if USE_PDL:
-        gdc_wait()
-        gdc_launch_dependents()
+    pdl_wait(USE_PDL)
     row = tl.program_id(0)
     chunk = tl.program_id(1)
     offs = chunk * CHUNK + tl.arange(0, CHUNK)
@@ -34,9 +31,7 @@ def _chunk_max_kernel(
 def _best_chunk_kernel(
     values_ptr, index_ptr, out_ptr, num_chunks, BLOCK: tl.constexpr, USE_PDL: tl.constexpr
 ):
-    if USE_PDL:
-        gdc_wait()
-        gdc_launch_dependents()
+    pdl_wait(USE_PDL)
     row = tl.program_id(0)
     c = tl.arange(0, BLOCK)
     values = tl.load(values_ptr + row * num_chunks + c, mask=c < num_chunks, other=float("-inf"))
@@ -51,11 +46,10 @@ def argmax(logits: torch.Tensor) -> torch.Tensor:
     values = torch.empty(rows, chunks, dtype=torch.float32, device=logits.device)
     index = torch.empty(rows, chunks, dtype=torch.int64, device=logits.device)
     out = torch.empty(rows, dtype=torch.int64, device=logits.device)
-    pdl = use_pdl(logits)
     _chunk_max_kernel[(rows, chunks)](
-        logits, values, index, vocab, logits.stride(0), CHUNK=CHUNK, USE_PDL=pdl, launch_pdl=pdl
+        logits, values, index, vocab, logits.stride(0), CHUNK=CHUNK, **pdl_args(logits)
     )
     _best_chunk_kernel[(rows,)](
-        values, index, out, chunks, BLOCK=triton.next_power_of_2(chunks), USE_PDL=pdl, launch_pdl=pdl
+        values, index, out, chunks, BLOCK=triton.next_power_of_2(chunks), **pdl_args(logits)
     )
     return out

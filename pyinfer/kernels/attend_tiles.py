@@ -3,6 +3,19 @@
 import triton
 import triton.language as tl
 
+LOG2E = tl.constexpr(1.4426950408889634)  # scores are scaled by it: the softmax runs in base 2
+
+
+@triton.jit
+def fold_scores(m, denom, s):
+    """Folds scores s [M, N] (base 2) into the running max m and denominator denom [M]. Returns the
+    new max and denominator, the weights p = exp2(s - max) and alpha, the factor that rescales what
+    was accumulated before."""
+    m_new = tl.maximum(m, tl.max(s, 1))
+    p = tl.exp2(s - m_new[:, None])
+    alpha = tl.exp2(m - m_new)
+    return m_new, denom * alpha + tl.sum(p, 1), p, alpha
+
 
 @triton.jit
 def attend_tiles(
@@ -27,7 +40,7 @@ def attend_tiles(
     MASKED: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
-    """Online softmax (base 2: qk_scale includes log2(e)) of the queries q [M, D] at positions q_pos
+    """Online softmax (base 2: qk_scale includes LOG2E) of the queries q [M, D] at positions q_pos
     over the keys [start, end) of one sequence's pages; MASKED applies the causal mask and the end bound.
     Returns the updated running max, denominator and accumulator."""
     d = tl.arange(0, HEAD_DIM)
@@ -49,10 +62,6 @@ def attend_tiles(
         s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION).to(tl.float32) * qk_scale
         if MASKED:
             s = tl.where((pos[None, :] <= q_pos[:, None]) & pos_mask[None, :], s, float("-inf"))
-        m_new = tl.maximum(m, tl.max(s, 1))
-        p = tl.exp2(s - m_new[:, None])
-        alpha = tl.exp2(m - m_new)
-        denom = denom * alpha + tl.sum(p, 1)
+        m, denom, p, alpha = fold_scores(m, denom, s)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION).to(tl.float32)
-        m = m_new
     return m, denom, acc

@@ -16,10 +16,10 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
-from pyinfer.kernels import MAX_SPLITS, dot_precision, use_pdl
-from pyinfer.kernels.attend_tiles import attend_tiles
+from pyinfer.kernels import MAX_SPLITS, dot_precision
+from pyinfer.kernels.attend_tiles import LOG2E, attend_tiles, fold_scores
+from pyinfer.kernels.pdl import pdl_args, pdl_wait
 from pyinfer.kernels.rotary_tiles import cos_sin_rows, rotated
 
 MIN_SPLIT = 128
@@ -60,9 +60,7 @@ def _decode_kernel(
     DOT_PRECISION: tl.constexpr,
     USE_PDL: tl.constexpr,
 ):
-    if USE_PDL:
-        gdc_wait()
-        gdc_launch_dependents()
+    pdl_wait(USE_PDL)
     seq = tl.program_id(0)
     kv_head = tl.program_id(1)
     split = tl.program_id(2)
@@ -98,7 +96,7 @@ def _decode_kernel(
     denom = tl.zeros([BLOCK_H], tl.float32)
     acc = tl.zeros([BLOCK_H, HEAD_DIM], tl.float32)
     q_pos = tl.zeros([BLOCK_H], tl.int64) + seq_len - 1
-    qk_scale = scale * 1.4426950408889634  # softmax in base 2
+    qk_scale = scale * LOG2E
     m, denom, acc = attend_tiles(
         q,
         m,
@@ -126,14 +124,10 @@ def _decode_kernel(
             dst = cache_ptr + slot * (NUM_KV_HEADS * HEAD_DIM) + kv_head * HEAD_DIM + d
             tl.store(dst, k)
             tl.store(dst + v_offset, v.to(cache_ptr.dtype.element_ty))
-        s = tl.sum(q.to(tl.float32) * k.to(tl.float32)[None, :], 1) * qk_scale
-        m_new = tl.maximum(m, s)
-        alpha = tl.exp2(m - m_new)
-        p = tl.exp2(s - m_new)
-        denom = denom * alpha + p
+        s = tl.sum(q.to(tl.float32) * k.to(tl.float32)[None, :], 1, keep_dims=True) * qk_scale  # [H, 1]
+        m, denom, p, alpha = fold_scores(m, denom, s)
         p = p.to(cache_ptr.dtype.element_ty).to(tl.float32)  # as the tile loop rounds p before P @ V
-        acc = acc * alpha[:, None] + p[:, None] * v.to(tl.float32)[None, :]
-        m = m_new
+        acc = acc * alpha[:, None] + p * v.to(tl.float32)[None, :]
 
     if working == 1:
         tl.store(out_at, (acc / denom[:, None]).to(out_ptr.dtype.element_ty), mask=head_mask[:, None])
@@ -150,25 +144,20 @@ def _decode_kernel(
         if tl.atomic_add(counter, 1, sem="acq_rel") == working - 1:  # the last split to finish merges
             tl.store(counter, 0)
             tl.debug_barrier()
+            # each split's output weighs exp2(its lse): an online softmax over the splits
             top = tl.full([BLOCK_H], float("-inf"), tl.float32)
-            for i in range(0, working):
-                top = tl.maximum(
-                    top, tl.load(lse_ptr + rows + i, mask=head_mask, other=0.0, cache_modifier=".cg")
-                )
             total = tl.zeros([BLOCK_H], tl.float32)
             merged = tl.zeros([BLOCK_H, HEAD_DIM], tl.float32)
             for i in range(0, working):
-                w = tl.exp2(
-                    tl.load(lse_ptr + rows + i, mask=head_mask, other=0.0, cache_modifier=".cg") - top
-                )
+                lse = tl.load(lse_ptr + rows + i, mask=head_mask, other=0.0, cache_modifier=".cg")
                 part = tl.load(
                     part_ptr + (rows + i)[:, None] * HEAD_DIM + d[None, :],
                     mask=head_mask[:, None],
                     other=0.0,
                     cache_modifier=".cg",
                 )
-                total += w
-                merged += part * w[:, None]
+                top, total, w, alpha = fold_scores(top, total, lse[:, None])
+                merged = merged * alpha[:, None] + part * w
             tl.store(out_at, (merged / total[:, None]).to(out_ptr.dtype.element_ty), mask=head_mask[:, None])
 
 
@@ -210,9 +199,11 @@ def decode_attention(
     _, _, page, num_kv_heads, _ = kv_cache.shape
     group = num_heads // num_kv_heads
     out = torch.empty_like(q) if out is None else out
-    part = torch.empty(batch, num_heads, num_splits, head_dim, dtype=torch.float32, device=q.device)
-    lse = torch.empty(batch, num_heads, num_splits, dtype=torch.float32, device=q.device)
-    pdl = use_pdl(q)
+    if num_splits == 1:  # every program writes the output itself: no partials to merge
+        part = lse = out
+    else:
+        part = torch.empty(batch, num_heads, num_splits, head_dim, dtype=torch.float32, device=q.device)
+        lse = torch.empty(batch, num_heads, num_splits, dtype=torch.float32, device=q.device)
     _decode_kernel[(batch, num_kv_heads, num_splits)](
         q,
         k,
@@ -242,7 +233,6 @@ def decode_attention(
         BLOCK_N=64,
         MIN_SPLIT=MIN_SPLIT,
         DOT_PRECISION=dot_precision(q.dtype),
-        USE_PDL=pdl,
-        launch_pdl=pdl,
+        **pdl_args(q),
     )
     return out

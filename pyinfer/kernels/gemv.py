@@ -15,9 +15,8 @@ import functools
 import torch
 import triton
 import triton.language as tl
-from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
-from pyinfer.kernels import use_pdl
+from pyinfer.kernels.pdl import pdl_args, pdl_wait
 
 PROGRAMS_PER_SM = 8
 
@@ -52,6 +51,34 @@ def _input_chunk(x_ptr, res_ptr, norm_ptr, k, k_mask, K, rstd, PROLOGUE: tl.cons
 
 
 @triton.jit
+def _weight_chunk(
+    w_ptr,
+    pid,
+    step,
+    num_programs,
+    num_chunks,
+    total,
+    N,
+    K,
+    stride_wn,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    """Program pid's step-th [BLOCK_N, BLOCK_K] weight chunk: tile pid + (step // num_chunks) * programs,
+    chunk step % num_chunks along K; zeros past the matrix or past the program's last step."""
+    r = tl.arange(0, BLOCK_N)
+    rows = (pid + (step // num_chunks) * num_programs) * BLOCK_N + r
+    k = (step % num_chunks) * BLOCK_K + tl.arange(0, BLOCK_K)
+    # (r * 0 + step) < total: a vector, as Triton 3.9's interpreter takes no scalar in a mask
+    live = (rows < N) & (r * 0 + step < total)
+    return tl.load(
+        w_ptr + rows[:, None].to(tl.int64) * stride_wn + k[None, :],
+        mask=live[:, None] & (k < K)[None, :],
+        other=0.0,
+    )
+
+
+@triton.jit
 def _gemv_kernel(
     x_ptr,
     res_ptr,
@@ -76,15 +103,8 @@ def _gemv_kernel(
     c = tl.arange(0, BLOCK_K)
 
     # The weights do not depend on earlier kernels: start streaming them before waiting for those.
-    rows = pid * BLOCK_N + r
-    w = tl.load(
-        w_ptr + rows[:, None].to(tl.int64) * stride_wn + c[None, :],
-        mask=(rows < N)[:, None] & (c < K)[None, :],
-        other=0.0,
-    )
-    if USE_PDL:
-        gdc_wait()
-        gdc_launch_dependents()
+    w = _weight_chunk(w_ptr, pid, 0, num_programs, num_chunks, total, N, K, stride_wn, BLOCK_N, BLOCK_K)
+    pdl_wait(USE_PDL)
 
     rstd = 0.0
     if PROLOGUE >= NORM:
@@ -102,14 +122,9 @@ def _gemv_kernel(
     for step in range(0, total):
         tile = pid + (step // num_chunks) * num_programs
         k = (step % num_chunks) * BLOCK_K + c
-        nxt = step + 1  # issue the next chunk's load (same tile, or this program's next tile) first
-        next_rows = (pid + (nxt // num_chunks) * num_programs) * BLOCK_N + r
-        next_k = (nxt % num_chunks) * BLOCK_K + c
-        w_next = tl.load(
-            w_ptr + next_rows[:, None].to(tl.int64) * stride_wn + next_k[None, :],
-            # (r * 0 + nxt) < total: a vector, as Triton 3.9's interpreter takes no scalar in a mask
-            mask=((next_rows < N) & (r * 0 + nxt < total))[:, None] & (next_k < K)[None, :],
-            other=0.0,
+        # issue the next chunk's load (same tile, or this program's next tile) before using this one
+        w_next = _weight_chunk(
+            w_ptr, pid, step + 1, num_programs, num_chunks, total, N, K, stride_wn, BLOCK_N, BLOCK_K
         )
         x = _input_chunk(x_ptr, res_ptr, norm_ptr, k, k < K, K, rstd, PROLOGUE)
         acc += tl.sum(w.to(tl.float32) * x[None, :], 1)
@@ -164,7 +179,6 @@ def _launch(
     y = torch.empty(*x.shape[:-1], n, dtype=x.dtype, device=x.device)
     block_n, block_k, num_warps = _config(n, k)
     tiles = triton.cdiv(n, block_n)
-    pdl = use_pdl(x)
     _gemv_kernel[(min(tiles, _num_programs_cap(x.device)),)](
         x,
         residual if residual is not None else x,
@@ -179,8 +193,7 @@ def _launch(
         PROLOGUE=prologue,
         BLOCK_N=block_n,
         BLOCK_K=block_k,
-        USE_PDL=pdl,
-        launch_pdl=pdl,
+        **pdl_args(x),
         num_warps=num_warps,
     )
     return y

@@ -12,7 +12,7 @@ import triton
 import triton.language as tl
 
 from pyinfer.kernels import dot_precision
-from pyinfer.kernels.attend_tiles import attend_tiles
+from pyinfer.kernels.attend_tiles import LOG2E, attend_tiles
 
 
 # The block table's width changes every step, and the tables, starts and lengths are views at an
@@ -59,7 +59,7 @@ def _prefill_kernel(
         other=0.0,
     )
     q_pos = context + m_offs
-    qk_scale = scale * 1.4426950408889634  # softmax in base 2
+    qk_scale = scale * LOG2E
 
     m = tl.full([BLOCK_M], float("-inf"), tl.float32)
     denom = tl.zeros([BLOCK_M], tl.float32)

@@ -6,9 +6,8 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
-from pyinfer.kernels import use_pdl
+from pyinfer.kernels.pdl import pdl_args, pdl_wait
 from pyinfer.kernels.rotary_tiles import cos_sin_rows, rotated
 
 
@@ -35,9 +34,7 @@ def _rotary_store_kernel(
     USE_PDL: tl.constexpr,
 ):
     token = tl.program_id(0).to(tl.int64)
-    if USE_PDL:
-        gdc_wait()
-        gdc_launch_dependents()
+    pdl_wait(USE_PDL)
     pos = tl.load(pos_ptr + token).to(tl.int64)
     d = tl.arange(0, HEAD_DIM)[None, :]
     cos, sin = cos_sin_rows(cos_sin_ptr, pos, d, HEAD_DIM)
@@ -73,7 +70,6 @@ def rotary_store(
     num_k = k.shape[1]
     for x in (q, k, v, q_out):
         assert x.stride(1) == dim and x.stride(2) == 1
-    pdl = use_pdl(q)
     _rotary_store_kernel[(num_tokens,)](
         q,
         k,
@@ -93,6 +89,5 @@ def rotary_store(
         HEAD_DIM=dim,
         BLOCK_Q=triton.next_power_of_2(num_q),
         BLOCK_K=triton.next_power_of_2(num_k),
-        USE_PDL=pdl,
-        launch_pdl=pdl,
+        **pdl_args(q),
     )

@@ -63,8 +63,9 @@ class LinearBase(nn.Module):
         self.weight = None  # the dense weight is dropped (a tied embedding keeps its own reference)
 
     def uses_gemv(self, x: torch.Tensor) -> bool:
-        """Whether this product of x runs as a (fused) GEMV kernel: batch-1 decode in a CUDA graph."""
-        if self.quantized is not None or not triton_enabled(x):
+        """Whether this product of x runs as a (fused) GEMV kernel: batch-1 decode in a CUDA graph, on
+        dense weights (quantized ones have no `weight`)."""
+        if not triton_enabled(x):
             return False
         from pyinfer.kernels.gemv import use_gemv
 

@@ -10,16 +10,10 @@ from pyinfer.kernels.decode_attention import _split_counters, decode_attention
 from pyinfer.kernels.prefill_attention import prefill_attention
 from pyinfer.kernels.rotary_store import rotary_store
 from pyinfer.layers.rotary import RotaryEmbedding
+from tests.conftest import LLAMA3_SCALING
 from tests.kernels.conftest import rotate_half_split, tolerance
 
 PAGE = 16
-LLAMA3_SCALING = {
-    "rope_type": "llama3",
-    "factor": 8.0,
-    "low_freq_factor": 1.0,
-    "high_freq_factor": 4.0,
-    "original_max_position_embeddings": 64,
-}
 
 
 def paged_setup(seq_lens: list[int], num_kv_heads: int, head_dim: int, device: str, dtype, seed: int):
