@@ -3,7 +3,8 @@
 source bench/gpu/setup.sh >/dev/null 2>&1 || exit 1
 b="python3 -m pyinfer.cli bench"
 d="--load-format dummy"
-run() { name=$1; shift; echo "== $name: $*"; timeout 240 "$@" --output-json "$OUT/$name.json" 2>&1 | grep -E "tok/s|TTFT|first|pyinfer|bound" | grep -v "^engine"; }
+# ONLY="lat-1b ttft-8b" runs a subset
+run() { name=$1; shift; [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $name "* ]] || return 0; echo "== $name: $*"; timeout 240 "$@" --output-json "$OUT/$name.json" 2>&1 | grep -E "tok/s|TTFT|first|pyinfer|bound" | grep -v "^engine"; }
 run lat-1b $b latency $d --model llama-3.2-1b --max-num-seqs 16
 run lat-8b $b latency $d --model llama-3.1-8b --max-num-seqs 16
 run ttft-1b $b latency $d --model llama-3.2-1b --input-len 2048 --output-len 4 --iters 5

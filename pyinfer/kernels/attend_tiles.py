@@ -1,4 +1,5 @@
-"""The inner loop both paged attention kernels share: one online-softmax pass over a run of KV tiles."""
+"""The inner loop both paged attention kernels share: one online-softmax pass over a run of KV tiles,
+and its two halves (loading a tile from the pages, folding it in), which the decode kernel also uses apart."""
 
 import triton
 import triton.language as tl
@@ -15,6 +16,68 @@ def fold_scores(m, denom, s):
     p = tl.exp2(s - m_new[:, None])
     alpha = tl.exp2(m - m_new)
     return m_new, denom * alpha + tl.sum(p, 1), p, alpha
+
+
+@triton.jit
+def load_kv_tile(
+    cache_ptr,
+    tables_ptr,
+    seq,
+    kv_head,
+    n,
+    end,
+    table_stride,
+    v_offset,
+    NUM_KV_HEADS: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    PAGE: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    MASKED: tl.constexpr,
+):
+    """Positions [n, n + BLOCK_N) of one sequence and their keys and values [BLOCK_N, D] from its pages
+    (MASKED: zeros at and past end)."""
+    d = tl.arange(0, HEAD_DIM)
+    pos = n + tl.arange(0, BLOCK_N)
+    row = NUM_KV_HEADS * HEAD_DIM
+    if MASKED:
+        pos_mask = pos < end
+        page = tl.load(tables_ptr + seq * table_stride + pos // PAGE, mask=pos_mask, other=0).to(tl.int64)
+    else:
+        page = tl.load(tables_ptr + seq * table_stride + pos // PAGE).to(tl.int64)
+    offs = (page * PAGE + pos % PAGE)[:, None] * row + kv_head * HEAD_DIM + d[None, :]
+    if MASKED:
+        k = tl.load(cache_ptr + offs, mask=pos_mask[:, None], other=0.0)
+        v = tl.load(cache_ptr + v_offset + offs, mask=pos_mask[:, None], other=0.0)
+    else:
+        k = tl.load(cache_ptr + offs)
+        v = tl.load(cache_ptr + v_offset + offs)
+    return pos, k, v
+
+
+@triton.jit
+def attend_tile(
+    q,
+    m,
+    denom,
+    acc,
+    pos,
+    k,
+    v,
+    q_pos,
+    end,
+    qk_scale,
+    MASKED: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    """Folds one tile of keys and values at positions pos into the online softmax of the queries q [M, D]
+    at positions q_pos (base 2: qk_scale includes LOG2E); MASKED applies the causal mask and the end bound.
+    The tile must hold at least one key each query may see."""
+    s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION).to(tl.float32) * qk_scale
+    if MASKED:
+        s = tl.where((pos[None, :] <= q_pos[:, None]) & (pos < end)[None, :], s, float("-inf"))
+    m, denom, p, alpha = fold_scores(m, denom, s)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION).to(tl.float32)
+    return m, denom, acc
 
 
 @triton.jit
@@ -40,28 +103,23 @@ def attend_tiles(
     MASKED: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
-    """Online softmax (base 2: qk_scale includes LOG2E) of the queries q [M, D] at positions q_pos
-    over the keys [start, end) of one sequence's pages; MASKED applies the causal mask and the end bound.
-    Returns the updated running max, denominator and accumulator."""
-    d = tl.arange(0, HEAD_DIM)
-    row = NUM_KV_HEADS * HEAD_DIM
+    """The online softmax of attend_tile over the keys [start, end) of one sequence's pages, a tile at a
+    time. Returns the updated running max, denominator and accumulator."""
     for n in range(start, end, BLOCK_N):
-        pos = n + tl.arange(0, BLOCK_N)
-        if MASKED:
-            pos_mask = pos < end
-            page = tl.load(tables_ptr + seq * table_stride + pos // PAGE, mask=pos_mask, other=0).to(tl.int64)
-        else:
-            page = tl.load(tables_ptr + seq * table_stride + pos // PAGE).to(tl.int64)
-        offs = (page * PAGE + pos % PAGE)[:, None] * row + kv_head * HEAD_DIM + d[None, :]
-        if MASKED:
-            k = tl.load(cache_ptr + offs, mask=pos_mask[:, None], other=0.0)
-            v = tl.load(cache_ptr + v_offset + offs, mask=pos_mask[:, None], other=0.0)
-        else:
-            k = tl.load(cache_ptr + offs)
-            v = tl.load(cache_ptr + v_offset + offs)
-        s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION).to(tl.float32) * qk_scale
-        if MASKED:
-            s = tl.where((pos[None, :] <= q_pos[:, None]) & pos_mask[None, :], s, float("-inf"))
-        m, denom, p, alpha = fold_scores(m, denom, s)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION).to(tl.float32)
+        pos, k, v = load_kv_tile(
+            cache_ptr,
+            tables_ptr,
+            seq,
+            kv_head,
+            n,
+            end,
+            table_stride,
+            v_offset,
+            NUM_KV_HEADS,
+            HEAD_DIM,
+            PAGE,
+            BLOCK_N,
+            MASKED,
+        )
+        m, denom, acc = attend_tile(q, m, denom, acc, pos, k, v, q_pos, end, qk_scale, MASKED, DOT_PRECISION)
     return m, denom, acc

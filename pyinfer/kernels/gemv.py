@@ -149,13 +149,15 @@ def use_gemv(x: torch.Tensor, weight: torch.Tensor | None) -> bool:
 
 
 def _config(n: int, k: int) -> tuple[int, int, int]:
-    """(rows, K-chunk, warps) of a program. bench/gpu/gemv_tune.py on an H100: 8 x 2048 tiles are best or
-    near it on every matrix of the 1B and 8B shapes but the 8B down projection (K = 14,336), which
-    streams best 4 x 4096."""
-    warps = 8 if n <= 4096 else 4
+    """(rows, K-chunk, warps) of a program. bench/gpu/gemv_tune.py on an H200: 4 x 2048 tiles of 4 warps are
+    best or within 0.3 us of it on the 1B and 8B shapes' matrices, except the down projections (K of 8,192
+    and more), which stream best with 8 warps (8 x 2048, or 4 x 4096 past K = 8,192), and the LM heads
+    (N past 65,536), with 8 x 2048 x 8."""
     if k > 8192:
-        return 4, 4096, warps
-    return 8, min(2048, triton.next_power_of_2(k)), warps
+        return 4, 4096, 8
+    if k == 8192 or n > 65536:
+        return 8, 2048, 8
+    return 4, min(2048, triton.next_power_of_2(k)), 4
 
 
 @functools.cache
