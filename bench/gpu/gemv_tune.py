@@ -1,5 +1,6 @@
 """The batch-1 GEMV kernels against what they replace, on the decode matrices of the 1B and 8B shapes
-(diagnostic): cuBLAS alone, and cuBLAS after the RMSNorm or SiLU-and-mul kernel it fuses; then a sweep of
+(diagnostic): cuBLAS alone, and cuBLAS with the RMSNorm kernel before it and SiLU-and-mul after it where
+the GEMV fuses them; then a sweep of
 the tile (rows x K-chunk x warps), and the default tile without PDL and with 4 or 16 programs per SM. python bench/gpu/gemv_tune.py"""
 
 import itertools
@@ -8,18 +9,18 @@ import torch
 
 import pyinfer.kernels.gemv as gemv_module
 from pyinfer.kernels.elementwise import rms_norm, silu_and_mul
-from pyinfer.kernels.gemv import gemv, norm_gemv, silu_mul_gemv
+from pyinfer.kernels.gemv import gemv, norm_gemv
 
 SHAPES = {  # name: (N, K, fused prologue)
     "1b qkv": (3072, 2048, "norm"),
     "1b o": (2048, 2048, None),
-    "1b gate_up": (16384, 2048, "norm"),
-    "1b down": (2048, 8192, "silu"),
+    "1b gate_up": (16384, 2048, "gated"),
+    "1b down": (2048, 8192, None),
     "1b head": (128256, 2048, "norm"),
     "8b qkv": (6144, 4096, "norm"),
     "8b o": (4096, 4096, None),
-    "8b gate_up": (28672, 4096, "norm"),
-    "8b down": (4096, 14336, "silu"),
+    "8b gate_up": (28672, 4096, "gated"),
+    "8b down": (4096, 14336, None),
     "8b head": (128256, 4096, "norm"),
 }
 
@@ -49,15 +50,17 @@ def variants(n, k, prologue):
     dev, bf = "cuda", torch.bfloat16
     x, res = torch.randn(1, k, device=dev, dtype=bf), torch.randn(1, k, device=dev, dtype=bf)
     norm_w = torch.rand(k, device=dev, dtype=bf) + 0.5
-    gate_up = torch.randn(1, 2 * k, device=dev, dtype=bf)
     linear = torch.nn.functional.linear
     if prologue == "norm":
         return (
             lambda w: linear(rms_norm(x, norm_w, 1e-5, res)[0], w),
             lambda w: norm_gemv(x, res, norm_w, 1e-5, w)[0],
         )
-    if prologue == "silu":
-        return lambda w: linear(silu_and_mul(gate_up), w), lambda w: silu_mul_gemv(gate_up, w)
+    if prologue == "gated":
+        return (
+            lambda w: silu_and_mul(linear(rms_norm(x, norm_w, 1e-5, res)[0], w)),
+            lambda w: norm_gemv(x, res, norm_w, 1e-5, w, gated=True)[0],
+        )
     return lambda w: linear(x, w), lambda w: gemv(x, w)
 
 

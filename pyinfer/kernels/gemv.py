@@ -1,11 +1,14 @@
-"""Matrix-vector products for batch-1 decode: y[1, N] = f(x)[1, K] @ W[N, K]^T, the weight streamed once.
+"""Matrix-vector products for batch-1 decode: y[1, N] = g(f(x)[1, K] @ W[N, K]^T), the weight streamed once.
 
-f is the identity, RMSNorm (of x, or of x + residual, the sum written back as the new residual) or
-SiLU-and-mul of a [gate | up] row, so the small kernels between the matmuls disappear at batch 1.
-Each program takes tiles of BLOCK_N rows in turn, streaming each tile along K in chunks of up to
-4,096 columns (16-byte loads), the next chunk's load issued before the current one is used. On a GPU with programmatic
-dependent launch (Hopper), a program loads its first weight chunk before waiting for the previous
-kernel, so one matmul's weight stream starts while the kernel before it drains.
+f is the identity or RMSNorm (of x, or of x + residual, the sum written back as the new residual); g is
+the identity or, for a merged [gate; up] weight, SiLU(gate) * up. So the small kernels between the
+matmuls disappear at batch 1. The norm takes one pass over x: its scale 1/rms is one number, so it
+multiplies the output rather than the input, and the sum of squares builds up as the first tile
+streams along K. Each program takes tiles of BLOCK_N rows in turn, streaming each tile along K in
+chunks of up to 4,096 columns (16-byte loads), the next chunk's load issued before the current one is
+used. On a GPU with programmatic dependent launch (Hopper), a program loads its first weight chunk
+before waiting for the previous kernel, so one matmul's weight stream starts while the kernel before
+it drains.
 """
 
 from __future__ import annotations
@@ -22,32 +25,20 @@ PROGRAMS_PER_SM = 8
 
 # what happens to x before the product (the norms last: PROLOGUE >= NORM tests for either)
 PLAIN = tl.constexpr(0)
-SILU_MUL = tl.constexpr(1)
-NORM = tl.constexpr(2)
-ADD_NORM = tl.constexpr(3)
+NORM = tl.constexpr(1)
+ADD_NORM = tl.constexpr(2)
 
 
 @triton.jit
-def _norm_input(x_ptr, res_ptr, k, k_mask, PROLOGUE: tl.constexpr):
-    """What the norm normalizes at columns k, in fp32: x, or x + residual."""
-    h = tl.load(x_ptr + k, mask=k_mask, other=0.0).to(tl.float32)
-    if PROLOGUE == ADD_NORM:
-        h += tl.load(res_ptr + k, mask=k_mask, other=0.0).to(tl.float32)
-    return h
-
-
-@triton.jit
-def _input_chunk(x_ptr, res_ptr, norm_ptr, k, k_mask, K, rstd, PROLOGUE: tl.constexpr):
-    """f(x)[k] in fp32, rounded where the unfused layers round (to x's dtype between ops)."""
-    if PROLOGUE == PLAIN:
-        return tl.load(x_ptr + k, mask=k_mask, other=0.0).to(tl.float32)
-    if PROLOGUE == SILU_MUL:
-        gate = tl.load(x_ptr + k, mask=k_mask, other=0.0).to(tl.float32)
-        up = tl.load(x_ptr + K + k, mask=k_mask, other=0.0)
-        return ((gate / (1.0 + tl.exp(-gate))).to(up.dtype) * up).to(tl.float32)
-    h = _norm_input(x_ptr, res_ptr, k, k_mask, PROLOGUE)
-    w = tl.load(norm_ptr + k, mask=k_mask, other=0.0)
-    return ((h * rstd).to(x_ptr.dtype.element_ty) * w).to(tl.float32)
+def _tile_rows(tile, N, BLOCK_N: tl.constexpr, GATED: tl.constexpr):
+    """The weight rows of a tile and which of them exist. GATED: [gate; up] rows in pairs, gate row j
+    then up row j, so that a tile holds both halves of its BLOCK_N // 2 outputs."""
+    r = tl.arange(0, BLOCK_N)
+    if GATED:
+        outputs = tile * (BLOCK_N // 2) + r // 2
+        return outputs + (r % 2) * (N // 2), outputs < N // 2
+    rows = tile * BLOCK_N + r
+    return rows, rows < N
 
 
 @triton.jit
@@ -63,19 +54,35 @@ def _weight_chunk(
     stride_wn,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
+    GATED: tl.constexpr,
 ):
     """Program pid's step-th [BLOCK_N, BLOCK_K] weight chunk: tile pid + (step // num_chunks) * programs,
     chunk step % num_chunks along K; zeros past the matrix or past the program's last step."""
-    r = tl.arange(0, BLOCK_N)
-    rows = (pid + (step // num_chunks) * num_programs) * BLOCK_N + r
+    rows, live = _tile_rows(pid + (step // num_chunks) * num_programs, N, BLOCK_N, GATED)
     k = (step % num_chunks) * BLOCK_K + tl.arange(0, BLOCK_K)
-    # (r * 0 + step) < total: a vector, as Triton 3.9's interpreter takes no scalar in a mask
-    live = (rows < N) & (r * 0 + step < total)
+    # (rows * 0 + step) < total: a vector, as Triton 3.9's interpreter takes no scalar in a mask
+    live = live & (rows * 0 + step < total)
     return tl.load(
         w_ptr + rows[:, None].to(tl.int64) * stride_wn + k[None, :],
         mask=live[:, None] & (k < K)[None, :],
         other=0.0,
     )
+
+
+@triton.jit
+def _store_tile(y_ptr, acc, tile, N, BLOCK_N: tl.constexpr, GATED: tl.constexpr):
+    """Writes a tile's products, rounded to y's dtype; GATED: SiLU(gate) * up of each pair, rounded where
+    the unfused linear and SiLU-and-mul kernels round."""
+    dtype = y_ptr.dtype.element_ty
+    if GATED:
+        gate, up = tl.split(tl.reshape(acc, [BLOCK_N // 2, 2]))
+        gate = gate.to(dtype).to(tl.float32)
+        y = (gate / (1.0 + tl.exp(-gate))).to(dtype) * up.to(dtype)
+        outputs = tile * (BLOCK_N // 2) + tl.arange(0, BLOCK_N // 2)
+        tl.store(y_ptr + outputs, y, mask=outputs < N // 2)
+    else:
+        rows = tile * BLOCK_N + tl.arange(0, BLOCK_N)
+        tl.store(y_ptr + rows, acc.to(dtype), mask=rows < N)
 
 
 @triton.jit
@@ -91,6 +98,7 @@ def _gemv_kernel(
     stride_wn,
     eps,
     PROLOGUE: tl.constexpr,
+    GATED: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
     USE_PDL: tl.constexpr,
@@ -98,39 +106,44 @@ def _gemv_kernel(
     pid = tl.program_id(0)
     num_programs = tl.num_programs(0)
     num_chunks = tl.cdiv(K, BLOCK_K)
-    total = tl.cdiv(tl.cdiv(N, BLOCK_N) - pid, num_programs) * num_chunks  # (tile, chunk) steps
-    r = tl.arange(0, BLOCK_N)
+    tiles = tl.cdiv(N // 2, BLOCK_N // 2) if GATED else tl.cdiv(N, BLOCK_N)
+    total = tl.cdiv(tiles - pid, num_programs) * num_chunks  # (tile, chunk) steps
     c = tl.arange(0, BLOCK_K)
 
     # The weights do not depend on earlier kernels: start streaming them before waiting for those.
-    w = _weight_chunk(w_ptr, pid, 0, num_programs, num_chunks, total, N, K, stride_wn, BLOCK_N, BLOCK_K)
+    w = _weight_chunk(
+        w_ptr, pid, 0, num_programs, num_chunks, total, N, K, stride_wn, BLOCK_N, BLOCK_K, GATED
+    )
     pdl_wait(USE_PDL)
 
-    rstd = 0.0
-    if PROLOGUE >= NORM:
-        squares = tl.zeros([BLOCK_K], tl.float32)
-        for k0 in range(0, K, BLOCK_K):
-            k = k0 + c
-            h = _norm_input(x_ptr, res_ptr, k, k < K, PROLOGUE)
-            if PROLOGUE == ADD_NORM:  # noqa: SIM102 (compile-time branch around a run-time one)
-                if pid == 0:
-                    tl.store(res_out_ptr + k, h.to(res_out_ptr.dtype.element_ty), mask=k < K)
-            squares += h * h
-        rstd = tl.rsqrt(tl.sum(squares, 0) / K + eps)
-
     acc = tl.zeros([BLOCK_N], tl.float32)
+    squares = tl.zeros([BLOCK_K], tl.float32)
     for step in range(0, total):
         tile = pid + (step // num_chunks) * num_programs
         k = (step % num_chunks) * BLOCK_K + c
+        k_mask = k < K
         # issue the next chunk's load (same tile, or this program's next tile) before using this one
         w_next = _weight_chunk(
-            w_ptr, pid, step + 1, num_programs, num_chunks, total, N, K, stride_wn, BLOCK_N, BLOCK_K
+            w_ptr, pid, step + 1, num_programs, num_chunks, total, N, K, stride_wn, BLOCK_N, BLOCK_K, GATED
         )
-        x = _input_chunk(x_ptr, res_ptr, norm_ptr, k, k < K, K, rstd, PROLOGUE)
-        acc += tl.sum(w.to(tl.float32) * x[None, :], 1)
+        x = tl.load(x_ptr + k, mask=k_mask, other=0.0)
+        if PROLOGUE >= NORM:
+            if PROLOGUE == ADD_NORM:  # x + residual, rounded as the new residual is
+                x = (x.to(tl.float32) + tl.load(res_ptr + k, mask=k_mask, other=0.0).to(tl.float32)).to(
+                    x.dtype
+                )
+            h = x.to(tl.float32)
+            if step < num_chunks:  # the first tile's pass over K sees each column once
+                squares += h * h
+                if PROLOGUE == ADD_NORM:  # noqa: SIM102 (compile-time branch around a run-time one)
+                    if pid == 0:
+                        tl.store(res_out_ptr + k, x, mask=k_mask)
+            x = h * tl.load(norm_ptr + k, mask=k_mask, other=0.0).to(tl.float32)
+        acc += tl.sum(w.to(tl.float32) * x.to(tl.float32)[None, :], 1)
         if step % num_chunks == num_chunks - 1:
-            rows = tile * BLOCK_N + r
-            tl.store(y_ptr + rows, acc.to(y_ptr.dtype.element_ty), mask=rows < N)
+            if PROLOGUE >= NORM:
+                acc *= tl.rsqrt(tl.sum(squares, 0) / K + eps)
+            _store_tile(y_ptr, acc, tile, N, BLOCK_N, GATED)
             acc = tl.zeros([BLOCK_N], tl.float32)
         w = w_next
 
@@ -175,12 +188,13 @@ def _launch(
     norm_weight: torch.Tensor | None = None,
     eps: float = 0.0,
     residual_out: torch.Tensor | None = None,
+    gated: bool = False,
 ) -> torch.Tensor:
     n, k = weight.shape
     x = x.contiguous()
-    y = torch.empty(*x.shape[:-1], n, dtype=x.dtype, device=x.device)
+    y = torch.empty(*x.shape[:-1], n // 2 if gated else n, dtype=x.dtype, device=x.device)
     block_n, block_k, num_warps = _config(n, k)
-    tiles = triton.cdiv(n, block_n)
+    tiles = triton.cdiv(n // 2, block_n // 2) if gated else triton.cdiv(n, block_n)
     _gemv_kernel[(min(tiles, _num_programs_cap(x.device)),)](
         x,
         residual if residual is not None else x,
@@ -193,6 +207,7 @@ def _launch(
         weight.stride(0),
         eps,
         PROLOGUE=prologue,
+        GATED=gated,
         BLOCK_N=block_n,
         BLOCK_K=block_k,
         **pdl_args(x),
@@ -212,16 +227,13 @@ def norm_gemv(
     norm_weight: torch.Tensor,
     eps: float,
     weight: torch.Tensor,
+    gated: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """RMSNorm then the product, for one row: returns (norm(x + residual) @ weight.T, x + residual);
-    without a residual, (norm(x) @ weight.T, x)."""
+    without a residual, (norm(x) @ weight.T, x). gated: weight is [gate; up] (2I rows) and the product
+    becomes SiLU(gate) * up, [..., I]."""
     if residual is None:
-        return _launch(NORM, x, weight, norm_weight=norm_weight, eps=eps), x
+        return _launch(NORM, x, weight, norm_weight=norm_weight, eps=eps, gated=gated), x
     residual_out = torch.empty_like(x)
-    y = _launch(ADD_NORM, x, weight, residual.contiguous(), norm_weight, eps, residual_out)
+    y = _launch(ADD_NORM, x, weight, residual.contiguous(), norm_weight, eps, residual_out, gated)
     return y, residual_out
-
-
-def silu_mul_gemv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """x [..., 2K] = [gate | up] holding one row -> (silu(gate) * up) @ weight.T."""
-    return _launch(SILU_MUL, x, weight)

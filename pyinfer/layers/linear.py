@@ -98,16 +98,18 @@ class ColumnParallelLinear(LinearBase):
         return self.matmul(x)
 
     def normed(
-        self, x: torch.Tensor, residual: torch.Tensor | None, norm: RMSNorm
+        self, x: torch.Tensor, residual: torch.Tensor | None, norm: RMSNorm, act: SiluAndMul | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """This linear of norm(x + residual), and x + residual, the new residual; without a residual, of
-        norm(x), and x. One kernel at batch 1 on the GPU."""
+        """This linear of norm(x + residual), then act if given (SiLU-and-mul of a merged gate_up), and
+        x + residual, the new residual; without a residual, of norm(x), and x. One kernel at batch 1 on
+        the GPU."""
         if self.uses_gemv(x):
             from pyinfer.kernels.gemv import norm_gemv
 
-            return norm_gemv(x, residual, norm.weight, norm.eps, self.weight)
+            return norm_gemv(x, residual, norm.weight, norm.eps, self.weight, gated=act is not None)
         x, residual = (norm(x), x) if residual is None else norm(x, residual)
-        return self(x), residual
+        y = self(x)
+        return (y if act is None else act(y)), residual
 
 
 class MergedColumnParallelLinear(ColumnParallelLinear):
@@ -160,11 +162,3 @@ class RowParallelLinear(LinearBase):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.group.all_reduce(self.matmul(x))
-
-    def gated(self, gate_up: torch.Tensor, act: SiluAndMul) -> torch.Tensor:
-        """This linear of act(gate_up) ([gate | up] -> silu(gate) * up); one kernel at batch 1 on the GPU."""
-        if self.uses_gemv(gate_up):
-            from pyinfer.kernels.gemv import silu_mul_gemv
-
-            return self.group.all_reduce(silu_mul_gemv(gate_up, self.weight))
-        return self(act(gate_up))

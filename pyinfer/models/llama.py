@@ -57,10 +57,10 @@ class LlamaMLP(nn.Module):
     def forward(
         self, x: torch.Tensor, residual: torch.Tensor, norm: RMSNorm
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The MLP of norm(x + residual); returns it with the new residual (the norm runs inside
-        gate_up_proj's kernel, SiLU-and-mul inside down_proj's, at batch 1 on the GPU)."""
-        gate_up, residual = self.gate_up_proj.normed(x, residual, norm)
-        return self.down_proj.gated(gate_up, self.act), residual
+        """The MLP of norm(x + residual); returns it with the new residual (the norm and SiLU-and-mul run
+        inside gate_up_proj's kernel at batch 1 on the GPU)."""
+        h, residual = self.gate_up_proj.normed(x, residual, norm, self.act)
+        return self.down_proj(h), residual
 
 
 class LlamaDecoderLayer(nn.Module):

@@ -20,7 +20,8 @@ TEXTS = [
     "Ingredients: two cups of flour, a teaspoon of baking soda, half a cup of butter, three eggs, a cup of "
     "sugar, vanilla and a pinch of salt. Method: first preheat the oven, then mix the dry ingredients",
 ]
-TOP1_AGREEMENT = 0.98  # teacher-forced, over every position of 64-token prompts
+TOP1_AGREEMENT = 0.95  # teacher-forced, over every position of 64-token prompts (0.97-0.98 measured)
+CLEAR_MARGIN = 0.5  # where the exact top-1 leads by this many logits, the int4 path must pick it too
 LOGITS_REL_ERR = 0.05  # measured 0.019-0.027 with the int8 head (0.017-0.024 with a bf16 head)
 
 
@@ -53,8 +54,13 @@ def test_int4_logits_and_top1_agree_with_the_exact_path(int4_llm, smollm2_llm):
         quant = our_prompt_logits(int4_llm, prompt)
         rel = ((quant - exact).norm() / exact.norm()).item()
         assert rel < LOGITS_REL_ERR, rel
-        agree += (quant.argmax(-1) == exact.argmax(-1)).sum().item()
+        same = quant.argmax(-1) == exact.argmax(-1)
+        agree += same.sum().item()
         total += len(prompt)
+        # int4 rounding may flip near-ties (margins of 0.003-0.33 seen on AVX2 and AVX-512), never a clear lead
+        top2 = exact.float().topk(2, dim=-1).values
+        clear = top2[:, 0] - top2[:, 1] > CLEAR_MARGIN
+        assert same[clear].all(), (top2[:, 0] - top2[:, 1])[clear & ~same]
     assert agree / total >= TOP1_AGREEMENT, agree / total
 
 

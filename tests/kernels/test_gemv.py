@@ -1,16 +1,18 @@
-"""The batch-1 matrix-vector kernels (plain, RMSNorm and SiLU-and-mul prologues) against the PyTorch layers."""
+"""The batch-1 matrix-vector kernels (plain, RMSNorm before, SiLU-and-mul after) against the PyTorch layers."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from pyinfer.kernels.gemv import gemv, norm_gemv, silu_mul_gemv, use_gemv
+from pyinfer.kernels.gemv import gemv, norm_gemv, use_gemv
+from pyinfer.layers.activation import SiluAndMul
 from pyinfer.layers.norm import RMSNorm
 from tests.kernels.conftest import tolerance
 
-# (258, 2100): 33 tiles of 8 rows over the interpreter's 3 programs, 2 chunks of K each, so the prefetch
-# of the next chunk crosses both chunks and tiles; the others are one chunk (K <= 2048) of odd widths.
+# (258, 2100): 65 tiles of 4 rows over the interpreter's 3 programs, 2 chunks of K each, so the prefetch
+# of the next chunk crosses both chunks and tiles (and the norm's sum of squares, taken on a program's
+# first tile, serves its later ones); the others are one chunk (K <= 2048) of odd widths.
 
 
 @pytest.mark.parametrize(("n", "k"), [(1, 64), (37, 96), (130, 576), (258, 1000), (258, 2100)])
@@ -46,12 +48,17 @@ def test_norm_gemv_matches_rms_norm_then_matmul(n, k, device, dtype):
 
 
 @pytest.mark.parametrize(("n", "k"), [(37, 96), (130, 700), (258, 2100)])
-def test_silu_mul_gemv_matches_silu_and_mul_then_matmul(n, k, device, dtype):
-    gate_up = torch.randn(1, 2 * k).to(device, dtype)
-    weight = (torch.randn(n, k) / k**0.5).to(device, dtype)
-    gate, up = gate_up.float().chunk(2, dim=-1)
-    ref = (torch.nn.functional.silu(gate) * up) @ weight.float().T
-    torch.testing.assert_close(silu_mul_gemv(gate_up, weight).float(), ref, **tolerance(dtype))
+def test_gated_norm_gemv_matches_norm_matmul_then_silu_and_mul(n, k, device, dtype):
+    """A [gate; up] weight of 2n rows: n outputs, SiLU(gate) * up, each from a gate row and its up row."""
+    norm = RMSNorm(k, 1e-5).to(device, dtype)
+    norm.weight.data = (torch.rand(k) + 0.5).to(device, dtype)
+    x, residual = torch.randn(1, k).to(device, dtype), torch.randn(1, k).to(device, dtype)
+    weight = (torch.randn(2 * n, k) / k**0.5).to(device, dtype)
+    y, new_residual = norm_gemv(x, residual, norm.weight, norm.eps, weight, gated=True)
+    ref_x, ref_residual = norm(x, residual)
+    assert y.shape == (1, n)
+    torch.testing.assert_close(new_residual, ref_residual, **tolerance(dtype))
+    torch.testing.assert_close(y, SiluAndMul()(ref_x @ weight.T), **tolerance(dtype))
 
 
 @pytest.mark.gpu
@@ -76,10 +83,6 @@ def test_gemv_real_sizes(n, k):
     weight = torch.randn(n, k, device="cuda", dtype=torch.bfloat16) / k**0.5
     ref = (x.float() @ weight.float().T).to(torch.bfloat16)
     torch.testing.assert_close(gemv(x, weight), ref, atol=2e-2, rtol=2e-2)
-    gate_up = torch.randn(1, 2 * k, device="cuda", dtype=torch.bfloat16)
-    gate, up = gate_up.float().chunk(2, dim=-1)
-    ref = ((torch.nn.functional.silu(gate) * up) @ weight.float().T).to(torch.bfloat16)
-    torch.testing.assert_close(silu_mul_gemv(gate_up, weight), ref, atol=3e-2, rtol=3e-2)
     norm = RMSNorm(k, 1e-5).to("cuda", torch.bfloat16)
     norm.weight.data.uniform_(0.5, 1.5)
     residual = torch.randn(1, k, device="cuda", dtype=torch.bfloat16)
@@ -88,3 +91,6 @@ def test_gemv_real_sizes(n, k):
     assert torch.equal(new_residual, ref_residual)
     ref = (ref_x.float() @ weight.float().T).to(torch.bfloat16)
     torch.testing.assert_close(y, ref, atol=3e-2, rtol=3e-2)
+    y, _ = norm_gemv(x, residual, norm.weight, norm.eps, weight, gated=True)
+    gate, up = ref.float().chunk(2, dim=-1)
+    torch.testing.assert_close(y.float(), torch.nn.functional.silu(gate) * up, atol=3e-2, rtol=3e-2)
