@@ -1,7 +1,7 @@
 """The batch-1 GEMV kernels against what they replace, on the decode matrices of the 1B and 8B shapes
 (diagnostic): cuBLAS alone, and cuBLAS with the RMSNorm kernel before it and SiLU-and-mul after it where
 the GEMV fuses them; then a sweep of
-the tile (rows x K-chunk x warps), and the default tile without PDL and with 4 or 16 programs per SM. python bench/gpu/gemv_tune.py"""
+the launch (rows x K-chunk x warps x programs per SM), and the default one without PDL. python bench/gpu/gemv_tune.py"""
 
 import itertools
 
@@ -65,18 +65,18 @@ def variants(n, k, prologue):
 
 
 print(
-    f"{'shape':12}{'cublas':>8}{'unfused':>9}{'fused':>8}{'TB/s':>7}   sweep: fused us for rows x K-chunk x warps"
+    f"{'shape':12}{'cublas':>8}{'unfused':>9}{'fused':>8}{'TB/s':>7}   sweep: fused us for rows x K-chunk x warps x programs/SM"
 )
-sweep = [
-    (8, 2048, 4),
-    (8, 2048, 8),
-    (16, 2048, 8),
-    (16, 1024, 4),
-    (16, 1024, 8),
-    (32, 512, 4),
-    (4, 2048, 4),
-    (4, 4096, 4),
-    (4, 4096, 8),
+sweep = [  # rows x K-chunk x warps x programs per SM
+    (4, 2048, 4, 4),
+    (4, 2048, 4, 8),
+    (4, 2048, 4, 16),
+    (8, 2048, 4, 4),
+    (8, 2048, 4, 8),
+    (8, 2048, 8, 8),
+    (16, 1024, 4, 8),
+    (4, 4096, 4, 4),
+    (4, 4096, 8, 8),
 ]
 for name, (n, k, prologue) in SHAPES.items():
     ws = [
@@ -98,17 +98,8 @@ for name, (n, k, prologue) in SHAPES.items():
     gemv_module.pdl_args = lambda x: {"USE_PDL": False, "launch_pdl": False}
     row.append(f"{bench(fused, ws):.1f}")
     gemv_module.pdl_args = pdl_args
-    for per_sm in (4, 16):  # the default tile with fewer or more programs per multiprocessor
-        gemv_module.PROGRAMS_PER_SM = per_sm
-        gemv_module._num_programs_cap.cache_clear()
-        row.append(f"{bench(fused, ws):.1f}")
-    gemv_module.PROGRAMS_PER_SM = 8
-    gemv_module._num_programs_cap.cache_clear()
     tbs = n * k * 2 / t_fused / 1e6
     print(
         f"{name:12}{cublas:>8.1f}{t_unfused:>9.1f}{t_fused:>8.1f}{tbs:>7.2f}   "
-        + " ".join(
-            f"{'x'.join(map(str, c))}:{t}"
-            for c, t in zip([*sweep, ("no", "pdl"), ("4/sm",), ("16/sm",)], row, strict=True)
-        )
+        + " ".join(f"{'x'.join(map(str, c))}:{t}" for c, t in zip([*sweep, ("no", "pdl")], row, strict=True))
     )

@@ -2,9 +2,7 @@
 
 f is the identity or RMSNorm (of x, or of x + residual, the sum written back as the new residual); g is
 the identity or, for a merged [gate; up] weight, SiLU(gate) * up. So the small kernels between the
-matmuls disappear at batch 1. The norm takes one pass over x: its scale 1/rms is one number, so it
-multiplies the output rather than the input, and the sum of squares builds up as the first tile
-streams along K. Each program takes tiles of BLOCK_N rows in turn, streaming each tile along K in
+matmuls disappear at batch 1. Each program takes tiles of BLOCK_N rows in turn, streaming each tile along K in
 chunks of up to 4,096 columns (16-byte loads), the next chunk's load issued before the current one is
 used. On a GPU with programmatic dependent launch (Hopper), a program loads its first weight chunk
 before waiting for the previous kernel, so one matmul's weight stream starts while the kernel before
@@ -21,12 +19,29 @@ import triton.language as tl
 
 from pyinfer.kernels.pdl import pdl_args, pdl_wait
 
-PROGRAMS_PER_SM = 8
-
 # what happens to x before the product (the norms last: PROLOGUE >= NORM tests for either)
 PLAIN = tl.constexpr(0)
 NORM = tl.constexpr(1)
 ADD_NORM = tl.constexpr(2)
+
+
+@triton.jit
+def _norm_input(x_ptr, res_ptr, k, k_mask, PROLOGUE: tl.constexpr):
+    """What the norm normalizes at columns k, in fp32: x, or x + residual rounded as the new residual is."""
+    h = tl.load(x_ptr + k, mask=k_mask, other=0.0)
+    if PROLOGUE == ADD_NORM:
+        h = (h.to(tl.float32) + tl.load(res_ptr + k, mask=k_mask, other=0.0).to(tl.float32)).to(h.dtype)
+    return h.to(tl.float32)
+
+
+@triton.jit
+def _input_chunk(x_ptr, res_ptr, norm_ptr, k, k_mask, rstd, PROLOGUE: tl.constexpr):
+    """f(x)[k] in fp32, rounded where the unfused RMSNorm rounds (to x's dtype, before and after the weight)."""
+    if PROLOGUE == PLAIN:
+        return tl.load(x_ptr + k, mask=k_mask, other=0.0).to(tl.float32)
+    h = _norm_input(x_ptr, res_ptr, k, k_mask, PROLOGUE)
+    w = tl.load(norm_ptr + k, mask=k_mask, other=0.0)
+    return ((h * rstd).to(x_ptr.dtype.element_ty) * w).to(tl.float32)
 
 
 @triton.jit
@@ -116,33 +131,29 @@ def _gemv_kernel(
     )
     pdl_wait(USE_PDL)
 
+    rstd = 0.0
+    if PROLOGUE >= NORM:
+        squares = tl.zeros([BLOCK_K], tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            k = k0 + c
+            h = _norm_input(x_ptr, res_ptr, k, k < K, PROLOGUE)
+            if PROLOGUE == ADD_NORM:  # noqa: SIM102 (compile-time branch around a run-time one)
+                if pid == 0:
+                    tl.store(res_out_ptr + k, h.to(res_out_ptr.dtype.element_ty), mask=k < K)
+            squares += h * h
+        rstd = tl.rsqrt(tl.sum(squares, 0) / K + eps)
+
     acc = tl.zeros([BLOCK_N], tl.float32)
-    squares = tl.zeros([BLOCK_K], tl.float32)
     for step in range(0, total):
         tile = pid + (step // num_chunks) * num_programs
         k = (step % num_chunks) * BLOCK_K + c
-        k_mask = k < K
         # issue the next chunk's load (same tile, or this program's next tile) before using this one
         w_next = _weight_chunk(
             w_ptr, pid, step + 1, num_programs, num_chunks, total, N, K, stride_wn, BLOCK_N, BLOCK_K, GATED
         )
-        x = tl.load(x_ptr + k, mask=k_mask, other=0.0)
-        if PROLOGUE >= NORM:
-            if PROLOGUE == ADD_NORM:  # x + residual, rounded as the new residual is
-                x = (x.to(tl.float32) + tl.load(res_ptr + k, mask=k_mask, other=0.0).to(tl.float32)).to(
-                    x.dtype
-                )
-            h = x.to(tl.float32)
-            if step < num_chunks:  # the first tile's pass over K sees each column once
-                squares += h * h
-                if PROLOGUE == ADD_NORM:  # noqa: SIM102 (compile-time branch around a run-time one)
-                    if pid == 0:
-                        tl.store(res_out_ptr + k, x, mask=k_mask)
-            x = h * tl.load(norm_ptr + k, mask=k_mask, other=0.0).to(tl.float32)
-        acc += tl.sum(w.to(tl.float32) * x.to(tl.float32)[None, :], 1)
+        x = _input_chunk(x_ptr, res_ptr, norm_ptr, k, k < K, rstd, PROLOGUE)
+        acc += tl.sum(w.to(tl.float32) * x[None, :], 1)
         if step % num_chunks == num_chunks - 1:
-            if PROLOGUE >= NORM:
-                acc *= tl.rsqrt(tl.sum(squares, 0) / K + eps)
             _store_tile(y_ptr, acc, tile, N, BLOCK_N, GATED)
             acc = tl.zeros([BLOCK_N], tl.float32)
         w = w_next
@@ -161,23 +172,20 @@ def use_gemv(x: torch.Tensor, weight: torch.Tensor | None) -> bool:
     )
 
 
-def _config(n: int, k: int) -> tuple[int, int, int]:
-    """(rows, K-chunk, warps) of a program. bench/gpu/gemv_tune.py on an H200: 4 x 2048 tiles of 4 warps are
-    best or within 0.3 us of it on the 1B and 8B shapes' matrices, except the down projections (K of 8,192
-    and more), which stream best with 8 warps (8 x 2048, or 4 x 4096 past K = 8,192), and the LM heads
-    (N past 65,536), with 8 x 2048 x 8."""
-    if k > 8192:
-        return 4, 4096, 8
-    if k == 8192 or n > 65536:
-        return 8, 2048, 8
-    return 4, min(2048, triton.next_power_of_2(k)), 4
+def _config(n: int, k: int) -> tuple[int, int, int, int]:
+    """(rows, K-chunk, warps, programs per multiprocessor) of a launch. bench/gpu/gemv_tune.py on an H200,
+    1B and 8B shapes: 4 x 2048 tiles of 4 warps, at most 4 programs per multiprocessor (each then takes
+    more tiles in turn) for the products of up to 8,192 rows; 8 for the larger ones (gate_up) and
+    8-row tiles for the LM heads (4-row ones are 10% slower on the 8B head)."""
+    rows = 8 if n > 65536 else 4
+    return rows, min(2048, triton.next_power_of_2(k)), 4, (4 if n <= 8192 else 8)
 
 
 @functools.cache
-def _num_programs_cap(device: torch.device) -> int:
+def _num_sms(device: torch.device) -> int:
     if device.type != "cuda":
-        return 3  # the interpreter on the CPU: few programs, so each takes several tiles
-    return PROGRAMS_PER_SM * torch.cuda.get_device_properties(device).multi_processor_count
+        return 1  # the interpreter on the CPU
+    return torch.cuda.get_device_properties(device).multi_processor_count
 
 
 def _launch(
@@ -193,9 +201,11 @@ def _launch(
     n, k = weight.shape
     x = x.contiguous()
     y = torch.empty(*x.shape[:-1], n // 2 if gated else n, dtype=x.dtype, device=x.device)
-    block_n, block_k, num_warps = _config(n, k)
+    block_n, block_k, num_warps, per_sm = _config(n, k)
     tiles = triton.cdiv(n // 2, block_n // 2) if gated else triton.cdiv(n, block_n)
-    _gemv_kernel[(min(tiles, _num_programs_cap(x.device)),)](
+    # in the interpreter, 3 programs: each takes several tiles
+    cap = per_sm * _num_sms(x.device) if x.is_cuda else 3
+    _gemv_kernel[(min(tiles, cap),)](
         x,
         residual if residual is not None else x,
         norm_weight if norm_weight is not None else x,

@@ -11,8 +11,7 @@ from pyinfer.layers.norm import RMSNorm
 from tests.kernels.conftest import tolerance
 
 # (258, 2100): 65 tiles of 4 rows over the interpreter's 3 programs, 2 chunks of K each, so the prefetch
-# of the next chunk crosses both chunks and tiles (and the norm's sum of squares, taken on a program's
-# first tile, serves its later ones); the others are one chunk (K <= 2048) of odd widths.
+# of the next chunk crosses both chunks and tiles; the others are one chunk (K <= 2048) of odd widths.
 
 
 @pytest.mark.parametrize(("n", "k"), [(1, 64), (37, 96), (130, 576), (258, 1000), (258, 2100)])
