@@ -34,9 +34,7 @@ for _ in range(n):
     sync()
     t2 = time.perf_counter()
     m = inputs.meta
-    logits, argmax = runner.graphs.run(
-        inputs.input_ids, inputs.positions, m.slot_mapping, m.seq_lens, m.block_tables
-    )
+    logits, argmax = runner.graphs.run(inputs.vectors, m.block_tables)
     sync()
     t3 = time.perf_counter()
     st = SamplingTensors.build(inputs.sample_seqs, runner.vocab_size, runner.eos_token_ids, runner.device)

@@ -36,10 +36,10 @@ class DecodeGraphs:
         self.device = next(model.parameters()).device
         self.sizes = batch_size_ladder(max_num_seqs)
         n, dev = max_num_seqs, self.device
-        self.input_ids = torch.zeros(n, dtype=torch.long, device=dev)
-        self.positions = torch.zeros(n, dtype=torch.long, device=dev)
-        self.slot_mapping = torch.full((n,), -1, dtype=torch.long, device=dev)
-        self.seq_lens = torch.zeros(n, dtype=torch.long, device=dev)
+        # rows: input ids, positions, KV slots, sequence lengths; one copy fills them all
+        self.vectors = torch.zeros(4, n, dtype=torch.long, device=dev)
+        self.input_ids, self.positions, self.slot_mapping, self.seq_lens = self.vectors
+        self.slot_mapping.fill_(-1)
         self.block_tables = torch.zeros(n, max_blocks_per_seq, dtype=torch.long, device=dev)
         self.num_sms = torch.cuda.get_device_properties(dev).multi_processor_count
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
@@ -95,21 +95,25 @@ class DecodeGraphs:
 
     def run(
         self,
-        input_ids: torch.Tensor,
-        positions: torch.Tensor,
-        slot_mapping: torch.Tensor,
-        seq_lens: torch.Tensor,
+        vectors: torch.Tensor,
         block_tables: torch.Tensor,
+        patch: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Replays the smallest graph that fits; returns logits [num_seqs, vocab] and their argmax."""
-        n = input_ids.shape[0]
+        """Replays the smallest graph that fits the batch: vectors [4, num_seqs] holds its input ids,
+        positions, slots and lengths. patch (rows, ids, sources): input ids still in flight, taken on the
+        device from ids[sources]. Returns logits [num_seqs, vocab] and their argmax."""
+        n = vectors.shape[1]
         bs = next(s for s in self.sizes if s >= n)
-        self.input_ids[:n].copy_(input_ids, non_blocking=True)
-        self.positions[:n].copy_(positions, non_blocking=True)
-        self.slot_mapping[:n].copy_(slot_mapping, non_blocking=True)
-        self.slot_mapping[n:bs].fill_(-1)
-        self.seq_lens[:n].copy_(seq_lens, non_blocking=True)
-        self.seq_lens[n:bs].zero_()
+        self.vectors[:, :n].copy_(vectors, non_blocking=True)
+        if n < bs:
+            self.slot_mapping[n:bs].fill_(-1)
+            self.seq_lens[n:bs].zero_()
+        if patch is not None:
+            rows, ids, sources = patch
+            if rows.numel() == n:  # every token in flight, in order: one gather into the inputs
+                torch.index_select(ids, 0, sources, out=self.input_ids[:n])
+            else:
+                self.input_ids[rows] = ids[sources]
         self.block_tables[:n, : block_tables.shape[1]].copy_(block_tables, non_blocking=True)
         self.graphs[bs].replay()
         return self.logits[bs][:n], self.argmax[bs][:n]

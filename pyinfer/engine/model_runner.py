@@ -34,6 +34,7 @@ class StepInputs:
     sample_seqs: list[Sequence]
     patch_rows: torch.Tensor  # input rows whose token is still in flight ...
     patch_sources: torch.Tensor  # ... at these rows of the previous step's sampled ids
+    vectors: torch.Tensor | None  # a batch of decodes: [4, seqs], its input ids, positions, slots, lengths
 
 
 @dataclass
@@ -170,26 +171,22 @@ class ModelRunner:
         """Queues the batch on the device without waiting for it. Input tokens still in flight from
         `previous` (placeholders in token_ids) are taken from its sampled ids on the device."""
         inputs = self._prepare(batch)
-        if inputs.patch_rows.numel():
-            inputs.input_ids[inputs.patch_rows] = previous.token_ids[inputs.patch_sources]
         meta = inputs.meta
-        if not inputs.sample_seqs:
-            self.model(inputs.input_ids, inputs.positions, meta)
-            return InFlight([], [], None, None, None)
-        if (
-            self.graphs is not None
-            and meta.num_decodes == meta.num_seqs
-            and self.graphs.can_run(meta.num_seqs, meta.block_tables.shape[1])
-        ):
-            logits, argmax = self.graphs.run(
-                inputs.input_ids, inputs.positions, meta.slot_mapping, meta.seq_lens, meta.block_tables
-            )
-            if len(inputs.sample_seqs) < meta.num_seqs:
-                logits, argmax = logits[inputs.sample_rows], argmax[inputs.sample_rows]
-        else:
+        patch = None
+        if inputs.patch_rows.numel():
+            patch = (inputs.patch_rows, previous.token_ids, inputs.patch_sources)
+        if not inputs.sample_seqs or not self._graph_runs(meta):
+            if patch is not None:
+                inputs.input_ids[inputs.patch_rows] = previous.token_ids[inputs.patch_sources]
             x, residual = self.model(inputs.input_ids, inputs.positions, meta)
+            if not inputs.sample_seqs:
+                return InFlight([], [], None, None, None)
             rows = inputs.token_rows
             logits, argmax = self.model.compute_logits(x[rows], residual[rows]), None
+        else:  # a decode batch: the graph's inputs are patched in place
+            logits, argmax = self.graphs.run(inputs.vectors, meta.block_tables, patch)
+            if len(inputs.sample_seqs) < meta.num_seqs:
+                logits, argmax = logits[inputs.sample_rows], argmax[inputs.sample_rows]
         st = SamplingTensors.build(inputs.sample_seqs, self.vocab_size, self.eos_token_ids, self.device)
         out = self.sampler(logits, st, argmax)
         host_ids = out.token_ids
@@ -204,6 +201,14 @@ class ModelRunner:
             done = torch.cuda.Event()
             done.record()
         return InFlight(inputs.sample_seqs, [s.num_tokens for s in inputs.sample_seqs], out, host_ids, done)
+
+    def _graph_runs(self, meta: AttentionMetadata) -> bool:
+        """Whether a captured graph runs this batch: decodes only, within the captured sizes."""
+        return (
+            self.graphs is not None
+            and meta.num_decodes == meta.num_seqs
+            and self.graphs.can_run(meta.num_seqs, meta.block_tables.shape[1])
+        )
 
     @staticmethod
     def collect(step: InFlight) -> list[int]:
@@ -242,7 +247,7 @@ class ModelRunner:
         query_start = [0]
         for n in batch.num_new_tokens:
             query_start.append(query_start[-1] + n)
-        ids, pos, slot_mapping, lens, flat_tables, starts, rows, samples, patches, sources = self._upload(
+        flat, parts = self._upload(
             input_ids,
             positions,
             slots,
@@ -254,6 +259,7 @@ class ModelRunner:
             patch_rows,
             patch_sources,
         )
+        ids, pos, slot_mapping, lens, flat_tables, starts, rows, samples, patches, sources = parts
         meta = AttentionMetadata(
             slot_mapping=slot_mapping,
             seq_lens=lens,
@@ -270,10 +276,15 @@ class ModelRunner:
             if self.is_cuda
             else 1,
         )
-        return StepInputs(ids, pos, meta, rows, samples, sample_seqs, patches, sources)
+        n = len(batch.seqs)
+        vectors = (
+            flat[: 4 * n].view(4, n) if batch.num_decodes == n else None
+        )  # ids, positions, slots, lengths
+        return StepInputs(ids, pos, meta, rows, samples, sample_seqs, patches, sources, vectors)
 
-    def _upload(self, *lists: list[int]) -> list[torch.Tensor]:
-        """Host int lists as int64 device tensors: one staging copy through pinned memory, no sync."""
+    def _upload(self, *lists: list[int]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Host int lists as int64 device tensors: one staging copy through pinned memory, no sync.
+        Returns the device copy of them all, end to end, and each one's view of it."""
         sizes = [len(x) for x in lists]
         host = torch.tensor([v for x in lists for v in x], dtype=torch.long)
         if self.is_cuda:
@@ -286,7 +297,7 @@ class ModelRunner:
             staging = self._staging[self._upload_flip][: host.numel()]
             staging.copy_(host)
             host = staging.to(self.device, non_blocking=True)
-        return list(host.split(sizes))
+        return host, list(host.split(sizes))
 
     @staticmethod
     def logprobs(step: InFlight) -> list[TokenLogprob | None]:
