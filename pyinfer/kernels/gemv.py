@@ -27,11 +27,12 @@ ADD_NORM = tl.constexpr(2)
 
 @triton.jit
 def _norm_input(x_ptr, res_ptr, k, k_mask, PROLOGUE: tl.constexpr):
-    """What the norm normalizes at columns k, in fp32: x, or x + residual rounded as the new residual is."""
-    h = tl.load(x_ptr + k, mask=k_mask, other=0.0)
+    """What the norm normalizes at columns k, in fp32: x, or x + residual (unrounded, as in the RMSNorm
+    kernel)."""
+    h = tl.load(x_ptr + k, mask=k_mask, other=0.0).to(tl.float32)
     if PROLOGUE == ADD_NORM:
-        h = (h.to(tl.float32) + tl.load(res_ptr + k, mask=k_mask, other=0.0).to(tl.float32)).to(h.dtype)
-    return h.to(tl.float32)
+        h += tl.load(res_ptr + k, mask=k_mask, other=0.0).to(tl.float32)
+    return h
 
 
 @triton.jit
