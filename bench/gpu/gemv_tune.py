@@ -1,7 +1,7 @@
 """The batch-1 GEMV kernels against what they replace, on the decode matrices of the 1B and 8B shapes
 (diagnostic): cuBLAS alone, and cuBLAS with the RMSNorm kernel before it and SiLU-and-mul after it where
-the GEMV fuses them; then a sweep of
-the launch (rows x K-chunk x warps x programs per SM), and the default one without PDL. python bench/gpu/gemv_tune.py"""
+the GEMV fuses them; then a sweep of the launch (rows x K-chunk x warps x programs per SM), and the
+default one without PDL. python bench/gpu/gemv_tune.py"""
 
 import itertools
 
@@ -11,7 +11,7 @@ import pyinfer.kernels.gemv as gemv_module
 from pyinfer.kernels.elementwise import rms_norm, silu_and_mul
 from pyinfer.kernels.gemv import gemv, norm_gemv
 
-SHAPES = {  # name: (N, K, fused prologue)
+SHAPES = {  # name: (N, K, what the GEMV fuses: "norm" before, "gated" norm before and SiLU-and-mul after)
     "1b qkv": (3072, 2048, "norm"),
     "1b o": (2048, 2048, None),
     "1b gate_up": (16384, 2048, "gated"),

@@ -1,6 +1,5 @@
 """Batch-1 decode on the GPU: what one CUDA-graph replay costs alone, what a whole engine step costs,
-and the graph's kernels in order with their gaps (diagnostic):
-python bench/gpu/graph_timeline.py [model] [--no-pdl] [--min-split N]."""
+and the graph's kernels in order with their gaps (diagnostic): python bench/gpu/graph_timeline.py [model] [--no-pdl]."""
 
 import sys
 import time
@@ -9,18 +8,12 @@ from collections import defaultdict
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-import pyinfer.kernels.decode_attention
 import pyinfer.kernels.pdl
 from pyinfer import SamplingParams
 from pyinfer.engine.llm import LLM
 
-args = sys.argv[1:]
-if "--min-split" in args:  # keys per decode-attention split, at least
-    at = args.index("--min-split")
-    pyinfer.kernels.decode_attention.MIN_SPLIT = int(args.pop(at + 1))
-    args.pop(at)
-model = next((a for a in args if not a.startswith("-")), "llama-3.2-1b")
-if "--no-pdl" in args:  # A/B of programmatic dependent launch
+model = next((a for a in sys.argv[1:] if not a.startswith("-")), "llama-3.2-1b")
+if "--no-pdl" in sys.argv:  # A/B of programmatic dependent launch
     pyinfer.kernels.pdl._hopper_or_newer = lambda device: False
 llm = LLM(model, load_format="dummy", max_num_seqs=16)
 eng = llm.engine
@@ -94,7 +87,7 @@ for e in kernels:
     by_name[key][2] += gap / 5
     prev_end = e.time_range.end
 print(
-    f"{model} batch 1, min split {pyinfer.kernels.decode_attention.MIN_SPLIT}: graph replay alone {replay_us:.0f} us; engine step {step_us:.0f} us "
+    f"{model} batch 1: graph replay alone {replay_us:.0f} us; engine step {step_us:.0f} us "
     f"({1e6 / step_us:.1f} tok/s); profiled: {len(kernels) / 5:.0f} kernels/step, "
     f"busy {busy / 5:.0f} us of {span / 5:.0f} us per step"
 )

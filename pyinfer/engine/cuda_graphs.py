@@ -110,7 +110,9 @@ class DecodeGraphs:
             self.seq_lens[n:bs].zero_()
         if patch is not None:
             rows, ids, sources = patch
-            if rows.numel() == n:  # every token in flight, in order: one gather into the inputs
+            # ModelRunner._prepare adds at most one patch row per sequence, in batch order: n of them
+            # are rows 0..n-1, every token in flight, and one gather fills the inputs
+            if rows.numel() == n:
                 torch.index_select(ids, 0, sources, out=self.input_ids[:n])
             else:
                 self.input_ids[rows] = ids[sources]

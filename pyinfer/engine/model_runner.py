@@ -286,18 +286,18 @@ class ModelRunner:
         """Host int lists as int64 device tensors: one staging copy through pinned memory, no sync.
         Returns the device copy of them all, end to end, and each one's view of it."""
         sizes = [len(x) for x in lists]
-        host = torch.tensor([v for x in lists for v in x], dtype=torch.long)
+        values = torch.tensor([v for x in lists for v in x], dtype=torch.long)
         if self.is_cuda:
             # Two pinned buffers in turn: the previous step's copy may still be queued behind its kernels.
             self._upload_flip = 1 - self._upload_flip
-            if self._staging[self._upload_flip].numel() < host.numel():
+            if self._staging[self._upload_flip].numel() < values.numel():
                 self._staging[self._upload_flip] = torch.empty(
-                    2 * host.numel(), dtype=torch.long
+                    2 * values.numel(), dtype=torch.long
                 ).pin_memory()
-            staging = self._staging[self._upload_flip][: host.numel()]
-            staging.copy_(host)
-            host = staging.to(self.device, non_blocking=True)
-        return host, list(host.split(sizes))
+            staging = self._staging[self._upload_flip][: values.numel()]
+            staging.copy_(values)
+            values = staging.to(self.device, non_blocking=True)
+        return values, list(values.split(sizes))
 
     @staticmethod
     def logprobs(step: InFlight) -> list[TokenLogprob | None]:

@@ -71,7 +71,8 @@ def attend_tile(
 ):
     """Folds one tile of keys and values at positions pos into the online softmax of the queries q [M, D]
     at positions q_pos (base 2: qk_scale includes LOG2E); MASKED applies the causal mask and the end bound.
-    The tile must hold at least one key each query may see."""
+    By the end of this tile every query must have seen a key: a query with no key yet (running max
+    -inf) and only masked scores here would get NaN."""
     s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION).to(tl.float32) * qk_scale
     if MASKED:
         s = tl.where((pos[None, :] <= q_pos[:, None]) & (pos < end)[None, :], s, float("-inf"))

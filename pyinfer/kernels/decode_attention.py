@@ -7,8 +7,8 @@ token's key and value never round-trip through memory: the split that holds the 
 the key, writes key and value into the token's cache slot and adds them to its softmax, so no program
 reads a slot that another writes. With several splits at work, the last program of a (sequence, KV
 head) to finish, counted with an atomic, merges the splits by their log-sum-exp. The number of splits
-is fixed per launch (CUDA-graph safe); each split takes at least MIN_SPLIT keys, so short contexts
-leave the later splits idle instead of merging many tiny ones. A split loads its first tile of cached
+is fixed per launch (CUDA-graph safe); each split takes whole 64-key tiles, so short contexts leave
+the later splits idle instead of merging many tiny ones. A split loads its first tile of cached
 keys and values before it waits for the kernel that computed q, k and v (programmatic dependent
 launch), so at short contexts the whole key read overlaps that kernel's tail.
 """
@@ -24,8 +24,9 @@ from pyinfer.kernels.attend_tiles import LOG2E, attend_tile, attend_tiles, fold_
 from pyinfer.kernels.pdl import pdl_args, pdl_wait
 from pyinfer.kernels.rotary_tiles import cos_sin_rows, rotated
 
-BLOCK_N = 64  # keys per tile
-MIN_SPLIT = BLOCK_N  # H200, 1B shape at batch 1: 881 us a step against 904 with 128 and 902 with 256
+# keys per tile, and the fewest a split takes: on the H200 the 1B shape's batch-1 graph replayed in
+# 881 us with one-tile splits, 904 and 902 with splits of at least 128 and 256 keys
+BLOCK_N = 64
 _split_counters: dict[torch.device, torch.Tensor] = {}
 _outgrown_counters: list[torch.Tensor] = []  # never freed: graphs captured with them still use them
 
@@ -59,7 +60,6 @@ def _decode_kernel(
     PAGE: tl.constexpr,
     BLOCK_H: tl.constexpr,
     BLOCK_N: tl.constexpr,
-    MIN_SPLIT: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     USE_PDL: tl.constexpr,
 ):
@@ -79,7 +79,7 @@ def _decode_kernel(
         if split == 0:
             tl.store(out_at, tl.zeros([BLOCK_H, HEAD_DIM], out_ptr.dtype.element_ty), mask=head_mask[:, None])
         return
-    per_split = tl.maximum(tl.cdiv(tl.cdiv(seq_len, num_splits), BLOCK_N) * BLOCK_N, MIN_SPLIT)
+    per_split = tl.cdiv(tl.cdiv(seq_len, num_splits), BLOCK_N) * BLOCK_N  # whole tiles
     working = tl.cdiv(seq_len, per_split)  # splits with keys to attend to
     if split >= working:
         pdl_wait(USE_PDL)
@@ -260,7 +260,6 @@ def decode_attention(
         PAGE=page,
         BLOCK_H=max(16, triton.next_power_of_2(group)),
         BLOCK_N=BLOCK_N,
-        MIN_SPLIT=MIN_SPLIT,
         DOT_PRECISION=dot_precision(q.dtype),
         **pdl_args(q),
     )

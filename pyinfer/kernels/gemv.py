@@ -1,10 +1,10 @@
-"""Matrix-vector products for batch-1 decode: y[1, N] = g(f(x)[1, K] @ W[N, K]^T), the weight streamed once.
+"""Matrix-vector products for batch-1 decode: y = g(f(x)[1, K] @ W[N, K]^T), the weight streamed once.
 
 f is the identity or RMSNorm (of x, or of x + residual, the sum written back as the new residual); g is
-the identity or, for a merged [gate; up] weight, SiLU(gate) * up. So the small kernels between the
-matmuls disappear at batch 1. Each program takes tiles of BLOCK_N rows in turn, streaming each tile along K in
-chunks of up to 4,096 columns (16-byte loads), the next chunk's load issued before the current one is
-used. On a GPU with programmatic dependent launch (Hopper), a program loads its first weight chunk
+the identity (y is [1, N]) or, for a merged [gate; up] weight, SiLU(gate) * up (y is [1, N / 2]). So the
+small kernels between the matmuls disappear at batch 1. Each program takes tiles of BLOCK_N rows in
+turn, streaming each tile along K in chunks of up to 2,048 columns (16-byte loads), the next chunk's
+load issued before the current one is used. On a GPU with programmatic dependent launch (Hopper), a program loads its first weight chunk
 before waiting for the previous kernel, so one matmul's weight stream starts while the kernel before
 it drains.
 """
@@ -175,17 +175,17 @@ def use_gemv(x: torch.Tensor, weight: torch.Tensor | None) -> bool:
 
 def _config(n: int, k: int) -> tuple[int, int, int, int]:
     """(rows, K-chunk, warps, programs per multiprocessor) of a launch. bench/gpu/gemv_tune.py on an H200,
-    1B and 8B shapes: 4 x 2048 tiles of 4 warps, at most 4 programs per multiprocessor (each then takes
-    more tiles in turn) for the products of up to 8,192 rows; 8 for the larger ones (gate_up) and
-    8-row tiles for the LM heads (4-row ones are 10% slower on the 8B head)."""
+    1B and 8B shapes: 4 x 2048 tiles of 4 warps; at most 4 programs per multiprocessor (each then takes
+    more tiles in turn) for the products of up to 8,192 rows, 8 for the larger ones (gate_up, LM
+    heads). The LM heads take 8-row tiles: the sweep put 4-row ones 10% behind on the 8B head in one
+    run and 4% ahead in the next (that row moves by up to 30 us between runs); the end-to-end
+    figures in bench/results were measured with 8."""
     rows = 8 if n > 65536 else 4
     return rows, min(2048, triton.next_power_of_2(k)), 4, (4 if n <= 8192 else 8)
 
 
 @functools.cache
 def _num_sms(device: torch.device) -> int:
-    if device.type != "cuda":
-        return 1  # the interpreter on the CPU
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
@@ -200,6 +200,7 @@ def _launch(
     gated: bool = False,
 ) -> torch.Tensor:
     n, k = weight.shape
+    assert not gated or n % 2 == 0, "a gated weight stacks gate and up rows of equal count"
     x = x.contiguous()
     y = torch.empty(*x.shape[:-1], n // 2 if gated else n, dtype=x.dtype, device=x.device)
     block_n, block_k, num_warps, per_sm = _config(n, k)

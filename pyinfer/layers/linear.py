@@ -100,9 +100,9 @@ class ColumnParallelLinear(LinearBase):
     def normed(
         self, x: torch.Tensor, residual: torch.Tensor | None, norm: RMSNorm, act: SiluAndMul | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """This linear of norm(x + residual), then act if given (SiLU-and-mul of a merged gate_up), and
-        x + residual, the new residual; without a residual, of norm(x), and x. One kernel at batch 1 on
-        the GPU."""
+        """This linear of norm(x + residual), then act if given (SiLU-and-mul of a merged gate_up: the
+        one activation the fused kernel knows), and x + residual, the new residual; without a
+        residual, of norm(x), and x. One kernel at batch 1 on the GPU."""
         if self.uses_gemv(x):
             from pyinfer.kernels.gemv import norm_gemv
 

@@ -101,7 +101,7 @@ def decode_step(seq_lens, heads, kv_heads, head_dim, device, dtype, seed):
 
 @pytest.mark.parametrize(("heads", "kv_heads", "head_dim"), CASES)
 def test_decode_attention_rotates_writes_the_new_token_and_attends(heads, kv_heads, head_dim, device, dtype):
-    # one token; page boundaries; past MIN_SPLIT keys; a last split that holds only the new key
+    # one token; page and tile boundaries; several tiles a split; a last split that holds only the new key
     seq_lens = [1, 15, 16, 17, 100, 300, 129, 257]
     for splits in (1, 3, 8):
         args, expected_cache, expected = decode_step(

@@ -60,6 +60,22 @@ def test_gated_norm_gemv_matches_norm_matmul_then_silu_and_mul(n, k, device, dty
     torch.testing.assert_close(y, SiluAndMul()(ref_x @ weight.T), **tolerance(dtype))
 
 
+def test_eight_row_tiles_with_a_partial_last_tile(device, dtype, monkeypatch):
+    """8-row tiles (the LM heads'): 37 rows end in a tile of 5; 37 gated outputs, 4 a tile, in a tile of 1."""
+    import pyinfer.kernels.gemv as gemv_module
+
+    monkeypatch.setattr(gemv_module, "_config", lambda n, k: (8, 128, 4, 4))
+    k = 200  # two chunks of 128
+    norm = RMSNorm(k, 1e-5).to(device, dtype)
+    norm.weight.data = (torch.rand(k) + 0.5).to(device, dtype)
+    x = torch.randn(1, k).to(device, dtype)
+    weight = (torch.randn(74, k) / k**0.5).to(device, dtype)
+    torch.testing.assert_close(gemv(x, weight[:37]), x @ weight[:37].T, **tolerance(dtype))
+    y, _ = norm_gemv(x, None, norm.weight, norm.eps, weight, gated=True)
+    assert y.shape == (1, 37)
+    torch.testing.assert_close(y, SiluAndMul()(norm(x) @ weight.T), **tolerance(dtype))
+
+
 @pytest.mark.gpu
 def test_gemv_is_chosen_for_one_row_in_a_captured_graph_only():
     weight = torch.randn(64, 128, device="cuda", dtype=torch.bfloat16)
