@@ -93,29 +93,15 @@ class DecodeGraphs:
     def can_run(self, num_seqs: int, width: int) -> bool:
         return num_seqs <= self.sizes[-1] and width <= self.block_tables.shape[1]
 
-    def run(
-        self,
-        vectors: torch.Tensor,
-        block_tables: torch.Tensor,
-        patch: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def run(self, vectors: torch.Tensor, block_tables: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Replays the smallest graph that fits the batch: vectors [4, num_seqs] holds its input ids,
-        positions, slots and lengths. patch (rows, ids, sources): input ids still in flight, taken on the
-        device from ids[sources]. Returns logits [num_seqs, vocab] and their argmax."""
+        positions, slots and lengths. Returns logits [num_seqs, vocab] and their argmax."""
         n = vectors.shape[1]
         bs = next(s for s in self.sizes if s >= n)
         self.vectors[:, :n].copy_(vectors, non_blocking=True)
         if n < bs:
             self.slot_mapping[n:bs].fill_(-1)
             self.seq_lens[n:bs].zero_()
-        if patch is not None:
-            rows, ids, sources = patch
-            # ModelRunner._prepare adds at most one patch row per sequence, in batch order: n of them
-            # are rows 0..n-1, every token in flight, and one gather fills the inputs
-            if rows.numel() == n:
-                torch.index_select(ids, 0, sources, out=self.input_ids[:n])
-            else:
-                self.input_ids[rows] = ids[sources]
         self.block_tables[:n, : block_tables.shape[1]].copy_(block_tables, non_blocking=True)
         self.graphs[bs].replay()
         return self.logits[bs][:n], self.argmax[bs][:n]

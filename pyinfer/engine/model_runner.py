@@ -26,6 +26,18 @@ log = logging.getLogger(__name__)
 PLACEHOLDER = -1  # a token sampled by a step still in flight
 
 
+def patch_in_flight(
+    input_ids: torch.Tensor, rows: torch.Tensor, sampled: torch.Tensor, sources: torch.Tensor
+) -> None:
+    """input_ids[rows] = sampled[sources], on the device: the tokens a step still in flight sampled.
+    ModelRunner._prepare lists at most one row per sequence, in batch order, so when every input row
+    is listed they are 0..n-1 and one gather writes them all."""
+    if rows.numel() == input_ids.numel():
+        torch.index_select(sampled, 0, sources, out=input_ids)
+    else:
+        input_ids[rows] = sampled[sources]
+
+
 @dataclass
 class StepInputs:
     input_ids: torch.Tensor
@@ -173,22 +185,24 @@ class ModelRunner:
         """Queues the batch on the device without waiting for it. Input tokens still in flight from
         `previous` (placeholders in token_ids) are taken from its sampled ids on the device."""
         inputs = self._prepare(batch)
-        meta = inputs.meta
-        patch = None
         if inputs.patch_rows.numel():
-            patch = (inputs.patch_rows, previous.token_ids, inputs.patch_sources)
-        if not inputs.sample_seqs or not self._graph_runs(meta):
-            if patch is not None:
-                inputs.input_ids[inputs.patch_rows] = previous.token_ids[inputs.patch_sources]
-            x, residual = self.model(inputs.input_ids, inputs.positions, meta)
-            if not inputs.sample_seqs:
-                return InFlight([], [], None, None, None)
-            rows = inputs.token_rows
-            logits, argmax = self.model.compute_logits(x[rows], residual[rows]), None
-        else:  # a decode batch: the graph's inputs are patched in place
-            logits, argmax = self.graphs.run(inputs.vectors, meta.block_tables, patch)
+            patch_in_flight(inputs.input_ids, inputs.patch_rows, previous.token_ids, inputs.patch_sources)
+        meta = inputs.meta
+        if not inputs.sample_seqs:
+            self.model(inputs.input_ids, inputs.positions, meta)
+            return InFlight([], [], None, None, None)
+        if (
+            self.graphs is not None
+            and meta.num_decodes == meta.num_seqs
+            and self.graphs.can_run(meta.num_seqs, meta.block_tables.shape[1])
+        ):
+            logits, argmax = self.graphs.run(inputs.vectors, meta.block_tables)
             if len(inputs.sample_seqs) < meta.num_seqs:
                 logits, argmax = logits[inputs.sample_rows], argmax[inputs.sample_rows]
+        else:
+            x, residual = self.model(inputs.input_ids, inputs.positions, meta)
+            rows = inputs.token_rows
+            logits, argmax = self.model.compute_logits(x[rows], residual[rows]), None
         st = SamplingTensors.build(inputs.sample_seqs, self.vocab_size, self.eos_token_ids, self.device)
         out = self.sampler(logits, st, argmax)
         host_ids = out.token_ids
@@ -203,14 +217,6 @@ class ModelRunner:
             done = torch.cuda.Event()
             done.record()
         return InFlight(inputs.sample_seqs, [s.num_tokens for s in inputs.sample_seqs], out, host_ids, done)
-
-    def _graph_runs(self, meta: AttentionMetadata) -> bool:
-        """Whether a captured graph runs this batch: decodes only, within the captured sizes."""
-        return (
-            self.graphs is not None
-            and meta.num_decodes == meta.num_seqs
-            and self.graphs.can_run(meta.num_seqs, meta.block_tables.shape[1])
-        )
 
     @staticmethod
     def collect(step: InFlight) -> list[int]:
@@ -238,9 +244,8 @@ class ModelRunner:
                 patch_sources.append(seq.pending_row)
             positions.extend(range(start, end))
             table = seq.block_table
-            for b in range(
-                start // bs, (end - 1) // bs + 1
-            ):  # slot of position p: table[p // bs] * bs + p % bs
+            # slot of position p: table[p // bs] * bs + p % bs, a block's run of positions at a time
+            for b in range(start // bs, (end - 1) // bs + 1):
                 offset = (table[b] - b) * bs
                 slots.extend(range(offset + max(start, b * bs), offset + min(end, (b + 1) * bs)))
             seq_lens.append(end)
@@ -282,10 +287,8 @@ class ModelRunner:
             if self.is_cuda
             else 1,
         )
-        n = len(batch.seqs)
-        vectors = (
-            flat[: 4 * n].view(4, n) if batch.num_decodes == n else None
-        )  # ids, positions, slots, lengths
+        n = len(batch.seqs)  # a batch of decodes uploads ids, positions, slots, lengths first, n each
+        vectors = flat[: 4 * n].view(4, n) if batch.num_decodes == n else None
         return StepInputs(ids, pos, meta, rows, samples, sample_seqs, patches, sources, vectors)
 
     def _upload(self, *lists: list[int]) -> tuple[torch.Tensor, list[torch.Tensor]]:

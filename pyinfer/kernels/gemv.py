@@ -122,8 +122,8 @@ def _gemv_kernel(
     pid = tl.program_id(0)
     num_programs = tl.num_programs(0)
     num_chunks = tl.cdiv(K, BLOCK_K)
-    tiles = tl.cdiv(N // 2, BLOCK_N // 2) if GATED else tl.cdiv(N, BLOCK_N)
-    total = tl.cdiv(tiles - pid, num_programs) * num_chunks  # (tile, chunk) steps
+    # (tile, chunk) steps; a gated tile holds BLOCK_N // 2 of the N // 2 outputs: the same tile count
+    total = tl.cdiv(tl.cdiv(N, BLOCK_N) - pid, num_programs) * num_chunks
     c = tl.arange(0, BLOCK_K)
 
     # The weights do not depend on earlier kernels: start streaming them before waiting for those.
@@ -204,10 +204,9 @@ def _launch(
     x = x.contiguous()
     y = torch.empty(*x.shape[:-1], n // 2 if gated else n, dtype=x.dtype, device=x.device)
     block_n, block_k, num_warps, per_sm = _config(n, k)
-    tiles = triton.cdiv(n // 2, block_n // 2) if gated else triton.cdiv(n, block_n)
     # in the interpreter, 3 programs: each takes several tiles
     cap = per_sm * _num_sms(x.device) if x.is_cuda else 3
-    _gemv_kernel[(min(tiles, cap),)](
+    _gemv_kernel[(min(triton.cdiv(n, block_n), cap),)](
         x,
         residual if residual is not None else x,
         norm_weight if norm_weight is not None else x,
