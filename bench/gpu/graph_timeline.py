@@ -24,7 +24,7 @@ for _ in range(20):
 torch.cuda.synchronize()
 
 # 1. the graph alone, replayed back to back
-g = graphs.graphs[1]
+g = graphs.decode.graphs[1]
 for _ in range(10):
     g.replay()
 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)

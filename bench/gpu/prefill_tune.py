@@ -1,6 +1,8 @@
-"""Time the paged prefill attention kernel over launch configs on the 8B shape (GQA 32:8, head 128)."""
+"""Time the paged prefill attention kernel over launch configs: python bench/gpu/prefill_tune.py [1b|8b]
+(Llama-3.2-1B's heads: GQA 32:8, head 64; Llama-3.1-8B's: GQA 32:8, head 128)."""
 
 import functools
+import sys
 
 import torch
 import triton
@@ -8,7 +10,8 @@ import triton
 from pyinfer.kernels.prefill_attention import prefill_attention
 
 torch.manual_seed(0)
-heads, kv_heads, dim, page = 32, 8, 128, 16
+heads, kv_heads, page = 32, 8, 16
+dim = 64 if sys.argv[1:] == ["1b"] else 128
 for qlens in ([2048], [512] * 16):
     tokens = sum(qlens)
     nblocks = sum(-(-n // page) for n in qlens)
@@ -34,6 +37,9 @@ for qlens in ([2048], [512] * 16):
         (128, 32, 4, 3),
         (128, 128, 8, 2),
         (64, 64, 4, 2),
+        (128, 64, 4, 2),
+        (128, 128, 8, 3),
+        (64, 128, 4, 2),
     ]:
         try:
             out = prefill_attention(q, cache, tables, starts, lens, max(qlens), dim**-0.5, config=cfg)

@@ -34,7 +34,7 @@ for _ in range(n):
     sync()
     t2 = time.perf_counter()
     m = inputs.meta
-    logits, argmax = runner.graphs.run(inputs.vectors, m.block_tables)
+    logits, argmax = runner.graphs.run(inputs.uploaded, m)
     sync()
     t3 = time.perf_counter()
     st = SamplingTensors.build(inputs.sample_seqs, runner.vocab_size, runner.eos_token_ids, runner.device)

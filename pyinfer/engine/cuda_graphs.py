@@ -1,14 +1,27 @@
-"""CUDA graphs for decode steps: one graph per batch size of a ladder, replayed with static inputs.
+"""CUDA graphs: decode batches and single-prompt prefills, replayed with static inputs.
 
-A decode batch is padded up to the next captured size; padding rows write no KV (slot -1) and
-attend to nothing (length 0). The graph covers the model, the LM head and the logits' argmax (all a
-greedy step samples); other sampling runs after it.
+A step launched eagerly costs the host tens of microseconds per kernel: milliseconds for a model's
+forward, more than the GPU needs for a batch-1 decode or a short prompt. A graph replays the whole
+forward from one launch.
+
+- Decode: one graph per batch size of a ladder; a batch is padded up to the next captured size.
+  Padding rows write no KV (slot -1) and attend to nothing (length 0).
+- Prefill: one graph per token count of a ladder, for a step that is one sequence's prompt chunk
+  (after a cached prefix or not). The chunk is padded up to the next captured count; padding rows
+  write no KV, the attention kernel reads the chunk's real length from the device, and only the last
+  real row reaches the LM head.
+
+Both read the step's inputs as the model runner uploads them, end to end: input ids, positions and
+KV slots (one per token), then sequence lengths, query starts and the rows of the sampled tokens.
+Each graph covers the model, the LM head and the logits' argmax (all a greedy step samples); other
+sampling runs after it. All graphs share one memory pool: they run one at a time on one stream.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -18,10 +31,21 @@ from pyinfer.models.llama import LlamaForCausalLM
 
 log = logging.getLogger(__name__)
 
+# Longest prompt chunk replayed from a graph. Past it a prefill's GPU time hides the host's launches.
+MAX_PREFILL_GRAPH_TOKENS = 2048
+
+Outputs = tuple[torch.Tensor, torch.Tensor]  # logits [rows, vocab] and their argmax [rows]
+
 
 def batch_size_ladder(max_num_seqs: int) -> list[int]:
     sizes = [1, 2, 4, 8, *range(16, max_num_seqs + 1, 16)]
     return sorted({s for s in sizes if s < max_num_seqs} | {max_num_seqs})
+
+
+def prefill_size_ladder(max_tokens: int) -> list[int]:
+    """Token counts of the prefill graphs: padding wastes at most 127 tokens past 256."""
+    sizes = [16, 32, 64, 128, 192, *range(256, max_tokens + 1, 128)]
+    return sorted({s for s in sizes if s < max_tokens} | {max_tokens})
 
 
 def decode_splits(batch_size: int, num_kv_heads: int, num_sms: int) -> int:
@@ -29,28 +53,84 @@ def decode_splits(batch_size: int, num_kv_heads: int, num_sms: int) -> int:
     return max(1, min(MAX_SPLITS, -(-2 * num_sms // (max(batch_size, 1) * num_kv_heads))))
 
 
-class DecodeGraphs:
-    def __init__(self, model: LlamaForCausalLM, max_num_seqs: int, max_blocks_per_seq: int, block_size: int):
+def logits_and_argmax(model: LlamaForCausalLM, x: torch.Tensor, residual: torch.Tensor) -> Outputs:
+    logits = model.compute_logits(x, residual)
+    if not triton_enabled(logits):
+        return logits, logits.argmax(dim=-1)
+    from pyinfer.kernels.argmax import argmax  # torch's runs one row of a large vocabulary on one block
+
+    return logits, argmax(logits)
+
+
+class GraphLadder:
+    """Graphs of one forward at several sizes, captured largest first so the others reuse its memory."""
+
+    def __init__(self, sizes: list[int], forward: Callable[[int], Outputs], pool, device: torch.device):
+        self.sizes = sizes
+        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        self.outputs: dict[int, Outputs] = {}
+        for size in reversed(sizes):
+            forward(size)  # warm up: compile kernels, allocate workspaces
+            torch.cuda.synchronize(device)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=pool):
+                self.outputs[size] = forward(size)
+            self.graphs[size] = graph
+
+    def fits(self, size: int) -> bool:
+        return size <= self.sizes[-1]
+
+    def padded(self, size: int) -> int:
+        return next(s for s in self.sizes if s >= size)
+
+    def replay(self, size: int) -> Outputs:
+        self.graphs[size].replay()
+        return self.outputs[size]
+
+
+class CudaGraphs:
+    def __init__(
+        self,
+        model: LlamaForCausalLM,
+        max_num_seqs: int,
+        max_prefill_tokens: int,
+        max_blocks_per_seq: int,
+        block_size: int,
+    ):
         self.model = model
         self.block_size = block_size
-        self.device = next(model.parameters()).device
-        self.sizes = batch_size_ladder(max_num_seqs)
-        n, dev = max_num_seqs, self.device
-        # rows: input ids, positions, KV slots, sequence lengths; one copy fills them all
-        self.vectors = torch.zeros(4, n, dtype=torch.long, device=dev)
-        self.input_ids, self.positions, self.slot_mapping, self.seq_lens = self.vectors
-        self.slot_mapping.fill_(-1)
-        self.block_tables = torch.zeros(n, max_blocks_per_seq, dtype=torch.long, device=dev)
+        self.device = dev = next(model.parameters()).device
         self.num_sms = torch.cuda.get_device_properties(dev).multi_processor_count
-        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
-        self.logits: dict[int, torch.Tensor] = {}
-        self.argmax: dict[int, torch.Tensor] = {}
-        self._capture()
+        self.block_tables = torch.zeros(max_num_seqs, max_blocks_per_seq, dtype=torch.long, device=dev)
+        # decode rows: input ids, positions, KV slots, sequence lengths; one copy fills them all
+        self.decode_inputs = torch.zeros(4, max_num_seqs, dtype=torch.long, device=dev)
+        self.decode_inputs[2].fill_(-1)
+        # prefill: input ids, positions, KV slots per token; then [seq len, 0, chunk length, last row]
+        tokens = min(max_prefill_tokens, MAX_PREFILL_GRAPH_TOKENS)
+        self.prefill_inputs = torch.zeros(3, tokens, dtype=torch.long, device=dev)
+        self.prefill_inputs[2].fill_(-1)
+        self.prefill_bounds = torch.zeros(4, dtype=torch.long, device=dev)
 
-    def _meta(self, bs: int) -> AttentionMetadata:
-        return AttentionMetadata(
-            slot_mapping=self.slot_mapping[:bs],
-            seq_lens=self.seq_lens[:bs],
+        start = time.perf_counter()
+        free_before = torch.cuda.mem_get_info(dev)[0]
+        pool = torch.cuda.graph_pool_handle()
+        with torch.inference_mode():
+            self.prefill = GraphLadder(prefill_size_ladder(tokens), self._prefill_forward, pool, dev)
+            self.decode = GraphLadder(batch_size_ladder(max_num_seqs), self._decode_forward, pool, dev)
+        torch.cuda.synchronize(dev)
+        log.info(
+            "captured CUDA graphs in %.1fs, using %.0f MiB: decode batch sizes %s, prefill token counts %s",
+            time.perf_counter() - start,
+            (free_before - torch.cuda.mem_get_info(dev)[0]) / 2**20,
+            self.decode.sizes,
+            self.prefill.sizes,
+        )
+
+    def _decode_forward(self, bs: int) -> Outputs:
+        ids, positions, slots, seq_lens = self.decode_inputs[:, :bs]
+        meta = AttentionMetadata(
+            slot_mapping=slots,
+            seq_lens=seq_lens,
             block_tables=self.block_tables[:bs],
             num_decodes=bs,
             query_lens=[1] * bs,
@@ -58,50 +138,48 @@ class DecodeGraphs:
             block_size=self.block_size,
             decode_splits=decode_splits(bs, self.model.config.num_key_value_heads, self.num_sms),
         )
+        return logits_and_argmax(self.model, *self.model(ids, positions, meta))
 
-    def _forward(self, bs: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x, residual = self.model(self.input_ids[:bs], self.positions[:bs], self._meta(bs))
-        logits = self.model.compute_logits(x, residual)
-        if not triton_enabled(logits):
-            return logits, logits.argmax(dim=-1)
-        from pyinfer.kernels.argmax import argmax  # torch's runs one row of a large vocabulary on one block
-
-        return logits, argmax(logits)
-
-    @torch.inference_mode()
-    def _capture(self) -> None:
-        start = time.perf_counter()
-        free_before = torch.cuda.mem_get_info(self.device)[0]
-        pool = torch.cuda.graph_pool_handle()
-        for bs in reversed(self.sizes):  # largest first, so the smaller ones reuse its memory pool
-            self._forward(bs)  # warm up: compile kernels, allocate workspaces
-            torch.cuda.synchronize(self.device)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=pool):
-                self.logits[bs], self.argmax[bs] = self._forward(bs)
-            self.graphs[bs] = graph
-        torch.cuda.synchronize(self.device)
-        used = (free_before - torch.cuda.mem_get_info(self.device)[0]) / 2**20
-        log.info(
-            "captured %d CUDA graphs (batch sizes %s) in %.1fs, using %.0f MiB",
-            len(self.sizes),
-            self.sizes,
-            time.perf_counter() - start,
-            used,
+    def _prefill_forward(self, tokens: int) -> Outputs:
+        ids, positions, slots = self.prefill_inputs[:, :tokens]
+        meta = AttentionMetadata(
+            slot_mapping=slots,
+            seq_lens=self.prefill_bounds[0:1],
+            block_tables=self.block_tables[:1],
+            num_decodes=0,
+            query_lens=[tokens],
+            seq_lens_host=[],
+            block_size=self.block_size,
+            query_start_loc=self.prefill_bounds[1:3],
+            max_query_len=tokens,
         )
+        x, residual = self.model(ids, positions, meta)
+        last = self.prefill_bounds[3:]
+        return logits_and_argmax(self.model, x.index_select(0, last), residual.index_select(0, last))
 
-    def can_run(self, num_seqs: int, width: int) -> bool:
-        return num_seqs <= self.sizes[-1] and width <= self.block_tables.shape[1]
-
-    def run(self, vectors: torch.Tensor, block_tables: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Replays the smallest graph that fits the batch: vectors [4, num_seqs] holds its input ids,
-        positions, slots and lengths. Returns logits [num_seqs, vocab] and their argmax."""
-        n = vectors.shape[1]
-        bs = next(s for s in self.sizes if s >= n)
-        self.vectors[:, :n].copy_(vectors, non_blocking=True)
-        if n < bs:
-            self.slot_mapping[n:bs].fill_(-1)
-            self.seq_lens[n:bs].zero_()
-        self.block_tables[:n, : block_tables.shape[1]].copy_(block_tables, non_blocking=True)
-        self.graphs[bs].replay()
-        return self.logits[bs][:n], self.argmax[bs][:n]
+    def run(self, inputs: torch.Tensor, meta: AttentionMetadata) -> Outputs | None:
+        """Replays the graph for a step in which every sequence samples a token, from the step's
+        uploaded inputs (laid out as the module's docstring says). Returns the logits and argmax of
+        each sequence's last token, or None when no captured graph fits the step."""
+        n, width = meta.num_seqs, meta.block_tables.shape[1]
+        if width > self.block_tables.shape[1]:
+            return None
+        if meta.num_decodes == n and self.decode.fits(n):
+            bs = self.decode.padded(n)
+            self.decode_inputs[:, :n].copy_(inputs[: 4 * n].view(4, n))
+            if n < bs:
+                self.decode_inputs[2, n:bs].fill_(-1)
+                self.decode_inputs[3, n:bs].zero_()
+            self.block_tables[:n, :width].copy_(meta.block_tables)
+            logits, argmax = self.decode.replay(bs)
+            return logits[:n], argmax[:n]
+        tokens = meta.query_lens[0]
+        if n == 1 and meta.num_decodes == 0 and self.prefill.fits(tokens):
+            padded = self.prefill.padded(tokens)
+            self.prefill_inputs[:, :tokens].copy_(inputs[: 3 * tokens].view(3, tokens))
+            self.prefill_bounds.copy_(inputs[3 * tokens : 3 * tokens + 4])
+            if tokens < padded:
+                self.prefill_inputs[2, tokens:padded].fill_(-1)
+            self.block_tables[:1, :width].copy_(meta.block_tables)
+            return self.prefill.replay(padded)
+        return None

@@ -12,7 +12,7 @@ import torch
 from pyinfer.attention.metadata import AttentionMetadata
 from pyinfer.attention.torch_backend import TorchAttentionBackend
 from pyinfer.config import EngineConfig
-from pyinfer.engine.cuda_graphs import DecodeGraphs, decode_splits
+from pyinfer.engine.cuda_graphs import CudaGraphs, decode_splits
 from pyinfer.engine.messages import TokenLogprob
 from pyinfer.engine.scheduler import SchedulerOutput
 from pyinfer.engine.sequence import Sequence
@@ -44,11 +44,10 @@ class StepInputs:
     positions: torch.Tensor
     meta: AttentionMetadata
     token_rows: torch.Tensor
-    sample_rows: torch.Tensor
     sample_seqs: list[Sequence]
     patch_rows: torch.Tensor  # input rows whose token is still in flight ...
     patch_sources: torch.Tensor  # ... at these rows of the previous step's sampled ids
-    vectors: torch.Tensor | None  # a batch of decodes: [4, seqs], its input ids, positions, slots, lengths
+    uploaded: torch.Tensor  # all of the above end to end, in the order cuda_graphs reads them
 
 
 @dataclass
@@ -94,9 +93,10 @@ class ModelRunner:
             self.num_blocks * self.block_size,
         )
         self.graphs = None
-        if self.is_cuda and not config.enforce_eager:
+        if self.is_cuda and not config.enforce_eager and self.backend.name == "triton":
             max_blocks = -(-self.max_model_len // self.block_size)
-            self.graphs = DecodeGraphs(model, config.max_num_seqs, max_blocks, self.block_size)
+            max_chunk = min(config.max_num_batched_tokens, self.max_model_len)
+            self.graphs = CudaGraphs(model, config.max_num_seqs, max_chunk, max_blocks, self.block_size)
 
     @property
     def is_cuda(self) -> bool:
@@ -191,14 +191,11 @@ class ModelRunner:
         if not inputs.sample_seqs:
             self.model(inputs.input_ids, inputs.positions, meta)
             return InFlight([], [], None, None, None)
-        if (
-            self.graphs is not None
-            and meta.num_decodes == meta.num_seqs
-            and self.graphs.can_run(meta.num_seqs, meta.block_tables.shape[1])
-        ):
-            logits, argmax = self.graphs.run(inputs.vectors, meta.block_tables)
-            if len(inputs.sample_seqs) < meta.num_seqs:
-                logits, argmax = logits[inputs.sample_rows], argmax[inputs.sample_rows]
+        replayed = None
+        if self.graphs is not None and len(inputs.sample_seqs) == meta.num_seqs:
+            replayed = self.graphs.run(inputs.uploaded, meta)
+        if replayed is not None:
+            logits, argmax = replayed
         else:
             x, residual = self.model(inputs.input_ids, inputs.positions, meta)
             rows = inputs.token_rows
@@ -232,11 +229,10 @@ class ModelRunner:
         slots: list[int] = []
         seq_lens: list[int] = []
         token_rows: list[int] = []  # row of each sampling sequence's last token among the step's tokens
-        sample_rows: list[int] = []  # index of each sampling sequence in the batch
         sample_seqs: list[Sequence] = []
         patch_rows: list[int] = []
         patch_sources: list[int] = []
-        for i, (seq, n) in enumerate(zip(batch.seqs, batch.num_new_tokens, strict=True)):
+        for seq, n in zip(batch.seqs, batch.num_new_tokens, strict=True):
             start, end = seq.num_computed_tokens, seq.num_computed_tokens + n
             input_ids.extend(seq.token_ids[start:end])
             if input_ids[-1] == PLACEHOLDER:
@@ -251,7 +247,6 @@ class ModelRunner:
             seq_lens.append(end)
             if end == seq.num_tokens:
                 token_rows.append(len(input_ids) - 1)
-                sample_rows.append(i)
                 sample_seqs.append(seq)
         width = max(len(s.block_table) for s in batch.seqs)
         tables = [b for s in batch.seqs for b in s.block_table + [0] * (width - len(s.block_table))]
@@ -263,14 +258,13 @@ class ModelRunner:
             positions,
             slots,
             seq_lens,
-            tables,
             query_start,
             token_rows,
-            sample_rows,
+            tables,
             patch_rows,
             patch_sources,
         )
-        ids, pos, slot_mapping, lens, flat_tables, starts, rows, samples, patches, sources = parts
+        ids, pos, slot_mapping, lens, starts, rows, flat_tables, patches, sources = parts
         meta = AttentionMetadata(
             slot_mapping=slot_mapping,
             seq_lens=lens,
@@ -287,9 +281,7 @@ class ModelRunner:
             if self.is_cuda
             else 1,
         )
-        n = len(batch.seqs)  # a batch of decodes uploads ids, positions, slots, lengths first, n each
-        vectors = flat[: 4 * n].view(4, n) if batch.num_decodes == n else None
-        return StepInputs(ids, pos, meta, rows, samples, sample_seqs, patches, sources, vectors)
+        return StepInputs(ids, pos, meta, rows, sample_seqs, patches, sources, flat)
 
     def _upload(self, *lists: list[int]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Host int lists as int64 device tensors: one staging copy through pinned memory, no sync.

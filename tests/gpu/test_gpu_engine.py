@@ -68,19 +68,43 @@ def test_triton_and_graphs_match_reference_backend(random_llama):
     assert fast.engine.runner.graphs is not None and fast.engine.runner.backend.name == "triton"
     ps = prompts(4096)
     fast_ids = [o.outputs[0].token_ids for o in fast.generate(ps, params)]
-    # one at a time: batch-1 graphs, whose linears are the fused GEMVs (norm, SiLU and LM head inside)
-    alone_ids = [fast.generate([p], params)[0].outputs[0].token_ids for p in ps[:3]]
+    # One at a time: prefill graphs, then batch-1 decode graphs, whose linears are the fused GEMVs
+    # (norm, SiLU and LM head inside). Prompts 5 and 2, the second time, and `extended` hit the
+    # prefix cache: the graph attends to cached blocks. Prompt 5's 8-token chunk pads its graph with
+    # rows of prompt 2's: they must write no KV, or prompt 2's cached blocks go wrong.
+    extended = ps[5][:700] + ps[3]
+    alone = [ps[0], ps[1], ps[2], ps[5], ps[0], extended, ps[2]]
+    runs = _count_calls(fast.engine.runner.graphs.prefill, "replay")
+    alone_ids = [fast.generate([p], params)[0].outputs[0].token_ids for p in alone]
+    assert runs == [len(alone) - 1]  # prompt 1: one block cached, its 1-token chunk runs as a decode
+    # seeded sampling through the non-blocking uploads of the sampler's parameters: reproducible
+    sampled = SamplingParams(temperature=0.8, top_p=0.9, top_k=50, min_p=0.05, seed=7, max_tokens=32)
+    first, again = (fast.generate(ps[:3], sampled) for _ in range(2))
+    assert [o.outputs[0].token_ids for o in first] == [o.outputs[0].token_ids for o in again]
     del fast
     os.environ["PYINFER_DISABLE_TRITON"] = "1"
     try:
         ref = LLM(str(random_llama), device="cuda", dtype="float32", enforce_eager=True, max_num_seqs=8)
         assert ref.engine.runner.backend.name == "torch"
-        ref_ids = [o.outputs[0].token_ids for o in ref.generate(ps, params)]
+        ref_ids = [o.outputs[0].token_ids for o in ref.generate([*ps, extended], params)]
     finally:
         del os.environ["PYINFER_DISABLE_TRITON"]
     assert len({t for ids in ref_ids for t in ids}) > 20, "degenerate model: greedy output repeats"
-    assert fast_ids == ref_ids
-    assert alone_ids == ref_ids[:3]
+    assert fast_ids == ref_ids[: len(ps)]
+    assert alone_ids == [ref_ids[i] for i in (0, 1, 2, 5, 0, len(ps), 2)]
+
+
+def _count_calls(obj, name: str) -> list[int]:
+    """Counts calls of obj.name (the real method still runs); returns the live one-item count."""
+    count = [0]
+    method = getattr(obj, name)
+
+    def counted(*args, **kwargs):
+        count[0] += 1
+        return method(*args, **kwargs)
+
+    setattr(obj, name, counted)
+    return count
 
 
 def test_bf16_logits_match_transformers(random_llama):
