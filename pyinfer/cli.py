@@ -7,7 +7,7 @@ import os
 import sys
 from dataclasses import fields
 
-from pyinfer.config import QUANTIZATIONS, EngineConfig
+from pyinfer.config import BATCH_DEFAULTS, QUANTIZATIONS, EngineConfig
 
 
 def env_default(env: str, default, cast=str):
@@ -23,6 +23,7 @@ def env_default(env: str, default, cast=str):
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of EngineConfig, shared by every subcommand that runs a model."""
     d = EngineConfig()
+    gpu, cpu = BATCH_DEFAULTS["cuda"], BATCH_DEFAULTS["cpu"]
     g = parser.add_argument_group("engine")
     g.add_argument(
         "--model",
@@ -67,13 +68,14 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-num-seqs",
         type=int,
         default=env_default("MAX_NUM_SEQS", d.max_num_seqs, int),
-        help="sequences in one batch (env MAX_NUM_SEQS)",
+        help=f"sequences in one batch; default {gpu[0]} on a GPU, {cpu[0]} on the CPU (env MAX_NUM_SEQS)",
     )
     g.add_argument(
         "--max-num-batched-tokens",
         type=int,
         default=env_default("MAX_NUM_BATCHED_TOKENS", d.max_num_batched_tokens, int),
-        help="token budget of one step (env MAX_NUM_BATCHED_TOKENS)",
+        help=f"token budget of one step; default {gpu[1]} on a GPU, {cpu[1]} on the CPU "
+        "(env MAX_NUM_BATCHED_TOKENS)",
     )
     g.add_argument(
         "--num-kv-blocks",

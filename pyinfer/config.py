@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 DTYPES = ("float32", "bfloat16", "float16")
 QUANTIZATIONS = ("none", "int8", "int4")  # weight-only, on the CPU
+# Batch limits where not set, by device: (max_num_seqs, max_num_batched_tokens). A GPU's decode step
+# costs about the same for 1 or 256 sequences; a CPU's cores are busy far sooner.
+BATCH_DEFAULTS = {"cuda": (256, 8192), "cpu": (64, 2048)}
 
 
 @dataclass
@@ -17,8 +20,8 @@ class EngineConfig:
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16
     quantization: str = "none"  # none | int8 (per channel) | int4 (groups of 32): weight-only, CPU only
     max_model_len: int | None = None
-    max_num_seqs: int = 64
-    max_num_batched_tokens: int = 2048  # token budget of one step (chunked prefill)
+    max_num_seqs: int | None = None  # None: BATCH_DEFAULTS for the device
+    max_num_batched_tokens: int | None = None  # token budget of one step (chunked prefill)
     block_size: int = 16
     num_kv_blocks: int | None = None  # fixed KV size in blocks (tests use tiny caches)
     kv_cache_memory_gb: float = 2.0  # KV budget on the CPU
@@ -38,9 +41,18 @@ class EngineConfig:
                 f"quantization must be one of {', '.join(QUANTIZATIONS)}, not {self.quantization!r}"
             )
         for name in ("max_num_seqs", "max_num_batched_tokens", "block_size"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         if not 0.0 < self.gpu_memory_utilization <= 1.0:
             raise ValueError("gpu_memory_utilization must be in (0, 1]")
         if self.max_model_len is not None and self.max_model_len < 1:
             raise ValueError("max_model_len must be at least 1")
+
+    def for_device(self, device_type: str) -> EngineConfig:
+        """This config with the batch limits it leaves unset filled in for the device."""
+        seqs, tokens = BATCH_DEFAULTS.get(device_type, BATCH_DEFAULTS["cpu"])
+        return replace(
+            self,
+            max_num_seqs=self.max_num_seqs or seqs,
+            max_num_batched_tokens=self.max_num_batched_tokens or tokens,
+        )

@@ -49,13 +49,14 @@ def _lengths(n: int, mean: int, ratio: float, rng: random.Random) -> list[int]:
 
 def main(args: argparse.Namespace) -> None:
     llm = make_llm(args)
+    max_num_seqs = llm.engine.config.max_num_seqs
     rng = random.Random(0)
     in_lens = _lengths(args.num_prompts, args.input_len, args.range_ratio, rng)
     out_lens = _lengths(args.num_prompts, args.output_len, args.range_ratio, rng)
     prompts = random_prompts(args.num_prompts, in_lens, llm.engine.model_config.vocab_size)
     params = [SamplingParams(temperature=0, max_tokens=n, ignore_eos=True) for n in out_lens]
     # Warm-up on a slice of the workload: compiles the kernels' variants for these shapes.
-    warm = prompts[: min(args.max_num_seqs, len(prompts))]
+    warm = prompts[: min(max_num_seqs, len(prompts))]
     llm.generate(warm, [SamplingParams(max_tokens=8, ignore_eos=True)] * len(warm))
     llm.engine.block_manager.enable_prefix_caching = False
     start = time.perf_counter()
@@ -66,7 +67,7 @@ def main(args: argparse.Namespace) -> None:
     result = {
         "machine": describe_machine(),
         "num_prompts": args.num_prompts,
-        "max_num_seqs": args.max_num_seqs,
+        "max_num_seqs": max_num_seqs,
         "seconds": elapsed,
         "requests_per_s": args.num_prompts / elapsed,
         "output_tokens_per_s": out_tokens / elapsed,
@@ -75,7 +76,7 @@ def main(args: argparse.Namespace) -> None:
     }
     print(
         f"\noffline throughput on {result['machine']}: {args.num_prompts} requests, "
-        f"prompt ~{args.input_len}, output ~{args.output_len}, max {args.max_num_seqs} sequences a batch"
+        f"prompt ~{args.input_len}, output ~{args.output_len}, max {max_num_seqs} sequences a batch"
     )
     print(
         f"pyinfer:      {result['requests_per_s']:.2f} req/s, {result['output_tokens_per_s']:.1f} output tok/s, "
@@ -83,7 +84,7 @@ def main(args: argparse.Namespace) -> None:
     )
     if args.compare_hf:
         hf = load_hf_reference(llm, args.hf_dtype)
-        batch = args.max_num_seqs
+        batch = max_num_seqs
         hf_generate_seconds(hf, prompts[:batch], 2)  # warm-up
         hf_elapsed = sum(
             hf_generate_seconds(hf, prompts[i : i + batch], max(out_lens[i : i + batch]))
@@ -106,7 +107,7 @@ def main(args: argparse.Namespace) -> None:
         costs = ModelCosts.of(llm.engine.model_config, next(llm.engine.runner.model.parameters()).dtype)
         # Ideal: full batches of max_num_seqs; every decode step reads the weights once and each
         # sequence's KV; every token costs its matmul FLOPs.
-        steps = out_tokens / min(args.max_num_seqs, args.num_prompts)
+        steps = out_tokens / min(max_num_seqs, args.num_prompts)
         kv_reads = sum(i * o + o * (o + 1) // 2 for i, o in zip(in_lens, out_lens, strict=True))
         total_bytes = steps * costs.weight_bytes + kv_reads * costs.kv_bytes_per_token
         total_flops = (

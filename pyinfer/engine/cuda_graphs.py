@@ -112,12 +112,14 @@ class CudaGraphs:
         self.prefill_bounds = torch.zeros(4, dtype=torch.long, device=dev)
 
         start = time.perf_counter()
+        torch.cuda.empty_cache()  # capture empties the cache too: measure around what the graphs keep
         free_before = torch.cuda.mem_get_info(dev)[0]
         pool = torch.cuda.graph_pool_handle()
         with torch.inference_mode():
             self.prefill = GraphLadder(prefill_size_ladder(tokens), self._prefill_forward, pool, dev)
             self.decode = GraphLadder(batch_size_ladder(max_num_seqs), self._decode_forward, pool, dev)
         torch.cuda.synchronize(dev)
+        torch.cuda.empty_cache()
         log.info(
             "captured CUDA graphs in %.1fs, using %.0f MiB: decode batch sizes %s, prefill token counts %s",
             time.perf_counter() - start,

@@ -24,11 +24,11 @@ log = logging.getLogger(__name__)
 
 class LLMEngine:
     def __init__(self, config: EngineConfig):
-        self.config = config
         torch.manual_seed(config.seed)  # unseeded sampling is reproducible from one start to the next
         start = time.perf_counter()
         self.model_path, self.load_format = resolve_model(config.model, config.load_format)
         device, dtype = resolve_device(config.device), resolve_dtype(config.dtype, config.device)
+        self.config = config = config.for_device(device.type)
         model = load_model(self.model_path, self.load_format, dtype, device, config.quantization)
         self.model_config = cfg = model.config
         log.info(
