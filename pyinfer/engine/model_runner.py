@@ -156,7 +156,9 @@ class ModelRunner:
             max_query_len=n,
         )
         with torch.inference_mode():
-            x, residual = self.model(ids, torch.arange(n, device=self.device), meta)
+            # the token budget may pass the model's longest position: wrap the positions round
+            positions = torch.arange(n, device=self.device) % self.model.config.max_position_embeddings
+            x, residual = self.model(ids, positions, meta)
             rows = slice(-self.config.max_num_seqs, None)
             self.model.compute_logits(x[rows], residual[rows])
         torch.cuda.synchronize(self.device)

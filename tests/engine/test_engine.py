@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pyinfer import SamplingParams
+from pyinfer.config import EngineConfig
 from pyinfer.engine.llm import LLM
 from pyinfer.engine.sampling_params import SamplingParamsError
 
@@ -194,3 +195,10 @@ def test_pytorch_fallback_gives_the_kernels_tokens(tiny_llama, monkeypatch):
         monkeypatch.delenv("PYINFER_DISABLE_CPU_KERNELS")
         cpu_ops.cache_clear()
         int4_unpack_matches_torch.cache_clear()
+
+
+def test_unset_batch_limits_follow_the_device(smollm2_llm):
+    config = smollm2_llm.engine.config  # the fixture sets 16 sequences and leaves the token budget
+    assert (config.max_num_seqs, config.max_num_batched_tokens) == (16, 2048)
+    gpu = EngineConfig(max_num_seqs=8).for_device("cuda")
+    assert (gpu.max_num_seqs, gpu.max_num_batched_tokens) == (8, 8192)
