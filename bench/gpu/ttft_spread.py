@@ -10,10 +10,12 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from pyinfer import SamplingParams
+from pyinfer.engine.engine import freeze_heap
 from pyinfer.engine.llm import LLM
 
 model = sys.argv[1] if len(sys.argv) > 1 else "llama-3.2-1b"
 llm = LLM(model, load_format="dummy", max_num_seqs=16, enable_prefix_caching=False)
+freeze_heap()  # as the server's engine process does
 eng = llm.engine
 gc_ms: list[float] = []
 _gc_start = [0.0]

@@ -22,10 +22,12 @@ def random_prompts(n: int, lengths: list[int], vocab: int, seed: int = 0) -> lis
 
 
 def make_llm(args: argparse.Namespace):
+    from pyinfer.engine.engine import freeze_heap
     from pyinfer.engine.llm import LLM
 
     start = time.perf_counter()
     llm = LLM(**vars(engine_config_from_args(args)))
+    freeze_heap()
     print(
         f"engine ready in {time.perf_counter() - start:.1f}s on {llm.engine.device}, "
         f"dtype {next(llm.engine.runner.model.parameters()).dtype}"

@@ -15,7 +15,7 @@ import msgspec
 import zmq
 
 from pyinfer.config import EngineConfig
-from pyinfer.engine.engine import LLMEngine
+from pyinfer.engine.engine import LLMEngine, freeze_heap
 from pyinfer.engine.messages import (
     AbortChoice,
     AbortRequest,
@@ -131,6 +131,7 @@ def main() -> None:
     configure_logging(args.log_level, args.log_format, tag="[engine-core] ")
     config = msgspec.json.decode(args.config, type=EngineConfig)
     core = EngineCore(LLMEngine(config), args.input, args.output, args.parent_fd)
+    freeze_heap()
     try:
         core.send(core.ready_message())
         log.info("engine core ready (pid %d)", os.getpid())

@@ -53,6 +53,21 @@ def decode_splits(batch_size: int, num_kv_heads: int, num_sms: int) -> int:
     return max(1, min(MAX_SPLITS, -(-2 * num_sms // (max(batch_size, 1) * num_kv_heads))))
 
 
+def graph_memory(
+    max_num_seqs: int,
+    max_prefill_tokens: int,
+    vocab: int,
+    logits_itemsize: int,
+    activation_bytes_per_token: float,
+) -> int:
+    """Estimate of the memory CudaGraphs keeps: every graph's logits and argmax, and the activations of
+    its largest forward (the smaller ones reuse them), for the KV budget to leave aside."""
+    decode = batch_size_ladder(max_num_seqs)
+    prefill = prefill_size_ladder(min(max_prefill_tokens, MAX_PREFILL_GRAPH_TOKENS))
+    outputs = (sum(decode) + len(prefill)) * (vocab * logits_itemsize + 8)
+    return int(outputs + activation_bytes_per_token * max(decode[-1], prefill[-1]))
+
+
 def logits_and_argmax(model: LlamaForCausalLM, x: torch.Tensor, residual: torch.Tensor) -> Outputs:
     logits = model.compute_logits(x, residual)
     if not triton_enabled(logits):
@@ -65,7 +80,9 @@ def logits_and_argmax(model: LlamaForCausalLM, x: torch.Tensor, residual: torch.
 class GraphLadder:
     """Graphs of one forward at several sizes, captured largest first so the others reuse its memory."""
 
-    def __init__(self, sizes: list[int], forward: Callable[[int], Outputs], pool, device: torch.device):
+    def __init__(
+        self, sizes: list[int], forward: Callable[[int], Outputs], pool: tuple[int, int], device: torch.device
+    ):
         self.sizes = sizes
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.outputs: dict[int, Outputs] = {}
@@ -89,6 +106,8 @@ class GraphLadder:
 
 
 class CudaGraphs:
+    """The decode and prefill ladders, their static inputs, and the choice of graph for a step."""
+
     def __init__(
         self,
         model: LlamaForCausalLM,
@@ -99,16 +118,18 @@ class CudaGraphs:
     ):
         self.model = model
         self.block_size = block_size
-        self.device = dev = next(model.parameters()).device
+        dev = next(model.parameters()).device
         self.num_sms = torch.cuda.get_device_properties(dev).multi_processor_count
         self.block_tables = torch.zeros(max_num_seqs, max_blocks_per_seq, dtype=torch.long, device=dev)
         # decode rows: input ids, positions, KV slots, sequence lengths; one copy fills them all
         self.decode_inputs = torch.zeros(4, max_num_seqs, dtype=torch.long, device=dev)
-        self.decode_inputs[2].fill_(-1)
+        self.decode_slots, self.decode_lens = self.decode_inputs[2], self.decode_inputs[3]
+        self.decode_slots.fill_(-1)
         # prefill: input ids, positions, KV slots per token; then [seq len, 0, chunk length, last row]
         tokens = min(max_prefill_tokens, MAX_PREFILL_GRAPH_TOKENS)
         self.prefill_inputs = torch.zeros(3, tokens, dtype=torch.long, device=dev)
-        self.prefill_inputs[2].fill_(-1)
+        self.prefill_slots = self.prefill_inputs[2]
+        self.prefill_slots.fill_(-1)
         self.prefill_bounds = torch.zeros(4, dtype=torch.long, device=dev)
 
         start = time.perf_counter()
@@ -170,8 +191,8 @@ class CudaGraphs:
             bs = self.decode.padded(n)
             self.decode_inputs[:, :n].copy_(inputs[: 4 * n].view(4, n))
             if n < bs:
-                self.decode_inputs[2, n:bs].fill_(-1)
-                self.decode_inputs[3, n:bs].zero_()
+                self.decode_slots[n:bs].fill_(-1)
+                self.decode_lens[n:bs].zero_()
             self.block_tables[:n, :width].copy_(meta.block_tables)
             logits, argmax = self.decode.replay(bs)
             return logits[:n], argmax[:n]
@@ -181,7 +202,7 @@ class CudaGraphs:
             self.prefill_inputs[:, :tokens].copy_(inputs[: 3 * tokens].view(3, tokens))
             self.prefill_bounds.copy_(inputs[3 * tokens : 3 * tokens + 4])
             if tokens < padded:
-                self.prefill_inputs[2, tokens:padded].fill_(-1)
+                self.prefill_slots[tokens:padded].fill_(-1)
             self.block_tables[:1, :width].copy_(meta.block_tables)
             return self.prefill.replay(padded)
         return None

@@ -22,6 +22,15 @@ from pyinfer.models.loader import load_model
 log = logging.getLogger(__name__)
 
 
+def freeze_heap() -> None:
+    """For a long-lived process once started: every object alive now leaves the garbage collector's
+    scans, so a full collection during a step walks only what serving allocates (one took 6.8 ms of
+    a 2,048-token TTFT on the GPU). Frozen objects are still freed by reference counting; cycles among
+    them are never collected, hence not in LLMEngine itself."""
+    gc.collect()
+    gc.freeze()
+
+
 class LLMEngine:
     def __init__(self, config: EngineConfig):
         torch.manual_seed(config.seed)  # unseeded sampling is reproducible from one start to the next
@@ -49,10 +58,6 @@ class LLMEngine:
         self._requests: dict[str, list[Sequence]] = {}
         self.num_tokens_computed = 0  # tokens run through the model since start (prefix hits skip it)
         self._in_flight: InFlight | None = None  # the launched step whose tokens are not yet on the host
-        # Start-up's objects (model, tokenizer, graphs) leave the collector's scans: a full collection
-        # during a step then walks only what serving allocates (it took 6.8 ms of a 2,048-token TTFT).
-        gc.collect()
-        gc.freeze()
 
     # ---- requests -------------------------------------------------------------------------------
     def add_request(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams) -> None:

@@ -12,7 +12,7 @@ import torch
 from pyinfer.attention.metadata import AttentionMetadata
 from pyinfer.attention.torch_backend import TorchAttentionBackend
 from pyinfer.config import EngineConfig
-from pyinfer.engine.cuda_graphs import CudaGraphs, decode_splits
+from pyinfer.engine.cuda_graphs import CudaGraphs, decode_splits, graph_memory
 from pyinfer.engine.messages import TokenLogprob
 from pyinfer.engine.scheduler import SchedulerOutput
 from pyinfer.engine.sequence import Sequence
@@ -93,7 +93,7 @@ class ModelRunner:
             self.num_blocks * self.block_size,
         )
         self.graphs = None
-        if self.is_cuda and not config.enforce_eager and self.backend.name == "triton":
+        if self.uses_graphs:
             max_blocks = -(-self.max_model_len // self.block_size)
             max_chunk = min(config.max_num_batched_tokens, self.max_model_len)
             self.graphs = CudaGraphs(model, config.max_num_seqs, max_chunk, max_blocks, self.block_size)
@@ -101,6 +101,10 @@ class ModelRunner:
     @property
     def is_cuda(self) -> bool:
         return self.device.type == "cuda"
+
+    @property
+    def uses_graphs(self) -> bool:
+        return self.is_cuda and not self.config.enforce_eager and self.backend.name == "triton"
 
     def _attention_backend(self):
         probe = torch.empty(0, device=self.device)
@@ -129,6 +133,18 @@ class ModelRunner:
                 self.device
             )
             budget = total * self.config.gpu_memory_utilization - used - peak_extra
+            if self.uses_graphs:  # captured after the KV cache is allocated: leave room for them
+                cfg = self.model.config
+                longest = min(
+                    self.config.max_model_len or cfg.max_position_embeddings, cfg.max_position_embeddings
+                )
+                budget -= graph_memory(
+                    self.config.max_num_seqs,
+                    min(self.config.max_num_batched_tokens, longest),
+                    cfg.vocab_size,
+                    self.dtype.itemsize,
+                    peak_extra / self.config.max_num_batched_tokens,
+                )
         else:
             budget = self.config.kv_cache_memory_gb * 2**30
         num_blocks = int(budget // self._block_bytes())
@@ -309,7 +325,7 @@ class ModelRunner:
         out = step.out
         if out is None or out.logprobs is None:
             return [None] * len(step.seqs)
-        token_ids = out.token_ids.tolist()
+        token_ids = step.host_ids.tolist()  # out.token_ids may be a graph's output, rewritten since
         chosen = out.logprobs.tolist()
         top_ids = out.top_ids.tolist() if out.top_ids is not None else None
         top_lps = out.top_logprobs.tolist() if out.top_logprobs is not None else None

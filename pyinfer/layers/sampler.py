@@ -107,7 +107,7 @@ class Sampler(nn.Module):
     def forward(
         self, logits: torch.Tensor, st: SamplingTensors, argmax: torch.Tensor | None = None
     ) -> SamplerOutput:
-        """argmax: the logits' row-wise argmax where already computed (by the decode CUDA graph)."""
+        """argmax: the logits' row-wise argmax where already computed (by a CUDA graph)."""
         if st.all_greedy and st.max_logprobs < 0 and st.is_plain:
             return SamplerOutput(token_ids=argmax if argmax is not None else logits.argmax(dim=-1))
         logits = logits.float()
@@ -187,4 +187,4 @@ def _to_device(values: list, device: torch.device, dtype: torch.dtype | None = N
     """Host values on the device, through pinned memory on a GPU: a copy from pageable memory would
     first wait for every kernel queued before it, and so for the step it is meant to overlap."""
     host = torch.tensor(values, dtype=dtype)
-    return host.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else host
+    return host.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else host.to(device)
