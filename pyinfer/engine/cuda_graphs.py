@@ -26,7 +26,7 @@ from collections.abc import Callable
 import torch
 
 from pyinfer.attention.metadata import AttentionMetadata
-from pyinfer.kernels import MAX_SPLITS, triton_enabled
+from pyinfer.kernels import MAX_SPLITS, num_sms, triton_enabled
 from pyinfer.models.llama import LlamaForCausalLM
 
 log = logging.getLogger(__name__)
@@ -48,9 +48,9 @@ def prefill_size_ladder(max_tokens: int) -> list[int]:
     return sorted({s for s in sizes if s < max_tokens} | {max_tokens})
 
 
-def decode_splits(batch_size: int, num_kv_heads: int, num_sms: int) -> int:
+def decode_splits(batch_size: int, num_kv_heads: int, device: torch.device) -> int:
     """Enough KV splits that the decode kernel fills the GPU."""
-    return max(1, min(MAX_SPLITS, -(-2 * num_sms // (max(batch_size, 1) * num_kv_heads))))
+    return max(1, min(MAX_SPLITS, -(-2 * num_sms(device) // (max(batch_size, 1) * num_kv_heads))))
 
 
 def graph_memory(
@@ -119,7 +119,6 @@ class CudaGraphs:
         self.model = model
         self.block_size = block_size
         dev = next(model.parameters()).device
-        self.num_sms = torch.cuda.get_device_properties(dev).multi_processor_count
         self.block_tables = torch.zeros(max_num_seqs, max_blocks_per_seq, dtype=torch.long, device=dev)
         # decode rows: input ids, positions, KV slots, sequence lengths; one copy fills them all
         self.decode_inputs = torch.zeros(4, max_num_seqs, dtype=torch.long, device=dev)
@@ -159,7 +158,7 @@ class CudaGraphs:
             query_lens=[1] * bs,
             seq_lens_host=[],
             block_size=self.block_size,
-            decode_splits=decode_splits(bs, self.model.config.num_key_value_heads, self.num_sms),
+            decode_splits=decode_splits(bs, self.model.config.num_key_value_heads, self.block_tables.device),
         )
         return logits_and_argmax(self.model, *self.model(ids, positions, meta))
 

@@ -80,18 +80,10 @@ class ModelRunner:
         self._pinned_ids = [torch.empty(0, dtype=torch.long)] * 2  # pinned host buffers for sampled ids
         self._flip = 0
         self.backend = self._attention_backend()
-        self.num_sms = (
-            torch.cuda.get_device_properties(self.device).multi_processor_count if self.is_cuda else 0
-        )
         self.num_blocks = self._num_kv_blocks()
         self._allocate_kv_cache(self.num_blocks)
         self._log_kv_cache()
-        cfg = model.config
-        self.max_model_len = min(
-            config.max_model_len or cfg.max_position_embeddings,
-            cfg.max_position_embeddings,
-            self.num_blocks * self.block_size,
-        )
+        self.max_model_len = min(self._context_limit, self.num_blocks * self.block_size)
         self.graphs = None
         if self.uses_graphs:
             max_blocks = -(-self.max_model_len // self.block_size)
@@ -101,6 +93,12 @@ class ModelRunner:
     @property
     def is_cuda(self) -> bool:
         return self.device.type == "cuda"
+
+    @property
+    def _context_limit(self) -> int:
+        """The longest context the config and the model allow, before the KV cache's size caps it."""
+        longest = self.model.config.max_position_embeddings
+        return min(self.config.max_model_len or longest, longest)
 
     @property
     def uses_graphs(self) -> bool:
@@ -134,14 +132,10 @@ class ModelRunner:
             )
             budget = total * self.config.gpu_memory_utilization - used - peak_extra
             if self.uses_graphs:  # captured after the KV cache is allocated: leave room for them
-                cfg = self.model.config
-                longest = min(
-                    self.config.max_model_len or cfg.max_position_embeddings, cfg.max_position_embeddings
-                )
                 budget -= graph_memory(
                     self.config.max_num_seqs,
-                    min(self.config.max_num_batched_tokens, longest),
-                    cfg.vocab_size,
+                    min(self.config.max_num_batched_tokens, self._context_limit),
+                    self.vocab_size,
                     self.dtype.itemsize,
                     peak_extra / self.config.max_num_batched_tokens,
                 )
@@ -293,9 +287,7 @@ class ModelRunner:
             block_size=bs,
             query_start_loc=starts,
             max_query_len=max(batch.num_new_tokens),
-            decode_splits=decode_splits(
-                batch.num_decodes, self.model.config.num_key_value_heads, self.num_sms
-            )
+            decode_splits=decode_splits(batch.num_decodes, self.model.config.num_key_value_heads, self.device)
             if self.is_cuda
             else 1,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -19,6 +20,12 @@ MAX_SPLITS = 32  # most KV splits of the decode attention kernel
 def triton_enabled(x: torch.Tensor) -> bool:
     """Whether the layers use the Triton kernels for this tensor: on CUDA, unless PYINFER_DISABLE_TRITON=1."""
     return x.is_cuda and HAS_TRITON and os.environ.get("PYINFER_DISABLE_TRITON") != "1"
+
+
+@functools.cache
+def num_sms(device: torch.device) -> int:
+    """Streaming multiprocessors of a CUDA device."""
+    return torch.cuda.get_device_properties(device).multi_processor_count
 
 
 def dot_precision(dtype: torch.dtype) -> str:

@@ -11,12 +11,11 @@ it drains.
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import triton
 import triton.language as tl
 
+from pyinfer.kernels import num_sms
 from pyinfer.kernels.pdl import pdl_args, pdl_wait
 
 # what happens to x before the product (the norms last: PROLOGUE >= NORM tests for either)
@@ -184,11 +183,6 @@ def _config(n: int, k: int) -> tuple[int, int, int, int]:
     return rows, min(2048, triton.next_power_of_2(k)), 4, (4 if n <= 8192 else 8)
 
 
-@functools.cache
-def _num_sms(device: torch.device) -> int:
-    return torch.cuda.get_device_properties(device).multi_processor_count
-
-
 def _launch(
     prologue: int,
     x: torch.Tensor,
@@ -205,7 +199,7 @@ def _launch(
     y = torch.empty(*x.shape[:-1], n // 2 if gated else n, dtype=x.dtype, device=x.device)
     block_n, block_k, num_warps, per_sm = _config(n, k)
     # in the interpreter, 3 programs: each takes several tiles
-    cap = per_sm * _num_sms(x.device) if x.is_cuda else 3
+    cap = per_sm * num_sms(x.device) if x.is_cuda else 3
     _gemv_kernel[(min(triton.cdiv(n, block_n), cap),)](
         x,
         residual if residual is not None else x,
