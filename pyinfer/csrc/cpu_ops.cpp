@@ -1,14 +1,21 @@
 // CPU kernels: paged decode attention reading the KV cache in place; int4 weights unpacked to the
-// activations' dtype for prefill-sized matmuls (where a dense GEMM beats the int4 kernel); residual add +
-// RMSNorm and SiLU-and-mul in one pass each, rounding where the PyTorch layers round.
+// activations' dtype for prefill-sized matmuls (where a dense GEMM beats the int4 kernel); matmuls on
+// 4-bit blocks and int8 rows with activations quantized to int8 (for CPUs where torch's int4/int8 kernels
+// have no fast path); residual add + RMSNorm and SiLU-and-mul in one pass each, rounding where the
+// PyTorch layers round.
 // Built once by pyinfer/kernels/cpu.py (torch.utils.cpp_extension); the PyTorch backend is the fallback
 // and the reference the tests compare against.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -318,11 +325,235 @@ at::Tensor silu_and_mul(const at::Tensor& x) {
   return out;
 }
 
+// ---- integer matmuls: y [T, N] = x [T, K] @ w^T, w as 4-bit blocks or int8 rows ----------------------
+// x is quantized per group of 32 inputs to int8 (scale max|x| / 127), as llama.cpp does, so that each
+// group's products are one integer dot product; the weights are never expanded to floats.
+
+constexpr int64_t kGroup = 32;
+
+struct QuantizedActivations {
+  std::vector<int8_t> q;    // [T, K]
+  std::vector<float> scale;  // [T, K / 32]
+  std::vector<float> sum;    // [T, K / 32]: each group's float sum, for the 4-bit blocks' min term
+};
+
+template <typename scalar_t>
+QuantizedActivations quantize_activations(const at::Tensor& x) {
+  const int64_t rows = x.size(0), k = x.size(1), groups = k / kGroup, stride = x.stride(0);
+  QuantizedActivations a{std::vector<int8_t>(rows * k), std::vector<float>(rows * groups),
+                         std::vector<float>(rows * groups)};
+  const scalar_t* src = x.data_ptr<scalar_t>();
+  at::parallel_for(0, rows * groups, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t r = task / groups, g = task % groups;
+      const scalar_t* in = src + r * stride + g * kGroup;
+      float v[kGroup], top = 0.f, total = 0.f;
+      for (int64_t i = 0; i < kGroup; ++i) {
+        v[i] = to_float(in[i]);
+        top = std::max(top, std::fabs(v[i]));
+        total += v[i];
+      }
+      const float inv = top > 0.f ? 127.f / top : 0.f;
+      int8_t* q = a.q.data() + r * k + g * kGroup;
+      for (int64_t i = 0; i < kGroup; ++i) q[i] = static_cast<int8_t>(std::nearbyint(v[i] * inv));
+      a.scale[task] = top / 127.f;
+      a.sum[task] = total;
+    }
+  });
+  return a;
+}
+
+// Rows of activations handled together for one weight row: its bytes are loaded (and a 4-bit group
+// unpacked) once for all of them.
+constexpr int64_t kRowTile = 4;
+
+#if defined(__AVX2__)
+inline float horizontal_sum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+
+// The 32 products of a group, as 8 partial int32 sums converted to float. `weights` are unsigned (4-bit
+// codes) for maddubs; int8 weights go in as |x| and w with x's sign.
+inline __m256 dot_group(__m256i weights_u8, __m256i x_s8) {
+  const __m256i pairs = _mm256_maddubs_epi16(weights_u8, x_s8);
+  return _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+}
+#endif
+
+// One weight row of 4-bit blocks (w = q * d + m; byte i of a group holds q[i] low, q[i + 16] high)
+// against `tile` activation rows starting at t0; out[r] = the row's dot product with activation t0 + r.
+template <int64_t tile>
+void int4_row(const uint8_t* w, const float* d, const float* m, const QuantizedActivations& a, int64_t t0,
+              int64_t k, float* out) {
+  const int64_t groups = k / kGroup;
+  float mins[tile] = {};
+#if defined(__AVX2__)
+  __m256 acc[tile];
+  for (int64_t r = 0; r < tile; ++r) acc[r] = _mm256_setzero_ps();
+  const __m256i low = _mm256_set1_epi8(0x0F);
+  for (int64_t g = 0; g < groups; ++g) {
+    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + g * 16));
+    const __m256i codes = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), low);
+    for (int64_t r = 0; r < tile; ++r) {
+      const int64_t row = t0 + r;
+      const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q.data() + row * k + g * kGroup));
+      acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d[g] * a.scale[row * groups + g]), dot_group(codes, x), acc[r]);
+      mins[r] += m[g] * a.sum[row * groups + g];
+    }
+  }
+  for (int64_t r = 0; r < tile; ++r) out[r] = horizontal_sum(acc[r]) + mins[r];
+#else
+  for (int64_t r = 0; r < tile; ++r) {
+    const int64_t row = t0 + r;
+    float total = 0.f;
+    for (int64_t g = 0; g < groups; ++g) {
+      const int8_t* x = a.q.data() + row * k + g * kGroup;
+      int32_t dot = 0;
+      for (int64_t i = 0; i < 16; ++i) dot += (w[g * 16 + i] & 15) * x[i] + (w[g * 16 + i] >> 4) * x[i + 16];
+      total += d[g] * a.scale[row * groups + g] * static_cast<float>(dot) + m[g] * a.sum[row * groups + g];
+    }
+    out[r] = total;
+  }
+  (void)mins;
+#endif
+}
+
+// One int8 weight row (w = q * scale, one scale per row) against `tile` activation rows.
+template <int64_t tile>
+void int8_row(const int8_t* w, float scale, const QuantizedActivations& a, int64_t t0, int64_t k, float* out) {
+  const int64_t groups = k / kGroup;
+#if defined(__AVX2__)
+  __m256 acc[tile];
+  for (int64_t r = 0; r < tile; ++r) acc[r] = _mm256_setzero_ps();
+  for (int64_t g = 0; g < groups; ++g) {
+    const __m256i wq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + g * kGroup));
+    for (int64_t r = 0; r < tile; ++r) {
+      const int64_t row = t0 + r;
+      const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q.data() + row * k + g * kGroup));
+      const __m256 dot = dot_group(_mm256_sign_epi8(x, x), _mm256_sign_epi8(wq, x));
+      acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(a.scale[row * groups + g]), dot, acc[r]);
+    }
+  }
+  for (int64_t r = 0; r < tile; ++r) out[r] = scale * horizontal_sum(acc[r]);
+#else
+  for (int64_t r = 0; r < tile; ++r) {
+    const int64_t row = t0 + r;
+    float total = 0.f;
+    for (int64_t g = 0; g < groups; ++g) {
+      const int8_t* x = a.q.data() + row * k + g * kGroup;
+      int32_t dot = 0;
+      for (int64_t i = 0; i < kGroup; ++i) dot += w[g * kGroup + i] * x[i];
+      total += a.scale[row * groups + g] * static_cast<float>(dot);
+    }
+    out[r] = scale * total;
+  }
+#endif
+}
+
+// Every weight row against every activation row, rows split across threads; `row_dot<tile>(n, t0, out)`.
+template <typename scalar_t, typename RowDot>
+at::Tensor integer_matmul(const at::Tensor& x, int64_t n, RowDot row_dot) {
+  const int64_t rows = x.size(0);
+  auto out = at::empty({rows, n}, x.options());
+  scalar_t* y = out.data_ptr<scalar_t>();
+  at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
+    float dots[kRowTile];
+    for (int64_t j = begin; j < end; ++j) {
+      int64_t t = 0;
+      for (; t + kRowTile <= rows; t += kRowTile) {
+        row_dot(std::integral_constant<int64_t, kRowTile>{}, j, t, dots);
+        for (int64_t r = 0; r < kRowTile; ++r) y[(t + r) * n + j] = from_float<scalar_t>(dots[r]);
+      }
+      for (; t < rows; ++t) {
+        row_dot(std::integral_constant<int64_t, 1>{}, j, t, dots);
+        y[t * n + j] = from_float<scalar_t>(dots[0]);
+      }
+    }
+  });
+  return out;
+}
+
+void check_activations(const at::Tensor& x, int64_t k) {
+  TORCH_CHECK(x.dim() == 2 && x.stride(1) == 1, "x must be [T, K] rows with unit column stride");
+  TORCH_CHECK(x.size(1) == k && k % kGroup == 0, "x has ", x.size(1), " inputs, the weights ", k,
+              " (a multiple of 32)");
+}
+
+// x [T, K] @ w^T for w [N, K] as 4-bit blocks: codes [N, K / 2] uint8, d and m [N, K / 32] fp32.
+at::Tensor int4_blocks_mm(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& d, const at::Tensor& m) {
+  TORCH_CHECK(codes.scalar_type() == at::kByte && codes.dim() == 2 && codes.is_contiguous(),
+              "codes must be contiguous uint8 [N, K / 2]");
+  const int64_t n = codes.size(0), k = codes.size(1) * 2;
+  check_activations(x, k);
+  for (const at::Tensor* t : {&d, &m})
+    TORCH_CHECK(t->scalar_type() == at::kFloat && t->is_contiguous() && t->dim() == 2 && t->size(0) == n &&
+                t->size(1) == k / kGroup, "d and m must be contiguous fp32 [N, K / 32]");
+  at::Tensor out;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "int4_blocks_mm", [&] {
+    const auto a = quantize_activations<scalar_t>(x);
+    const uint8_t* w = codes.data_ptr<uint8_t>();
+    const float *dp = d.data_ptr<float>(), *mp = m.data_ptr<float>();
+    const int64_t groups = k / kGroup;
+    out = integer_matmul<scalar_t>(x, n, [&](auto tile, int64_t j, int64_t t0, float* dots) {
+      int4_row<decltype(tile)::value>(w + j * k / 2, dp + j * groups, mp + j * groups, a, t0, k, dots);
+    });
+  });
+  return out;
+}
+
+// x [T, K] @ w^T for w [N, K] = q * scale[:, None]: q int8 [N, K], scale fp32 [N].
+at::Tensor int8_rows_mm(const at::Tensor& x, const at::Tensor& q, const at::Tensor& scale) {
+  TORCH_CHECK(q.scalar_type() == at::kChar && q.dim() == 2 && q.is_contiguous(), "q must be contiguous int8 [N, K]");
+  const int64_t n = q.size(0), k = q.size(1);
+  check_activations(x, k);
+  TORCH_CHECK(scale.scalar_type() == at::kFloat && scale.is_contiguous() && scale.numel() == n,
+              "scale must be contiguous fp32 [N]");
+  at::Tensor out;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "int8_rows_mm", [&] {
+    const auto a = quantize_activations<scalar_t>(x);
+    const int8_t* w = q.data_ptr<int8_t>();
+    const float* s = scale.data_ptr<float>();
+    out = integer_matmul<scalar_t>(x, n, [&](auto tile, int64_t j, int64_t t0, float* dots) {
+      int8_row<decltype(tile)::value>(w + j * k, s[j], a, t0, k, dots);
+    });
+  });
+  return out;
+}
+
+// The 4-bit blocks back to a dense fp32 [N, K] matrix, for prefill-sized products (a float GEMM).
+at::Tensor int4_blocks_dequantize(const at::Tensor& codes, const at::Tensor& d, const at::Tensor& m) {
+  TORCH_CHECK(codes.scalar_type() == at::kByte && codes.is_contiguous() && d.is_contiguous() && m.is_contiguous(),
+              "contiguous codes, d and m");
+  const int64_t n = codes.size(0), k = codes.size(1) * 2, groups = k / kGroup;
+  TORCH_CHECK(d.numel() == n * groups && m.numel() == n * groups && d.scalar_type() == at::kFloat &&
+              m.scalar_type() == at::kFloat, "d and m must be fp32 [N, K / 32]");
+  auto out = at::empty({n, k}, d.options());
+  const uint8_t* w = codes.data_ptr<uint8_t>();
+  const float *dp = d.data_ptr<float>(), *mp = m.data_ptr<float>();
+  float* o = out.data_ptr<float>();
+  at::parallel_for(0, n * groups, 256, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const uint8_t* src = w + task * 16;
+      float* __restrict__ dst = o + task * kGroup;
+      for (int64_t i = 0; i < 16; ++i) {
+        dst[i] = static_cast<float>(src[i] & 15) * dp[task] + mp[task];
+        dst[i + 16] = static_cast<float>(src[i] >> 4) * dp[task] + mp[task];
+      }
+    }
+  });
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("decode_attention", &decode_attention, "paged decode attention over a head-major KV cache");
   m.def("int4_unpack", &int4_unpack, "torch's packed CPU int4 weights back to a dense [N, K] matrix");
+  m.def("int4_blocks_mm", &int4_blocks_mm, "x @ w^T for 4-bit block weights, activations quantized to int8");
+  m.def("int8_rows_mm", &int8_rows_mm, "x @ w^T for int8 weights with a scale per row, activations in int8");
+  m.def("int4_blocks_dequantize", &int4_blocks_dequantize, "4-bit block weights back to dense fp32");
   m.def("rms_norm", &rms_norm, "RMSNorm, with the residual add before it when one is given");
   m.def("silu_and_mul", &silu_and_mul, "SiLU(gate) * up of a merged [gate | up] tensor");
   m.def("rotary_", &rotary_, "rotary embedding in place on q and k");

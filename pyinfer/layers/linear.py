@@ -12,9 +12,9 @@ from pyinfer.distributed import SINGLE, ParallelGroup
 from pyinfer.kernels import triton_enabled
 from pyinfer.layers.quantization import (
     Int4Shard,
-    Int4Weights,
     QuantizedWeights,
     empty_int4_shard,
+    int4_weights,
     quantize,
     quantize_int4,
 )
@@ -51,7 +51,7 @@ class LinearBase(nn.Module):
                 rows = quantize_int4(self.weight.data.narrow(0, offset, size))
                 for staging, part in zip(self.int4_staging, rows, strict=True):
                     staging.narrow(0, offset, size).copy_(part)
-        self._set_quantized(Int4Weights(self.int4_staging, self.weight.dtype))
+        self._set_quantized(int4_weights(self.int4_staging, self.weight.dtype))
         self.int4_staging = None
 
     def quantize(self, method: str) -> None:

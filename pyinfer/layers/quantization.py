@@ -1,7 +1,10 @@
 """Weight-only quantized matrices for the CPU: int4 in groups of 32 inputs, int8 per output channel.
 
-Both run on torch's CPU kernels with activations in bf16 or fp32 and share one small interface:
-`mm(x)` (x @ W^T in x's dtype), `out_features` and a short `description` for the start-up log.
+They run on torch's CPU kernels where those have a fast path (AVX-512), and on our C++ integer kernels
+(pyinfer/csrc/cpu_ops.cpp: activations quantized to int8 per group of 32, as llama.cpp does) where they
+do not: on an AVX2-only EPYC torch's int4 kernel took 1.13 ms a call and its int8 one 23 ms for
+SmolLM2's head (bench/results/2026-11-30-cpu-avx2.md). One small interface: `mm(x)` (x @ W^T in x's
+dtype), `out_features` and a short `description` for the start-up log.
 """
 
 from __future__ import annotations
@@ -18,6 +21,16 @@ GROUP_SIZE = 32
 # From this many rows (a prefill chunk) a dense GEMM on the unpacked weight beats the int4 kernel,
 # 1.3-2.7x at 96-512 rows on SmolLM2's matrices (int4 kernel vs unpack + bf16 GEMM, 2 cores).
 DENSE_MIN_ROWS = 96
+# The same crossover for our integer kernel against dequantize + fp32 GEMM (AVX2, 2 cores, SmolLM2's
+# gate_up): 1.8 vs 2.2 ms at 32 rows, 3.7 vs 3.3 at 64, 6.9 vs 5.1 at 128.
+BLOCKS_DENSE_MIN_ROWS = 48
+
+
+@functools.cache
+def integer_kernels_wanted() -> bool:
+    """Whether quantized matmuls run on our C++ integer kernels: where torch dispatches its CPU kernels
+    to AVX2 (their slow path) and ours are built."""
+    return torch.backends.cpu.get_cpu_capability() == "AVX2" and cpu_ops() is not None
 
 
 class Int4Shard(NamedTuple):
@@ -43,7 +56,7 @@ class QuantizedWeights:
 
 
 class Int4Weights(QuantizedWeights):
-    """Packed int4 weights and their per-group scales and zeros, ready for the CPU kernel."""
+    """Packed int4 weights and their per-group scales and zeros, ready for torch's CPU kernel."""
 
     description = f"int4 g{GROUP_SIZE}"
 
@@ -60,6 +73,31 @@ class Int4Weights(QuantizedWeights):
         return torch.ops.aten._weight_int4pack_mm_for_cpu(x, self.packed, GROUP_SIZE, self.scales_and_zeros)
 
 
+class Int4Blocks(Int4Weights):
+    """int4 weights as 4-bit blocks for our integer kernel: w = code * d + m per group of 32 inputs,
+    a group's 16 bytes holding codes 0..15 in their low nibbles and 16..31 in their high ones (GGUF's
+    Q4_1 order)."""
+
+    def __init__(self, shard: Int4Shard):
+        n, k = shard.q.shape
+        halves = shard.q.reshape(n, k // GROUP_SIZE, 2, GROUP_SIZE // 2)
+        self.codes = (halves[:, :, 0] | (halves[:, :, 1] << 4)).reshape(n, k // 2).contiguous()
+        self.d = shard.scale.float().contiguous()
+        self.m = (shard.zero - 8 * shard.scale).float().contiguous()
+        self.out_features = n
+
+    def _mm(self, x: torch.Tensor) -> torch.Tensor:
+        ops = cpu_ops()
+        if x.shape[0] >= BLOCKS_DENSE_MIN_ROWS:
+            return F.linear(x.float(), ops.int4_blocks_dequantize(self.codes, self.d, self.m)).to(x.dtype)
+        return ops.int4_blocks_mm(x, self.codes, self.d, self.m)
+
+
+def int4_weights(shard: Int4Shard, dtype: torch.dtype) -> Int4Weights:
+    """The int4 weights in the form this machine's fastest kernel reads."""
+    return Int4Blocks(shard) if integer_kernels_wanted() else Int4Weights(shard, dtype)
+
+
 class Int8Weights(QuantizedWeights):
     """Symmetric int8 weights with one scale per output channel: w = q * scale."""
 
@@ -69,8 +107,13 @@ class Int8Weights(QuantizedWeights):
         self.q = q  # [N, K] int8 in -127..127
         self.scale = scale  # [N] in the activations' dtype
         self.out_features = q.shape[0]
+        self.integer_kernel = integer_kernels_wanted()
+        if self.integer_kernel:
+            self.scale = scale.float()
 
     def _mm(self, x: torch.Tensor) -> torch.Tensor:
+        if self.integer_kernel:
+            return cpu_ops().int8_rows_mm(x, self.q, self.scale)
         return torch.ops.aten._weight_int8pack_mm(x, self.q, self.scale)
 
 
@@ -92,7 +135,7 @@ def quantize(w: torch.Tensor, method: str) -> QuantizedWeights:
     if method == "int8":
         return quantize_int8(w)
     if method == "int4":
-        return Int4Weights(quantize_int4(w), w.dtype)
+        return int4_weights(quantize_int4(w), w.dtype)
     raise ValueError(f"quantization method must be int8 or int4, not {method!r}")
 
 

@@ -34,14 +34,19 @@ def load_config(path: str, fmt: str) -> ModelConfig:
 
 
 def load_model(
-    path: str, fmt: str, dtype: torch.dtype, device: torch.device, quantization: str = "none"
+    path: str,
+    fmt: str,
+    dtype: torch.dtype,
+    device: torch.device,
+    quantization: str = "none",
+    keep_file_blocks: bool = False,
 ) -> LlamaForCausalLM:
     """Loads weights in the run dtype, then applies weight-only quantization (CPU only).
 
-    quantization "int8" / "int4" turns every linear into int8 per-channel / int4 g32 weights. A GGUF's
-    Q4_0/Q4_1 linears stay 4-bit on the CPU (from the file's own blocks) in bf16, or in any dtype once
-    quantization is asked for; its linears stored in other types are then quantized as asked. Whenever
-    a linear is quantized, the LM head becomes int8 per channel (a tied embedding keeps its dense table).
+    quantization "int8" / "int4" turns every linear into int8 per-channel / int4 g32 weights. With
+    keep_file_blocks (CPU only), a GGUF's Q4_0/Q4_1 linears stay 4-bit from the file's own blocks; its
+    linears stored in other types are then quantized as asked. Whenever a linear is quantized, the LM
+    head becomes int8 per channel (a tied embedding keeps its dense table).
     """
     if quantization != "none" and device.type != "cpu":
         raise ValueError(
@@ -59,7 +64,7 @@ def load_model(
     if fmt == "dummy":
         _init_dummy(model)
     else:
-        keep_int4 = device.type == "cpu" and (dtype == torch.bfloat16 or quantization != "none")
+        keep_int4 = device.type == "cpu" and keep_file_blocks
         weights = _gguf_weights(reader, cfg, keep_int4) if reader else _hf_weights(path)
         _load_weights(model, weights)
     _quantize(model, quantization, _gguf_int4_types(reader) if reader else "")

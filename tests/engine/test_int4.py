@@ -1,4 +1,5 @@
-"""The CPU int4 path (GGUF Q4 blocks kept 4-bit, int8 LM head, bf16 activations) against the exact fp32 path."""
+"""The CPU int4 path (GGUF Q4 blocks kept 4-bit, int8 LM head) against the exact fp32 path: bf16 activations
+on torch's int4/int8 kernels, and fp32 activations on our integer kernels (what an AVX2-only CPU runs)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import torch
 
 from pyinfer import SamplingParams
 from pyinfer.engine.llm import LLM
-from pyinfer.layers.quantization import Int4Weights, Int8Weights
+from pyinfer.kernels.cpu import cpu_ops
+from pyinfer.layers import quantization
+from pyinfer.layers.quantization import Int4Blocks, Int4Weights, Int8Weights
 from tests.engine.test_parity import our_prompt_logits
 
 TEXTS = [
@@ -25,9 +28,18 @@ CLEAR_MARGIN = 0.5  # where the exact top-1 leads by this many logits, the int4 
 LOGITS_REL_ERR = 0.05  # measured 0.019-0.027 with the int8 head (0.017-0.024 with a bf16 head)
 
 
-@pytest.fixture(scope="module")
-def int4_llm() -> LLM:
-    return LLM(device="cpu", dtype="bfloat16", kv_cache_memory_gb=0.1)
+@pytest.fixture(scope="module", params=[("bfloat16", "torch"), ("auto", "integer")], ids=["torch", "integer"])
+def int4_llm(request) -> LLM:
+    dtype, kernels = request.param
+    if kernels == "integer" and cpu_ops() is None:
+        pytest.skip("no C++ compiler: the integer kernels are not built")
+    with pytest.MonkeyPatch.context() as patch:  # the kernels are chosen as the weights are packed
+        patch.setattr(quantization, "integer_kernels_wanted", lambda: kernels == "integer")
+        llm = LLM(device="cpu", dtype=dtype, kv_cache_memory_gb=0.1)
+    assert isinstance(llm.engine.runner.model.layers[0].mlp.down_proj.quantized, Int4Blocks) == (
+        kernels == "integer"
+    )
+    return llm
 
 
 def test_gguf_q4_weights_stay_int4_and_the_lm_head_is_int8(int4_llm):
@@ -40,9 +52,9 @@ def test_gguf_q4_weights_stay_int4_and_the_lm_head_is_int8(int4_llm):
         layer.mlp.down_proj,
     ):
         assert isinstance(linear.quantized, Int4Weights) and linear.weight is None
-    # SmolLM2 ties the head to the embedding: the head is an int8 copy, the lookup keeps its bf16 table
+    # SmolLM2 ties the head to the embedding: the head is an int8 copy, the lookup keeps its dense table
     assert isinstance(model.lm_head.quantized, Int8Weights) and model.lm_head.weight is None
-    assert model.embed_tokens.weight.dtype == torch.bfloat16
+    assert model.embed_tokens.weight.dtype in (torch.bfloat16, torch.float32)  # "auto": the CPU's choice
 
 
 def test_int4_logits_and_top1_agree_with_the_exact_path(int4_llm, smollm2_llm):

@@ -245,6 +245,14 @@ def test_gguf_in_float32_without_quantization_is_the_exact_path(tiny_gguf):
     assert all(linear.quantized is None for _, linear in linears(model))
 
 
+def test_gguf_q4_blocks_stay_4_bit_in_the_default_dtype(tiny_gguf):
+    """`--dtype auto` (fp32 on a CPU without bf16 instructions) keeps the file's blocks: only an explicit
+    float32 is the exact path."""
+    model = gguf_engine(tiny_gguf, "auto", "none").engine.runner.model
+    assert isinstance(model.layers[0].mlp.gate_up_proj.quantized, Int4Weights)
+    assert isinstance(model.lm_head.quantized, Int8Weights)
+
+
 def test_bad_quantization_values_name_the_parameter(monkeypatch, capsys):
     from pyinfer.cli import main
 

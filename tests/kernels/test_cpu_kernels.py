@@ -10,14 +10,18 @@ from pyinfer.attention.torch_backend import TorchAttentionBackend, batched_decod
 from pyinfer.kernels.cpu import cpu_ops
 from pyinfer.layers.norm import RMSNorm
 from pyinfer.layers.quantization import (
+    BLOCKS_DENSE_MIN_ROWS,
     DENSE_MIN_ROWS,
     GROUP_SIZE,
+    Int4Blocks,
     Int4Weights,
     int4_unpack_matches_torch,
     quantize_int4,
+    quantize_int8,
 )
 from pyinfer.layers.rotary import RotaryEmbedding
 from tests.kernels.conftest import rotate_half_split
+from tests.layers.test_weight_quantization import int4_dense, int8_activations
 
 ops = cpu_ops()
 pytestmark = pytest.mark.skipif(ops is None, reason="no C++ compiler: the PyTorch paths run instead")
@@ -182,3 +186,64 @@ def test_int4_layout_check_rejects_another_packing(monkeypatch):
         assert not int4_unpack_matches_torch()
     finally:
         int4_unpack_matches_torch.cache_clear()
+
+
+def int4_blocks_case(n: int, k: int, seed: int) -> tuple[Int4Blocks, torch.Tensor]:
+    """4-bit blocks of a random [n, k] weight, and the dense matrix they stand for."""
+    shard = quantize_int4(torch.randn(n, k, generator=torch.Generator().manual_seed(seed)) * 0.05)
+    return Int4Blocks(shard), int4_dense(shard)
+
+
+@pytest.mark.parametrize(("n", "k"), [(1, 32), (37, 96), (192, 576), (130, 1536)])
+def test_int4_blocks_dequantize_to_the_quantized_weights(n, k):
+    blocks, dense = int4_blocks_case(n, k, seed=n)
+    torch.testing.assert_close(ops.int4_blocks_dequantize(blocks.codes, blocks.d, blocks.m), dense)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("rows", [1, 3, 4, 9])  # whole tiles of 4 activation rows, and what is left
+@pytest.mark.parametrize(("n", "k"), [(37, 96), (192, 576), (64, 1536)])
+def test_integer_matmuls_match_their_rounding_in_torch(rows, n, k, dtype):
+    """int8-rounded activations (per group of 32) against the 4-bit codes, the blocks' minimum against
+    x's exact group sums; int8 rows with one scale each. Strided x rows and an all-zero row included."""
+    gen = torch.Generator().manual_seed(rows * n)
+    x = torch.randn(rows, k + 32, generator=gen)[:, :k].to(dtype)
+    x[-1] = 0.0
+    blocks, dense = int4_blocks_case(n, k, seed=rows)
+    minimum = blocks.m.repeat_interleave(GROUP_SIZE, dim=1)
+    expected = int8_activations(x) @ (dense - minimum).T + x.float() @ minimum.T
+    out = ops.int4_blocks_mm(x, blocks.codes, blocks.d, blocks.m)
+    tol = 1e-5 if dtype == torch.float32 else 1e-2
+    assert out.dtype == dtype and out.shape == (rows, n)
+    torch.testing.assert_close(out.float(), expected, atol=tol, rtol=tol)
+    assert not out[-1].any()
+    q8 = quantize_int8(torch.randn(n, k, generator=gen) * 0.05)
+    out = ops.int8_rows_mm(x, q8.q, q8.scale)
+    torch.testing.assert_close(
+        out.float(), int8_activations(x) @ (q8.q.float() * q8.scale[:, None]).T, atol=tol, rtol=tol
+    )
+
+
+def test_int4_blocks_take_a_float_gemm_from_prefill_sized_chunks(monkeypatch):
+    blocks, dense = int4_blocks_case(192, 576, seed=5)
+    x = torch.randn(BLOCKS_DENSE_MIN_ROWS, 576)
+    dequantized = []
+    dequantize = ops.int4_blocks_dequantize
+    monkeypatch.setattr(ops, "int4_blocks_dequantize", lambda *a: dequantized.append(1) or dequantize(*a))
+    torch.testing.assert_close(blocks.mm(x), x @ dense.T, atol=1e-4, rtol=1e-4)  # exact: no int8 rounding
+    assert dequantized == [1]
+    decode = blocks.mm(x[:5])  # decode-sized: the integer kernel
+    assert dequantized == [1] and ((decode - x[:5] @ dense.T).norm() / decode.norm()).item() < 0.02
+
+
+def test_integer_matmuls_reject_mismatched_shapes():
+    blocks, _ = int4_blocks_case(64, 96, seed=0)
+    with pytest.raises(RuntimeError, match="x has 64 inputs, the weights 96"):
+        ops.int4_blocks_mm(torch.randn(2, 64), blocks.codes, blocks.d, blocks.m)
+    with pytest.raises(RuntimeError, match="d and m must be"):
+        ops.int4_blocks_mm(torch.randn(2, 96), blocks.codes, blocks.d[:, :2].contiguous(), blocks.m)
+    q8 = quantize_int8(torch.randn(8, 96))
+    with pytest.raises(RuntimeError, match="scale must be"):
+        ops.int8_rows_mm(torch.randn(2, 96), q8.q, q8.scale[:4].contiguous())
+    with pytest.raises(RuntimeError, match="unit column stride"):
+        ops.int8_rows_mm(torch.randn(96, 2).T, q8.q, q8.scale)

@@ -1,5 +1,5 @@
-"""Weight-only int8 / int4 quantization: the rounding bounds, the CPU kernels against the dequantized
-matrix, and linears that swap their dense weight for quantized weights."""
+"""Weight-only int8 / int4 quantization: the rounding bounds, the CPU kernels (torch's, and our integer
+ones) against the dequantized matrix, and linears that swap their dense weight for quantized weights."""
 
 from __future__ import annotations
 
@@ -7,9 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from pyinfer.kernels.cpu import cpu_ops
+from pyinfer.layers import quantization
 from pyinfer.layers.linear import ColumnParallelLinear, MergedColumnParallelLinear
 from pyinfer.layers.quantization import (
     GROUP_SIZE,
+    Int4Blocks,
     Int4Shard,
     Int4Weights,
     Int8Weights,
@@ -17,6 +20,32 @@ from pyinfer.layers.quantization import (
     quantize_int4,
     quantize_int8,
 )
+
+
+@pytest.fixture(params=["torch", "integer"])
+def kernels(request, monkeypatch) -> str:
+    """Runs a test with torch's int4/int8 CPU kernels, then with ours, whatever this CPU would pick."""
+    if request.param == "integer" and cpu_ops() is None:
+        pytest.skip("no C++ compiler: the integer kernels are not built")
+    monkeypatch.setattr(quantization, "integer_kernels_wanted", lambda: request.param == "integer")
+    return request.param
+
+
+def int8_activations(x: torch.Tensor) -> torch.Tensor:
+    """x as our integer kernels see it: rounded per group of 32 to int8 steps of max|x| / 127."""
+    groups = x.float().reshape(*x.shape[:-1], -1, GROUP_SIZE)
+    top = groups.abs().amax(-1, keepdim=True)
+    inv = torch.where(top > 0, 127 / top, torch.zeros_like(top))
+    return (torch.round(groups * inv) * (top / 127)).reshape(x.shape)
+
+
+def kernel_product(x: torch.Tensor, weights, dense: torch.Tensor) -> torch.Tensor:
+    """x @ dense^T as the kernel behind `weights` computes it: in float for torch's kernels; for ours,
+    with x rounded to int8 against the codes, and the 4-bit blocks' minimum times x's exact group sums."""
+    if isinstance(weights, Int4Blocks):
+        minimum = weights.m.repeat_interleave(GROUP_SIZE, dim=1)
+        return int8_activations(x) @ (dense - minimum).T + x.float() @ minimum.T
+    return (int8_activations(x) if getattr(weights, "integer_kernel", False) else x.float()) @ dense.T
 
 
 def random_weight(n: int = 96, k: int = 128, seed: int = 0) -> torch.Tensor:
@@ -62,15 +91,19 @@ def test_zero_rows_and_constant_groups_come_back_exactly():
 
 @pytest.mark.parametrize("method", ["int8", "int4"])
 @pytest.mark.parametrize(("dtype", "tol"), [(torch.float32, 1e-5), (torch.bfloat16, 1e-2)])
-def test_kernels_compute_x_times_the_dequantized_matrix(method, dtype, tol):
+def test_kernels_compute_x_times_the_dequantized_matrix(kernels, method, dtype, tol):
     w = random_weight().to(dtype)  # the model's dtype: scales come in it, as the kernels want
     weights = quantize(w, method)
+    assert isinstance(weights, Int4Blocks) == (kernels == "integer" and method == "int4")
     dense = int8_dense(weights) if method == "int8" else int4_dense(quantize_int4(w))
     x = torch.randn(2, 5, 128).to(dtype)  # leading dimensions are kept
     out = weights.mm(x)
     assert out.shape == (2, 5, 96) and out.dtype == dtype and weights.out_features == 96
-    ref = x.float() @ dense.T
+    ref = kernel_product(x, weights, dense)
     assert ((out.float() - ref).norm() / ref.norm()).item() < tol
+    if kernels == "integer":  # int8 activations cost about 0.5% against the float product
+        exact = x.float() @ dense.T
+        assert ((out.float() - exact).norm() / exact.norm()).item() < 0.02
 
 
 def test_descriptions_name_the_scheme():
@@ -84,7 +117,7 @@ def test_descriptions_name_the_scheme():
 
 
 @pytest.mark.parametrize(("method", "kind", "tol"), [("int8", Int8Weights, 0.01), ("int4", Int4Weights, 0.1)])
-def test_linear_quantizes_in_place_and_drops_the_dense_weight(method, kind, tol):
+def test_linear_quantizes_in_place_and_drops_the_dense_weight(kernels, method, kind, tol):
     linear = ColumnParallelLinear(128, 96)
     w = random_weight()
     linear.weight.data.copy_(w)
@@ -95,7 +128,7 @@ def test_linear_quantizes_in_place_and_drops_the_dense_weight(method, kind, tol)
     assert ((linear(x) - ref).norm() / ref.norm()).item() < tol
 
 
-def test_a_dense_shard_beside_int4_shards_is_quantized_not_lost():
+def test_a_dense_shard_beside_int4_shards_is_quantized_not_lost(kernels):
     """A merged linear whose file stores one part in 4-bit blocks and another in a wider type."""
     linear = MergedColumnParallelLinear(128, {"gate": 64, "up": 64})
     gate, up = random_weight(64, 128, seed=1), random_weight(64, 128, seed=2)
@@ -106,6 +139,8 @@ def test_a_dense_shard_beside_int4_shards_is_quantized_not_lost():
     assert isinstance(linear.quantized, Int4Weights) and linear.weight is None
     x = torch.randn(3, 128)
     out = linear(x)
-    torch.testing.assert_close(out[:, :64], x @ int4_dense(gate_blocks).T, rtol=1e-4, atol=1e-5)
+    dense = torch.cat([int4_dense(gate_blocks), int4_dense(quantize_int4(up))])  # up: as finish_int4 does
+    expected = kernel_product(x, linear.quantized, dense)[:, :64]
+    torch.testing.assert_close(out[:, :64], expected, rtol=1e-4, atol=1e-5)
     ref_up = x @ up.T
     assert ((out[:, 64:] - ref_up).norm() / ref_up.norm()).item() < 0.1
