@@ -27,7 +27,13 @@ inline float to_float(c10::BFloat16 x) {
   std::memcpy(&out, &bits, sizeof(out));
   return out;
 }
-inline float to_float(c10::Half x) { return static_cast<float>(x); }
+inline float to_float(c10::Half x) {
+#if defined(__F16C__)
+  return _cvtsh_ss(x.x);
+#else
+  return static_cast<float>(x);
+#endif
+}
 
 // float -> scalar_t, round to nearest even; the BFloat16 one in plain integer ops so that loops vectorize
 // (a NaN stays a NaN: rounding its bits could carry it into infinity).
@@ -385,7 +391,7 @@ inline __m256 dot_group(__m256i weights_u8, __m256i x_s8) {
 // One weight row of 4-bit blocks (w = q * d + m; byte i of a group holds q[i] low, q[i + 16] high)
 // against `tile` activation rows starting at t0; out[r] = the row's dot product with activation t0 + r.
 template <int64_t tile>
-void int4_row(const uint8_t* w, const float* d, const float* m, const QuantizedActivations& a, int64_t t0,
+void int4_row(const uint8_t* w, const at::Half* d, const at::Half* m, const QuantizedActivations& a, int64_t t0,
               int64_t k, float* out) {
   const int64_t groups = k / kGroup;
   float mins[tile] = {};
@@ -396,11 +402,12 @@ void int4_row(const uint8_t* w, const float* d, const float* m, const QuantizedA
   for (int64_t g = 0; g < groups; ++g) {
     const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + g * 16));
     const __m256i codes = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), low);
+    const float dg = to_float(d[g]), mg = to_float(m[g]);
     for (int64_t r = 0; r < tile; ++r) {
       const int64_t row = t0 + r;
       const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q.data() + row * k + g * kGroup));
-      acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d[g] * a.scale[row * groups + g]), dot_group(codes, x), acc[r]);
-      mins[r] += m[g] * a.sum[row * groups + g];
+      acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(dg * a.scale[row * groups + g]), dot_group(codes, x), acc[r]);
+      mins[r] += mg * a.sum[row * groups + g];
     }
   }
   for (int64_t r = 0; r < tile; ++r) out[r] = horizontal_sum(acc[r]) + mins[r];
@@ -412,7 +419,8 @@ void int4_row(const uint8_t* w, const float* d, const float* m, const QuantizedA
       const int8_t* x = a.q.data() + row * k + g * kGroup;
       int32_t dot = 0;
       for (int64_t i = 0; i < 16; ++i) dot += (w[g * 16 + i] & 15) * x[i] + (w[g * 16 + i] >> 4) * x[i + 16];
-      total += d[g] * a.scale[row * groups + g] * static_cast<float>(dot) + m[g] * a.sum[row * groups + g];
+      total += to_float(d[g]) * a.scale[row * groups + g] * static_cast<float>(dot) +
+               to_float(m[g]) * a.sum[row * groups + g];
     }
     out[r] = total;
   }
@@ -475,26 +483,31 @@ at::Tensor integer_matmul(const at::Tensor& x, int64_t n, RowDot row_dot) {
   return out;
 }
 
+void check_block_scales(const at::Tensor& d, const at::Tensor& m, int64_t n, int64_t k) {
+  for (const at::Tensor* t : {&d, &m})
+    TORCH_CHECK(t->scalar_type() == at::kHalf && t->is_contiguous() && t->dim() == 2 && t->size(0) == n &&
+                t->size(1) == k / kGroup, "d and m must be contiguous fp16 [N, K / 32]");
+}
+
 void check_activations(const at::Tensor& x, int64_t k) {
   TORCH_CHECK(x.dim() == 2 && x.stride(1) == 1, "x must be [T, K] rows with unit column stride");
   TORCH_CHECK(x.size(1) == k && k % kGroup == 0, "x has ", x.size(1), " inputs, the weights ", k,
               " (a multiple of 32)");
 }
 
-// x [T, K] @ w^T for w [N, K] as 4-bit blocks: codes [N, K / 2] uint8, d and m [N, K / 32] fp32.
+// x [T, K] @ w^T for w [N, K] as 4-bit blocks: codes [N, K / 2] uint8, d and m [N, K / 32] fp16 (GGUF's
+// own precision: 20 bytes per 32 weights, as in the file).
 at::Tensor int4_blocks_mm(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& d, const at::Tensor& m) {
   TORCH_CHECK(codes.scalar_type() == at::kByte && codes.dim() == 2 && codes.is_contiguous(),
               "codes must be contiguous uint8 [N, K / 2]");
   const int64_t n = codes.size(0), k = codes.size(1) * 2;
   check_activations(x, k);
-  for (const at::Tensor* t : {&d, &m})
-    TORCH_CHECK(t->scalar_type() == at::kFloat && t->is_contiguous() && t->dim() == 2 && t->size(0) == n &&
-                t->size(1) == k / kGroup, "d and m must be contiguous fp32 [N, K / 32]");
+  check_block_scales(d, m, n, k);
   at::Tensor out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "int4_blocks_mm", [&] {
     const auto a = quantize_activations<scalar_t>(x);
     const uint8_t* w = codes.data_ptr<uint8_t>();
-    const float *dp = d.data_ptr<float>(), *mp = m.data_ptr<float>();
+    const at::Half *dp = d.data_ptr<at::Half>(), *mp = m.data_ptr<at::Half>();
     const int64_t groups = k / kGroup;
     out = integer_matmul<scalar_t>(x, n, [&](auto tile, int64_t j, int64_t t0, float* dots) {
       int4_row<decltype(tile)::value>(w + j * k / 2, dp + j * groups, mp + j * groups, a, t0, k, dots);
@@ -524,22 +537,22 @@ at::Tensor int8_rows_mm(const at::Tensor& x, const at::Tensor& q, const at::Tens
 
 // The 4-bit blocks back to a dense fp32 [N, K] matrix, for prefill-sized products (a float GEMM).
 at::Tensor int4_blocks_dequantize(const at::Tensor& codes, const at::Tensor& d, const at::Tensor& m) {
-  TORCH_CHECK(codes.scalar_type() == at::kByte && codes.is_contiguous() && d.is_contiguous() && m.is_contiguous(),
-              "contiguous codes, d and m");
+  TORCH_CHECK(codes.scalar_type() == at::kByte && codes.dim() == 2 && codes.is_contiguous(),
+              "codes must be contiguous uint8 [N, K / 2]");
   const int64_t n = codes.size(0), k = codes.size(1) * 2, groups = k / kGroup;
-  TORCH_CHECK(d.numel() == n * groups && m.numel() == n * groups && d.scalar_type() == at::kFloat &&
-              m.scalar_type() == at::kFloat, "d and m must be fp32 [N, K / 32]");
-  auto out = at::empty({n, k}, d.options());
+  check_block_scales(d, m, n, k);
+  auto out = at::empty({n, k}, d.options().dtype(at::kFloat));
   const uint8_t* w = codes.data_ptr<uint8_t>();
-  const float *dp = d.data_ptr<float>(), *mp = m.data_ptr<float>();
+  const at::Half *dp = d.data_ptr<at::Half>(), *mp = m.data_ptr<at::Half>();
   float* o = out.data_ptr<float>();
   at::parallel_for(0, n * groups, 256, [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
       const uint8_t* src = w + task * 16;
+      const float dg = to_float(dp[task]), mg = to_float(mp[task]);
       float* __restrict__ dst = o + task * kGroup;
       for (int64_t i = 0; i < 16; ++i) {
-        dst[i] = static_cast<float>(src[i] & 15) * dp[task] + mp[task];
-        dst[i + 16] = static_cast<float>(src[i] >> 4) * dp[task] + mp[task];
+        dst[i] = static_cast<float>(src[i] & 15) * dg + mg;
+        dst[i + 16] = static_cast<float>(src[i] >> 4) * dg + mg;
       }
     }
   });

@@ -75,15 +75,15 @@ class Int4Weights(QuantizedWeights):
 
 class Int4Blocks(Int4Weights):
     """int4 weights as 4-bit blocks for our integer kernel: w = code * d + m per group of 32 inputs,
-    a group's 16 bytes holding codes 0..15 in their low nibbles and 16..31 in their high ones (GGUF's
-    Q4_1 order)."""
+    a group's 16 bytes holding codes 0..15 in their low nibbles and 16..31 in their high ones, d and m
+    in fp16: GGUF's Q4_1 (exact for the file's blocks; 5 bits a weight, the bytes a decode step reads)."""
 
     def __init__(self, shard: Int4Shard):
         n, k = shard.q.shape
         halves = shard.q.reshape(n, k // GROUP_SIZE, 2, GROUP_SIZE // 2)
         self.codes = (halves[:, :, 0] | (halves[:, :, 1] << 4)).reshape(n, k // 2).contiguous()
-        self.d = shard.scale.float().contiguous()
-        self.m = (shard.zero - 8 * shard.scale).float().contiguous()
+        self.d = shard.scale.half().contiguous()
+        self.m = (shard.zero.float() - 8 * shard.scale.float()).half().contiguous()
         self.out_features = n
 
     def _mm(self, x: torch.Tensor) -> torch.Tensor:

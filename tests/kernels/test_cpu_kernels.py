@@ -21,7 +21,7 @@ from pyinfer.layers.quantization import (
 )
 from pyinfer.layers.rotary import RotaryEmbedding
 from tests.kernels.conftest import rotate_half_split
-from tests.layers.test_weight_quantization import int4_dense, int8_activations
+from tests.layers.test_weight_quantization import blocks_dense, int4_dense, int8_activations, kernel_product
 
 ops = cpu_ops()
 pytestmark = pytest.mark.skipif(ops is None, reason="no C++ compiler: the PyTorch paths run instead")
@@ -191,7 +191,11 @@ def test_int4_layout_check_rejects_another_packing(monkeypatch):
 def int4_blocks_case(n: int, k: int, seed: int) -> tuple[Int4Blocks, torch.Tensor]:
     """4-bit blocks of a random [n, k] weight, and the dense matrix they stand for."""
     shard = quantize_int4(torch.randn(n, k, generator=torch.Generator().manual_seed(seed)) * 0.05)
-    return Int4Blocks(shard), int4_dense(shard)
+    blocks = Int4Blocks(shard)
+    # d and m in fp16 (11-bit mantissas) move each weight by a few percent of its group's step at most
+    step = shard.scale.repeat_interleave(GROUP_SIZE, dim=1)
+    assert ((blocks_dense(blocks) - int4_dense(shard)).abs() <= step / 20).all()
+    return blocks, blocks_dense(blocks)
 
 
 @pytest.mark.parametrize(("n", "k"), [(1, 32), (37, 96), (192, 576), (130, 1536)])
@@ -210,8 +214,7 @@ def test_integer_matmuls_match_their_rounding_in_torch(rows, n, k, dtype):
     x = torch.randn(rows, k + 32, generator=gen)[:, :k].to(dtype)
     x[-1] = 0.0
     blocks, dense = int4_blocks_case(n, k, seed=rows)
-    minimum = blocks.m.repeat_interleave(GROUP_SIZE, dim=1)
-    expected = int8_activations(x) @ (dense - minimum).T + x.float() @ minimum.T
+    expected = kernel_product(x, blocks, dense)
     out = ops.int4_blocks_mm(x, blocks.codes, blocks.d, blocks.m)
     tol = 1e-5 if dtype == torch.float32 else 1e-2
     assert out.dtype == dtype and out.shape == (rows, n)
@@ -242,6 +245,8 @@ def test_integer_matmuls_reject_mismatched_shapes():
         ops.int4_blocks_mm(torch.randn(2, 64), blocks.codes, blocks.d, blocks.m)
     with pytest.raises(RuntimeError, match="d and m must be"):
         ops.int4_blocks_mm(torch.randn(2, 96), blocks.codes, blocks.d[:, :2].contiguous(), blocks.m)
+    with pytest.raises(RuntimeError, match="d and m must be contiguous fp16"):
+        ops.int4_blocks_dequantize(blocks.codes, blocks.d.float(), blocks.m)
     q8 = quantize_int8(torch.randn(8, 96))
     with pytest.raises(RuntimeError, match="scale must be"):
         ops.int8_rows_mm(torch.randn(2, 96), q8.q, q8.scale[:4].contiguous())
