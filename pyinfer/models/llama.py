@@ -9,11 +9,13 @@ from torch import nn
 
 from pyinfer.attention.metadata import AttentionMetadata
 from pyinfer.distributed import SINGLE, ParallelGroup
+from pyinfer.kernels.cpu import cpu_ops
 from pyinfer.layers.activation import SiluAndMul
 from pyinfer.layers.attention import Attention
 from pyinfer.layers.embedding import LMHead, VocabEmbedding
 from pyinfer.layers.linear import MergedColumnParallelLinear, QKVParallelLinear, RowParallelLinear
 from pyinfer.layers.norm import RMSNorm
+from pyinfer.layers.quantization import BLOCKS_DENSE_MIN_ROWS, Int4Blocks
 from pyinfer.layers.rotary import RopeInputs, RotaryEmbedding
 from pyinfer.models.model_config import ModelConfig
 
@@ -70,12 +72,73 @@ class LlamaDecoderLayer(nn.Module):
         self.mlp = LlamaMLP(cfg, group)
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.group = group
+        self._cpu_inputs: tuple | None = None  # see _cpu_layer_inputs
 
     def forward(
         self, rope: RopeInputs, x: torch.Tensor, residual: torch.Tensor | None, meta: AttentionMetadata
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._fused_cpu_decode(rope, x, meta):
+            return self._cpu_decode(rope, x, residual, meta)
         x, residual = self.self_attn(rope, x, residual, self.input_layernorm, meta)
         return self.mlp(x, residual, self.post_attention_layernorm)
+
+    def _fused_cpu_decode(self, rope: RopeInputs, x: torch.Tensor, meta: AttentionMetadata) -> bool:
+        """Whether this step runs the layer as one C++ call: a CPU decode step (below the rows where the
+        4-bit linears switch to a dense GEMM) on 4-bit block weights, the C++ kernels at hand."""
+        return (
+            meta.num_decodes == meta.num_seqs
+            and x.shape[0] < BLOCKS_DENSE_MIN_ROWS
+            and isinstance(rope, torch.Tensor)  # positions: the C++ rotary kernel's input
+            and self._cpu_layer_inputs() is not None
+        )
+
+    def _cpu_layer_inputs(self) -> tuple | None:
+        """The layer's own inputs to the C++ decode_layer (norm weights, eps, each linear's {codes, d,
+        m}, head counts, rotary table, scale) when all four linears are 4-bit blocks on the CPU with one
+        rank and the C++ kernels built; read once (the weights do not change after loading)."""
+        if self._cpu_inputs is None:
+            attn, mlp = self.self_attn, self.mlp
+            linears = [attn.qkv_proj, attn.o_proj, mlp.gate_up_proj, mlp.down_proj]
+            usable = (
+                all(isinstance(linear.quantized, Int4Blocks) for linear in linears)
+                and self.group.size == 1
+                and attn.attn.kv_cache.device.type == "cpu"
+                and attn.attn.head_dim in (64, 128)
+                and cpu_ops() is not None
+            )
+            self._cpu_inputs = (
+                (
+                    self.input_layernorm.weight,
+                    self.post_attention_layernorm.weight,
+                    self.input_layernorm.eps,
+                    *([w.quantized.codes, w.quantized.d, w.quantized.m] for w in linears),
+                    attn.attn.num_heads,
+                    attn.attn.num_kv_heads,
+                    attn.attn.rotary.cos_sin,
+                    attn.attn.scale,
+                )
+                if usable
+                else ()
+            )
+        return self._cpu_inputs or None
+
+    def _cpu_decode(
+        self, positions: torch.Tensor, x: torch.Tensor, residual: torch.Tensor | None, meta: AttentionMetadata
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The layer in one C++ call (pyinfer/csrc: decode_layer): the same kernels in the same order,
+        without its ~30 Python-level calls (a fifth of a SmolLM2 decode step on 2 cores)."""
+        out, residual = cpu_ops().decode_layer(
+            x,
+            residual,
+            positions,
+            self.self_attn.attn.kv_cache,
+            meta.slot_mapping,
+            meta.block_tables,
+            meta.seq_lens,
+            *self._cpu_inputs,
+        )
+        return out, residual
 
 
 class LlamaForCausalLM(nn.Module):

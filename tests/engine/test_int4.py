@@ -11,6 +11,7 @@ from pyinfer.engine.llm import LLM
 from pyinfer.kernels.cpu import cpu_ops
 from pyinfer.layers import quantization
 from pyinfer.layers.quantization import Int4Blocks, Int4Weights, Int8Weights
+from pyinfer.models.llama import LlamaDecoderLayer
 from tests.engine.test_parity import our_prompt_logits
 
 TEXTS = [
@@ -79,3 +80,25 @@ def test_int4_logits_and_top1_agree_with_the_exact_path(int4_llm, smollm2_llm):
 def test_int4_path_answers_paris(int4_llm):
     chat = [{"role": "user", "content": "What is the capital of France?"}]
     assert "Paris" in int4_llm.chat(chat, SamplingParams(temperature=0, max_tokens=20))[0].outputs[0].text
+
+
+def test_fused_cpu_decode_layers_give_what_the_python_layers_give(int4_llm, monkeypatch):
+    """On 4-bit blocks each layer of a decode step is one C++ call (decode_layer): the same kernels in the
+    same order as the Python layers, so the tokens and their logprobs are the same to the bit."""
+    if not isinstance(int4_llm.engine.runner.model.layers[0].mlp.down_proj.quantized, Int4Blocks):
+        pytest.skip("torch's int4 kernels: the layers run in Python")
+    monkeypatch.setattr(int4_llm.engine.block_manager, "enable_prefix_caching", False)  # same prefills twice
+    prompts = [text[: 40 + 30 * i] for i, text in enumerate(TEXTS[:3])]  # a decode batch of three lengths
+    params = SamplingParams(temperature=0, max_tokens=16, ignore_eos=True, logprobs=2)
+    ops = cpu_ops()
+    calls = []
+    fused_layer = ops.decode_layer
+    monkeypatch.setattr(ops, "decode_layer", lambda *args: calls.append(1) or fused_layer(*args))
+    fused = int4_llm.generate(prompts, params)
+    layers = len(int4_llm.engine.runner.model.layers)
+    assert len(calls) >= 15 * layers  # every decode step, every layer
+    monkeypatch.setattr(LlamaDecoderLayer, "_fused_cpu_decode", lambda *args: False)
+    python = int4_llm.generate(prompts, params)
+    for a, b in zip(fused, python, strict=True):
+        assert a.outputs[0].token_ids == b.outputs[0].token_ids
+        assert a.outputs[0].logprobs == b.outputs[0].logprobs
