@@ -26,7 +26,6 @@ DENSE_MIN_ROWS = 96
 BLOCKS_DENSE_MIN_ROWS = 48
 
 
-@functools.cache
 def integer_kernels_wanted() -> bool:
     """Whether quantized matmuls run on our C++ integer kernels: where torch dispatches its CPU kernels
     to AVX2 (their slow path) and ours are built."""

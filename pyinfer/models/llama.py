@@ -87,10 +87,10 @@ class LlamaDecoderLayer(nn.Module):
         """Whether this step runs the layer as one C++ call: a CPU decode step (below the rows where the
         4-bit linears switch to a dense GEMM) on 4-bit block weights, the C++ kernels at hand."""
         return (
-            meta.num_decodes == meta.num_seqs
+            self._cpu_layer_inputs() is not None
+            and meta.num_decodes == meta.num_seqs
             and x.shape[0] < BLOCKS_DENSE_MIN_ROWS
             and isinstance(rope, torch.Tensor)  # positions: the C++ rotary kernel's input
-            and self._cpu_layer_inputs() is not None
         )
 
     def _cpu_layer_inputs(self) -> tuple | None:

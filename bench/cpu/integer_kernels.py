@@ -1,0 +1,69 @@
+"""Our C++ integer matmuls (4-bit blocks, int8 rows) on SmolLM2's matrices: the linears of one decode
+step by batch size, with the bytes they read; then the 4-bit kernel against dequantize + fp32 GEMM by
+row count, where BLOCKS_DENSE_MIN_ROWS (pyinfer/layers/quantization.py) comes from. Prints ms.
+
+Usage: python bench/cpu/integer_kernels.py
+"""
+
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from pyinfer.kernels.cpu import cpu_ops
+from pyinfer.layers.quantization import Int4Blocks, quantize_int4, quantize_int8
+
+ops = cpu_ops()
+assert ops is not None, "the C++ CPU kernels are not built"
+LAYERS, HIDDEN, VOCAB = 30, 576, 49152
+SHAPES = [(960, 576), (576, 576), (3072, 576), (576, 1536)]  # qkv, o, gate_up, down
+
+
+def ms(fn: Callable[[], object], reps: int = 10) -> float:
+    fn()
+    start = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    return (time.perf_counter() - start) / reps * 1e3
+
+
+def blocks(n: int, k: int) -> Int4Blocks:
+    return Int4Blocks(quantize_int4(torch.randn(n, k) * 0.02))
+
+
+layers = [[blocks(n, k) for n, k in SHAPES] for _ in range(LAYERS)]  # distinct copies: no cache reuse
+head = quantize_int8(torch.randn(VOCAB, HIDDEN) * 0.02)
+head.scale = head.scale.float()
+step_bytes = sum(w.codes.nbytes + w.d.nbytes + w.m.nbytes for layer in layers for w in layer)
+head_bytes = head.q.nbytes + head.scale.nbytes
+
+
+def step_linears(x: dict[int, torch.Tensor]) -> None:
+    for layer in layers:
+        for w in layer:
+            ops.int4_blocks_mm(x[w.codes.shape[1] * 2], w.codes, w.d, w.m)
+
+
+def kernel_and_dense(w: Int4Blocks, x: torch.Tensor) -> tuple[float, float]:
+    kernel = ms(lambda: ops.int4_blocks_mm(x, w.codes, w.d, w.m))
+    dense = ms(lambda: F.linear(x, ops.int4_blocks_dequantize(w.codes, w.d, w.m)))
+    return kernel, dense
+
+
+print(f"one decode step's matmuls: {LAYERS} x 4 linears ({step_bytes / 1e6:.1f} MB) + the int8 head")
+print(f"({head_bytes / 1e6:.1f} MB)")
+print(f"{'batch':>6}{'linears ms':>12}{'head ms':>9}{'GB/s at batch 1':>17}")
+for batch in (1, 4, 16):
+    x = {k: torch.randn(batch, k) for k in (576, 1536)}
+    linears = ms(lambda x=x: step_linears(x))
+    lm_head = ms(lambda x=x: ops.int8_rows_mm(x[576], head.q, head.scale))
+    rate = f"{(step_bytes + head_bytes) / (linears + lm_head) / 1e6:.1f}" if batch == 1 else ""
+    print(f"{batch:>6}{linears:>12.2f}{lm_head:>9.2f}{rate:>17}")
+
+print(f"\n{'matrix':>10}{'rows':>6}{'4-bit kernel':>14}{'dequant+GEMM':>14}")
+for i in (2, 3):  # gate_up and down
+    n, k = SHAPES[i]
+    for rows in (16, 32, 48, 64, 128):
+        kernel, dense = kernel_and_dense(layers[0][i], torch.randn(rows, k))
+        print(f"{n:>5}x{k:<4}{rows:>6}{kernel:>14.3f}{dense:>14.3f}")
