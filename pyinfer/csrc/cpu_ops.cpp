@@ -50,8 +50,10 @@ inline c10::BFloat16 from_float<c10::BFloat16>(float x) {
 }
 
 // q [B, Hq, D]; kv_cache [2, Hk, num_blocks, block_size, D]; block_tables [B, W]; seq_lens [B] -> out [B, Hq, D].
-// One task per (sequence, kv head): the G = Hq / Hk query heads that share it read each key and value
-// row once, straight from its page, in fp32.
+// One task per (sequence, kv head, span of keys): the G = Hq / Hk query heads that share a kv head read
+// each key and value row once, straight from its page, in fp32. Long contexts are cut into spans so that
+// every thread has work at batch 1 (SmolLM2 has 3 kv heads for 2 cores); the spans' softmax partials
+// are merged after.
 template <typename scalar_t, int64_t dim>
 void decode_attention_impl(const at::Tensor& q, const at::Tensor& kv_cache, const at::Tensor& block_tables,
                            const at::Tensor& seq_lens, double scale, at::Tensor& out) {
@@ -66,12 +68,34 @@ void decode_attention_impl(const at::Tensor& q, const at::Tensor& kv_cache, cons
   scalar_t* out_ptr = out.data_ptr<scalar_t>();
   const int64_t q_stride_b = q.stride(0), q_stride_h = q.stride(1);
 
-  at::parallel_for(0, batch * num_kv_heads, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> queries(group * dim), acc(group * dim), scores, totals(group);
+  // Spans of at least 64 keys, short enough for about 4 tasks per thread.
+  int64_t keys = 0;
+  for (int64_t b = 0; b < batch; ++b) {
+    TORCH_CHECK(lens[b] >= 1 && lens[b] <= table_width * block_size, "sequence length ", lens[b],
+                " outside its block table");
+    keys += lens[b] * num_kv_heads;
+  }
+  const int64_t wanted_tasks = 4 * at::get_num_threads();
+  const int64_t span = std::max<int64_t>(64, (keys + wanted_tasks - 1) / wanted_tasks);
+  struct Span { int64_t b, h, start, end; };
+  std::vector<Span> spans;
+  std::vector<int64_t> first_span(batch * num_kv_heads + 1);  // spans of (b, h) = [first[bh], first[bh + 1])
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t h = 0; h < num_kv_heads; ++h) {
+      first_span[b * num_kv_heads + h] = static_cast<int64_t>(spans.size());
+      for (int64_t t = 0; t < lens[b]; t += span) spans.push_back({b, h, t, std::min(lens[b], t + span)});
+    }
+  first_span.back() = static_cast<int64_t>(spans.size());
+  // Per span and query head: the scores' max, the sum of exp(score - max), and the unnormalized output.
+  const int64_t num_spans = static_cast<int64_t>(spans.size());
+  std::vector<float> span_max(num_spans * group), span_sum(num_spans * group), span_acc(num_spans * group * dim);
+
+  at::parallel_for(0, num_spans, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> queries(group * dim), scores;
     alignas(64) float row[dim];
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = task / num_kv_heads, h = task % num_kv_heads, len = lens[b];
-      TORCH_CHECK(len >= 1 && len <= table_width * block_size, "sequence length ", len, " outside its block table");
+      const auto [b, h, first, last] = spans[task];
+      const int64_t len = last - first;
       scores.assign(group * len, 0.f);
       for (int64_t g = 0; g < group; ++g) {
         const scalar_t* src = q_ptr + b * q_stride_b + (h * group + g) * q_stride_h;
@@ -79,7 +103,7 @@ void decode_attention_impl(const at::Tensor& q, const at::Tensor& kv_cache, cons
       }
       const scalar_t* head_pages = cache + h * num_blocks * block_size * dim;
       const scalar_t* value_pages = head_pages + plane;
-      for (int64_t t = 0; t < len; ++t) {
+      for (int64_t t = first; t < last; ++t) {
         const int64_t page = tables[b * table_width + t / block_size];
         TORCH_CHECK(page >= 0 && page < num_blocks, "block ", page, " outside the KV cache");
         const scalar_t* key = head_pages + (page * block_size + t % block_size) * dim;
@@ -88,7 +112,7 @@ void decode_attention_impl(const at::Tensor& q, const at::Tensor& kv_cache, cons
           const float* __restrict__ qg = queries.data() + g * dim;
           float dot = 0.f;
           for (int64_t d = 0; d < dim; ++d) dot += qg[d] * row[d];
-          scores[g * len + t] = dot;
+          scores[g * len + t - first] = dot;
         }
       }
       for (int64_t g = 0; g < group; ++g) {
@@ -96,23 +120,40 @@ void decode_attention_impl(const at::Tensor& q, const at::Tensor& kv_cache, cons
         const float top = *std::max_element(s, s + len);
         float total = 0.f;
         for (int64_t t = 0; t < len; ++t) total += (s[t] = std::exp(s[t] - top));
-        totals[g] = total;
+        span_max[task * group + g] = top;
+        span_sum[task * group + g] = total;
       }
-      std::fill(acc.begin(), acc.end(), 0.f);
-      for (int64_t t = 0; t < len; ++t) {
+      float* acc = span_acc.data() + task * group * dim;
+      for (int64_t t = first; t < last; ++t) {
         const int64_t page = tables[b * table_width + t / block_size];
         const scalar_t* value = value_pages + (page * block_size + t % block_size) * dim;
         for (int64_t d = 0; d < dim; ++d) row[d] = to_float(value[d]);
         for (int64_t g = 0; g < group; ++g) {
-          const float p = scores[g * len + t];
-          float* __restrict__ a = acc.data() + g * dim;
+          const float p = scores[g * len + t - first];
+          float* __restrict__ a = acc + g * dim;
           for (int64_t d = 0; d < dim; ++d) a[d] += p * row[d];
         }
       }
+    }
+  });
+
+  at::parallel_for(0, batch * num_kv_heads, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> merged(dim);
+    for (int64_t bh = begin; bh < end; ++bh) {
+      const int64_t b = bh / num_kv_heads, h = bh % num_kv_heads;
       for (int64_t g = 0; g < group; ++g) {
+        float top = span_max[first_span[bh] * group + g], total = 0.f;
+        for (int64_t c = first_span[bh] + 1; c < first_span[bh + 1]; ++c) top = std::max(top, span_max[c * group + g]);
+        std::fill(merged.begin(), merged.end(), 0.f);
+        for (int64_t c = first_span[bh]; c < first_span[bh + 1]; ++c) {
+          const float weight = std::exp(span_max[c * group + g] - top);
+          total += weight * span_sum[c * group + g];
+          const float* a = span_acc.data() + (c * group + g) * dim;
+          for (int64_t d = 0; d < dim; ++d) merged[d] += weight * a[d];
+        }
         scalar_t* dst = out_ptr + (b * num_heads + h * group + g) * dim;
-        const float inv = 1.f / totals[g];
-        for (int64_t d = 0; d < dim; ++d) dst[d] = from_float<scalar_t>(acc[g * dim + d] * inv);
+        const float inv = 1.f / total;
+        for (int64_t d = 0; d < dim; ++d) dst[d] = from_float<scalar_t>(merged[d] * inv);
       }
     }
   });

@@ -21,9 +21,10 @@ GROUP_SIZE = 32
 # From this many rows (a prefill chunk) a dense GEMM on the unpacked weight beats the int4 kernel,
 # 1.3-2.7x at 96-512 rows on SmolLM2's matrices (int4 kernel vs unpack + bf16 GEMM, 2 cores).
 DENSE_MIN_ROWS = 96
-# The same crossover for our integer kernel against dequantize + fp32 GEMM (AVX2, 2 cores, SmolLM2's
-# gate_up): 1.8 vs 2.2 ms at 32 rows, 3.7 vs 3.3 at 64, 6.9 vs 5.1 at 128.
-BLOCKS_DENSE_MIN_ROWS = 48
+# The same crossover for our integer kernel against dequantize + fp32 GEMM (`python
+# bench/cpu/integer_kernels.py`, AVX2, 2 cores, ms): gate_up 2.7 vs 3.6 at 48 rows, 3.6 vs 4.1 at 64,
+# 7.2 vs 6.0 at 128; down 1.2 vs 1.3 at 48, 1.6 vs 1.6 at 64, 3.4 vs 2.5 at 128.
+BLOCKS_DENSE_MIN_ROWS = 64
 
 
 def integer_kernels_wanted() -> bool:

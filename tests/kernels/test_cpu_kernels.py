@@ -62,6 +62,19 @@ def test_decode_attention_matches_batched_matmuls(num_heads, num_kv_heads, head_
     torch.testing.assert_close(out, ref, atol=tol, rtol=tol)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_decode_attention_splits_long_contexts_into_spans(dtype):
+    """Long contexts are cut into spans of keys (so that every thread has work at batch 1), whose softmax
+    partials are merged: a 2,000-token context gives each thread several spans, beside short ones."""
+    seq_lens = [2000, 5, 700]
+    q, cache, meta = paged_decode_case(seq_lens, 9, 3, 64, dtype, seed=7)
+    out = ops.decode_attention(q, cache, meta.block_tables, meta.seq_lens, 0.125)
+    tol = 1e-5 if dtype == torch.float32 else 1e-2
+    torch.testing.assert_close(out, batched_decode(q, cache, meta, 0.125), atol=tol, rtol=tol)
+    alone = ops.decode_attention(q[:1], cache, meta.block_tables[:1], meta.seq_lens[:1], 0.125)
+    torch.testing.assert_close(alone, out[:1], atol=tol, rtol=tol)  # spans of batch 1, longer
+
+
 def test_decode_attention_reads_strided_queries_and_the_backend_uses_it():
     q, cache, meta = paged_decode_case([40, 7], 9, 3, 64, torch.bfloat16, seed=1)
     qkv = torch.cat([q.flatten(1), torch.randn(2, 5 * 64).bfloat16()], dim=1)
