@@ -14,6 +14,10 @@ from pyinfer.attention.metadata import AttentionMetadata
 from pyinfer.kernels.cpu import cpu_ops
 from pyinfer.layers.rotary import RopeInputs, RotaryEmbedding
 
+# Query rows a prefill attends with at once. A 2,048-token SmolLM2 prefill step on 2 AVX2 cores took
+# 8.6 s with 128 (64: 11.3, 256: 9.4, 512: 10.8; the whole square at once: 18.7).
+CAUSAL_BLOCK = 128
+
 
 def store_kv(kv_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slot_mapping: torch.Tensor) -> None:
     """Write new keys/values [T, Hk, D] into their slots of a [2, Hk, num_blocks, block_size, D] cache."""
@@ -116,12 +120,21 @@ def gather_kv(
 
 
 def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
-    """Queries are the last q.shape[0] positions of the k/v sequence."""
+    """Queries are the last q.shape[0] positions of the k/v sequence. Taken CAUSAL_BLOCK query rows at
+    a time, each block attending only to the keys up to its last row: about half the work of the whole
+    square for a long prompt, and score matrices of a block's size."""
     qlen, kvlen = q.shape[0], k.shape[0]
     q, k, v = q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1)
-    if qlen == kvlen:
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=True)
-    else:
-        mask = torch.ones(qlen, kvlen, dtype=torch.bool, device=q.device).tril(kvlen - qlen)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=True)
+    cached = kvlen - qlen
+    blocks = []
+    for start in range(0, qlen, CAUSAL_BLOCK):
+        end = min(qlen, start + CAUSAL_BLOCK)
+        keys = cached + end
+        mask = torch.ones(end - start, keys, dtype=torch.bool, device=q.device).tril(cached + start)
+        blocks.append(
+            F.scaled_dot_product_attention(
+                q[:, start:end], k[:, :keys], v[:, :keys], attn_mask=mask, scale=scale, enable_gqa=True
+            )
+        )
+    out = blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)
     return out.transpose(0, 1)

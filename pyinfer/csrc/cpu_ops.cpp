@@ -8,7 +8,7 @@
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
-#if defined(__AVX2__)
+#if defined(__AVX2__) || defined(__F16C__)
 #include <immintrin.h>
 #endif
 
@@ -414,7 +414,7 @@ QuantizedActivations quantize_activations(const at::Tensor& x) {
 // unpacked) once for all of them.
 constexpr int64_t kRowTile = 4;
 
-#if defined(__AVX2__)
+#if defined(__AVX2__) && defined(__FMA__)
 inline float horizontal_sum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -436,7 +436,7 @@ void int4_row(const uint8_t* w, const at::Half* d, const at::Half* m, const Quan
               int64_t k, float* out) {
   const int64_t groups = k / kGroup;
   float mins[tile] = {};
-#if defined(__AVX2__)
+#if defined(__AVX2__) && defined(__FMA__)
   __m256 acc[tile];
   for (int64_t r = 0; r < tile; ++r) acc[r] = _mm256_setzero_ps();
   const __m256i low = _mm256_set1_epi8(0x0F);
@@ -473,7 +473,7 @@ void int4_row(const uint8_t* w, const at::Half* d, const at::Half* m, const Quan
 template <int64_t tile>
 void int8_row(const int8_t* w, float scale, const QuantizedActivations& a, int64_t t0, int64_t k, float* out) {
   const int64_t groups = k / kGroup;
-#if defined(__AVX2__)
+#if defined(__AVX2__) && defined(__FMA__)
   __m256 acc[tile];
   for (int64_t r = 0; r < tile; ++r) acc[r] = _mm256_setzero_ps();
   for (int64_t g = 0; g < groups; ++g) {
@@ -526,8 +526,8 @@ at::Tensor integer_matmul(const at::Tensor& x, int64_t n, RowDot row_dot) {
 
 void check_block_scales(const at::Tensor& d, const at::Tensor& m, int64_t n, int64_t k) {
   for (const at::Tensor* t : {&d, &m})
-    TORCH_CHECK(t->scalar_type() == at::kHalf && t->is_contiguous() && t->dim() == 2 && t->size(0) == n &&
-                t->size(1) == k / kGroup, "d and m must be contiguous fp16 [N, K / 32]");
+    TORCH_CHECK(k % kGroup == 0 && t->scalar_type() == at::kHalf && t->is_contiguous() && t->dim() == 2 &&
+                t->size(0) == n && t->size(1) == k / kGroup, "d and m must be contiguous fp16 [N, K / 32]");
 }
 
 void check_activations(const at::Tensor& x, int64_t k) {
@@ -607,13 +607,14 @@ at::Tensor int4_blocks_dequantize(const at::Tensor& codes, const at::Tensor& d, 
 std::vector<at::Tensor> decode_layer(const at::Tensor& x, const std::optional<at::Tensor>& residual,
                                      const at::Tensor& positions, at::Tensor& kv_cache, const at::Tensor& slot_mapping,
                                      const at::Tensor& block_tables, const at::Tensor& seq_lens,
-                                     const at::Tensor& input_norm, const at::Tensor& post_norm, double eps,
+                                     const at::Tensor& input_norm, double input_eps, const at::Tensor& post_norm,
+                                     double post_eps,
                                      const std::vector<at::Tensor>& qkv, const std::vector<at::Tensor>& o,
                                      const std::vector<at::Tensor>& gate_up, const std::vector<at::Tensor>& down,
                                      int64_t num_heads, int64_t num_kv_heads, const at::Tensor& cos_sin, double scale) {
   for (const auto* w : {&qkv, &o, &gate_up, &down}) TORCH_CHECK(w->size() == 3, "each linear is {codes, d, m}");
   const int64_t tokens = x.size(0), dim = kv_cache.size(4), q_size = num_heads * dim, kv_size = num_kv_heads * dim;
-  auto normed = rms_norm(x, residual, input_norm, eps);
+  auto normed = rms_norm(x, residual, input_norm, input_eps);
   const at::Tensor stream = residual ? normed[1] : x;
   const auto projected = int4_blocks_mm(normed[0], qkv[0], qkv[1], qkv[2]);
   TORCH_CHECK(projected.size(1) == q_size + 2 * kv_size, "qkv_proj's width does not match the heads");
@@ -624,7 +625,7 @@ std::vector<at::Tensor> decode_layer(const at::Tensor& x, const std::optional<at
   store_kv(kv_cache, k, v, slot_mapping);
   const auto attended = decode_attention(q, kv_cache, block_tables, seq_lens, scale).view({tokens, q_size});
   const auto out = int4_blocks_mm(attended, o[0], o[1], o[2]);
-  auto post = rms_norm(out, stream, post_norm, eps);
+  auto post = rms_norm(out, stream, post_norm, post_eps);
   const auto hidden = silu_and_mul(int4_blocks_mm(post[0], gate_up[0], gate_up[1], gate_up[2]));
   return {int4_blocks_mm(hidden, down[0], down[1], down[2]), post[1]};
 }

@@ -38,8 +38,8 @@ class LLMEngine:
         self.model_path, self.load_format = resolve_model(config.model, config.load_format)
         device, dtype = resolve_device(config.device), resolve_dtype(config.dtype, config.device)
         self.config = config = config.for_device(device.type)
-        # A GGUF's 4-bit blocks stay 4-bit on the CPU (bf16 with torch's int4 kernel, fp32 with ours where
-        # the CPU lacks bf16), except on the exact path: --dtype float32 (or float16) without quantization.
+        # A GGUF's 4-bit blocks stay 4-bit on the CPU, in the default dtype too (fp32 where the CPU lacks
+        # bf16), except on the exact path: --dtype float32 (or float16) without quantization.
         keep_file_blocks = config.dtype in ("auto", "bfloat16") or config.quantization != "none"
         model = load_model(
             self.model_path, self.load_format, dtype, device, config.quantization, keep_file_blocks

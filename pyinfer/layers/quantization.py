@@ -21,15 +21,15 @@ GROUP_SIZE = 32
 # From this many rows (a prefill chunk) a dense GEMM on the unpacked weight beats the int4 kernel,
 # 1.3-2.7x at 96-512 rows on SmolLM2's matrices (int4 kernel vs unpack + bf16 GEMM, 2 cores).
 DENSE_MIN_ROWS = 96
-# The same crossover for our integer kernel against dequantize + fp32 GEMM (`python
-# bench/cpu/integer_kernels.py`, AVX2, 2 cores, ms): gate_up 2.7 vs 3.6 at 48 rows, 3.6 vs 4.1 at 64,
-# 7.2 vs 6.0 at 128; down 1.2 vs 1.3 at 48, 1.6 vs 1.6 at 64, 3.4 vs 2.5 at 128.
+# The same crossover for our integer kernel against dequantize + fp32 GEMM lies between 64 and 128 rows
+# (`python bench/cpu/integer_kernels.py`, AVX2, 2 cores, ms, one run): gate_up 3.6 vs 4.1 at 64 rows,
+# 7.2 vs 6.0 at 128; down 1.6 vs 1.6 at 64, 3.4 vs 2.5 at 128.
 BLOCKS_DENSE_MIN_ROWS = 64
 
 
 def integer_kernels_wanted() -> bool:
     """Whether quantized matmuls run on our C++ integer kernels: where torch dispatches its CPU kernels
-    to AVX2 (their slow path) and ours are built."""
+    to AVX2 (their slow path) and ours are built. Elsewhere (AVX-512, or other processors) torch's."""
     return torch.backends.cpu.get_cpu_capability() == "AVX2" and cpu_ops() is not None
 
 
@@ -107,9 +107,9 @@ class Int8Weights(QuantizedWeights):
         self.q = q  # [N, K] int8 in -127..127
         self.scale = scale  # [N] in the activations' dtype
         self.out_features = q.shape[0]
-        self.integer_kernel = integer_kernels_wanted()
+        self.integer_kernel = integer_kernels_wanted() and q.shape[1] % GROUP_SIZE == 0
         if self.integer_kernel:
-            self.scale = scale.float()
+            self.scale = scale.float()  # the integer kernel's
 
     def _mm(self, x: torch.Tensor) -> torch.Tensor:
         if self.integer_kernel:
@@ -151,15 +151,20 @@ def quantize_int4(w: torch.Tensor) -> Int4Shard:
     """Asymmetric per group of 32 inputs: the group's [min, max] mapped onto q in 0..15.
 
     In the Int4Shard convention w = (q - 8) * scale + zero: scale = (max - min) / 15, zero = min + 8 scale.
-    Scale and zero are rounded to w's dtype (the kernel's) before q is computed from them.
+    Scale and zero are rounded as the kernel will hold them before q is computed from them: to w's dtype
+    for torch's kernel; for our integer kernel's blocks, scale and min to fp16 (Int4Blocks).
     """
     n, k = w.shape
     if k % GROUP_SIZE:
         raise ValueError(f"int4 needs the input size to be a multiple of {GROUP_SIZE}, not {k}")
     groups = w.float().reshape(n, k // GROUP_SIZE, GROUP_SIZE)
     low, high = groups.amin(dim=-1), groups.amax(dim=-1)
-    scale = ((high - low) / 15).to(w.dtype).float()
-    zero = (low + 8 * scale).to(w.dtype).float()
+    if integer_kernels_wanted():
+        scale = ((high - low) / 15).half().float()
+        zero = low.half().float() + 8 * scale
+    else:
+        scale = ((high - low) / 15).to(w.dtype).float()
+        zero = (low + 8 * scale).to(w.dtype).float()
     q = torch.round((groups - zero[..., None]) / _nonzero(scale)[..., None] + 8).clamp(0, 15)
     return Int4Shard(q.to(torch.uint8).reshape(n, k), scale, zero)
 

@@ -110,8 +110,9 @@ class LlamaDecoderLayer(nn.Module):
             self._cpu_inputs = (
                 (
                     self.input_layernorm.weight,
-                    self.post_attention_layernorm.weight,
                     self.input_layernorm.eps,
+                    self.post_attention_layernorm.weight,
+                    self.post_attention_layernorm.eps,
                     *([w.quantized.codes, w.quantized.d, w.quantized.m] for w in linears),
                     attn.attn.num_heads,
                     attn.attn.num_kv_heads,
