@@ -130,7 +130,9 @@ def main() -> None:
     args = parser.parse_args()
     configure_logging(args.log_level, args.log_format, tag="[engine-core] ")
     config = msgspec.json.decode(args.config, type=EngineConfig)
-    core = EngineCore(LLMEngine(config), args.input, args.output, args.parent_fd)
+    engine = LLMEngine(config)
+    engine.warm_up()
+    core = EngineCore(engine, args.input, args.output, args.parent_fd)
     freeze_heap()
     try:
         core.send(core.ready_message())

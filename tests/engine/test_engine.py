@@ -206,3 +206,16 @@ def test_unset_batch_limits_follow_the_device(smollm2_llm):
     assert (config.max_num_seqs, config.max_num_batched_tokens) == (16, 2048)
     gpu = EngineConfig(max_num_seqs=8).for_device("cuda")
     assert (gpu.max_num_seqs, gpu.max_num_batched_tokens) == (8, 8192)
+
+
+def test_warm_up_leaves_the_engine_as_it_found_it(tiny_llama):
+    """The server's engine runs one throwaway request at start-up: nothing of it may remain."""
+    from pyinfer.engine.engine import LLMEngine
+
+    engine = LLMEngine(EngineConfig(str(tiny_llama), device="cpu", dtype="float32", num_kv_blocks=16))
+    free = engine.block_manager.num_free_blocks
+    engine.warm_up()
+    stats = engine.stats()
+    assert not engine.has_unfinished() and not engine._requests
+    assert engine.block_manager.num_free_blocks == free
+    assert stats["num_tokens_computed"] == stats["prefix_cache_queries"] == stats["prefix_cache_hits"] == 0
