@@ -5,12 +5,10 @@ row count, where BLOCKS_DENSE_MIN_ROWS (pyinfer/layers/quantization.py) comes fr
 Usage: python bench/cpu/integer_kernels.py
 """
 
-import time
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 
+from pyinfer.bench.common import ms_per_call
 from pyinfer.kernels.cpu import cpu_ops
 from pyinfer.layers.quantization import Int4Blocks, quantize_int4, quantize_int8
 
@@ -18,14 +16,6 @@ ops = cpu_ops()
 assert ops is not None, "the C++ CPU kernels are not built"
 LAYERS, HIDDEN, VOCAB = 30, 576, 49152
 SHAPES = [(960, 576), (576, 576), (3072, 576), (576, 1536)]  # qkv, o, gate_up, down
-
-
-def ms(fn: Callable[[], object], reps: int = 10) -> float:
-    fn()
-    start = time.perf_counter()
-    for _ in range(reps):
-        fn()
-    return (time.perf_counter() - start) / reps * 1e3
 
 
 def blocks(n: int, k: int) -> Int4Blocks:
@@ -46,8 +36,8 @@ def step_linears(x: dict[int, torch.Tensor]) -> None:
 
 
 def kernel_and_dense(w: Int4Blocks, x: torch.Tensor) -> tuple[float, float]:
-    kernel = ms(lambda: ops.int4_blocks_mm(x, w.codes, w.d, w.m))
-    dense = ms(lambda: F.linear(x, ops.int4_blocks_dequantize(w.codes, w.d, w.m)))
+    kernel = ms_per_call(lambda: ops.int4_blocks_mm(x, w.codes, w.d, w.m), 10)
+    dense = ms_per_call(lambda: F.linear(x, ops.int4_blocks_dequantize(w.codes, w.d, w.m)), 10)
     return kernel, dense
 
 
@@ -56,8 +46,8 @@ print(f"({head_bytes / 1e6:.1f} MB)")
 print(f"{'batch':>6}{'linears ms':>12}{'head ms':>9}{'GB/s at batch 1':>17}")
 for batch in (1, 4, 16):
     x = {k: torch.randn(batch, k) for k in (576, 1536)}
-    linears = ms(lambda x=x: step_linears(x))
-    lm_head = ms(lambda x=x: ops.int8_rows_mm(x[576], head.q, head.scale))
+    linears = ms_per_call(lambda x=x: step_linears(x), 10)
+    lm_head = ms_per_call(lambda x=x: ops.int8_rows_mm(x[576], head.q, head.scale), 10)
     rate = f"{(step_bytes + head_bytes) / (linears + lm_head) / 1e6:.1f}" if batch == 1 else ""
     print(f"{batch:>6}{linears:>12.2f}{lm_head:>9.2f}{rate:>17}")
 

@@ -14,8 +14,9 @@ from pyinfer.attention.metadata import AttentionMetadata
 from pyinfer.kernels.cpu import cpu_ops
 from pyinfer.layers.rotary import RopeInputs, RotaryEmbedding
 
-# Query rows a prefill attends with at once. A 2,048-token SmolLM2 prefill step on 2 AVX2 cores took
-# 8.6 s with 128 (64: 11.3, 256: 9.4, 512: 10.8; the whole square at once: 18.7).
+# Query rows a prefill attends with at once (`python bench/cpu/prefill_step.py 2048 0 64 128 256 512`):
+# a 2,048-token SmolLM2 prefill step on 2 AVX2 cores took 9.2-9.5 s with 128 (64: 9.6, 256: 9.8,
+# 512: 11.3; the whole square at once: 17.1).
 CAUSAL_BLOCK = 128
 
 

@@ -6,11 +6,21 @@ import argparse
 import json
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from pyinfer.cli import engine_config_from_args
+
+
+def ms_per_call(fn: Callable[[], object], reps: int) -> float:
+    """Mean wall time of fn in ms, over reps calls after one warm-up call (for CPU kernel probes)."""
+    fn()
+    start = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    return (time.perf_counter() - start) / reps * 1e3
 
 
 def random_prompts(n: int, lengths: list[int], vocab: int, seed: int = 0) -> list[list[int]]:

@@ -15,7 +15,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <type_traits>
 #include <vector>
 
 namespace {
@@ -381,14 +380,14 @@ constexpr int64_t kGroup = 32;
 struct QuantizedActivations {
   std::vector<int8_t> q;    // [T, K]
   std::vector<float> scale;  // [T, K / 32]
-  std::vector<float> sum;    // [T, K / 32]: each group's float sum, for the 4-bit blocks' min term
+  std::vector<float> sum;    // [T, K / 32]: each group's float sum, for the 4-bit blocks' min term (else empty)
 };
 
 template <typename scalar_t>
-QuantizedActivations quantize_activations(const at::Tensor& x) {
+QuantizedActivations quantize_activations(const at::Tensor& x, bool with_sums) {
   const int64_t rows = x.size(0), k = x.size(1), groups = k / kGroup, stride = x.stride(0);
   QuantizedActivations a{std::vector<int8_t>(rows * k), std::vector<float>(rows * groups),
-                         std::vector<float>(rows * groups)};
+                         std::vector<float>(with_sums ? rows * groups : 0)};
   const scalar_t* src = x.data_ptr<scalar_t>();
   at::parallel_for(0, rows * groups, 64, [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
@@ -404,7 +403,7 @@ QuantizedActivations quantize_activations(const at::Tensor& x) {
       int8_t* q = a.q.data() + r * k + g * kGroup;
       for (int64_t i = 0; i < kGroup; ++i) q[i] = static_cast<int8_t>(std::nearbyint(v[i] * inv));
       a.scale[task] = top / 127.f;
-      a.sum[task] = total;
+      if (with_sums) a.sum[task] = total;
     }
   });
   return a;
@@ -421,102 +420,107 @@ inline float horizontal_sum(__m256 v) {
   return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
 }
 
-// The 32 products of a group, as 8 partial int32 sums converted to float. `weights` are unsigned (4-bit
-// codes) for maddubs; int8 weights go in as |x| and w with x's sign.
+// The 32 products of unsigned weight bytes and signed activations, as 8 partial int32 sums in float.
 inline __m256 dot_group(__m256i weights_u8, __m256i x_s8) {
   const __m256i pairs = _mm256_maddubs_epi16(weights_u8, x_s8);
   return _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
 }
 #endif
 
-// One weight row of 4-bit blocks (w = q * d + m; byte i of a group holds q[i] low, q[i + 16] high)
-// against `tile` activation rows starting at t0; out[r] = the row's dot product with activation t0 + r.
-template <int64_t tile>
-void int4_row(const uint8_t* w, const at::Half* d, const at::Half* m, const QuantizedActivations& a, int64_t t0,
-              int64_t k, float* out) {
+// One weight row as the integer dot products read it, group by group: w = q * scale(g) * row_scale
+// (+ minimum(g) for the 4-bit blocks). `exact_dot` is the plain C++ product of a group with int8
+// activations; with AVX2, `load` and `simd_dot` are the same product, 8 lanes at a time.
+struct Int4Row {  // 4-bit blocks: byte i of a group holds q[i] in its low nibble, q[i + 16] in its high one
+  static constexpr bool has_min = true;
+  const uint8_t* w;
+  const at::Half *d, *m;
+  float row_scale = 1.f;
+  float scale(int64_t g) const { return to_float(d[g]); }
+  float minimum(int64_t g) const { return to_float(m[g]); }
+  int32_t exact_dot(int64_t g, const int8_t* x) const {
+    int32_t dot = 0;
+    for (int64_t i = 0; i < 16; ++i) dot += (w[g * 16 + i] & 15) * x[i] + (w[g * 16 + i] >> 4) * x[i + 16];
+    return dot;
+  }
+#if defined(__AVX2__) && defined(__FMA__)
+  __m256i load(int64_t g) const {
+    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + g * 16));
+    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), _mm256_set1_epi8(0x0F));
+  }
+  static __m256 simd_dot(__m256i codes, __m256i x) { return dot_group(codes, x); }
+#endif
+};
+
+struct Int8Row {  // int8 weights with one scale per row
+  static constexpr bool has_min = false;
+  const int8_t* w;
+  float row_scale;
+  float scale(int64_t) const { return 1.f; }
+  float minimum(int64_t) const { return 0.f; }
+  int32_t exact_dot(int64_t g, const int8_t* x) const {
+    int32_t dot = 0;
+    for (int64_t i = 0; i < kGroup; ++i) dot += w[g * kGroup + i] * x[i];
+    return dot;
+  }
+#if defined(__AVX2__) && defined(__FMA__)
+  __m256i load(int64_t g) const { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + g * kGroup)); }
+  // maddubs wants one unsigned side: |x| against w with x's sign
+  static __m256 simd_dot(__m256i w, __m256i x) { return dot_group(_mm256_sign_epi8(x, x), _mm256_sign_epi8(w, x)); }
+#endif
+};
+
+// One weight row against `tile` activation rows starting at t0: out[r] = its dot product with row t0 + r.
+template <int64_t tile, typename Row>
+void row_dots(const Row& w, const QuantizedActivations& a, int64_t t0, int64_t k, float* out) {
   const int64_t groups = k / kGroup;
   float mins[tile] = {};
 #if defined(__AVX2__) && defined(__FMA__)
   __m256 acc[tile];
   for (int64_t r = 0; r < tile; ++r) acc[r] = _mm256_setzero_ps();
-  const __m256i low = _mm256_set1_epi8(0x0F);
   for (int64_t g = 0; g < groups; ++g) {
-    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + g * 16));
-    const __m256i codes = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), low);
-    const float dg = to_float(d[g]), mg = to_float(m[g]);
+    const __m256i weights = w.load(g);
+    const float scale = w.scale(g), minimum = w.minimum(g);
     for (int64_t r = 0; r < tile; ++r) {
       const int64_t row = t0 + r;
       const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q.data() + row * k + g * kGroup));
-      acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(dg * a.scale[row * groups + g]), dot_group(codes, x), acc[r]);
-      mins[r] += mg * a.sum[row * groups + g];
+      acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(scale * a.scale[row * groups + g]), Row::simd_dot(weights, x), acc[r]);
+      if constexpr (Row::has_min) mins[r] += minimum * a.sum[row * groups + g];
     }
   }
-  for (int64_t r = 0; r < tile; ++r) out[r] = horizontal_sum(acc[r]) + mins[r];
+  for (int64_t r = 0; r < tile; ++r) out[r] = w.row_scale * (horizontal_sum(acc[r]) + mins[r]);
 #else
   for (int64_t r = 0; r < tile; ++r) {
     const int64_t row = t0 + r;
     float total = 0.f;
     for (int64_t g = 0; g < groups; ++g) {
       const int8_t* x = a.q.data() + row * k + g * kGroup;
-      int32_t dot = 0;
-      for (int64_t i = 0; i < 16; ++i) dot += (w[g * 16 + i] & 15) * x[i] + (w[g * 16 + i] >> 4) * x[i + 16];
-      total += to_float(d[g]) * a.scale[row * groups + g] * static_cast<float>(dot) +
-               to_float(m[g]) * a.sum[row * groups + g];
+      total += w.scale(g) * a.scale[row * groups + g] * static_cast<float>(w.exact_dot(g, x));
+      if constexpr (Row::has_min) mins[r] += w.minimum(g) * a.sum[row * groups + g];
     }
-    out[r] = total;
-  }
-  (void)mins;
-#endif
-}
-
-// One int8 weight row (w = q * scale, one scale per row) against `tile` activation rows.
-template <int64_t tile>
-void int8_row(const int8_t* w, float scale, const QuantizedActivations& a, int64_t t0, int64_t k, float* out) {
-  const int64_t groups = k / kGroup;
-#if defined(__AVX2__) && defined(__FMA__)
-  __m256 acc[tile];
-  for (int64_t r = 0; r < tile; ++r) acc[r] = _mm256_setzero_ps();
-  for (int64_t g = 0; g < groups; ++g) {
-    const __m256i wq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + g * kGroup));
-    for (int64_t r = 0; r < tile; ++r) {
-      const int64_t row = t0 + r;
-      const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q.data() + row * k + g * kGroup));
-      const __m256 dot = dot_group(_mm256_sign_epi8(x, x), _mm256_sign_epi8(wq, x));
-      acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(a.scale[row * groups + g]), dot, acc[r]);
-    }
-  }
-  for (int64_t r = 0; r < tile; ++r) out[r] = scale * horizontal_sum(acc[r]);
-#else
-  for (int64_t r = 0; r < tile; ++r) {
-    const int64_t row = t0 + r;
-    float total = 0.f;
-    for (int64_t g = 0; g < groups; ++g) {
-      const int8_t* x = a.q.data() + row * k + g * kGroup;
-      int32_t dot = 0;
-      for (int64_t i = 0; i < kGroup; ++i) dot += w[g * kGroup + i] * x[i];
-      total += a.scale[row * groups + g] * static_cast<float>(dot);
-    }
-    out[r] = scale * total;
+    out[r] = w.row_scale * (total + mins[r]);
   }
 #endif
 }
 
-// Every weight row against every activation row, rows split across threads; `row_dot<tile>(n, t0, out)`.
-template <typename scalar_t, typename RowDot>
-at::Tensor integer_matmul(const at::Tensor& x, int64_t n, RowDot row_dot) {
-  const int64_t rows = x.size(0);
+// x [T, K] against every weight row `row_of(j)`, j < n; the weight rows are split across threads.
+template <typename scalar_t, typename RowOf>
+at::Tensor integer_matmul(const at::Tensor& x, int64_t n, RowOf row_of) {
+  using Row = decltype(row_of(int64_t{0}));
+  const int64_t rows = x.size(0), k = x.size(1);
+  const auto a = quantize_activations<scalar_t>(x, Row::has_min);
   auto out = at::empty({rows, n}, x.options());
   scalar_t* y = out.data_ptr<scalar_t>();
   at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
     float dots[kRowTile];
     for (int64_t j = begin; j < end; ++j) {
+      const Row w = row_of(j);
       int64_t t = 0;
       for (; t + kRowTile <= rows; t += kRowTile) {
-        row_dot(std::integral_constant<int64_t, kRowTile>{}, j, t, dots);
+        row_dots<kRowTile>(w, a, t, k, dots);
         for (int64_t r = 0; r < kRowTile; ++r) y[(t + r) * n + j] = from_float<scalar_t>(dots[r]);
       }
       for (; t < rows; ++t) {
-        row_dot(std::integral_constant<int64_t, 1>{}, j, t, dots);
+        row_dots<1>(w, a, t, k, dots);
         y[t * n + j] = from_float<scalar_t>(dots[0]);
       }
     }
@@ -546,13 +550,11 @@ at::Tensor int4_blocks_mm(const at::Tensor& x, const at::Tensor& codes, const at
   check_block_scales(d, m, n, k);
   at::Tensor out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "int4_blocks_mm", [&] {
-    const auto a = quantize_activations<scalar_t>(x);
     const uint8_t* w = codes.data_ptr<uint8_t>();
     const at::Half *dp = d.data_ptr<at::Half>(), *mp = m.data_ptr<at::Half>();
     const int64_t groups = k / kGroup;
-    out = integer_matmul<scalar_t>(x, n, [&](auto tile, int64_t j, int64_t t0, float* dots) {
-      int4_row<decltype(tile)::value>(w + j * k / 2, dp + j * groups, mp + j * groups, a, t0, k, dots);
-    });
+    out = integer_matmul<scalar_t>(
+        x, n, [&](int64_t j) { return Int4Row{w + j * k / 2, dp + j * groups, mp + j * groups}; });
   });
   return out;
 }
@@ -566,12 +568,9 @@ at::Tensor int8_rows_mm(const at::Tensor& x, const at::Tensor& q, const at::Tens
               "scale must be contiguous fp32 [N]");
   at::Tensor out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "int8_rows_mm", [&] {
-    const auto a = quantize_activations<scalar_t>(x);
     const int8_t* w = q.data_ptr<int8_t>();
     const float* s = scale.data_ptr<float>();
-    out = integer_matmul<scalar_t>(x, n, [&](auto tile, int64_t j, int64_t t0, float* dots) {
-      int8_row<decltype(tile)::value>(w + j * k, s[j], a, t0, k, dots);
-    });
+    out = integer_matmul<scalar_t>(x, n, [&](int64_t j) { return Int8Row{w + j * k, s[j]}; });
   });
   return out;
 }

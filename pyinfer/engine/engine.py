@@ -122,9 +122,15 @@ class LLMEngine:
         with top-k/top-p/min-p and penalties, logprobs): kernels load lazily, and on the GPU the first
         request's prefill took 38 ms where later ones take 2. Counters are reset after it."""
         params = SamplingParams(
-            temperature=0.8, top_p=0.9, top_k=20, min_p=0.05, repetition_penalty=1.1, logprobs=2,
-            max_tokens=4, ignore_eos=True,
-        )  # fmt: skip
+            temperature=0.8,
+            top_p=0.9,
+            top_k=20,
+            min_p=0.05,
+            repetition_penalty=1.1,
+            logprobs=2,
+            max_tokens=4,
+            ignore_eos=True,
+        )
         self.add_request("warm-up", list(range(1, 9)), params)
         while self.has_unfinished():
             self.step()

@@ -56,9 +56,13 @@ class QuantizedWeights:
 
 
 class Int4Weights(QuantizedWeights):
-    """Packed int4 weights and their per-group scales and zeros, ready for torch's CPU kernel."""
+    """int4 weights in groups of 32, in the form one kernel reads (int4_weights picks it)."""
 
     description = f"int4 g{GROUP_SIZE}"
+
+
+class TorchInt4Weights(Int4Weights):
+    """Packed int4 weights and their per-group scales and zeros, ready for torch's CPU kernel."""
 
     def __init__(self, shard: Int4Shard, dtype: torch.dtype):
         self.packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(shard.q.to(torch.int32), 1)
@@ -95,7 +99,7 @@ class Int4Blocks(Int4Weights):
 
 def int4_weights(shard: Int4Shard, dtype: torch.dtype) -> Int4Weights:
     """The int4 weights in the form this machine's fastest kernel reads."""
-    return Int4Blocks(shard) if integer_kernels_wanted() else Int4Weights(shard, dtype)
+    return Int4Blocks(shard) if integer_kernels_wanted() else TorchInt4Weights(shard, dtype)
 
 
 class Int8Weights(QuantizedWeights):

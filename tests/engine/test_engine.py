@@ -214,7 +214,13 @@ def test_warm_up_leaves_the_engine_as_it_found_it(tiny_llama):
 
     engine = LLMEngine(EngineConfig(str(tiny_llama), device="cpu", dtype="float32", num_kv_blocks=16))
     free = engine.block_manager.num_free_blocks
+    outputs = []
+    step = engine.step
+    engine.step = lambda: outputs.extend(step()) or outputs
     engine.warm_up()
+    # it ran to the end: its 4 tokens, sampled with logprobs
+    assert sum(len(out.new_token_ids) for out in outputs) == 4 and outputs[-1].finish_reason == "length"
+    assert all(out.logprobs for out in outputs if out.new_token_ids)
     stats = engine.stats()
     assert not engine.has_unfinished() and not engine._requests
     assert engine.block_manager.num_free_blocks == free

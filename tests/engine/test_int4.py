@@ -11,7 +11,7 @@ from pyinfer.engine.llm import LLM
 from pyinfer.kernels.cpu import cpu_ops
 from pyinfer.layers import quantization
 from pyinfer.layers.quantization import Int4Blocks, Int4Weights, Int8Weights
-from pyinfer.models.llama import LlamaDecoderLayer
+from pyinfer.models.llama import LlamaForCausalLM
 from tests.engine.test_parity import our_prompt_logits
 
 TEXTS = [
@@ -97,7 +97,7 @@ def test_fused_cpu_decode_layers_give_what_the_python_layers_give(int4_llm, monk
     fused = int4_llm.generate(prompts, params)
     layers = len(int4_llm.engine.runner.model.layers)
     assert len(calls) >= 15 * layers  # every decode step, every layer
-    monkeypatch.setattr(LlamaDecoderLayer, "_fused_cpu_decode", lambda *args: False)
+    monkeypatch.setattr(LlamaForCausalLM, "_cpu_decode_layers", lambda *args: [])
     python = int4_llm.generate(prompts, params)
     for a, b in zip(fused, python, strict=True):
         assert a.outputs[0].token_ids == b.outputs[0].token_ids

@@ -14,14 +14,14 @@ from pyinfer.layers.quantization import (
     DENSE_MIN_ROWS,
     GROUP_SIZE,
     Int4Blocks,
-    Int4Weights,
+    TorchInt4Weights,
     int4_unpack_matches_torch,
     quantize_int4,
     quantize_int8,
 )
 from pyinfer.layers.rotary import RotaryEmbedding
 from tests.kernels.conftest import rotate_half_split
-from tests.layers.test_weight_quantization import blocks_dense, int4_dense, int8_activations, kernel_product
+from tests.quantization_reference import blocks_dense, int4_dense, int8_activations, kernel_product
 
 ops = cpu_ops()
 pytestmark = pytest.mark.skipif(ops is None, reason="no C++ compiler: the PyTorch paths run instead")
@@ -95,7 +95,7 @@ def test_decode_attention_reads_strided_queries_and_the_backend_uses_it():
 @pytest.mark.parametrize(("n", "k"), [(64, 32), (192, 576), (128, 1536)])
 def test_int4_unpack_reproduces_the_quantized_weights(n, k, dtype):
     shard = quantize_int4(torch.randn(n, k, generator=torch.Generator().manual_seed(n)) * 0.05)
-    weights = Int4Weights(shard, dtype)
+    weights = TorchInt4Weights(shard, dtype)
     dense = ops.int4_unpack(weights.packed, weights.scales_and_zeros, GROUP_SIZE)
     groups = lambda t: t.to(dtype).float().repeat_interleave(GROUP_SIZE, dim=1)  # noqa: E731
     expected = (shard.q.float() - 8) * groups(shard.scale) + groups(shard.zero)
@@ -107,7 +107,7 @@ def test_int4_unpack_reproduces_the_quantized_weights(n, k, dtype):
     ops is None or not int4_unpack_matches_torch(), reason="torch packs int4 in another layout here"
 )
 def test_int4_prefill_rows_take_the_dense_path_with_the_same_result(monkeypatch):
-    weights = Int4Weights(quantize_int4(torch.randn(192, 576) * 0.05), torch.bfloat16)
+    weights = TorchInt4Weights(quantize_int4(torch.randn(192, 576) * 0.05), torch.bfloat16)
     x = torch.randn(DENSE_MIN_ROWS, 576).bfloat16()
     kernel = torch.ops.aten._weight_int4pack_mm_for_cpu(
         x, weights.packed, GROUP_SIZE, weights.scales_and_zeros
