@@ -124,27 +124,44 @@ def engine_config_from_args(args: argparse.Namespace) -> EngineConfig:
     return EngineConfig(**values)
 
 
+def add_generation_config_argument(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--generation-config",
+        default=env_default("GENERATION_CONFIG", "auto"),
+        help="defaults for the sampling fields a request leaves out: auto (the model's own: its "
+        "generation_config.json, a GGUF's general.sampling keys, greedy for the embedded SmolLM2), none "
+        "(OpenAI's: temperature 1, top_p 1) or a folder with a generation_config.json "
+        "(env GENERATION_CONFIG)",
+    )
+
+
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("sampling")
     g.add_argument(
         "--max-tokens", type=int, default=env_default("MAX_TOKENS", 256, int), help="env MAX_TOKENS"
     )
-    g.add_argument("--temperature", type=float, default=0.7)
-    g.add_argument("--top-p", type=float, default=1.0)
-    g.add_argument("--top-k", type=int, default=0)
+    g.add_argument("--temperature", type=float, default=None, help="default: the model's")
+    g.add_argument("--top-p", type=float, default=None, help="default: the model's")
+    g.add_argument("--top-k", type=int, default=None, help="default: the model's")
     g.add_argument("--seed-sampling", dest="sampling_seed", type=int, default=None, help="per-request seed")
+    add_generation_config_argument(g)
 
 
 def sampling_params_from_args(args: argparse.Namespace):
+    """The flags given, over the model's sampling defaults."""
     from pyinfer.engine.sampling_params import SamplingParams
+    from pyinfer.generation_config import generation_defaults
+    from pyinfer.model_files import resolve_model
 
-    return SamplingParams(
-        max_tokens=args.max_tokens,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        top_k=args.top_k,
-        seed=args.sampling_seed,
-    )
+    defaults = generation_defaults(args.generation_config, *resolve_model(args.model, args.load_format))
+    given = {
+        "max_tokens": args.max_tokens,
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+        "top_k": args.top_k,
+        "seed": args.sampling_seed,
+    }
+    return SamplingParams(**{**defaults, **{k: v for k, v in given.items() if v is not None}})
 
 
 def cmd_serve(args: argparse.Namespace) -> None:

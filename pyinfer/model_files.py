@@ -24,6 +24,14 @@ def default_model_path() -> str:
     return files[0]
 
 
+def is_default_model(path: str) -> bool:
+    """Whether `path` is the embedded SmolLM2's file."""
+    try:
+        return Path(path).resolve() == Path(default_model_path()).resolve()
+    except FileNotFoundError:
+        return False
+
+
 def resolve_model(model: str | None, load_format: str = "auto") -> tuple[str, str]:
     """Returns (path, format) where format is 'hf', 'gguf' or 'dummy'."""
     if load_format == "dummy":

@@ -16,6 +16,7 @@ from pyinfer.engine.model_runner import PLACEHOLDER, InFlight, ModelRunner
 from pyinfer.engine.sampling_params import SamplingParams, SamplingParamsError
 from pyinfer.engine.scheduler import Scheduler
 from pyinfer.engine.sequence import Sequence
+from pyinfer.layers.quantization import integer_kernels_wanted
 from pyinfer.model_files import resolve_model
 from pyinfer.models.loader import load_model
 
@@ -36,11 +37,13 @@ class LLMEngine:
         torch.manual_seed(config.seed)  # unseeded sampling is reproducible from one start to the next
         start = time.perf_counter()
         self.model_path, self.load_format = resolve_model(config.model, config.load_format)
-        device, dtype = resolve_device(config.device), resolve_dtype(config.dtype, config.device)
+        device = resolve_device(config.device)
         self.config = config = config.for_device(device.type)
-        # A GGUF's 4-bit blocks stay 4-bit on the CPU, in the default dtype too (fp32 where the CPU lacks
-        # bf16), except on the exact path: --dtype float32 (or float16) without quantization.
+        # A GGUF's 4-bit blocks stay 4-bit on the CPU, in the default dtype too, except on the exact
+        # path: --dtype float32 (or float16) without quantization.
         keep_file_blocks = config.dtype in ("auto", "bfloat16") or config.quantization != "none"
+        quantized = config.quantization != "none" or (self.load_format == "gguf" and keep_file_blocks)
+        dtype = resolve_dtype(config.dtype, device, integer_weights=quantized and integer_kernels_wanted())
         model = load_model(
             self.model_path, self.load_format, dtype, device, config.quantization, keep_file_blocks
         )
@@ -264,13 +267,16 @@ def resolve_device(device: str | None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def resolve_dtype(dtype: str, device: str | None) -> torch.dtype:
-    """bf16 on the GPU and on CPUs with bf16 instructions; fp32 on other CPUs."""
+def resolve_dtype(dtype: str, device: torch.device, integer_weights: bool = False) -> torch.dtype:
+    """ "auto": bf16 on the GPU and on CPUs with bf16 instructions, fp32 on other CPUs, and fp32 wherever
+    our integer kernels run the quantized weights: they round the activations to int8 per group
+    themselves, so bf16 buys their matmuls nothing, and its rounding of the residual stream on top
+    doubles the logits' error of the dense steps (bench/results/2026-12-04-cpu-int4-accuracy.md)."""
     if dtype != "auto":
         return getattr(torch, dtype)
-    if resolve_device(device).type == "cuda" or cpu_has_bf16():
+    if device.type == "cuda":
         return torch.bfloat16
-    return torch.float32
+    return torch.bfloat16 if cpu_has_bf16() and not integer_weights else torch.float32
 
 
 def cpu_has_bf16() -> bool:

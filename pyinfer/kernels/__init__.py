@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 
 import torch
 
-try:
-    import triton  # noqa: F401
-
-    HAS_TRITON = True
-except ImportError:  # CPU-only installs without triton use the PyTorch paths
-    HAS_TRITON = False
+# Looked up, not imported: importing Triton costs a CPU-only process start-up time and, at exit, the
+# nanobind leak report of its extension (the kernel modules import it where they are used).
+HAS_TRITON = importlib.util.find_spec("triton") is not None
 
 MAX_SPLITS = 32  # most KV splits of the decode attention kernel
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 
-from pyinfer.cli import env_default
+from pyinfer.cli import add_generation_config_argument, env_default
 
 
 @dataclass
@@ -14,6 +14,7 @@ class ServerConfig:
     port: int = 8000
     served_model_name: str | None = None  # None: named after the model file or folder
     max_tokens: int | None = None  # generation limit when a request sets none; None: the context limit
+    generation_config: str = "auto"  # sampling defaults: auto (the model's), none (OpenAI's) or a folder
     cors_origins: list[str] = field(default_factory=list)
     log_level: str = "info"
     log_format: str = "text"  # text | json
@@ -50,6 +51,7 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         default=env_default("MAX_TOKENS", None, int),
         help="generation limit when a request sets none (env MAX_TOKENS; default: the context limit)",
     )
+    add_generation_config_argument(g)
     g.add_argument(
         "--cors-origins",
         default=env_default("CORS_ORIGINS", ""),
@@ -95,6 +97,7 @@ def server_config_from_args(args: argparse.Namespace) -> ServerConfig:
         port=args.port,
         served_model_name=args.served_model_name,
         max_tokens=args.max_tokens,
+        generation_config=args.generation_config,
         cors_origins=[o.strip() for o in args.cors_origins.split(",") if o.strip()],
         log_level=args.log_level,
         log_format=args.log_format,

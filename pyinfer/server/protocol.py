@@ -52,9 +52,10 @@ class SamplingRequest(Request):
         return self.stream_options is not None and self.stream_options.include_usage
 
     def sampling_params(
-        self, max_tokens: int | None, default_max_tokens: int | None, logprobs: int | None
+        self, max_tokens: int | None, defaults: dict[str, Any], logprobs: int | None
     ) -> SamplingParams:
-        """Validated engine parameters; raises SamplingParamsError naming the field."""
+        """Validated engine parameters, `defaults` (the server's, by field name) for the fields this
+        request leaves out; raises SamplingParamsError naming the field."""
         bias = None
         if self.logit_bias:
             try:
@@ -72,9 +73,11 @@ class SamplingRequest(Request):
             "frequency_penalty": self.frequency_penalty,
             "repetition_penalty": self.repetition_penalty,
         }
+        given = {k: v for k, v in optional.items() if v is not None}
+        if max_tokens is not None:
+            given["max_tokens"] = max_tokens
         return SamplingParams(
-            **{k: v for k, v in optional.items() if v is not None},
-            max_tokens=max_tokens if max_tokens is not None else default_max_tokens,
+            **{"max_tokens": None, **defaults, **given},  # no limit anywhere: until the context is full
             min_tokens=self.min_tokens,
             stop=[self.stop] if isinstance(self.stop, str) else list(self.stop or []),
             stop_token_ids=self.stop_token_ids or [],
@@ -122,12 +125,10 @@ class ChatCompletionRequest(SamplingRequest):
             return "top_logprobs", "needs logprobs set to true"
         return None
 
-    def engine_params(self, default_max_tokens: int | None) -> SamplingParams:
+    def engine_params(self, defaults: dict[str, Any]) -> SamplingParams:
         limit = self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
         try:
-            return self.sampling_params(
-                limit, default_max_tokens, (self.top_logprobs or 0) if self.logprobs else None
-            )
+            return self.sampling_params(limit, defaults, (self.top_logprobs or 0) if self.logprobs else None)
         except SamplingParamsError as e:  # chat names the number of alternatives top_logprobs
             if e.param == "logprobs":
                 raise SamplingParamsError("top_logprobs", str(e).removeprefix("logprobs ")) from None
@@ -152,8 +153,8 @@ class CompletionRequest(SamplingRequest):
             return "echo", "echo with logprobs is not supported: prompt logprobs are not computed"
         return None
 
-    def engine_params(self, default_max_tokens: int | None) -> SamplingParams:
-        return self.sampling_params(self.max_tokens, default_max_tokens, self.logprobs)
+    def engine_params(self, defaults: dict[str, Any]) -> SamplingParams:
+        return self.sampling_params(self.max_tokens, defaults, self.logprobs)
 
 
 class TokenizeRequest(Request):
@@ -278,6 +279,7 @@ class ModelCard(BaseModel):
     owned_by: str = "pyinfer"
     root: str
     max_model_len: int
+    sampling_defaults: dict[str, Any]  # what a request that leaves these fields out gets
 
 
 class ModelList(BaseModel):

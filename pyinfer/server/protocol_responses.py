@@ -63,11 +63,11 @@ class ResponsesRequest(Request):
             return [{"role": "user", "content": self.input}]
         return [m.template_dict() for m in self.input]
 
-    def engine_params(self, default_max_tokens: int | None) -> SamplingParams:
-        sampling = {"temperature": self.temperature, "top_p": self.top_p}
-        limit = self.max_output_tokens if self.max_output_tokens is not None else default_max_tokens
+    def engine_params(self, defaults: dict[str, Any]) -> SamplingParams:
+        given = {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_output_tokens}
         try:
-            return SamplingParams(**{k: v for k, v in sampling.items() if v is not None}, max_tokens=limit)
+            given = {k: v for k, v in given.items() if v is not None}
+            return SamplingParams(**{"max_tokens": None, **defaults, **given})
         except SamplingParamsError as e:  # the Responses API names the limit max_output_tokens
             if e.param == "max_tokens":
                 raise SamplingParamsError("max_output_tokens", str(e).removeprefix("max_tokens ")) from None

@@ -1,5 +1,6 @@
 """The CPU int4 path (GGUF Q4 blocks kept 4-bit, int8 LM head) against the exact fp32 path: bf16 activations
-on torch's int4/int8 kernels, and fp32 activations on our integer kernels (what an AVX2-only CPU runs)."""
+on torch's int4/int8 kernels, and our integer kernels in the default dtype, which is fp32 wherever they run
+(what an AVX2-only CPU runs). Both families are tested on every CPU that can run them."""
 
 from __future__ import annotations
 
@@ -24,9 +25,13 @@ TEXTS = [
     "Ingredients: two cups of flour, a teaspoon of baking soda, half a cup of butter, three eggs, a cup of "
     "sugar, vanilla and a pinch of salt. Method: first preheat the oven, then mix the dry ingredients",
 ]
-TOP1_AGREEMENT = 0.96  # teacher-forced, every position of 64-token prompts (0.973 measured on AVX2)
-CLEAR_MARGIN = 0.5  # where the exact top-1 leads by this many logits, the int4 path must pick it too
-LOGITS_REL_ERR = 0.05  # measured 0.019-0.027 with the int8 head (0.017-0.024 with a bf16 head)
+# Teacher-forced, every position of the prompts. From 64 rows (BLOCKS_DENSE_MIN_ROWS) the 4-bit linears
+# run as dense GEMMs; below it our integer kernels round the activations to int8 per group of 32, the
+# larger error (bench/results/2026-12-04-cpu-int4-accuracy.md has the measured figures).
+SHORT, LONG = 40, 64  # prompt lengths: integer kernels (where chosen) and dense GEMMs
+TOP1_AGREEMENT = {SHORT: 0.92, LONG: 0.96}
+LOGITS_REL_ERR = {SHORT: 0.15, LONG: 0.05}
+CLEAR_MARGIN = {SHORT: 1.0, LONG: 0.5}  # where the exact top-1 leads by this many logits, ours must pick it
 
 
 @pytest.fixture(scope="module", params=[("bfloat16", "torch"), ("auto", "integer")], ids=["torch", "integer"])
@@ -37,9 +42,10 @@ def int4_llm(request) -> LLM:
     with pytest.MonkeyPatch.context() as patch:  # the kernels are chosen as the weights are packed
         patch.setattr(quantization, "integer_kernels_wanted", lambda: kernels == "integer")
         llm = LLM(device="cpu", dtype=dtype, kv_cache_memory_gb=0.1)
-    assert isinstance(llm.engine.runner.model.layers[0].mlp.down_proj.quantized, Int4Blocks) == (
-        kernels == "integer"
-    )
+    model = llm.engine.runner.model
+    assert isinstance(model.layers[0].mlp.down_proj.quantized, Int4Blocks) == (kernels == "integer")
+    if kernels == "integer":  # "auto" is fp32 wherever the integer kernels run, bf16 CPUs included
+        assert model.embed_tokens.weight.dtype == torch.float32
     return llm
 
 
@@ -58,27 +64,31 @@ def test_gguf_q4_weights_stay_int4_and_the_lm_head_is_int8(int4_llm):
     assert model.embed_tokens.weight.dtype in (torch.bfloat16, torch.float32)  # "auto": the CPU's choice
 
 
-def test_int4_logits_and_top1_agree_with_the_exact_path(int4_llm, smollm2_llm):
+@pytest.mark.parametrize("length", [SHORT, LONG])
+def test_int4_logits_and_top1_agree_with_the_exact_path(int4_llm, smollm2_llm, length):
     agree, total = 0, 0
     for text in TEXTS:
-        prompt = smollm2_llm.tokenizer.encode(text + " " + text)[:64]
-        assert len(prompt) == 64
-        exact = our_prompt_logits(smollm2_llm, prompt)
-        quant = our_prompt_logits(int4_llm, prompt)
+        prompt = smollm2_llm.tokenizer.encode(text + " " + text)[:length]
+        assert len(prompt) == length
+        exact = our_prompt_logits(smollm2_llm, prompt).float()
+        quant = our_prompt_logits(int4_llm, prompt).float()
         rel = ((quant - exact).norm() / exact.norm()).item()
-        assert rel < LOGITS_REL_ERR, rel
+        assert rel < LOGITS_REL_ERR[length], rel
         same = quant.argmax(-1) == exact.argmax(-1)
         agree += same.sum().item()
         total += len(prompt)
         # int4 rounding may flip near-ties (margins of 0.003-0.33 seen on AVX2 and AVX-512), never a clear lead
-        top2 = exact.float().topk(2, dim=-1).values
-        clear = top2[:, 0] - top2[:, 1] > CLEAR_MARGIN
+        top2 = exact.topk(2, dim=-1).values
+        clear = top2[:, 0] - top2[:, 1] > CLEAR_MARGIN[length]
         assert same[clear].all(), (top2[:, 0] - top2[:, 1])[clear & ~same]
-    assert agree / total >= TOP1_AGREEMENT, agree / total
+    assert agree / total >= TOP1_AGREEMENT[length], agree / total
 
 
 def test_int4_path_answers_paris(int4_llm):
-    chat = [{"role": "user", "content": "What is the capital of France?"}]
+    # Asked bare, the file's own weights open the answer with a near-tie ("The" leads "L" by 0.08 logits,
+    # and "L" goes on "L'Étoile, la Marseillaise, ..."), which any rounding may flip; asked for a
+    # sentence, every token of the exact path's answer leads by 0.86 logits or more.
+    chat = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
     assert "Paris" in int4_llm.chat(chat, SamplingParams(temperature=0, max_tokens=20))[0].outputs[0].text
 
 

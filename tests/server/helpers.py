@@ -28,7 +28,7 @@ class ServerProcess:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
-        cmd = [sys.executable, "-m", "pyinfer.cli", "serve", "--dtype", "float32", "--device", "cpu"]
+        cmd = [sys.executable, "-m", "pyinfer", "serve", "--dtype", "float32", "--device", "cpu"]
         cmd += ["--host", "127.0.0.1", "--port", str(self.port), *flags]
         self.proc = subprocess.Popen(cmd, stdout=log_path.open("w"), stderr=subprocess.STDOUT)
 

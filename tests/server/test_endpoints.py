@@ -27,6 +27,20 @@ def test_models(client, model):
     (card,) = client.models.list().data
     assert card.id == model == "SmolLM2-135M-Instruct.Q4_1" and card.object == "model"
     assert card.owned_by == "pyinfer" and card.model_extra["max_model_len"] == 8192
+    assert card.model_extra["sampling_defaults"] == {"temperature": 0.0}  # the embedded model's own
+
+
+def test_requests_that_leave_sampling_out_take_the_model_s_defaults(client, model):
+    question = [{"role": "user", "content": "What is the capital of France?"}]
+    r = client.chat.completions.create(model=model, messages=question, max_tokens=12)
+    assert "Paris" in r.choices[0].message.content
+    explicit = client.chat.completions.create(model=model, messages=question, max_tokens=12, temperature=0)
+    assert r.choices[0].message.content == explicit.choices[0].message.content
+    # The Responses API reports the temperature and top_p a response ran with
+    response = client.responses.create(model=model, input="Hi", max_output_tokens=2)
+    assert (response.temperature, response.top_p) == (0.0, 1.0)
+    asked = client.responses.create(model=model, input="Hi", max_output_tokens=2, temperature=0.5)
+    assert asked.temperature == 0.5
 
 
 def test_system_metrics(http):

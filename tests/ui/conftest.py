@@ -31,8 +31,16 @@ def _missing() -> str | None:
     if importlib.util.find_spec("playwright") is None:
         return "the playwright package is not installed (pip install -e '.[dev]')"
     if not CHROMIUM.exists():
-        return f"{CHROMIUM} is missing (apt-get install chromium; .ci/run does it)"
+        return f"{CHROMIUM} is missing (`make test` installs it where it runs as root with apt)"
     return None
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """A skipped UI suite is easy to miss among the dots: say so, and how to enable it."""
+    if (reason := _missing()) is not None:
+        terminalreporter.write_line(
+            f"UI tests skipped: {reason}. Enable them with: sudo apt-get install chromium", yellow=True
+        )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

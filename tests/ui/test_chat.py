@@ -58,7 +58,7 @@ def test_second_turn_carries_the_first(page):
 
 def test_stop_aborts_the_reply(page, stats):
     set_max_tokens(page, 1500)
-    send(page, "Count from 1 to 1000, one number per line.")
+    send(page, "Write a very long story about a lighthouse keeper.")
     page.wait_for_function(STREAMING_TEXT)
     assert engine_stats(stats)["num_requests_running"] == 1
     page.click("#stop")
@@ -85,3 +85,23 @@ def test_server_error_is_shown(page):
     assert "maximum context length is 8192 tokens" in error.inner_text()
     assert "(HTTP 400)" in error.inner_text()
     assert page.locator("#send").is_visible()
+
+
+def test_settings_start_from_the_model_s_defaults(page):
+    page.click("#settings summary")
+    assert page.input_value("#temperature") == "0"  # the embedded model's default, from /v1/models
+    assert page.input_value("#top-p") == "1"
+    body = send(page, "What is the capital of France?")
+    assert "temperature" not in body and "top_p" not in body  # left to the server
+    assert "Paris" in wait_for_reply(page, 0).locator(".content").inner_text()
+
+    page.fill("#temperature", "0.5")
+    page.dispatch_event("#temperature", "change")
+    page.reload()  # the user's own value is kept
+    page.click("#settings summary")
+    assert page.input_value("#temperature") == "0.5"
+    assert send(page, "Hello")["temperature"] == 0.5
+    wait_for_reply(page, 1)
+    page.click("#reset-settings")
+    assert page.input_value("#temperature") == "0"
+    assert "temperature" not in send(page, "Hello again")

@@ -22,5 +22,6 @@ async def list_models(request: Request) -> Response:
         created=ctx.created,
         root=ctx.model_path,
         max_model_len=ctx.engine.ready.max_model_len,
+        sampling_defaults=ctx.request_defaults,
     )
     return json_response(ModelList(data=[card]))

@@ -2,8 +2,7 @@
 // A conversation: { id, title, system, messages: [{ role, content, metrics?, error?, stopped? }], updated }.
 
 const CONVERSATIONS = "pyinfer.conversations";
-const SETTINGS = "pyinfer.settings";
-const DEFAULT_SETTINGS = { model: "", temperature: 0.7, top_p: 1, max_tokens: 512 };
+const SETTINGS = "pyinfer.settings.v2"; // v1 stored every control, defaults included
 
 function load(key, fallback) {
   try {
@@ -32,8 +31,9 @@ export function newConversation() {
   return { id: crypto.randomUUID(), title: "New chat", system: "", messages: [], updated: Date.now() };
 }
 
+// The model chosen and the sampling values the user set; the rest are the server's defaults.
 export function loadSettings() {
-  return { ...DEFAULT_SETTINGS, ...load(SETTINGS, {}) };
+  return { model: "", ...load(SETTINGS, {}) };
 }
 
 export function saveSettings(settings) {
