@@ -68,6 +68,10 @@ class EngineCore:
                 outputs = self.engine.step()
                 if outputs:
                     self.send(StepOutputs(outputs))
+                for rid, error in self.engine.pop_rejected():
+                    self.send(
+                        Rejected(request_id=rid, message=str(error), param=getattr(error, "param", None))
+                    )
 
     def drain_input(self) -> None:
         """Handle every message waiting on the socket, without blocking."""

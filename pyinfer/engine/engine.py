@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from pathlib import Path
 
 import torch
@@ -16,6 +17,7 @@ from pyinfer.engine.model_runner import PLACEHOLDER, InFlight, ModelRunner
 from pyinfer.engine.sampling_params import SamplingParams, SamplingParamsError
 from pyinfer.engine.scheduler import Scheduler
 from pyinfer.engine.sequence import Sequence
+from pyinfer.engine.structured_output import GrammarCompiler
 from pyinfer.layers.quantization import integer_kernels_wanted
 from pyinfer.model_files import resolve_model
 from pyinfer.models.loader import load_model
@@ -62,6 +64,12 @@ class LLMEngine:
             self.runner.num_blocks, config.block_size, config.enable_prefix_caching
         )
         self.scheduler = Scheduler(self.block_manager, config.max_num_seqs, config.max_num_batched_tokens)
+        self.grammars = GrammarCompiler(
+            self.model_path, self.load_format, config.tokenizer, cfg.vocab_size, list(cfg.eos_token_ids)
+        )
+        self._compiling: list[tuple[Future, list[Sequence]]] = []  # requests waiting for their grammar
+        self._rejected: list[tuple[str, SamplingParamsError]] = []  # refused after add_request returned
+        self.num_constrained_requests = 0
         self.device = device
         self._requests: dict[str, list[Sequence]] = {}
         self.num_tokens_computed = 0  # tokens run through the model since start (prefix hits skip it)
@@ -82,7 +90,11 @@ class LLMEngine:
         ]
         seqs[0].siblings = seqs[1:]
         self._requests[request_id] = seqs
-        self.scheduler.add(seqs[0])
+        if params.structured is not None:  # scheduled once its grammar is compiled, off the step loop
+            self._compiling.append((self.grammars.submit(params.structured), seqs))
+            self.num_constrained_requests += 1
+        else:
+            self.scheduler.add(seqs[0])
 
     def validate(self, prompt_token_ids: list[int], params: SamplingParams) -> None:
         vocab = self.model_config.vocab_size
@@ -118,7 +130,34 @@ class LLMEngine:
             self._forget_if_done(request_id)
 
     def has_unfinished(self) -> bool:
-        return self.scheduler.has_work() or self._in_flight is not None
+        return self.scheduler.has_work() or self._in_flight is not None or bool(self._compiling)
+
+    def pop_rejected(self) -> list[tuple[str, SamplingParamsError]]:
+        """Requests refused since the last call, after add_request had taken them (a constraint that
+        failed to compile), each with the error naming the request's field."""
+        rejected, self._rejected = self._rejected, []
+        return rejected
+
+    def _admit_compiled(self) -> None:
+        """Requests whose grammar is ready join the scheduler, each choice with its own matcher; when
+        nothing else can run, wait a little for a grammar rather than spin."""
+        if self._compiling and not self.scheduler.has_work() and self._in_flight is None:
+            wait([future for future, _ in self._compiling], timeout=0.005, return_when=FIRST_COMPLETED)
+        compiling = []
+        for future, seqs in self._compiling:
+            request_id = seqs[0].request_id
+            if self._requests.get(request_id) is not seqs:  # aborted while it compiled
+                continue
+            if not future.done():
+                compiling.append((future, seqs))
+            elif (error := future.exception()) is not None:
+                del self._requests[request_id]
+                self._rejected.append((request_id, error))
+            else:
+                for seq in seqs:
+                    seq.grammar = self.grammars.matcher(future.result())
+                self.scheduler.add(seqs[0])
+        self._compiling = compiling
 
     def warm_up(self) -> None:
         """A short throwaway request through the paths a first client takes (prefill, decode, sampling
@@ -154,11 +193,13 @@ class LLMEngine:
         On a GPU the next batch is queued before the previous one's tokens reach the host, so that
         the GPU never waits for Python; on a CPU each step completes before it returns.
         """
+        if self._compiling:
+            self._admit_compiled()
         batch = self.scheduler.schedule()
         outputs: list[SeqOutput] = []
         previous, self._in_flight = self._in_flight, None
-        if previous is not None and batch.seqs and any(s.params.has_penalties for s in batch.seqs):
-            outputs = self._process(previous)  # penalties need every earlier token on the host
+        if previous is not None and batch.seqs and any(_needs_every_token(s) for s in batch.seqs):
+            outputs = self._process(previous)
             previous = None
         launched = self._launch(batch, previous) if batch.seqs else None
         if previous is not None:
@@ -189,6 +230,8 @@ class LLMEngine:
             if seq.is_finished:  # aborted, or finished by its previous token, while this step ran
                 continue
             seq.token_ids[pos] = token
+            if seq.grammar is not None:
+                seq.grammar.accept_token(token)
             self.block_manager.register_full_blocks(seq, pos + 1)
             if seq.first_token_time is None:
                 seq.first_token_time = now
@@ -215,8 +258,10 @@ class LLMEngine:
     def _finish_reason(self, seq: Sequence, token: int, length: int) -> str | None:
         params = seq.params
         if (
-            token in self.model_config.eos_token_ids and not params.ignore_eos
-        ) or token in params.stop_token_ids:
+            (token in self.model_config.eos_token_ids and not params.ignore_eos)
+            or token in params.stop_token_ids
+            or (seq.grammar is not None and seq.grammar.is_terminated())
+        ):
             return "stop"
         if length >= seq.max_len:
             return "length"
@@ -257,7 +302,16 @@ class LLMEngine:
             "prefix_cache_hits": bm.prefix_hits,
             "num_preemptions": self.scheduler.num_preemptions,
             "num_tokens_computed": self.num_tokens_computed,
+            "num_constrained_requests": self.num_constrained_requests,
+            "grammar_compiles": self.grammars.num_compiled,
+            "grammar_compile_seconds": round(self.grammars.compile_seconds, 4),
         }
+
+
+def _needs_every_token(seq: Sequence) -> bool:
+    """Whether this sequence's next step needs the token in flight on the host first: penalties count
+    every earlier token, and a grammar's next mask follows from the token it accepts last."""
+    return seq.params.has_penalties or seq.grammar is not None
 
 
 def resolve_device(device: str | None) -> torch.device:

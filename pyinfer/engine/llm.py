@@ -79,7 +79,9 @@ class LLM:
         try:
             done = False
             while not done:
-                for out in self.engine.step():
+                outputs = self.engine.step()
+                self._raise_rejected()
+                for out in outputs:
                     if out.request_id == request_id:
                         done = out.finish_reason is not None
                         text = detok.add(_visible(out), finished=done)
@@ -102,10 +104,22 @@ class LLM:
             if self.tokenizer is not None:
                 for i in range(params.n):
                     detoks[request_id, i] = self._detokenizer(params)
-        while self.engine.has_unfinished():
-            for out in self.engine.step():
-                self._apply(results[out.request_id], out, detoks.get((out.request_id, out.index)))
+        try:
+            while self.engine.has_unfinished():
+                outputs = self.engine.step()
+                self._raise_rejected()
+                for out in outputs:
+                    self._apply(results[out.request_id], out, detoks.get((out.request_id, out.index)))
+        except BaseException:
+            for request_id in results:
+                self.engine.abort(request_id)
+            raise
         return list(results.values())
+
+    def _raise_rejected(self) -> None:
+        """A request the engine refused after taking it (its constraint did not compile)."""
+        for _, error in self.engine.pop_rejected():
+            raise error
 
     def _apply(self, result: RequestOutput, out: SeqOutput, detok: IncrementalDetokenizer | None) -> None:
         choice = result.outputs[out.index]

@@ -16,8 +16,9 @@ from pyinfer.engine.cuda_graphs import CudaGraphs, decode_splits, graph_memory
 from pyinfer.engine.messages import TokenLogprob
 from pyinfer.engine.scheduler import SchedulerOutput
 from pyinfer.engine.sequence import Sequence
+from pyinfer.engine.structured_output import fill_token_bitmask
 from pyinfer.kernels import triton_enabled
-from pyinfer.layers.sampler import Sampler, SamplerOutput, SamplingTensors
+from pyinfer.layers.sampler import Sampler, SamplerOutput, SamplingTensors, upload
 from pyinfer.models.llama import LlamaForCausalLM
 
 log = logging.getLogger(__name__)
@@ -213,6 +214,9 @@ class ModelRunner:
             rows = inputs.token_rows
             logits, argmax = self.model.compute_logits(x[rows], residual[rows]), None
         st = SamplingTensors.build(inputs.sample_seqs, self.vocab_size, self.eos_token_ids, self.device)
+        # filled on the host while the device runs the forward pass queued above
+        if (bitmask := fill_token_bitmask(inputs.sample_seqs, self.vocab_size)) is not None:
+            st.token_bitmask = upload(bitmask, self.device)
         out = self.sampler(logits, st, argmax)
         host_ids = out.token_ids
         done = None

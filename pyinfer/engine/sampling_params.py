@@ -7,6 +7,17 @@ import math
 import msgspec
 
 MAX_LOGPROBS = 20
+STRUCTURED_KINDS = ("json", "regex", "choice", "grammar")
+
+
+class StructuredOutput(msgspec.Struct, kw_only=True, frozen=True):
+    """A constraint the output must satisfy, compiled to a grammar in the engine: `spec` is a JSON
+    schema as JSON text (kind json), a regular expression (regex), a JSON list of strings (choice) or
+    an EBNF grammar (grammar). `param` is the request field it came from, for error messages."""
+
+    kind: str
+    spec: str
+    param: str = "response_format"
 
 
 class SamplingParams(msgspec.Struct, kw_only=True):
@@ -28,6 +39,7 @@ class SamplingParams(msgspec.Struct, kw_only=True):
     ignore_eos: bool = False
     logprobs: int | None = None  # None: none; 0: the chosen token's; k: plus the top k
     skip_special_tokens: bool = True
+    structured: StructuredOutput | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -80,6 +92,9 @@ class SamplingParams(msgspec.Struct, kw_only=True):
             )
         _check(all(t >= 0 for t in self.stop_token_ids), "stop_token_ids", "token ids must be non-negative")
         _check(all(s for s in self.stop), "stop", "stop strings must not be empty")
+        if self.structured is not None:
+            kind, param = self.structured.kind, self.structured.param
+            _check(kind in STRUCTURED_KINDS, param, f"kind must be one of {STRUCTURED_KINDS}, got {kind!r}")
 
 
 class SamplingParamsError(ValueError):

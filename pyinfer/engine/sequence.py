@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import time
+from typing import Any
 
 import torch
 
@@ -43,6 +44,7 @@ class Sequence:
         self.siblings: list[Sequence] = []  # choices 1..n-1, admitted once this one's prompt is in the cache
         self.num_preemptions = 0
         self.pending_row: int | None = None  # row of this sequence's token among the in-flight step's samples
+        self.grammar: Any = None  # xgrammar's matcher of the request's constraint, once compiled
         self.arrival_time = time.perf_counter()
         self.first_scheduled_time: float | None = None
         self.first_token_time: float | None = None

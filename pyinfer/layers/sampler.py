@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from pyinfer.kernels import triton_enabled
+
 if TYPE_CHECKING:
     from pyinfer.engine.sequence import Sequence
 
@@ -33,7 +35,7 @@ class SamplingTensors:
     bias_values: torch.Tensor | None = None
     banned_rows: torch.Tensor | None = None  # stop tokens masked while below min_tokens: (row, token) pairs
     banned_tokens: torch.Tensor | None = None
-    logits_mask: torch.Tensor | None = None  # [B, V] bool of allowed tokens (structured output, later)
+    token_bitmask: torch.Tensor | None = None  # [B, ceil(V / 32)] int32: allowed tokens (structured output)
     generators: list[torch.Generator | None] | None = None  # per-row seeded generators
     max_logprobs: int = -1  # -1: no row wants logprobs
 
@@ -44,7 +46,7 @@ class SamplingTensors:
             self.bias_rows is None
             and self.repetition_penalty is None
             and self.banned_rows is None
-            and self.logits_mask is None
+            and self.token_bitmask is None
         )
 
     @classmethod
@@ -118,8 +120,8 @@ class Sampler(nn.Module):
             logits = _apply_penalties(logits, st, vocab)
         if st.banned_rows is not None:
             logits[st.banned_rows, st.banned_tokens] = -float("inf")
-        if st.logits_mask is not None:
-            logits = logits.masked_fill(~st.logits_mask, -float("inf"))
+        if st.token_bitmask is not None:
+            apply_token_bitmask(logits, st.token_bitmask)
 
         token_ids = logits.argmax(dim=-1) if st.all_greedy else self._sample(logits, st)
 
@@ -147,6 +149,20 @@ class Sampler(nn.Module):
                 noise[row].exponential_(generator=gen)
         sampled = (probs / noise).argmax(dim=-1)
         return torch.where(st.greedy, greedy, sampled)
+
+
+def apply_token_bitmask(logits: torch.Tensor, bitmask: torch.Tensor) -> None:
+    """In place: logits [B, V] (fp32) to -inf where bitmask [B, ceil(V / 32)] int32 has the token's bit
+    clear. One Triton kernel on the GPU; on the CPU, the bits unpacked by torch (the kernel's reference)."""
+    if triton_enabled(logits):
+        from pyinfer.kernels.token_bitmask import apply_token_bitmask as kernel
+
+        kernel(logits, bitmask)
+        return
+    rows, vocab = logits.shape
+    shifts = torch.arange(32, dtype=torch.int32, device=bitmask.device)
+    allowed = ((bitmask[:, :, None] >> shifts) & 1).view(rows, -1)[:, :vocab].bool()
+    logits.masked_fill_(~allowed, -float("inf"))
 
 
 def _apply_penalties(logits: torch.Tensor, st: SamplingTensors, vocab: int) -> torch.Tensor:
@@ -184,7 +200,10 @@ def _padded(rows: list[list[int]], pad: int, device: torch.device) -> torch.Tens
 
 
 def _to_device(values: list, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """Host values on the device, through pinned memory on a GPU: a copy from pageable memory would
+    return upload(torch.tensor(values, dtype=dtype), device)
+
+
+def upload(host: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on the device, through pinned memory on a GPU: a copy from pageable memory would
     first wait for every kernel queued before it, and so for the step it is meant to overlap."""
-    host = torch.tensor(values, dtype=dtype)
     return host.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else host.to(device)

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from pyinfer.engine.sampling_params import SamplingParams, SamplingParamsError
-
-
-class Request(BaseModel):
-    model_config = ConfigDict(extra="ignore", strict=True)
+from pyinfer.server.protocol_base import Request
+from pyinfer.server.protocol_structured import ResponseFormat, StructuredOutputs, one_constraint
 
 
 # ---- requests -------------------------------------------------------------------------------------
@@ -46,6 +44,15 @@ class SamplingRequest(Request):
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     user: str | None = None
+    response_format: ResponseFormat | None = None
+    structured_outputs: StructuredOutputs | None = None
+
+    def constraint(self):
+        """The output's constraint, if the request sets one (response_format or structured_outputs)."""
+        return one_constraint(
+            self.response_format.constraint() if self.response_format else None,
+            self.structured_outputs.constraint() if self.structured_outputs else None,
+        )
 
     @property
     def include_usage(self) -> bool:
@@ -76,6 +83,8 @@ class SamplingRequest(Request):
         given = {k: v for k, v in optional.items() if v is not None}
         if max_tokens is not None:
             given["max_tokens"] = max_tokens
+        if constraint := self.constraint():
+            given["structured"] = constraint
         return SamplingParams(
             **{"max_tokens": None, **defaults, **given},  # no limit anywhere: until the context is full
             min_tokens=self.min_tokens,
@@ -113,14 +122,11 @@ class ChatCompletionRequest(SamplingRequest):
     logprobs: bool | None = False
     top_logprobs: int | None = None
     tools: list[Any] | None = None
-    response_format: dict[str, Any] | None = None
 
     def unsupported(self) -> tuple[str, str] | None:
         """(param, message) for a feature we do not serve yet, rather than ignore in silence."""
         if self.tools:
             return "tools", "tool calling is not supported yet"
-        if self.response_format and self.response_format.get("type", "text") != "text":
-            return "response_format", "structured output is not supported yet"
         if self.top_logprobs and not self.logprobs:
             return "top_logprobs", "needs logprobs set to true"
         return None

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pyinfer.engine.sampling_params import SamplingParams, SamplingParamsError
 from pyinfer.server.protocol import ChatMessage, Performance, Request, Usage
+from pyinfer.server.protocol_structured import TextFormat
 
 
 # ---- requests -------------------------------------------------------------------------------------
@@ -21,10 +22,6 @@ class InputMessage(ChatMessage):
 
     type: Literal["message"] = "message"
     content: str | list[InputText]
-
-
-class TextFormat(Request):
-    type: str = "text"
 
 
 class TextConfig(Request):
@@ -51,8 +48,6 @@ class ResponsesRequest(Request):
         """(param, message) for a feature we do not serve yet, rather than ignore in silence."""
         if self.tools:
             return "tools", "tool calling is not supported yet"
-        if self.text and self.text.format and self.text.format.type != "text":
-            return "text.format", "structured output is not supported yet"
         if self.background:
             return "background", "background responses are not supported yet"
         return None
@@ -67,6 +62,8 @@ class ResponsesRequest(Request):
         given = {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_output_tokens}
         try:
             given = {k: v for k, v in given.items() if v is not None}
+            if self.text and self.text.format and (constraint := self.text.format.constraint()):
+                given["structured"] = constraint
             return SamplingParams(**{"max_tokens": None, **defaults, **given})
         except SamplingParamsError as e:  # the Responses API names the limit max_output_tokens
             if e.param == "max_tokens":

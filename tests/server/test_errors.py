@@ -95,12 +95,6 @@ def test_logprobs_limits(http, model):
 def test_unsupported_features_are_refused_not_ignored(http, model):
     tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
     assert_error(http.post("/v1/chat/completions", json=chat_body(model, tools=tools)), 400, param="tools")
-    fmt = {"type": "json_object"}
-    assert_error(
-        http.post("/v1/chat/completions", json=chat_body(model, response_format=fmt)),
-        400,
-        param="response_format",
-    )
 
 
 def test_unknown_model_is_404(client, http):

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from pyinfer.server.context import server_context
-from pyinfer.server.generation import Generation, run_all, usage
+from pyinfer.server.generation import Delta, Generation, run_all, usage
 from pyinfer.server.logprobs import chat_logprobs
 from pyinfer.server.protocol import (
     AssistantMessage,
@@ -27,6 +27,7 @@ from pyinfer.server.routes.common import (
     event_stream,
     json_body,
     json_response,
+    primed,
     reply_head,
     sse,
     until_disconnected,
@@ -46,7 +47,10 @@ async def create_chat_completion(request: Request, body: ChatBody) -> Response:
     head = reply_head("chatcmpl", ctx.model_name)
     gen = Generation(ctx.engine, tokenizer, head["id"], prompt_ids, params)
     if body.stream:
-        return event_stream(_chunks(gen, head, tokenizer, body.include_usage))
+        deltas = run_all([gen])
+        if params.structured is not None:
+            deltas = await primed(request, deltas)
+        return event_stream(_chunks(gen, deltas, head, tokenizer, body.include_usage))
     await until_disconnected(request, drain(run_all([gen])))
     choices = [
         ChatChoice(
@@ -61,13 +65,17 @@ async def create_chat_completion(request: Request, body: ChatBody) -> Response:
 
 
 async def _chunks(
-    gen: Generation, head: dict[str, Any], tokenizer: Tokenizer, include_usage: bool
+    gen: Generation,
+    deltas: AsyncIterator[Delta],
+    head: dict[str, Any],
+    tokenizer: Tokenizer,
+    include_usage: bool,
 ) -> AsyncIterator[str]:
     """Role chunks first, then one chunk per delta as tokens are sampled, usage, [DONE]."""
     for i in range(gen.params.n):
         role = ChatDelta(role="assistant", content="")
         yield sse(ChatCompletionChunk(**head, choices=[ChatChunkChoice(index=i, delta=role)]))
-    async with aclosing(run_all([gen])) as deltas:
+    async with aclosing(deltas):
         async for d in deltas:
             choice = ChatChunkChoice(
                 index=d.index,

@@ -85,6 +85,28 @@ async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
         watcher.cancel()
 
 
+async def primed(request: Request, items: AsyncIterator[T]) -> AsyncIterator[T]:
+    """`items` with its first item awaited now: an error before it (a constraint the engine could not
+    compile) becomes the reply's 400, not an error event inside a stream that has begun."""
+    try:
+        first = await until_disconnected(request, anext(items))
+    except StopAsyncIteration:
+        first = None
+    except BaseException:
+        await items.aclose()
+        raise
+
+    async def chained() -> AsyncIterator[T]:
+        async with aclosing(items):
+            if first is None:
+                return
+            yield first
+            async for item in items:
+                yield item
+
+    return chained()
+
+
 async def drain(deltas: AsyncIterator[Any]) -> None:
     async with aclosing(deltas):
         async for _ in deltas:

@@ -11,7 +11,7 @@ from fastapi.responses import Response
 
 from pyinfer.engine.sampling_params import SamplingParamsError
 from pyinfer.server.context import server_context
-from pyinfer.server.generation import Generation, run_all, usage
+from pyinfer.server.generation import Delta, Generation, run_all, usage
 from pyinfer.server.logprobs import completion_logprobs
 from pyinfer.server.protocol import Completion, CompletionChoice, CompletionRequest
 from pyinfer.server.routes.common import (
@@ -20,6 +20,7 @@ from pyinfer.server.routes.common import (
     event_stream,
     json_body,
     json_response,
+    primed,
     reply_head,
     sse,
     until_disconnected,
@@ -47,7 +48,10 @@ async def create_completion(request: Request, body: CompletionBody) -> Response:
     ]
     echoes = [(p if isinstance(p, str) else tokenizer.decode(p)) if body.echo else "" for p in prompts]
     if body.stream:
-        return event_stream(_chunks(gens, echoes, head, tokenizer, body.include_usage))
+        deltas = run_all(gens)
+        if params.structured is not None:
+            deltas = await primed(request, deltas)
+        return event_stream(_chunks(gens, deltas, echoes, head, tokenizer, body.include_usage))
     await until_disconnected(request, drain(run_all(gens)))
     choices = [
         CompletionChoice(
@@ -65,7 +69,12 @@ async def create_completion(request: Request, body: CompletionBody) -> Response:
 
 
 async def _chunks(
-    gens: list[Generation], echoes: list[str], head: dict[str, Any], tokenizer: Tokenizer, include_usage: bool
+    gens: list[Generation],
+    deltas: AsyncIterator[Delta],
+    echoes: list[str],
+    head: dict[str, Any],
+    tokenizer: Tokenizer,
+    include_usage: bool,
 ) -> AsyncIterator[str]:
     """The echoed prompts first, then one chunk per delta as tokens are sampled, usage, [DONE]."""
     offsets = {}  # choice index -> length of its text so far, for logprobs' text_offset
@@ -75,7 +84,7 @@ async def _chunks(
             if echo:
                 choice = CompletionChoice(index=gen.index_offset + c.index, text=echo, finish_reason=None)
                 yield sse(Completion(**head, choices=[choice]))
-    async with aclosing(run_all(gens)) as deltas:
+    async with aclosing(deltas):
         async for d in deltas:
             logprobs = completion_logprobs(tokenizer, d.logprobs, offsets[d.index]) if d.logprobs else None
             offsets[d.index] += len(d.text)

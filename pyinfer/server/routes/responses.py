@@ -32,6 +32,7 @@ from pyinfer.server.routes.common import (
     event_stream,
     json_body,
     json_response,
+    primed,
     sse,
     until_disconnected,
 )
@@ -74,7 +75,10 @@ async def create_response(request: Request, body: ResponsesBody) -> Response:
     if body.store:
         ctx.responses.put(run.stored)
     if body.stream:
-        return event_stream(_events(run))
+        deltas = run.deltas()
+        if params.structured is not None:
+            deltas = await primed(request, deltas)
+        return event_stream(_events(run, deltas))
     await until_disconnected(request, drain(run.deltas()))
     return json_response(response)
 
@@ -151,7 +155,7 @@ class ResponseRun:
         self.stored.stop = None
 
 
-async def _events(run: ResponseRun) -> AsyncIterator[str]:
+async def _events(run: ResponseRun, deltas: AsyncIterator[Delta]) -> AsyncIterator[str]:
     """OpenAI's event sequence: the response and its message opened, one delta per token, all closed."""
     numbers = itertools.count()
 
@@ -164,7 +168,7 @@ async def _events(run: ResponseRun) -> AsyncIterator[str]:
     yield event("response.output_item.added", output_index=0, item=run.message("in_progress"))
     yield event("response.content_part.added", **at, part=OutputText(text=""))
     try:
-        async with aclosing(run.deltas()) as deltas:
+        async with aclosing(deltas):
             async for d in deltas:
                 if d.text:
                     yield event("response.output_text.delta", **at, delta=d.text, logprobs=[])

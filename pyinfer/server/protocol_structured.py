@@ -1,0 +1,114 @@
+"""The request fields that constrain the output, as OpenAI and vLLM name them, turned into one
+StructuredOutput for the engine: `response_format` (chat and completions), the Responses API's
+`text.format`, and vLLM's `structured_outputs` (json, regex, choice, grammar, json_object)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field
+
+from pyinfer.engine.sampling_params import SamplingParamsError, StructuredOutput
+from pyinfer.server.protocol_base import Request
+
+ANY_OBJECT = '{"type": "object"}'  # json_object: any JSON object, as OpenAI's JSON mode promises
+
+
+class JsonSchema(Request):
+    model_config = ConfigDict(extra="ignore", strict=True, populate_by_name=True)
+
+    name: str
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(Request):
+    """Chat and completions: {"type": "text" | "json_object" | "json_schema", "json_schema": {...}}."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchema | None = None
+
+    def constraint(self) -> StructuredOutput | None:
+        if self.type == "text":
+            return None
+        if self.type == "json_object":
+            return StructuredOutput(kind="json", spec=ANY_OBJECT)
+        if self.json_schema is None or self.json_schema.schema_ is None:
+            raise SamplingParamsError("response_format", "of type json_schema needs json_schema.schema")
+        return StructuredOutput(kind="json", spec=json.dumps(self.json_schema.schema_))
+
+
+class TextFormat(Request):
+    """The Responses API's text.format: the same choices, the schema's fields beside `type`."""
+
+    model_config = ConfigDict(extra="ignore", strict=True, populate_by_name=True)
+
+    type: Literal["text", "json_object", "json_schema"] = "text"
+    name: str | None = None
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+    def constraint(self) -> StructuredOutput | None:
+        if self.type == "text":
+            return None
+        if self.type == "json_object":
+            return StructuredOutput(kind="json", spec=ANY_OBJECT, param="text.format")
+        if self.schema_ is None:
+            raise SamplingParamsError("text.format", "of type json_schema needs a schema")
+        return StructuredOutput(kind="json", spec=json.dumps(self.schema_), param="text.format")
+
+
+class StructuredOutputs(Request):
+    """vLLM's `structured_outputs`: exactly one of its fields (an unknown one is an error)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+
+    json_: dict[str, Any] | str | None = Field(default=None, alias="json")
+    regex: str | None = None
+    choice: list[str] | None = None
+    grammar: str | None = None
+    json_object: bool | None = None
+
+    def constraint(self) -> StructuredOutput:
+        given = {
+            name: value
+            for name, value in (
+                ("json", self.json_),
+                ("regex", self.regex),
+                ("choice", self.choice),
+                ("grammar", self.grammar),
+                ("json_object", self.json_object or None),
+            )
+            if value is not None
+        }
+        if len(given) != 1:
+            raise SamplingParamsError(
+                "structured_outputs", "needs exactly one of json, regex, choice, grammar, json_object"
+            )
+        ((name, value),) = given.items()
+        param = f"structured_outputs.{name}"
+        if name == "json":
+            return StructuredOutput(
+                kind="json", spec=value if isinstance(value, str) else json.dumps(value), param=param
+            )
+        if name == "json_object":
+            return StructuredOutput(kind="json", spec=ANY_OBJECT, param=param)
+        if name == "choice":
+            if not value or not all(value):
+                raise SamplingParamsError(param, "needs at least one choice, none of them empty")
+            return StructuredOutput(kind="choice", spec=json.dumps(value), param=param)
+        return StructuredOutput(kind=name, spec=value, param=param)
+
+
+def one_constraint(*constraints: StructuredOutput | None) -> StructuredOutput | None:
+    """The request's constraint; two fields that each constrain the output are an error."""
+    given = [c for c in constraints if c is not None]
+    if len(given) > 1:
+        names = " and ".join(c.param.split(".")[0] for c in given)
+        raise SamplingParamsError(
+            given[1].param.split(".")[0], f"cannot be combined: {names} both constrain the output"
+        )
+    return given[0] if given else None

@@ -1,0 +1,83 @@
+"""Constrained decoding in the engine: every choice of n follows the grammar, through preemption, prefix
+caching and logprobs; a constraint that cannot compile is refused naming its field; a request aborted
+while its grammar compiles leaves nothing behind."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import jsonschema
+import pytest
+
+from pyinfer import SamplingParams
+from pyinfer.engine.llm import LLM
+from pyinfer.engine.sampling_params import SamplingParamsError, StructuredOutput
+from tests.server.structured_schemas import SCHEMAS
+
+JSON = StructuredOutput(kind="json", spec=json.dumps(SCHEMAS["nested"]))
+
+
+@pytest.fixture(scope="module")
+def tight_llm() -> LLM:
+    """A KV cache of 24 blocks: eight 60-token choices cannot all fit, so some are preempted."""
+    return LLM(device="cpu", dtype="float32", num_kv_blocks=24, max_num_seqs=8)
+
+
+def test_every_choice_follows_the_schema_through_preemption(tight_llm):
+    params = SamplingParams(temperature=1.0, seed=3, n=8, max_tokens=150, structured=JSON)
+    (result,) = tight_llm.chat([{"role": "user", "content": "A user record as JSON."}], params)
+    assert tight_llm.engine.scheduler.num_preemptions > 0
+    for choice in result.outputs:
+        assert choice.finish_reason == "stop", choice.text
+        jsonschema.validate(json.loads(choice.text), SCHEMAS["nested"])
+
+
+def test_a_repeated_prompt_from_the_prefix_cache_is_constrained_too(smollm2_llm):
+    regex = StructuredOutput(kind="regex", spec=r"[a-z]{3,6}-\d{2}", param="structured_outputs.regex")
+    params = SamplingParams(temperature=0, max_tokens=20, structured=regex, logprobs=2)
+    prompt = "The code word of the day, long enough to fill more than one block of the cache, is"
+    first, second = smollm2_llm.generate([prompt, prompt], params)
+    assert second.outputs[0].text == first.outputs[0].text
+    assert re.fullmatch(r"[a-z]{3,6}-\d{2}", first.outputs[0].text)
+    for entry in first.outputs[0].logprobs:  # the chosen token is the masked distribution's best
+        assert entry.top[0][0] == entry.token_id
+
+
+@pytest.mark.parametrize(
+    ("constraint", "message"),
+    [
+        (StructuredOutput(kind="json", spec='{"type": "objectx"}'), "objectx"),
+        (StructuredOutput(kind="json", spec="{not json"), "not a valid constraint"),
+        (
+            StructuredOutput(kind="regex", spec="(", param="structured_outputs.regex"),
+            "not a valid constraint",
+        ),
+        (
+            StructuredOutput(kind="grammar", spec="root ::= nothing", param="structured_outputs.grammar"),
+            "nothing",
+        ),
+    ],
+)
+def test_a_constraint_that_cannot_compile_is_refused_naming_its_field(smollm2_llm, constraint, message):
+    with pytest.raises(SamplingParamsError, match=message) as e:
+        smollm2_llm.generate(["Hi"], SamplingParams(max_tokens=4, structured=constraint))
+    assert e.value.param == constraint.param
+    assert not smollm2_llm.engine.has_unfinished()
+
+
+def test_a_request_aborted_while_it_compiles_leaves_nothing(smollm2_llm):
+    engine = smollm2_llm.engine
+    schema = {"type": "object", "properties": {f"k{i}": {"type": "string"} for i in range(40)}}
+    engine.add_request(
+        "aborted",
+        [1, 2, 3],
+        SamplingParams(structured=StructuredOutput(kind="json", spec=json.dumps(schema))),
+    )
+    engine.abort("aborted")
+    while engine.has_unfinished():
+        assert engine.step() == []
+    assert (
+        engine.pop_rejected() == []
+        and engine.block_manager.num_free_blocks == engine.block_manager.num_blocks
+    )
