@@ -198,11 +198,17 @@ class LLMEngine:
         batch = self.scheduler.schedule()
         outputs: list[SeqOutput] = []
         previous, self._in_flight = self._in_flight, None
-        if previous is not None and batch.seqs and any(_needs_every_token(s) for s in batch.seqs):
-            outputs = self._process(previous)
+        if previous is not None and batch.seqs and any(s.params.has_penalties for s in batch.seqs):
+            outputs = self._process(previous)  # penalties count every earlier token on the host
             previous = None
-        launched = self._launch(batch, previous) if batch.seqs else None
-        if previous is not None:
+        before_sampling = None
+        if previous is not None and any(s.grammar is not None for s in batch.seqs):
+            # A grammar's next mask follows from the token in flight: take it while the device runs
+            # this step's forward pass (its inputs come from the device), then fill the masks.
+            step = previous
+            before_sampling = lambda: outputs.extend(self._process(step))  # noqa: E731
+        launched = self._launch(batch, previous, before_sampling) if batch.seqs else None
+        if previous is not None and (launched is None or before_sampling is None):
             outputs += self._process(previous)
         if launched is not None:
             if self.runner.is_cuda and self.config.overlap_scheduling:
@@ -211,14 +217,15 @@ class LLMEngine:
                 outputs += self._process(launched)
         return outputs
 
-    def _launch(self, batch, previous: InFlight | None) -> InFlight:
-        step = self.runner.launch(batch, previous)
+    def _launch(self, batch, previous: InFlight | None, before_sampling=None) -> InFlight:
+        step = self.runner.launch(batch, previous, before_sampling)
         self.num_tokens_computed += batch.num_tokens
         for seq, n in zip(batch.seqs, batch.num_new_tokens, strict=True):
             seq.num_computed_tokens += n
         for row, seq in enumerate(step.seqs):
-            seq.token_ids.append(PLACEHOLDER)  # becomes the sampled token once it reaches the host
-            seq.pending_row = row
+            if not seq.is_finished:  # finished by the token taken before this step sampled
+                seq.token_ids.append(PLACEHOLDER)  # becomes the sampled token once it reaches the host
+                seq.pending_row = row
         return step
 
     def _process(self, step: InFlight) -> list[SeqOutput]:
@@ -306,12 +313,6 @@ class LLMEngine:
             "grammar_compiles": self.grammars.num_compiled,
             "grammar_compile_seconds": round(self.grammars.compile_seconds, 4),
         }
-
-
-def _needs_every_token(seq: Sequence) -> bool:
-    """Whether this sequence's next step needs the token in flight on the host first: penalties count
-    every earlier token, and a grammar's next mask follows from the token it accepts last."""
-    return seq.params.has_penalties or seq.grammar is not None
 
 
 def resolve_device(device: str | None) -> torch.device:

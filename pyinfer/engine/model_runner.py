@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -194,15 +195,24 @@ class ModelRunner:
 
     # ---- one step -----------------------------------------------------------------------------
     @torch.inference_mode()
-    def launch(self, batch: SchedulerOutput, previous: InFlight | None = None) -> InFlight:
+    def launch(
+        self,
+        batch: SchedulerOutput,
+        previous: InFlight | None = None,
+        before_sampling: Callable[[], None] | None = None,
+    ) -> InFlight:
         """Queues the batch on the device without waiting for it. Input tokens still in flight from
-        `previous` (placeholders in token_ids) are taken from its sampled ids on the device."""
+        `previous` (placeholders in token_ids) are taken from its sampled ids on the device.
+        `before_sampling` runs on the host once the forward pass is queued, before the sampling
+        tensors are built (the engine takes `previous`'s tokens there for the grammars' masks)."""
         inputs = self._prepare(batch)
         if inputs.patch_rows.numel():
             patch_in_flight(inputs.input_ids, inputs.patch_rows, previous.token_ids, inputs.patch_sources)
         meta = inputs.meta
         if not inputs.sample_seqs:
             self.model(inputs.input_ids, inputs.positions, meta)
+            if before_sampling is not None:
+                before_sampling()
             return InFlight([], [], None, None, None)
         replayed = None
         if self.graphs is not None and len(inputs.sample_seqs) == meta.num_seqs:
@@ -213,6 +223,8 @@ class ModelRunner:
             x, residual = self.model(inputs.input_ids, inputs.positions, meta)
             rows = inputs.token_rows
             logits, argmax = self.model.compute_logits(x[rows], residual[rows]), None
+        if before_sampling is not None:
+            before_sampling()
         st = SamplingTensors.build(inputs.sample_seqs, self.vocab_size, self.eos_token_ids, self.device)
         # filled on the host while the device runs the forward pass queued above
         if (bitmask := fill_token_bitmask(inputs.sample_seqs, self.vocab_size)) is not None:

@@ -119,10 +119,12 @@ def fill_token_bitmask(seqs: list[Sequence], vocab_size: int) -> torch.Tensor | 
     """[len(seqs), ceil(vocab / 32)] int32 on the host: each constrained sequence's allowed next tokens
     (xgrammar clears the ids the tokenizer lacks, such as a model's padded vocabulary), all bits set for
     the others; None when no sequence is constrained."""
-    if not any(s.grammar is not None for s in seqs):
+    rows = [row for row, seq in enumerate(seqs) if seq.grammar is not None and not seq.is_finished]
+    if not rows:
         return None
     bitmask = torch.full((len(seqs), bitmask_width(vocab_size)), -1, dtype=torch.int32)
-    for row, seq in enumerate(seqs):
-        if seq.grammar is not None:
-            seq.grammar.fill_next_token_bitmask(bitmask, row)
+    # one row at a time: xgrammar's BatchGrammarMatcher measured slower on the H200's host (its
+    # threads' start-up per call), bench/results/2026-12-04-structured-output.md
+    for row in rows:
+        seqs[row].grammar.fill_next_token_bitmask(bitmask, row)
     return bitmask
