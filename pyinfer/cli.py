@@ -150,18 +150,19 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
 def sampling_params_from_args(args: argparse.Namespace):
     """The flags given, over the model's sampling defaults."""
     from pyinfer.engine.sampling_params import SamplingParams
-    from pyinfer.generation_config import generation_defaults
+    from pyinfer.generation_config import generation_defaults, with_defaults
     from pyinfer.model_files import resolve_model
 
     defaults = generation_defaults(args.generation_config, *resolve_model(args.model, args.load_format))
-    given = {
-        "max_tokens": args.max_tokens,
-        "temperature": args.temperature,
-        "top_p": args.top_p,
-        "top_k": args.top_k,
-        "seed": args.sampling_seed,
-    }
-    return SamplingParams(**{**defaults, **{k: v for k, v in given.items() if v is not None}})
+    fields = with_defaults(
+        defaults,
+        max_tokens=args.max_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        seed=args.sampling_seed,
+    )
+    return SamplingParams(**fields)
 
 
 def cmd_serve(args: argparse.Namespace) -> None:

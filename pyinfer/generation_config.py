@@ -31,9 +31,10 @@ GGUF_FIELDS = {
     "general.sampling.min_p": "min_p",
     "general.sampling.penalty_repeat": "repetition_penalty",
 }
-# The embedded SmolLM2-135M-Instruct Q4_1 answers greedily. At its model card's temperature 0.2 and
-# top_p 0.9 it named Paris as the capital of France in only 10 of 24 samples: the file's weights open
-# that answer with a near-tie ("The" 0.152, "L" 0.140), and "L" runs on "L'Étoile, la Marseillaise, ...".
+# The embedded SmolLM2-135M-Instruct Q4_1 answers greedily: the file's weights open its answer to the
+# capital of France with a near-tie ("The" or "L", which runs on "L'Étoile, la Marseillaise, ..."), so
+# its model card's temperature 0.2 / top_p 0.9 often answers wrongly
+# (bench/results/2026-12-04-cpu-int4-accuracy.md).
 EMBEDDED_MODEL_DEFAULTS: dict[str, Any] = {"temperature": 0.0}
 
 
@@ -50,6 +51,11 @@ def generation_defaults(source: str, model_path: str, load_format: str) -> dict[
     if load_format == "gguf":
         return dict(EMBEDDED_MODEL_DEFAULTS) if is_default_model(model_path) else _from_gguf(model_path)
     return _from_hf_folder(Path(model_path))
+
+
+def with_defaults(defaults: dict[str, Any], **given: Any) -> dict[str, Any]:
+    """A request's fields over the defaults: a field given as None takes the default."""
+    return {**defaults, **{name: value for name, value in given.items() if value is not None}}
 
 
 def _from_hf_folder(folder: Path) -> dict[str, Any]:

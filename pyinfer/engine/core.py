@@ -69,9 +69,11 @@ class EngineCore:
                 if outputs:
                     self.send(StepOutputs(outputs))
                 for rid, error in self.engine.pop_rejected():
-                    self.send(
-                        Rejected(request_id=rid, message=str(error), param=getattr(error, "param", None))
-                    )
+                    self.reject(rid, error)
+
+    def reject(self, request_id: str, error: ValueError) -> None:
+        """Tell the server the engine refused a request, naming the field at fault where known."""
+        self.send(Rejected(request_id=request_id, message=str(error), param=getattr(error, "param", None)))
 
     def drain_input(self) -> None:
         """Handle every message waiting on the socket, without blocking."""
@@ -88,7 +90,7 @@ class EngineCore:
                 try:
                     self.engine.add_request(rid, ids, params)
                 except ValueError as e:
-                    self.send(Rejected(request_id=rid, message=str(e), param=getattr(e, "param", None)))
+                    self.reject(rid, e)
             case AbortRequest(request_ids=ids):
                 for rid in ids:
                     self.engine.abort(rid)

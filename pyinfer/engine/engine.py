@@ -44,7 +44,7 @@ class LLMEngine:
         # A GGUF's 4-bit blocks stay 4-bit on the CPU, in the default dtype too, except on the exact
         # path: --dtype float32 (or float16) without quantization.
         keep_file_blocks = config.dtype in ("auto", "bfloat16") or config.quantization != "none"
-        quantized = config.quantization != "none" or (self.load_format == "gguf" and keep_file_blocks)
+        quantized = keep_file_blocks if self.load_format == "gguf" else config.quantization != "none"
         dtype = resolve_dtype(config.dtype, device, integer_weights=quantized and integer_kernels_wanted())
         model = load_model(
             self.model_path, self.load_format, dtype, device, config.quantization, keep_file_blocks
@@ -208,7 +208,7 @@ class LLMEngine:
             step = previous
             before_sampling = lambda: outputs.extend(self._process(step))  # noqa: E731
         launched = self._launch(batch, previous, before_sampling) if batch.seqs else None
-        if previous is not None and (launched is None or before_sampling is None):
+        if previous is not None and before_sampling is None:
             outputs += self._process(previous)
         if launched is not None:
             if self.runner.is_cuda and self.config.overlap_scheduling:
@@ -310,7 +310,6 @@ class LLMEngine:
             "num_preemptions": self.scheduler.num_preemptions,
             "num_tokens_computed": self.num_tokens_computed,
             "num_constrained_requests": self.num_constrained_requests,
-            "grammar_compiles": self.grammars.num_compiled,
             "grammar_compile_seconds": round(self.grammars.compile_seconds, 4),
         }
 
@@ -323,7 +322,7 @@ def resolve_device(device: str | None) -> torch.device:
 
 
 def resolve_dtype(dtype: str, device: torch.device, integer_weights: bool = False) -> torch.dtype:
-    """ "auto": bf16 on the GPU and on CPUs with bf16 instructions, fp32 on other CPUs, and fp32 wherever
+    """For "auto": bf16 on the GPU and on CPUs with bf16 instructions, fp32 on other CPUs, and fp32 wherever
     our integer kernels run the quantized weights: they round the activations to int8 per group
     themselves, so bf16 buys their matmuls nothing, and its rounding of the residual stream on top
     doubles the logits' error of the dense steps (bench/results/2026-12-04-cpu-int4-accuracy.md)."""

@@ -3,15 +3,14 @@ sequence, and each step's packed token bitmask (one int32 word per 32 tokens, a 
 sequence) for the sampler to apply on the device.
 
 A request with a constraint waits here, outside the scheduler, until its grammar is compiled; the
-compile runs in a worker thread (with its own cache keyed by the constraint), so a large schema delays
-only its own request. The tokenizer's vocabulary, which xgrammar needs, is read in that thread too, on
+compile runs in a worker thread (xgrammar caches its results), so a large schema delays only its own
+request. The tokenizer's vocabulary, which xgrammar needs, is read in that thread too, on
 the first constrained request.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import re
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -22,15 +21,15 @@ import torch
 from pyinfer.engine.sampling_params import SamplingParamsError, StructuredOutput
 from pyinfer.engine.sequence import Sequence
 
-log = logging.getLogger(__name__)
-
 # Whitespace a JSON reply may put between two tokens of its structure: enough for any indentation a
 # model is likely to use, and a bound on the runs of spaces and newlines that loop until max_tokens.
 MAX_JSON_WHITESPACE = 16
+CACHE_BYTES = 256 * 2**20  # xgrammar's cache of compiled grammars, for repeated constraints
 
 
 class GrammarCompiler:
-    """Compiles constraints for one model's vocabulary, in a worker thread, caching the results."""
+    """Compiles constraints for one model's vocabulary in a worker thread. xgrammar caches what it
+    compiled, keyed by the constraint's text, within CACHE_BYTES."""
 
     def __init__(
         self,
@@ -41,34 +40,38 @@ class GrammarCompiler:
         stop_token_ids: list[int],
     ):
         self._tokenizer_args = (model_path, load_format, tokenizer_path)
-        self.vocab_size = vocab_size
-        self.stop_token_ids = stop_token_ids
+        self._vocab_size = vocab_size
+        self._stop_token_ids = stop_token_ids
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grammar")
         self._compiler: Any = None  # xgrammar's, built on the first compile
-        self._cache: dict[StructuredOutput, Future] = {}
-        self.num_compiled = 0
-        self.compile_seconds = 0.0
+        self.compile_seconds = 0.0  # in the worker thread, the tokenizer's vocabulary read included
 
     def submit(self, constraint: StructuredOutput) -> Future:
         """A future of the compiled grammar; it raises SamplingParamsError (naming the request's field)
         for a constraint that is invalid or uses what xgrammar does not support."""
-        future = self._cache.get(constraint)
-        if future is None or (future.done() and future.exception() is not None):
-            future = self._cache[constraint] = self._pool.submit(self._compile, constraint)
-        return future
+        return self._pool.submit(self._compile, constraint)
 
     def _compile(self, constraint: StructuredOutput) -> Any:
         import xgrammar as xgr
 
         start = time.perf_counter()
         if self._compiler is None:
-            self._compiler = xgr.GrammarCompiler(self._tokenizer_info(xgr))
+            self._compiler = xgr.GrammarCompiler(self._tokenizer_info(xgr), cache_limit_bytes=CACHE_BYTES)
+        kind, spec = constraint.kind, constraint.spec
         try:
-            grammar = _grammar(xgr, constraint)
+            if kind == "json":
+                compiled = self._compiler.compile_json_schema(
+                    spec, any_whitespace=True, max_whitespace_cnt=MAX_JSON_WHITESPACE, strict_mode=True
+                )
+            elif kind == "regex":
+                compiled = self._compiler.compile_regex(spec)
+            elif kind == "choice":
+                choices = " | ".join(json.dumps(choice) for choice in json.loads(spec))
+                compiled = self._compiler.compile_grammar(f"root ::= {choices}")
+            else:
+                compiled = self._compiler.compile_grammar(spec)
         except Exception as e:  # xgrammar raises RuntimeError / ValueError with its reason
             raise SamplingParamsError(constraint.param, f"is not a valid constraint: {_reason(e)}") from None
-        compiled = self._compiler.compile_grammar(grammar)
-        self.num_compiled += 1
         self.compile_seconds += time.perf_counter() - start
         return compiled
 
@@ -79,40 +82,20 @@ class GrammarCompiler:
         if tokenizer is None:
             raise SamplingParamsError("response_format", "this model has no tokenizer to constrain")
         return xgr.TokenizerInfo.from_huggingface(
-            tokenizer.hf, vocab_size=self.vocab_size, stop_token_ids=self.stop_token_ids
+            tokenizer.hf, vocab_size=self._vocab_size, stop_token_ids=self._stop_token_ids
         )
 
-    def matcher(self, compiled: Any) -> Any:
+    @staticmethod
+    def matcher(compiled: Any) -> Any:
         import xgrammar as xgr
 
         return xgr.GrammarMatcher(compiled)
-
-    def shutdown(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
-
-
-def _grammar(xgr: Any, constraint: StructuredOutput) -> Any:
-    kind, spec = constraint.kind, constraint.spec
-    if kind == "json":
-        return xgr.Grammar.from_json_schema(
-            spec, any_whitespace=True, max_whitespace_cnt=MAX_JSON_WHITESPACE, strict_mode=True
-        )
-    if kind == "regex":
-        return xgr.Grammar.from_regex(spec)
-    if kind == "choice":
-        choices = json.loads(spec)
-        return xgr.Grammar.from_ebnf("root ::= " + " | ".join(json.dumps(c) for c in choices))
-    return xgr.Grammar.from_ebnf(spec)
 
 
 def _reason(error: Exception) -> str:
     """xgrammar's message without its C++ traceback and source location ("[12:00:00] file.cc:12: ")."""
     lines = [line for line in str(error).strip().splitlines() if line.strip()]
     return re.sub(r"^\[[\d:]+\] \S+:\d+: ", "", lines[-1]) if lines else type(error).__name__
-
-
-def bitmask_width(vocab_size: int) -> int:
-    return -(-vocab_size // 32)
 
 
 def fill_token_bitmask(seqs: list[Sequence], vocab_size: int) -> torch.Tensor | None:
@@ -122,7 +105,7 @@ def fill_token_bitmask(seqs: list[Sequence], vocab_size: int) -> torch.Tensor | 
     rows = [row for row, seq in enumerate(seqs) if seq.grammar is not None and not seq.is_finished]
     if not rows:
         return None
-    bitmask = torch.full((len(seqs), bitmask_width(vocab_size)), -1, dtype=torch.int32)
+    bitmask = torch.full((len(seqs), -(-vocab_size // 32)), -1, dtype=torch.int32)
     # one row at a time: xgrammar's BatchGrammarMatcher measured slower on the H200's host (its
     # threads' start-up per call), bench/results/2026-12-04-structured-output.md
     for row in rows:

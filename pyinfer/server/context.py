@@ -14,7 +14,7 @@ from fastapi import Request
 from pyinfer.config import EngineConfig
 from pyinfer.engine.core_client import AsyncEngineClient
 from pyinfer.engine.sampling_params import SamplingParams, SamplingParamsError
-from pyinfer.generation_config import describe, generation_defaults
+from pyinfer.generation_config import describe, generation_defaults, with_defaults
 from pyinfer.model_files import resolve_model
 from pyinfer.server.config import ServerConfig
 from pyinfer.server.errors import OpenAIError, bad_request, unavailable
@@ -42,11 +42,11 @@ class ServerContext:
         self.engine_config = engine_config
         self.model_path, self.load_format = resolve_model(engine_config.model, engine_config.load_format)
         self.model_name = config.served_model_name or Path(self.model_path).stem
-        self.sampling_defaults = generation_defaults(
-            config.generation_config, self.model_path, self.load_format
-        )
-        SamplingParams(**self.sampling_defaults)  # a file's impossible value fails here, not in a request
-        log.info("sampling defaults for requests that leave them out: %s", describe(self.sampling_defaults))
+        # What a request leaves out: the model's sampling defaults, --max-tokens over its own limit
+        model_defaults = generation_defaults(config.generation_config, self.model_path, self.load_format)
+        self.request_defaults = with_defaults(model_defaults, max_tokens=config.max_tokens)
+        SamplingParams(**self.request_defaults)  # a file's impossible value fails here, not in a request
+        log.info("sampling defaults for requests that leave them out: %s", describe(self.request_defaults))
         self.engine = AsyncEngineClient(engine_config, config.log_level, config.log_format)
         self.tokenizer: Tokenizer | None = None
         self.tokenizer_loaded = False
@@ -83,13 +83,6 @@ class ServerContext:
         if problem := body.unsupported():
             raise bad_request(problem[1], param=problem[0])
         return body.engine_params(self.request_defaults), self.require_tokenizer()
-
-    @property
-    def request_defaults(self) -> dict[str, Any]:
-        """The model's sampling defaults, with --max-tokens over the model's own limit."""
-        if self.config.max_tokens is None:
-            return self.sampling_defaults
-        return {**self.sampling_defaults, "max_tokens": self.config.max_tokens}
 
     def require_ready(self) -> None:
         if self.engine.dead:

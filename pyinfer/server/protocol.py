@@ -10,7 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from pyinfer.engine.sampling_params import SamplingParams, SamplingParamsError
+from pyinfer.engine.sampling_params import SamplingParams, SamplingParamsError, StructuredOutput
+from pyinfer.generation_config import with_defaults
 from pyinfer.server.protocol_base import Request
 from pyinfer.server.protocol_structured import ResponseFormat, StructuredOutputs, one_constraint
 
@@ -47,7 +48,7 @@ class SamplingRequest(Request):
     response_format: ResponseFormat | None = None
     structured_outputs: StructuredOutputs | None = None
 
-    def constraint(self):
+    def constraint(self) -> StructuredOutput | None:
         """The output's constraint, if the request sets one (response_format or structured_outputs)."""
         return one_constraint(
             self.response_format.constraint() if self.response_format else None,
@@ -69,24 +70,19 @@ class SamplingRequest(Request):
                 bias = {int(token): value for token, value in self.logit_bias.items()}
             except ValueError:
                 raise SamplingParamsError("logit_bias", "keys must be token ids") from None
-        optional = {
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "top_k": self.top_k,
-            "min_p": self.min_p,
-            "n": self.n,
-            "seed": self.seed,
-            "presence_penalty": self.presence_penalty,
-            "frequency_penalty": self.frequency_penalty,
-            "repetition_penalty": self.repetition_penalty,
-        }
-        given = {k: v for k, v in optional.items() if v is not None}
-        if max_tokens is not None:
-            given["max_tokens"] = max_tokens
-        if constraint := self.constraint():
-            given["structured"] = constraint
-        return SamplingParams(
-            **{"max_tokens": None, **defaults, **given},  # no limit anywhere: until the context is full
+        return engine_sampling_params(
+            defaults,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            min_p=self.min_p,
+            n=self.n,
+            seed=self.seed,
+            presence_penalty=self.presence_penalty,
+            frequency_penalty=self.frequency_penalty,
+            repetition_penalty=self.repetition_penalty,
+            max_tokens=max_tokens,
+            structured=self.constraint(),
             min_tokens=self.min_tokens,
             stop=[self.stop] if isinstance(self.stop, str) else list(self.stop or []),
             stop_token_ids=self.stop_token_ids or [],
@@ -96,6 +92,12 @@ class SamplingRequest(Request):
             logprobs=logprobs,
             skip_special_tokens=self.skip_special_tokens,
         )
+
+
+def engine_sampling_params(defaults: dict[str, Any], **given: Any) -> SamplingParams:
+    """The request's fields (those not None) over the server's defaults; with max_tokens in neither,
+    generation runs until the context is full."""
+    return SamplingParams(**{"max_tokens": None, **with_defaults(defaults, **given)})
 
 
 class TextPart(Request):

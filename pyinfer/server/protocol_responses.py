@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from pyinfer.engine.sampling_params import SamplingParams, SamplingParamsError
-from pyinfer.server.protocol import ChatMessage, Performance, Request, Usage
+from pyinfer.server.protocol import ChatMessage, Performance, Request, Usage, engine_sampling_params
 from pyinfer.server.protocol_structured import TextFormat
 
 
@@ -59,12 +59,14 @@ class ResponsesRequest(Request):
         return [m.template_dict() for m in self.input]
 
     def engine_params(self, defaults: dict[str, Any]) -> SamplingParams:
-        given = {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_output_tokens}
         try:
-            given = {k: v for k, v in given.items() if v is not None}
-            if self.text and self.text.format and (constraint := self.text.format.constraint()):
-                given["structured"] = constraint
-            return SamplingParams(**{"max_tokens": None, **defaults, **given})
+            return engine_sampling_params(
+                defaults,
+                temperature=self.temperature,
+                top_p=self.top_p,
+                max_tokens=self.max_output_tokens,
+                structured=self.text.format.constraint() if self.text and self.text.format else None,
+            )
         except SamplingParamsError as e:  # the Responses API names the limit max_output_tokens
             if e.param == "max_tokens":
                 raise SamplingParamsError("max_output_tokens", str(e).removeprefix("max_tokens ")) from None

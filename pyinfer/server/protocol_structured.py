@@ -31,13 +31,8 @@ class ResponseFormat(Request):
     json_schema: JsonSchema | None = None
 
     def constraint(self) -> StructuredOutput | None:
-        if self.type == "text":
-            return None
-        if self.type == "json_object":
-            return StructuredOutput(kind="json", spec=ANY_OBJECT)
-        if self.json_schema is None or self.json_schema.schema_ is None:
-            raise SamplingParamsError("response_format", "of type json_schema needs json_schema.schema")
-        return StructuredOutput(kind="json", spec=json.dumps(self.json_schema.schema_))
+        schema = self.json_schema.schema_ if self.json_schema else None
+        return _format_constraint(self.type, schema, "response_format")
 
 
 class TextFormat(Request):
@@ -52,13 +47,7 @@ class TextFormat(Request):
     strict: bool | None = None
 
     def constraint(self) -> StructuredOutput | None:
-        if self.type == "text":
-            return None
-        if self.type == "json_object":
-            return StructuredOutput(kind="json", spec=ANY_OBJECT, param="text.format")
-        if self.schema_ is None:
-            raise SamplingParamsError("text.format", "of type json_schema needs a schema")
-        return StructuredOutput(kind="json", spec=json.dumps(self.schema_), param="text.format")
+        return _format_constraint(self.type, self.schema_, "text.format")
 
 
 class StructuredOutputs(Request):
@@ -101,6 +90,17 @@ class StructuredOutputs(Request):
                 raise SamplingParamsError(param, "needs at least one choice, none of them empty")
             return StructuredOutput(kind="choice", spec=json.dumps(value), param=param)
         return StructuredOutput(kind=name, spec=value, param=param)
+
+
+def _format_constraint(kind: str, schema: dict[str, Any] | None, param: str) -> StructuredOutput | None:
+    """OpenAI's output formats: text (none), json_object (any object), json_schema (its schema)."""
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return StructuredOutput(kind="json", spec=ANY_OBJECT, param=param)
+    if schema is None:
+        raise SamplingParamsError(param, "of type json_schema needs a schema")
+    return StructuredOutput(kind="json", spec=json.dumps(schema), param=param)
 
 
 def one_constraint(*constraints: StructuredOutput | None) -> StructuredOutput | None:

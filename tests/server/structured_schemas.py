@@ -4,119 +4,55 @@ temperature 1 ends well inside max_tokens."""
 
 from __future__ import annotations
 
+
+def closed(properties: dict, required: list[str] | None = None) -> dict:
+    """An object with these properties and no others, all of them required unless `required` says."""
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties) if required is None else required,
+        "additionalProperties": False,
+    }
+
+
+def integer(low: int, high: int) -> dict:
+    return {"type": "integer", "minimum": low, "maximum": high}
+
+
 NAME = {"type": "string", "minLength": 1, "maxLength": 24}
+POINT = closed({"x": integer(0, 99), "y": integer(0, 99)})
 
 SCHEMAS: dict[str, dict] = {
-    "flat": {
-        "type": "object",
-        "properties": {"name": NAME, "age": {"type": "integer", "minimum": 0, "maximum": 120}},
-        "required": ["name", "age"],
-        "additionalProperties": False,
-    },
-    "optional_fields": {
-        "type": "object",
-        "properties": {
-            "title": NAME,
-            "subtitle": NAME,
-            "pages": {"type": "integer", "minimum": 1, "maximum": 999},
-        },
-        "required": ["title"],
-        "additionalProperties": False,
-    },
-    "nested": {
-        "type": "object",
-        "properties": {
-            "user": {
-                "type": "object",
-                "properties": {"id": {"type": "integer", "minimum": 1, "maximum": 10000}, "email": NAME},
-                "required": ["id", "email"],
-                "additionalProperties": False,
-            },
-            "active": {"type": "boolean"},
-        },
-        "required": ["user", "active"],
-        "additionalProperties": False,
-    },
-    "bounded_array": {
-        "type": "object",
-        "properties": {"tags": {"type": "array", "items": NAME, "minItems": 2, "maxItems": 3}},
-        "required": ["tags"],
-        "additionalProperties": False,
-    },
-    "enum": {
-        "type": "object",
-        "properties": {"color": {"enum": ["red", "green", "blue"]}, "size": {"enum": ["S", "M", "L"]}},
-        "required": ["color", "size"],
-        "additionalProperties": False,
-    },
-    "any_of": {
-        "type": "object",
-        "properties": {
-            "value": {"anyOf": [{"type": "integer", "minimum": -5, "maximum": 5}, {"type": "boolean"}]}
-        },
-        "required": ["value"],
-        "additionalProperties": False,
-    },
+    "flat": closed({"name": NAME, "age": integer(0, 120)}),
+    "optional_fields": closed(
+        {"title": NAME, "subtitle": NAME, "pages": integer(1, 999)}, required=["title"]
+    ),
+    "nested": closed(
+        {"user": closed({"id": integer(1, 10000), "email": NAME}), "active": {"type": "boolean"}}
+    ),
+    "bounded_array": closed({"tags": {"type": "array", "items": NAME, "minItems": 2, "maxItems": 3}}),
+    "enum": closed({"color": {"enum": ["red", "green", "blue"]}, "size": {"enum": ["S", "M", "L"]}}),
+    "any_of": closed({"value": {"anyOf": [integer(-5, 5), {"type": "boolean"}]}}),
     "ref": {
-        "type": "object",
-        "$defs": {
-            "point": {
-                "type": "object",
-                "properties": {
-                    "x": {"type": "integer", "minimum": 0, "maximum": 99},
-                    "y": {"type": "integer", "minimum": 0, "maximum": 99},
-                },
-                "required": ["x", "y"],
-                "additionalProperties": False,
-            }
-        },
-        "properties": {"start": {"$ref": "#/$defs/point"}, "end": {"$ref": "#/$defs/point"}},
-        "required": ["start", "end"],
-        "additionalProperties": False,
+        **closed({"start": {"$ref": "#/$defs/point"}, "end": {"$ref": "#/$defs/point"}}),
+        "$defs": {"point": POINT},
     },
-    "number_bounds": {
-        "type": "object",
-        "properties": {
-            "score": {"type": "number", "minimum": 0, "maximum": 1},
-            "count": {"type": "integer", "minimum": 10, "maximum": 20},
-        },
-        "required": ["score", "count"],
-        "additionalProperties": False,
-    },
-    "array_of_objects": {
-        "type": "object",
-        "properties": {
+    "number_bounds": closed(
+        {"score": {"type": "number", "minimum": 0, "maximum": 1}, "count": integer(10, 20)}
+    ),
+    "array_of_objects": closed(
+        {
             "items": {
                 "type": "array",
-                "items": {
-                    "type": "object",
-                    "properties": {"sku": NAME, "qty": {"type": "integer", "minimum": 1, "maximum": 9}},
-                    "required": ["sku", "qty"],
-                    "additionalProperties": False,
-                },
+                "items": closed({"sku": NAME, "qty": integer(1, 9)}),
                 "minItems": 1,
                 "maxItems": 2,
             }
-        },
-        "required": ["items"],
-        "additionalProperties": False,
-    },
-    "string_enum_const": {
-        "type": "object",
-        "properties": {"kind": {"const": "event"}, "level": {"type": "string", "enum": ["low", "high"]}},
-        "required": ["kind", "level"],
-        "additionalProperties": False,
-    },
-    "top_level_array": {
-        "type": "array",
-        "items": {"type": "integer", "minimum": 0, "maximum": 9},
-        "minItems": 1,
-        "maxItems": 4,
-    },
-    "nullable": {
-        "type": "object",
-        "properties": {"note": {"anyOf": [NAME, {"type": "null"}]}, "ok": {"type": "boolean"}},
-        "required": ["note", "ok"],
-        "additionalProperties": False,
-    },
+        }
+    ),
+    "string_enum_const": closed(
+        {"kind": {"const": "event"}, "level": {"type": "string", "enum": ["low", "high"]}}
+    ),
+    "top_level_array": {"type": "array", "items": integer(0, 9), "minItems": 1, "maxItems": 4},
+    "nullable": closed({"note": {"anyOf": [NAME, {"type": "null"}]}, "ok": {"type": "boolean"}}),
 }
