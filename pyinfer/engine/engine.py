@@ -18,7 +18,7 @@ from pyinfer.engine.sampling_params import SamplingParams, SamplingParamsError
 from pyinfer.engine.scheduler import Scheduler
 from pyinfer.engine.sequence import Sequence
 from pyinfer.engine.structured_output import GrammarCompiler
-from pyinfer.layers.quantization import integer_kernels_wanted
+from pyinfer.layers import quantization
 from pyinfer.model_files import resolve_model
 from pyinfer.models.loader import load_model
 
@@ -45,7 +45,9 @@ class LLMEngine:
         # path: --dtype float32 (or float16) without quantization.
         keep_file_blocks = config.dtype in ("auto", "bfloat16") or config.quantization != "none"
         quantized = keep_file_blocks if self.load_format == "gguf" else config.quantization != "none"
-        dtype = resolve_dtype(config.dtype, device, integer_weights=quantized and integer_kernels_wanted())
+        dtype = resolve_dtype(
+            config.dtype, device, integer_weights=quantized and quantization.integer_kernels_wanted()
+        )
         model = load_model(
             self.model_path, self.load_format, dtype, device, config.quantization, keep_file_blocks
         )
