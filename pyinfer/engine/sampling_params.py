@@ -7,13 +7,14 @@ import math
 import msgspec
 
 MAX_LOGPROBS = 20
-STRUCTURED_KINDS = ("json", "regex", "choice", "grammar")
+STRUCTURED_KINDS = ("json", "regex", "choice", "grammar", "structural_tag")
 
 
 class StructuredOutput(msgspec.Struct, kw_only=True, frozen=True):
     """A constraint the output must satisfy, compiled to a grammar in the engine: `spec` is a JSON
-    schema as JSON text (kind json), a regular expression (regex), a JSON list of strings (choice) or
-    an EBNF grammar (grammar). `param` is the request field it came from, for error messages."""
+    schema as JSON text (kind json), a regular expression (regex), a JSON list of strings (choice), an
+    EBNF grammar (grammar) or xgrammar's structural tag as JSON (structural_tag: tool calls). `param`
+    is the request field it came from, for error messages."""
 
     kind: str
     spec: str

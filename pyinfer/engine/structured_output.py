@@ -65,6 +65,8 @@ class GrammarCompiler:
                 )
             elif kind == "regex":
                 compiled = self._compiler.compile_regex(spec)
+            elif kind == "structural_tag":
+                compiled = self._compiler.compile_structural_tag(spec)
             elif kind == "choice":
                 choices = " | ".join(json.dumps(choice) for choice in json.loads(spec))
                 compiled = self._compiler.compile_grammar(f"root ::= {choices}")

@@ -6,6 +6,7 @@ import argparse
 from dataclasses import dataclass, field
 
 from pyinfer.cli import add_generation_config_argument, env_default
+from pyinfer.server.tool_formats import PARSER_CHOICES
 
 
 @dataclass
@@ -15,6 +16,7 @@ class ServerConfig:
     served_model_name: str | None = None  # None: named after the model file or folder
     max_tokens: int | None = None  # generation limit when a request sets none; None: the context limit
     generation_config: str = "auto"  # sampling defaults: auto (the model's), none (OpenAI's) or a folder
+    tool_call_parser: str = "auto"  # the tool-call format: auto (the chat template's), generic or a format
     cors_origins: list[str] = field(default_factory=list)
     log_level: str = "info"
     log_format: str = "text"  # text | json
@@ -25,6 +27,10 @@ class ServerConfig:
     def __post_init__(self) -> None:
         if self.log_format not in ("text", "json"):
             raise ValueError(f"log_format must be text or json, not {self.log_format!r}")
+        if self.tool_call_parser not in PARSER_CHOICES:
+            raise ValueError(
+                f"tool_call_parser must be one of {PARSER_CHOICES}, not {self.tool_call_parser!r}"
+            )
         if self.max_tokens is not None and self.max_tokens < 1:
             raise ValueError("max_tokens must be at least 1")
         if self.drain_timeout < 0:
@@ -52,6 +58,13 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         help="generation limit when a request sets none (env MAX_TOKENS; default: the context limit)",
     )
     add_generation_config_argument(g)
+    g.add_argument(
+        "--tool-call-parser",
+        default=env_default("TOOL_CALL_PARSER", d.tool_call_parser),
+        choices=PARSER_CHOICES,
+        help="how tools are given and calls read: auto (what the chat template implies), generic (our "
+        "prompt, hermes calls, for any model), or a format (env TOOL_CALL_PARSER)",
+    )
     g.add_argument(
         "--cors-origins",
         default=env_default("CORS_ORIGINS", ""),
@@ -98,6 +111,7 @@ def server_config_from_args(args: argparse.Namespace) -> ServerConfig:
         served_model_name=args.served_model_name,
         max_tokens=args.max_tokens,
         generation_config=args.generation_config,
+        tool_call_parser=args.tool_call_parser,
         cors_origins=[o.strip() for o in args.cors_origins.split(",") if o.strip()],
         log_level=args.log_level,
         log_format=args.log_format,

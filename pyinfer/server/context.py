@@ -7,8 +7,9 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
+import msgspec
 from fastapi import Request
 
 from pyinfer.config import EngineConfig
@@ -18,7 +19,11 @@ from pyinfer.generation_config import describe, generation_defaults, with_defaul
 from pyinfer.model_files import resolve_model
 from pyinfer.server.config import ServerConfig
 from pyinfer.server.errors import OpenAIError, bad_request, unavailable
+from pyinfer.server.protocol_tools import ToolRequest
 from pyinfer.server.response_store import ResponseStore
+from pyinfer.server.tool_formats import tool_support
+from pyinfer.server.tool_parser import ToolCallParser
+from pyinfer.server.tool_prompt import chat_prompt
 from pyinfer.tokenizer import Tokenizer, load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -35,6 +40,16 @@ class GenerationRequest(Protocol):
 
     def engine_params(self, defaults: dict[str, Any]) -> SamplingParams: ...
 
+    def tool_request(self) -> ToolRequest | None: ...
+
+
+class Admitted(NamedTuple):
+    """A request past admission: its engine parameters, the tokenizer, its tools (if any)."""
+
+    params: SamplingParams
+    tokenizer: Tokenizer
+    tools: ToolRequest | None
+
 
 class ServerContext:
     def __init__(self, config: ServerConfig, engine_config: EngineConfig):
@@ -50,6 +65,8 @@ class ServerContext:
         self.engine = AsyncEngineClient(engine_config, config.log_level, config.log_format)
         self.tokenizer: Tokenizer | None = None
         self.tokenizer_loaded = False
+        self.tool_support = tool_support(None, config.tool_call_parser)  # the template's, once loaded
+        self.num_tool_call_failures = 0  # call markup that did not parse as a call, over all replies
         self.responses = ResponseStore(config.max_stored_responses, config.stored_response_ttl)
         self.draining = False  # set on SIGTERM/SIGINT: no new work
         self.created = int(time.time())
@@ -62,6 +79,12 @@ class ServerContext:
             load_tokenizer, self.model_path, self.load_format, self.engine_config.tokenizer
         )
         self.tokenizer_loaded = True
+        if self.tokenizer is not None:
+            self.tool_support = tool_support(self.tokenizer.hf.chat_template, self.config.tool_call_parser)
+            how = (
+                "the chat template" if self.tool_support.template_renders_tools else "the generic tool prompt"
+            )
+            log.info("tools: given by %s, calls read as %s", how, self.tool_support.format.name)
         ready = await self.engine.wait_ready()
         log.info("ready to serve %s (max_model_len %d)", self.model_name, ready.max_model_len)
 
@@ -76,13 +99,19 @@ class ServerContext:
         return self.engine.ready is not None and self.tokenizer_loaded and not self.engine.dead
 
     # ---- checks routes make before generating ---------------------------------------------------
-    def admit(self, body: GenerationRequest) -> tuple[SamplingParams, Tokenizer]:
-        """The checks every generation request passes, in this order, then its sampling parameters."""
+    def admit(self, body: GenerationRequest) -> Admitted:
+        """The checks every generation request passes, in this order, then its sampling parameters;
+        a request that offers tools is decoded under the grammar of their calls, markup kept."""
         self.check_model(body.model)
         self.require_ready()
         if problem := body.unsupported():
             raise bad_request(problem[1], param=problem[0])
-        return body.engine_params(self.request_defaults), self.require_tokenizer()
+        params = body.engine_params(self.request_defaults)
+        tools = body.tool_request()
+        if tools is not None and tools.active:
+            constraint = tools.constraint(self.tool_support.format, params.structured)
+            params = msgspec.structs.replace(params, structured=constraint, skip_special_tokens=False)
+        return Admitted(params, self.require_tokenizer(), tools)
 
     def require_ready(self) -> None:
         if self.engine.dead:
@@ -129,12 +158,26 @@ class ServerContext:
             return tokenizer.encode(text, add_special_tokens)
         return await asyncio.to_thread(tokenizer.encode, text, add_special_tokens)
 
-    async def encode_chat(self, messages: list[dict[str, Any]]) -> list[int]:
+    def tool_parsers(self, tools: ToolRequest | None) -> Callable[[], ToolCallParser] | None:
+        """A maker of one parser per choice of a reply, where the request offers tools."""
+        if tools is None or not tools.active:
+            return None
+
+        def failed() -> None:
+            self.num_tool_call_failures += 1
+
+        return lambda: tools.parser(self.tool_support.format, failed)
+
+    async def encode_chat(
+        self, messages: list[dict[str, Any]], tools: ToolRequest | None = None
+    ) -> list[int]:
+        """The prompt of a conversation, with the tools it offers as the model is given them."""
         tokenizer = self.require_tokenizer()
+        messages, template_tools = chat_prompt(messages, tools, self.tool_support)
         try:
             if sum(len(m["content"]) for m in messages) <= INLINE_TOKENIZE_CHARS:
-                return tokenizer.encode_chat(messages)
-            return await asyncio.to_thread(tokenizer.encode_chat, messages)
+                return tokenizer.encode_chat(messages, template_tools)
+            return await asyncio.to_thread(tokenizer.encode_chat, messages, template_tools)
         except ValueError as e:  # no chat template
             raise bad_request(str(e), param="messages") from None
 

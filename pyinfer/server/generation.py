@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
@@ -13,6 +13,8 @@ from pyinfer.engine.detokenizer import IncrementalDetokenizer
 from pyinfer.engine.messages import RequestMetrics, SeqOutput, TokenLogprob
 from pyinfer.engine.sampling_params import SamplingParams
 from pyinfer.server.protocol import Performance, PromptTokensDetails, Usage
+from pyinfer.server.protocol_tools import FunctionCall, ToolCall
+from pyinfer.server.tool_parser import Parsed, ToolCallDelta, ToolCallParser
 from pyinfer.tokenizer import Tokenizer
 
 
@@ -20,7 +22,9 @@ from pyinfer.tokenizer import Tokenizer
 class Choice:
     index: int
     detokenizer: IncrementalDetokenizer
-    text: str = ""
+    parser: ToolCallParser | None = None  # where the request offers tools
+    text: str = ""  # the content: without the tool calls' markup
+    tool_calls: list[ToolCall] = field(default_factory=list)
     num_tokens: int = 0
     logprobs: list[TokenLogprob] = field(default_factory=list)
     finish_reason: str | None = None
@@ -42,6 +46,17 @@ class Choice:
             decode_iterations=max(self.num_tokens - 1, 0),
         )
 
+    def add(self, parsed: Parsed) -> None:
+        """The parser's output joined into the whole reply."""
+        self.text += parsed.content
+        for delta in parsed.calls:
+            if delta.name is not None:
+                assert delta.id is not None
+                self.tool_calls.append(
+                    ToolCall(id=delta.id, function=FunctionCall(name=delta.name, arguments=""))
+                )
+            self.tool_calls[delta.index].function.arguments += delta.arguments
+
 
 @dataclass
 class Delta:
@@ -51,6 +66,7 @@ class Delta:
     text: str
     logprobs: list[TokenLogprob] | None
     finish_reason: str | None
+    tool_calls: list[ToolCallDelta] = field(default_factory=list)
 
 
 class Generation:
@@ -62,6 +78,7 @@ class Generation:
         prompt_token_ids: list[int],
         params: SamplingParams,
         index_offset: int = 0,  # where this prompt's choices start in a multi-prompt reply
+        tool_parser: Callable[[], ToolCallParser] | None = None,  # one parser per choice
     ):
         self.engine = engine
         self.request_id = request_id
@@ -74,6 +91,7 @@ class Generation:
                 IncrementalDetokenizer(
                     tokenizer, params.stop, params.include_stop_str_in_output, params.skip_special_tokens
                 ),
+                tool_parser() if tool_parser else None,
             )
             for i in range(params.n)
         ]
@@ -109,12 +127,19 @@ class Generation:
             if finish is None:
                 self.engine.abort(self.request_id, out.index)
             finish = "stop"
-        choice.text += text
+        parsed = Parsed(content=text)
+        if choice.parser is not None:
+            parsed = choice.parser.feed(text)
+            if finish is not None:
+                parsed.join(choice.parser.finish())
+                if finish == "stop" and choice.parser.num_calls:
+                    finish = "tool_calls"
+        choice.add(parsed)
         choice.finish_reason = finish
         choice.metrics = out.metrics
-        if not text and finish is None and not out.logprobs:
+        if not parsed.content and not parsed.calls and finish is None and not out.logprobs:
             return None
-        return Delta(self.index_offset + out.index, text, out.logprobs, finish)
+        return Delta(self.index_offset + out.index, parsed.content, out.logprobs, finish, parsed.calls)
 
 
 async def run_all(generations: list[Generation]) -> AsyncIterator[Delta]:

@@ -6,14 +6,24 @@ fields they do not know. Replies follow OpenAI's shapes, plus `usage.performance
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from pyinfer.engine.sampling_params import SamplingParams, SamplingParamsError, StructuredOutput
 from pyinfer.generation_config import with_defaults
 from pyinfer.server.protocol_base import Request
 from pyinfer.server.protocol_structured import ResponseFormat, StructuredOutputs, one_constraint
+from pyinfer.server.protocol_tools import (
+    ChatNamedToolChoice,
+    ChatTool,
+    ToolCall,
+    ToolCallChunk,
+    ToolChoiceMode,
+    ToolRequest,
+    chat_tool_choice,
+)
 
 
 # ---- requests -------------------------------------------------------------------------------------
@@ -106,16 +116,48 @@ class TextPart(Request):
 
 
 class ChatMessage(Request):
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
     name: str | None = None
+    tool_calls: list[ToolCall] | None = None  # an assistant's earlier calls
+    tool_call_id: str | None = None  # a tool's result: the call it answers
 
-    def template_dict(self) -> dict[str, str]:
-        """The message as chat templates take it: `developer` is a system role, parts joined."""
+    @model_validator(mode="after")
+    def _tool_fields(self) -> ChatMessage:
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a message of role tool needs a tool_call_id")
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("only an assistant message may have tool_calls")
+        return self
+
+    def template_dict(self) -> dict[str, Any]:
+        """The message as chat templates take it: `developer` is a system role, parts joined, calls'
+        arguments as objects (templates write them with tojson)."""
         content = (
             self.content if isinstance(self.content, str) else "".join(p.text for p in self.content or [])
         )
-        return {"role": "system" if self.role == "developer" else self.role, "content": content}
+        message: dict[str, Any] = {
+            "role": "system" if self.role == "developer" else self.role,
+            "content": content,
+        }
+        if self.tool_calls:
+            message["tool_calls"] = [
+                template_tool_call(c.id, c.function.name, c.function.arguments) for c in self.tool_calls
+            ]
+        if self.tool_call_id:
+            message["tool_call_id"] = self.tool_call_id
+        if self.name and self.role == "tool":
+            message["name"] = self.name
+        return message
+
+
+def template_tool_call(call_id: str, name: str, arguments: str) -> dict[str, Any]:
+    """An earlier call as chat templates take it: arguments as an object where they parse as one."""
+    try:
+        parsed: Any = json.loads(arguments)
+    except ValueError:
+        parsed = arguments
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": parsed}}
 
 
 class ChatCompletionRequest(SamplingRequest):
@@ -123,12 +165,19 @@ class ChatCompletionRequest(SamplingRequest):
     max_completion_tokens: int | None = None
     logprobs: bool | None = False
     top_logprobs: int | None = None
-    tools: list[Any] | None = None
+    tools: list[ChatTool] | None = None
+    tool_choice: ToolChoiceMode | ChatNamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+
+    def tool_request(self) -> ToolRequest | None:
+        return ToolRequest.of(
+            [t.function for t in self.tools or []],
+            chat_tool_choice(self.tool_choice),
+            self.parallel_tool_calls,
+        )
 
     def unsupported(self) -> tuple[str, str] | None:
         """(param, message) for a feature we do not serve yet, rather than ignore in silence."""
-        if self.tools:
-            return "tools", "tool calling is not supported yet"
         if self.top_logprobs and not self.logprobs:
             return "top_logprobs", "needs logprobs set to true"
         return None
@@ -163,6 +212,9 @@ class CompletionRequest(SamplingRequest):
 
     def engine_params(self, defaults: dict[str, Any]) -> SamplingParams:
         return self.sampling_params(self.max_tokens, defaults, self.logprobs)
+
+    def tool_request(self) -> None:
+        return None
 
 
 class TokenizeRequest(Request):
@@ -217,7 +269,8 @@ class ChatLogprobs(BaseModel):
 
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
+    tool_calls: list[ToolCall] | None = Field(default=None, exclude_if=lambda v: not v)
 
 
 class ChatChoice(BaseModel):
@@ -239,6 +292,7 @@ class ChatCompletion(BaseModel):
 class ChatDelta(BaseModel):
     role: Literal["assistant"] | None = Field(default=None, exclude_if=lambda v: v is None)
     content: str | None = Field(default=None, exclude_if=lambda v: v is None)
+    tool_calls: list[ToolCallChunk] | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
 class ChatChunkChoice(BaseModel):

@@ -7,8 +7,22 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from pyinfer.engine.sampling_params import SamplingParams, SamplingParamsError
-from pyinfer.server.protocol import ChatMessage, Performance, Request, Usage, engine_sampling_params
+from pyinfer.server.protocol import (
+    ChatMessage,
+    Performance,
+    Request,
+    Usage,
+    engine_sampling_params,
+    template_tool_call,
+)
 from pyinfer.server.protocol_structured import TextFormat
+from pyinfer.server.protocol_tools import (
+    ResponsesNamedToolChoice,
+    ResponsesTool,
+    ToolChoiceMode,
+    ToolRequest,
+    responses_tool_choice,
+)
 
 
 # ---- requests -------------------------------------------------------------------------------------
@@ -24,13 +38,37 @@ class InputMessage(ChatMessage):
     content: str | list[InputText]
 
 
+class FunctionCallInput(Request):
+    """An earlier call of the model, as a Responses output item sent back."""
+
+    type: Literal["function_call"]
+    call_id: str
+    name: str
+    arguments: str
+    id: str | None = None
+    status: str | None = None
+
+
+class FunctionCallOutputInput(Request):
+    """A tool's result for the call `call_id`."""
+
+    type: Literal["function_call_output"]
+    call_id: str
+    output: str | list[InputText]
+    id: str | None = None
+    status: str | None = None
+
+
+InputItem = InputMessage | FunctionCallInput | FunctionCallOutputInput
+
+
 class TextConfig(Request):
     format: TextFormat | None = None
 
 
 class ResponsesRequest(Request):
     model: str | None = None
-    input: str | list[InputMessage]
+    input: str | list[InputItem]
     instructions: str | None = None
     max_output_tokens: int | None = None
     temperature: float | None = None
@@ -41,22 +79,39 @@ class ResponsesRequest(Request):
     user: str | None = None
     stream: bool | None = False
     background: bool | None = False
-    tools: list[Any] | None = None
+    tools: list[ResponsesTool] | None = None
+    tool_choice: ToolChoiceMode | ResponsesNamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
     text: TextConfig | None = None
+
+    def tool_request(self) -> ToolRequest | None:
+        return ToolRequest.of(self.tools, responses_tool_choice(self.tool_choice), self.parallel_tool_calls)
 
     def unsupported(self) -> tuple[str, str] | None:
         """(param, message) for a feature we do not serve yet, rather than ignore in silence."""
-        if self.tools:
-            return "tools", "tool calling is not supported yet"
         if self.background:
             return "background", "background responses are not supported yet"
         return None
 
-    def messages(self) -> list[dict[str, str]]:
-        """The input as chat-template messages."""
+    def messages(self) -> list[dict[str, Any]]:
+        """The input as chat-template messages: calls join the assistant turn before them, results
+        are tool messages."""
         if isinstance(self.input, str):
             return [{"role": "user", "content": self.input}]
-        return [m.template_dict() for m in self.input]
+        messages: list[dict[str, Any]] = []
+        for item in self.input:
+            if isinstance(item, FunctionCallInput):
+                call = template_tool_call(item.call_id, item.name, item.arguments)
+                if messages and messages[-1]["role"] == "assistant":
+                    messages[-1].setdefault("tool_calls", []).append(call)
+                else:
+                    messages.append({"role": "assistant", "content": "", "tool_calls": [call]})
+            elif isinstance(item, FunctionCallOutputInput):
+                output = item.output if isinstance(item.output, str) else "".join(p.text for p in item.output)
+                messages.append({"role": "tool", "content": output, "tool_call_id": item.call_id})
+            else:
+                messages.append(item.template_dict())
+        return messages
 
     def engine_params(self, defaults: dict[str, Any]) -> SamplingParams:
         try:
@@ -87,6 +142,21 @@ class OutputMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     status: Literal["in_progress", "completed", "incomplete"]
     content: list[OutputText]
+
+
+ItemStatus = Literal["in_progress", "completed", "incomplete"]
+
+
+class FunctionCallItem(BaseModel):
+    id: str
+    type: Literal["function_call"] = "function_call"
+    call_id: str
+    name: str
+    arguments: str
+    status: ItemStatus
+
+
+OutputItem = OutputMessage | FunctionCallItem
 
 
 class InputTokensDetails(BaseModel):
@@ -144,7 +214,7 @@ class ResponseObject(BaseModel):
     max_output_tokens: int | None
     metadata: dict[str, str]
     model: str
-    output: list[OutputMessage] = Field(default_factory=list)
+    output: list[OutputItem] = Field(default_factory=list)
     parallel_tool_calls: bool = True
     previous_response_id: str | None
     background: bool = False
@@ -152,15 +222,15 @@ class ResponseObject(BaseModel):
     temperature: float
     top_p: float
     text: dict[str, Any] = Field(default_factory=lambda: {"format": {"type": "text"}})
-    tool_choice: str = "auto"
-    tools: list[Any] = Field(default_factory=list)
+    tool_choice: str | dict[str, Any] = "auto"
+    tools: list[dict[str, Any]] = Field(default_factory=list)
     truncation: str = "disabled"
     usage: ResponseUsage | None = None
     user: str | None
 
     @property
     def output_text(self) -> str:
-        return "".join(part.text for item in self.output for part in item.content)
+        return "".join(part.text for item in self.output if item.type == "message" for part in item.content)
 
 
 class ResponseEvent(BaseModel):

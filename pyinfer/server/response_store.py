@@ -6,7 +6,9 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
+from pyinfer.server.protocol import template_tool_call
 from pyinfer.server.protocol_responses import ResponseObject
 
 
@@ -15,13 +17,21 @@ class StoredResponse:
     """A response as GET shows it, the conversation it answered, and how to stop it while it runs."""
 
     response: ResponseObject
-    messages: list[dict[str, str]]  # chat-template messages before the reply, without instructions
+    messages: list[dict[str, Any]]  # chat-template messages before the reply, without instructions
     stop: Callable[[], None] | None = None  # aborts its engine request; None once it has finished
     stored_at: float = field(default_factory=time.monotonic)
 
-    def conversation(self) -> list[dict[str, str]]:
-        """The messages a continuation starts from: the earlier input, then this reply."""
-        return [*self.messages, {"role": "assistant", "content": self.response.output_text}]
+    def conversation(self) -> list[dict[str, Any]]:
+        """The messages a continuation starts from: the earlier input, then this reply and its calls."""
+        reply: dict[str, Any] = {"role": "assistant", "content": self.response.output_text}
+        calls = [
+            template_tool_call(item.call_id, item.name, item.arguments)
+            for item in self.response.output
+            if item.type == "function_call"
+        ]
+        if calls:
+            reply["tool_calls"] = calls
+        return [*self.messages, reply]
 
 
 class ResponseStore:

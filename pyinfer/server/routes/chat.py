@@ -21,6 +21,7 @@ from pyinfer.server.protocol import (
     ChatCompletionRequest,
     ChatDelta,
 )
+from pyinfer.server.protocol_tools import FunctionCallDelta, ToolCallChunk
 from pyinfer.server.routes.common import (
     DONE,
     drain,
@@ -32,6 +33,7 @@ from pyinfer.server.routes.common import (
     sse,
     until_disconnected,
 )
+from pyinfer.server.tool_parser import ToolCallDelta
 from pyinfer.tokenizer import Tokenizer
 
 router = APIRouter()
@@ -41,11 +43,13 @@ ChatBody = Annotated[ChatCompletionRequest, Depends(json_body(ChatCompletionRequ
 @router.post("/v1/chat/completions", response_model=None)
 async def create_chat_completion(request: Request, body: ChatBody) -> Response:
     ctx = server_context(request)
-    params, tokenizer = ctx.admit(body)
-    prompt_ids = await ctx.encode_chat([m.template_dict() for m in body.messages])
+    params, tokenizer, tools = ctx.admit(body)
+    prompt_ids = await ctx.encode_chat([m.template_dict() for m in body.messages], tools)
     ctx.check_prompt(prompt_ids, params, param="messages")
     head = reply_head("chatcmpl", ctx.model_name)
-    gen = Generation(ctx.engine, tokenizer, head["id"], prompt_ids, params)
+    gen = Generation(
+        ctx.engine, tokenizer, head["id"], prompt_ids, params, tool_parser=ctx.tool_parsers(tools)
+    )
     if body.stream:
         deltas = run_all([gen])
         if params.structured is not None:
@@ -55,7 +59,9 @@ async def create_chat_completion(request: Request, body: ChatBody) -> Response:
     choices = [
         ChatChoice(
             index=c.index,
-            message=AssistantMessage(content=c.text),
+            message=AssistantMessage(
+                content=c.text or None if c.tool_calls else c.text, tool_calls=c.tool_calls
+            ),
             logprobs=chat_logprobs(tokenizer, c.logprobs) if params.logprobs is not None else None,
             finish_reason=c.finish_reason,
         )
@@ -79,7 +85,7 @@ async def _chunks(
         async for d in deltas:
             choice = ChatChunkChoice(
                 index=d.index,
-                delta=ChatDelta(content=d.text or None),
+                delta=ChatDelta(content=d.text or None, tool_calls=[_chunk(t) for t in d.tool_calls] or None),
                 logprobs=chat_logprobs(tokenizer, d.logprobs) if d.logprobs else None,
                 finish_reason=d.finish_reason,
             )
@@ -87,3 +93,15 @@ async def _chunks(
     if include_usage:
         yield sse(ChatCompletionChunk(**head, choices=[], usage=usage([gen])))
     yield DONE
+
+
+def _chunk(delta: ToolCallDelta) -> ToolCallChunk:
+    """A call's first piece names it; the others carry arguments."""
+    if delta.name is None:
+        return ToolCallChunk(index=delta.index, function=FunctionCallDelta(arguments=delta.arguments))
+    return ToolCallChunk(
+        index=delta.index,
+        id=delta.id,
+        type="function",
+        function=FunctionCallDelta(name=delta.name, arguments=delta.arguments),
+    )

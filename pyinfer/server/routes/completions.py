@@ -34,7 +34,7 @@ CompletionBody = Annotated[CompletionRequest, Depends(json_body(CompletionReques
 @router.post("/v1/completions", response_model=None)
 async def create_completion(request: Request, body: CompletionBody) -> Response:
     ctx = server_context(request)
-    params, tokenizer = ctx.admit(body)
+    params, tokenizer, _ = ctx.admit(body)
     prompts = body.prompts()
     if not prompts:
         raise SamplingParamsError("prompt", "must not be empty")

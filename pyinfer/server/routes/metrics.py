@@ -25,4 +25,9 @@ async def engine_stats(request: Request) -> dict[str, Any]:
     ctx = server_context(request)
     ctx.require_ready()
     stats = await ctx.engine.stats()
-    return {**stats, "num_requests_in_flight": ctx.engine.num_requests, "timestamp": time.time()}
+    return {
+        **stats,
+        "num_requests_in_flight": ctx.engine.num_requests,
+        "num_tool_call_parse_failures": ctx.num_tool_call_failures,
+        "timestamp": time.time(),
+    }

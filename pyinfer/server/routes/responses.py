@@ -5,9 +5,9 @@ from __future__ import annotations
 import itertools
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
@@ -16,7 +16,10 @@ from pyinfer.server.context import server_context
 from pyinfer.server.errors import OpenAIError, bad_request, from_exception
 from pyinfer.server.generation import Delta, Generation, usage
 from pyinfer.server.protocol_responses import (
+    FunctionCallItem,
     IncompleteDetails,
+    ItemStatus,
+    OutputItem,
     OutputMessage,
     OutputText,
     ResponseDeleted,
@@ -51,10 +54,10 @@ FINAL_EVENTS = {  # status -> the stream's last event; the SDK knows no event fo
 @router.post("/v1/responses", response_model=None)
 async def create_response(request: Request, body: ResponsesBody) -> Response:
     ctx = server_context(request)
-    params, tokenizer = ctx.admit(body)
+    params, tokenizer, tools = ctx.admit(body)
     messages = _earlier_turns(ctx.responses, body.previous_response_id) + body.messages()
     system = [{"role": "system", "content": body.instructions}] if body.instructions else []
-    prompt_ids = await ctx.encode_chat(system + messages)
+    prompt_ids = await ctx.encode_chat(system + messages, tools)
     ctx.check_prompt(prompt_ids, params, param="input")
     response = ResponseObject(
         id=f"resp_{uuid.uuid4().hex}",
@@ -69,8 +72,13 @@ async def create_response(request: Request, body: ResponsesBody) -> Response:
         temperature=params.temperature,
         top_p=params.top_p,
         user=body.user,
+        tools=[t.model_dump(exclude_none=True) for t in body.tools or []],
+        tool_choice=_echo(body.tool_choice),
+        parallel_tool_calls=tools.parallel if tools else True,
     )
-    gen = Generation(ctx.engine, tokenizer, response.id, prompt_ids, params)
+    gen = Generation(
+        ctx.engine, tokenizer, response.id, prompt_ids, params, tool_parser=ctx.tool_parsers(tools)
+    )
     run = ResponseRun(StoredResponse(response, messages), gen)
     if body.store:
         ctx.responses.put(run.stored)
@@ -109,13 +117,15 @@ async def cancel_response(request: Request, response_id: str) -> Response:
 
 
 class ResponseRun:
-    """One response being generated; its stored record is final once its deltas end, however they end."""
+    """One response being generated; its stored record is final once its deltas end, however they end.
+    Its output items (a message, function calls) are listed in the order the reply wrote them."""
 
     def __init__(self, stored: StoredResponse, gen: Generation):
         self.stored = stored
         self.response = stored.response
         self.gen = gen
         self.message_id = f"msg_{uuid.uuid4().hex}"
+        self.items: list[int | None] = []  # output items as they appeared: None the message, k the k-th call
         stored.stop = lambda: gen.engine.abort(gen.request_id)
 
     async def deltas(self) -> AsyncIterator[Delta]:
@@ -125,17 +135,34 @@ class ResponseRun:
             if self.response.status == "in_progress":  # not cancelled before it began
                 async with aclosing(self.gen.run()) as deltas:
                     async for delta in deltas:
+                        if delta.text and None not in self.items:
+                            self.items.append(None)
+                        self.items += [call.index for call in delta.tool_calls if call.name is not None]
                         yield delta
         except Exception as e:
             failure = from_exception(e)
             raise failure from None
         finally:
+            if not self.items:  # a reply with neither text nor calls is an empty message
+                self.items.append(None)
             self._finish(failure)
 
-    def message(self, status: Literal["in_progress", "completed", "incomplete"]) -> OutputMessage:
-        """The reply as an output item: empty while in progress (its part is added by its own event)."""
-        parts = [] if status == "in_progress" else [OutputText(text=self.gen.choices[0].text)]
-        return OutputMessage(id=self.message_id, status=status, content=parts)
+    def item(self, at: int, status: ItemStatus) -> OutputItem:
+        """Output item `at`, whole; a message in progress is empty (its part is added by its own event)."""
+        choice = self.gen.choices[0]
+        call_index = self.items[at]
+        if call_index is None:
+            parts = [] if status == "in_progress" else [OutputText(text=choice.text)]
+            return OutputMessage(id=self.message_id, status=status, content=parts)
+        call = choice.tool_calls[call_index]
+        arguments = "" if status == "in_progress" else call.function.arguments
+        return FunctionCallItem(
+            id=f"fc_{call.id.removeprefix('call_')}",
+            call_id=call.id,
+            name=call.function.name,
+            arguments=arguments,
+            status=status,
+        )
 
     def _finish(self, failure: OpenAIError | None) -> None:
         r = self.response
@@ -150,36 +177,86 @@ class ResponseRun:
                 r.status = "cancelled"
             else:
                 r.status, r.completed_at = "completed", int(time.time())
-        r.output = [self.message("completed" if r.status == "completed" else "incomplete")]
+        status = "completed" if r.status == "completed" else "incomplete"
+        r.output = [self.item(at, status) for at in range(len(self.items))]
         r.usage = ResponseUsage.of(usage([self.gen]))
         self.stored.stop = None
 
 
 async def _events(run: ResponseRun, deltas: AsyncIterator[Delta]) -> AsyncIterator[str]:
-    """OpenAI's event sequence: the response and its message opened, one delta per token, all closed."""
+    """OpenAI's event sequence: the response opened; each output item opened as the reply reaches
+    it, its text or arguments streamed, closed when the next begins; the response closed."""
     numbers = itertools.count()
 
     def event(kind: str, **fields: Any) -> str:
         return sse(ResponseEvent(type=kind, sequence_number=next(numbers), **fields), event=kind)
 
-    at = {"item_id": run.message_id, "output_index": 0, "content_index": 0}
+    def opened(at: int) -> Iterator[str]:
+        yield event("response.output_item.added", output_index=at, item=run.item(at, "in_progress"))
+        if run.items[at] is None:
+            yield event("response.content_part.added", **text_at(at), part=OutputText(text=""))
+
+    def closed(at: int, item: OutputItem) -> Iterator[str]:
+        if isinstance(item, OutputMessage):
+            yield event("response.output_text.done", **text_at(at), text=item.content[0].text, logprobs=[])
+            yield event("response.content_part.done", **text_at(at), part=item.content[0])
+        else:
+            where = {"item_id": item.id, "output_index": at}
+            yield event(
+                "response.function_call_arguments.done", **where, name=item.name, arguments=item.arguments
+            )
+        yield event("response.output_item.done", output_index=at, item=item)
+
+    def text_at(at: int) -> dict[str, Any]:
+        return {"item_id": run.message_id, "output_index": at, "content_index": 0}
+
     yield event("response.created", response=run.response)
     yield event("response.in_progress", response=run.response)
-    yield event("response.output_item.added", output_index=0, item=run.message("in_progress"))
-    yield event("response.content_part.added", **at, part=OutputText(text=""))
+    num_open = 0  # items whose added event went out; the last of them is still open
     try:
         async with aclosing(deltas):
             async for d in deltas:
+                for at in range(num_open, len(run.items)):
+                    if at:
+                        for e in closed(at - 1, run.item(at - 1, "completed")):
+                            yield e
+                    for e in opened(at):
+                        yield e
+                num_open = len(run.items)
                 if d.text:
-                    yield event("response.output_text.delta", **at, delta=d.text, logprobs=[])
+                    yield event(
+                        "response.output_text.delta",
+                        **text_at(run.items.index(None)),
+                        delta=d.text,
+                        logprobs=[],
+                    )
+                for call in d.tool_calls:
+                    if call.arguments:
+                        at = run.items.index(call.index)
+                        item_id = f"fc_{run.gen.choices[0].tool_calls[call.index].id.removeprefix('call_')}"
+                        yield event(
+                            "response.function_call_arguments.delta",
+                            item_id=item_id,
+                            output_index=at,
+                            delta=call.arguments,
+                        )
     except OpenAIError:
         yield event("response.failed", response=run.response)
         return
-    message = run.response.output[0]
-    yield event("response.output_text.done", **at, text=message.content[0].text, logprobs=[])
-    yield event("response.content_part.done", **at, part=message.content[0])
-    yield event("response.output_item.done", output_index=0, item=message)
+    for at in range(num_open, len(run.items)):  # an empty reply's message
+        for e in opened(at):
+            yield e
+    output = run.response.output
+    for e in closed(len(output) - 1, output[-1]):
+        yield e
     yield event(FINAL_EVENTS[run.response.status], response=run.response)
+
+
+def _echo(choice: Any) -> str | dict[str, Any]:
+    """The request's tool_choice as the response shows it."""
+    if choice is None:
+        return "auto"
+    return choice if isinstance(choice, str) else choice.model_dump()
 
 
 def _earlier_turns(store: ResponseStore, previous_id: str | None) -> list[dict[str, str]]:
