@@ -85,13 +85,13 @@ def tool_support(chat_template: str | dict[str, str] | None, parser: str = "auto
         return ToolSupport(HERMES, template_renders_tools=False)
     if parser != "auto":
         return ToolSupport(FORMATS[parser], template_renders_tools=renders)
-    if renders:
+    if renders:  # the most distinctive markup first: Llama's hints ("parameters") are plain words
+        if "<tool_call>" in source:
+            return ToolSupport(HERMES, True)
         if "[TOOL_CALLS]" in source:
             return ToolSupport(MISTRAL, True)
         if "<|python_tag|>" in source or '"parameters"' in source or "ipython" in source:
             return ToolSupport(LLAMA3_JSON, True)
-        if "<tool_call>" in source:
-            return ToolSupport(HERMES, True)
     return ToolSupport(HERMES, template_renders_tools=False)
 
 

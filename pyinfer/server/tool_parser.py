@@ -93,9 +93,11 @@ class ToolCallParser:
         found = [(i, t) for i, t in found if i >= 0]
         if found:
             at, trigger = min(found)
-            out.content += text[:at].rstrip(WHITESPACE + (self.fmt.separator if self.num_calls else ""))
+            before = text[:at].rstrip(WHITESPACE + (self.fmt.separator if self.num_calls else ""))
+            out.content += before
             self._held = ""
-            self._call = _CallReader(self, trigger, opened_by_object=trigger == self.fmt.object_trigger)
+            by_object = trigger == self.fmt.object_trigger
+            self._call = _CallReader(self, text[len(before) : at], trigger, by_object)
             return text[at:] if self._call.opened_by_object else text[at + len(trigger) :]
         keep = len(text) - _longest_trigger_start(text, self._triggers())
         holdable = WHITESPACE + (self.fmt.separator if self.num_calls else "")
@@ -131,11 +133,12 @@ class _CallReader:
     its JSON object; `done` once the markup closed, `failed` on text the format does not allow.
     Whitespace may come before any piece of markup."""
 
-    def __init__(self, parser: ToolCallParser, trigger: str, opened_by_object: bool):
+    def __init__(self, parser: ToolCallParser, lead: str, trigger: str, opened_by_object: bool):
         self.parser = parser
         self.fmt = parser.fmt
         self.opened_by_object = opened_by_object
-        self.raw = "" if opened_by_object else trigger  # everything read, for content if it fails
+        # everything read, the whitespace before the trigger included, for content if it fails
+        self.raw = lead if opened_by_object else lead + trigger
         self.num_named = 0
         self.done = self.failed = False
         self._failed_at = 0

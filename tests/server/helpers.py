@@ -104,3 +104,14 @@ def wait_until(predicate, timeout: float, interval: float = 0.05):
             return value
         time.sleep(interval)
     pytest.fail(f"condition not met within {timeout}s")
+
+
+def assert_error(r, status: int, param: str | None = None, contains: str = "") -> dict:
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["message"] and error["type"]
+    if param is not None:
+        assert error["param"] == param, error
+    assert contains in error["message"], error
+    return error

@@ -1,0 +1,347 @@
+"""Tool calling against a live server (the embedded SmolLM2, whose template knows no tools: the generic
+prompt), with the official client and the OpenAI Agents SDK."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import jsonschema
+import openai
+import pytest
+
+from tests.server.helpers import assert_error
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The current weather in a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string", "maxLength": 40},
+                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+            },
+            "required": ["city", "unit"],
+            "additionalProperties": False,
+        },
+    },
+}
+SEARCH = {
+    "type": "function",
+    "function": {
+        "name": "search",
+        "description": "Search the web.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "query": {"type": "string", "maxLength": 60},
+                "limit": {"type": "integer", "minimum": 1, "maximum": 5},
+            },
+            "required": ["query", "limit"],
+        },
+    },
+}
+# Values a tool may be forced to take (an enum): the parser must hand them over intact
+HARD_VALUE = 'a}{b "quoted" </tool_call> {"name": "x"} é ✓ \\ end'
+ECHO = {
+    "type": "function",
+    "function": {
+        "name": "echo",
+        "parameters": {
+            "type": "object",
+            "properties": {"text": {"enum": [HARD_VALUE]}},
+            "required": ["text"],
+        },
+    },
+}
+TOOLS = [WEATHER, SEARCH]
+SCHEMAS = {t["function"]["name"]: t["function"]["parameters"] for t in (*TOOLS, ECHO)}
+QUESTION = [{"role": "user", "content": "What is the weather in Paris?"}]
+
+
+def assert_valid_calls(message) -> None:
+    assert message.tool_calls
+    for call in message.tool_calls:
+        assert call.type == "function" and call.id.startswith("call_")
+        jsonschema.validate(json.loads(call.function.arguments), SCHEMAS[call.function.name])
+
+
+def test_required_and_named_choices_give_valid_calls_every_time(client, model):
+    def ask(seed: int, choice) -> openai.types.chat.ChatCompletion:
+        return client.chat.completions.create(
+            model=model,
+            messages=QUESTION,
+            tools=TOOLS,
+            tool_choice=choice,
+            parallel_tool_calls=False,
+            temperature=1.0,
+            seed=seed,
+            max_tokens=120,
+        )
+
+    named = {"type": "function", "function": {"name": "search"}}
+    with ThreadPoolExecutor(20) as pool:
+        replies = list(pool.map(ask, range(20), ["required"] * 20)) + list(
+            pool.map(ask, range(20), [named] * 20)
+        )
+    for reply in replies:
+        choice = reply.choices[0]
+        assert choice.finish_reason == "tool_calls"
+        assert choice.message.content is None
+        assert len(choice.message.tool_calls) == 1
+        assert_valid_calls(choice.message)
+    assert {r.choices[0].message.tool_calls[0].function.name for r in replies[20:]} == {"search"}
+
+
+def test_none_gives_text_and_auto_may_answer_in_text(client, model):
+    reply = client.chat.completions.create(
+        model=model, messages=QUESTION, tools=TOOLS, tool_choice="none", max_tokens=20
+    )
+    assert reply.choices[0].message.content and not reply.choices[0].message.tool_calls
+    assert "<tool_call>" not in reply.choices[0].message.content
+    reply = client.chat.completions.create(model=model, messages=QUESTION, tools=TOOLS, max_tokens=60)
+    message = reply.choices[0].message
+    assert message.content or message.tool_calls
+    if message.tool_calls:
+        assert_valid_calls(message)
+
+
+def streamed_calls(stream) -> tuple[str, list[dict], str]:
+    """Content, calls and finish reason of a streamed reply, reassembled as a client does."""
+    content, calls, finish = "", [], None
+    for chunk in stream:
+        for choice in chunk.choices:
+            content += choice.delta.content or ""
+            for delta in choice.delta.tool_calls or []:
+                if delta.id is not None:  # a call's first delta names it
+                    assert delta.index == len(calls) and delta.type == "function" and delta.function.name
+                    calls.append({"id": delta.id, "name": delta.function.name, "arguments": ""})
+                calls[delta.index]["arguments"] += delta.function.arguments or ""
+            finish = choice.finish_reason or finish
+    return content, calls, finish
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_the_streamed_call_equals_the_whole_one(client, model, parallel):
+    body = dict(model=model, messages=QUESTION, tools=TOOLS, tool_choice="required", max_tokens=150, seed=7)
+    body.update(parallel_tool_calls=parallel, temperature=0.8)
+    whole = client.chat.completions.create(**body).choices[0]
+    content, calls, finish = streamed_calls(client.chat.completions.create(**body, stream=True))
+    assert finish == whole.finish_reason
+    assert (content or None) == whole.message.content
+    assert [(c["name"], c["arguments"]) for c in calls] == [
+        (c.function.name, c.function.arguments) for c in whole.message.tool_calls
+    ]
+
+
+def test_arguments_with_braces_quotes_unicode_and_markup_survive(client, model):
+    body = dict(
+        model=model, messages=QUESTION, tools=[ECHO], tool_choice="required", parallel_tool_calls=False
+    )
+    whole = client.chat.completions.create(**body, max_tokens=100).choices[0].message
+    assert json.loads(whole.tool_calls[0].function.arguments) == {"text": HARD_VALUE}
+    _, calls, _ = streamed_calls(client.chat.completions.create(**body, max_tokens=100, stream=True))
+    assert json.loads(calls[0]["arguments"]) == {"text": HARD_VALUE}
+
+
+def test_a_full_round_trip_call_result_answer(client, model):
+    first = (
+        client.chat.completions.create(
+            model=model,
+            messages=QUESTION,
+            tools=TOOLS,
+            tool_choice={"type": "function", "function": {"name": "get_weather"}},
+            max_tokens=100,
+        )
+        .choices[0]
+        .message
+    )
+    call = first.tool_calls[0]
+    history = [
+        *QUESTION,
+        {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+        {"role": "tool", "tool_call_id": call.id, "content": "Sunny and 21 degrees."},
+    ]
+    answer = client.chat.completions.create(
+        model=model, messages=history, tools=TOOLS, tool_choice="none", max_tokens=40
+    )
+    assert answer.choices[0].message.content
+    assert answer.usage.prompt_tokens > 0
+
+
+def test_a_json_response_format_beside_tools_gives_calls_or_that_json(client, model):
+    schema = {
+        "type": "object",
+        "properties": {"answer": {"type": "string", "maxLength": 80}},
+        "required": ["answer"],
+    }
+    fmt = {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}}
+    for seed in range(4):
+        choice = client.chat.completions.create(
+            model=model,
+            messages=QUESTION,
+            tools=TOOLS,
+            parallel_tool_calls=False,
+            response_format=fmt,
+            temperature=1.0,
+            seed=seed,
+            max_tokens=150,
+        ).choices[0]
+        message = choice.message
+        assert choice.finish_reason == ("tool_calls" if message.tool_calls else "stop")
+        if message.tool_calls:
+            assert_valid_calls(message)
+        else:
+            jsonschema.validate(json.loads(message.content), schema)
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "nope"}}}, "tool_choice"),
+        ({"tool_choice": "required"}, "tool_choice"),
+        ({"tools": [{"type": "function", "function": {"name": "bad name!"}}]}, "tools"),
+        ({"tools": [WEATHER, WEATHER]}, "tools"),
+        ({"tools": [{"type": "custom", "custom": {"name": "x"}}]}, "tools"),
+        (
+            {
+                "tools": [
+                    {
+                        "type": "function",
+                        "function": {
+                            "name": "f",
+                            "parameters": {"type": "object", "properties": {"a": {"type": "nonsense"}}},
+                        },
+                    }
+                ],
+                "tool_choice": "required",
+            },
+            "tools",
+        ),
+        ({"tools": TOOLS, "structured_outputs": {"regex": "a+"}}, "structured_outputs"),
+        ({"messages": [*QUESTION, {"role": "tool", "content": "no id"}]}, "messages"),
+    ],
+)
+@pytest.mark.parametrize("stream", [False, True])
+def test_bad_tools_are_a_400_naming_the_field(http, model, body, param, stream):
+    body = {"model": model, "messages": QUESTION, "max_tokens": 5, "stream": stream, **body}
+    error = assert_error(http.post("/v1/chat/completions", json=body), 400)
+    assert error["param"].split(".")[0].split("[")[0] == param
+
+
+# ---- the Responses API -----------------------------------------------------------------------------
+RESPONSES_TOOLS = [{"type": "function", **t["function"]} for t in TOOLS]
+
+
+def test_responses_function_calls_and_their_outputs(client, model):
+    first = client.responses.create(
+        model=model,
+        input="What is the weather in Paris?",
+        tools=RESPONSES_TOOLS,
+        tool_choice="required",
+        parallel_tool_calls=False,
+        max_output_tokens=120,
+    )
+    assert first.status == "completed"
+    (call,) = first.output
+    assert call.type == "function_call" and call.call_id.startswith("call_") and call.status == "completed"
+    jsonschema.validate(json.loads(call.arguments), SCHEMAS[call.name])
+    assert first.tools[0].name == "get_weather" and first.tool_choice == "required"
+    result = {"type": "function_call_output", "call_id": call.call_id, "output": "Sunny and 21 degrees."}
+    # the call and its result sent back, or the stored response continued: the same conversation
+    sent_back = client.responses.create(
+        model=model,
+        input=[
+            {"role": "user", "content": "What is the weather in Paris?"},
+            call.model_dump(exclude_none=True),
+            result,
+        ],
+        tools=RESPONSES_TOOLS,
+        tool_choice="none",
+        max_output_tokens=30,
+    )
+    continued = client.responses.create(
+        model=model,
+        previous_response_id=first.id,
+        input=[result],
+        tools=RESPONSES_TOOLS,
+        tool_choice="none",
+        max_output_tokens=30,
+    )
+    assert sent_back.output_text and sent_back.output_text == continued.output_text
+    assert sent_back.usage.input_tokens == continued.usage.input_tokens
+
+
+def test_responses_stream_function_call_events(client, model):
+    body = dict(
+        model=model,
+        input="What is the weather in Paris?",
+        tools=RESPONSES_TOOLS,
+        tool_choice="required",
+        max_output_tokens=120,
+        parallel_tool_calls=False,
+    )
+    with client.responses.stream(**body) as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    kinds = [e.type for e in events]
+    (call,) = final.output
+    deltas = "".join(e.delta for e in events if e.type == "response.function_call_arguments.delta")
+    done = next(e for e in events if e.type == "response.function_call_arguments.done")
+    assert deltas == done.arguments == call.arguments
+    assert kinds.index("response.output_item.added") < kinds.index("response.function_call_arguments.delta")
+    assert kinds[-2:] == ["response.output_item.done", "response.completed"]
+    assert "response.output_text.delta" not in kinds
+    added = next(e for e in events if e.type == "response.output_item.added")
+    assert added.item.type == "function_call" and added.item.name == call.name and added.item.id == call.id
+
+
+def test_responses_refuse_tools_we_do_not_run(client, model):
+    with pytest.raises(openai.BadRequestError) as e:
+        client.responses.create(model=model, input="hi", tools=[{"type": "web_search"}])
+    assert e.value.body["param"].startswith("tools")
+
+
+# ---- the OpenAI Agents SDK --------------------------------------------------------------------------
+@pytest.mark.parametrize("api", ["responses", "chat_completions"])
+def test_an_agent_calls_its_tool_and_answers(server, model, api):
+    agents = pytest.importorskip("agents")
+    agents.set_tracing_disabled(True)
+    cities: list[str] = []
+
+    @agents.function_tool
+    def get_weather(city: str) -> str:
+        """The current weather in a city."""
+        cities.append(city)
+        return f"It is sunny and 21 degrees in {city}."
+
+    async def run() -> agents.RunResult:
+        client = openai.AsyncOpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0)
+        kind = agents.OpenAIResponsesModel if api == "responses" else agents.OpenAIChatCompletionsModel
+        agent = agents.Agent(
+            name="weather",
+            instructions="Answer with the help of your tools.",
+            tools=[get_weather],
+            model=kind(model, client),
+            # a 135M model seldom calls on its own: required for the first turn (the SDK then
+            # resets it to auto); one call per turn, as it repeats calls otherwise
+            model_settings=agents.ModelSettings(
+                tool_choice="required", parallel_tool_calls=False, max_tokens=120
+            ),
+        )
+        return await agents.Runner.run(agent, "What is the weather in Paris?", max_turns=4)
+
+    result = asyncio.run(run())
+    assert cities and all(isinstance(c, str) and c for c in cities)
+    kinds = [item.type for item in result.new_items]
+    assert kinds[:2] == ["tool_call_item", "tool_call_output_item"] and kinds[-1] == "message_output_item"
+    assert isinstance(result.final_output, str) and result.final_output
+
+
+def test_parse_failures_are_counted_in_engine_stats(http):
+    stats = httpx.get(f"{http.base_url}/v1/engine/stats").json()
+    assert stats["num_tool_call_parse_failures"] == 0
