@@ -30,6 +30,9 @@ parser.add_argument("model", nargs="?")
 parser.add_argument("--device", default="cpu")
 parser.add_argument("--load-format", default="auto")
 parser.add_argument("--tokenizer")
+parser.add_argument(
+    "--fill-threads", default="", help="comma-separated thread counts for the masks (default: the engine's)"
+)
 args = parser.parse_args()
 llm = LLM(
     args.model, device=args.device, load_format=args.load_format, tokenizer=args.tokenizer, max_num_seqs=64
@@ -57,12 +60,17 @@ def step_ms(rows: int, constrained: bool) -> float:
     return elapsed
 
 
+masks = engine.runner.masks
 print(f"device {engine.device}, model {engine.model_path}")
 for rows in (1, 16, 64):  # each twice, the faster kept: a first run warms buffers up
-    plain, shaped = (min(step_ms(rows, c) for _ in range(2)) for c in (False, True))
-    print(
-        f"{rows:3d} rows: unconstrained {plain:7.2f} ms/step, constrained {shaped:7.2f} ms/step ({shaped / plain:.2f}x)"
-    )
+    plain = min(step_ms(rows, False) for _ in range(2))
+    for threads in [int(t) for t in args.fill_threads.split(",") if t] or [masks.threads]:
+        masks.threads = threads
+        shaped = min(step_ms(rows, True) for _ in range(2))
+        print(
+            f"{rows:3d} rows: unconstrained {plain:7.2f} ms/step, constrained {shaped:7.2f} ms/step "
+            f"({shaped / plain:.2f}x), masks filled on up to {threads} threads"
+        )
 
 compiler = engine.grammars
 for name, schema in SCHEMAS.items():

@@ -17,7 +17,7 @@ from pyinfer.engine.cuda_graphs import CudaGraphs, decode_splits, graph_memory
 from pyinfer.engine.messages import TokenLogprob
 from pyinfer.engine.scheduler import SchedulerOutput
 from pyinfer.engine.sequence import Sequence
-from pyinfer.engine.structured_output import fill_token_bitmask
+from pyinfer.engine.structured_output import MaskFiller
 from pyinfer.kernels import triton_enabled
 from pyinfer.layers.sampler import Sampler, SamplerOutput, SamplingTensors, upload
 from pyinfer.models.llama import LlamaForCausalLM
@@ -75,6 +75,7 @@ class ModelRunner:
         self.dtype = next(model.parameters()).dtype
         self.block_size = config.block_size
         self.vocab_size = model.config.vocab_size
+        self.masks = MaskFiller(self.vocab_size)  # grammars' token bitmasks, each step
         self.eos_token_ids = eos_token_ids
         self.sampler = Sampler()
         self._staging = [torch.empty(0, dtype=torch.long)] * 2  # pinned host buffers for step inputs
@@ -227,7 +228,7 @@ class ModelRunner:
             before_sampling()
         st = SamplingTensors.build(inputs.sample_seqs, self.vocab_size, self.eos_token_ids, self.device)
         # filled on the host while the device runs the forward pass queued above
-        if (bitmask := fill_token_bitmask(inputs.sample_seqs, self.vocab_size)) is not None:
+        if (bitmask := self.masks.fill(inputs.sample_seqs)) is not None:
             st.token_bitmask = upload(bitmask, self.device)
         out = self.sampler(logits, st, argmax)
         host_ids = out.token_ids

@@ -11,6 +11,7 @@ the first constrained request.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -25,6 +26,9 @@ from pyinfer.engine.sequence import Sequence
 # model is likely to use, and a bound on the runs of spaces and newlines that loop until max_tokens.
 MAX_JSON_WHITESPACE = 16
 CACHE_BYTES = 256 * 2**20  # xgrammar's cache of compiled grammars, for repeated constraints
+# Mask filling: rows per worker thread below which one thread fills them all, and the most threads
+FILL_THREADS = min(8, os.cpu_count() or 1)
+ROWS_PER_THREAD = 8
 
 
 class GrammarCompiler:
@@ -100,16 +104,37 @@ def _reason(error: Exception) -> str:
     return re.sub(r"^\[[\d:]+\] \S+:\d+: ", "", lines[-1]) if lines else type(error).__name__
 
 
-def fill_token_bitmask(seqs: list[Sequence], vocab_size: int) -> torch.Tensor | None:
-    """[len(seqs), ceil(vocab / 32)] int32 on the host: each constrained sequence's allowed next tokens
-    (xgrammar clears the ids the tokenizer lacks, such as a model's padded vocabulary), all bits set for
-    the others; None when no sequence is constrained."""
-    rows = [row for row, seq in enumerate(seqs) if seq.grammar is not None and not seq.is_finished]
-    if not rows:
-        return None
-    bitmask = torch.full((len(seqs), -(-vocab_size // 32)), -1, dtype=torch.int32)
-    # one row at a time: xgrammar's BatchGrammarMatcher measured slower on the H200's host (its
-    # threads' start-up per call), bench/results/2026-12-04-structured-output.md
+class MaskFiller:
+    """Fills each step's packed token bitmask on the host: one int32 word per 32 tokens, a row per
+    sampled sequence. Many constrained rows are split among worker threads (xgrammar's matcher
+    releases the GIL while it fills), so that their masks are ready before the device's forward pass
+    ends; a few rows are filled here, where a thread's hand-off would cost more than it saves."""
+
+    def __init__(self, vocab_size: int, threads: int = FILL_THREADS):
+        self.vocab_size = vocab_size
+        self.threads = max(1, threads)
+        self._pool: ThreadPoolExecutor | None = None  # started with the first large batch
+
+    def fill(self, seqs: list[Sequence]) -> torch.Tensor | None:
+        """[len(seqs), ceil(vocab / 32)] int32: each constrained sequence's allowed next tokens
+        (xgrammar clears the ids the tokenizer lacks, such as a model's padded vocabulary), all bits
+        set for the others; None when no sequence is constrained."""
+        rows = [row for row, seq in enumerate(seqs) if seq.grammar is not None and not seq.is_finished]
+        if not rows:
+            return None
+        bitmask = torch.full((len(seqs), -(-self.vocab_size // 32)), -1, dtype=torch.int32)
+        parts = min(self.threads, len(rows) // ROWS_PER_THREAD)
+        if parts <= 1:
+            _fill_rows(seqs, rows, bitmask)
+            return bitmask
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="token-mask")
+        chunks = [rows[i::parts] for i in range(parts)]
+        for _ in self._pool.map(_fill_rows, [seqs] * parts, chunks, [bitmask] * parts):
+            pass
+        return bitmask
+
+
+def _fill_rows(seqs: list[Sequence], rows: list[int], bitmask: torch.Tensor) -> None:
     for row in rows:
         seqs[row].grammar.fill_next_token_bitmask(bitmask, row)
-    return bitmask

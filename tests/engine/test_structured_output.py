@@ -83,3 +83,25 @@ def test_a_request_aborted_while_it_compiles_leaves_nothing(smollm2_llm):
         engine.pop_rejected() == []
         and engine.block_manager.num_free_blocks == engine.block_manager.num_blocks
     )
+
+
+def test_masks_filled_on_worker_threads_equal_masks_filled_in_turn(smollm2_llm):
+    """Forty sequences at different points of their grammars (every third one unconstrained)."""
+    from pyinfer.engine.sequence import Sequence
+    from pyinfer.engine.structured_output import MaskFiller
+
+    engine = smollm2_llm.engine
+    compiled = engine.grammars.submit(JSON).result()
+    written = '{"user": {"id": 123, "email": "abc'
+    seqs = []
+    for i in range(40):
+        seq = Sequence(f"mask-{i}", 0, [1, 2, 3], SamplingParams(), max_len=64)
+        if i % 3:
+            seq.grammar = engine.grammars.matcher(compiled)
+            assert seq.grammar.accept_string(written[: i % len(written)])
+        seqs.append(seq)
+    vocab = engine.runner.vocab_size
+    threaded = MaskFiller(vocab, threads=4).fill(seqs)
+    in_turn = MaskFiller(vocab, threads=1).fill(seqs)
+    assert threaded is not None and threaded.equal(in_turn)
+    assert (threaded[0::3] == -1).all() and not (threaded[1] == -1).all()
