@@ -39,7 +39,7 @@ llm = LLM(args.model, device=args.device, load_format=args.load_format, tokenize
 print(f"device {llm.engine.device}, model {llm.engine.model_path}")
 for name, fmt in FORMATS.items():
     for choice in ("required", "plan_trip"):
-        tools = ToolRequest.of([PLAN, CANCEL], choice, parallel=False)
+        tools = ToolRequest.of([PLAN, CANCEL], choice, choice == "plan_trip", parallel=False)
         params = [
             SamplingParams(
                 temperature=1.0,

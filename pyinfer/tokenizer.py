@@ -28,6 +28,11 @@ class Tokenizer:
     def decode(self, token_ids: list[int], skip_special_tokens: bool = True) -> str:
         return self.hf.decode(token_ids, skip_special_tokens=skip_special_tokens)
 
+    def is_skipped_special(self, text: str) -> bool:
+        """Whether `text` is one special token that decoding with skip_special_tokens drops."""
+        ids = self.hf.encode(text, add_special_tokens=False)
+        return len(ids) == 1 and text not in self.hf.decode(ids, skip_special_tokens=True)
+
     def token_text(self, token_id: int) -> str:
         """The text of one token as OpenAI logprobs show it."""
         return self.hf.decode([token_id])

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
+import jinja2
 import msgspec
 from fastapi import Request
 
@@ -66,6 +67,7 @@ class ServerContext:
         self.tokenizer: Tokenizer | None = None
         self.tokenizer_loaded = False
         self.tool_support = tool_support(None, config.tool_call_parser)  # the template's, once loaded
+        self.tool_markup_is_special = False  # whether skipping special tokens would drop its triggers
         self.num_tool_call_failures = 0  # call markup that did not parse as a call, over all replies
         self.responses = ResponseStore(config.max_stored_responses, config.stored_response_ttl)
         self.draining = False  # set on SIGTERM/SIGINT: no new work
@@ -81,6 +83,9 @@ class ServerContext:
         self.tokenizer_loaded = True
         if self.tokenizer is not None:
             self.tool_support = tool_support(self.tokenizer.hf.chat_template, self.config.tool_call_parser)
+            self.tool_markup_is_special = any(
+                self.tokenizer.is_skipped_special(t) for t in self.tool_support.format.triggers
+            )
             how = (
                 "the chat template" if self.tool_support.template_renders_tools else "the generic tool prompt"
             )
@@ -110,7 +115,9 @@ class ServerContext:
         tools = body.tool_request()
         if tools is not None and tools.active:
             constraint = tools.constraint(self.tool_support.format, params.structured)
-            params = msgspec.structs.replace(params, structured=constraint, skip_special_tokens=False)
+            params = msgspec.structs.replace(params, structured=constraint)
+            if self.tool_markup_is_special:  # the parser must see it (Mistral's [TOOL_CALLS] token)
+                params = msgspec.structs.replace(params, skip_special_tokens=False)
         return Admitted(params, self.require_tokenizer(), tools)
 
     def require_ready(self) -> None:
@@ -169,7 +176,7 @@ class ServerContext:
         return lambda: tools.parser(self.tool_support.format, failed)
 
     async def encode_chat(
-        self, messages: list[dict[str, Any]], tools: ToolRequest | None = None
+        self, messages: list[dict[str, Any]], tools: ToolRequest | None = None, param: str = "messages"
     ) -> list[int]:
         """The prompt of a conversation, with the tools it offers as the model is given them."""
         tokenizer = self.require_tokenizer()
@@ -178,8 +185,8 @@ class ServerContext:
             if sum(len(m["content"]) for m in messages) <= INLINE_TOKENIZE_CHARS:
                 return tokenizer.encode_chat(messages, template_tools)
             return await asyncio.to_thread(tokenizer.encode_chat, messages, template_tools)
-        except ValueError as e:  # no chat template
-            raise bad_request(str(e), param="messages") from None
+        except (ValueError, jinja2.TemplateError) as e:  # no chat template, or one refusing these messages
+            raise bad_request(str(e), param=param) from None
 
 
 def server_context(request: Request) -> ServerContext:

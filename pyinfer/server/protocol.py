@@ -6,7 +6,6 @@ fields they do not know. Replies follow OpenAI's shapes, plus `usage.performance
 
 from __future__ import annotations
 
-import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
@@ -22,7 +21,7 @@ from pyinfer.server.protocol_tools import (
     ToolCallChunk,
     ToolChoiceMode,
     ToolRequest,
-    chat_tool_choice,
+    template_tool_call,
 )
 
 
@@ -151,15 +150,6 @@ class ChatMessage(Request):
         return message
 
 
-def template_tool_call(call_id: str, name: str, arguments: str) -> dict[str, Any]:
-    """An earlier call as chat templates take it: arguments as an object where they parse as one."""
-    try:
-        parsed: Any = json.loads(arguments)
-    except ValueError:
-        parsed = arguments
-    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": parsed}}
-
-
 class ChatCompletionRequest(SamplingRequest):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = None
@@ -170,10 +160,10 @@ class ChatCompletionRequest(SamplingRequest):
     parallel_tool_calls: bool | None = None
 
     def tool_request(self) -> ToolRequest | None:
+        choice, named = self.tool_choice, isinstance(self.tool_choice, ChatNamedToolChoice)
+        functions = [t.function for t in self.tools or []]
         return ToolRequest.of(
-            [t.function for t in self.tools or []],
-            chat_tool_choice(self.tool_choice),
-            self.parallel_tool_calls,
+            functions, choice.function.name if named else choice, named, self.parallel_tool_calls
         )
 
     def unsupported(self) -> tuple[str, str] | None:

@@ -13,7 +13,6 @@ from pyinfer.server.protocol import (
     Request,
     Usage,
     engine_sampling_params,
-    template_tool_call,
 )
 from pyinfer.server.protocol_structured import TextFormat
 from pyinfer.server.protocol_tools import (
@@ -21,7 +20,7 @@ from pyinfer.server.protocol_tools import (
     ResponsesTool,
     ToolChoiceMode,
     ToolRequest,
-    responses_tool_choice,
+    template_tool_call,
 )
 
 
@@ -32,10 +31,14 @@ class InputText(Request):
 
 
 class InputMessage(ChatMessage):
-    """A message item of a Responses input; earlier outputs come back as `output_text` parts."""
+    """A message item of a Responses input; earlier outputs come back as `output_text` parts (calls and
+    their results are items of their own)."""
 
     type: Literal["message"] = "message"
+    role: Literal["system", "developer", "user", "assistant"]
     content: str | list[InputText]
+    tool_calls: None = None
+    tool_call_id: None = None
 
 
 class FunctionCallInput(Request):
@@ -85,7 +88,8 @@ class ResponsesRequest(Request):
     text: TextConfig | None = None
 
     def tool_request(self) -> ToolRequest | None:
-        return ToolRequest.of(self.tools, responses_tool_choice(self.tool_choice), self.parallel_tool_calls)
+        choice, named = self.tool_choice, isinstance(self.tool_choice, ResponsesNamedToolChoice)
+        return ToolRequest.of(self.tools, choice.name if named else choice, named, self.parallel_tool_calls)
 
     def unsupported(self) -> tuple[str, str] | None:
         """(param, message) for a feature we do not serve yet, rather than ignore in silence."""

@@ -13,7 +13,8 @@ from pydantic import BaseModel, Field
 
 from pyinfer.engine.sampling_params import SamplingParamsError, StructuredOutput
 from pyinfer.server.protocol_base import Request
-from pyinfer.server.tool_formats import ToolFormat, structural_tag
+from pyinfer.server.tool_formats import ToolFormat
+from pyinfer.server.tool_grammar import structural_tag
 from pyinfer.server.tool_parser import ToolCallParser
 
 FUNCTION_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")  # as OpenAI checks them
@@ -57,52 +58,61 @@ ToolChoiceMode = Literal["none", "auto", "required"]
 
 
 class ToolRequest:
-    """A request's tools and how it lets the model use them: `choice` is none, auto, required or the
-    name of the one function it must call."""
+    """A request's tools and how it lets the model use them: `mode` none (it answers in text), auto,
+    required, or named (it must call the function `name`); `parallel` None: the format's default."""
 
-    def __init__(self, functions: list[FunctionDefinition], choice: str, parallel: bool):
+    def __init__(
+        self, functions: list[FunctionDefinition], mode: str, name: str | None, parallel: bool | None
+    ):
         self.functions = functions
-        self.choice = choice
+        self.mode = mode
+        self.name = name
         self.parallel = parallel
 
     @classmethod
     def of(
         cls,
         functions: list[FunctionDefinition] | None,
-        choice: str | None,
+        choice: ToolChoiceMode | str | None,
+        named: bool,
         parallel: bool | None,
     ) -> ToolRequest | None:
-        """The request's tools, checked (a 400 naming `tools` or `tool_choice`); None without tools."""
+        """The request's tools, checked (a 400 naming `tools`, `tool_choice` or `parallel_tool_calls`);
+        `choice` is a mode, or with `named` a function's name. None without tools."""
         functions = functions or []
+        if not functions:
+            for param, given in (("tool_choice", choice), ("parallel_tool_calls", parallel)):
+                if given is not None:
+                    raise SamplingParamsError(param, "is only allowed when tools are given")
+            return None
         names = [f.name for f in functions]
-        for name in names:
+        for i, name in enumerate(names):
             if not FUNCTION_NAME.match(name):
                 raise SamplingParamsError(
-                    "tools", f"function name {name!r} must match {FUNCTION_NAME.pattern}"
+                    f"tools[{i}]", f"function name {name!r} must match {FUNCTION_NAME.pattern}"
                 )
         if len(set(names)) != len(names):
             raise SamplingParamsError("tools", "function names must be unique")
-        for f in functions:
+        for i, f in enumerate(functions):
             if f.parameters is not None and f.parameters.get("type", "object") != "object":
                 raise SamplingParamsError(
-                    "tools", f"parameters of {f.name!r} must be a JSON schema of an object"
+                    f"tools[{i}]", f"parameters of {f.name!r} must be a JSON schema of an object"
                 )
-        if choice is None:
-            choice = "auto" if functions else "none"
-        if choice not in ("none", "auto") and not functions:
-            raise SamplingParamsError("tool_choice", f"{choice!r} needs tools")
-        if choice not in ("none", "auto", "required") and choice not in names:
-            raise SamplingParamsError(
-                "tool_choice", f"names the function {choice!r}, which is not among the tools"
-            )
-        if not functions:
-            return None
-        return cls(functions, choice, True if parallel is None else parallel)
+        if named:
+            if choice not in names:
+                raise SamplingParamsError(
+                    "tool_choice", f"names the function {choice!r}, which is not among the tools"
+                )
+            return cls(functions, "named", choice, parallel)
+        return cls(functions, choice or "auto", None, parallel)
 
     @property
     def active(self) -> bool:
         """Whether the model is offered the tools (tool_choice none: it answers in text)."""
-        return self.choice != "none"
+        return self.mode != "none"
+
+    def parallel_in(self, fmt: ToolFormat) -> bool:
+        return fmt.parallel_by_default if self.parallel is None else self.parallel
 
     def template_tools(self) -> list[dict[str, Any]]:
         """The tools as chat templates take them (OpenAI's chat shape)."""
@@ -115,13 +125,14 @@ class ToolRequest:
             raise SamplingParamsError(
                 output.param.split(".")[0], "cannot be combined with tools, but a JSON schema can"
             )
+        callable_ = [f for f in self.functions if self.name in (None, f.name)]
         spec = structural_tag(
             fmt,
-            [_definition(f) for f in self.functions],
-            self.choice,
-            self.parallel,
+            [_definition(f) for f in callable_],
+            self.mode,
+            self.parallel_in(fmt),
             MAX_ARGUMENT_WHITESPACE,
-            json.loads(output.spec) if output is not None else None,
+            json.loads(output.spec) if output is not None and self.mode == "auto" else None,
         )
         return StructuredOutput(kind="structural_tag", spec=spec, param="tools")
 
@@ -134,12 +145,13 @@ def _definition(function: FunctionDefinition) -> dict[str, Any]:
     return function.model_dump(exclude_none=True, exclude={"type"})
 
 
-def chat_tool_choice(choice: ToolChoiceMode | ChatNamedToolChoice | None) -> str | None:
-    return choice.function.name if isinstance(choice, ChatNamedToolChoice) else choice
-
-
-def responses_tool_choice(choice: ToolChoiceMode | ResponsesNamedToolChoice | None) -> str | None:
-    return choice.name if isinstance(choice, ResponsesNamedToolChoice) else choice
+def template_tool_call(call_id: str, name: str, arguments: str) -> dict[str, Any]:
+    """An earlier call as chat templates take it: arguments as an object where they parse as one."""
+    try:
+        parsed: Any = json.loads(arguments)
+    except ValueError:
+        parsed = arguments
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": parsed}}
 
 
 # ---- replies --------------------------------------------------------------------------------------

@@ -8,8 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyinfer.server.protocol import template_tool_call
 from pyinfer.server.protocol_responses import ResponseObject
+from pyinfer.server.protocol_tools import template_tool_call
 
 
 @dataclass

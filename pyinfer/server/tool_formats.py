@@ -1,5 +1,4 @@
-"""How a model writes tool calls: the formats we parse, which one a chat template implies, and the
-grammar (an xgrammar structural tag) that makes a model's calls follow its format and the tools' schemas.
+"""How a model writes tool calls: the formats we parse, and which one a chat template implies.
 
 Every format writes a call as a JSON object with the function's name and its arguments:
 - hermes (Hermes, Qwen; also our generic prompt): <tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>
@@ -11,6 +10,8 @@ Every format writes a call as a JSON object with the function's name and its arg
 from __future__ import annotations
 
 import json
+import secrets
+import string
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,24 @@ class ToolFormat:
     block_end: str = ""  # after the last
     triggers: tuple[str, ...] = ()  # markup that opens calls in free text, for the parser
     object_trigger: str = ""  # text that opens a call by being the start of the call object
+    id_length: int = 0  # call ids of exactly this many letters and digits (0: OpenAI's call_...)
+    parallel_by_default: bool = True  # whether a request that does not say allows several calls a turn
+
+    def call_id(self) -> str:
+        if self.id_length:
+            return "".join(
+                secrets.choice(string.ascii_letters + string.digits) for _ in range(self.id_length)
+            )
+        return f"call_{secrets.token_hex(12)}"
+
+    def write_calls(self, calls: list[tuple[str, Any]]) -> str:
+        """Calls (name, arguments) as the model writes them in this format."""
+        objects = [
+            f"{self.call_begin}{json.dumps({'name': name, self.arguments_key: arguments}, ensure_ascii=False)}"
+            f"{self.call_end}"
+            for name, arguments in calls
+        ]
+        return self.block_begin + self.separator.join(objects) + self.block_end
 
 
 HERMES = ToolFormat(
@@ -49,7 +68,8 @@ LLAMA3_JSON = ToolFormat(
     separator="; ",
     grammar_trigger='{"name": ',
     triggers=("<|python_tag|>",),
-    object_trigger='{"name"',
+    object_trigger='{"name": ',  # as the grammar's trigger: the object opens a call where it forces one
+    parallel_by_default=False,  # Llama 3.1's own template refuses a history of several calls a turn
 )
 MISTRAL = ToolFormat(
     name="mistral",
@@ -61,6 +81,7 @@ MISTRAL = ToolFormat(
     block_end="]",
     grammar_trigger="[TOOL_CALLS]",
     triggers=("[TOOL_CALLS]",),
+    id_length=9,  # Mistral's templates refuse other ids
 )
 FORMATS = {f.name: f for f in (HERMES, LLAMA3_JSON, MISTRAL)}
 PARSER_CHOICES = ("auto", "generic", *FORMATS)  # --tool-call-parser
@@ -71,7 +92,7 @@ class ToolSupport:
     """How this server's model is given tools and how its calls are read."""
 
     format: ToolFormat
-    template_renders_tools: bool  # False: our generic prompt lists the tools (in the hermes format)
+    template_renders_tools: bool  # False: our generic prompt lists the tools and asks for this format
 
 
 def tool_support(chat_template: str | dict[str, str] | None, parser: str = "auto") -> ToolSupport:
@@ -81,7 +102,7 @@ def tool_support(chat_template: str | dict[str, str] | None, parser: str = "auto
         chat_template = chat_template.get("tool_use") or chat_template.get("default") or ""
     source = chat_template or ""
     renders = _uses_tools(source)
-    if parser == "generic":
+    if parser == "generic":  # our prompt whatever the template knows
         return ToolSupport(HERMES, template_renders_tools=False)
     if parser != "auto":
         return ToolSupport(FORMATS[parser], template_renders_tools=renders)
@@ -100,56 +121,3 @@ def _uses_tools(source: str) -> bool:
         return "tools" in jinja2.meta.find_undeclared_variables(jinja2.Environment().parse(source))
     except jinja2.TemplateSyntaxError:
         return False
-
-
-def structural_tag(
-    fmt: ToolFormat,
-    functions: list[dict[str, Any]],
-    choice: str,
-    parallel: bool,
-    max_whitespace: int,
-    text_schema: dict[str, Any] | None = None,
-) -> str:
-    """The grammar of a turn under `choice` (auto, required, or one function's name), as xgrammar's
-    structural tag in JSON: under auto free text until the format's trigger (or, with `text_schema`,
-    either calls or JSON valid for it), then only well-formed calls of the given functions with
-    arguments valid for their schemas."""
-
-    def tag(function: dict[str, Any]) -> dict[str, Any]:
-        begin = f'{fmt.call_begin}{{"name": {json.dumps(function["name"])}, "{fmt.arguments_key}": '
-        schema = function.get("parameters") or {"type": "object"}
-        content = {"type": "json_schema", "json_schema": schema, "max_whitespace_cnt": max_whitespace}
-        return {"type": "tag", "begin": begin, "content": content, "end": "}" + fmt.call_end}
-
-    chosen = functions if choice in ("auto", "required") else [f for f in functions if f["name"] == choice]
-    one_call = not parallel or choice not in ("auto", "required")
-    tags = [tag(f) for f in chosen]
-    calls = {
-        "type": "tags_with_separator",
-        "tags": tags,
-        "separator": fmt.separator,
-        "at_least_one": True,
-        "stop_after_first": one_call,
-    }
-    if fmt.block_begin:  # the calls of a turn in one block, opened by the trigger
-        calls = {"type": "tag", "begin": fmt.block_begin, "content": calls, "end": fmt.block_end}
-    if choice != "auto":
-        turn = calls
-    elif text_schema is not None:
-        text = {"type": "json_schema", "json_schema": text_schema, "max_whitespace_cnt": max_whitespace}
-        turn = {"type": "or", "elements": [calls, text]}
-    elif fmt.block_begin:
-        turn = _triggered([calls], fmt, one_call=True)
-    else:
-        turn = _triggered(tags, fmt, one_call)
-    return json.dumps({"type": "structural_tag", "format": turn})
-
-
-def _triggered(tags: list[dict[str, Any]], fmt: ToolFormat, one_call: bool) -> dict[str, Any]:
-    """Free text until the format's trigger is written, then one of `tags`."""
-    return {
-        "type": "triggered_tags",
-        "triggers": [fmt.grammar_trigger],
-        "tags": tags,
-        "stop_after_first": one_call,
-    }

@@ -10,7 +10,6 @@ streamed as the model writes them, character for character, once its name is kno
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -57,63 +56,78 @@ class ToolCallParser:
         self.tool_names = tool_names
         self.on_failure = on_failure  # told of call markup that did not parse as a call of a known tool
         self.num_calls = 0
+        self._triggers = [t for t in (*fmt.triggers, fmt.object_trigger) if t]
         self._held = ""  # content not yet emitted: a possible trigger's start, or whitespace before a call
         self._call: _CallReader | None = None
+        self._after_call = False  # nothing but separators since the last call closed
 
     def feed(self, text: str) -> Parsed:
         out = Parsed()
         while text:
             if self._call is None:
                 text = self._content(self._held + text, out)
-            else:
-                text = self._call.feed(text, out)
-                if self._call.failed:
-                    self.on_failure()
-                    out.content += self._call.unparsed()
-                if self._call.failed or self._call.done:
-                    self._call = None
+                continue
+            text = self._call.feed(text, out)
+            if self._call.failed:
+                self.on_failure()
+                out.content += self._call.unparsed()
+                self._after_call = False
+            elif self._call.done:
+                self._after_call = True
+            if self._call.failed or self._call.done:
+                self._call = None
         return out
 
     def finish(self) -> Parsed:
-        """The end of the reply: held text that became nothing else is content."""
+        """The end of the reply: held text that became nothing else is content (the separators after
+        a last call are markup)."""
         out = Parsed()
-        if self._call is not None and self._call.num_named == 0:
-            out.content += self._call.unparsed()  # cut off before a call was recognised
-        elif self._call is None and (
-            self.num_calls == 0 or self._held.strip(WHITESPACE + self.fmt.separator)
-        ):
+        if self._call is not None:
+            if self._call.num_named == 0:  # cut off before a call was recognised
+                out.content += self._call.unparsed()
+        elif not self._after_call or self._held.strip(self._separators()):
             out.content += self._held
         self._held = ""
         self._call = None
         return out
 
+    def _separators(self) -> str:
+        return WHITESPACE + (self.fmt.separator if self._after_call else "")
+
     def _content(self, text: str, out: Parsed) -> str:
-        """Emit content up to the first trigger and open a call there; returns the text after it."""
-        found = [(text.find(t), t) for t in (*self.fmt.triggers, self.fmt.object_trigger) if t]
-        found = [(i, t) for i, t in found if i >= 0]
+        """Emit content up to the first trigger and open a call there; returns the text after it.
+        Whitespace that may come before a call, and the start of a possible trigger, are held."""
+        if self._after_call:  # the separator between calls is markup, not content
+            rest = text.lstrip(self._separators())
+            if not rest:
+                self._held = text
+                return ""
+            text = rest
+        found = [(i, t) for t in self._triggers if (i := text.find(t)) >= 0]
         if found:
             at, trigger = min(found)
-            before = text[:at].rstrip(WHITESPACE + (self.fmt.separator if self.num_calls else ""))
-            out.content += before
+            before = text[:at].rstrip(WHITESPACE)
+            self._emit(before, out)
             self._held = ""
             by_object = trigger == self.fmt.object_trigger
             self._call = _CallReader(self, text[len(before) : at], trigger, by_object)
-            return text[at:] if self._call.opened_by_object else text[at + len(trigger) :]
-        keep = len(text) - _longest_trigger_start(text, self._triggers())
-        holdable = WHITESPACE + (self.fmt.separator if self.num_calls else "")
-        while keep > 0 and text[keep - 1] in holdable:
+            return text[at:] if by_object else text[at + len(trigger) :]
+        keep = len(text) - _longest_trigger_start(text, self._triggers)
+        while keep > 0 and text[keep - 1] in WHITESPACE:
             keep -= 1
-        out.content += text[:keep]
+        self._emit(text[:keep], out)
         self._held = text[keep:]
         return ""
 
-    def _triggers(self) -> list[str]:
-        return [t for t in (*self.fmt.triggers, self.fmt.object_trigger) if t]
+    def _emit(self, content: str, out: Parsed) -> None:
+        if content:
+            out.content += content
+            self._after_call = False
 
     def new_call(self, name: str, out: Parsed) -> int:
         index = self.num_calls
         self.num_calls += 1
-        out.calls.append(ToolCallDelta(index, id=f"call_{uuid.uuid4().hex[:24]}", name=name))
+        out.calls.append(ToolCallDelta(index, id=self.fmt.call_id(), name=name))
         return index
 
 
@@ -142,6 +156,7 @@ class _CallReader:
         self.num_named = 0
         self.done = self.failed = False
         self._failed_at = 0
+        self._object_at = 0  # where in `raw` the current call object began
         self._object: _CallObject | None = None
         self._state = "object"  # literal | object | between (calls of a block) | done
         self._literal = ""  # markup still to read, in state literal
@@ -165,8 +180,11 @@ class _CallReader:
         return ""
 
     def unparsed(self) -> str:
-        """The text to give back as content: all of it before a call was named, else from the failure."""
-        return self.raw if self.num_named == 0 else self.raw[self._failed_at :]
+        """The text to give back as content: all of it before a call was named; else the call object
+        that failed, whole (a call it named keeps what was streamed), or the markup from the failure."""
+        if self.num_named == 0:
+            return self.raw
+        return self.raw[self._object_at if self._object is not None else self._failed_at :]
 
     def _step(self, ch: str, out: Parsed) -> bool:
         if self._object is not None:
@@ -189,7 +207,7 @@ class _CallReader:
         if ch in WHITESPACE:
             return True
         if self._state == "object":
-            self._object = _CallObject(self)
+            self._object, self._object_at = _CallObject(self), len(self.raw) - 1
             return self._object.feed(ch, out)
         if self._state == "between":
             if ch == self.fmt.separator.strip(WHITESPACE):
@@ -267,6 +285,8 @@ class _CallObject:
         if self.state == "value_start":
             self.state, self.value = "value", _JsonValue()
             if self._is_arguments():
+                if self.arguments_seen:  # arguments twice (or both keys): not one call
+                    return False
                 self.arguments_seen = True
                 self.string_arguments = ch == '"'
             return self.feed(ch, out)

@@ -2,7 +2,7 @@
 knows tools (its `tools` variable), else by our generic prompt, so that tools work with every model.
 
 The generic prompt lists the tools as JSON schemas in a system message and asks for calls in the
-hermes format; earlier calls are written back in that format, and tool results as a user turn of
+server's format (hermes unless --tool-call-parser names another); earlier calls are written back in it, and tool results as a user turn of
 <tool_response> blocks (templates without tools often know no `tool` role). Of the wordings tried on
 the embedded SmolLM2, only this one let it answer after a result rather than repeat its call.
 """
@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from pyinfer.server.protocol_tools import ToolRequest
-from pyinfer.server.tool_formats import HERMES, ToolSupport
+from pyinfer.server.tool_formats import ToolFormat, ToolSupport
 
 GENERIC_INSTRUCTIONS = """You can call functions to answer the user. They are described by these JSON schemas:
 <tools>
@@ -36,18 +36,21 @@ def chat_prompt(
     offered = tools.template_tools() if tools is not None and tools.active else None
     if support.template_renders_tools:
         return messages, offered
-    messages = _generic_history(messages)
+    messages = _generic_history(messages, support.format)
     if offered and tools is not None:
-        messages = _with_instructions(messages, _instructions(offered, tools.choice))
+        messages = _with_instructions(messages, _instructions(offered, tools, support.format))
     return messages, None
 
 
-def _instructions(offered: list[dict[str, Any]], choice: str) -> str:
-    text = GENERIC_INSTRUCTIONS.format(tools="\n".join(json.dumps(t["function"]) for t in offered))
-    if choice == "required":
+def _instructions(offered: list[dict[str, Any]], tools: ToolRequest, fmt: ToolFormat) -> str:
+    example = fmt.write_calls([("<function name>", {"<argument>": "<value>"})])
+    text = GENERIC_INSTRUCTIONS.format(
+        tools="\n".join(json.dumps(t["function"]) for t in offered), example=example
+    )
+    if tools.mode == "required":
         text += "\n" + MUST_CALL["required"]
-    elif choice != "auto":
-        text += "\n" + MUST_CALL["named"].format(name=choice)
+    elif tools.mode == "named":
+        text += "\n" + MUST_CALL["named"].format(name=tools.name)
     return text
 
 
@@ -58,7 +61,7 @@ def _with_instructions(messages: list[dict[str, Any]], instructions: str) -> lis
     return [{"role": "system", "content": instructions}, *messages]
 
 
-def _generic_history(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _generic_history(messages: list[dict[str, Any]], fmt: ToolFormat) -> list[dict[str, Any]]:
     """Earlier calls written as the model wrote them; consecutive tool results joined in one user turn."""
     out: list[dict[str, Any]] = []
     for m in messages:
@@ -69,14 +72,11 @@ def _generic_history(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
             else:
                 out.append({"role": "user", "content": result, "tool_results": True})
         elif m.get("tool_calls"):
-            calls = [_written_call(c["function"]) for c in m["tool_calls"]]
-            content = "\n".join(([m["content"]] if m["content"] else []) + calls)
+            calls = fmt.write_calls(
+                [(c["function"]["name"], c["function"]["arguments"]) for c in m["tool_calls"]]
+            )
+            content = "\n".join([m["content"], calls] if m["content"] else [calls])
             out.append({"role": m["role"], "content": content})
         else:
             out.append(m)
     return [{k: v for k, v in m.items() if k != "tool_results"} for m in out]
-
-
-def _written_call(function: dict[str, Any]) -> str:
-    call = {"name": function["name"], HERMES.arguments_key: function["arguments"]}
-    return f"{HERMES.call_begin}{json.dumps(call, ensure_ascii=False)}{HERMES.call_end}"

@@ -52,9 +52,8 @@ def test_invoke_and_stream_give_the_same_text(server, model):
     text = "".join(c.content for c in chunks)
     assert text and text == whole.content
     summed = functools.reduce(operator.add, chunks)
-    assert summed.content == text and summed.response_metadata["finish_reason"] == (
-        whole.response_metadata["finish_reason"]
-    )
+    assert summed.content == text
+    assert summed.response_metadata["finish_reason"] == whole.response_metadata["finish_reason"]
     # stream_options.include_usage: the usage arrives in the stream and matches the whole reply's
     assert summed.usage_metadata["output_tokens"] == whole.usage_metadata["output_tokens"] > 0
     assert summed.usage_metadata["input_tokens"] == whole.usage_metadata["input_tokens"] > 0
@@ -90,7 +89,11 @@ def test_a_call_its_result_and_a_text_answer(server, model, answer_with_tools):
     first = llm.bind_tools([WEATHER], tool_choice="get_weather", parallel_tool_calls=False).invoke([question])
     (call,) = first.tool_calls
     assert call["name"] == "get_weather"
-    history = [question, first, lc_messages.ToolMessage(content="Sunny and 21 degrees.", tool_call_id=call["id"])]
+    history = [
+        question,
+        first,
+        lc_messages.ToolMessage(content="Sunny and 21 degrees.", tool_call_id=call["id"]),
+    ]
     answerer = llm.bind_tools(TOOLS, tool_choice="none") if answer_with_tools == "none" else llm
     answer = answerer.invoke(history)
     assert isinstance(answer, lc_messages.AIMessage)
@@ -119,4 +122,3 @@ def test_structured_output_gives_a_pydantic_instance(server, model, method):
         (call,) = raw.tool_calls
         assert call["name"] == "City" and City.model_validate(call["args"]) == result["parsed"]
         assert raw.response_metadata["finish_reason"] == "tool_calls"
-

@@ -5,23 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
-import xgrammar as xgr
 
-from pyinfer.server.tool_formats import FORMATS, HERMES, LLAMA3_JSON, MISTRAL, structural_tag, tool_support
+from pyinfer.server.tool_formats import FORMATS, HERMES, LLAMA3_JSON, MISTRAL
 from pyinfer.server.tool_parser import ToolCallParser
 
 TOOLS = {"get_weather", "search"}
 HARD = {"text": 'a}{b "quoted" </tool_call> [TOOL_CALLS] {"name": "x"} é ✓ \\ end', "n": [1, {"k": None}]}
 CHUNKINGS = (1, 2, 3, 5, 7, 10_000)
-
-
-def write_calls(fmt, calls: list[tuple[str, dict]], before: str = "") -> str:
-    """The calls as a model writes them in `fmt` (the grammar's spelling)."""
-    objects = [
-        f"{fmt.call_begin}{json.dumps({'name': n, fmt.arguments_key: a}, ensure_ascii=False)}{fmt.call_end}"
-        for n, a in calls
-    ]
-    return before + fmt.block_begin + fmt.separator.join(objects) + fmt.block_end
 
 
 def parse(fmt, text: str, chunk: int, names=TOOLS) -> tuple[str, list[dict], int]:
@@ -34,7 +24,7 @@ def parse(fmt, text: str, chunk: int, names=TOOLS) -> tuple[str, list[dict], int
         content += piece.content
         for delta in piece.calls:
             if delta.name is not None:  # a call's first delta: its index, id and name
-                assert delta.index == len(calls) and delta.id.startswith("call_")
+                assert delta.index == len(calls) and delta.id
                 calls.append({"id": delta.id, "name": delta.name, "arguments": ""})
             calls[delta.index]["arguments"] += delta.arguments
     return (
@@ -49,7 +39,7 @@ def parse(fmt, text: str, chunk: int, names=TOOLS) -> tuple[str, list[dict], int
 def test_calls_reassemble_at_any_chunking_and_no_markup_reaches_content(fmt, chunk):
     calls = [("get_weather", {"city": "Paris", "unit": "celsius"}), ("search", HARD)]
     before = "Let me look that up. \n" if fmt is not MISTRAL else "Checking. "
-    content, parsed, failures = parse(fmt, write_calls(fmt, calls, before), chunk)
+    content, parsed, failures = parse(fmt, before + fmt.write_calls(calls), chunk)
     assert parsed == [{"name": n, "arguments": a} for n, a in calls]
     assert content == before.strip()
     assert failures == 0
@@ -102,70 +92,33 @@ def test_a_call_cut_off_keeps_what_was_streamed():
     assert (last.content, last.calls) == ("", [])
 
 
-TEMPLATES = {
-    "hermes": "{% for t in tools %}{{ t | tojson }}{% endfor %}<tool_call>{{ messages }}",
-    "llama3_json": '{% if tools %}{"name": function name, "parameters": ...}{% endif %}<|python_tag|>',
-    "mistral": "{% if tools %}[AVAILABLE_TOOLS]{{ tools | tojson }}{% endif %}[TOOL_CALLS]",
-}
+@pytest.mark.parametrize("chunk", CHUNKINGS)
+def test_text_after_calls_is_content_and_separators_are_not(chunk):
+    call = ("get_weather", {"city": "Paris"})
+    assert parse(LLAMA3_JSON, LLAMA3_JSON.write_calls([call]) + "; done;", chunk)[0] == "done;"
+    assert parse(HERMES, HERMES.write_calls([call]) + "\nBye.\n", chunk)[0] == "Bye.\n"
+    assert parse(HERMES, HERMES.write_calls([call, call]) + "\n", chunk)[0] == ""
 
 
-def test_the_format_follows_the_chat_template_unless_named():
-    for name, template in TEMPLATES.items():
-        support = tool_support(template)
-        assert (support.format.name, support.template_renders_tools) == (name, True)
-    chatml = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>{% endfor %}"
-    assert tool_support(chatml) == tool_support(None)
-    assert (tool_support(chatml).format, tool_support(chatml).template_renders_tools) == (HERMES, False)
-    assert tool_support(TEMPLATES["hermes"], "llama3_json").format is LLAMA3_JSON
-    assert not tool_support(TEMPLATES["hermes"], "generic").template_renders_tools
-    assert tool_support({"default": chatml, "tool_use": TEMPLATES["mistral"]}).format is MISTRAL
+@pytest.mark.parametrize("chunk", CHUNKINGS)
+def test_a_failed_call_after_a_good_one_is_given_back_whole(chunk):
+    good = '{"name": "search", "arguments": {}}'
+    bad = '{"name": "zzz", "arguments": {}}'
+    content, calls, failures = parse(MISTRAL, f"[TOOL_CALLS][{good}, {bad}]", chunk)
+    assert calls == [{"name": "search", "arguments": {}}] and failures == 1
+    assert content == f"{bad}]"
+    twice = '<tool_call>\n{"name": "search", "parameters": {"a": 1}, "arguments": {"b": 2}}\n</tool_call>'
+    content, calls, failures = parse(HERMES, twice, chunk)
+    assert failures == 1 and content == twice.removeprefix("<tool_call>\n")
+    assert calls == [{"name": "search", "arguments": {"a": 1}}]  # as it was streamed
 
 
-@pytest.fixture(scope="module")
-def grammar_compiler(smollm2_path):
-    from pyinfer.tokenizer import load_tokenizer
-
-    tokenizer = load_tokenizer(smollm2_path, "gguf")
-    info = xgr.TokenizerInfo.from_huggingface(tokenizer.hf, vocab_size=49152, stop_token_ids=[2])
-    return xgr.GrammarCompiler(info)
-
-
-FUNCTIONS = [
-    {
-        "name": "get_weather",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-    {
-        "name": "search",
-        "parameters": {"type": "object", "properties": {"q": {"type": "integer"}}, "required": ["q"]},
-    },
-]
-
-
-def accepts(compiler, spec: str, text: str) -> bool:
-    matcher = xgr.GrammarMatcher(compiler.compile_structural_tag(spec))
-    return matcher.accept_string(text) and matcher.accept_token(2) and matcher.is_terminated()
-
-
-@pytest.mark.parametrize("fmt", FORMATS.values(), ids=FORMATS)
-def test_the_grammar_admits_exactly_the_calls_the_parser_reads(grammar_compiler, fmt):
-    weather = ("get_weather", {"city": "Paris"})
-    two = write_calls(fmt, [weather, ("search", {"q": 3})])
-
-    def spec(choice: str, parallel: bool = True, text_schema=None) -> str:
-        return structural_tag(fmt, FUNCTIONS, choice, parallel, 16, text_schema)
-
-    assert accepts(grammar_compiler, spec("required"), two)
-    assert parse(fmt, two, 1)[1] == [
-        {"name": "get_weather", "arguments": {"city": "Paris"}},
-        {"name": "search", "arguments": {"q": 3}},
-    ]
-    assert not accepts(grammar_compiler, spec("required", parallel=False), two)
-    assert not accepts(grammar_compiler, spec("required"), "Just text.")
-    assert not accepts(grammar_compiler, spec("required"), write_calls(fmt, [("search", {"q": "three"})]))
-    assert not accepts(grammar_compiler, spec("search"), write_calls(fmt, [weather]))
-    assert accepts(grammar_compiler, spec("auto"), "Just text.")
-    assert accepts(grammar_compiler, spec("auto"), write_calls(fmt, [weather], before="Let me see. "))
-    answer = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
-    assert accepts(grammar_compiler, spec("auto", text_schema=answer), '{"answer": "sunny"}')
-    assert not accepts(grammar_compiler, spec("auto", text_schema=answer), "Just text.")
+def test_call_ids_follow_the_format():
+    for fmt in FORMATS.values():
+        ids = {fmt.call_id() for _ in range(50)}
+        assert len(ids) == 50
+        for call_id in ids:
+            if fmt is MISTRAL:  # its templates take nine letters and digits only
+                assert len(call_id) == 9 and call_id.isalnum()
+            else:
+                assert call_id.startswith("call_") and len(call_id) == 29

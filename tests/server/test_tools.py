@@ -148,6 +148,21 @@ def test_arguments_with_braces_quotes_unicode_and_markup_survive(client, model):
     assert json.loads(calls[0]["arguments"]) == {"text": HARD_VALUE}
 
 
+def test_a_function_named_like_a_mode_is_called_by_name(client, model):
+    none = {
+        "type": "function",
+        "function": {"name": "none", "parameters": {"type": "object", "properties": {}}},
+    }
+    reply = client.chat.completions.create(
+        model=model,
+        messages=QUESTION,
+        tools=[WEATHER, none],
+        tool_choice={"type": "function", "function": {"name": "none"}},
+        max_tokens=60,
+    )
+    assert [c.function.name for c in reply.choices[0].message.tool_calls] == ["none"]
+
+
 def test_a_full_round_trip_call_result_answer(client, model):
     first = (
         client.chat.completions.create(
@@ -204,6 +219,8 @@ def test_a_json_response_format_beside_tools_gives_calls_or_that_json(client, mo
     [
         ({"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "nope"}}}, "tool_choice"),
         ({"tool_choice": "required"}, "tool_choice"),
+        ({"tool_choice": "none"}, "tool_choice"),
+        ({"parallel_tool_calls": False}, "parallel_tool_calls"),
         ({"tools": [{"type": "function", "function": {"name": "bad name!"}}]}, "tools"),
         ({"tools": [WEATHER, WEATHER]}, "tools"),
         ({"tools": [{"type": "custom", "custom": {"name": "x"}}]}, "tools"),

@@ -7,10 +7,12 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
+from pydantic import BaseModel
 
 from pyinfer.server.context import server_context
 from pyinfer.server.errors import OpenAIError, bad_request, from_exception
@@ -57,7 +59,7 @@ async def create_response(request: Request, body: ResponsesBody) -> Response:
     params, tokenizer, tools = ctx.admit(body)
     messages = _earlier_turns(ctx.responses, body.previous_response_id) + body.messages()
     system = [{"role": "system", "content": body.instructions}] if body.instructions else []
-    prompt_ids = await ctx.encode_chat(system + messages, tools)
+    prompt_ids = await ctx.encode_chat(system + messages, tools, param="input")
     ctx.check_prompt(prompt_ids, params, param="input")
     response = ResponseObject(
         id=f"resp_{uuid.uuid4().hex}",
@@ -74,7 +76,7 @@ async def create_response(request: Request, body: ResponsesBody) -> Response:
         user=body.user,
         tools=[t.model_dump(exclude_none=True) for t in body.tools or []],
         tool_choice=_echo(body.tool_choice),
-        parallel_tool_calls=tools.parallel if tools else True,
+        parallel_tool_calls=tools.parallel_in(ctx.tool_support.format) if tools else True,
     )
     gen = Generation(
         ctx.engine, tokenizer, response.id, prompt_ids, params, tool_parser=ctx.tool_parsers(tools)
@@ -116,52 +118,68 @@ async def cancel_response(request: Request, response_id: str) -> Response:
     return json_response(response)
 
 
+@dataclass
+class ReplyItem:
+    """One output item as the reply reaches it: a message (its text so far) or the choice's call `call`."""
+
+    id: str
+    call: int | None = None
+    text: str = ""
+
+
 class ResponseRun:
     """One response being generated; its stored record is final once its deltas end, however they end.
-    Its output items (a message, function calls) are listed in the order the reply wrote them."""
+    Its output items (messages, function calls) are listed in the order the reply wrote them."""
 
     def __init__(self, stored: StoredResponse, gen: Generation):
         self.stored = stored
         self.response = stored.response
         self.gen = gen
-        self.message_id = f"msg_{uuid.uuid4().hex}"
-        self.items: list[int | None] = []  # output items as they appeared: None the message, k the k-th call
+        self.items: list[ReplyItem] = []
         stored.stop = lambda: gen.engine.abort(gen.request_id)
 
     async def deltas(self) -> AsyncIterator[Delta]:
-        """The generation's deltas; an error comes out as the OpenAIError the response records."""
+        """The generation's deltas, each yielded once the items it adds to are listed; an error comes
+        out as the OpenAIError the response records."""
         failure = None
         try:
             if self.response.status == "in_progress":  # not cancelled before it began
                 async with aclosing(self.gen.run()) as deltas:
                     async for delta in deltas:
-                        if delta.text and None not in self.items:
-                            self.items.append(None)
-                        self.items += [call.index for call in delta.tool_calls if call.name is not None]
+                        if delta.text:
+                            self._message().text += delta.text
+                        for call in delta.tool_calls:
+                            if call.id is not None:
+                                self.items.append(ReplyItem(_function_call_id(call.id), call.index))
                         yield delta
         except Exception as e:
             failure = from_exception(e)
             raise failure from None
         finally:
             if not self.items:  # a reply with neither text nor calls is an empty message
-                self.items.append(None)
+                self._message()
             self._finish(failure)
 
+    def _message(self) -> ReplyItem:
+        """The message item text goes to: the last item, or a new one after a call."""
+        if not self.items or self.items[-1].call is not None:
+            self.items.append(ReplyItem(f"msg_{uuid.uuid4().hex}"))
+        return self.items[-1]
+
+    def at(self, call: int) -> int:
+        """The output index of the choice's call `call`."""
+        return next(i for i, item in enumerate(self.items) if item.call == call)
+
     def item(self, at: int, status: ItemStatus) -> OutputItem:
-        """Output item `at`, whole; a message in progress is empty (its part is added by its own event)."""
-        choice = self.gen.choices[0]
-        call_index = self.items[at]
-        if call_index is None:
-            parts = [] if status == "in_progress" else [OutputText(text=choice.text)]
-            return OutputMessage(id=self.message_id, status=status, content=parts)
-        call = choice.tool_calls[call_index]
+        """Output item `at`, whole; one in progress is empty (its text or arguments stream in events)."""
+        item = self.items[at]
+        if item.call is None:
+            parts = [] if status == "in_progress" else [OutputText(text=item.text)]
+            return OutputMessage(id=item.id, status=status, content=parts)
+        call = self.gen.choices[0].tool_calls[item.call]
         arguments = "" if status == "in_progress" else call.function.arguments
         return FunctionCallItem(
-            id=f"fc_{call.id.removeprefix('call_')}",
-            call_id=call.id,
-            name=call.function.name,
-            arguments=arguments,
-            status=status,
+            id=item.id, call_id=call.id, name=call.function.name, arguments=arguments, status=status
         )
 
     def _finish(self, failure: OpenAIError | None) -> None:
@@ -177,8 +195,10 @@ class ResponseRun:
                 r.status = "cancelled"
             else:
                 r.status, r.completed_at = "completed", int(time.time())
-        status = "completed" if r.status == "completed" else "incomplete"
-        r.output = [self.item(at, status) for at in range(len(self.items))]
+        last = "completed" if r.status == "completed" else "incomplete"  # the items before it closed whole
+        r.output = [
+            self.item(at, "completed" if at < len(self.items) - 1 else last) for at in range(len(self.items))
+        ]
         r.usage = ResponseUsage.of(usage([self.gen]))
         self.stored.stop = None
 
@@ -193,7 +213,7 @@ async def _events(run: ResponseRun, deltas: AsyncIterator[Delta]) -> AsyncIterat
 
     def opened(at: int) -> Iterator[str]:
         yield event("response.output_item.added", output_index=at, item=run.item(at, "in_progress"))
-        if run.items[at] is None:
+        if run.items[at].call is None:
             yield event("response.content_part.added", **text_at(at), part=OutputText(text=""))
 
     def closed(at: int, item: OutputItem) -> Iterator[str]:
@@ -202,13 +222,18 @@ async def _events(run: ResponseRun, deltas: AsyncIterator[Delta]) -> AsyncIterat
             yield event("response.content_part.done", **text_at(at), part=item.content[0])
         else:
             where = {"item_id": item.id, "output_index": at}
-            yield event(
-                "response.function_call_arguments.done", **where, name=item.name, arguments=item.arguments
-            )
+            yield event("response.function_call_arguments.done", **where, arguments=item.arguments)
         yield event("response.output_item.done", output_index=at, item=item)
 
     def text_at(at: int) -> dict[str, Any]:
-        return {"item_id": run.message_id, "output_index": at, "content_index": 0}
+        return {"item_id": run.items[at].id, "output_index": at, "content_index": 0}
+
+    def new_items() -> Iterator[str]:
+        """Open the items the reply reached, closing each one before."""
+        for at in range(num_open, len(run.items)):
+            if at:
+                yield from closed(at - 1, run.item(at - 1, "completed"))
+            yield from opened(at)
 
     yield event("response.created", response=run.response)
     yield event("response.in_progress", response=run.response)
@@ -216,43 +241,36 @@ async def _events(run: ResponseRun, deltas: AsyncIterator[Delta]) -> AsyncIterat
     try:
         async with aclosing(deltas):
             async for d in deltas:
-                for at in range(num_open, len(run.items)):
-                    if at:
-                        for e in closed(at - 1, run.item(at - 1, "completed")):
-                            yield e
-                    for e in opened(at):
-                        yield e
+                for e in new_items():
+                    yield e
                 num_open = len(run.items)
                 if d.text:
+                    last_message = max(i for i, item in enumerate(run.items) if item.call is None)
                     yield event(
-                        "response.output_text.delta",
-                        **text_at(run.items.index(None)),
-                        delta=d.text,
-                        logprobs=[],
+                        "response.output_text.delta", **text_at(last_message), delta=d.text, logprobs=[]
                     )
                 for call in d.tool_calls:
                     if call.arguments:
-                        at = run.items.index(call.index)
-                        item_id = f"fc_{run.gen.choices[0].tool_calls[call.index].id.removeprefix('call_')}"
-                        yield event(
-                            "response.function_call_arguments.delta",
-                            item_id=item_id,
-                            output_index=at,
-                            delta=call.arguments,
-                        )
+                        at = run.at(call.index)
+                        where = {"item_id": run.items[at].id, "output_index": at}
+                        yield event("response.function_call_arguments.delta", **where, delta=call.arguments)
     except OpenAIError:
         yield event("response.failed", response=run.response)
         return
-    for at in range(num_open, len(run.items)):  # an empty reply's message
-        for e in opened(at):
-            yield e
+    for e in new_items():  # an empty reply's message
+        yield e
     output = run.response.output
     for e in closed(len(output) - 1, output[-1]):
         yield e
     yield event(FINAL_EVENTS[run.response.status], response=run.response)
 
 
-def _echo(choice: Any) -> str | dict[str, Any]:
+def _function_call_id(call_id: str) -> str:
+    """A function call item's id, from its call's."""
+    return f"fc_{call_id.removeprefix('call_')}"
+
+
+def _echo(choice: str | BaseModel | None) -> str | dict[str, Any]:
     """The request's tool_choice as the response shows it."""
     if choice is None:
         return "auto"
