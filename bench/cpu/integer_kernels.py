@@ -37,7 +37,7 @@ def step_linears(x: dict[int, torch.Tensor]) -> None:
 
 def kernel_and_dense(w: Int4Blocks, x: torch.Tensor) -> tuple[float, float]:
     kernel = ms_per_call(lambda: ops.int4_blocks_mm(x, w.codes, w.d, w.m), 10)
-    dense = ms_per_call(lambda: F.linear(x, ops.int4_blocks_dequantize(w.codes, w.d, w.m)), 10)
+    dense = ms_per_call(lambda: F.linear(x, ops.int4_blocks_dequantize(w.codes, w.d, w.m, torch.float32)), 10)
     return kernel, dense
 
 

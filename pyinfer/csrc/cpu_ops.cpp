@@ -377,10 +377,17 @@ at::Tensor silu_and_mul(const at::Tensor& x) {
 
 constexpr int64_t kGroup = 32;
 
+// With AVX-512 VNNI two groups (64 bytes) are one product: their int32 sums fill 16 lanes, the first 8
+// group g's, the last 8 group g + 1's.
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
+#define PYINFER_VNNI512 1
+#endif
+
 struct QuantizedActivations {
   std::vector<int8_t> q;    // [T, K]
   std::vector<float> scale;  // [T, K / 32]
   std::vector<float> sum;    // [T, K / 32]: each group's float sum, for the 4-bit blocks' min term (else empty)
+  std::vector<float> pair_scale;  // [T, K / 64, 16] with VNNI512: the scales of groups 2p and 2p + 1, 8 lanes each
 };
 
 template <typename scalar_t>
@@ -406,6 +413,13 @@ QuantizedActivations quantize_activations(const at::Tensor& x, bool with_sums) {
       if (with_sums) a.sum[task] = total;
     }
   });
+#ifdef PYINFER_VNNI512
+  const int64_t pairs = groups / 2;
+  a.pair_scale.resize(rows * pairs * 16);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t p = 0; p < pairs; ++p)
+      for (int64_t i = 0; i < 16; ++i) a.pair_scale[(r * pairs + p) * 16 + i] = a.scale[r * groups + 2 * p + i / 8];
+#endif
   return a;
 }
 
@@ -420,10 +434,16 @@ inline float horizontal_sum(__m256 v) {
   return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
 }
 
-// The 32 products of unsigned weight bytes and signed activations, as 8 partial int32 sums in float.
+// The 32 products of unsigned weight bytes and signed activations, as 8 partial int32 sums in float:
+// one VNNI instruction where the processor has it (vpdpbusd, AVX-512 VNNI on 256-bit registers), else
+// two (pairs summed to int16, then to int32; a pair stays within int16: |x| and |w| are at most 127).
 inline __m256 dot_group(__m256i weights_u8, __m256i x_s8) {
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+  return _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), weights_u8, x_s8));
+#else
   const __m256i pairs = _mm256_maddubs_epi16(weights_u8, x_s8);
   return _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+#endif
 }
 #endif
 
@@ -449,6 +469,27 @@ struct Int4Row {  // 4-bit blocks: byte i of a group holds q[i] in its low nibbl
   }
   static __m256 simd_dot(__m256i codes, __m256i x) { return dot_group(codes, x); }
 #endif
+#ifdef PYINFER_VNNI512
+  // Groups g and g + 1 as 64 codes in the activations' order: [g low nibbles | g high | g+1 low | g+1 high].
+  __m512i load_pair(int64_t g) const {
+    const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + g * 16));
+    const __m256i mask = _mm256_set1_epi8(0x0F);
+    const __m512i lo_hi = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(raw, mask)),
+                                             _mm256_and_si256(_mm256_srli_epi16(raw, 4), mask), 1);
+    return _mm512_shuffle_i64x2(lo_hi, lo_hi, _MM_SHUFFLE(3, 1, 2, 0));
+  }
+  static __m512i pair_dot(__m512i codes, __m512i x) { return _mm512_dpbusd_epi32(_mm512_setzero_si512(), codes, x); }
+  // The scales of groups g and g + 1, 8 lanes each.
+  __m512 pair_scale(int64_t g) const {
+    int32_t two;
+    std::memcpy(&two, d + g, sizeof(two));
+    const __m512 both = _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi32_si128(two)));
+    return _mm512_permutexvar_ps(_mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0), both);
+  }
+  __m512 minimums16(int64_t g) const {  // the minima of groups g .. g + 15
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(m + g)));
+  }
+#endif
 };
 
 struct Int8Row {  // int8 weights with one scale per row
@@ -464,8 +505,17 @@ struct Int8Row {  // int8 weights with one scale per row
   }
 #if defined(__AVX2__) && defined(__FMA__)
   __m256i load(int64_t g) const { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + g * kGroup)); }
-  // maddubs wants one unsigned side: |x| against w with x's sign
+  // the products want one unsigned side: |x| against w with x's sign
   static __m256 simd_dot(__m256i w, __m256i x) { return dot_group(_mm256_sign_epi8(x, x), _mm256_sign_epi8(w, x)); }
+#endif
+#ifdef PYINFER_VNNI512
+  __m512i load_pair(int64_t g) const { return _mm512_loadu_si512(w + g * kGroup); }
+  static __m512i pair_dot(__m512i w, __m512i x) {  // |x| against w with x's sign, as above
+    const __m512i zero = _mm512_setzero_si512();
+    return _mm512_dpbusd_epi32(zero, _mm512_abs_epi8(x), _mm512_mask_sub_epi8(w, _mm512_movepi8_mask(x), zero, w));
+  }
+  __m512 pair_scale(int64_t) const { return _mm512_set1_ps(1.f); }
+  __m512 minimums16(int64_t) const { return _mm512_setzero_ps(); }
 #endif
 };
 
@@ -474,7 +524,38 @@ template <int64_t tile, typename Row>
 void row_dots(const Row& w, const QuantizedActivations& a, int64_t t0, int64_t k, float* out) {
   const int64_t groups = k / kGroup;
   float mins[tile] = {};
-#if defined(__AVX2__) && defined(__FMA__)
+#ifdef PYINFER_VNNI512
+  const int64_t pairs = groups / 2;
+  __m512 acc[tile];
+  for (int64_t r = 0; r < tile; ++r) acc[r] = _mm512_setzero_ps();
+  for (int64_t p = 0; p < pairs; ++p) {
+    const __m512i weights = w.load_pair(2 * p);
+    const __m512 scale = w.pair_scale(2 * p);
+    for (int64_t r = 0; r < tile; ++r) {
+      const int64_t row = t0 + r;
+      const __m512i x = _mm512_loadu_si512(a.q.data() + row * k + 2 * p * kGroup);
+      const __m512 x_scale = _mm512_loadu_ps(a.pair_scale.data() + (row * pairs + p) * 16);
+      acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(Row::pair_dot(weights, x)), _mm512_mul_ps(scale, x_scale), acc[r]);
+    }
+  }
+  for (int64_t r = 0; r < tile; ++r) {
+    const int64_t row = t0 + r;
+    float total = _mm512_reduce_add_ps(acc[r]);
+    if (groups % 2) {  // the last group alone
+      const int64_t g = groups - 1;
+      total += w.scale(g) * a.scale[row * groups + g] * static_cast<float>(w.exact_dot(g, a.q.data() + row * k + g * kGroup));
+    }
+    if constexpr (Row::has_min) {
+      __m512 min_acc = _mm512_setzero_ps();
+      int64_t g = 0;
+      for (; g + 16 <= groups; g += 16)
+        min_acc = _mm512_fmadd_ps(w.minimums16(g), _mm512_loadu_ps(a.sum.data() + row * groups + g), min_acc);
+      mins[r] = _mm512_reduce_add_ps(min_acc);
+      for (; g < groups; ++g) mins[r] += w.minimum(g) * a.sum[row * groups + g];
+    }
+    out[r] = w.row_scale * (total + mins[r]);
+  }
+#elif defined(__AVX2__) && defined(__FMA__)
   __m256 acc[tile];
   for (int64_t r = 0; r < tile; ++r) acc[r] = _mm256_setzero_ps();
   for (int64_t g = 0; g < groups; ++g) {
@@ -575,26 +656,31 @@ at::Tensor int8_rows_mm(const at::Tensor& x, const at::Tensor& q, const at::Tens
   return out;
 }
 
-// The 4-bit blocks back to a dense fp32 [N, K] matrix, for prefill-sized products (a float GEMM).
-at::Tensor int4_blocks_dequantize(const at::Tensor& codes, const at::Tensor& d, const at::Tensor& m) {
+// The 4-bit blocks back to a dense [N, K] matrix in `dtype` (fp32 or bf16), for prefill-sized products
+// (a float GEMM; bf16 where the processor multiplies bf16 natively).
+at::Tensor int4_blocks_dequantize(const at::Tensor& codes, const at::Tensor& d, const at::Tensor& m,
+                                  at::ScalarType dtype) {
   TORCH_CHECK(codes.scalar_type() == at::kByte && codes.dim() == 2 && codes.is_contiguous(),
               "codes must be contiguous uint8 [N, K / 2]");
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kBFloat16, "dequantize to float32 or bfloat16");
   const int64_t n = codes.size(0), k = codes.size(1) * 2, groups = k / kGroup;
   check_block_scales(d, m, n, k);
-  auto out = at::empty({n, k}, d.options().dtype(at::kFloat));
+  auto out = at::empty({n, k}, d.options().dtype(dtype));
   const uint8_t* w = codes.data_ptr<uint8_t>();
   const at::Half *dp = d.data_ptr<at::Half>(), *mp = m.data_ptr<at::Half>();
-  float* o = out.data_ptr<float>();
-  at::parallel_for(0, n * groups, 256, [&](int64_t begin, int64_t end) {
-    for (int64_t task = begin; task < end; ++task) {
-      const uint8_t* src = w + task * 16;
-      const float dg = to_float(dp[task]), mg = to_float(mp[task]);
-      float* __restrict__ dst = o + task * kGroup;
-      for (int64_t i = 0; i < 16; ++i) {
-        dst[i] = static_cast<float>(src[i] & 15) * dg + mg;
-        dst[i + 16] = static_cast<float>(src[i] >> 4) * dg + mg;
+  AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, dtype, "int4_blocks_dequantize", [&] {
+    scalar_t* o = out.data_ptr<scalar_t>();
+    at::parallel_for(0, n * groups, 256, [&](int64_t begin, int64_t end) {
+      for (int64_t task = begin; task < end; ++task) {
+        const uint8_t* src = w + task * 16;
+        const float dg = to_float(dp[task]), mg = to_float(mp[task]);
+        scalar_t* __restrict__ dst = o + task * kGroup;
+        for (int64_t i = 0; i < 16; ++i) {
+          dst[i] = from_float<scalar_t>(static_cast<float>(src[i] & 15) * dg + mg);
+          dst[i + 16] = from_float<scalar_t>(static_cast<float>(src[i] >> 4) * dg + mg);
+        }
       }
-    }
+    });
   });
   return out;
 }

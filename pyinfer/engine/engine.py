@@ -6,7 +6,6 @@ import gc
 import logging
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from pathlib import Path
 
 import torch
 
@@ -18,6 +17,7 @@ from pyinfer.engine.sampling_params import SamplingParams, SamplingParamsError
 from pyinfer.engine.scheduler import Scheduler
 from pyinfer.engine.sequence import Sequence
 from pyinfer.engine.structured_output import GrammarCompiler
+from pyinfer.kernels.cpu import cpu_has_bf16
 from pyinfer.layers import quantization
 from pyinfer.model_files import resolve_model
 from pyinfer.models.loader import load_model
@@ -333,12 +333,3 @@ def resolve_dtype(dtype: str, device: torch.device, integer_weights: bool = Fals
     if device.type == "cuda":
         return torch.bfloat16
     return torch.bfloat16 if cpu_has_bf16() and not integer_weights else torch.float32
-
-
-def cpu_has_bf16() -> bool:
-    """Whether this CPU computes in bf16 natively (AVX-512 BF16 or AMX), read from /proc/cpuinfo."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import logging
 import os
 import platform
@@ -30,18 +31,14 @@ def cpu_ops() -> ModuleType | None:
     if os.environ.get("PYINFER_DISABLE_CPU_KERNELS") == "1":
         return None
     try:
-        from torch.utils.cpp_extension import get_default_build_root, load
+        from torch.utils.cpp_extension import load
 
         _put_ninja_on_path()
-        name = f"pyinfer_cpu_ops_{_processor_id()}"
-        root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root())
-        build_dir = (
-            root / f"py{sys.version_info.major}{sys.version_info.minor}_torch{torch.__version__}" / name
-        )
+        build_dir = _build_dir()
         build_dir.mkdir(parents=True, exist_ok=True)
         _remove_stale_lock(build_dir / "lock")
         return load(
-            name=name,
+            name=build_dir.name,
             sources=[str(SOURCE)],
             build_directory=str(build_dir),
             # -march=native: built for this processor (hence the name); -ffast-math lets glibc's vector
@@ -54,6 +51,53 @@ def cpu_ops() -> ModuleType | None:
         reason = str(e).strip().splitlines()[-1] if str(e).strip() else ""
         log.warning("CPU kernels unavailable, using the PyTorch path (%s: %s)", type(e).__name__, reason)
         return None
+
+
+def integer_kernels_choice() -> bool | None:
+    """Whether our integer kernels serve quantized weights on this processor where torch has fast int4
+    kernels too: PYINFER_INTEGER_KERNELS (1 or 0) if set, else what `python -m pyinfer.bench.int4_paths`
+    measured here (`make install` runs it) and kept beside this build; None where neither says."""
+    forced = os.environ.get("PYINFER_INTEGER_KERNELS")
+    if forced in ("0", "1"):
+        return forced == "1"
+    try:
+        kept = json.loads(_choice_record().read_text())
+        return kept["integer_kernels"] if kept["source"] == _source_hash() else None
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def record_integer_kernels_choice(integer_kernels: bool, measured: dict[str, float]) -> None:
+    record = {"integer_kernels": integer_kernels, "source": _source_hash(), **measured}
+    _choice_record().write_text(json.dumps(record))
+
+
+def _choice_record() -> Path:
+    return _build_dir() / "integer_kernels.json"
+
+
+def _source_hash() -> str:
+    """The kernels' source, so that a changed kernel is measured again."""
+    return hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:16]
+
+
+@functools.cache
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes in bf16 natively (AVX-512 BF16 or AMX), read from /proc/cpuinfo."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def _build_dir() -> Path:
+    """Where this processor's build (and what was measured of it) is kept."""
+    from torch.utils.cpp_extension import get_default_build_root
+
+    root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root())
+    version = f"py{sys.version_info.major}{sys.version_info.minor}_torch{torch.__version__}"
+    return root / version / f"pyinfer_cpu_ops_{_processor_id()}"
 
 
 def _remove_stale_lock(lock: Path, max_age_s: float = 600) -> None:

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from pyinfer.kernels.cpu import cpu_ops
+from pyinfer.kernels.cpu import cpu_has_bf16, cpu_ops, integer_kernels_choice
 
 GROUP_SIZE = 32
 # From this many rows (a prefill chunk) a dense GEMM on the unpacked weight beats the int4 kernel,
@@ -28,9 +28,14 @@ BLOCKS_DENSE_MIN_ROWS = 64
 
 
 def integer_kernels_wanted() -> bool:
-    """Whether quantized matmuls run on our C++ integer kernels: where torch dispatches its CPU kernels
-    to AVX2 (their slow path) and ours are built. Elsewhere (AVX-512, or other processors) torch's."""
-    return torch.backends.cpu.get_cpu_capability() == "AVX2" and cpu_ops() is not None
+    """Whether quantized matmuls (and the fused decode layer) run on our C++ integer kernels: wherever
+    they are built, where torch dispatches its CPU kernels to AVX2 (their slow path); where torch has
+    fast int4 kernels too (AVX-512), unless torch's measured faster end to end on this processor."""
+    if cpu_ops() is None:
+        return False
+    if torch.backends.cpu.get_cpu_capability() == "AVX2":
+        return True
+    return integer_kernels_choice() is not False
 
 
 class Int4Shard(NamedTuple):
@@ -92,8 +97,10 @@ class Int4Blocks(Int4Weights):
 
     def _mm(self, x: torch.Tensor) -> torch.Tensor:
         ops = cpu_ops()
-        if x.shape[0] >= BLOCKS_DENSE_MIN_ROWS:
-            return F.linear(x.float(), ops.int4_blocks_dequantize(self.codes, self.d, self.m)).to(x.dtype)
+        if x.shape[0] >= BLOCKS_DENSE_MIN_ROWS:  # a GEMM on the dequantized weight, bf16 where it is native
+            dtype = torch.bfloat16 if cpu_has_bf16() else torch.float32
+            dense = ops.int4_blocks_dequantize(self.codes, self.d, self.m, dtype)
+            return F.linear(x.to(dtype), dense).to(x.dtype)
         return ops.int4_blocks_mm(x, self.codes, self.d, self.m)
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from pyinfer.attention.metadata import AttentionMetadata
 from pyinfer.attention.torch_backend import TorchAttentionBackend, batched_decode, gather_kv
-from pyinfer.kernels.cpu import cpu_ops
+from pyinfer.kernels.cpu import cpu_has_bf16, cpu_ops
 from pyinfer.layers.norm import RMSNorm
 from pyinfer.layers.quantization import (
     BLOCKS_DENSE_MIN_ROWS,
@@ -219,7 +220,11 @@ def int4_blocks_case(n: int, k: int, seed: int) -> tuple[Int4Blocks, torch.Tenso
 @pytest.mark.parametrize(("n", "k"), [(1, 32), (37, 96), (192, 576), (130, 1536)])
 def test_int4_blocks_dequantize_to_the_quantized_weights(n, k):
     blocks, dense = int4_blocks_case(n, k, seed=n)
-    torch.testing.assert_close(ops.int4_blocks_dequantize(blocks.codes, blocks.d, blocks.m), dense)
+    torch.testing.assert_close(
+        ops.int4_blocks_dequantize(blocks.codes, blocks.d, blocks.m, torch.float32), dense
+    )
+    as_bf16 = ops.int4_blocks_dequantize(blocks.codes, blocks.d, blocks.m, torch.bfloat16)
+    assert as_bf16.dtype == torch.bfloat16 and torch.equal(as_bf16, dense.bfloat16())
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -252,7 +257,10 @@ def test_int4_blocks_take_a_float_gemm_from_prefill_sized_chunks(monkeypatch):
     dequantized = []
     dequantize = ops.int4_blocks_dequantize
     monkeypatch.setattr(ops, "int4_blocks_dequantize", lambda *a: dequantized.append(1) or dequantize(*a))
-    torch.testing.assert_close(blocks.mm(x), x @ dense.T, atol=1e-4, rtol=1e-4)  # exact: no int8 rounding
+    if cpu_has_bf16():  # a bf16 GEMM where the processor has one
+        torch.testing.assert_close(blocks.mm(x), F.linear(x.bfloat16(), dense.bfloat16()).float())
+    else:  # exact: no int8 rounding
+        torch.testing.assert_close(blocks.mm(x), x @ dense.T, atol=1e-4, rtol=1e-4)
     assert dequantized == [1]
     decode = blocks.mm(x[:5])  # decode-sized: the integer kernel
     assert dequantized == [1] and ((decode - x[:5] @ dense.T).norm() / decode.norm()).item() < 0.02
@@ -265,9 +273,26 @@ def test_integer_matmuls_reject_mismatched_shapes():
     with pytest.raises(RuntimeError, match="d and m must be"):
         ops.int4_blocks_mm(torch.randn(2, 96), blocks.codes, blocks.d[:, :2].contiguous(), blocks.m)
     with pytest.raises(RuntimeError, match="d and m must be contiguous fp16"):
-        ops.int4_blocks_dequantize(blocks.codes, blocks.d.float(), blocks.m)
+        ops.int4_blocks_dequantize(blocks.codes, blocks.d.float(), blocks.m, torch.float32)
     q8 = quantize_int8(torch.randn(8, 96))
     with pytest.raises(RuntimeError, match="scale must be"):
         ops.int8_rows_mm(torch.randn(2, 96), q8.q, q8.scale[:4].contiguous())
     with pytest.raises(RuntimeError, match="unit column stride"):
         ops.int8_rows_mm(torch.randn(96, 2).T, q8.q, q8.scale)
+
+
+def test_the_measured_int4_path_is_kept_per_kernel_source_and_the_environment_overrides_it(
+    monkeypatch, tmp_path
+):
+    from pyinfer.kernels import cpu
+
+    monkeypatch.delenv("PYINFER_INTEGER_KERNELS", raising=False)
+    monkeypatch.setattr(cpu, "_choice_record", lambda: tmp_path / "integer_kernels.json")
+    assert cpu.integer_kernels_choice() is None  # nothing measured: integer_kernels_wanted takes ours
+    cpu.record_integer_kernels_choice(False, {"ours_ms_batch1": 7.0, "torch_ms_batch1": 5.0})
+    assert cpu.integer_kernels_choice() is False
+    monkeypatch.setenv("PYINFER_INTEGER_KERNELS", "1")
+    assert cpu.integer_kernels_choice() is True
+    monkeypatch.delenv("PYINFER_INTEGER_KERNELS")
+    monkeypatch.setattr(cpu, "_source_hash", lambda: "a changed kernel")
+    assert cpu.integer_kernels_choice() is None
