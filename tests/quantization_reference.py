@@ -23,6 +23,9 @@ def blocks_dense(blocks: Int4Blocks) -> torch.Tensor:
 
 
 def int8_dense(w: Int8Weights) -> torch.Tensor:
+    """Per-channel scales [N], or per group of 32 inputs [N, K / 32]."""
+    if w.scale.dim() == 2:
+        return w.q.float() * w.scale.float().repeat_interleave(GROUP_SIZE, dim=1)
     return w.q.float() * w.scale.float()[:, None]
 
 

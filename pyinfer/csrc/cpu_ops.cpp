@@ -1,7 +1,6 @@
 // CPU kernels: paged decode attention reading the KV cache in place; int4 weights unpacked to the
 // activations' dtype for prefill-sized matmuls (where a dense GEMM beats the int4 kernel); matmuls on
-// 4-bit blocks and int8 rows with activations quantized to int8 (for CPUs where torch's int4/int8 kernels
-// have no fast path); residual add + RMSNorm and SiLU-and-mul in one pass each, rounding where the
+// 4-bit and 8-bit blocks with activations quantized to int8 (AVX2, or AVX-512 VNNI where present); residual add + RMSNorm and SiLU-and-mul in one pass each, rounding where the
 // PyTorch layers round.
 // Built once by pyinfer/kernels/cpu.py (torch.utils.cpp_extension); the PyTorch backend is the fallback
 // and the reference the tests compare against.
@@ -447,14 +446,23 @@ inline __m256 dot_group(__m256i weights_u8, __m256i x_s8) {
 }
 #endif
 
-// One weight row as the integer dot products read it, group by group: w = q * scale(g) * row_scale
-// (+ minimum(g) for the 4-bit blocks). `exact_dot` is the plain C++ product of a group with int8
+#ifdef PYINFER_VNNI512
+// Two fp16 group scales, 8 lanes each, as a pair's products lie.
+inline __m512 fp16_pair_scales(const at::Half* d) {
+  int32_t two;
+  std::memcpy(&two, d, sizeof(two));
+  const __m512 both = _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi32_si128(two)));
+  return _mm512_permutexvar_ps(_mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0), both);
+}
+#endif
+
+// One weight row as the integer dot products read it, group by group: w = q * scale(g) (+ minimum(g)
+// for the 4-bit blocks). `exact_dot` is the plain C++ product of a group with int8
 // activations; with AVX2, `load` and `simd_dot` are the same product, 8 lanes at a time.
 struct Int4Row {  // 4-bit blocks: byte i of a group holds q[i] in its low nibble, q[i + 16] in its high one
   static constexpr bool has_min = true;
   const uint8_t* w;
   const at::Half *d, *m;
-  float row_scale = 1.f;
   float scale(int64_t g) const { return to_float(d[g]); }
   float minimum(int64_t g) const { return to_float(m[g]); }
   int32_t exact_dot(int64_t g, const int8_t* x) const {
@@ -479,24 +487,18 @@ struct Int4Row {  // 4-bit blocks: byte i of a group holds q[i] in its low nibbl
     return _mm512_shuffle_i64x2(lo_hi, lo_hi, _MM_SHUFFLE(3, 1, 2, 0));
   }
   static __m512i pair_dot(__m512i codes, __m512i x) { return _mm512_dpbusd_epi32(_mm512_setzero_si512(), codes, x); }
-  // The scales of groups g and g + 1, 8 lanes each.
-  __m512 pair_scale(int64_t g) const {
-    int32_t two;
-    std::memcpy(&two, d + g, sizeof(two));
-    const __m512 both = _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi32_si128(two)));
-    return _mm512_permutexvar_ps(_mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0), both);
-  }
+  __m512 pair_scale(int64_t g) const { return fp16_pair_scales(d + g); }
   __m512 minimums16(int64_t g) const {  // the minima of groups g .. g + 15
     return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(m + g)));
   }
 #endif
 };
 
-struct Int8Row {  // int8 weights with one scale per row
+struct Int8Row {  // int8 weights with one fp16 scale per group of 32 (GGUF's Q8_0)
   static constexpr bool has_min = false;
   const int8_t* w;
-  float row_scale;
-  float scale(int64_t) const { return 1.f; }
+  const at::Half* d;
+  float scale(int64_t g) const { return to_float(d[g]); }
   float minimum(int64_t) const { return 0.f; }
   int32_t exact_dot(int64_t g, const int8_t* x) const {
     int32_t dot = 0;
@@ -514,7 +516,7 @@ struct Int8Row {  // int8 weights with one scale per row
     const __m512i zero = _mm512_setzero_si512();
     return _mm512_dpbusd_epi32(zero, _mm512_abs_epi8(x), _mm512_mask_sub_epi8(w, _mm512_movepi8_mask(x), zero, w));
   }
-  __m512 pair_scale(int64_t) const { return _mm512_set1_ps(1.f); }
+  __m512 pair_scale(int64_t g) const { return fp16_pair_scales(d + g); }
   __m512 minimums16(int64_t) const { return _mm512_setzero_ps(); }
 #endif
 };
@@ -553,7 +555,7 @@ void row_dots(const Row& w, const QuantizedActivations& a, int64_t t0, int64_t k
       mins[r] = _mm512_reduce_add_ps(min_acc);
       for (; g < groups; ++g) mins[r] += w.minimum(g) * a.sum[row * groups + g];
     }
-    out[r] = w.row_scale * (total + mins[r]);
+    out[r] = total + mins[r];
   }
 #elif defined(__AVX2__) && defined(__FMA__)
   __m256 acc[tile];
@@ -568,7 +570,7 @@ void row_dots(const Row& w, const QuantizedActivations& a, int64_t t0, int64_t k
       if constexpr (Row::has_min) mins[r] += minimum * a.sum[row * groups + g];
     }
   }
-  for (int64_t r = 0; r < tile; ++r) out[r] = w.row_scale * (horizontal_sum(acc[r]) + mins[r]);
+  for (int64_t r = 0; r < tile; ++r) out[r] = horizontal_sum(acc[r]) + mins[r];
 #else
   for (int64_t r = 0; r < tile; ++r) {
     const int64_t row = t0 + r;
@@ -578,7 +580,7 @@ void row_dots(const Row& w, const QuantizedActivations& a, int64_t t0, int64_t k
       total += w.scale(g) * a.scale[row * groups + g] * static_cast<float>(w.exact_dot(g, x));
       if constexpr (Row::has_min) mins[r] += w.minimum(g) * a.sum[row * groups + g];
     }
-    out[r] = w.row_scale * (total + mins[r]);
+    out[r] = total + mins[r];
   }
 #endif
 }
@@ -640,18 +642,18 @@ at::Tensor int4_blocks_mm(const at::Tensor& x, const at::Tensor& codes, const at
   return out;
 }
 
-// x [T, K] @ w^T for w [N, K] = q * scale[:, None]: q int8 [N, K], scale fp32 [N].
-at::Tensor int8_rows_mm(const at::Tensor& x, const at::Tensor& q, const at::Tensor& scale) {
+// x [T, K] @ w^T for w [N, K] = q * d per group of 32 inputs: q int8 [N, K], d fp16 [N, K / 32] (GGUF's Q8_0).
+at::Tensor int8_blocks_mm(const at::Tensor& x, const at::Tensor& q, const at::Tensor& d) {
   TORCH_CHECK(q.scalar_type() == at::kChar && q.dim() == 2 && q.is_contiguous(), "q must be contiguous int8 [N, K]");
-  const int64_t n = q.size(0), k = q.size(1);
+  const int64_t n = q.size(0), k = q.size(1), groups = k / kGroup;
   check_activations(x, k);
-  TORCH_CHECK(scale.scalar_type() == at::kFloat && scale.is_contiguous() && scale.numel() == n,
-              "scale must be contiguous fp32 [N]");
+  TORCH_CHECK(d.scalar_type() == at::kHalf && d.is_contiguous() && d.dim() == 2 && d.size(0) == n &&
+              d.size(1) == groups, "d must be contiguous fp16 [N, K / 32]");
   at::Tensor out;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "int8_rows_mm", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "int8_blocks_mm", [&] {
     const int8_t* w = q.data_ptr<int8_t>();
-    const float* s = scale.data_ptr<float>();
-    out = integer_matmul<scalar_t>(x, n, [&](int64_t j) { return Int8Row{w + j * k, s[j]}; });
+    const at::Half* dp = d.data_ptr<at::Half>();
+    out = integer_matmul<scalar_t>(x, n, [&](int64_t j) { return Int8Row{w + j * k, dp + j * groups}; });
   });
   return out;
 }
@@ -721,7 +723,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("decode_attention", &decode_attention, "paged decode attention over a head-major KV cache");
   m.def("int4_unpack", &int4_unpack, "torch's packed CPU int4 weights back to a dense [N, K] matrix");
   m.def("int4_blocks_mm", &int4_blocks_mm, "x @ w^T for 4-bit block weights, activations quantized to int8");
-  m.def("int8_rows_mm", &int8_rows_mm, "x @ w^T for int8 weights with a scale per row, activations in int8");
+  m.def("int8_blocks_mm", &int8_blocks_mm, "x @ w^T for int8 weights with a scale per group of 32 (Q8_0)");
   m.def("int4_blocks_dequantize", &int4_blocks_dequantize, "4-bit block weights back to dense fp32");
   m.def("decode_layer", &decode_layer, "one decoder layer of a decode step on 4-bit block weights");
   m.def("rms_norm", &rms_norm, "RMSNorm, with the residual add before it when one is given");

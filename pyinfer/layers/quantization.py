@@ -110,21 +110,20 @@ def int4_weights(shard: Int4Shard, dtype: torch.dtype) -> Int4Weights:
 
 
 class Int8Weights(QuantizedWeights):
-    """Symmetric int8 weights with one scale per output channel: w = q * scale."""
-
-    description = "int8 per-channel"
+    """Symmetric int8 weights, w = q * scale: for torch's kernel one scale per output channel ([N], in
+    the activations' dtype); for our integer kernel one fp16 scale per group of 32 inputs ([N, K / 32]:
+    GGUF's Q8_0, finer wherever a row's weights differ in size, for 6% more bytes)."""
 
     def __init__(self, q: torch.Tensor, scale: torch.Tensor):
         self.q = q  # [N, K] int8 in -127..127
-        self.scale = scale  # [N] in the activations' dtype
+        self.scale = scale
         self.out_features = q.shape[0]
-        self.integer_kernel = integer_kernels_wanted() and q.shape[1] % GROUP_SIZE == 0
-        if self.integer_kernel:
-            self.scale = scale.float()  # the integer kernel's
+        self.integer_kernel = scale.dim() == 2
+        self.description = f"int8 g{GROUP_SIZE}" if self.integer_kernel else "int8 per-channel"
 
     def _mm(self, x: torch.Tensor) -> torch.Tensor:
         if self.integer_kernel:
-            return cpu_ops().int8_rows_mm(x, self.q, self.scale)
+            return cpu_ops().int8_blocks_mm(x, self.q, self.scale)
         return torch.ops.aten._weight_int8pack_mm(x, self.q, self.scale)
 
 
@@ -151,8 +150,15 @@ def quantize(w: torch.Tensor, method: str) -> QuantizedWeights:
 
 
 def quantize_int8(w: torch.Tensor) -> Int8Weights:
-    """Per output channel, scale = absmax / 127. The scale is rounded to w's dtype before q is computed
-    from it, so that the kernel dequantizes with exactly the scale q was rounded against."""
+    """Scale = absmax / 127 per output channel, or per group of 32 inputs where our integer kernel will
+    multiply (fp16 scales). The scale is rounded as the kernel holds it before q is computed from it,
+    so that the kernel dequantizes with exactly the scale q was rounded against."""
+    n, k = w.shape
+    if integer_kernels_wanted() and k % GROUP_SIZE == 0:
+        groups = w.float().reshape(n, k // GROUP_SIZE, GROUP_SIZE)
+        scale = (groups.abs().amax(dim=-1) / 127).half()
+        q = torch.round(groups / _nonzero(scale.float())[..., None]).clamp(-127, 127)
+        return Int8Weights(q.to(torch.int8).reshape(n, k), scale)
     scale = (w.float().abs().amax(dim=1) / 127).to(w.dtype)
     q = torch.round(w.float() / _nonzero(scale.float())[:, None]).clamp(-127, 127).to(torch.int8)
     return Int8Weights(q, scale)

@@ -163,9 +163,11 @@ def test_engine_rejects_bad_requests(smollm2_llm):
 
 
 def test_default_cpu_dtype_answers_correctly():
-    """The default CPU path (bf16 where the CPU has bf16 instructions) still gets the facts right."""
+    """The default CPU path (whichever kernels and dtype this CPU gets) still gets the facts right. Asked
+    without "Answer in one sentence.", the file's own exact path opens on a near-tie between "The" and
+    "L'Étoile" (0.08 logits) that any rounding may tip (bench/results/2026-12-04-cpu-int4-accuracy.md)."""
     llm = LLM(device="cpu", kv_cache_memory_gb=0.1)
-    chat = [{"role": "user", "content": "What is the capital of France?"}]
+    chat = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
     assert "Paris" in llm.chat(chat, SamplingParams(temperature=0, max_tokens=20))[0].outputs[0].text
 
 

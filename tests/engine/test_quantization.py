@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 from pyinfer.config import EngineConfig
 from pyinfer.engine.engine import LLMEngine
 from pyinfer.engine.llm import LLM
+from pyinfer.layers import quantization
 from pyinfer.layers.linear import LinearBase
 from pyinfer.layers.quantization import Int4Weights, Int8Weights
 from tests.conftest import TINY_LLAMA, write_random_llama
@@ -211,12 +212,7 @@ def gguf_engine(path: Path, dtype: str, quantization: str) -> SimpleNamespace:
         # bf16: Q4 blocks stay 4-bit (the Q8_0 v beside them is quantized into the same int4 matrix)
         ("bfloat16", "none", type(None), "6 linears int4 g32 (GGUF Q4_0/Q4_1 blocks), 2 linears bfloat16"),
         # asked for, in any dtype: the Q8_0 linears are quantized as asked
-        (
-            "float32",
-            "int8",
-            Int8Weights,
-            "6 linears int4 g32 (GGUF Q4_0/Q4_1 blocks), 2 linears int8 per-channel",
-        ),
+        ("float32", "int8", Int8Weights, "6 linears int4 g32 (GGUF Q4_0/Q4_1 blocks), 2 linears {int8}"),
         ("float32", "int4", Int4Weights, "6 linears int4 g32 (GGUF Q4_0/Q4_1 blocks), 2 linears int4 g32"),
     ],
 )
@@ -233,7 +229,9 @@ def test_gguf_q4_blocks_stay_4_bit_and_other_linears_follow_quantization(
         assert isinstance(layer.mlp.down_proj.quantized, Int4Weights)
         assert isinstance(layer.self_attn.o_proj.quantized, attn_output)
     assert isinstance(model.lm_head.quantized, Int8Weights)
-    assert f"weights: {log}, lm_head int8 per-channel, embedding and norms {dtype}" in caplog.text
+    int8 = model.lm_head.quantized.description  # in blocks of 32 on our integer kernels, else per channel
+    assert int8 == ("int8 g32" if quantization.integer_kernels_wanted() else "int8 per-channel")
+    assert f"weights: {log.format(int8=int8)}, lm_head {int8}, embedding and norms {dtype}" in caplog.text
     prompt = torch.randint(0, 256, (48,), generator=torch.Generator().manual_seed(0)).tolist()
     ref, out = our_prompt_logits(exact, prompt), our_prompt_logits(quant, prompt)
     # the Q4 blocks are the file's own: only the requantized Q8_0 parts, the head and bf16 differ

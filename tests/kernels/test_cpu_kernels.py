@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from pyinfer.attention.metadata import AttentionMetadata
 from pyinfer.attention.torch_backend import TorchAttentionBackend, batched_decode, gather_kv
 from pyinfer.kernels.cpu import cpu_has_bf16, cpu_ops
+from pyinfer.layers import quantization
 from pyinfer.layers.norm import RMSNorm
 from pyinfer.layers.quantization import (
     BLOCKS_DENSE_MIN_ROWS,
@@ -22,7 +23,13 @@ from pyinfer.layers.quantization import (
 )
 from pyinfer.layers.rotary import RotaryEmbedding
 from tests.kernels.conftest import rotate_half_split
-from tests.quantization_reference import blocks_dense, int4_dense, int8_activations, kernel_product
+from tests.quantization_reference import (
+    blocks_dense,
+    int4_dense,
+    int8_activations,
+    int8_dense,
+    kernel_product,
+)
 
 ops = cpu_ops()
 pytestmark = pytest.mark.skipif(ops is None, reason="no C++ compiler: the PyTorch paths run instead")
@@ -230,9 +237,10 @@ def test_int4_blocks_dequantize_to_the_quantized_weights(n, k):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("rows", [1, 3, 4, 9])  # whole tiles of 4 activation rows, and what is left
 @pytest.mark.parametrize(("n", "k"), [(37, 96), (192, 576), (64, 1536)])
-def test_integer_matmuls_match_their_rounding_in_torch(rows, n, k, dtype):
+def test_integer_matmuls_match_their_rounding_in_torch(rows, n, k, dtype, monkeypatch):
     """int8-rounded activations (per group of 32) against the 4-bit codes, the blocks' minimum against
-    x's exact group sums; int8 rows with one scale each. Strided x rows and an all-zero row included."""
+    x's exact group sums; int8 blocks with a scale per group. Strided x rows and an all-zero row included."""
+    monkeypatch.setattr(quantization, "integer_kernels_wanted", lambda: True)  # the weights in our layouts
     gen = torch.Generator().manual_seed(rows * n)
     x = torch.randn(rows, k + 32, generator=gen).to(dtype)[:, :k]  # rows strided by k + 32
     if rows > 1:
@@ -245,10 +253,9 @@ def test_integer_matmuls_match_their_rounding_in_torch(rows, n, k, dtype):
     torch.testing.assert_close(out.float(), expected, atol=tol, rtol=tol)
     assert x.stride(0) == k + 32 and (rows == 1 or not out[-1].any())
     q8 = quantize_int8(torch.randn(n, k, generator=gen) * 0.05)
-    out = ops.int8_rows_mm(x, q8.q, q8.scale)
-    torch.testing.assert_close(
-        out.float(), int8_activations(x) @ (q8.q.float() * q8.scale[:, None]).T, atol=tol, rtol=tol
-    )
+    assert q8.integer_kernel and q8.scale.shape == (n, k // GROUP_SIZE)
+    out = ops.int8_blocks_mm(x, q8.q, q8.scale)
+    torch.testing.assert_close(out.float(), int8_activations(x) @ int8_dense(q8).T, atol=tol, rtol=tol)
 
 
 def test_int4_blocks_take_a_float_gemm_from_prefill_sized_chunks(monkeypatch):
@@ -275,10 +282,10 @@ def test_integer_matmuls_reject_mismatched_shapes():
     with pytest.raises(RuntimeError, match="d and m must be contiguous fp16"):
         ops.int4_blocks_dequantize(blocks.codes, blocks.d.float(), blocks.m, torch.float32)
     q8 = quantize_int8(torch.randn(8, 96))
-    with pytest.raises(RuntimeError, match="scale must be"):
-        ops.int8_rows_mm(torch.randn(2, 96), q8.q, q8.scale[:4].contiguous())
+    with pytest.raises(RuntimeError, match="d must be"):
+        ops.int8_blocks_mm(torch.randn(2, 96), q8.q, q8.scale[:4].contiguous())
     with pytest.raises(RuntimeError, match="unit column stride"):
-        ops.int8_rows_mm(torch.randn(96, 2).T, q8.q, q8.scale)
+        ops.int8_blocks_mm(torch.randn(96, 2).T, q8.q, q8.scale)
 
 
 def test_the_measured_int4_path_is_kept_per_kernel_source_and_the_environment_overrides_it(

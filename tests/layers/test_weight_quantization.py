@@ -35,12 +35,21 @@ def random_weight(n: int = 96, k: int = 128, seed: int = 0) -> torch.Tensor:
     return torch.randn(n, k, generator=torch.Generator().manual_seed(seed)) * 0.05
 
 
-def test_int8_rounds_each_weight_to_its_nearest_step():
+def test_int8_rounds_each_weight_to_its_nearest_step(kernels):
+    """Per output channel for torch's kernel; per group of 32 inputs (fp16 scales, Q8_0) for ours."""
     w = random_weight()
     q = quantize_int8(w)
-    assert q.q.dtype == torch.int8 and q.q.abs().max() == 127  # the largest weight of a row sits on 127
-    assert q.scale.shape == (96,) and q.scale.dtype == w.dtype
-    assert ((int8_dense(q) - w).abs() <= q.scale[:, None] / 2 + 1e-7).all()
+    assert q.q.dtype == torch.int8
+    if kernels == "integer":
+        assert q.scale.shape == (96, 128 // GROUP_SIZE) and q.scale.dtype == torch.float16
+        groups = q.q.reshape(96, -1, GROUP_SIZE)
+        assert (groups.abs().amax(-1) == 127).all()  # each group's largest weight sits on 127
+        step = q.scale.float().repeat_interleave(GROUP_SIZE, dim=1)
+    else:
+        assert q.scale.shape == (96,) and q.scale.dtype == w.dtype
+        assert (q.q.abs().amax(-1) == 127).all()  # each row's largest weight sits on 127
+        step = q.scale[:, None]
+    assert ((int8_dense(q) - w).abs() <= step / 2 + 1e-7).all()
 
 
 def test_int4_maps_each_group_min_max_onto_0_to_15():
@@ -80,9 +89,9 @@ def test_kernels_compute_x_times_the_dequantized_matrix(kernels, method, dtype, 
         assert ((out.float() - exact).norm() / exact.norm()).item() < 0.02
 
 
-def test_descriptions_name_the_scheme():
+def test_descriptions_name_the_scheme(kernels):
     w = random_weight()
-    assert quantize(w, "int8").description == "int8 per-channel"
+    assert quantize(w, "int8").description == ("int8 g32" if kernels == "integer" else "int8 per-channel")
     assert quantize(w, "int4").description == "int4 g32"
     with pytest.raises(ValueError, match="int8 or int4"):
         quantize(w, "int2")
