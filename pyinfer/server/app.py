@@ -13,6 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from pyinfer import __version__
 from pyinfer.config import EngineConfig
 from pyinfer.engine.core_client import EngineDeadError
+from pyinfer.server.auth import ApiKeyMiddleware, ApiKeys
 from pyinfer.server.config import ServerConfig
 from pyinfer.server.context import ServerContext
 from pyinfer.server.errors import install_error_handlers
@@ -41,8 +42,13 @@ def create_app(config: ServerConfig, engine_config: EngineConfig) -> FastAPI:
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
-    # Middleware, innermost first. API-key auth and rate limits belong here, inside CORS (so that
-    # preflight requests pass without a key) and inside the request id (so that refusals carry one).
+    # Middleware, innermost first: API keys (and rate limits) inside CORS, so that preflight requests
+    # pass without a key and refusals carry CORS headers, and inside the request id, so that they carry one.
+    app.add_middleware(
+        ApiKeyMiddleware,
+        keys=ApiKeys(config.api_keys, config.api_key_file),
+        protect_metrics=config.protect_metrics,
+    )
     if config.cors_origins:
         app.add_middleware(
             CORSMiddleware,

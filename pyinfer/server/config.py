@@ -23,6 +23,9 @@ class ServerConfig:
     drain_timeout: float = 30.0  # seconds in-flight requests may take to finish on shutdown
     max_stored_responses: int = 1000  # Responses API: how many stored responses are kept, newest first
     stored_response_ttl: float = 3600.0  # Responses API: seconds a stored response is kept
+    api_keys: list[str] = field(default_factory=list)  # with any key (or a key file), the API needs one
+    api_key_file: str | None = None  # `key [name [rpm [tpm]]]` a line, read again when it changes
+    protect_metrics: bool = False  # /metrics needs a key too
 
     def __post_init__(self) -> None:
         if self.log_format not in ("text", "json"):
@@ -102,6 +105,29 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         default=env_default("STORED_RESPONSE_TTL", d.stored_response_ttl, float),
         help="Responses API: seconds a stored response is kept (env STORED_RESPONSE_TTL)",
     )
+    add_auth_arguments(g)
+
+
+def add_auth_arguments(g: argparse._ArgumentGroup) -> None:
+    g.add_argument(
+        "--api-key",
+        action="append",
+        default=None,
+        help="a key clients must send as `Authorization: Bearer KEY`; repeat for more (env API_KEY, "
+        "comma-separated)",
+    )
+    g.add_argument(
+        "--api-key-file",
+        default=env_default("API_KEY_FILE", None),
+        help="keys one a line, `key [name [requests-per-minute [tokens-per-minute]]]`; read again when it "
+        "changes, so a removed key stops working without a restart (env API_KEY_FILE)",
+    )
+    g.add_argument(
+        "--protect-metrics",
+        action="store_true",
+        default=env_default("PROTECT_METRICS", False, bool),
+        help="/metrics needs a key too (env PROTECT_METRICS; /health and /ready always stay open)",
+    )
 
 
 def server_config_from_args(args: argparse.Namespace) -> ServerConfig:
@@ -118,4 +144,7 @@ def server_config_from_args(args: argparse.Namespace) -> ServerConfig:
         drain_timeout=args.drain_timeout,
         max_stored_responses=args.max_stored_responses,
         stored_response_ttl=args.stored_response_ttl,
+        api_keys=args.api_key or [k.strip() for k in env_default("API_KEY", "").split(",") if k.strip()],
+        api_key_file=args.api_key_file,
+        protect_metrics=args.protect_metrics,
     )

@@ -48,13 +48,16 @@ class RequestContextMiddleware:
                 "duration_ms": round(ms, 1),
                 "request_id": request_id,
                 "client": f"{client[0]}:{client[1]}" if client else None,
+                "api_key": scope["state"].get("api_key_name"),  # the key's name, never the key
             }
+            key = f" key={fields['api_key']}" if fields["api_key"] else ""
             access_log.info(
-                "%s %s %d %.1fms request_id=%s",
+                "%s %s %d %.1fms request_id=%s%s",
                 scope["method"],
                 scope["path"],
                 status,
                 ms,
                 request_id,
+                key,
                 extra={"fields": fields},
             )

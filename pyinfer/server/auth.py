@@ -1,0 +1,142 @@
+"""API keys: who may call the API, and under which name their use is counted and logged.
+
+Keys come from `--api-key` (any number of them) and `--api-key-file`: one key a line as
+`key [name [requests-per-minute [tokens-per-minute]]]`, `#` starting a comment. The file is read again
+whenever it changes, so that a key taken out of it stops working without a restart (a file that no
+longer parses keeps the keys it last gave, and says why in the log). Keys are compared in constant
+time, against every known key whatever matched.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from starlette.datastructures import Headers
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from pyinfer.server.protocol import ErrorDetail, ErrorResponse
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    name: str  # what logs and metrics show: never the key itself
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+
+
+class ApiKeys:
+    def __init__(self, keys: list[str], file: str | None = None):
+        self._given = {key: ApiKey(f"key-{i + 1}") for i, key in enumerate(keys)}
+        self._file = Path(file) if file else None
+        self._file_keys: dict[str, ApiKey] = {}
+        self._file_stamp: tuple[float, int] | None = None
+        if self._file is not None:
+            self._file_keys = parse_key_file(self._file.read_text(), self._file)  # a bad file fails start-up
+            self._file_stamp = self._stamp()
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._given) or self._file is not None
+
+    def lookup(self, token: str) -> ApiKey | None:
+        """The key `token` is, if it is one."""
+        self._reload_if_changed()
+        found = None
+        for key, info in (*self._given.items(), *self._file_keys.items()):
+            if hmac.compare_digest(key.encode(), token.encode()):
+                found = info
+        return found
+
+    def _stamp(self) -> tuple[float, int] | None:
+        try:
+            st = os.stat(self._file)
+        except OSError:
+            return None
+        return st.st_mtime, st.st_size
+
+    def _reload_if_changed(self) -> None:
+        if self._file is None or (stamp := self._stamp()) == self._file_stamp:
+            return
+        self._file_stamp = stamp
+        try:
+            self._file_keys = parse_key_file(self._file.read_text(), self._file)
+            log.info("API key file %s read again: %d keys", self._file, len(self._file_keys))
+        except FileNotFoundError:
+            self._file_keys = {}
+            log.warning("API key file %s is gone: its keys no longer work", self._file)
+        except (OSError, ValueError) as e:
+            log.error("API key file %s not read again, its earlier keys kept: %s", self._file, e)
+
+
+def parse_key_file(text: str, path: Path) -> dict[str, ApiKey]:
+    keys: dict[str, ApiKey] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        fields = line.split("#", 1)[0].split()
+        if not fields:
+            continue
+        if len(fields) > 4:
+            raise ValueError(f"{path}:{number}: expected `key [name [rpm [tpm]]]`, got {len(fields)} fields")
+        try:
+            limits = [int(f) for f in fields[2:]]
+        except ValueError:
+            raise ValueError(f"{path}:{number}: the limits must be whole numbers") from None
+        if any(limit < 1 for limit in limits):
+            raise ValueError(f"{path}:{number}: the limits must be at least 1")
+        if limits:  # refused rather than ignored until the rate limiter lands
+            raise ValueError(f"{path}:{number}: per-key rate limits are not enforced yet; give `key [name]`")
+        name = fields[1] if len(fields) > 1 else f"{path.name}:{number}"
+        keys[fields[0]] = ApiKey(name, *limits)
+    return keys
+
+
+class ApiKeyMiddleware:
+    """With keys configured, the API's routes (and /metrics where protected) need
+    `Authorization: Bearer <key>`; a missing or wrong key is a 401 in OpenAI's shape. The key's name
+    is kept in the request's state for the access log."""
+
+    def __init__(self, app: ASGIApp, keys: ApiKeys, protect_metrics: bool = False):
+        self.app = app
+        self.keys = keys
+        self.protect_metrics = protect_metrics
+
+    def _protected(self, path: str) -> bool:
+        if path.startswith("/v1/") or path in ("/tokenize", "/detokenize"):
+            return True
+        return path == "/metrics" and self.protect_metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or not self.keys.enabled
+            or scope["method"] == "OPTIONS"
+            or not self._protected(scope["path"])
+        ):
+            await self.app(scope, receive, send)
+            return
+        scheme, _, token = Headers(scope=scope).get("authorization", "").partition(" ")
+        key = self.keys.lookup(token.strip()) if scheme.lower() == "bearer" and token.strip() else None
+        if key is None:
+            await _refusal(bool(token.strip())).__call__(scope, receive, send)
+            return
+        scope.setdefault("state", {})["api_key_name"] = key.name
+        await self.app(scope, receive, send)
+
+
+def _refusal(given: bool) -> JSONResponse:
+    message = (
+        "Incorrect API key provided."
+        if given
+        else "You didn't provide an API key. You need to provide your API key in an Authorization header "
+        "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
+    )
+    detail = ErrorDetail(message=message, type="invalid_request_error", code="invalid_api_key")
+    return JSONResponse(
+        ErrorResponse(error=detail).model_dump(), status_code=401, headers={"WWW-Authenticate": "Bearer"}
+    )

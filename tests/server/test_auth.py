@@ -1,0 +1,109 @@
+"""API keys against a live server: the official client with and without the right key, the routes that
+stay open, and a key file edited while the server runs."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from pyinfer.server.auth import ApiKeys, parse_key_file
+from tests.server.helpers import ServerProcess, assert_error, running_server, wait_until
+
+
+@pytest.fixture(scope="module")
+def key_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("keys") / "keys.txt"
+    path.write_text("# team keys\nsk-alice alice\nsk-bob bob  # trailing comment\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def keyed_server(tmp_path_factory, key_file) -> Iterator[ServerProcess]:
+    log = tmp_path_factory.mktemp("log") / "server.log"
+    flags = ("--api-key", "sk-static", "--api-key-file", str(key_file), "--num-kv-blocks", "64")
+    with running_server(log, *flags, "--cors-origins", "http://ui.example") as srv:
+        yield srv
+
+
+def client(srv: ServerProcess, key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{srv.base_url}/v1", api_key=key, max_retries=0, timeout=60)
+
+
+def test_the_right_key_is_served_and_a_wrong_or_missing_one_is_a_401(keyed_server):
+    for key in ("sk-static", "sk-alice", "sk-bob"):
+        assert client(keyed_server, key).models.list().data
+    with pytest.raises(openai.AuthenticationError) as e:
+        client(keyed_server, "sk-wrong").chat.completions.create(
+            model="x", messages=[{"role": "user", "content": "hi"}], max_tokens=1
+        )
+    assert e.value.code == "invalid_api_key" and e.value.status_code == 401
+    r = httpx.post(f"{keyed_server.base_url}/v1/completions", json={"prompt": "hi", "max_tokens": 1})
+    error = assert_error(r, 401)
+    assert error["code"] == "invalid_api_key" and "Authorization" in error["message"]
+    assert r.headers["www-authenticate"] == "Bearer" and r.headers["x-request-id"]
+    basic = httpx.get(f"{keyed_server.base_url}/v1/models", headers={"Authorization": "Basic sk-static"})
+    assert basic.status_code == 401
+    for path in ("/tokenize", "/detokenize"):
+        assert httpx.post(f"{keyed_server.base_url}{path}", json={"prompt": "hi"}).status_code == 401
+
+
+def test_health_ready_the_ui_and_cors_preflight_need_no_key(keyed_server):
+    for path in ("/health", "/ready", "/", "/version"):
+        assert httpx.get(f"{keyed_server.base_url}{path}").status_code == 200, path
+    preflight = httpx.options(
+        f"{keyed_server.base_url}/v1/chat/completions",
+        headers={
+            "Origin": "http://ui.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type",
+        },
+    )
+    assert preflight.status_code == 200
+    refused = httpx.get(f"{keyed_server.base_url}/v1/models", headers={"Origin": "http://ui.example"})
+    assert refused.status_code == 401  # and the browser may read why:
+    assert refused.headers["access-control-allow-origin"] == "http://ui.example"
+
+
+def test_the_access_log_names_the_key_never_the_key(keyed_server):
+    client(keyed_server, "sk-alice").models.list()
+    wait_until(lambda: "/v1/models 200" in keyed_server.log() and " key=alice" in keyed_server.log(), 5)
+    assert "sk-alice" not in keyed_server.log()
+
+
+def test_a_key_taken_out_of_the_file_stops_working_without_a_restart(keyed_server, key_file):
+    bob = client(keyed_server, "sk-bob")
+    assert bob.models.list().data
+    original = key_file.read_text()
+    try:
+        key_file.write_text("sk-alice alice\nsk-carol carol\n")
+        os.utime(key_file, (time.time() + 5, time.time() + 5))  # a new stamp even within the clock's grain
+        with pytest.raises(openai.AuthenticationError):
+            bob.models.list()
+        assert client(keyed_server, "sk-carol").models.list().data
+        assert client(keyed_server, "sk-static").models.list().data  # flags' keys are not the file's
+        key_file.write_text("sk-carol carol extra fields here\n")  # broken: the last good keys stay
+        os.utime(key_file, (time.time() + 10, time.time() + 10))
+        assert client(keyed_server, "sk-carol").models.list().data
+        assert "not read again" in keyed_server.log()
+    finally:
+        key_file.write_text(original)
+        os.utime(key_file, (time.time() + 15, time.time() + 15))
+
+
+def test_key_files_parse_or_fail_naming_the_line(tmp_path):
+    path = tmp_path / "k"
+    keys = parse_key_file("a\n  \n# c\nb bob\n", path)
+    assert {k: v.name for k, v in keys.items()} == {"a": "k:1", "b": "bob"}
+    with pytest.raises(ValueError, match=r"k:1: .*not enforced yet"):
+        parse_key_file("a alice 60 1000\n", path)
+    with pytest.raises(ValueError, match="k:2"):
+        parse_key_file("a\nb c d e f\n", path)
+    path.write_text("x\n")
+    assert ApiKeys([], str(path)).lookup("x").name == "k:1"
+    assert ApiKeys(["y"]).lookup("x") is None and not ApiKeys([]).enabled
