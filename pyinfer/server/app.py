@@ -57,7 +57,7 @@ def create_app(config: ServerConfig, engine_config: EngineConfig) -> FastAPI:
             allow_headers=["*"],
             expose_headers=["X-Request-Id"],
         )
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(RequestContextMiddleware, metrics=ctx.metrics)
     return app
 
 

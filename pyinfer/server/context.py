@@ -20,6 +20,7 @@ from pyinfer.generation_config import describe, generation_defaults, with_defaul
 from pyinfer.model_files import resolve_model
 from pyinfer.server.config import ServerConfig
 from pyinfer.server.errors import OpenAIError, bad_request, unavailable
+from pyinfer.server.prometheus import ServerMetrics
 from pyinfer.server.protocol_tools import ToolRequest
 from pyinfer.server.response_store import ResponseStore
 from pyinfer.server.tool_formats import tool_support
@@ -70,6 +71,7 @@ class ServerContext:
         self.tool_markup_is_special = False  # whether skipping special tokens would drop its triggers
         self.num_tool_call_failures = 0  # call markup that did not parse as a call, over all replies
         self.responses = ResponseStore(config.max_stored_responses, config.stored_response_ttl)
+        self.metrics = ServerMetrics(self.model_name)
         self.draining = False  # set on SIGTERM/SIGINT: no new work
         self.created = int(time.time())
         self.fatal_error: str | None = None  # why the server must exit non-zero

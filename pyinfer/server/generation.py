@@ -12,6 +12,7 @@ from pyinfer.engine.core_client import AsyncEngineClient
 from pyinfer.engine.detokenizer import IncrementalDetokenizer
 from pyinfer.engine.messages import RequestMetrics, SeqOutput, TokenLogprob
 from pyinfer.engine.sampling_params import SamplingParams
+from pyinfer.server.prometheus import ServerMetrics
 from pyinfer.server.protocol import Performance, PromptTokensDetails, Usage
 from pyinfer.server.protocol_tools import FunctionCall, ToolCall
 from pyinfer.server.tool_parser import Parsed, ToolCallDelta, ToolCallParser
@@ -79,6 +80,7 @@ class Generation:
         params: SamplingParams,
         index_offset: int = 0,  # where this prompt's choices start in a multi-prompt reply
         tool_parser: Callable[[], ToolCallParser] | None = None,  # one parser per choice
+        metrics: ServerMetrics | None = None,  # told of each token's arrival and of the end
     ):
         self.engine = engine
         self.request_id = request_id
@@ -97,22 +99,29 @@ class Generation:
         ]
         self.num_cached_tokens = 0
         self.sent_at = time.perf_counter()
+        self.metrics = metrics
 
     async def run(self) -> AsyncIterator[Delta]:
         """Deltas as tokens arrive; leaving early aborts the request in the engine."""
         self.sent_at = time.perf_counter()
         outputs = self.engine.generate(self.request_id, self.prompt_token_ids, self.params)
-        async with aclosing(outputs):
-            async for out in outputs:
-                delta = self._apply(out)
-                if delta is not None:
-                    yield delta
+        try:
+            async with aclosing(outputs):
+                async for out in outputs:
+                    delta = self._apply(out)
+                    if delta is not None:
+                        yield delta
+        finally:
+            if self.metrics is not None:
+                self.metrics.observe(self, time.perf_counter() - self.sent_at)
 
     def _apply(self, out: SeqOutput) -> Delta | None:
         choice = self.choices[out.index]
         if choice.finish_reason is not None:  # output that crossed our abort of this choice
             return None
         now = time.perf_counter()
+        if self.metrics is not None and choice.last_token_at is not None:
+            self.metrics.token_gap(now - choice.last_token_at)
         choice.first_token_at = choice.first_token_at or now
         choice.last_token_at = now
         if out.index == 0:

@@ -12,12 +12,15 @@ import uuid
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from pyinfer.server.prometheus import ServerMetrics
+
 access_log = logging.getLogger("pyinfer.access")
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp):
+    def __init__(self, app: ASGIApp, metrics: ServerMetrics | None = None):
         self.app = app
+        self.metrics = metrics  # counts requests by route and status
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -50,6 +53,9 @@ class RequestContextMiddleware:
                 "client": f"{client[0]}:{client[1]}" if client else None,
                 "api_key": scope["state"].get("api_key_name"),  # the key's name, never the key
             }
+            if self.metrics is not None:  # the route's template, not the path: a bounded set of labels
+                route = scope.get("route")
+                self.metrics.http_requests.labels(getattr(route, "path", "unmatched"), str(status)).inc()
             key = f" key={fields['api_key']}" if fields["api_key"] else ""
             access_log.info(
                 "%s %s %d %.1fms request_id=%s%s",

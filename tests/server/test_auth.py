@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from pyinfer.server.auth import ApiKeys, parse_key_file
+from pyinfer.server.auth import ApiKeyMiddleware, ApiKeys, parse_key_file
 from tests.server.helpers import ServerProcess, assert_error, running_server, wait_until
 
 
@@ -54,7 +54,7 @@ def test_the_right_key_is_served_and_a_wrong_or_missing_one_is_a_401(keyed_serve
 
 
 def test_health_ready_the_ui_and_cors_preflight_need_no_key(keyed_server):
-    for path in ("/health", "/ready", "/", "/version"):
+    for path in ("/health", "/ready", "/", "/version", "/metrics"):
         assert httpx.get(f"{keyed_server.base_url}{path}").status_code == 200, path
     preflight = httpx.options(
         f"{keyed_server.base_url}/v1/chat/completions",
@@ -107,3 +107,13 @@ def test_key_files_parse_or_fail_naming_the_line(tmp_path):
     path.write_text("x\n")
     assert ApiKeys([], str(path)).lookup("x").name == "k:1"
     assert ApiKeys(["y"]).lookup("x") is None and not ApiKeys([]).enabled
+
+
+def test_metrics_need_a_key_only_when_protected():
+    keys = ApiKeys(["k"])
+    assert not ApiKeyMiddleware(None, keys)._protected("/metrics")
+    assert ApiKeyMiddleware(None, keys, protect_metrics=True)._protected("/metrics")
+    assert all(ApiKeyMiddleware(None, keys)._protected(p) for p in ("/v1/models", "/tokenize", "/detokenize"))
+    assert not any(
+        ApiKeyMiddleware(None, keys)._protected(p) for p in ("/health", "/ready", "/", "/js/api.js")
+    )

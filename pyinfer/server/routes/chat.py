@@ -48,7 +48,13 @@ async def create_chat_completion(request: Request, body: ChatBody) -> Response:
     ctx.check_prompt(prompt_ids, params, param="messages")
     head = reply_head("chatcmpl", ctx.model_name)
     gen = Generation(
-        ctx.engine, tokenizer, head["id"], prompt_ids, params, tool_parser=ctx.tool_parsers(tools)
+        ctx.engine,
+        tokenizer,
+        head["id"],
+        prompt_ids,
+        params,
+        tool_parser=ctx.tool_parsers(tools),
+        metrics=ctx.metrics,
     )
     if body.stream:
         deltas = run_all([gen])

@@ -43,7 +43,15 @@ async def create_completion(request: Request, body: CompletionBody) -> Response:
         ctx.check_prompt(ids, params)
     head = reply_head("cmpl", ctx.model_name)
     gens = [
-        Generation(ctx.engine, tokenizer, f"{head['id']}-{i}", ids, params, index_offset=i * params.n)
+        Generation(
+            ctx.engine,
+            tokenizer,
+            f"{head['id']}-{i}",
+            ids,
+            params,
+            index_offset=i * params.n,
+            metrics=ctx.metrics,
+        )
         for i, ids in enumerate(prompt_ids)
     ]
     echoes = [(p if isinstance(p, str) else tokenizer.decode(p)) if body.echo else "" for p in prompts]

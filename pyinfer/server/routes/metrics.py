@@ -1,4 +1,5 @@
-"""GET /v1/metrics (the machine) and /v1/engine/stats (the engine's queues and caches)."""
+"""GET /v1/metrics (the machine), /v1/engine/stats (the engine's queues and caches) and /metrics
+(Prometheus)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from pyinfer.server.context import server_context
 
@@ -31,3 +34,14 @@ async def engine_stats(request: Request) -> dict[str, Any]:
         "num_tool_call_parse_failures": ctx.num_tool_call_failures,
         "timestamp": time.time(),
     }
+
+
+@router.get("/metrics", response_model=None)
+async def prometheus_metrics(request: Request) -> Response:
+    """Prometheus' text format; the engine's gauges are read from it now (absent while it loads)."""
+    ctx = server_context(request)
+    ready = ctx.engine.ready
+    stats = await ctx.engine.stats() if ctx.ready else {}
+    blocks = (ready.block_size, ready.num_kv_blocks) if ready is not None else (0, 0)
+    body = ctx.metrics.exposition(ctx.metrics.engine_collector(stats, *blocks))
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

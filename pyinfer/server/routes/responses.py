@@ -79,7 +79,13 @@ async def create_response(request: Request, body: ResponsesBody) -> Response:
         parallel_tool_calls=tools.parallel_in(ctx.tool_support.format) if tools else True,
     )
     gen = Generation(
-        ctx.engine, tokenizer, response.id, prompt_ids, params, tool_parser=ctx.tool_parsers(tools)
+        ctx.engine,
+        tokenizer,
+        response.id,
+        prompt_ids,
+        params,
+        tool_parser=ctx.tool_parsers(tools),
+        metrics=ctx.metrics,
     )
     run = ResponseRun(StoredResponse(response, messages), gen)
     if body.store:

@@ -1,0 +1,149 @@
+"""Prometheus metrics, under the names operators know from vLLM with our prefix, in the API process's
+own registry: per-request figures observed as replies finish, HTTP requests by route and status, and
+the engine's queues and caches read from its stats (over the existing channel) at each scrape."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from pyinfer.server.generation import Generation
+
+LATENCY_BUCKETS = (
+    0.005,
+    0.01,
+    0.02,
+    0.04,
+    0.06,
+    0.08,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    20.0,
+    40.0,
+    80.0,
+)
+TOKEN_GAP_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.015,
+    0.02,
+    0.03,
+    0.04,
+    0.05,
+    0.075,
+    0.1,
+    0.2,
+    0.5,
+    1.0,
+    2.5,
+)
+
+
+class ServerMetrics:
+    def __init__(self, model_name: str):
+        self.registry = CollectorRegistry()
+        self.model_name = model_name
+        labels = ["model_name"]
+
+        def counter(name: str, doc: str, extra: tuple[str, ...] = ()) -> Counter:
+            return Counter(f"pyinfer:{name}", doc, [*labels, *extra], registry=self.registry)
+
+        def histogram(name: str, doc: str, buckets: tuple[float, ...]) -> Histogram:
+            return Histogram(f"pyinfer:{name}", doc, labels, buckets=buckets, registry=self.registry)
+
+        self.prompt_tokens = counter("prompt_tokens", "Prompt tokens of finished requests.")
+        self.generation_tokens = counter("generation_tokens", "Generated tokens of finished requests.")
+        self.request_success = counter(
+            "request_success", "Finished choices, by why they finished.", ("finished_reason",)
+        )
+        self.ttft = histogram("time_to_first_token_seconds", "Time to first token.", LATENCY_BUCKETS)
+        self.inter_token = histogram(
+            "inter_token_latency_seconds",
+            "Time between a choice's tokens, as the server sees them.",
+            TOKEN_GAP_BUCKETS,
+        )
+        self.e2e = histogram("e2e_request_latency_seconds", "Whole request latency.", LATENCY_BUCKETS)
+        self.queue_time = histogram(
+            "request_queue_time_seconds", "Time waiting in the engine's queue.", LATENCY_BUCKETS
+        )
+        self.http_requests = Counter(
+            "pyinfer:http_requests",
+            "HTTP requests by route and status.",
+            ["route", "status"],
+            registry=self.registry,
+        )
+
+    def observe(self, gen: Generation, seconds: float) -> None:
+        """A finished generation's figures (its `seconds` from arrival to its last token)."""
+        model = self.model_name
+        self.prompt_tokens.labels(model).inc(len(gen.prompt_token_ids))
+        self.generation_tokens.labels(model).inc(sum(c.num_tokens for c in gen.choices))
+        first = gen.choices[0].timings(gen.sent_at)
+        self.ttft.labels(model).observe(first.time_to_first_token_ms / 1e3)
+        self.queue_time.labels(model).observe(first.queue_ms / 1e3)
+        self.e2e.labels(model).observe(seconds)
+        for choice in gen.choices:
+            self.request_success.labels(model, choice.finish_reason or "abort").inc()
+
+    def token_gap(self, seconds: float) -> None:
+        self.inter_token.labels(self.model_name).observe(seconds)
+
+    def engine_collector(self, snapshot: dict[str, float], block_size: int, num_blocks: int) -> Collector:
+        return _EngineCollector(self.model_name, snapshot, block_size, num_blocks)
+
+    def exposition(self, engine: Collector) -> bytes:
+        """The text format of every metric, the engine's from its latest stats."""
+        self.registry.register(engine)
+        try:
+            return generate_latest(self.registry)
+        finally:
+            self.registry.unregister(engine)
+
+
+class _EngineCollector(Collector):
+    """The engine's gauges and cumulative counters, from one stats snapshot."""
+
+    def __init__(self, model: str, stats: dict[str, float], block_size: int, num_blocks: int):
+        self.model, self.stats, self.block_size, self.num_blocks = model, stats, block_size, num_blocks
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        gauges = {
+            "num_requests_running": "Sequences in the running batch.",
+            "num_requests_waiting": "Sequences waiting to be scheduled.",
+        }
+        for name, doc in gauges.items():
+            family = GaugeMetricFamily(f"pyinfer:{name}", doc, labels=["model_name"])
+            family.add_metric([self.model], self.stats.get(name, 0))
+            yield family
+        usage = GaugeMetricFamily(
+            "pyinfer:kv_cache_usage_perc", "KV-cache use, 0 to 1.", labels=["model_name"]
+        )
+        usage.add_metric([self.model], self.stats.get("kv_cache_usage", 0))
+        yield usage
+        counters = {
+            "prefix_cache_queries": "Prompt blocks looked up in the prefix cache.",
+            "prefix_cache_hits": "Prompt blocks found in the prefix cache.",
+            "num_preemptions": "Sequences preempted for KV-cache space.",
+        }
+        for name, doc in counters.items():
+            family = CounterMetricFamily(f"pyinfer:{name}", doc, labels=["model_name"])
+            family.add_metric([self.model], self.stats.get(name, 0))
+            yield family
+        info = GaugeMetricFamily(
+            "pyinfer:cache_config_info", "The KV cache's layout.", labels=["block_size", "num_gpu_blocks"]
+        )
+        info.add_metric([str(self.block_size), str(self.num_blocks)], 1)
+        yield info

@@ -1,0 +1,68 @@
+"""/metrics in Prometheus' text format: it parses, its counters follow the requests made, and they only grow."""
+
+from __future__ import annotations
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+
+def scrape(http: httpx.Client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample: (name, sorted labels) -> value."""
+    r = http.get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(r.text)
+        for s in family.samples
+    }
+
+
+def value(samples, name: str, **labels: str) -> float:
+    return sum(v for (n, ls), v in samples.items() if n == name and set(labels.items()) <= set(ls))
+
+
+def test_counters_follow_the_requests_and_only_grow(http, client, model):
+    before = scrape(http)
+    chat = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "Hi"}], max_tokens=5, n=2, temperature=1.0, seed=1
+    )
+    stream = client.completions.create(model=model, prompt="Once upon a time", max_tokens=6, stream=True)
+    streamed = sum(1 for chunk in stream if chunk.choices and chunk.choices[0].text)
+    response = client.responses.create(model=model, input="Hello", max_output_tokens=4)
+    after = scrape(http)
+
+    prompt = chat.usage.prompt_tokens + response.usage.input_tokens
+    generated = chat.usage.completion_tokens + response.usage.output_tokens
+    grew = {name: value(after, name) - value(before, name) for name in {n for n, _ in after}}
+    assert grew["pyinfer:prompt_tokens_total"] >= prompt + 4  # "Once upon a time": 4 tokens or more
+    assert grew["pyinfer:generation_tokens_total"] >= generated + streamed
+    assert grew["pyinfer:e2e_request_latency_seconds_count"] == 3
+    assert grew["pyinfer:time_to_first_token_seconds_count"] == 3
+    assert grew["pyinfer:request_success_total"] == 4  # choices: 2 + 1 + 1
+    assert grew["pyinfer:inter_token_latency_seconds_count"] >= generated + streamed - 4
+    chat_ok = value(after, "pyinfer:http_requests_total", route="/v1/chat/completions", status="200")
+    assert (
+        chat_ok - value(before, "pyinfer:http_requests_total", route="/v1/chat/completions", status="200")
+        == 1
+    )
+    for (name, labels), v in before.items():  # counters and histogram counts never go back
+        if name.endswith(("_total", "_count", "_bucket")):
+            assert after.get((name, labels), 0) >= v, name
+
+
+def test_engine_gauges_and_cache_layout(http):
+    samples = scrape(http)
+    for name in (
+        "pyinfer:num_requests_running",
+        "pyinfer:num_requests_waiting",
+        "pyinfer:kv_cache_usage_perc",
+    ):
+        assert any(n == name for n, _ in samples), name
+    assert 0 <= value(samples, "pyinfer:kv_cache_usage_perc") <= 1
+    ((labels, one),) = [(dict(ls), v) for (n, ls), v in samples.items() if n == "pyinfer:cache_config_info"]
+    assert one == 1 and labels["block_size"] == "16" and int(labels["num_gpu_blocks"]) == 512
+    queries = value(samples, "pyinfer:prefix_cache_queries_total")
+    assert value(samples, "pyinfer:prefix_cache_hits_total") <= queries
+    assert http.get("/v1/engine/stats").json()["num_requests_running"] == value(
+        samples, "pyinfer:num_requests_running"
+    )
