@@ -137,6 +137,9 @@ class _EngineCollector(Collector):
             "prefix_cache_queries": "Prompt blocks looked up in the prefix cache.",
             "prefix_cache_hits": "Prompt blocks found in the prefix cache.",
             "num_preemptions": "Sequences preempted for KV-cache space.",
+            "num_constrained_requests": "Requests decoded under a grammar (structured output, tools).",
+            "grammar_compile_seconds": "Seconds spent compiling grammars, off the step loop.",
+            "num_tool_call_parse_failures": "Tool-call markup that did not parse as a call of a given tool.",
         }
         for name, doc in counters.items():
             family = CounterMetricFamily(f"pyinfer:{name}", doc, labels=["model_name"])

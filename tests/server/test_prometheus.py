@@ -61,6 +61,8 @@ def test_engine_gauges_and_cache_layout(http):
     assert 0 <= value(samples, "pyinfer:kv_cache_usage_perc") <= 1
     ((labels, one),) = [(dict(ls), v) for (n, ls), v in samples.items() if n == "pyinfer:cache_config_info"]
     assert one == 1 and labels["block_size"] == "16" and int(labels["num_gpu_blocks"]) == 512
+    for name in ("num_constrained_requests", "grammar_compile_seconds", "num_tool_call_parse_failures"):
+        assert any(n == f"pyinfer:{name}_total" for n, _ in samples), name
     queries = value(samples, "pyinfer:prefix_cache_queries_total")
     assert value(samples, "pyinfer:prefix_cache_hits_total") <= queries
     assert http.get("/v1/engine/stats").json()["num_requests_running"] == value(

@@ -42,6 +42,7 @@ async def prometheus_metrics(request: Request) -> Response:
     ctx = server_context(request)
     ready = ctx.engine.ready
     stats = await ctx.engine.stats() if ctx.ready else {}
+    stats["num_tool_call_parse_failures"] = ctx.num_tool_call_failures  # counted here, by the parsers
     blocks = (ready.block_size, ready.num_kv_blocks) if ready is not None else (0, 0)
     body = ctx.metrics.exposition(ctx.metrics.engine_collector(stats, *blocks))
     return Response(body, media_type=CONTENT_TYPE_LATEST)
