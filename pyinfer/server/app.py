@@ -17,7 +17,7 @@ from pyinfer.server.auth import ApiKeyMiddleware, ApiKeys
 from pyinfer.server.config import ServerConfig
 from pyinfer.server.context import ServerContext
 from pyinfer.server.errors import install_error_handlers
-from pyinfer.server.middleware import RequestContextMiddleware
+from pyinfer.server.middleware import RateLimitMiddleware, RequestContextMiddleware
 from pyinfer.server.routes import ROUTERS
 from pyinfer.server.system_metrics import SystemMetrics
 
@@ -42,8 +42,9 @@ def create_app(config: ServerConfig, engine_config: EngineConfig) -> FastAPI:
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
-    # Middleware, innermost first: API keys (and rate limits) inside CORS, so that preflight requests
+    # Middleware, innermost first: rate limits (which need the key) inside API keys, both inside CORS, so that preflight requests
     # pass without a key and refusals carry CORS headers, and inside the request id, so that they carry one.
+    app.add_middleware(RateLimitMiddleware, limiter=ctx.rate_limits)
     app.add_middleware(
         ApiKeyMiddleware,
         keys=ApiKeys(config.api_keys, config.api_key_file),

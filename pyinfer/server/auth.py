@@ -89,8 +89,6 @@ def parse_key_file(text: str, path: Path) -> dict[str, ApiKey]:
             raise ValueError(f"{path}:{number}: the limits must be whole numbers") from None
         if any(limit < 1 for limit in limits):
             raise ValueError(f"{path}:{number}: the limits must be at least 1")
-        if limits:  # refused rather than ignored until the rate limiter lands
-            raise ValueError(f"{path}:{number}: per-key rate limits are not enforced yet; give `key [name]`")
         name = fields[1] if len(fields) > 1 else f"{path.name}:{number}"
         keys[fields[0]] = ApiKey(name, *limits)
     return keys
@@ -98,8 +96,8 @@ def parse_key_file(text: str, path: Path) -> dict[str, ApiKey]:
 
 class ApiKeyMiddleware:
     """With keys configured, the API's routes (and /metrics where protected) need
-    `Authorization: Bearer <key>`; a missing or wrong key is a 401 in OpenAI's shape. The key's name
-    is kept in the request's state for the access log."""
+    `Authorization: Bearer <key>`; a missing or wrong key is a 401 in OpenAI's shape. The key is kept
+    in the request's state, for its rate limits and (by name) the access log."""
 
     def __init__(self, app: ASGIApp, keys: ApiKeys, protect_metrics: bool = False):
         self.app = app
@@ -125,7 +123,7 @@ class ApiKeyMiddleware:
         if key is None:
             await _refusal(bool(token.strip())).__call__(scope, receive, send)
             return
-        scope.setdefault("state", {})["api_key_name"] = key.name
+        scope.setdefault("state", {})["api_key"] = key
         await self.app(scope, receive, send)
 
 

@@ -26,6 +26,10 @@ class ServerConfig:
     api_keys: list[str] = field(default_factory=list)  # with any key (or a key file), the API needs one
     api_key_file: str | None = None  # `key [name [rpm [tpm]]]` a line, read again when it changes
     protect_metrics: bool = False  # /metrics needs a key too
+    rate_limit_rpm: int | None = None  # requests a minute per key (or for all, without keys); None: no limit
+    rate_limit_tpm: int | None = (
+        None  # tokens a minute: prompt + max_tokens at admission, corrected at the end
+    )
 
     def __post_init__(self) -> None:
         if self.log_format not in ("text", "json"):
@@ -36,6 +40,9 @@ class ServerConfig:
             )
         if self.max_tokens is not None and self.max_tokens < 1:
             raise ValueError("max_tokens must be at least 1")
+        for limit in (self.rate_limit_rpm, self.rate_limit_tpm):
+            if limit is not None and limit < 1:
+                raise ValueError("rate limits must be at least 1 a minute")
         if self.drain_timeout < 0:
             raise ValueError("drain_timeout must not be negative")
         if self.max_stored_responses < 0:
@@ -128,6 +135,20 @@ def add_auth_arguments(g: argparse._ArgumentGroup) -> None:
         default=env_default("PROTECT_METRICS", False, bool),
         help="/metrics needs a key too (env PROTECT_METRICS; /health and /ready always stay open)",
     )
+    g.add_argument(
+        "--rate-limit-rpm",
+        type=int,
+        default=env_default("RATE_LIMIT_RPM", None, int),
+        help="generation requests a minute per API key (all callers together without keys); the key file's "
+        "own limit wins (env RATE_LIMIT_RPM; default: none)",
+    )
+    g.add_argument(
+        "--rate-limit-tpm",
+        type=int,
+        default=env_default("RATE_LIMIT_TPM", None, int),
+        help="tokens a minute per API key, counted as prompt + max_tokens and corrected when the reply ends "
+        "(env RATE_LIMIT_TPM; default: none)",
+    )
 
 
 def server_config_from_args(args: argparse.Namespace) -> ServerConfig:
@@ -147,4 +168,6 @@ def server_config_from_args(args: argparse.Namespace) -> ServerConfig:
         api_keys=args.api_key or [k.strip() for k in env_default("API_KEY", "").split(",") if k.strip()],
         api_key_file=args.api_key_file,
         protect_metrics=args.protect_metrics,
+        rate_limit_rpm=args.rate_limit_rpm,
+        rate_limit_tpm=args.rate_limit_tpm,
     )

@@ -19,9 +19,11 @@ from pyinfer.engine.sampling_params import SamplingParams, SamplingParamsError
 from pyinfer.generation_config import describe, generation_defaults, with_defaults
 from pyinfer.model_files import resolve_model
 from pyinfer.server.config import ServerConfig
-from pyinfer.server.errors import OpenAIError, bad_request, unavailable
+from pyinfer.server.errors import OpenAIError, bad_request, rate_limited, unavailable
+from pyinfer.server.generation import Generation
 from pyinfer.server.prometheus import ServerMetrics
 from pyinfer.server.protocol_tools import ToolRequest
+from pyinfer.server.rate_limits import RateLimiter, RateLimitExceeded
 from pyinfer.server.response_store import ResponseStore
 from pyinfer.server.tool_formats import tool_support
 from pyinfer.server.tool_parser import ToolCallParser
@@ -72,6 +74,7 @@ class ServerContext:
         self.num_tool_call_failures = 0  # call markup that did not parse as a call, over all replies
         self.responses = ResponseStore(config.max_stored_responses, config.stored_response_ttl)
         self.metrics = ServerMetrics(self.model_name)
+        self.rate_limits = RateLimiter(config.rate_limit_rpm, config.rate_limit_tpm)
         self.draining = False  # set on SIGTERM/SIGINT: no new work
         self.created = int(time.time())
         self.fatal_error: str | None = None  # why the server must exit non-zero
@@ -166,6 +169,22 @@ class ServerContext:
         if len(text) <= INLINE_TOKENIZE_CHARS:
             return tokenizer.encode(text, add_special_tokens)
         return await asyncio.to_thread(tokenizer.encode, text, add_special_tokens)
+
+    def charge_tokens(self, request: Request, gen: Generation) -> None:
+        """Take the generation's most tokens (prompt + max_tokens for each choice) from the caller's
+        allowance, or refuse it with a 429; what it does not use is given back when it ends."""
+        allowance = request.scope.get("state", {}).get("allowance")
+        ready = self.engine.ready
+        if allowance is None or allowance.tokens is None or ready is None:
+            return
+        prompt = len(gen.prompt_token_ids)
+        charged = prompt + gen.params.n * (gen.params.max_tokens or ready.max_model_len - prompt)
+        try:
+            self.rate_limits.charge_tokens(allowance, charged)
+        except RateLimitExceeded as e:
+            raise rate_limited(e, self.rate_limits.headers(allowance)) from None
+        used = lambda g: prompt + sum(c.num_tokens for c in g.choices)  # noqa: E731
+        gen.on_finish = lambda g: self.rate_limits.refund_tokens(allowance, charged - used(g))
 
     def tool_parsers(self, tools: ToolRequest | None) -> Callable[[], ToolCallParser] | None:
         """A maker of one parser per choice of a reply, where the request offers tools."""

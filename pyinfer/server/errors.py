@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -13,6 +14,7 @@ from starlette.exceptions import HTTPException
 from pyinfer.engine.core_client import EngineDeadError, RequestRejected
 from pyinfer.engine.sampling_params import SamplingParamsError
 from pyinfer.server.protocol import ErrorDetail, ErrorResponse
+from pyinfer.server.rate_limits import RateLimitExceeded
 
 log = logging.getLogger(__name__)
 
@@ -25,13 +27,17 @@ class OpenAIError(Exception):
         type: str = "invalid_request_error",
         param: str | None = None,
         code: str | None = None,
+        headers: dict[str, str] | None = None,
     ):
         super().__init__(message)
         self.status = status
         self.detail = ErrorDetail(message=message, type=type, param=param, code=code)
+        self.headers = headers or {}
 
     def response(self) -> JSONResponse:
-        return JSONResponse(ErrorResponse(error=self.detail).model_dump(), status_code=self.status)
+        return JSONResponse(
+            ErrorResponse(error=self.detail).model_dump(), status_code=self.status, headers=self.headers
+        )
 
 
 class ClientDisconnected(Exception):
@@ -44,6 +50,12 @@ def bad_request(message: str, param: str | None = None, code: str | None = None)
 
 def unavailable(message: str, code: str) -> OpenAIError:
     return OpenAIError(503, message, type="server_error", code=code)
+
+
+def rate_limited(e: RateLimitExceeded, headers: dict[str, str]) -> OpenAIError:
+    """A 429 as OpenAI sends it: type requests or tokens, and when to try again (which its client honours)."""
+    wait = {"retry-after": str(math.ceil(e.wait)), "retry-after-ms": str(math.ceil(e.wait * 1000))}
+    return OpenAIError(429, str(e), type=e.kind, code="rate_limit_exceeded", headers={**headers, **wait})
 
 
 def from_validation_error(e: ValidationError | RequestValidationError) -> OpenAIError:

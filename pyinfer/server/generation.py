@@ -100,6 +100,7 @@ class Generation:
         self.num_cached_tokens = 0
         self.sent_at = time.perf_counter()
         self.metrics = metrics
+        self.on_finish: Callable[[Generation], None] | None = None  # told when it ends, however it ends
 
     async def run(self) -> AsyncIterator[Delta]:
         """Deltas as tokens arrive; leaving early aborts the request in the engine."""
@@ -114,6 +115,8 @@ class Generation:
         finally:
             if self.metrics is not None:
                 self.metrics.observe(self, time.perf_counter() - self.sent_at)
+            if self.on_finish is not None:
+                self.on_finish(self)
 
     def _apply(self, out: SeqOutput) -> Delta | None:
         choice = self.choices[out.index]

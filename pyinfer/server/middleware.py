@@ -1,4 +1,5 @@
-"""ASGI middleware: an X-Request-Id on every response and one structured access-log line per request.
+"""ASGI middleware: an X-Request-Id on every response and one structured access-log line per request;
+per-key request limits with OpenAI's x-ratelimit-* headers on the generation routes.
 
 Plain ASGI rather than BaseHTTPMiddleware, so streaming replies and disconnect detection pass untouched.
 """
@@ -12,7 +13,9 @@ import uuid
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from pyinfer.server.errors import rate_limited
 from pyinfer.server.prometheus import ServerMetrics
+from pyinfer.server.rate_limits import ANONYMOUS, RateLimiter, RateLimitExceeded
 
 access_log = logging.getLogger("pyinfer.access")
 
@@ -51,7 +54,7 @@ class RequestContextMiddleware:
                 "duration_ms": round(ms, 1),
                 "request_id": request_id,
                 "client": f"{client[0]}:{client[1]}" if client else None,
-                "api_key": scope["state"].get("api_key_name"),  # the key's name, never the key
+                "api_key": getattr(scope["state"].get("api_key"), "name", None),  # its name, never the key
             }
             if self.metrics is not None:  # the route's template, not the path: a bounded set of labels
                 route = scope.get("route")
@@ -67,3 +70,38 @@ class RequestContextMiddleware:
                 key,
                 extra={"fields": fields},
             )
+
+
+GENERATION_ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/responses")
+
+
+class RateLimitMiddleware:
+    """Takes a request from the caller's allowance on the generation routes (a 429 when it is spent),
+    keeps the allowance in the request's state for the routes' token charges, and writes what is left
+    of it into the response's headers."""
+
+    def __init__(self, app: ASGIApp, limiter: RateLimiter):
+        self.app = app
+        self.limiter = limiter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in GENERATION_ROUTES:
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        try:
+            allowance = self.limiter.admit_request(state.get("api_key", ANONYMOUS))
+        except RateLimitExceeded as e:
+            allowance = self.limiter.allowance(state.get("api_key", ANONYMOUS))
+            await rate_limited(e, self.limiter.headers(allowance)).response()(scope, receive, send)
+            return
+        state["allowance"] = allowance
+
+        async def send_with_limits(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in self.limiter.headers(allowance).items():
+                    headers.setdefault(name, value)
+            await send(message)
+
+        await self.app(scope, receive, send_with_limits)

@@ -154,6 +154,7 @@ def test_a_bad_constraint_is_a_400_naming_its_field(client, model, body, param, 
 
 def test_unconstrained_rows_beside_constrained_ones_keep_their_greedy_text(client, model):
     prompts = [f"Write one sentence about the number {i}." for i in range(32)]
+    client = client.with_options(timeout=300)  # 64 requests at once on two cores: correctness, not speed
 
     def plain(prompt: str) -> str:
         r = client.completions.create(model=model, prompt=prompt, max_tokens=16, temperature=0)

@@ -56,6 +56,7 @@ async def create_chat_completion(request: Request, body: ChatBody) -> Response:
         tool_parser=ctx.tool_parsers(tools),
         metrics=ctx.metrics,
     )
+    ctx.charge_tokens(request, gen)
     if body.stream:
         deltas = run_all([gen])
         if params.structured is not None:

@@ -87,6 +87,7 @@ async def create_response(request: Request, body: ResponsesBody) -> Response:
         tool_parser=ctx.tool_parsers(tools),
         metrics=ctx.metrics,
     )
+    ctx.charge_tokens(request, gen)
     run = ResponseRun(StoredResponse(response, messages), gen)
     if body.store:
         ctx.responses.put(run.stored)

@@ -1,0 +1,101 @@
+"""Per-key rate limits against a live server: OpenAI's headers, 429s the official client waits out, one
+key's limit leaving another key served, and token charges corrected by what was generated."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import openai
+import pytest
+
+from pyinfer.server.rate_limits import Bucket, duration
+from tests.server.helpers import ServerProcess, assert_error, running_server
+
+KEYS = "sk-three three 3\nsk-thirty thirty 30\nsk-free free\nsk-tokens tokens 1000 400\n"
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory) -> Iterator[ServerProcess]:
+    folder = tmp_path_factory.mktemp("limits")
+    (folder / "keys").write_text(KEYS)
+    flags = ("--api-key-file", str(folder / "keys"), "--rate-limit-tpm", "100000", "--num-kv-blocks", "64")
+    with running_server(folder / "server.log", *flags) as srv:
+        yield srv
+
+
+def complete(srv: ServerProcess, key: str, **body) -> httpx.Response:
+    body = {"prompt": "Hello there", "max_tokens": 1, **body}
+    headers = {"Authorization": f"Bearer {key}"}
+    return httpx.post(f"{srv.base_url}/v1/completions", json=body, headers=headers, timeout=60)
+
+
+def test_a_key_past_its_requests_gets_a_429_with_headers_while_another_is_served(limited):
+    remaining = []
+    for _ in range(3):
+        r = complete(limited, "sk-three")
+        assert r.status_code == 200 and r.headers["x-ratelimit-limit-requests"] == "3"
+        remaining.append(int(r.headers["x-ratelimit-remaining-requests"]))
+        assert r.headers["x-ratelimit-limit-tokens"] == "100000"  # the server's default beside the key's own
+    assert remaining == [2, 1, 0]
+    refused = complete(limited, "sk-three")
+    error = assert_error(refused, 429)
+    assert error["type"] == "requests" and error["code"] == "rate_limit_exceeded"
+    wait_ms = int(refused.headers["retry-after-ms"])  # one request comes back every 20 s
+    assert 0 < wait_ms <= 20_000 and refused.headers["retry-after"] == str(-(-wait_ms // 1000))
+    assert refused.headers["x-ratelimit-remaining-requests"] == "0"
+    assert refused.headers["x-ratelimit-reset-requests"].endswith("s")
+    assert complete(limited, "sk-free").status_code == 200  # another key, no limit of its own
+    with pytest.raises(openai.RateLimitError):
+        client = openai.OpenAI(base_url=f"{limited.base_url}/v1", api_key="sk-three", max_retries=0)
+        client.completions.create(model="x", prompt="hi", max_tokens=1)
+
+
+def test_the_official_client_waits_out_the_advertised_time(limited):
+    with ThreadPoolExecutor(16) as pool:  # spend the allowance (30 a minute, one back every 2 s) at once
+        statuses = list(pool.map(lambda _: complete(limited, "sk-thirty").status_code, range(40)))
+    assert statuses.count(429) >= 5 and set(statuses) == {200, 429}
+    client = openai.OpenAI(base_url=f"{limited.base_url}/v1", api_key="sk-thirty", max_retries=2, timeout=30)
+    reply = client.completions.with_raw_response.create(model=_model(limited), prompt="hi", max_tokens=1)
+    assert reply.http_response.status_code == 200 and reply.retries_taken >= 1
+
+
+def test_tokens_are_charged_at_admission_and_corrected_at_the_end(limited):
+    body = {"prompt": "Count: one, two, three.", "max_tokens": 200, "stop": ["."], "stream": True}
+    headers = {"Authorization": "Bearer sk-tokens"}
+    with httpx.stream(
+        "POST", f"{limited.base_url}/v1/completions", json=body, headers=headers, timeout=60
+    ) as r:
+        # a stream's headers go out before it ends: the whole charge (prompt + max_tokens) is out then
+        assert r.status_code == 200 and r.headers["x-ratelimit-limit-tokens"] == "400"
+        assert int(r.headers["x-ratelimit-remaining-tokens"]) <= 400 - 200
+        chunks = [line for line in r.iter_lines() if line.startswith("data: {")]
+    generated = len(chunks)  # one token a chunk here, the final chunk included
+    assert generated < 200
+    after = complete(limited, "sk-tokens", max_tokens=1)
+    # a whole reply's headers go out after it ended: what both did not generate came back
+    spent = 2 * after.json()["usage"]["prompt_tokens"] + generated + 1
+    assert 400 - spent - 8 <= int(after.headers["x-ratelimit-remaining-tokens"]) <= 400
+    too_big = complete(limited, "sk-tokens", max_tokens=500)
+    assert too_big.status_code == 429 and "Request too large" in too_big.json()["error"]["message"]
+    assert too_big.json()["error"]["type"] == "tokens"
+
+
+def test_requests_outside_generation_are_not_counted(limited):
+    headers = {"Authorization": "Bearer sk-three"}
+    for _ in range(5):
+        assert httpx.get(f"{limited.base_url}/v1/models", headers=headers).status_code == 200
+
+
+def test_buckets_refill_continuously_and_say_when_in_openai_s_words():
+    bucket = Bucket(60)
+    assert bucket.take(60) == 0 and 0.9 <= bucket.take(1) <= 1.0  # one a second comes back
+    assert bucket.headers("requests")["x-ratelimit-remaining-requests"] == "0"
+    assert [duration(s) for s in (0.02, 1.0, 59.5, 360)] == ["20ms", "1s", "1m0s", "6m0s"]
+
+
+def _model(srv: ServerProcess) -> str:
+    return httpx.get(f"{srv.base_url}/v1/models", headers={"Authorization": "Bearer sk-free"}).json()["data"][
+        0
+    ]["id"]
