@@ -55,9 +55,11 @@ class RequestRejected(ValueError):
 class _Stream:
     """Outputs of one request on their way to its consumer."""
 
-    def __init__(self, n: int):
+    def __init__(self, n: int, prompt_tokens: int):
         self.queue: asyncio.Queue[SeqOutput | Exception | None] = asyncio.Queue()
         self.open = set(range(n))  # choices still generating
+        self.prompt_tokens = prompt_tokens
+        self.queued = True  # until its first output: waiting for the engine (or in its prefill)
 
 
 class AsyncEngineClient:
@@ -68,6 +70,8 @@ class AsyncEngineClient:
         self.dead = False
         self.on_death: Callable[[], None] | None = None
         self._streams: dict[str, _Stream] = {}
+        self.num_queued = 0  # requests sent that have no output yet
+        self.queued_tokens = 0  # their prompt tokens
         self._stats_waiters: deque[asyncio.Future[dict[str, Any]]] = deque()
         self._closing = False
         self._proc: asyncio.subprocess.Process | None = None
@@ -138,8 +142,9 @@ class AsyncEngineClient:
     ) -> AsyncIterator[SeqOutput]:
         """Outputs of every choice of one request until all finish; aborts the request if left early."""
         self._check_alive()
-        stream = _Stream(params.n)
+        stream = _Stream(params.n, len(prompt_token_ids))
         self._streams[request_id] = stream
+        self._queue(stream, +1)
         self._send(EngineRequest(request_id=request_id, prompt_token_ids=prompt_token_ids, params=params))
         try:
             while stream.open:
@@ -152,6 +157,8 @@ class AsyncEngineClient:
                     stream.open.discard(item.index)
                 yield item
         finally:
+            if stream.queued:
+                self._queue(stream, -1)
             if self._streams.pop(request_id, None) is not None and stream.open and not self.dead:
                 self._send(AbortRequest([request_id]))
 
@@ -178,6 +185,12 @@ class AsyncEngineClient:
         return await waiter
 
     # ---- plumbing -------------------------------------------------------------------------------
+    def _queue(self, stream: _Stream, sign: int) -> None:
+        """Count `stream` into (+1) or out of (-1) the requests that wait for their first output."""
+        stream.queued = sign > 0
+        self.num_queued += sign
+        self.queued_tokens += sign * stream.prompt_tokens
+
     def _send(self, message: msgspec.Struct) -> None:
         # With no high-water mark a PUSH send never blocks: the returned future is already done.
         self._to_core.send(msgspec.msgpack.encode(message), copy=False)
@@ -194,6 +207,8 @@ class AsyncEngineClient:
                 case StepOutputs(outputs=outputs):
                     for out in outputs:
                         if (stream := self._streams.get(out.request_id)) is not None:
+                            if stream.queued:
+                                self._queue(stream, -1)
                             stream.queue.put_nowait(out)
                 case Rejected(request_id=rid, message=text, param=param):
                     if (stream := self._streams.get(rid)) is not None:

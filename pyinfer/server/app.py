@@ -17,7 +17,8 @@ from pyinfer.server.auth import ApiKeyMiddleware, ApiKeys
 from pyinfer.server.config import ServerConfig
 from pyinfer.server.context import ServerContext
 from pyinfer.server.errors import install_error_handlers
-from pyinfer.server.middleware import RateLimitMiddleware, RequestContextMiddleware
+from pyinfer.server.middleware import BodyLimitMiddleware, RateLimitMiddleware, RequestContextMiddleware
+from pyinfer.server.rate_limits import RATE_LIMIT_HEADERS
 from pyinfer.server.routes import ROUTERS
 from pyinfer.server.system_metrics import SystemMetrics
 
@@ -56,8 +57,9 @@ def create_app(config: ServerConfig, engine_config: EngineConfig) -> FastAPI:
             allow_origins=config.cors_origins,
             allow_methods=["*"],
             allow_headers=["*"],
-            expose_headers=["X-Request-Id"],
+            expose_headers=["X-Request-Id", *RATE_LIMIT_HEADERS],
         )
+    app.add_middleware(BodyLimitMiddleware, limit=config.max_request_body)  # before anything reads it
     app.add_middleware(RequestContextMiddleware, metrics=ctx.metrics)
     return app
 

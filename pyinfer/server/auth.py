@@ -23,6 +23,8 @@ from pyinfer.server.protocol import ErrorDetail, ErrorResponse
 
 log = logging.getLogger(__name__)
 
+OPEN_PATHS = ("/health", "/ready", "/version", "/", "/favicon.ico")  # /metrics too, unless protected
+
 
 @dataclass(frozen=True)
 class ApiKey:
@@ -36,9 +38,9 @@ class ApiKeys:
         self._given = {key: ApiKey(f"key-{i + 1}") for i, key in enumerate(keys)}
         self._file = Path(file) if file else None
         self._file_keys: dict[str, ApiKey] = {}
-        self._file_stamp: tuple[float, int] | None = None
-        if self._file is not None:
-            self._file_keys = parse_key_file(self._file.read_text(), self._file)  # a bad file fails start-up
+        self._file_stamp: tuple[int, int, int] | None = None
+        if self._file is not None:  # a bad file fails start-up
+            self._file_keys = self._checked(parse_key_file(self._file.read_text(), self._file))
             self._file_stamp = self._stamp()
 
     @property
@@ -54,19 +56,27 @@ class ApiKeys:
                 found = info
         return found
 
-    def _stamp(self) -> tuple[float, int] | None:
+    def _stamp(self) -> tuple[int, int, int] | None:
+        """What tells a changed file: its modification time (ns), inode (a file replaced) and size."""
         try:
             st = os.stat(self._file)
         except OSError:
             return None
-        return st.st_mtime, st.st_size
+        return st.st_mtime_ns, st.st_ino, st.st_size
+
+    def _checked(self, file_keys: dict[str, ApiKey]) -> dict[str, ApiKey]:
+        """The file's keys, if their names are not the flags' keys' (limits and logs go by name)."""
+        clash = {k.name for k in file_keys.values()} & {k.name for k in self._given.values()}
+        if clash:
+            raise ValueError(f"key names {sorted(clash)} are taken by --api-key keys")
+        return file_keys
 
     def _reload_if_changed(self) -> None:
         if self._file is None or (stamp := self._stamp()) == self._file_stamp:
             return
         self._file_stamp = stamp
         try:
-            self._file_keys = parse_key_file(self._file.read_text(), self._file)
+            self._file_keys = self._checked(parse_key_file(self._file.read_text(), self._file))
             log.info("API key file %s read again: %d keys", self._file, len(self._file_keys))
         except FileNotFoundError:
             self._file_keys = {}
@@ -90,6 +100,10 @@ def parse_key_file(text: str, path: Path) -> dict[str, ApiKey]:
         if any(limit < 1 for limit in limits):
             raise ValueError(f"{path}:{number}: the limits must be at least 1")
         name = fields[1] if len(fields) > 1 else f"{path.name}:{number}"
+        if any(k.name == name for k in keys.values()):
+            raise ValueError(
+                f"{path}:{number}: the name {name!r} is given twice (limits and logs go by name)"
+            )
         keys[fields[0]] = ApiKey(name, *limits)
     return keys
 
@@ -105,26 +119,29 @@ class ApiKeyMiddleware:
         self.protect_metrics = protect_metrics
 
     def _protected(self, path: str) -> bool:
-        if path.startswith("/v1/") or path in ("/tokenize", "/detokenize"):
-            return True
-        return path == "/metrics" and self.protect_metrics
+        """Everything but the probes, the version and the web UI's own files (an allow-list: a route
+        added later is protected unless it says otherwise)."""
+        if path in OPEN_PATHS or path.startswith("/static/"):
+            return False
+        return path != "/metrics" or self.protect_metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or not self.keys.enabled
-            or scope["method"] == "OPTIONS"
-            or not self._protected(scope["path"])
-        ):
+        if scope["type"] != "http" or not self.keys.enabled or not self._protected(_route_path(scope)):
             await self.app(scope, receive, send)
             return
         scheme, _, token = Headers(scope=scope).get("authorization", "").partition(" ")
         key = self.keys.lookup(token.strip()) if scheme.lower() == "bearer" and token.strip() else None
         if key is None:
-            await _refusal(bool(token.strip())).__call__(scope, receive, send)
+            await _refusal(bool(token.strip()))(scope, receive, send)
             return
         scope.setdefault("state", {})["api_key"] = key
         await self.app(scope, receive, send)
+
+
+def _route_path(scope: Scope) -> str:
+    """The path the router matches: without the app's root path, where it is mounted under one."""
+    path, root = scope["path"], scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
 
 
 def _refusal(given: bool) -> JSONResponse:

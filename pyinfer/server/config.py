@@ -27,9 +27,10 @@ class ServerConfig:
     api_key_file: str | None = None  # `key [name [rpm [tpm]]]` a line, read again when it changes
     protect_metrics: bool = False  # /metrics needs a key too
     rate_limit_rpm: int | None = None  # requests a minute per key (or for all, without keys); None: no limit
-    rate_limit_tpm: int | None = (
-        None  # tokens a minute: prompt + max_tokens at admission, corrected at the end
-    )
+    rate_limit_tpm: int | None = None  # tokens a minute: prompt + max_tokens, corrected at the end
+    max_queued_requests: int | None = None  # requests waiting for their first token; beyond: a 503
+    max_queued_tokens: int | None = None  # their prompt tokens
+    max_request_body: int = 16 * 2**20  # bytes; a larger body is a 413
 
     def __post_init__(self) -> None:
         if self.log_format not in ("text", "json"):
@@ -43,6 +44,9 @@ class ServerConfig:
         for limit in (self.rate_limit_rpm, self.rate_limit_tpm):
             if limit is not None and limit < 1:
                 raise ValueError("rate limits must be at least 1 a minute")
+        for name in ("max_queued_requests", "max_queued_tokens", "max_request_body"):
+            if (value := getattr(self, name)) is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1")
         if self.drain_timeout < 0:
             raise ValueError("drain_timeout must not be negative")
         if self.max_stored_responses < 0:
@@ -113,6 +117,26 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         help="Responses API: seconds a stored response is kept (env STORED_RESPONSE_TTL)",
     )
     add_auth_arguments(g)
+    g.add_argument(
+        "--max-queued-requests",
+        type=int,
+        default=env_default("MAX_QUEUED_REQUESTS", None, int),
+        help="requests that may wait for their first token; more are refused at once with a 503 and "
+        "retry-after, before their prompt is tokenized (env MAX_QUEUED_REQUESTS; default: no bound)",
+    )
+    g.add_argument(
+        "--max-queued-tokens",
+        type=int,
+        default=env_default("MAX_QUEUED_TOKENS", None, int),
+        help="prompt tokens that may wait for their first token; a request past it gets a 503 "
+        "(env MAX_QUEUED_TOKENS; default: no bound)",
+    )
+    g.add_argument(
+        "--max-request-body",
+        type=int,
+        default=env_default("MAX_REQUEST_BODY", d.max_request_body, int),
+        help="largest request body in bytes; larger is a 413 (env MAX_REQUEST_BODY)",
+    )
 
 
 def add_auth_arguments(g: argparse._ArgumentGroup) -> None:
@@ -170,4 +194,7 @@ def server_config_from_args(args: argparse.Namespace) -> ServerConfig:
         protect_metrics=args.protect_metrics,
         rate_limit_rpm=args.rate_limit_rpm,
         rate_limit_tpm=args.rate_limit_tpm,
+        max_queued_requests=args.max_queued_requests,
+        max_queued_tokens=args.max_queued_tokens,
+        max_request_body=args.max_request_body,
     )

@@ -114,6 +114,9 @@ class ServerContext:
         a request that offers tools is decoded under the grammar of their calls, markup kept."""
         self.check_model(body.model)
         self.require_ready()
+        limit = self.config.max_queued_requests
+        if limit is not None and self.engine.num_queued >= limit:
+            raise self._shed("queue_full", f"{self.engine.num_queued} requests are waiting (at most {limit})")
         if problem := body.unsupported():
             raise bad_request(problem[1], param=problem[0])
         params = body.engine_params(self.request_defaults)
@@ -124,6 +127,13 @@ class ServerContext:
             if self.tool_markup_is_special:  # the parser must see it (Mistral's [TOOL_CALLS] token)
                 params = msgspec.structs.replace(params, skip_special_tokens=False)
         return Admitted(params, self.require_tokenizer(), tools)
+
+    def _shed(self, code: str, why: str) -> OpenAIError:
+        """A request refused because the queue is full: a 503 the client may retry in a moment."""
+        self.metrics.rejections.labels(self.model_name, code).inc()
+        error = unavailable(f"The server is overloaded: {why}. Retry shortly.", code)
+        error.headers = {"retry-after": "1"}
+        return error
 
     def require_ready(self) -> None:
         if self.engine.dead:
@@ -155,6 +165,15 @@ class ServerContext:
             raise SamplingParamsError(param, "must not be empty")
         if min(prompt_ids) < 0 or max(prompt_ids) >= ready.vocab_size:
             raise SamplingParamsError(param, f"has token ids outside the vocabulary [0, {ready.vocab_size})")
+        limit = self.config.max_queued_tokens
+        # a prompt over the bound on its own is served when nothing waits: it could never be otherwise
+        if (
+            limit is not None
+            and self.engine.num_queued
+            and self.engine.queued_tokens + len(prompt_ids) > limit
+        ):
+            queued = self.engine.queued_tokens
+            raise self._shed("queue_full_tokens", f"{queued} prompt tokens are waiting (at most {limit})")
         completion = params.max_tokens or 1
         if len(prompt_ids) + completion > ready.max_model_len:
             raise SamplingParamsError(
@@ -171,20 +190,19 @@ class ServerContext:
         return await asyncio.to_thread(tokenizer.encode, text, add_special_tokens)
 
     def charge_tokens(self, request: Request, gen: Generation) -> None:
-        """Take the generation's most tokens (prompt + max_tokens for each choice) from the caller's
-        allowance, or refuse it with a 429; what it does not use is given back when it ends."""
-        allowance = request.scope.get("state", {}).get("allowance")
-        ready = self.engine.ready
-        if allowance is None or allowance.tokens is None or ready is None:
+        """Take the generation's prompt plus `max_tokens` for each choice (the prompt alone without
+        `max_tokens`) from the caller's allowance, or refuse it with a 429. The rate-limit middleware
+        settles the charge against what was used once the response has ended."""
+        state = request.scope.get("state", {})
+        allowance = state.get("allowance")
+        if allowance is None or allowance.tokens is None:
             return
-        prompt = len(gen.prompt_token_ids)
-        charged = prompt + gen.params.n * (gen.params.max_tokens or ready.max_model_len - prompt)
+        charged = len(gen.prompt_token_ids) + gen.params.n * (gen.params.max_tokens or 0)
         try:
             self.rate_limits.charge_tokens(allowance, charged)
         except RateLimitExceeded as e:
             raise rate_limited(e, self.rate_limits.headers(allowance)) from None
-        used = lambda g: prompt + sum(c.num_tokens for c in g.choices)  # noqa: E731
-        gen.on_finish = lambda g: self.rate_limits.refund_tokens(allowance, charged - used(g))
+        state.setdefault("token_charges", []).append((gen, charged))
 
     def tool_parsers(self, tools: ToolRequest | None) -> Callable[[], ToolCallParser] | None:
         """A maker of one parser per choice of a reply, where the request offers tools."""

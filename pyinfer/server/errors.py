@@ -53,8 +53,12 @@ def unavailable(message: str, code: str) -> OpenAIError:
 
 
 def rate_limited(e: RateLimitExceeded, headers: dict[str, str]) -> OpenAIError:
-    """A 429 as OpenAI sends it: type requests or tokens, and when to try again (which its client honours)."""
-    wait = {"retry-after": str(math.ceil(e.wait)), "retry-after-ms": str(math.ceil(e.wait * 1000))}
+    """A 429 as OpenAI sends it: type requests or tokens, and when to try again (which its client honours);
+    a request no wait would admit tells the client not to retry."""
+    if e.too_large:
+        wait = {"x-should-retry": "false"}
+    else:
+        wait = {"retry-after": str(math.ceil(e.wait)), "retry-after-ms": str(math.ceil(e.wait * 1000))}
     return OpenAIError(429, str(e), type=e.kind, code="rate_limit_exceeded", headers={**headers, **wait})
 
 

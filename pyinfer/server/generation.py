@@ -100,11 +100,12 @@ class Generation:
         self.num_cached_tokens = 0
         self.sent_at = time.perf_counter()
         self.metrics = metrics
-        self.on_finish: Callable[[Generation], None] | None = None  # told when it ends, however it ends
+        self.started = False  # sent to the engine
 
     async def run(self) -> AsyncIterator[Delta]:
         """Deltas as tokens arrive; leaving early aborts the request in the engine."""
         self.sent_at = time.perf_counter()
+        self.started = True
         outputs = self.engine.generate(self.request_id, self.prompt_token_ids, self.params)
         try:
             async with aclosing(outputs):
@@ -115,8 +116,11 @@ class Generation:
         finally:
             if self.metrics is not None:
                 self.metrics.observe(self, time.perf_counter() - self.sent_at)
-            if self.on_finish is not None:
-                self.on_finish(self)
+
+    @property
+    def tokens_used(self) -> int:
+        """Prompt and generated tokens, once sent to the engine (nothing before)."""
+        return len(self.prompt_token_ids) + sum(c.num_tokens for c in self.choices) if self.started else 0
 
     def _apply(self, out: SeqOutput) -> Delta | None:
         choice = self.choices[out.index]

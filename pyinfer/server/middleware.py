@@ -13,7 +13,7 @@ import uuid
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pyinfer.server.errors import rate_limited
+from pyinfer.server.errors import OpenAIError, rate_limited
 from pyinfer.server.prometheus import ServerMetrics
 from pyinfer.server.rate_limits import ANONYMOUS, RateLimiter, RateLimitExceeded
 
@@ -77,8 +77,8 @@ GENERATION_ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/responses")
 
 class RateLimitMiddleware:
     """Takes a request from the caller's allowance on the generation routes (a 429 when it is spent),
-    keeps the allowance in the request's state for the routes' token charges, and writes what is left
-    of it into the response's headers."""
+    keeps the allowance in the request's state for the routes' token charges, writes what is left of it
+    into the response's headers, and settles the charges when the response has ended."""
 
     def __init__(self, app: ASGIApp, limiter: RateLimiter):
         self.app = app
@@ -104,4 +104,51 @@ class RateLimitMiddleware:
                     headers.setdefault(name, value)
             await send(message)
 
-        await self.app(scope, receive, send_with_limits)
+        try:
+            await self.app(scope, receive, send_with_limits)
+        finally:  # the response has ended, however: each token charge against what was used
+            for gen, charged in state.pop("token_charges", []):
+                self.limiter.settle_tokens(allowance, charged, gen.tokens_used)
+
+
+class BodyLimitMiddleware:
+    """A request body larger than `limit` bytes is a 413, before the app reads any of it: by its
+    Content-Length, or (sent in chunks) once the chunks pass the limit."""
+
+    def __init__(self, app: ASGIApp, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = Headers(scope=scope).get("content-length")
+        if length is not None:
+            if length.isdigit() and int(length) > self.limit:
+                await self._too_large(scope, receive, send)
+                return
+            await self.app(scope, receive, send)
+            return
+        messages, size = [], 0
+        while True:  # chunked: read it all (the app would), refusing once it passes the limit
+            message = await receive()
+            messages.append(message)
+            size += len(message.get("body", b""))
+            if size > self.limit:
+                await self._too_large(scope, receive, send)
+                return
+            if message["type"] != "http.request" or not message.get("more_body"):
+                break
+        replay = iter(messages)
+
+        async def replayed() -> Message:
+            return next(replay, None) or await receive()
+
+        await self.app(scope, replayed, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        error = OpenAIError(
+            413, f"The request body is larger than {self.limit} bytes.", code="request_too_large"
+        )
+        await error.response()(scope, receive, send)

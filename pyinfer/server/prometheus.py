@@ -79,6 +79,9 @@ class ServerMetrics:
         self.queue_time = histogram(
             "request_queue_time_seconds", "Time waiting in the engine's queue.", LATENCY_BUCKETS
         )
+        self.rejections = counter(
+            "request_rejections", "Requests refused for a full queue, by code.", ("code",)
+        )
         self.http_requests = Counter(
             "pyinfer:http_requests",
             "HTTP requests by route and status.",
@@ -91,9 +94,10 @@ class ServerMetrics:
         model = self.model_name
         self.prompt_tokens.labels(model).inc(len(gen.prompt_token_ids))
         self.generation_tokens.labels(model).inc(sum(c.num_tokens for c in gen.choices))
-        first = gen.choices[0].timings(gen.sent_at)
-        self.ttft.labels(model).observe(first.time_to_first_token_ms / 1e3)
-        self.queue_time.labels(model).observe(first.queue_ms / 1e3)
+        if gen.choices[0].first_token_at is not None:  # one that never got a token has no such times
+            first = gen.choices[0].timings(gen.sent_at)
+            self.ttft.labels(model).observe(first.time_to_first_token_ms / 1e3)
+            self.queue_time.labels(model).observe(first.queue_ms / 1e3)
         self.e2e.labels(model).observe(seconds)
         for choice in gen.choices:
             self.request_success.labels(model, choice.finish_reason or "abort").inc()
@@ -104,8 +108,10 @@ class ServerMetrics:
     def engine_collector(self, snapshot: dict[str, float], block_size: int, num_blocks: int) -> Collector:
         return _EngineCollector(self.model_name, snapshot, block_size, num_blocks)
 
-    def exposition(self, engine: Collector) -> bytes:
-        """The text format of every metric, the engine's from its latest stats."""
+    def exposition(self, engine: Collector | None) -> bytes:
+        """The text format of every metric, the engine's from its latest stats (None: not ready)."""
+        if engine is None:
+            return generate_latest(self.registry)
         self.registry.register(engine)
         try:
             return generate_latest(self.registry)
@@ -134,8 +140,8 @@ class _EngineCollector(Collector):
         usage.add_metric([self.model], self.stats.get("kv_cache_usage", 0))
         yield usage
         counters = {
-            "prefix_cache_queries": "Prompt blocks looked up in the prefix cache.",
-            "prefix_cache_hits": "Prompt blocks found in the prefix cache.",
+            "prefix_cache_queries": "Prompt tokens looked up in the prefix cache.",
+            "prefix_cache_hits": "Prompt tokens found in the prefix cache.",
             "num_preemptions": "Sequences preempted for KV-cache space.",
             "num_constrained_requests": "Requests decoded under a grammar (structured output, tools).",
             "grammar_compile_seconds": "Seconds spent compiling grammars, off the step loop.",

@@ -2,8 +2,9 @@
 
 Each key (by name; everyone shares one allowance when no keys are set) has two buckets that refill
 continuously to their per-minute limit. A request takes one request at the door and, once its prompt
-is tokenized, its prompt plus `max_tokens` from the token bucket; what it did not generate is given back
-when it ends. Every response carries `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`; a request
+is tokenized, its prompt plus `max_tokens` from the token bucket (the prompt alone without
+`max_tokens`); when it ends, however it ends, the charge is settled against what it used: the unused
+part comes back, tokens past the charge are taken (the bucket may go into debt). Every response carries `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`; a request
 over a limit gets a 429 with `retry-after` and `retry-after-ms`, which the `openai` client waits out.
 (A hand-written bucket rather than the `limits` package: charges here are corrected after the fact.)
 """
@@ -11,13 +12,17 @@ over a limit gets a 429 with `retry-after` and `retry-after-ms`, which the `open
 from __future__ import annotations
 
 import math
-import threading
 import time
 from dataclasses import dataclass
 
 from pyinfer.server.auth import ApiKey
 
 ANONYMOUS = ApiKey("anonymous")  # who every request is when the server has no keys
+RATE_LIMIT_HEADERS = [
+    f"x-ratelimit-{what}-{kind}"
+    for kind in ("requests", "tokens")
+    for what in ("limit", "remaining", "reset")
+] + ["retry-after", "retry-after-ms"]  # for CORS: what a browser page may read
 
 
 class Bucket:
@@ -41,9 +46,17 @@ class Bucket:
             return 0.0
         return (amount - self.level) * 60 / self.limit
 
-    def give_back(self, amount: float) -> None:
+    def settle(self, amount: float) -> None:
+        """Give back `amount` (take it, where negative: the level may go below zero)."""
         self._refill()
         self.level = min(self.limit, self.level + amount)
+
+    def resized(self, limit: int) -> Bucket:
+        """This bucket under a new limit (a key file edited), keeping what is spent."""
+        bucket = Bucket(limit)
+        self._refill()
+        bucket.level = min(limit, self.level)
+        return bucket
 
     def headers(self, kind: str) -> dict[str, str]:
         self._refill()
@@ -73,7 +86,8 @@ class Allowance:
 
 class RateLimitExceeded(Exception):
     def __init__(self, kind: str, limit: int, wait: float, requested: int | None = None):
-        if requested is not None and requested > limit:  # waiting will not help
+        self.too_large = requested is not None and requested > limit  # waiting will not help
+        if self.too_large:
             message = f"Request too large: {requested} {kind} asked for, the limit is {limit} per minute."
         else:
             message = f"Rate limit reached for {kind} per minute: limit {limit}. Please try again in {duration(wait)}."
@@ -83,48 +97,47 @@ class RateLimitExceeded(Exception):
 
 
 class RateLimiter:
+    """The allowances by key name. Used from the event loop only: no locks."""
+
     def __init__(self, requests_per_minute: int | None, tokens_per_minute: int | None):
         self.defaults = (requests_per_minute, tokens_per_minute)
         self._allowances: dict[str, Allowance] = {}
-        self._lock = threading.Lock()  # tokenizing threads charge too
 
     def allowance(self, key: ApiKey) -> Allowance:
         """The key's buckets: its own limits where the key file gives them, else the server's."""
-        with self._lock:
-            allowance = self._allowances.get(key.name)
-            rpm = key.requests_per_minute or self.defaults[0]
-            tpm = key.tokens_per_minute or self.defaults[1]
-            if allowance is None or _limit(allowance.requests) != rpm or _limit(allowance.tokens) != tpm:
-                allowance = Allowance(Bucket(rpm) if rpm else None, Bucket(tpm) if tpm else None)
-                self._allowances[key.name] = allowance
-            return allowance
+        rpm = key.requests_per_minute or self.defaults[0]
+        tpm = key.tokens_per_minute or self.defaults[1]
+        allowance = self._allowances.setdefault(key.name, Allowance(None, None))
+        allowance.requests = _with_limit(allowance.requests, rpm)
+        allowance.tokens = _with_limit(allowance.tokens, tpm)
+        return allowance
 
     def admit_request(self, key: ApiKey) -> Allowance:
         """Take one request from the key's allowance, or raise RateLimitExceeded."""
         allowance = self.allowance(key)
-        with self._lock:
-            if allowance.requests is not None and (wait := allowance.requests.take(1)):
-                raise RateLimitExceeded("requests", allowance.requests.limit, wait)
+        if allowance.requests is not None and (wait := allowance.requests.take(1)):
+            raise RateLimitExceeded("requests", allowance.requests.limit, wait)
         return allowance
 
     def charge_tokens(self, allowance: Allowance, tokens: int) -> None:
-        with self._lock:
-            if allowance.tokens is not None and (wait := allowance.tokens.take(tokens)):
-                raise RateLimitExceeded("tokens", allowance.tokens.limit, wait, requested=tokens)
+        if allowance.tokens is not None and (wait := allowance.tokens.take(tokens)):
+            raise RateLimitExceeded("tokens", allowance.tokens.limit, wait, requested=tokens)
 
-    def refund_tokens(self, allowance: Allowance, tokens: int) -> None:
-        if allowance.tokens is not None and tokens > 0:
-            with self._lock:
-                allowance.tokens.give_back(tokens)
+    def settle_tokens(self, allowance: Allowance, charged: int, used: int) -> None:
+        if allowance.tokens is not None and charged != used:
+            allowance.tokens.settle(charged - used)
 
     def headers(self, allowance: Allowance) -> dict[str, str]:
-        with self._lock:
-            out: dict[str, str] = {}
-            for kind, bucket in (("requests", allowance.requests), ("tokens", allowance.tokens)):
-                if bucket is not None:
-                    out.update(bucket.headers(kind))
-            return out
+        out: dict[str, str] = {}
+        for kind, bucket in (("requests", allowance.requests), ("tokens", allowance.tokens)):
+            if bucket is not None:
+                out.update(bucket.headers(kind))
+        return out
 
 
-def _limit(bucket: Bucket | None) -> int | None:
-    return bucket.limit if bucket is not None else None
+def _with_limit(bucket: Bucket | None, limit: int | None) -> Bucket | None:
+    if limit is None:
+        return None
+    if bucket is None:
+        return Bucket(limit)
+    return bucket if bucket.limit == limit else bucket.resized(limit)

@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from pyinfer.server.auth import ApiKeyMiddleware, ApiKeys, parse_key_file
+from pyinfer.server.auth import ApiKey, ApiKeyMiddleware, ApiKeys, parse_key_file
 from tests.server.helpers import ServerProcess, assert_error, running_server, wait_until
 
 
@@ -51,6 +51,8 @@ def test_the_right_key_is_served_and_a_wrong_or_missing_one_is_a_401(keyed_serve
     assert basic.status_code == 401
     for path in ("/tokenize", "/detokenize"):
         assert httpx.post(f"{keyed_server.base_url}{path}", json={"prompt": "hi"}).status_code == 401
+    for path in ("/docs", "/openapi.json", "/v1//models", "/v1/models/"):  # an allow-list: all else needs one
+        assert httpx.get(f"{keyed_server.base_url}{path}").status_code == 401, path
 
 
 def test_health_ready_the_ui_and_cors_preflight_need_no_key(keyed_server):
@@ -100,12 +102,16 @@ def test_key_files_parse_or_fail_naming_the_line(tmp_path):
     path = tmp_path / "k"
     keys = parse_key_file("a\n  \n# c\nb bob\n", path)
     assert {k: v.name for k, v in keys.items()} == {"a": "k:1", "b": "bob"}
-    with pytest.raises(ValueError, match=r"k:1: .*not enforced yet"):
-        parse_key_file("a alice 60 1000\n", path)
     with pytest.raises(ValueError, match="k:2"):
         parse_key_file("a\nb c d e f\n", path)
+    with pytest.raises(ValueError, match="k:2: the name 'x' is given twice"):
+        parse_key_file("a x\nb x\n", path)
+    assert parse_key_file("a alice 60 1000\n", path)["a"] == ApiKey("alice", 60, 1000)
     path.write_text("x\n")
     assert ApiKeys([], str(path)).lookup("x").name == "k:1"
+    path.write_text("x key-1\n")
+    with pytest.raises(ValueError, match="taken by --api-key keys"):
+        ApiKeys(["y"], str(path))
     assert ApiKeys(["y"]).lookup("x") is None and not ApiKeys([]).enabled
 
 
@@ -113,7 +119,7 @@ def test_metrics_need_a_key_only_when_protected():
     keys = ApiKeys(["k"])
     assert not ApiKeyMiddleware(None, keys)._protected("/metrics")
     assert ApiKeyMiddleware(None, keys, protect_metrics=True)._protected("/metrics")
-    assert all(ApiKeyMiddleware(None, keys)._protected(p) for p in ("/v1/models", "/tokenize", "/detokenize"))
+    assert all(ApiKeyMiddleware(None, keys)._protected(p) for p in ("/v1/models", "/tokenize", "/docs", "/x"))
     assert not any(
-        ApiKeyMiddleware(None, keys)._protected(p) for p in ("/health", "/ready", "/", "/js/api.js")
+        ApiKeyMiddleware(None, keys)._protected(p) for p in ("/health", "/ready", "/", "/static/js/api.js")
     )

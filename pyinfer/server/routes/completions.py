@@ -11,7 +11,6 @@ from fastapi.responses import Response
 
 from pyinfer.engine.sampling_params import SamplingParamsError
 from pyinfer.server.context import server_context
-from pyinfer.server.errors import OpenAIError
 from pyinfer.server.generation import Delta, Generation, run_all, usage
 from pyinfer.server.logprobs import completion_logprobs
 from pyinfer.server.protocol import Completion, CompletionChoice, CompletionRequest
@@ -55,14 +54,8 @@ async def create_completion(request: Request, body: CompletionBody) -> Response:
         )
         for i, ids in enumerate(prompt_ids)
     ]
-    try:
-        for gen in gens:
-            ctx.charge_tokens(request, gen)
-    except OpenAIError:  # the prompts charged before the one refused get their tokens back
-        for gen in gens:
-            if gen.on_finish is not None:
-                gen.on_finish(gen)
-        raise
+    for gen in gens:  # a refusal part-way: the middleware gives back what the others were charged
+        ctx.charge_tokens(request, gen)
     echoes = [(p if isinstance(p, str) else tokenizer.decode(p)) if body.echo else "" for p in prompts]
     if body.stream:
         deltas = run_all(gens)

@@ -38,11 +38,11 @@ async def engine_stats(request: Request) -> dict[str, Any]:
 
 @router.get("/metrics", response_model=None)
 async def prometheus_metrics(request: Request) -> Response:
-    """Prometheus' text format; the engine's gauges are read from it now (absent while it loads)."""
+    """Prometheus' text format; the engine's figures are read from it now (absent while it loads)."""
     ctx = server_context(request)
-    ready = ctx.engine.ready
-    stats = await ctx.engine.stats() if ctx.ready else {}
-    stats["num_tool_call_parse_failures"] = ctx.num_tool_call_failures  # counted here, by the parsers
-    blocks = (ready.block_size, ready.num_kv_blocks) if ready is not None else (0, 0)
-    body = ctx.metrics.exposition(ctx.metrics.engine_collector(stats, *blocks))
-    return Response(body, media_type=CONTENT_TYPE_LATEST)
+    engine = None
+    if ctx.ready and (ready := ctx.engine.ready) is not None:
+        stats = await ctx.engine.stats()
+        stats["num_tool_call_parse_failures"] = ctx.num_tool_call_failures  # counted here, by the parsers
+        engine = ctx.metrics.engine_collector(stats, ready.block_size, ready.num_kv_blocks)
+    return Response(ctx.metrics.exposition(engine), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,80 @@
+"""Load shedding against a live server: a full queue refuses at once with a 503 the client may retry, and
+a body past the limit is a 413, whether its length is declared or it comes in chunks."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.server.helpers import ServerProcess, assert_error, running_server, wait_until
+
+
+@pytest.fixture(scope="module")
+def bounded(tmp_path_factory) -> Iterator[ServerProcess]:
+    log = tmp_path_factory.mktemp("shed") / "server.log"
+    flags = ("--max-num-seqs", "1", "--max-queued-requests", "2", "--max-queued-tokens", "300")
+    with running_server(log, *flags, "--max-request-body", "4096", "--num-kv-blocks", "64") as srv:
+        yield srv
+
+
+def test_a_full_queue_refuses_at_once_and_counts_it(bounded):
+    url = f"{bounded.base_url}/v1/completions"
+    first_token = threading.Event()
+
+    def long_stream() -> None:  # holds the only running slot
+        body = {"prompt": "Tell me a long story.", "max_tokens": 120, "ignore_eos": True, "stream": True}
+        with httpx.stream("POST", url, json=body, timeout=120) as r:
+            for _ in r.iter_lines():
+                first_token.set()
+
+    def waiting() -> None:  # waits for the slot
+        httpx.post(url, json={"prompt": "Hi", "max_tokens": 1}, timeout=120)
+
+    def num_waiting() -> int:
+        return httpx.get(f"{bounded.base_url}/v1/engine/stats").json()["num_requests_waiting"]
+
+    def refused(prompt: str, code: str) -> None:
+        start = time.perf_counter()
+        r = httpx.post(url, json={"prompt": prompt, "max_tokens": 1}, timeout=30)
+        elapsed = time.perf_counter() - start
+        assert assert_error(r, 503)["code"] == code and r.headers["retry-after"] == "1"
+        assert elapsed < 0.25  # refused without waiting on the engine
+
+    threads = [threading.Thread(target=long_stream), threading.Thread(target=waiting)]
+    threads[0].start()
+    assert first_token.wait(60)
+    threads[1].start()
+    wait_until(lambda: num_waiting() == 1, 30)
+    refused("word " * 400, "queue_full_tokens")  # a few tokens wait already: 400 more pass 300
+    threads.append(threading.Thread(target=waiting))
+    threads[-1].start()
+    wait_until(lambda: num_waiting() == 2, 30)
+    refused("And me?", "queue_full")  # two wait: refused before tokenizing
+    for thread in threads:
+        thread.join(120)
+    assert httpx.post(url, json={"prompt": "word " * 400, "max_tokens": 1}, timeout=60).status_code == 200
+    metrics = httpx.get(f"{bounded.base_url}/metrics").text
+    for code in ("queue_full", "queue_full_tokens"):
+        assert f'pyinfer:request_rejections_total{{code="{code}"' in metrics
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_a_body_past_the_limit_is_a_413(bounded, chunked):
+    padding = "x" * 5000
+    body = f'{{"prompt": "{padding}", "max_tokens": 1}}'.encode()
+    content = iter([body[:2000], body[2000:]]) if chunked else body
+    r = httpx.post(
+        f"{bounded.base_url}/v1/completions",
+        content=content,
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert assert_error(r, 413)["code"] == "request_too_large"
+    small = httpx.post(
+        f"{bounded.base_url}/v1/completions", content=iter([b'{"prompt": "hi", ', b'"max_tokens": 1}'])
+    )
+    assert small.status_code == 200
