@@ -123,3 +123,17 @@ def test_metrics_need_a_key_only_when_protected():
     assert not any(
         ApiKeyMiddleware(None, keys)._protected(p) for p in ("/health", "/ready", "/", "/static/js/api.js")
     )
+
+
+def test_a_stored_response_is_seen_only_with_the_key_that_made_it(keyed_server):
+    alice, bob = client(keyed_server, "sk-alice"), client(keyed_server, "sk-static")
+    model = alice.models.list().data[0].id
+    made = alice.responses.create(model=model, input="Hello", max_output_tokens=2)
+    assert alice.responses.retrieve(made.id).id == made.id
+    with pytest.raises(openai.NotFoundError):
+        bob.responses.retrieve(made.id)
+    with pytest.raises(openai.NotFoundError):
+        bob.responses.create(model=model, input="Go on", previous_response_id=made.id, max_output_tokens=2)
+    with pytest.raises(openai.NotFoundError):
+        bob.responses.delete(made.id)
+    alice.responses.delete(made.id)

@@ -31,7 +31,7 @@ from pyinfer.server.protocol_responses import (
     ResponsesRequest,
     ResponseUsage,
 )
-from pyinfer.server.response_store import ResponseStore, StoredResponse
+from pyinfer.server.response_store import StoredResponse
 from pyinfer.server.routes.common import (
     drain,
     event_stream,
@@ -57,7 +57,7 @@ FINAL_EVENTS = {  # status -> the stream's last event; the SDK knows no event fo
 async def create_response(request: Request, body: ResponsesBody) -> Response:
     ctx = server_context(request)
     params, tokenizer, tools = ctx.admit(body)
-    messages = _earlier_turns(ctx.responses, body.previous_response_id) + body.messages()
+    messages = _earlier_turns(request, body.previous_response_id) + body.messages()
     system = [{"role": "system", "content": body.instructions}] if body.instructions else []
     prompt_ids = await ctx.encode_chat(system + messages, tools, param="input")
     ctx.check_prompt(prompt_ids, params, param="input")
@@ -88,7 +88,7 @@ async def create_response(request: Request, body: ResponsesBody) -> Response:
         metrics=ctx.metrics,
     )
     ctx.charge_tokens(request, gen)
-    run = ResponseRun(StoredResponse(response, messages), gen)
+    run = ResponseRun(StoredResponse(response, messages, owner=_caller(request)), gen)
     if body.store:
         ctx.responses.put(run.stored)
     if body.stream:
@@ -107,8 +107,8 @@ async def retrieve_response(request: Request, response_id: str) -> Response:
 
 @router.delete("/v1/responses/{response_id}", response_model=None)
 async def delete_response(request: Request, response_id: str) -> Response:
-    if server_context(request).responses.delete(response_id) is None:
-        raise _not_found(response_id)
+    _stored(request, response_id)  # another key's response is not found either
+    server_context(request).responses.delete(response_id)
     return json_response(ResponseDeleted(id=response_id))
 
 
@@ -284,12 +284,12 @@ def _echo(choice: str | BaseModel | None) -> str | dict[str, Any]:
     return choice if isinstance(choice, str) else choice.model_dump()
 
 
-def _earlier_turns(store: ResponseStore, previous_id: str | None) -> list[dict[str, str]]:
+def _earlier_turns(request: Request, previous_id: str | None) -> list[dict[str, str]]:
     """The conversation a response continues: earlier input and output (earlier instructions are not kept)."""
     if previous_id is None:
         return []
-    previous = store.get(previous_id)
-    if previous is None:
+    previous = server_context(request).responses.get(previous_id)
+    if previous is None or previous.owner != _caller(request):
         raise OpenAIError(
             404,
             f"Previous response with id '{previous_id}' not found.",
@@ -304,10 +304,16 @@ def _earlier_turns(store: ResponseStore, previous_id: str | None) -> list[dict[s
 
 
 def _stored(request: Request, response_id: str) -> StoredResponse:
+    """A stored response of the caller's key (another key's is as good as absent)."""
     stored = server_context(request).responses.get(response_id)
-    if stored is None:
+    if stored is None or stored.owner != _caller(request):
         raise _not_found(response_id)
     return stored
+
+
+def _caller(request: Request) -> str | None:
+    """The name of the API key the request came with (None where the server has no keys)."""
+    return getattr(request.scope.get("state", {}).get("api_key"), "name", None)
 
 
 def _not_found(response_id: str) -> OpenAIError:
