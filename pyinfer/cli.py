@@ -113,6 +113,13 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         default=env_default("NO_OVERLAP", False, bool),
         help="finish each GPU step before preparing the next (env NO_OVERLAP)",
     )
+    g.add_argument(
+        "--scheduling-policy",
+        default=env_default("SCHEDULING_POLICY", d.scheduling_policy),
+        choices=["fcfs", "priority"],
+        help="fcfs: first come, first served; priority: by each request's `priority` (lower first, then "
+        "arrival), a waiting request preempting less urgent running ones (env SCHEDULING_POLICY)",
+    )
     g.add_argument("--seed", type=int, default=env_default("SEED", d.seed, int), help="env SEED")
 
 

@@ -65,7 +65,9 @@ class LLMEngine:
         self.block_manager = BlockManager(
             self.runner.num_blocks, config.block_size, config.enable_prefix_caching
         )
-        self.scheduler = Scheduler(self.block_manager, config.max_num_seqs, config.max_num_batched_tokens)
+        self.scheduler = Scheduler(
+            self.block_manager, config.max_num_seqs, config.max_num_batched_tokens, config.scheduling_policy
+        )
         self.grammars = GrammarCompiler(
             self.model_path, self.load_format, config.tokenizer, cfg.vocab_size, list(cfg.eos_token_ids)
         )
@@ -83,6 +85,10 @@ class LLMEngine:
         if request_id in self._requests:
             raise ValueError(f"request id {request_id!r} is already in use")
         self.validate(prompt_token_ids, params)
+        if params.priority and self.config.scheduling_policy != "priority":
+            raise SamplingParamsError(
+                "priority", "needs the priority scheduling policy (--scheduling-policy priority)"
+            )
         limit = self.max_model_len
         if params.max_tokens is not None:
             limit = min(limit, len(prompt_token_ids) + params.max_tokens)

@@ -41,6 +41,7 @@ class SamplingParams(msgspec.Struct, kw_only=True):
     logprobs: int | None = None  # None: none; 0: the chosen token's; k: plus the top k
     skip_special_tokens: bool = True
     structured: StructuredOutput | None = None
+    priority: int = 0  # under the priority scheduling policy: lower runs first
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):

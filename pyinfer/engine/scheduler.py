@@ -2,6 +2,10 @@
 
 When KV blocks run out, the most recently admitted sequence is preempted: its blocks are freed
 and it goes back to the front of the queue, to be recomputed (cheaply, via the prefix cache).
+
+Under the priority policy the queue is kept in order of (priority, arrival), the least urgent running
+sequence is the one preempted for space, and a waiting sequence more urgent than a running one that
+finds no room (a full batch, or too few free blocks for its first chunk) preempts it.
 """
 
 from __future__ import annotations
@@ -32,16 +36,33 @@ class SchedulerOutput:
 
 
 class Scheduler:
-    def __init__(self, block_manager: BlockManager, max_num_seqs: int, max_num_batched_tokens: int):
+    def __init__(
+        self,
+        block_manager: BlockManager,
+        max_num_seqs: int,
+        max_num_batched_tokens: int,
+        policy: str = "fcfs",
+    ):
         self.block_manager = block_manager
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
+        self.by_priority = policy == "priority"
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.num_preemptions = 0
 
     def add(self, seq: Sequence) -> None:
-        self.waiting.append(seq)
+        self._enqueue(seq, front=False)
+
+    def _enqueue(self, seq: Sequence, front: bool) -> None:
+        """Into the waiting queue: at its end or front (fcfs), or in its place by urgency (priority)."""
+        if self.by_priority:
+            at = next((i for i, s in enumerate(self.waiting) if s.urgency > seq.urgency), len(self.waiting))
+            self.waiting.insert(at, seq)
+        elif front:
+            self.waiting.appendleft(seq)
+        else:
+            self.waiting.append(seq)
 
     def has_work(self) -> bool:
         return bool(self.waiting or self.running)
@@ -49,6 +70,8 @@ class Scheduler:
     def schedule(self) -> SchedulerOutput:
         out = SchedulerOutput()
         budget = self.max_num_batched_tokens
+        if self.by_priority:
+            self._make_room_for_the_most_urgent()
         # Running sequences by priority: one-token steps (decodes) before prefill chunks, each in admission order.
         # A sequence whose in-flight token reaches its length limit is finishing: nothing more to run.
         queue = deque(s for s in self.running if s.num_uncomputed_tokens == 1 and s.num_tokens < s.max_len)
@@ -57,7 +80,7 @@ class Scheduler:
             seq = queue.popleft()
             n = min(seq.num_uncomputed_tokens, budget)
             while not self.block_manager.ensure_capacity(seq, seq.num_computed_tokens + n):
-                victim = queue.pop() if queue else seq
+                victim = self._victim(queue, seq)
                 self._preempt(victim)
                 if victim is seq:
                     break
@@ -88,17 +111,46 @@ class Scheduler:
         out.num_decodes = sum(1 for n in out.num_new_tokens if n == 1)
         return out
 
+    def _victim(self, queue: deque[Sequence], seq: Sequence) -> Sequence:
+        """Who gives up its blocks so that `seq` can run: the most recently admitted (fcfs), or the least
+        urgent (priority) of those still to schedule this step; `seq` itself where none is left."""
+        if not queue:
+            return seq
+        if not self.by_priority:
+            return queue.pop()
+        victim = max(queue, key=lambda s: s.urgency)
+        if victim.urgency < seq.urgency:
+            return seq
+        queue.remove(victim)
+        return victim
+
+    def _make_room_for_the_most_urgent(self) -> None:
+        """Preempt running sequences less urgent than the first waiting one while it finds no room."""
+        while self.waiting and self.running:
+            first = self.waiting[0]
+            worst = max(self.running, key=lambda s: s.urgency)
+            if worst.urgency < first.urgency:
+                return
+            needed = -(
+                -min(first.num_uncomputed_tokens, self.max_num_batched_tokens)
+                // self.block_manager.block_size
+            )
+            if len(self.running) < self.max_num_seqs and self.block_manager.num_free_blocks >= needed:
+                return
+            self.running.remove(worst)
+            self._preempt(worst)
+
     def _preempt(self, seq: Sequence) -> None:
         self.block_manager.free_seq(seq)
         seq.status = SequenceStatus.WAITING
         seq.num_preemptions += 1
         self.num_preemptions += 1
-        self.waiting.appendleft(seq)
+        self._enqueue(seq, front=True)
 
     def release_siblings(self, seq: Sequence) -> None:
         """Choices 1..n-1 enter the queue first once choice 0's prompt is cached, to share its blocks."""
         for sibling in reversed(seq.siblings):
-            self.waiting.appendleft(sibling)
+            self._enqueue(sibling, front=True)
         seq.siblings = []
 
     def finish(self, seq: Sequence, reason: str) -> None:

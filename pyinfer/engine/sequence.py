@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import itertools
 import time
 from typing import Any
 
@@ -10,6 +11,8 @@ import torch
 
 from pyinfer.engine.messages import RequestMetrics
 from pyinfer.engine.sampling_params import SamplingParams
+
+_arrivals = itertools.count()
 
 
 class SequenceStatus(enum.Enum):
@@ -46,8 +49,14 @@ class Sequence:
         self.pending_row: int | None = None  # row of this sequence's token among the in-flight step's samples
         self.grammar: Any = None  # xgrammar's matcher of the request's constraint, once compiled
         self.arrival_time = time.perf_counter()
+        self.arrival = next(_arrivals)  # ties between equal priorities: first come, first served
         self.first_scheduled_time: float | None = None
         self.first_token_time: float | None = None
+
+    @property
+    def urgency(self) -> tuple[int, int]:
+        """The priority policy's order: lower first."""
+        return self.params.priority, self.arrival
 
     @property
     def num_tokens(self) -> int:

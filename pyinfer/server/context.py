@@ -120,6 +120,10 @@ class ServerContext:
         if problem := body.unsupported():
             raise bad_request(problem[1], param=problem[0])
         params = body.engine_params(self.request_defaults)
+        if params.priority and self.engine_config.scheduling_policy != "priority":
+            raise bad_request(
+                "needs the server's priority scheduling (--scheduling-policy priority)", "priority"
+            )
         tools = body.tool_request()
         if tools is not None and tools.active:
             constraint = tools.constraint(self.tool_support.format, params.structured)

@@ -56,6 +56,7 @@ class SamplingRequest(Request):
     user: str | None = None
     response_format: ResponseFormat | None = None
     structured_outputs: StructuredOutputs | None = None
+    priority: int | None = None  # under --scheduling-policy priority: lower runs first
 
     def constraint(self) -> StructuredOutput | None:
         """The output's constraint, if the request sets one (response_format or structured_outputs)."""
@@ -100,6 +101,7 @@ class SamplingRequest(Request):
             logit_bias=bias,
             logprobs=logprobs,
             skip_special_tokens=self.skip_special_tokens,
+            priority=self.priority,
         )
 
 

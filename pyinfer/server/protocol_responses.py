@@ -82,6 +82,7 @@ class ResponsesRequest(Request):
     user: str | None = None
     stream: bool | None = False
     background: bool | None = False
+    priority: int | None = None  # under --scheduling-policy priority: lower runs first
     tools: list[ResponsesTool] | None = None
     tool_choice: ToolChoiceMode | ResponsesNamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
@@ -125,6 +126,7 @@ class ResponsesRequest(Request):
                 top_p=self.top_p,
                 max_tokens=self.max_output_tokens,
                 structured=self.text.format.constraint() if self.text and self.text.format else None,
+                priority=self.priority,
             )
         except SamplingParamsError as e:  # the Responses API names the limit max_output_tokens
             if e.param == "max_tokens":

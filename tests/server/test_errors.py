@@ -89,6 +89,12 @@ def test_unsupported_features_are_refused_not_ignored(http, model):
     assert error["param"].startswith("tools")
 
 
+def test_a_priority_needs_the_priority_policy(http, model):
+    error = assert_error(http.post("/v1/chat/completions", json=chat_body(model, priority=1)), 400)
+    assert error["param"] == "priority" and "--scheduling-policy priority" in error["message"]
+    assert http.post("/v1/chat/completions", json=chat_body(model, priority=0)).status_code == 200
+
+
 def test_unknown_model_is_404(client, http):
     r = http.post("/v1/chat/completions", json=chat_body("gpt-17"))
     assert assert_error(r, 404, param="model")["code"] == "model_not_found"

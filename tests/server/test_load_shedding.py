@@ -1,5 +1,6 @@
-"""Load shedding against a live server: a full queue refuses at once with a 503 the client may retry, and
-a body past the limit is a 413, whether its length is declared or it comes in chunks."""
+"""Load shedding and priorities against a live server: a full queue refuses at once with a 503 the client
+may retry, a body past the limit is a 413 (declared or chunked), and an urgent request overtakes a
+running one in a full batch."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from tests.server.helpers import ServerProcess, assert_error, running_server, wa
 def bounded(tmp_path_factory) -> Iterator[ServerProcess]:
     log = tmp_path_factory.mktemp("shed") / "server.log"
     flags = ("--max-num-seqs", "1", "--max-queued-requests", "2", "--max-queued-tokens", "300")
-    with running_server(log, *flags, "--max-request-body", "4096", "--num-kv-blocks", "64") as srv:
+    flags += ("--max-request-body", "4096", "--scheduling-policy", "priority")
+    with running_server(log, *flags, "--num-kv-blocks", "64") as srv:
         yield srv
 
 
@@ -78,3 +80,24 @@ def test_a_body_past_the_limit_is_a_413(bounded, chunked):
         f"{bounded.base_url}/v1/completions", content=iter([b'{"prompt": "hi", ', b'"max_tokens": 1}'])
     )
     assert small.status_code == 200
+
+
+def test_an_urgent_request_overtakes_a_running_one(bounded):
+    url = f"{bounded.base_url}/v1/completions"
+    first_token, finished = threading.Event(), []
+
+    def long_stream() -> None:  # holds the only running slot for 150 tokens
+        body = {"prompt": "Tell me a long story.", "max_tokens": 150, "ignore_eos": True, "stream": True}
+        with httpx.stream("POST", url, json=body, timeout=120) as r:
+            for _ in r.iter_lines():
+                first_token.set()
+        finished.append("long")
+
+    thread = threading.Thread(target=long_stream)
+    thread.start()
+    assert first_token.wait(60)
+    urgent = httpx.post(url, json={"prompt": "Quick!", "max_tokens": 2, "priority": -1}, timeout=60)
+    finished.append("urgent")
+    thread.join(120)
+    assert urgent.status_code == 200 and finished == ["urgent", "long"]
+    assert urgent.json()["usage"]["performance"]["queue_ms"] < 1000  # it did not wait for the slot
