@@ -31,6 +31,7 @@ class ServerConfig:
     max_queued_requests: int | None = None  # requests waiting for their first token; beyond: a 503
     max_queued_tokens: int | None = None  # their prompt tokens
     max_request_body: int = 16 * 2**20  # bytes; a larger body is a 413
+    request_timeout: float | None = None  # seconds a generation may take; past them it is aborted (504)
 
     def __post_init__(self) -> None:
         if self.log_format not in ("text", "json"):
@@ -44,6 +45,8 @@ class ServerConfig:
         for limit in (self.rate_limit_rpm, self.rate_limit_tpm):
             if limit is not None and limit < 1:
                 raise ValueError("rate limits must be at least 1 a minute")
+        if self.request_timeout is not None and self.request_timeout <= 0:
+            raise ValueError("request_timeout must be positive")
         for name in ("max_queued_requests", "max_queued_tokens", "max_request_body"):
             if (value := getattr(self, name)) is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1")
@@ -132,6 +135,13 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         "(env MAX_QUEUED_TOKENS; default: no bound)",
     )
     g.add_argument(
+        "--request-timeout",
+        type=float,
+        default=env_default("REQUEST_TIMEOUT", None, float),
+        help="seconds a generation may take from arrival; past them it is aborted in the engine (its KV "
+        "blocks freed) and answered with a 504 (env REQUEST_TIMEOUT; default: none)",
+    )
+    g.add_argument(
         "--max-request-body",
         type=int,
         default=env_default("MAX_REQUEST_BODY", d.max_request_body, int),
@@ -197,4 +207,5 @@ def server_config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_queued_requests=args.max_queued_requests,
         max_queued_tokens=args.max_queued_tokens,
         max_request_body=args.max_request_body,
+        request_timeout=args.request_timeout,
     )

@@ -12,6 +12,7 @@ from pyinfer.engine.core_client import AsyncEngineClient
 from pyinfer.engine.detokenizer import IncrementalDetokenizer
 from pyinfer.engine.messages import RequestMetrics, SeqOutput, TokenLogprob
 from pyinfer.engine.sampling_params import SamplingParams
+from pyinfer.server.errors import OpenAIError
 from pyinfer.server.prometheus import ServerMetrics
 from pyinfer.server.protocol import Performance, PromptTokensDetails, Usage
 from pyinfer.server.protocol_tools import FunctionCall, ToolCall
@@ -81,6 +82,7 @@ class Generation:
         index_offset: int = 0,  # where this prompt's choices start in a multi-prompt reply
         tool_parser: Callable[[], ToolCallParser] | None = None,  # one parser per choice
         metrics: ServerMetrics | None = None,  # told of each token's arrival and of the end
+        timeout: float | None = None,  # seconds it may take in all; past them it is aborted
     ):
         self.engine = engine
         self.request_id = request_id
@@ -100,6 +102,7 @@ class Generation:
         self.num_cached_tokens = 0
         self.sent_at = time.perf_counter()
         self.metrics = metrics
+        self.timeout = timeout
         self.started = False  # sent to the engine
 
     async def run(self) -> AsyncIterator[Delta]:
@@ -107,9 +110,25 @@ class Generation:
         self.sent_at = time.perf_counter()
         self.started = True
         outputs = self.engine.generate(self.request_id, self.prompt_token_ids, self.params)
+        deadline = None if self.timeout is None else self.sent_at + self.timeout
         try:
             async with aclosing(outputs):
-                async for out in outputs:
+                while True:
+                    try:  # a wait cut short cancels the engine's stream, which aborts the request
+                        out = await (
+                            anext(outputs)
+                            if deadline is None
+                            else asyncio.wait_for(anext(outputs), max(0.0, deadline - time.perf_counter()))
+                        )
+                    except StopAsyncIteration:
+                        break
+                    except TimeoutError:
+                        raise OpenAIError(
+                            504,
+                            f"The request took longer than {self.timeout:g} s.",
+                            type="server_error",
+                            code="request_timeout",
+                        ) from None
                     delta = self._apply(out)
                     if delta is not None:
                         yield delta

@@ -101,3 +101,34 @@ def test_an_urgent_request_overtakes_a_running_one(bounded):
     thread.join(120)
     assert urgent.status_code == 200 and finished == ["urgent", "long"]
     assert urgent.json()["usage"]["performance"]["queue_ms"] < 1000  # it did not wait for the slot
+
+
+@pytest.fixture(scope="module")
+def timed(tmp_path_factory) -> Iterator[ServerProcess]:
+    log = tmp_path_factory.mktemp("timeout") / "server.log"
+    with running_server(log, "--request-timeout", "1.5", "--num-kv-blocks", "128") as srv:
+        yield srv
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_request_past_its_timeout_is_aborted_and_frees_its_blocks(timed, stream):
+    body = {"prompt": "Tell me a long story.", "max_tokens": 1000, "ignore_eos": True, "stream": stream}
+    start = time.perf_counter()
+    r = httpx.post(f"{timed.base_url}/v1/completions", json=body, timeout=60)
+    assert time.perf_counter() - start < 10
+    if stream:  # the stream had begun: it ends with an error event
+        assert (
+            r.status_code == 200
+            and '"code":"request_timeout"' in r.text
+            and r.text.endswith("data: [DONE]\n\n")
+        )
+    else:
+        assert assert_error(r, 504)["code"] == "request_timeout"
+
+    def idle() -> bool:
+        stats = httpx.get(f"{timed.base_url}/v1/engine/stats").json()
+        return stats["num_requests_running"] == 0 and stats["kv_cache_usage"] == 0
+
+    wait_until(idle, 10)
+    short = httpx.post(f"{timed.base_url}/v1/completions", json={"prompt": "Hi", "max_tokens": 2}, timeout=30)
+    assert short.status_code == 200

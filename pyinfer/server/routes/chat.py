@@ -55,6 +55,7 @@ async def create_chat_completion(request: Request, body: ChatBody) -> Response:
         params,
         tool_parser=ctx.tool_parsers(tools),
         metrics=ctx.metrics,
+        timeout=ctx.config.request_timeout,
     )
     ctx.charge_tokens(request, gen)
     if body.stream:

@@ -51,6 +51,7 @@ async def create_completion(request: Request, body: CompletionBody) -> Response:
             params,
             index_offset=i * params.n,
             metrics=ctx.metrics,
+            timeout=ctx.config.request_timeout,
         )
         for i, ids in enumerate(prompt_ids)
     ]

@@ -86,6 +86,7 @@ async def create_response(request: Request, body: ResponsesBody) -> Response:
         params,
         tool_parser=ctx.tool_parsers(tools),
         metrics=ctx.metrics,
+        timeout=ctx.config.request_timeout,
     )
     ctx.charge_tokens(request, gen)
     run = ResponseRun(StoredResponse(response, messages, owner=_caller(request)), gen)
