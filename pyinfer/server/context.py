@@ -193,7 +193,37 @@ class ServerContext:
             return tokenizer.encode(text, add_special_tokens)
         return await asyncio.to_thread(tokenizer.encode, text, add_special_tokens)
 
-    def charge_tokens(self, request: Request, gen: Generation) -> None:
+    def generation(
+        self,
+        request: Request,
+        tokenizer: Tokenizer,
+        request_id: str,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        tools: ToolRequest | None = None,
+        index_offset: int = 0,
+    ) -> Generation:
+        """One prompt's generation as every route runs it (tool parsing, metrics, the timeout), its
+        tokens charged to the caller's allowance."""
+        gen = Generation(
+            self.engine,
+            tokenizer,
+            request_id,
+            prompt_ids,
+            params,
+            index_offset=index_offset,
+            tool_parser=self._tool_parsers(tools),
+            metrics=self.metrics,
+            timeout=self.config.request_timeout,
+        )
+        self._charge_tokens(request, gen)
+        return gen
+
+    async def stats(self) -> dict[str, Any]:
+        """The engine's counters with the ones this process keeps."""
+        return {**await self.engine.stats(), "num_tool_call_parse_failures": self.num_tool_call_failures}
+
+    def _charge_tokens(self, request: Request, gen: Generation) -> None:
         """Take the generation's prompt plus `max_tokens` for each choice (the prompt alone without
         `max_tokens`) from the caller's allowance, or refuse it with a 429. The rate-limit middleware
         settles the charge against what was used once the response has ended."""
@@ -208,7 +238,7 @@ class ServerContext:
             raise rate_limited(e, self.rate_limits.headers(allowance)) from None
         state.setdefault("token_charges", []).append((gen, charged))
 
-    def tool_parsers(self, tools: ToolRequest | None) -> Callable[[], ToolCallParser] | None:
+    def _tool_parsers(self, tools: ToolRequest | None) -> Callable[[], ToolCallParser] | None:
         """A maker of one parser per choice of a reply, where the request offers tools."""
         if tools is None or not tools.active:
             return None

@@ -150,7 +150,6 @@ class _CallReader:
     def __init__(self, parser: ToolCallParser, lead: str, trigger: str, opened_by_object: bool):
         self.parser = parser
         self.fmt = parser.fmt
-        self.opened_by_object = opened_by_object
         # everything read, the whitespace before the trigger included, for content if it fails
         self.raw = lead if opened_by_object else lead + trigger
         self.num_named = 0

@@ -47,17 +47,7 @@ async def create_chat_completion(request: Request, body: ChatBody) -> Response:
     prompt_ids = await ctx.encode_chat([m.template_dict() for m in body.messages], tools)
     ctx.check_prompt(prompt_ids, params, param="messages")
     head = reply_head("chatcmpl", ctx.model_name)
-    gen = Generation(
-        ctx.engine,
-        tokenizer,
-        head["id"],
-        prompt_ids,
-        params,
-        tool_parser=ctx.tool_parsers(tools),
-        metrics=ctx.metrics,
-        timeout=ctx.config.request_timeout,
-    )
-    ctx.charge_tokens(request, gen)
+    gen = ctx.generation(request, tokenizer, head["id"], prompt_ids, params, tools)
     if body.stream:
         deltas = run_all([gen])
         if params.structured is not None:

@@ -42,21 +42,11 @@ async def create_completion(request: Request, body: CompletionBody) -> Response:
     for ids in prompt_ids:
         ctx.check_prompt(ids, params)
     head = reply_head("cmpl", ctx.model_name)
+    # a refusal part-way: the rate-limit middleware gives back what the earlier prompts were charged
     gens = [
-        Generation(
-            ctx.engine,
-            tokenizer,
-            f"{head['id']}-{i}",
-            ids,
-            params,
-            index_offset=i * params.n,
-            metrics=ctx.metrics,
-            timeout=ctx.config.request_timeout,
-        )
+        ctx.generation(request, tokenizer, f"{head['id']}-{i}", ids, params, index_offset=i * params.n)
         for i, ids in enumerate(prompt_ids)
     ]
-    for gen in gens:  # a refusal part-way: the middleware gives back what the others were charged
-        ctx.charge_tokens(request, gen)
     echoes = [(p if isinstance(p, str) else tokenizer.decode(p)) if body.echo else "" for p in prompts]
     if body.stream:
         deltas = run_all(gens)

@@ -27,13 +27,7 @@ async def engine_stats(request: Request) -> dict[str, Any]:
     """Running and waiting requests, KV-cache blocks and prefix-cache hits, requests in flight here."""
     ctx = server_context(request)
     ctx.require_ready()
-    stats = await ctx.engine.stats()
-    return {
-        **stats,
-        "num_requests_in_flight": ctx.engine.num_requests,
-        "num_tool_call_parse_failures": ctx.num_tool_call_failures,
-        "timestamp": time.time(),
-    }
+    return {**await ctx.stats(), "num_requests_in_flight": ctx.engine.num_requests, "timestamp": time.time()}
 
 
 @router.get("/metrics", response_model=None)
@@ -42,7 +36,5 @@ async def prometheus_metrics(request: Request) -> Response:
     ctx = server_context(request)
     engine = None
     if ctx.ready and (ready := ctx.engine.ready) is not None:
-        stats = await ctx.engine.stats()
-        stats["num_tool_call_parse_failures"] = ctx.num_tool_call_failures  # counted here, by the parsers
-        engine = ctx.metrics.engine_collector(stats, ready.block_size, ready.num_kv_blocks)
+        engine = ctx.metrics.engine_collector(await ctx.stats(), ready.block_size, ready.num_kv_blocks)
     return Response(ctx.metrics.exposition(engine), media_type=CONTENT_TYPE_LATEST)

@@ -78,17 +78,7 @@ async def create_response(request: Request, body: ResponsesBody) -> Response:
         tool_choice=_echo(body.tool_choice),
         parallel_tool_calls=tools.parallel_in(ctx.tool_support.format) if tools else True,
     )
-    gen = Generation(
-        ctx.engine,
-        tokenizer,
-        response.id,
-        prompt_ids,
-        params,
-        tool_parser=ctx.tool_parsers(tools),
-        metrics=ctx.metrics,
-        timeout=ctx.config.request_timeout,
-    )
-    ctx.charge_tokens(request, gen)
+    gen = ctx.generation(request, tokenizer, response.id, prompt_ids, params, tools)
     run = ResponseRun(StoredResponse(response, messages, owner=_caller(request)), gen)
     if body.store:
         ctx.responses.put(run.stored)
