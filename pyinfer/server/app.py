@@ -60,7 +60,12 @@ def create_app(config: ServerConfig, engine_config: EngineConfig) -> FastAPI:
             expose_headers=["X-Request-Id", *RATE_LIMIT_HEADERS],
         )
     app.add_middleware(BodyLimitMiddleware, limit=config.max_request_body)  # before anything reads it
-    app.add_middleware(RequestContextMiddleware, metrics=ctx.metrics)
+    app.add_middleware(
+        RequestContextMiddleware,
+        routes=[route for router in ROUTERS for route in router.routes],
+        metrics=ctx.metrics,
+        log_prompts=config.log_prompts,
+    )
     return app
 
 

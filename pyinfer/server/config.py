@@ -20,6 +20,7 @@ class ServerConfig:
     cors_origins: list[str] = field(default_factory=list)
     log_level: str = "info"
     log_format: str = "text"  # text | json
+    log_prompts: bool = False  # the access log carries prompt and output text (never, by default)
     drain_timeout: float = 30.0  # seconds in-flight requests may take to finish on shutdown
     max_stored_responses: int = 1000  # Responses API: how many stored responses are kept, newest first
     stored_response_ttl: float = 3600.0  # Responses API: seconds a stored response is kept
@@ -99,6 +100,13 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         default=env_default("LOG_FORMAT", d.log_format),
         choices=["text", "json"],
         help="env LOG_FORMAT",
+    )
+    g.add_argument(
+        "--log-prompts",
+        action="store_true",
+        default=env_default("LOG_PROMPTS", d.log_prompts, bool),
+        help="write each request's prompt and output text into its access-log line; without it only "
+        "their token counts are logged (env LOG_PROMPTS)",
     )
     g.add_argument(
         "--drain-timeout",
@@ -196,6 +204,7 @@ def server_config_from_args(args: argparse.Namespace) -> ServerConfig:
         cors_origins=[o.strip() for o in args.cors_origins.split(",") if o.strip()],
         log_level=args.log_level,
         log_format=args.log_format,
+        log_prompts=args.log_prompts,
         drain_timeout=args.drain_timeout,
         max_stored_responses=args.max_stored_responses,
         stored_response_ttl=args.stored_response_ttl,

@@ -204,7 +204,7 @@ class ServerContext:
         index_offset: int = 0,
     ) -> Generation:
         """One prompt's generation as every route runs it (tool parsing, metrics, the timeout), its
-        tokens charged to the caller's allowance."""
+        tokens charged to the caller's allowance and counted in the access log."""
         gen = Generation(
             self.engine,
             tokenizer,
@@ -217,6 +217,7 @@ class ServerContext:
             timeout=self.config.request_timeout,
         )
         self._charge_tokens(request, gen)
+        request.scope.setdefault("state", {}).setdefault("generations", []).append(gen)
         return gen
 
     async def stats(self) -> dict[str, Any]:

@@ -85,6 +85,7 @@ class Generation:
         timeout: float | None = None,  # seconds it may take in all; past them it is aborted
     ):
         self.engine = engine
+        self.tokenizer = tokenizer
         self.request_id = request_id
         self.prompt_token_ids = prompt_token_ids
         self.params = params
@@ -140,6 +141,9 @@ class Generation:
     def tokens_used(self) -> int:
         """Prompt and generated tokens, once sent to the engine (nothing before)."""
         return len(self.prompt_token_ids) + sum(c.num_tokens for c in self.choices) if self.started else 0
+
+    def prompt_text(self) -> str:
+        return self.tokenizer.decode(self.prompt_token_ids, skip_special_tokens=False)
 
     def _apply(self, out: SeqOutput) -> Delta | None:
         choice = self.choices[out.index]

@@ -1,5 +1,5 @@
 """ASGI middleware: an X-Request-Id on every response and one structured access-log line per request;
-per-key request limits with OpenAI's x-ratelimit-* headers on the generation routes.
+per-key request limits with OpenAI's x-ratelimit-* headers on the generation routes; the body limit.
 
 Plain ASGI rather than BaseHTTPMiddleware, so streaming replies and disconnect detection pass untouched.
 """
@@ -11,6 +11,7 @@ import time
 import uuid
 
 from starlette.datastructures import Headers, MutableHeaders
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pyinfer.server.errors import OpenAIError, rate_limited
@@ -21,9 +22,17 @@ access_log = logging.getLogger("pyinfer.access")
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, metrics: ServerMetrics | None = None):
+    def __init__(
+        self,
+        app: ASGIApp,
+        routes: list[BaseRoute],
+        metrics: ServerMetrics | None = None,
+        log_prompts: bool = False,
+    ):
         self.app = app
-        self.metrics = metrics  # counts requests by route and status
+        self.routes = routes  # the app's, to name what a middleware refused before routing
+        self.metrics = metrics  # counts requests by method, route and status
+        self.log_prompts = log_prompts  # the access log carries prompt and output text too
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -31,7 +40,8 @@ class RequestContextMiddleware:
             return
         given = Headers(scope=scope).get("x-request-id", "")
         request_id = given if 0 < len(given) <= 128 and given.isprintable() else uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
         start = time.perf_counter()
         status = 499  # unless a response starts: the client left first
 
@@ -46,30 +56,52 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             ms = (time.perf_counter() - start) * 1e3
-            client = scope.get("client")
-            fields = {
-                "method": scope["method"],
-                "path": scope["path"],
-                "status": status,
-                "duration_ms": round(ms, 1),
-                "request_id": request_id,
-                "client": f"{client[0]}:{client[1]}" if client else None,
-                "api_key": getattr(scope["state"].get("api_key"), "name", None),  # its name, never the key
-            }
-            if self.metrics is not None:  # the route's template, not the path: a bounded set of labels
-                route = scope.get("route")
-                self.metrics.http_requests.labels(getattr(route, "path", "unmatched"), str(status)).inc()
-            key = f" key={fields['api_key']}" if fields["api_key"] else ""
-            access_log.info(
-                "%s %s %d %.1fms request_id=%s%s",
-                scope["method"],
-                scope["path"],
-                status,
-                ms,
-                request_id,
-                key,
-                extra={"fields": fields},
-            )
+            route = self._route_template(scope)
+            if self.metrics is not None:
+                self.metrics.http_requests.labels(scope["method"], route, str(status)).inc()
+            self._log(scope, route, status, ms, request_id)
+
+    def _route_template(self, scope: Scope) -> str:
+        """The route's template, not the path (a bounded set of metric labels): the one the router
+        chose, or for a request a middleware refused before routing, the one it would have chosen."""
+        route = scope.get("route")
+        if route is None:  # PARTIAL: the path matches but not the method
+            route = next((r for r in self.routes if r.matches(scope)[0] is not Match.NONE), None)
+        return getattr(route, "path", "unmatched")
+
+    def _log(self, scope: Scope, route: str, status: int, ms: float, request_id: str) -> None:
+        client = scope.get("client")
+        state = scope["state"]
+        fields = {
+            "method": scope["method"],
+            "path": scope["path"],
+            "route": route,
+            "status": status,
+            "duration_ms": round(ms, 1),
+            "request_id": request_id,
+            "client": f"{client[0]}:{client[1]}" if client else None,
+            "api_key": getattr(state.get("api_key"), "name", None),  # its name, never the key
+        }
+        generations = state.get("generations", [])
+        if generations:  # what was sent to the engine (tokens, never text unless asked for)
+            fields["prompt_tokens"] = sum(len(g.prompt_token_ids) for g in generations)
+            fields["completion_tokens"] = sum(c.num_tokens for g in generations for c in g.choices)
+            if self.log_prompts:
+                fields["prompts"] = [g.prompt_text() for g in generations]
+                fields["outputs"] = [c.text for g in generations for c in g.choices]
+        key = f" key={fields['api_key']}" if fields["api_key"] else ""
+        tokens = f" tokens={fields['prompt_tokens']}+{fields['completion_tokens']}" if generations else ""
+        access_log.info(
+            "%s %s %d %.1fms request_id=%s%s%s",
+            scope["method"],
+            scope["path"],
+            status,
+            ms,
+            request_id,
+            key,
+            tokens,
+            extra={"fields": fields},
+        )
 
 
 GENERATION_ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/responses")

@@ -1,5 +1,5 @@
 """Prometheus metrics, under the names operators know from vLLM with our prefix, in the API process's
-own registry: per-request figures observed as replies finish, HTTP requests by route and status, and
+own registry: per-request figures observed as replies finish, HTTP requests by method, route and status, and
 the engine's queues and caches read from its stats (over the existing channel) at each scrape."""
 
 from __future__ import annotations
@@ -85,8 +85,8 @@ class ServerMetrics:
         self._token_gap = self.inter_token.labels(model_name)
         self.http_requests = Counter(
             "pyinfer:http_requests",
-            "HTTP requests by route and status.",
-            ["route", "status"],
+            "HTTP requests by method, route and status.",
+            ["method", "route", "status"],
             registry=self.registry,
         )
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from pyinfer.server.auth import ApiKey, ApiKeyMiddleware, ApiKeys, parse_key_file
 from tests.server.helpers import ServerProcess, assert_error, running_server, wait_until
@@ -76,6 +77,26 @@ def test_the_access_log_names_the_key_never_the_key(keyed_server):
     client(keyed_server, "sk-alice").models.list()
     wait_until(lambda: "/v1/models 200" in keyed_server.log() and " key=alice" in keyed_server.log(), 5)
     assert "sk-alice" not in keyed_server.log()
+
+
+def test_a_refused_request_is_counted_under_its_route_and_method(keyed_server):
+    def refused_chats() -> float:
+        text = httpx.get(f"{keyed_server.base_url}/metrics").text
+        samples = [s for f in text_string_to_metric_families(text) for s in f.samples]
+        labels = {"method": "POST", "route": "/v1/chat/completions", "status": "401"}
+        return sum(
+            s.value
+            for s in samples
+            if s.name == "pyinfer:http_requests_total" and s.labels.items() >= labels.items()
+        )
+
+    before = refused_chats()
+    with pytest.raises(openai.AuthenticationError):
+        client(keyed_server, "sk-wrong").chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "hi"}]
+        )
+    # refused before routing, yet not "unmatched" (counted once the response has been sent)
+    wait_until(lambda: refused_chats() == before + 1, 5)
 
 
 def test_a_key_taken_out_of_the_file_stops_working_without_a_restart(keyed_server, key_file):

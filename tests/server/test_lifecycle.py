@@ -20,7 +20,10 @@ from tests.server.helpers import ServerProcess, engine_stats, wait_until
 def servers(tmp_path_factory) -> dict[str, ServerProcess]:
     folder = tmp_path_factory.mktemp("lifecycle")
     flags = ("--num-kv-blocks", "64", "--log-format", "json")
-    procs = {name: ServerProcess(folder / f"{name}.log", *flags) for name in ("engine_death", "orphan")}
+    procs = {
+        "engine_death": ServerProcess(folder / "engine_death.log", *flags),
+        "orphan": ServerProcess(folder / "orphan.log", *flags, "--log-prompts"),
+    }
     procs["sigterm"] = ServerProcess(folder / "sigterm.log", *flags, "--dtype", "auto")  # as `make serve`
     try:
         srv = procs["sigterm"]
@@ -59,8 +62,10 @@ def test_sigterm_drains_in_flight_request_and_exits_0(servers):
     assert not engine.is_running()
     with pytest.raises(httpx.TransportError):  # no longer accepting
         httpx.get(f"{srv.base_url}/health", timeout=2)
-    records = [json.loads(line) for line in srv.log().splitlines() if line.startswith("{")]
-    assert any(r["logger"] == "pyinfer.access" and r.get("path") == "/v1/completions" for r in records)
+    (access,) = access_records(srv, "/v1/completions")
+    assert access["route"] == "/v1/completions" and access["status"] == 200
+    assert access["prompt_tokens"] == 4 and access["completion_tokens"] == 30
+    assert "prompts" not in access and "Once upon" not in srv.log()  # text only with --log-prompts
     # A quiet exit: no stray output (Triton's extension, if a CPU server imported it, reports leaks here)
     assert [line for line in srv.log().splitlines() if not line.startswith("{")] == []
 
@@ -85,6 +90,22 @@ def test_engine_death_fails_requests_and_exits_nonzero(servers):
     with contextlib.suppress(httpx.TransportError):  # the server may be gone already; if not, not ready
         assert http.get("/ready").status_code == 503
     assert srv.proc.wait(30) != 0
+
+
+def test_log_prompts_puts_prompt_and_output_text_into_the_access_log(servers):
+    srv = servers["orphan"]
+    body = {"prompt": "Once upon a time", "max_tokens": 5, "n": 2, "temperature": 1.0}
+    r = httpx.post(f"{srv.base_url}/v1/completions", json=body, timeout=60).json()
+    wait_until(lambda: access_records(srv, "/v1/completions"), timeout=5)
+    (access,) = access_records(srv, "/v1/completions")
+    assert access["prompts"] == ["Once upon a time"]
+    assert access["outputs"] == [c["text"] for c in sorted(r["choices"], key=lambda c: c["index"])]
+    assert access["completion_tokens"] == r["usage"]["completion_tokens"]
+
+
+def access_records(srv: ServerProcess, path: str) -> list[dict]:
+    records = [json.loads(line) for line in srv.log().splitlines() if line.startswith("{")]
+    return [r for r in records if r["logger"] == "pyinfer.access" and r.get("path") == path]
 
 
 def test_engine_exits_when_the_server_is_killed(servers):

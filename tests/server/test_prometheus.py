@@ -40,14 +40,30 @@ def test_counters_follow_the_requests_and_only_grow(http, client, model):
     assert grew["pyinfer:time_to_first_token_seconds_count"] == 3
     assert grew["pyinfer:request_success_total"] == 4  # choices: 2 + 1 + 1
     assert grew["pyinfer:inter_token_latency_seconds_count"] >= generated + streamed - 4
-    chat_ok = value(after, "pyinfer:http_requests_total", route="/v1/chat/completions", status="200")
+    chat_ok = {"method": "POST", "route": "/v1/chat/completions", "status": "200"}
     assert (
-        chat_ok - value(before, "pyinfer:http_requests_total", route="/v1/chat/completions", status="200")
+        value(after, "pyinfer:http_requests_total", **chat_ok)
+        - value(before, "pyinfer:http_requests_total", **chat_ok)
         == 1
     )
     for (name, labels), v in before.items():  # counters and histogram counts never go back
         if name.endswith(("_total", "_count", "_bucket")):
             assert after.get((name, labels), 0) >= v, name
+
+
+def test_http_requests_are_labelled_by_method_and_route_template(http):
+    before = scrape(http)
+    assert http.get("/v1/responses/resp_nonesuch").status_code == 404
+    assert http.get("/no/such/path").status_code == 404
+    after = scrape(http)
+
+    def grew(**labels: str) -> float:
+        return value(after, "pyinfer:http_requests_total", **labels) - value(
+            before, "pyinfer:http_requests_total", **labels
+        )
+
+    assert grew(method="GET", route="/v1/responses/{response_id}", status="404") == 1  # a template
+    assert grew(method="GET", route="unmatched", status="404") == 1
 
 
 def test_engine_gauges_and_cache_layout(http):
