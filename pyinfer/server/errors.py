@@ -68,6 +68,8 @@ def from_validation_error(e: ValidationError | RequestValidationError) -> OpenAI
     loc = [str(part) for part in first["loc"] if part != "body"]
     if first["type"] == "json_invalid":
         return bad_request(f"We could not parse the JSON body of your request: {first['msg']}")
+    if first["type"] == "extra_forbidden":  # OpenAI's own words
+        return bad_request(f"Unrecognized request argument supplied: {'.'.join(loc)}", param=loc[0])
     if first["type"] == "missing":
         return bad_request(f"Missing required parameter: '{'.'.join(loc)}'", param=loc[0] if loc else None)
     where = f"{'.'.join(loc)}: " if loc else ""

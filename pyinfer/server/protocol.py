@@ -1,7 +1,7 @@
 """Pydantic models of the OpenAI API we accept and return.
 
-Requests are strict about types (a string where a number belongs is a 400, as at OpenAI) and ignore
-fields they do not know. Replies follow OpenAI's shapes, plus `usage.performance`.
+Requests are strict about types (a string where a number belongs is a 400, as at OpenAI) and refuse
+top-level fields they do not know (protocol_base). Replies follow OpenAI's shapes, plus `usage.performance`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from pyinfer.engine.sampling_params import SamplingParams, SamplingParamsError, StructuredOutput
 from pyinfer.generation_config import with_defaults
-from pyinfer.server.protocol_base import Request
+from pyinfer.server.protocol_base import Body, Request
 from pyinfer.server.protocol_structured import ResponseFormat, StructuredOutputs, one_constraint
 from pyinfer.server.protocol_tools import (
     ChatNamedToolChoice,
@@ -30,7 +30,7 @@ class StreamOptions(Request):
     include_usage: bool = False
 
 
-class SamplingRequest(Request):
+class SamplingRequest(Body):
     """Fields that chat and completions requests share."""
 
     model: str | None = None
@@ -160,6 +160,23 @@ class ChatCompletionRequest(SamplingRequest):
     tools: list[ChatTool] | None = None
     tool_choice: ToolChoiceMode | ChatNamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
+    # OpenAI's hints that change nothing in a reply: accepted
+    metadata: dict[str, str] | None = None
+    service_tier: str | None = None
+    prompt_cache_key: str | None = None  # prefixes are cached whatever the key
+    prompt_cache_retention: str | None = None
+    prompt_cache_options: dict[str, Any] | None = None
+    safety_identifier: str | None = None
+    modalities: list[Literal["text"]] | None = None  # text is all there is
+    # OpenAI's features this server does not have: refused when set
+    store: bool | None = None
+    reasoning_effort: Any = None
+    verbosity: Any = None
+    audio: Any = None
+    prediction: Any = None
+    web_search_options: Any = None
+    functions: Any = None
+    function_call: Any = None
 
     def tool_request(self) -> ToolRequest | None:
         choice, named = self.tool_choice, isinstance(self.tool_choice, ChatNamedToolChoice)
@@ -172,7 +189,7 @@ class ChatCompletionRequest(SamplingRequest):
         """(param, message) for a feature we do not serve yet, rather than ignore in silence."""
         if self.top_logprobs and not self.logprobs:
             return "top_logprobs", "needs logprobs set to true"
-        return None
+        return self.refused_fields(CHAT_FIELDS_REFUSED)
 
     def engine_params(self, defaults: dict[str, Any]) -> SamplingParams:
         limit = self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
@@ -184,10 +201,24 @@ class ChatCompletionRequest(SamplingRequest):
             raise
 
 
+CHAT_FIELDS_REFUSED = {
+    "store": "stored chat completions are not kept by this server",
+    "reasoning_effort": "this server's models do not reason before answering",
+    "verbosity": "is not supported",
+    "audio": "audio output is not supported",
+    "prediction": "predicted outputs are not supported",
+    "web_search_options": "web search is not supported",
+    "functions": "the deprecated functions field is not supported: use tools",
+    "function_call": "the deprecated function_call field is not supported: use tool_choice",
+}
+
+
 class CompletionRequest(SamplingRequest):
     prompt: str | list[str] | list[int] | list[list[int]]
     echo: bool | None = False
     logprobs: int | None = None
+    best_of: int | None = None
+    suffix: str | None = None
 
     def prompts(self) -> list[str | list[int]]:
         """The prompt as a list of prompts (each a string or token ids)."""
@@ -200,6 +231,10 @@ class CompletionRequest(SamplingRequest):
         """(param, message) for a feature we do not serve yet, rather than ignore in silence."""
         if self.echo and self.logprobs is not None:
             return "echo", "echo with logprobs is not supported: prompt logprobs are not computed"
+        if self.best_of is not None and self.best_of != (self.n or 1):
+            return "best_of", "is not supported: ask for n choices and pick among them"
+        if self.suffix:
+            return "suffix", "is not supported: no model here fills in the middle"
         return None
 
     def engine_params(self, defaults: dict[str, Any]) -> SamplingParams:
@@ -209,14 +244,14 @@ class CompletionRequest(SamplingRequest):
         return None
 
 
-class TokenizeRequest(Request):
+class TokenizeRequest(Body):
     model: str | None = None
     prompt: str | None = None
     messages: list[ChatMessage] | None = None
     add_special_tokens: bool = True
 
 
-class DetokenizeRequest(Request):
+class DetokenizeRequest(Body):
     model: str | None = None
     tokens: list[int]
 

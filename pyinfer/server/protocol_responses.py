@@ -14,6 +14,7 @@ from pyinfer.server.protocol import (
     Usage,
     engine_sampling_params,
 )
+from pyinfer.server.protocol_base import Body
 from pyinfer.server.protocol_structured import TextFormat
 from pyinfer.server.protocol_tools import (
     ResponsesNamedToolChoice,
@@ -69,7 +70,17 @@ class TextConfig(Request):
     format: TextFormat | None = None
 
 
-class ResponsesRequest(Request):
+RESPONSES_FIELDS_REFUSED = {
+    "include": "extra output data (logprobs, search results, encrypted reasoning) is not supported",
+    "top_logprobs": "logprobs are not supported on the Responses API: use chat completions",
+    "max_tool_calls": "is not supported",
+    "conversation": "conversations are not kept by this server: use previous_response_id",
+    "prompt": "stored prompt templates are not supported",
+    "context_management": "is not supported",
+}
+
+
+class ResponsesRequest(Body):
     model: str | None = None
     input: str | list[InputItem]
     instructions: str | None = None
@@ -87,6 +98,22 @@ class ResponsesRequest(Request):
     tool_choice: ToolChoiceMode | ResponsesNamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
     text: TextConfig | None = None
+    stream_options: dict[str, Any] | None = None  # its one field hides chunk sizes: nothing to hide here
+    # OpenAI's hints that change nothing in a reply: accepted
+    service_tier: str | None = None
+    prompt_cache_key: str | None = None  # prefixes are cached whatever the key
+    prompt_cache_retention: str | None = None
+    prompt_cache_options: dict[str, Any] | None = None
+    safety_identifier: str | None = None
+    truncation: Literal["auto", "disabled"] | None = None  # auto: the oldest turns dropped to fit
+    # OpenAI's features this server does not have: refused when set
+    include: list[str] | None = None
+    reasoning: dict[str, Any] | None = None
+    top_logprobs: int | None = None
+    max_tool_calls: int | None = None
+    conversation: Any = None
+    prompt: Any = None
+    context_management: Any = None
 
     def tool_request(self) -> ToolRequest | None:
         choice, named = self.tool_choice, isinstance(self.tool_choice, ResponsesNamedToolChoice)
@@ -96,7 +123,9 @@ class ResponsesRequest(Request):
         """(param, message) for a feature we do not serve yet, rather than ignore in silence."""
         if self.background:
             return "background", "background responses are not supported yet"
-        return None
+        if any(v is not None for v in (self.reasoning or {}).values()):  # {"effort": null} asks nothing
+            return "reasoning", "this server's models do not reason before answering"
+        return self.refused_fields(RESPONSES_FIELDS_REFUSED)
 
     def messages(self) -> list[dict[str, Any]]:
         """The input as chat-template messages: calls join the assistant turn before them, results

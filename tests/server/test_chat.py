@@ -208,7 +208,6 @@ def test_sampling_fields_accepted(client, model):
             "min_p": 0.05,
             "repetition_penalty": 1.1,
             "min_tokens": 2,
-            "unknown_field": 1,
         },
     )
     assert r.usage.completion_tokens <= 4

@@ -137,9 +137,33 @@ def test_stop_token_ids_outside_vocabulary_fail_in_the_engine(http, model):
     assert_error(http.post("/v1/chat/completions", json=body), 400, param="stop_token_ids")
 
 
-def test_unknown_fields_are_ignored(http, model):
-    r = http.post("/v1/chat/completions", json=chat_body(model, frobnicate=True, metadata={"a": "b"}))
-    assert r.status_code == 200, r.text
+def test_unknown_fields_are_refused_as_openai_does(http, model):
+    r = http.post("/v1/chat/completions", json=chat_body(model, frobnicate=True))
+    error = assert_error(r, 400, param="frobnicate", contains="Unrecognized request argument supplied")
+    assert error["message"].endswith(": frobnicate")
+    body = {"model": model, "input": "hi", "guided_json": {}}
+    assert_error(http.post("/v1/responses", json=body), 400, param="guided_json")
+    body = {"model": model, "prompt": "hi", "max_tokens": 1, "guided_choice": ["a"]}
+    assert_error(http.post("/v1/completions", json=body), 400, param="guided_choice")
+    assert_error(http.post("/tokenize", json={"prompt": "hi", "extra": 1}), 400, param="extra")
+
+
+def test_openai_hints_are_accepted_and_features_we_lack_refused(http, model):
+    hints = {"metadata": {"a": "b"}, "service_tier": "auto", "prompt_cache_key": "k", "user": "u"}
+    hints |= {"safety_identifier": "s", "modalities": ["text"], "store": False}
+    assert http.post("/v1/chat/completions", json=chat_body(model, **hints)).status_code == 200
+    for field, value in [("store", True), ("reasoning_effort", "low"), ("audio", {"voice": "x"})]:
+        assert_error(http.post("/v1/chat/completions", json=chat_body(model, **{field: value})), 400, field)
+    assert_error(http.post("/v1/chat/completions", json=chat_body(model, modalities=["audio"])), 400)
+    ok = {"model": model, "input": "hi", "max_output_tokens": 1, "include": [], "truncation": "disabled"}
+    assert http.post("/v1/responses", json=ok | {"reasoning": {"effort": None}}).status_code == 200
+    for field, value in [("include", ["message.output_text.logprobs"]), ("reasoning", {"effort": "low"})]:
+        assert_error(http.post("/v1/responses", json=ok | {field: value}), 400, field)
+    assert_error(http.post("/v1/responses", json=ok | {"truncation": "middle"}), 400, "truncation")
+    body = {"model": model, "prompt": "hi", "max_tokens": 1}
+    assert http.post("/v1/completions", json=body | {"best_of": 1}).status_code == 200
+    assert_error(http.post("/v1/completions", json=body | {"best_of": 3}), 400, "best_of")
+    assert_error(http.post("/v1/completions", json=body | {"suffix": "end"}), 400, "suffix")
 
 
 def test_unknown_route_and_method(http):

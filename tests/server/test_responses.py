@@ -199,9 +199,10 @@ def test_unsupported_features_are_a_clear_400(client, model):
     assert e.value.body["param"] == "background"
 
 
-def test_unknown_fields_ignored_and_bad_types_refused(client, model):
-    r = respond(client, model, max_output_tokens=2, extra_body={"unknown_field": 1, "truncation": "auto"})
-    assert r.usage.output_tokens == 2
+def test_unknown_fields_and_bad_types_refused(client, model):
+    with pytest.raises(openai.BadRequestError) as e:
+        respond(client, model, max_output_tokens=2, extra_body={"unknown_field": 1})
+    assert e.value.body["param"] == "unknown_field"
     with pytest.raises(openai.BadRequestError):
         respond(
             client, model, input=[{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]
@@ -209,6 +210,24 @@ def test_unknown_fields_ignored_and_bad_types_refused(client, model):
     with pytest.raises(openai.BadRequestError) as e:
         respond(client, model, max_output_tokens=0)
     assert e.value.body["param"] == "max_output_tokens"
+
+
+def test_truncation_auto_drops_the_oldest_turns_to_fit(client, model):
+    turns = []
+    for i in range(6):  # about 6 x 100 tokens, past the 300 left by a reply of 8,192 - 300 tokens
+        turns += [
+            {"role": "user", "content": f"Remember list {i}: " + "apple pear plum " * 30},
+            {"role": "assistant", "content": f"Noted list {i}."},
+        ]
+    turns.append({"role": "user", "content": "Say hi."})
+    one_word = {"format": {"type": "json_schema", "name": "w", "schema": {"enum": ["hi"]}, "strict": True}}
+    asked = {"input": turns, "max_output_tokens": 8192 - 300, "text": one_word}  # a short reply, whatever
+    with pytest.raises(openai.BadRequestError) as e:
+        respond(client, model, **asked)
+    assert e.value.body["code"] == "context_length_exceeded"
+    r = respond(client, model, **asked, truncation="auto")
+    assert r.truncation == "auto" and r.status == "completed" and r.output_text == '"hi"'
+    assert 100 < r.usage.input_tokens <= 300  # the oldest turns dropped, not all
 
 
 def _chat_streamed(client, model, system: str) -> tuple[int, int]:

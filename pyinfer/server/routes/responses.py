@@ -14,7 +14,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from pyinfer.server.context import server_context
+from pyinfer.engine.sampling_params import SamplingParams
+from pyinfer.server.context import ServerContext, server_context
 from pyinfer.server.errors import OpenAIError, bad_request, from_exception
 from pyinfer.server.generation import Delta, Generation, usage
 from pyinfer.server.protocol_responses import (
@@ -31,6 +32,7 @@ from pyinfer.server.protocol_responses import (
     ResponsesRequest,
     ResponseUsage,
 )
+from pyinfer.server.protocol_tools import ToolRequest
 from pyinfer.server.response_store import StoredResponse
 from pyinfer.server.routes.common import (
     drain,
@@ -60,6 +62,8 @@ async def create_response(request: Request, body: ResponsesBody) -> Response:
     messages = _earlier_turns(request, body.previous_response_id) + body.messages()
     system = [{"role": "system", "content": body.instructions}] if body.instructions else []
     prompt_ids = await ctx.encode_chat(system + messages, tools, param="input")
+    if body.truncation == "auto":
+        prompt_ids = await _truncated(ctx, system, messages, tools, params, prompt_ids)
     ctx.check_prompt(prompt_ids, params, param="input")
     response = ResponseObject(
         id=f"resp_{uuid.uuid4().hex}",
@@ -77,6 +81,7 @@ async def create_response(request: Request, body: ResponsesBody) -> Response:
         tools=[t.model_dump(exclude_none=True) for t in body.tools or []],
         tool_choice=_echo(body.tool_choice),
         parallel_tool_calls=tools.parallel_in(ctx.tool_support.format) if tools else True,
+        truncation=body.truncation or "disabled",
     )
     gen = ctx.generation(request, tokenizer, response.id, prompt_ids, params, tools)
     run = ResponseRun(StoredResponse(response, messages, owner=_caller(request)), gen)
@@ -273,6 +278,28 @@ def _echo(choice: str | BaseModel | None) -> str | dict[str, Any]:
     if choice is None:
         return "auto"
     return choice if isinstance(choice, str) else choice.model_dump()
+
+
+async def _truncated(
+    ctx: ServerContext,
+    system: list[dict[str, Any]],
+    messages: list[dict[str, Any]],
+    tools: ToolRequest | None,
+    params: SamplingParams,
+    prompt_ids: list[int],
+) -> list[int]:
+    """truncation "auto", as at OpenAI: the conversation's oldest turns (never the instructions or the
+    last turn) dropped until the prompt leaves room for the reply; whole turns, so that a tool's result
+    never loses its call."""
+    ready = ctx.engine.ready
+    assert ready is not None
+    room = ready.max_model_len - (params.max_tokens or 1)
+    while len(prompt_ids) > room and len(messages) > 1:
+        messages = messages[1:]
+        while len(messages) > 1 and messages[0]["role"] != "user":
+            messages = messages[1:]
+        prompt_ids = await ctx.encode_chat(system + messages, tools, param="input")
+    return prompt_ids
 
 
 def _earlier_turns(request: Request, previous_id: str | None) -> list[dict[str, str]]:
