@@ -1,5 +1,6 @@
 """C++ kernels for the CPU (pyinfer/csrc/cpu_ops.cpp), compiled for this processor and cached by torch
-(under ~/.cache/torch_extensions, or $TORCH_EXTENSIONS_DIR).
+(under ~/.cache/torch_extensions, or $TORCH_EXTENSIONS_DIR; a container image keeps its own build, read-only,
+under $PYINFER_PREBUILT_KERNELS_DIR).
 
 `make install` builds them (`python -m pyinfer.kernels.cpu`, about 20 s on 2 cores); where no compiler
 is at hand, or with PYINFER_DISABLE_CPU_KERNELS=1, the PyTorch paths run instead.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -35,6 +37,8 @@ def cpu_ops() -> ModuleType | None:
 
         _put_ninja_on_path()
         build_dir = _build_dir()
+        if not os.access(build_dir, os.W_OK) and (build_dir / f"{build_dir.name}.so").exists():
+            return _import_built(build_dir)  # a read-only prebuilt one: torch's load() writes a lock there
         build_dir.mkdir(parents=True, exist_ok=True)
         _remove_stale_lock(build_dir / "lock")
         return load(
@@ -92,12 +96,26 @@ def cpu_has_bf16() -> bool:
 
 
 def _build_dir() -> Path:
-    """Where this processor's build (and what was measured of it) is kept."""
+    """Where this processor's build (and what was measured of it) is kept: in PYINFER_PREBUILT_KERNELS_DIR
+    (a container image's read-only tree) when that holds this processor's build, else in torch's cache."""
     from torch.utils.cpp_extension import get_default_build_root
 
-    root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root())
     version = f"py{sys.version_info.major}{sys.version_info.minor}_torch{torch.__version__}"
-    return root / version / f"pyinfer_cpu_ops_{_processor_id()}"
+    name = f"pyinfer_cpu_ops_{_processor_id()}"
+    if prebuilt_root := os.environ.get("PYINFER_PREBUILT_KERNELS_DIR"):
+        prebuilt = Path(prebuilt_root) / version / name
+        if (prebuilt / f"{name}.so").exists():
+            return prebuilt
+    root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root())
+    return root / version / name
+
+
+def _import_built(build_dir: Path) -> ModuleType:
+    """The module built in `build_dir`, imported as torch's load() does once the build is up to date."""
+    spec = importlib.util.spec_from_file_location(build_dir.name, build_dir / f"{build_dir.name}.so")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _remove_stale_lock(lock: Path, max_age_s: float = 600) -> None:
