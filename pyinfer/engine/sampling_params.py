@@ -10,6 +10,9 @@ MAX_LOGPROBS = 20
 STRUCTURED_KINDS = ("json", "regex", "choice", "grammar", "structural_tag")
 
 
+MAX_N = 128  # choices a request may ask for, as at OpenAI: more would be a way to flood the engine
+
+
 class StructuredOutput(msgspec.Struct, kw_only=True, frozen=True):
     """A constraint the output must satisfy, compiled to a grammar in the engine: `spec` is a JSON
     schema as JSON text (kind json), a regular expression (regex), a JSON list of strings (choice), an
@@ -57,7 +60,7 @@ class SamplingParams(msgspec.Struct, kw_only=True):
         return self.presence_penalty != 0 or self.frequency_penalty != 0 or self.repetition_penalty != 1
 
     def validate(self) -> None:
-        _check(self.n >= 1, "n", f"must be at least 1, got {self.n}")
+        _check(1 <= self.n <= MAX_N, "n", f"must be between 1 and {MAX_N}, got {self.n}")
         if self.max_tokens is not None:
             _check(self.max_tokens >= 1, "max_tokens", f"must be at least 1, got {self.max_tokens}")
         _check(self.min_tokens >= 0, "min_tokens", f"must be non-negative, got {self.min_tokens}")
@@ -93,6 +96,14 @@ class SamplingParams(msgspec.Struct, kw_only=True):
                 f"must be in [0, {MAX_LOGPROBS}], got {self.logprobs}",
             )
         _check(all(t >= 0 for t in self.stop_token_ids), "stop_token_ids", "token ids must be non-negative")
+        for name in ("max_tokens", "min_tokens", "top_k", "seed", "priority"):  # they cross to the engine
+            value = getattr(self, name)
+            _check(value is None or -(2**63) <= value < 2**63, name, "must fit in 64 bits")
+        _check(
+            all(t < 2**63 for t in [*self.stop_token_ids, *(self.logit_bias or {})]),
+            "stop_token_ids" if any(t >= 2**63 for t in self.stop_token_ids) else "logit_bias",
+            "token ids must fit in 64 bits",
+        )
         _check(all(s for s in self.stop), "stop", "stop strings must not be empty")
         if self.structured is not None:
             kind, param = self.structured.kind, self.structured.param

@@ -18,6 +18,7 @@ from pyinfer.server.config import ServerConfig
 from pyinfer.server.context import ServerContext
 from pyinfer.server.errors import install_error_handlers
 from pyinfer.server.middleware import BodyLimitMiddleware, RateLimitMiddleware, RequestContextMiddleware
+from pyinfer.server.openapi import install_openapi
 from pyinfer.server.rate_limits import RATE_LIMIT_HEADERS
 from pyinfer.server.routes import ROUTERS
 from pyinfer.server.system_metrics import SystemMetrics
@@ -43,6 +44,8 @@ def create_app(config: ServerConfig, engine_config: EngineConfig) -> FastAPI:
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    routes = [route for router in ROUTERS for route in router.routes]
+    install_openapi(app, routes)
     # Middleware, innermost first: rate limits (which need the key) inside API keys, both inside CORS, so that preflight requests
     # pass without a key and refusals carry CORS headers, and inside the request id, so that they carry one.
     app.add_middleware(RateLimitMiddleware, limiter=ctx.rate_limits)
@@ -62,7 +65,7 @@ def create_app(config: ServerConfig, engine_config: EngineConfig) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, limit=config.max_request_body)  # before anything reads it
     app.add_middleware(
         RequestContextMiddleware,
-        routes=[route for router in ROUTERS for route in router.routes],
+        routes=routes,
         metrics=ctx.metrics,
         log_prompts=config.log_prompts,
     )

@@ -31,6 +31,7 @@ def json_body(model: type[M]) -> Callable[[Request], Awaitable[M]]:
         except ValidationError as e:
             raise from_validation_error(e) from None
 
+    parse.body_model = model  # type: ignore[attr-defined]  # for the OpenAPI document (server/openapi.py)
     return parse
 
 

@@ -4,12 +4,14 @@ running one in a full batch."""
 
 from __future__ import annotations
 
+import statistics
 import threading
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.server.helpers import ServerProcess, assert_error, running_server, wait_until
 
@@ -39,12 +41,13 @@ def test_a_full_queue_refuses_at_once_and_counts_it(bounded):
     def num_waiting() -> int:
         return httpx.get(f"{bounded.base_url}/v1/engine/stats").json()["num_requests_waiting"]
 
-    def refused(prompt: str, code: str) -> None:
+    def refused(prompt: str, code: str) -> float:
         start = time.perf_counter()
         r = httpx.post(url, json={"prompt": prompt, "max_tokens": 1}, timeout=30)
         elapsed = time.perf_counter() - start
         assert assert_error(r, 503)["code"] == code and r.headers["retry-after"] == "1"
-        assert elapsed < 0.25  # refused without waiting on the engine
+        assert elapsed < 0.25  # refused without waiting on the engine, even on a busy 2-core machine
+        return elapsed
 
     threads = [threading.Thread(target=long_stream), threading.Thread(target=waiting)]
     threads[0].start()
@@ -55,13 +58,18 @@ def test_a_full_queue_refuses_at_once_and_counts_it(bounded):
     threads.append(threading.Thread(target=waiting))
     threads[-1].start()
     wait_until(lambda: num_waiting() == 2, 30)
-    refused("And me?", "queue_full")  # two wait: refused before tokenizing
+    times = [refused("And me?", "queue_full") for _ in range(10)]  # two wait: refused before tokenizing
+    assert statistics.median(times) < 0.05, times
     for thread in threads:
         thread.join(120)
     assert httpx.post(url, json={"prompt": "word " * 400, "max_tokens": 1}, timeout=60).status_code == 200
-    metrics = httpx.get(f"{bounded.base_url}/metrics").text
-    for code in ("queue_full", "queue_full_tokens"):
-        assert f'pyinfer:request_rejections_total{{code="{code}"' in metrics
+    rejections = {
+        s.labels["code"]: s.value
+        for family in text_string_to_metric_families(httpx.get(f"{bounded.base_url}/metrics").text)
+        for s in family.samples
+        if s.name == "pyinfer:request_rejections_total"
+    }
+    assert rejections == {"queue_full": 10, "queue_full_tokens": 1}
 
 
 @pytest.mark.parametrize("chunked", [False, True])
