@@ -59,6 +59,9 @@ class RequestContextMiddleware:
             route = self._route_template(scope)
             if self.metrics is not None:
                 self.metrics.http_requests.labels(scope["method"], route, str(status)).inc()
+                if status in (401, 429):
+                    key = getattr(state.get("api_key", ANONYMOUS if status == 429 else None), "name", "")
+                    self.metrics.key_refusals.labels(key, str(status)).inc()
             self._log(scope, route, status, ms, request_id)
 
     def _route_template(self, scope: Scope) -> str:

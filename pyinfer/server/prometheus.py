@@ -82,6 +82,13 @@ class ServerMetrics:
         self.rejections = counter(
             "request_rejections", "Requests refused for a full queue, by code.", ("code",)
         )
+        self.key_refusals = Counter(
+            "pyinfer:api_key_refusals",
+            "Requests refused for their key: 401 (no key or an unknown one: key empty) and 429 (over "
+            "the key's limits), by the key's name, never the key.",
+            ["key", "status"],
+            registry=self.registry,
+        )
         self._token_gap = self.inter_token.labels(model_name)
         self.http_requests = Counter(
             "pyinfer:http_requests",

@@ -50,6 +50,9 @@ def test_a_key_past_its_requests_gets_a_429_with_headers_while_another_is_served
     with pytest.raises(openai.RateLimitError):
         client = openai.OpenAI(base_url=f"{limited.base_url}/v1", api_key="sk-three", max_retries=0)
         client.completions.create(model="x", prompt="hi", max_tokens=1)
+    metrics = httpx.get(f"{limited.base_url}/metrics").text  # by the key's name, never the key
+    assert 'pyinfer:api_key_refusals_total{key="three",status="429"} 2.0' in metrics
+    assert "sk-three" not in metrics
 
 
 def test_the_official_client_waits_out_the_advertised_time(limited):

@@ -79,24 +79,30 @@ def test_the_access_log_names_the_key_never_the_key(keyed_server):
     assert "sk-alice" not in keyed_server.log()
 
 
-def test_a_refused_request_is_counted_under_its_route_and_method(keyed_server):
-    def refused_chats() -> float:
+def test_a_refused_request_is_counted_under_its_route_and_as_a_key_refusal(keyed_server):
+    def counted() -> tuple[float, float]:
         text = httpx.get(f"{keyed_server.base_url}/metrics").text
         samples = [s for f in text_string_to_metric_families(text) for s in f.samples]
         labels = {"method": "POST", "route": "/v1/chat/completions", "status": "401"}
-        return sum(
+        route = sum(
             s.value
             for s in samples
             if s.name == "pyinfer:http_requests_total" and s.labels.items() >= labels.items()
         )
+        refusals = sum(
+            s.value
+            for s in samples
+            if s.name == "pyinfer:api_key_refusals_total" and s.labels == {"key": "", "status": "401"}
+        )
+        return route, refusals
 
-    before = refused_chats()
+    before = counted()
     with pytest.raises(openai.AuthenticationError):
         client(keyed_server, "sk-wrong").chat.completions.create(
             model="m", messages=[{"role": "user", "content": "hi"}]
         )
     # refused before routing, yet not "unmatched" (counted once the response has been sent)
-    wait_until(lambda: refused_chats() == before + 1, 5)
+    wait_until(lambda: counted() == (before[0] + 1, before[1] + 1), 5)
 
 
 def test_a_key_taken_out_of_the_file_stops_working_without_a_restart(keyed_server, key_file):
