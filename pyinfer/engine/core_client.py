@@ -52,6 +52,42 @@ class RequestRejected(ValueError):
         self.param = param
 
 
+def coalesced(items: list[SeqOutput | Exception | None]) -> list[SeqOutput | Exception | None]:
+    """Outputs that waited together, each choice's consecutive ones joined into one (tokens in order,
+    the last one's end): a consumer that fell behind catches up in one reply chunk per choice rather
+    than one per token. Nothing joins across an error or a wake-up."""
+    joined: list[SeqOutput | Exception | None] = []
+    growing: dict[int, int] = {}  # choice -> where its latest unfinished output is in `joined`
+    for item in items:
+        if not isinstance(item, SeqOutput):
+            growing.clear()
+            joined.append(item)
+            continue
+        if (at := growing.get(item.index)) is not None:
+            item = _join(joined[at], item)  # type: ignore[arg-type]
+            joined[at] = item
+        else:
+            growing[item.index] = len(joined)
+            joined.append(item)
+        if item.finish_reason is not None:
+            del growing[item.index]
+    return joined
+
+
+def _join(first: SeqOutput, then: SeqOutput) -> SeqOutput:
+    logprobs = (
+        None
+        if first.logprobs is None and then.logprobs is None
+        else [
+            *(first.logprobs or []),
+            *(then.logprobs or []),
+        ]
+    )
+    return msgspec.structs.replace(
+        then, new_token_ids=first.new_token_ids + then.new_token_ids, logprobs=logprobs
+    )
+
+
 class _Stream:
     """Outputs of one request on their way to its consumer."""
 
@@ -148,14 +184,19 @@ class AsyncEngineClient:
         self._send(EngineRequest(request_id=request_id, prompt_token_ids=prompt_token_ids, params=params))
         try:
             while stream.open:
-                item = await stream.queue.get()
-                if isinstance(item, Exception):
-                    raise item
-                if item is None:  # woken by abort()
-                    continue
-                if item.finish_reason is not None:
-                    stream.open.discard(item.index)
-                yield item
+                items = [await stream.queue.get()]
+                while not stream.queue.empty():  # the consumer is behind: take what waits in one go
+                    items.append(stream.queue.get_nowait())
+                for item in coalesced(items):
+                    if not stream.open:
+                        break
+                    if isinstance(item, Exception):
+                        raise item
+                    if item is None:  # woken by abort()
+                        continue
+                    if item.finish_reason is not None:
+                        stream.open.discard(item.index)
+                    yield item
         finally:
             if stream.queued:
                 self._queue(stream, -1)

@@ -150,8 +150,11 @@ class Generation:
         if choice.finish_reason is not None:  # output that crossed our abort of this choice
             return None
         now = time.perf_counter()
-        if self.metrics is not None and choice.last_token_at is not None:
-            self.metrics.token_gap(now - choice.last_token_at)
+        if self.metrics is not None:
+            if choice.last_token_at is not None:
+                self.metrics.token_gap(now - choice.last_token_at)
+            for _ in out.new_token_ids[1:]:  # tokens that arrived together (coalesced): no gap between
+                self.metrics.token_gap(0.0)
         choice.first_token_at = choice.first_token_at or now
         choice.last_token_at = now
         if out.index == 0:
