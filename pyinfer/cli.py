@@ -121,6 +121,37 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         "arrival), a waiting request preempting less urgent running ones (env SCHEDULING_POLICY)",
     )
     g.add_argument("--seed", type=int, default=env_default("SEED", d.seed, int), help="env SEED")
+    k = parser.add_argument_group("KV-cache events (vLLM's format, for prefix-aware routers such as llm-d)")
+    k.add_argument(
+        "--kv-events-endpoint",
+        default=env_default("KV_EVENTS_ENDPOINT", None),
+        help="ZMQ address to publish the blocks the prefix cache stores and evicts on: tcp://*:5557 binds, "
+        "tcp://host:5557 connects to a subscriber that binds (env KV_EVENTS_ENDPOINT; default: off)",
+    )
+    k.add_argument(
+        "--kv-events-replay-endpoint",
+        default=env_default("KV_EVENTS_REPLAY_ENDPOINT", None),
+        help="ZMQ address (bound) where a subscriber asks for missed batches from a sequence number, "
+        "e.g. tcp://*:5558 (env KV_EVENTS_REPLAY_ENDPOINT; default: none)",
+    )
+    k.add_argument(
+        "--kv-events-topic",
+        default=env_default("KV_EVENTS_TOPIC", d.kv_events_topic),
+        help="first frame of every message; llm-d's router reads kv@<pod>@<model> (env KV_EVENTS_TOPIC)",
+    )
+    k.add_argument(
+        "--kv-events-buffer-steps",
+        type=int,
+        default=env_default("KV_EVENTS_BUFFER_STEPS", d.kv_events_buffer_steps, int),
+        help=f"batches kept for replay (env KV_EVENTS_BUFFER_STEPS; default {d.kv_events_buffer_steps})",
+    )
+    k.add_argument(
+        "--kv-events-hwm",
+        type=int,
+        default=env_default("KV_EVENTS_HWM", d.kv_events_hwm, int),
+        help="batches queued for a subscriber before new ones are dropped, and counted "
+        f"(env KV_EVENTS_HWM; default {d.kv_events_hwm})",
+    )
 
 
 def engine_config_from_args(args: argparse.Namespace) -> EngineConfig:

@@ -31,6 +31,12 @@ class EngineConfig:
     overlap_scheduling: bool = True  # on the GPU, prepare step N+1 while step N runs
     scheduling_policy: str = "fcfs"  # fcfs | priority (requests' `priority`, lower first; may preempt)
     seed: int = 0
+    # KV-cache events for prefix-aware routers, in vLLM's format (engine/kv_events.py); None: off
+    kv_events_endpoint: str | None = None  # ZMQ PUB address: tcp://*:5557 binds, tcp://host:port connects
+    kv_events_replay_endpoint: str | None = None  # ZMQ ROUTER address that serves missed batches
+    kv_events_topic: str = ""  # first frame of every message; llm-d reads kv@<pod>@<model> from it
+    kv_events_buffer_steps: int = 10_000  # batches kept for replay
+    kv_events_hwm: int = 100_000  # batches queued for a subscriber before new ones are dropped
 
     def __post_init__(self) -> None:
         if self.load_format not in ("auto", "hf", "gguf", "dummy"):
@@ -50,6 +56,14 @@ class EngineConfig:
             raise ValueError("gpu_memory_utilization must be in (0, 1]")
         if self.max_model_len is not None and self.max_model_len < 1:
             raise ValueError("max_model_len must be at least 1")
+        for name in ("kv_events_endpoint", "kv_events_replay_endpoint"):
+            address = getattr(self, name)
+            if address is not None and "://" not in address:
+                raise ValueError(f"{name} must be a ZMQ address such as tcp://*:5557, not {address!r}")
+        if self.kv_events_replay_endpoint and not self.kv_events_endpoint:
+            raise ValueError("kv_events_replay_endpoint needs kv_events_endpoint")
+        if self.kv_events_buffer_steps < 1 or self.kv_events_hwm < 0:
+            raise ValueError("kv_events_buffer_steps must be at least 1 and kv_events_hwm at least 0")
 
     def for_device(self, device_type: str) -> EngineConfig:
         """This config with the batch limits it leaves unset filled in for the device."""

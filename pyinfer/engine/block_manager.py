@@ -2,13 +2,26 @@
 
 A full block is identified by hash(parent block's hash, its token ids). Blocks whose reference
 count drops to zero keep their hash and stay findable until they are reused, least recently freed first.
+With KV events on, blocks made findable and hashes evicted are recorded for the step's KV-event batch.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 
+from pyinfer.engine.kv_events import (
+    BlockRemoved,
+    BlockStored,
+    KVCacheEvent,
+    block_removed,
+    block_stored,
+    external_hash,
+)
 from pyinfer.engine.sequence import Sequence
+
+# The parent of a sequence's first block. An int, not None: hash(None) differs from one process to the
+# next before Python 3.12, and a hash of ints alone is the same in every process and replica.
+ROOT_HASH = 0
 
 
 class Block:
@@ -22,7 +35,9 @@ class Block:
 
 
 class BlockManager:
-    def __init__(self, num_blocks: int, block_size: int, enable_prefix_caching: bool = True):
+    def __init__(
+        self, num_blocks: int, block_size: int, enable_prefix_caching: bool = True, kv_events: bool = False
+    ):
         self.block_size = block_size
         self.enable_prefix_caching = enable_prefix_caching
         self.blocks = [Block(i) for i in range(num_blocks)]
@@ -30,6 +45,8 @@ class BlockManager:
         self.cached: dict[int, int] = {}  # block hash -> block id
         self.prefix_queries = 0  # prompt tokens looked up in the prefix cache
         self.prefix_hits = 0  # of which were found
+        # Cache changes since the last take_kv_events(); None when KV events are off (nothing recorded)
+        self.kv_events: list[KVCacheEvent] | None = [] if kv_events else None
 
     @property
     def num_blocks(self) -> int:
@@ -53,7 +70,7 @@ class BlockManager:
         if self.enable_prefix_caching:
             # At least one token must be computed, to produce the logits of the next one.
             num_full = (seq.num_tokens - 1) // self.block_size
-            parent = None
+            parent = ROOT_HASH
             for i in range(num_full):
                 tokens = tuple(seq.token_ids[i * self.block_size : (i + 1) * self.block_size])
                 h = hash((parent, tokens))
@@ -81,6 +98,8 @@ class BlockManager:
             if block.hash is not None:  # evict its cached contents
                 if self.cached.get(block.hash) == block_id:
                     del self.cached[block.hash]
+                    if self.kv_events is not None:
+                        self._record_removed(block.hash)
                 block.hash, block.token_ids = None, ()
             block.ref_count = 1
             seq.block_table.append(block_id)
@@ -94,10 +113,13 @@ class BlockManager:
         num_full = min(seq.num_computed_tokens, num_known_tokens) // self.block_size
         for i in range(len(seq.block_hashes), num_full):
             tokens = tuple(seq.token_ids[i * self.block_size : (i + 1) * self.block_size])
-            h = hash((seq.block_hashes[-1] if seq.block_hashes else None, tokens))
+            parent = seq.block_hashes[-1] if seq.block_hashes else ROOT_HASH
+            h = hash((parent, tokens))
             block = self.blocks[seq.block_table[i]]
             block.hash, block.token_ids = h, tokens
-            self.cached.setdefault(h, block.id)
+            # A block whose hash another block holds already is a duplicate, not findable: no event
+            if self.cached.setdefault(h, block.id) == block.id and self.kv_events is not None:
+                self._record_stored(parent if i else None, h, tokens)
             seq.block_hashes.append(h)
 
     def free_seq(self, seq: Sequence) -> None:
@@ -112,6 +134,31 @@ class BlockManager:
         seq.block_table = []
         seq.block_hashes = []
         seq.num_computed_tokens = 0
+
+    def take_kv_events(self) -> list[KVCacheEvent]:
+        """The cache changes recorded since the last call, in order (none when KV events are off)."""
+        events = self.kv_events
+        if events:
+            self.kv_events = []
+        return events or []
+
+    def _record_stored(self, parent: int | None, block_hash: int, tokens: tuple[int, ...]) -> None:
+        h, parent = external_hash(block_hash), None if parent is None else external_hash(parent)
+        last = self.kv_events[-1] if self.kv_events else None
+        if isinstance(last, BlockStored) and parent is not None and last.block_hashes[-1] == parent:
+            # The next block of the last event's chain joins it: vLLM too sends a run as one event.
+            last.block_hashes.append(h)
+            last.token_ids.extend(tokens)
+        else:
+            self.kv_events.append(block_stored([h], parent, list(tokens), self.block_size))
+
+    def _record_removed(self, block_hash: int) -> None:
+        h = external_hash(block_hash)
+        last = self.kv_events[-1] if self.kv_events else None
+        if isinstance(last, BlockRemoved):  # evictions in a row make one event: their order is moot
+            last.block_hashes.append(h)
+        else:
+            self.kv_events.append(block_removed([h]))
 
     def _take(self, block_id: int) -> None:
         block = self.blocks[block_id]

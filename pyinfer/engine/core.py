@@ -120,6 +120,7 @@ class EngineCore:
         )
 
     def close(self) -> None:
+        self.engine.close()
         self.input.close(linger=0)
         self.output.close(linger=1000)  # let the last messages leave
         self.ctx.term()

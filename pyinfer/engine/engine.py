@@ -11,6 +11,7 @@ import torch
 
 from pyinfer.config import EngineConfig
 from pyinfer.engine.block_manager import BlockManager
+from pyinfer.engine.kv_events import KVEventPublisher
 from pyinfer.engine.messages import SeqOutput
 from pyinfer.engine.model_runner import PLACEHOLDER, InFlight, ModelRunner
 from pyinfer.engine.sampling_params import SamplingParams, SamplingParamsError
@@ -63,8 +64,12 @@ class LLMEngine:
         self.runner = ModelRunner(config, model, cfg.eos_token_ids)
         self.max_model_len = self.runner.max_model_len
         self.block_manager = BlockManager(
-            self.runner.num_blocks, config.block_size, config.enable_prefix_caching
+            self.runner.num_blocks,
+            config.block_size,
+            config.enable_prefix_caching,
+            kv_events=config.kv_events_endpoint is not None,
         )
+        self.kv_event_publisher = KVEventPublisher.from_config(config)  # None unless configured
         self.scheduler = Scheduler(
             self.block_manager, config.max_num_seqs, config.max_num_batched_tokens, config.scheduling_policy
         )
@@ -223,6 +228,8 @@ class LLMEngine:
                 self._in_flight = launched
             else:
                 outputs += self._process(launched)
+        if self.kv_event_publisher is not None:  # the step's evictions and newly cached blocks, as one batch
+            self.kv_event_publisher.publish(self.block_manager.take_kv_events())
         return outputs
 
     def _launch(self, batch, previous: InFlight | None, before_sampling=None) -> InFlight:
@@ -319,7 +326,14 @@ class LLMEngine:
             "num_tokens_computed": self.num_tokens_computed,
             "num_constrained_requests": self.num_constrained_requests,
             "grammar_compile_seconds": round(self.grammars.compile_seconds, 4),
+            **(self.kv_event_publisher.stats() if self.kv_event_publisher else {}),
         }
+
+    def close(self) -> None:
+        """Closes the KV-event sockets (the rest goes with the process)."""
+        if self.kv_event_publisher is not None:
+            self.kv_event_publisher.close()
+            self.kv_event_publisher = None
 
 
 def resolve_device(device: str | None) -> torch.device:

@@ -155,6 +155,8 @@ class _EngineCollector(Collector):
             "num_constrained_requests": "Requests decoded under a grammar (structured output, tools).",
             "grammar_compile_seconds": "Seconds spent compiling grammars, off the step loop.",
             "num_tool_call_parse_failures": "Tool-call markup that did not parse as a call of a given tool.",
+            "kv_events_batches": "KV-cache event batches published (--kv-events-endpoint).",
+            "kv_events_dropped": "KV-cache event batches dropped for a full send queue (kept for replay).",
         }
         for name, doc in counters.items():
             family = CounterMetricFamily(f"pyinfer:{name}", doc, labels=["model_name"])
