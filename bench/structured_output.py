@@ -14,7 +14,7 @@ import time
 from pyinfer import SamplingParams
 from pyinfer.engine.engine import LLMEngine
 from pyinfer.engine.llm import LLM
-from pyinfer.engine.sampling_params import StructuredOutput
+from pyinfer.sampling_params import StructuredOutput
 from tests.server.structured_schemas import SCHEMAS
 
 # one long string field: the rows stay inside the grammar for every timed step

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PORT=${PORT:-18080}
-GRACE=${GRACE:-40}  # podman stop's grace: above the server's default drain (DRAIN_TIMEOUT, 30 s)
+GRACE=${GRACE:-40}  # podman stop's grace: above the server's default drain (PYINFER_DRAIN_TIMEOUT, 30 s)
 IMAGE=${IMAGE:-localhost/pyinfer:cpu}
 BASE=${BASE:-localhost/debian:bookworm-slim}
 READY_TIMEOUT=${READY_TIMEOUT:-300}
@@ -81,7 +81,7 @@ python3 -c "import socket; socket.create_server(('127.0.0.1', $PORT)).close()" 2
 t=$SECONDS
 # podman's complaints that there is no systemd to time the HEALTHCHECK go to a log: it is run by hand.
 podman run -d --name "$NAME" --network host --user 10001:0 --read-only \
-  --tmpfs /tmp --tmpfs /var/cache/pyinfer:rw,exec -e PORT="$PORT" "$IMAGE" >/dev/null 2>>"$WORK/podman.log"
+  --tmpfs /tmp --tmpfs /var/cache/pyinfer:rw,exec -e PYINFER_PORT="$PORT" "$IMAGE" >/dev/null 2>>"$WORK/podman.log"
 url=http://127.0.0.1:$PORT
 until [ "$(curl -s -o /dev/null -w '%{http_code}' "$url/ready")" = 200 ]; do
   [ "$(podman inspect -f '{{.State.Running}}' "$NAME")" = true ] || { podman logs "$NAME"; fail "container exited"; }

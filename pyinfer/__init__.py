@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from pyinfer.engine.sampling_params import SamplingParams
+from pyinfer.sampling_params import SamplingParams
 
 
 def __getattr__(name: str):

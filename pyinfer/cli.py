@@ -1,195 +1,39 @@
-"""pyinfer serve | generate | chat | bench. Every flag can also be set by an environment variable."""
+"""pyinfer serve | generate | chat | bench. Every flag can also be set by an environment variable
+(PYINFER_<FLAG>; `pyinfer <command> --help` names each)."""
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from dataclasses import fields
 
-from pyinfer.config import BATCH_DEFAULTS, QUANTIZATIONS, EngineConfig
-
-
-def env_default(env: str, default, cast=str):
-    """The flag's default: the environment variable when set, else `default`."""
-    value = os.environ.get(env)
-    if value is None or value == "":
-        return default
-    if cast is bool:
-        return value.lower() in ("1", "true", "yes", "on")
-    return cast(value)
-
-
-def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of EngineConfig, shared by every subcommand that runs a model."""
-    d = EngineConfig()
-    gpu, cpu = BATCH_DEFAULTS["cuda"], BATCH_DEFAULTS["cpu"]
-    g = parser.add_argument_group("engine")
-    g.add_argument(
-        "--model",
-        default=env_default("MODEL_PATH", None),
-        help="Hugging Face folder, .gguf file, or a preset name with --load-format dummy "
-        "(env MODEL_PATH; default: the embedded SmolLM2-135M-Instruct)",
-    )
-    g.add_argument(
-        "--load-format",
-        default=env_default("LOAD_FORMAT", d.load_format),
-        choices=["auto", "hf", "gguf", "dummy"],
-        help="env LOAD_FORMAT",
-    )
-    g.add_argument("--tokenizer", default=env_default("TOKENIZER", None), help="env TOKENIZER")
-    g.add_argument(
-        "--device",
-        default=env_default("DEVICE", None),
-        help="cpu, cuda or cuda:N (env DEVICE; default: cuda when available)",
-    )
-    g.add_argument(
-        "--dtype",
-        default=env_default("DTYPE", d.dtype),
-        choices=["auto", "float32", "bfloat16", "float16"],
-        help="env DTYPE",
-    )
-    g.add_argument(
-        "--quantization",
-        default=env_default("PYINFER_QUANTIZATION", d.quantization),
-        choices=QUANTIZATIONS,
-        help="weight-only, on the CPU: int8 (per output channel) or int4 (groups of 32) for every "
-        "linear. A GGUF's Q4_0/Q4_1 linears stay 4-bit from the file's own blocks (with none: in bf16 "
-        "only); int8/int4 quantize its linears stored in other types. Whenever a linear is quantized, "
-        "the LM head is int8 per channel (env PYINFER_QUANTIZATION)",
-    )
-    g.add_argument(
-        "--max-model-len",
-        type=int,
-        default=env_default("MAX_MODEL_LEN", None, int),
-        help="context length limit (env MAX_MODEL_LEN)",
-    )
-    g.add_argument(
-        "--max-num-seqs",
-        type=int,
-        default=env_default("MAX_NUM_SEQS", d.max_num_seqs, int),
-        help=f"sequences in one batch; default {gpu[0]} on a GPU, {cpu[0]} on the CPU (env MAX_NUM_SEQS)",
-    )
-    g.add_argument(
-        "--max-num-batched-tokens",
-        type=int,
-        default=env_default("MAX_NUM_BATCHED_TOKENS", d.max_num_batched_tokens, int),
-        help=f"token budget of one step; default {gpu[1]} on a GPU, {cpu[1]} on the CPU "
-        "(env MAX_NUM_BATCHED_TOKENS)",
-    )
-    g.add_argument(
-        "--num-kv-blocks",
-        type=int,
-        default=env_default("NUM_KV_BLOCKS", None, int),
-        help="fixed KV cache size in blocks of 16 tokens (env NUM_KV_BLOCKS)",
-    )
-    g.add_argument(
-        "--kv-cache-memory-gb",
-        type=float,
-        default=env_default("KV_CACHE_MEMORY_GB", d.kv_cache_memory_gb, float),
-        help="KV cache size on the CPU (env KV_CACHE_MEMORY_GB)",
-    )
-    g.add_argument(
-        "--gpu-memory-utilization",
-        type=float,
-        default=env_default("GPU_MEMORY_UTILIZATION", d.gpu_memory_utilization, float),
-        help="share of GPU memory to use (env GPU_MEMORY_UTILIZATION)",
-    )
-    g.add_argument(
-        "--no-prefix-caching",
-        action="store_true",
-        default=env_default("NO_PREFIX_CACHING", False, bool),
-        help="env NO_PREFIX_CACHING",
-    )
-    g.add_argument(
-        "--enforce-eager",
-        action="store_true",
-        default=env_default("ENFORCE_EAGER", False, bool),
-        help="no CUDA graphs (env ENFORCE_EAGER)",
-    )
-    g.add_argument(
-        "--no-overlap",
-        action="store_true",
-        default=env_default("NO_OVERLAP", False, bool),
-        help="finish each GPU step before preparing the next (env NO_OVERLAP)",
-    )
-    g.add_argument(
-        "--scheduling-policy",
-        default=env_default("SCHEDULING_POLICY", d.scheduling_policy),
-        choices=["fcfs", "priority"],
-        help="fcfs: first come, first served; priority: by each request's `priority` (lower first, then "
-        "arrival), a waiting request preempting less urgent running ones (env SCHEDULING_POLICY)",
-    )
-    g.add_argument("--seed", type=int, default=env_default("SEED", d.seed, int), help="env SEED")
-    k = parser.add_argument_group("KV-cache events (vLLM's format, for prefix-aware routers such as llm-d)")
-    k.add_argument(
-        "--kv-events-endpoint",
-        default=env_default("KV_EVENTS_ENDPOINT", None),
-        help="ZMQ address to publish the blocks the prefix cache stores and evicts on: tcp://*:5557 binds, "
-        "tcp://host:5557 connects to a subscriber that binds (env KV_EVENTS_ENDPOINT; default: off)",
-    )
-    k.add_argument(
-        "--kv-events-replay-endpoint",
-        default=env_default("KV_EVENTS_REPLAY_ENDPOINT", None),
-        help="ZMQ address (bound) where a subscriber asks for missed batches from a sequence number, "
-        "e.g. tcp://*:5558 (env KV_EVENTS_REPLAY_ENDPOINT; default: none)",
-    )
-    k.add_argument(
-        "--kv-events-topic",
-        default=env_default("KV_EVENTS_TOPIC", d.kv_events_topic),
-        help="first frame of every message; llm-d's router reads kv@<pod>@<model> (env KV_EVENTS_TOPIC)",
-    )
-    k.add_argument(
-        "--kv-events-buffer-steps",
-        type=int,
-        default=env_default("KV_EVENTS_BUFFER_STEPS", d.kv_events_buffer_steps, int),
-        help=f"batches kept for replay (env KV_EVENTS_BUFFER_STEPS; default {d.kv_events_buffer_steps})",
-    )
-    k.add_argument(
-        "--kv-events-hwm",
-        type=int,
-        default=env_default("KV_EVENTS_HWM", d.kv_events_hwm, int),
-        help="batches queued for a subscriber before new ones are dropped, and counted "
-        f"(env KV_EVENTS_HWM; default {d.kv_events_hwm})",
-    )
-
-
-def engine_config_from_args(args: argparse.Namespace) -> EngineConfig:
-    names = {f.name for f in fields(EngineConfig)}
-    values = {k: v for k, v in vars(args).items() if k in names}
-    values["enable_prefix_caching"] = not args.no_prefix_caching
-    values["overlap_scheduling"] = not args.no_overlap
-    return EngineConfig(**values)
-
-
-def add_generation_config_argument(group: argparse._ArgumentGroup) -> None:
-    group.add_argument(
-        "--generation-config",
-        default=env_default("GENERATION_CONFIG", "auto"),
-        help="defaults for the sampling fields a request leaves out: auto (the model's own: its "
-        "generation_config.json, a GGUF's general.sampling keys, greedy for the embedded SmolLM2), none "
-        "(OpenAI's: temperature 1, top_p 1) or a folder with a generation_config.json "
-        "(env GENERATION_CONFIG)",
-    )
+from pyinfer.args import env_default, env_name
+from pyinfer.config import add_engine_arguments, engine_config_from_args
+from pyinfer.generation_config import GENERATION_CONFIG_HELP
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("sampling")
+    names = (env_name("max_tokens"), "MAX_TOKENS")
     g.add_argument(
-        "--max-tokens", type=int, default=env_default("MAX_TOKENS", 256, int), help="env MAX_TOKENS"
+        "--max-tokens", type=int, default=env_default(names, 256, int), help=f"env {' or '.join(names)}"
     )
     g.add_argument("--temperature", type=float, default=None, help="default: the model's")
     g.add_argument("--top-p", type=float, default=None, help="default: the model's")
     g.add_argument("--top-k", type=int, default=None, help="default: the model's")
     g.add_argument("--seed-sampling", dest="sampling_seed", type=int, default=None, help="per-request seed")
-    add_generation_config_argument(g)
+    names = (env_name("generation_config"), "GENERATION_CONFIG")
+    g.add_argument(
+        "--generation-config",
+        default=env_default(names, "auto", str),
+        help=f"{GENERATION_CONFIG_HELP} (env {' or '.join(names)})",
+    )
 
 
 def sampling_params_from_args(args: argparse.Namespace):
     """The flags given, over the model's sampling defaults."""
-    from pyinfer.engine.sampling_params import SamplingParams
     from pyinfer.generation_config import generation_defaults, with_defaults
     from pyinfer.model_files import resolve_model
+    from pyinfer.sampling_params import SamplingParams
 
     defaults = generation_defaults(args.generation_config, *resolve_model(args.model, args.load_format))
     fields = with_defaults(

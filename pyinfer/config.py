@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import argparse
+from dataclasses import dataclass, field, replace
+
+from pyinfer.args import add_config_arguments, config_from_args, option
 
 DTYPES = ("float32", "bfloat16", "float16")
+LOAD_FORMATS = ("auto", "hf", "gguf", "dummy")
 QUANTIZATIONS = ("none", "int8", "int4")  # weight-only, on the CPU
 # Batch limits where not set, by device: (max_num_seqs, max_num_batched_tokens). A GPU's decode step
 # costs about the same for 1 or 256 sequences; a CPU's cores are busy far sooner.
@@ -13,33 +17,129 @@ BATCH_DEFAULTS = {"cuda": (256, 8192), "cpu": (64, 2048)}
 
 @dataclass
 class EngineConfig:
-    model: str | None = None  # None: the embedded SmolLM2
-    load_format: str = "auto"  # auto | hf | gguf | dummy
-    tokenizer: str | None = None  # defaults to the model's own
-    device: str | None = None  # cpu | cuda | cuda:N; None: cuda when available
-    dtype: str = "auto"  # auto | float32 | bfloat16 | float16
-    quantization: str = "none"  # none | int8 (per channel) | int4 (groups of 32): weight-only, CPU only
-    max_model_len: int | None = None
-    max_num_seqs: int | None = None  # None: BATCH_DEFAULTS for the device
-    max_num_batched_tokens: int | None = None  # token budget of one step (chunked prefill)
+    """Each field with an `option` is a flag of every subcommand that runs a model (pyinfer/args.py)."""
+
+    model: str | None = field(
+        default=None,
+        metadata=option(
+            "Hugging Face folder, .gguf file, or a preset name with --load-format dummy (default: the "
+            "embedded SmolLM2-135M-Instruct)",
+            aliases=("MODEL_PATH",),
+        ),
+    )
+    load_format: str = field(
+        default="auto", metadata=option("how to read --model", aliases=("LOAD_FORMAT",), choices=LOAD_FORMATS)
+    )
+    tokenizer: str | None = field(
+        default=None, metadata=option("a tokenizer folder (default: the model's own)", aliases=("TOKENIZER",))
+    )
+    device: str | None = field(
+        default=None,
+        metadata=option("cpu, cuda or cuda:N (default: cuda when available)", aliases=("DEVICE",)),
+    )
+    dtype: str = field(
+        default="auto",
+        metadata=option("activation and weight dtype", aliases=("DTYPE",), choices=("auto", *DTYPES)),
+    )
+    quantization: str = field(
+        default="none",
+        metadata=option(
+            "weight-only, on the CPU: int8 (groups of 32 where our integer kernels run, else per output "
+            "channel) or int4 (groups of 32) for every linear. A GGUF's Q4_0/Q4_1 linears stay 4-bit from "
+            "the file's own blocks; int8/int4 quantize its linears stored in other types. Whenever a linear "
+            "is quantized, the LM head is int8",
+            choices=QUANTIZATIONS,
+        ),
+    )
+    max_model_len: int | None = field(
+        default=None, metadata=option("context length limit", aliases=("MAX_MODEL_LEN",))
+    )
+    max_num_seqs: int | None = field(  # None: BATCH_DEFAULTS for the device
+        default=None,
+        metadata=option(
+            f"sequences in one batch (default {BATCH_DEFAULTS['cuda'][0]} on a GPU, "
+            f"{BATCH_DEFAULTS['cpu'][0]} on the CPU)",
+            aliases=("MAX_NUM_SEQS",),
+        ),
+    )
+    max_num_batched_tokens: int | None = field(  # chunked prefill
+        default=None,
+        metadata=option(
+            f"token budget of one step (default {BATCH_DEFAULTS['cuda'][1]} on a GPU, "
+            f"{BATCH_DEFAULTS['cpu'][1]} on the CPU)",
+            aliases=("MAX_NUM_BATCHED_TOKENS",),
+        ),
+    )
     block_size: int = 16
-    num_kv_blocks: int | None = None  # fixed KV size in blocks (tests use tiny caches)
-    kv_cache_memory_gb: float = 2.0  # KV budget on the CPU
-    gpu_memory_utilization: float = 0.90  # share of GPU memory for weights, activations and KV
-    enable_prefix_caching: bool = True
-    enforce_eager: bool = False  # no CUDA graphs
-    overlap_scheduling: bool = True  # on the GPU, prepare step N+1 while step N runs
-    scheduling_policy: str = "fcfs"  # fcfs | priority (requests' `priority`, lower first; may preempt)
-    seed: int = 0
+    num_kv_blocks: int | None = field(  # tests use tiny caches
+        default=None,
+        metadata=option("fixed KV cache size in blocks of 16 tokens", aliases=("NUM_KV_BLOCKS",)),
+    )
+    kv_cache_memory_gb: float = field(
+        default=2.0, metadata=option("KV cache size on the CPU, in GB", aliases=("KV_CACHE_MEMORY_GB",))
+    )
+    gpu_memory_utilization: float = field(  # for weights, activations and KV
+        default=0.90, metadata=option("share of GPU memory to use", aliases=("GPU_MEMORY_UTILIZATION",))
+    )
+    enable_prefix_caching: bool = field(
+        default=True,
+        metadata=option("no prefix caching", negated="--no-prefix-caching", aliases=("NO_PREFIX_CACHING",)),
+    )
+    enforce_eager: bool = field(default=False, metadata=option("no CUDA graphs", aliases=("ENFORCE_EAGER",)))
+    overlap_scheduling: bool = field(  # on the GPU, prepare step N+1 while step N runs
+        default=True,
+        metadata=option(
+            "finish each GPU step before preparing the next", negated="--no-overlap", aliases=("NO_OVERLAP",)
+        ),
+    )
+    scheduling_policy: str = field(
+        default="fcfs",
+        metadata=option(
+            "fcfs: first come, first served; priority: by each request's `priority` (lower first, then "
+            "arrival), a waiting request preempting less urgent running ones",
+            aliases=("SCHEDULING_POLICY",),
+            choices=("fcfs", "priority"),
+        ),
+    )
+    seed: int = field(default=0, metadata=option("seed of unseeded sampling", aliases=("SEED",)))
     # KV-cache events for prefix-aware routers, in vLLM's format (engine/kv_events.py); None: off
-    kv_events_endpoint: str | None = None  # ZMQ PUB address: tcp://*:5557 binds, tcp://host:port connects
-    kv_events_replay_endpoint: str | None = None  # ZMQ ROUTER address that serves missed batches
-    kv_events_topic: str = ""  # first frame of every message; llm-d reads kv@<pod>@<model> from it
-    kv_events_buffer_steps: int = 10_000  # batches kept for replay
-    kv_events_hwm: int = 100_000  # batches queued for a subscriber before new ones are dropped
+    kv_events_endpoint: str | None = field(
+        default=None,
+        metadata=option(
+            "ZMQ address to publish the blocks the prefix cache stores and evicts on, in vLLM's format: "
+            "tcp://*:5557 binds, tcp://host:5557 connects to a subscriber that binds (default: off)",
+            aliases=("KV_EVENTS_ENDPOINT",),
+        ),
+    )
+    kv_events_replay_endpoint: str | None = field(
+        default=None,
+        metadata=option(
+            "ZMQ address (bound) where a subscriber asks for missed batches from a sequence number, "
+            "e.g. tcp://*:5558",
+            aliases=("KV_EVENTS_REPLAY_ENDPOINT",),
+        ),
+    )
+    kv_events_topic: str = field(
+        default="",
+        metadata=option(
+            "first frame of every KV-event message; llm-d's router reads kv@<pod>@<model>",
+            aliases=("KV_EVENTS_TOPIC",),
+        ),
+    )
+    kv_events_buffer_steps: int = field(
+        default=10_000,
+        metadata=option("KV-event batches kept for replay", aliases=("KV_EVENTS_BUFFER_STEPS",)),
+    )
+    kv_events_hwm: int = field(
+        default=100_000,
+        metadata=option(
+            "KV-event batches queued for a subscriber before new ones are dropped, and counted",
+            aliases=("KV_EVENTS_HWM",),
+        ),
+    )
 
     def __post_init__(self) -> None:
-        if self.load_format not in ("auto", "hf", "gguf", "dummy"):
+        if self.load_format not in LOAD_FORMATS:
             raise ValueError(f"load_format must be auto, hf, gguf or dummy, not {self.load_format!r}")
         if self.dtype != "auto" and self.dtype not in DTYPES:
             raise ValueError(f"dtype must be auto or one of {sorted(DTYPES)}, not {self.dtype!r}")
@@ -73,3 +173,12 @@ class EngineConfig:
             max_num_seqs=self.max_num_seqs or seqs,
             max_num_batched_tokens=self.max_num_batched_tokens or tokens,
         )
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """EngineConfig's flags, shared by every subcommand that runs a model."""
+    add_config_arguments(parser.add_argument_group("engine"), EngineConfig)
+
+
+def engine_config_from_args(args: argparse.Namespace) -> EngineConfig:
+    return config_from_args(EngineConfig, args)

@@ -36,6 +36,11 @@ GGUF_FIELDS = {
 # its model card's temperature 0.2 / top_p 0.9 often answers wrongly
 # (bench/results/2026-12-04-cpu-int4-accuracy.md).
 EMBEDDED_MODEL_DEFAULTS: dict[str, Any] = {"temperature": 0.0}
+GENERATION_CONFIG_HELP = (
+    "defaults for the sampling fields a request leaves out: auto (the model's own: its "
+    "generation_config.json, a GGUF's general.sampling keys, greedy for the embedded SmolLM2), none "
+    "(OpenAI's: temperature 1, top_p 1) or a folder with a generation_config.json"
+)
 
 
 def generation_defaults(source: str, model_path: str, load_format: str) -> dict[str, Any]:

@@ -1,5 +1,6 @@
-"""A model folder for serving random weights on the GPU: a preset's config.json beside a word-level
-tokenizer covering its whole vocabulary, with a chat template. python make_dummy_folder.py PRESET DIR"""
+"""A model folder for serving random weights: a preset's config.json (or any config.json given by path)
+beside a word-level tokenizer covering its whole vocabulary, with a chat template.
+python make_dummy_folder.py PRESET|CONFIG_JSON DIR"""
 
 import json
 import shutil
@@ -12,7 +13,9 @@ from pyinfer.model_files import PRESETS_DIR
 
 preset, folder = sys.argv[1], Path(sys.argv[2])
 folder.mkdir(parents=True, exist_ok=True)
-shutil.copy(PRESETS_DIR / f"{preset}.json", folder / "config.json")
+config = Path(preset) if preset.endswith(".json") else PRESETS_DIR / f"{preset}.json"
+if config.resolve() != (folder / "config.json").resolve():
+    shutil.copy(config, folder / "config.json")
 vocab_size = json.loads((folder / "config.json").read_text())["vocab_size"]
 words = ["<s>", "</s>", "<unk>", *(f"w{i}" for i in range(3, vocab_size))]
 tokenizer = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))

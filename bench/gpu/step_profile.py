@@ -7,7 +7,7 @@ import torch
 
 from pyinfer import SamplingParams
 from pyinfer.engine.llm import LLM
-from pyinfer.layers.sampler import SamplingTensors
+from pyinfer.engine.sampling_tensors import build_sampling_tensors
 
 _inference = torch.inference_mode()
 _inference.__enter__()
@@ -37,7 +37,7 @@ for _ in range(n):
     logits, argmax = runner.graphs.run(inputs.uploaded, m)
     sync()
     t3 = time.perf_counter()
-    st = SamplingTensors.build(inputs.sample_seqs, runner.vocab_size, runner.eos_token_ids, runner.device)
+    st = build_sampling_tensors(inputs.sample_seqs, runner.vocab_size, runner.eos_token_ids, runner.device)
     ids = runner.sampler(logits, st, argmax).token_ids.tolist()
     t4 = time.perf_counter()
     for seq, n_new, token in zip(sched.seqs, sched.num_new_tokens, ids, strict=True):

@@ -14,9 +14,9 @@ from pyinfer.attention.metadata import AttentionMetadata
 from pyinfer.kernels.cpu import cpu_ops
 from pyinfer.layers.rotary import RopeInputs, RotaryEmbedding
 
-# Query rows a prefill attends with at once (`python bench/cpu/prefill_step.py 2048 0 64 128 256 512`):
-# a 2,048-token SmolLM2 prefill step on 2 AVX2 cores took 9.2-9.5 s with 128 (64: 9.6, 256: 9.8,
-# 512: 11.3; the whole square at once: 17.1).
+# Query rows a prefill attends with at once: small enough to keep a block's scores in cache, large
+# enough to amortize each pass over the keys; 128 was the fastest of 64-512 and of the whole square
+# (`python bench/cpu/prefill_step.py 2048 0 64 128 256 512`, bench/results/2026-11-30-cpu-avx2-integer-kernels.md).
 CAUSAL_BLOCK = 128
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from pyinfer.cli import engine_config_from_args
+from pyinfer.config import engine_config_from_args
 
 
 def ms_per_call(fn: Callable[[], object], reps: int) -> float:

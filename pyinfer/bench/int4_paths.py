@@ -17,8 +17,8 @@ import time
 import torch
 
 from pyinfer.engine.llm import LLM
-from pyinfer.engine.sampling_params import SamplingParams
 from pyinfer.kernels.cpu import cpu_ops, integer_kernels_choice, record_integer_kernels_choice
+from pyinfer.sampling_params import SamplingParams
 
 STEPS = 32
 

@@ -15,7 +15,7 @@ from pyinfer.bench.common import (
     write_json,
 )
 from pyinfer.bench.roofline import ModelCosts, bound_line, measure_peaks
-from pyinfer.engine.sampling_params import SamplingParams
+from pyinfer.sampling_params import SamplingParams
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -29,7 +29,7 @@ from pyinfer.engine.messages import (
     StepOutputs,
     ToCore,
 )
-from pyinfer.server.logs import configure_logging
+from pyinfer.logs import configure_logging
 
 log = logging.getLogger("pyinfer.engine.core")
 

@@ -35,7 +35,7 @@ from pyinfer.engine.messages import (
     StatsRequest,
     StepOutputs,
 )
-from pyinfer.engine.sampling_params import SamplingParams
+from pyinfer.sampling_params import SamplingParams
 
 log = logging.getLogger(__name__)
 

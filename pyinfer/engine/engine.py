@@ -14,7 +14,6 @@ from pyinfer.engine.block_manager import BlockManager
 from pyinfer.engine.kv_events import KVEventPublisher
 from pyinfer.engine.messages import SeqOutput
 from pyinfer.engine.model_runner import PLACEHOLDER, InFlight, ModelRunner
-from pyinfer.engine.sampling_params import SamplingParams, SamplingParamsError
 from pyinfer.engine.scheduler import Scheduler
 from pyinfer.engine.sequence import Sequence
 from pyinfer.engine.structured_output import GrammarCompiler
@@ -22,6 +21,7 @@ from pyinfer.kernels.cpu import cpu_has_bf16
 from pyinfer.layers import quantization
 from pyinfer.model_files import resolve_model
 from pyinfer.models.loader import load_model
+from pyinfer.sampling_params import SamplingParams, SamplingParamsError, check_request
 
 log = logging.getLogger(__name__)
 
@@ -110,27 +110,7 @@ class LLMEngine:
             self.scheduler.add(seqs[0])
 
     def validate(self, prompt_token_ids: list[int], params: SamplingParams) -> None:
-        vocab = self.model_config.vocab_size
-        if not prompt_token_ids:
-            raise SamplingParamsError("prompt", "must not be empty")
-        if min(prompt_token_ids) < 0 or max(prompt_token_ids) >= vocab:
-            raise SamplingParamsError("prompt", f"has token ids outside the vocabulary [0, {vocab})")
-        for token in params.logit_bias or {}:
-            if token >= vocab:
-                raise SamplingParamsError(
-                    "logit_bias", f"token id {token} is outside the vocabulary [0, {vocab})"
-                )
-        if any(t >= vocab for t in params.stop_token_ids):
-            raise SamplingParamsError(
-                "stop_token_ids", f"token ids must be below the vocabulary size {vocab}"
-            )
-        wanted = len(prompt_token_ids) + (params.max_tokens or 1)
-        if wanted > self.max_model_len:
-            raise SamplingParamsError(
-                "max_tokens" if params.max_tokens else "prompt",
-                f"too long: this model's maximum context length is {self.max_model_len} tokens, but "
-                f"{len(prompt_token_ids)} prompt tokens + {params.max_tokens or 1} completion tokens were requested",
-            )
+        check_request(prompt_token_ids, params, self.model_config.vocab_size, self.max_model_len)
 
     def abort(self, request_id: str, index: int | None = None) -> None:
         """Stop a request (or only its choice `index`) and free its KV blocks."""
@@ -175,7 +155,7 @@ class LLMEngine:
     def warm_up(self) -> None:
         """A short throwaway request through the paths a first client takes (prefill, decode, sampling
         with top-k/top-p/min-p and penalties, logprobs): kernels load lazily, and on the GPU the first
-        request's prefill took 38 ms where later ones take 2. Counters are reset after it."""
+        request's prefill was an order of magnitude slower than later ones. Counters are reset after it."""
         params = SamplingParams(
             temperature=0.8,
             top_p=0.9,

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pyinfer.config import EngineConfig
-from pyinfer.engine.detokenizer import IncrementalDetokenizer
+from pyinfer.detokenizer import IncrementalDetokenizer
 from pyinfer.engine.engine import LLMEngine
-from pyinfer.engine.messages import RequestMetrics, SeqOutput, TokenLogprob
-from pyinfer.engine.sampling_params import SamplingParams
+from pyinfer.engine.messages import SeqOutput
+from pyinfer.engine.outputs import ChoiceOutput
+from pyinfer.sampling_params import SamplingParams
 from pyinfer.tokenizer import load_tokenizer
 
 Prompt = str | list[int]
@@ -19,13 +20,8 @@ Messages = list[dict[str, Any]]
 
 
 @dataclass
-class CompletionOutput:
-    index: int
+class CompletionOutput(ChoiceOutput):
     text: str = ""
-    token_ids: list[int] = field(default_factory=list)
-    logprobs: list[TokenLogprob] | None = None
-    finish_reason: str | None = None
-    metrics: RequestMetrics | None = None
 
 
 @dataclass
@@ -74,42 +70,35 @@ class LLM:
         else:
             ids = self._encode(prompt)
         request_id = f"stream-{next(self._ids)}"
-        detok = self._detokenizer(params)
+        choice = ChoiceOutput(0, self._detokenizer(params))
         self.engine.add_request(request_id, ids, params)
         try:
-            done = False
-            while not done:
+            while choice.finish_reason is None:
                 outputs = self.engine.step()
                 self._raise_rejected()
                 for out in outputs:
-                    if out.request_id == request_id:
-                        done = out.finish_reason is not None
-                        text = detok.add(_visible(out), finished=done)
-                        if text:
-                            yield text
-                        if detok.stopped_by is not None:
-                            done = True
+                    added = choice.add(out) if out.request_id == request_id and out.index == 0 else None
+                    if added is not None and added[0]:
+                        yield added[0]
         finally:
             self.engine.abort(request_id)
 
     def _run(self, prompt_ids: list[list[int]], params_list: list[SamplingParams]) -> list[RequestOutput]:
         results: dict[str, RequestOutput] = {}
-        detoks: dict[tuple[str, int], IncrementalDetokenizer] = {}
         for ids, params in zip(prompt_ids, params_list, strict=True):
             request_id = str(next(self._ids))
             self.engine.add_request(request_id, ids, params)
-            results[request_id] = RequestOutput(
-                request_id, ids, [CompletionOutput(i) for i in range(params.n)]
-            )
-            if self.tokenizer is not None:
-                for i in range(params.n):
-                    detoks[request_id, i] = self._detokenizer(params)
+            choices = [
+                CompletionOutput(i, self._detokenizer(params) if self.tokenizer is not None else None)
+                for i in range(params.n)
+            ]
+            results[request_id] = RequestOutput(request_id, ids, choices)
         try:
             while self.engine.has_unfinished():
                 outputs = self.engine.step()
                 self._raise_rejected()
                 for out in outputs:
-                    self._apply(results[out.request_id], out, detoks.get((out.request_id, out.index)))
+                    self._apply(results[out.request_id], out)
         except BaseException:
             for request_id in results:
                 self.engine.abort(request_id)
@@ -121,23 +110,17 @@ class LLM:
         for _, error in self.engine.pop_rejected():
             raise error
 
-    def _apply(self, result: RequestOutput, out: SeqOutput, detok: IncrementalDetokenizer | None) -> None:
+    def _apply(self, result: RequestOutput, out: SeqOutput) -> None:
         choice = result.outputs[out.index]
-        if choice.finish_reason is not None:
+        added = choice.add(out)
+        if added is None:
             return
         if out.index == 0:  # the prompt is computed once, by choice 0; the others share its blocks
             result.num_cached_tokens = out.num_cached_tokens
-        choice.token_ids.extend(out.new_token_ids)
-        if out.logprobs is not None:
-            choice.logprobs = (choice.logprobs or []) + out.logprobs
-        if detok is not None:
-            choice.text += detok.add(_visible(out), finished=out.finish_reason is not None)
-            if detok.stopped_by is not None and out.finish_reason is None:
-                self.engine.abort(out.request_id, out.index)
-                choice.finish_reason = "stop"
-        if out.finish_reason is not None:
-            choice.finish_reason = out.finish_reason
-            choice.metrics = out.metrics
+        text, stop_engine = added
+        choice.text += text
+        if stop_engine:
+            self.engine.abort(out.request_id, out.index)
 
     def _detokenizer(self, params: SamplingParams) -> IncrementalDetokenizer:
         return IncrementalDetokenizer(
@@ -151,8 +134,3 @@ class LLM:
         if self.tokenizer is None:
             raise ValueError("this model has no tokenizer: pass prompts as token id lists")
         return self.tokenizer
-
-
-def _visible(out: SeqOutput) -> list[int]:
-    """Tokens whose text belongs in the output: not the stop token that ended the sequence."""
-    return out.new_token_ids if out.stop_token_id is None else out.new_token_ids[:-1]

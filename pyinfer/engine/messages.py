@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from pyinfer.engine.sampling_params import SamplingParams
+from pyinfer.sampling_params import SamplingParams
 
 
 class EngineRequest(msgspec.Struct, tag="add", kw_only=True):

@@ -15,11 +15,12 @@ from pyinfer.attention.torch_backend import TorchAttentionBackend
 from pyinfer.config import EngineConfig
 from pyinfer.engine.cuda_graphs import CudaGraphs, decode_splits, graph_memory
 from pyinfer.engine.messages import TokenLogprob
+from pyinfer.engine.sampling_tensors import build_sampling_tensors
 from pyinfer.engine.scheduler import SchedulerOutput
 from pyinfer.engine.sequence import Sequence
 from pyinfer.engine.structured_output import MaskFiller
 from pyinfer.kernels import triton_enabled
-from pyinfer.layers.sampler import Sampler, SamplerOutput, SamplingTensors, upload
+from pyinfer.layers.sampler import Sampler, SamplerOutput, upload
 from pyinfer.models.llama import LlamaForCausalLM
 
 log = logging.getLogger(__name__)
@@ -226,7 +227,7 @@ class ModelRunner:
             logits, argmax = self.model.compute_logits(x[rows], residual[rows]), None
         if before_sampling is not None:
             before_sampling()
-        st = SamplingTensors.build(inputs.sample_seqs, self.vocab_size, self.eos_token_ids, self.device)
+        st = build_sampling_tensors(inputs.sample_seqs, self.vocab_size, self.eos_token_ids, self.device)
         # filled on the host while the device runs the forward pass queued above
         if (bitmask := self.masks.fill(inputs.sample_seqs)) is not None:
             st.token_bitmask = upload(bitmask, self.device)
@@ -315,7 +316,7 @@ class ModelRunner:
         Returns the device copy of them all, end to end, and each one's view of it."""
         sizes = [len(x) for x in lists]
         flat = np.fromiter(itertools.chain.from_iterable(lists), dtype=np.int64, count=sum(sizes))
-        values = torch.from_numpy(flat)  # 3x faster than torch.tensor of the list
+        values = torch.from_numpy(flat)  # no per-element Python conversion, as torch.tensor of a list does
         if self.is_cuda:
             # Two pinned buffers in turn: the previous step's copy may still be queued behind its kernels.
             self._upload_flip = 1 - self._upload_flip

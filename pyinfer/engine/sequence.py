@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from pyinfer.engine.messages import RequestMetrics
-from pyinfer.engine.sampling_params import SamplingParams
+from pyinfer.sampling_params import SamplingParams
 
 _arrivals = itertools.count()
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
-from pyinfer.engine.sampling_params import SamplingParamsError, StructuredOutput
 from pyinfer.engine.sequence import Sequence
+from pyinfer.sampling_params import SamplingParamsError, StructuredOutput
 
 # Whitespace a JSON reply may put between two tokens of its structure: enough for any indentation a
 # model is likely to use, and a bound on the runs of spaces and newlines that loop until max_tokens.

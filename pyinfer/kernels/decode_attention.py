@@ -24,8 +24,8 @@ from pyinfer.kernels.attend_tiles import LOG2E, attend_tile, attend_tiles, fold_
 from pyinfer.kernels.pdl import pdl_args, pdl_wait
 from pyinfer.kernels.rotary_tiles import cos_sin_rows, rotated
 
-# keys per tile, and the fewest a split takes: on the H200 the 1B shape's batch-1 graph replayed in
-# 881 us with one-tile splits, 904 and 902 with splits of at least 128 and 256 keys
+# keys per tile, and the fewest a split takes: one tile a split was the fastest batch-1 decode on the H200
+# (bench/results/2026-11-30-h200-session4.md, the split sweep)
 BLOCK_N = 64
 _split_counters: dict[torch.device, torch.Tensor] = {}
 _outgrown_counters: list[torch.Tensor] = []  # never freed: graphs captured with them still use them

@@ -7,11 +7,11 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from pyinfer.attention.layer import Attention
 from pyinfer.attention.metadata import AttentionMetadata
 from pyinfer.distributed import SINGLE, ParallelGroup
 from pyinfer.kernels.cpu import cpu_ops
 from pyinfer.layers.activation import SiluAndMul
-from pyinfer.layers.attention import Attention
 from pyinfer.layers.embedding import LMHead, VocabEmbedding
 from pyinfer.layers.linear import MergedColumnParallelLinear, QKVParallelLinear, RowParallelLinear
 from pyinfer.layers.norm import RMSNorm

@@ -15,9 +15,9 @@ from fastapi import Request
 
 from pyinfer.config import EngineConfig
 from pyinfer.engine.core_client import AsyncEngineClient
-from pyinfer.engine.sampling_params import SamplingParams, SamplingParamsError
 from pyinfer.generation_config import describe, generation_defaults, with_defaults
 from pyinfer.model_files import resolve_model
+from pyinfer.sampling_params import SamplingParams, check_request
 from pyinfer.server.config import ServerConfig
 from pyinfer.server.errors import OpenAIError, bad_request, rate_limited, unavailable
 from pyinfer.server.generation import Generation
@@ -162,13 +162,11 @@ class ServerContext:
             )
 
     def check_prompt(self, prompt_ids: list[int], params: SamplingParams, param: str = "prompt") -> None:
-        """Reject what the engine would, before a streamed reply has begun."""
+        """Reject what the engine would, before a streamed reply has begun; shed it if the queue's
+        prompt tokens are at their bound."""
         ready = self.engine.ready
         assert ready is not None
-        if not prompt_ids:
-            raise SamplingParamsError(param, "must not be empty")
-        if min(prompt_ids) < 0 or max(prompt_ids) >= ready.vocab_size:
-            raise SamplingParamsError(param, f"has token ids outside the vocabulary [0, {ready.vocab_size})")
+        check_request(prompt_ids, params, ready.vocab_size, ready.max_model_len, param)
         limit = self.config.max_queued_tokens
         # a prompt over the bound on its own is served when nothing waits: it could never be otherwise
         if (
@@ -178,13 +176,6 @@ class ServerContext:
         ):
             queued = self.engine.queued_tokens
             raise self._shed("queue_full_tokens", f"{queued} prompt tokens are waiting (at most {limit})")
-        completion = params.max_tokens or 1
-        if len(prompt_ids) + completion > ready.max_model_len:
-            raise SamplingParamsError(
-                "max_tokens" if params.max_tokens else param,
-                f"too long: this model's maximum context length is {ready.max_model_len} tokens, but "
-                f"{len(prompt_ids)} prompt tokens + {completion} completion tokens were requested",
-            )
 
     # ---- tokenization, off the event loop when it is long ---------------------------------------
     async def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:

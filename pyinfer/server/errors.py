@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
 from pyinfer.engine.core_client import EngineDeadError, RequestRejected
-from pyinfer.engine.sampling_params import SamplingParamsError
+from pyinfer.sampling_params import SamplingParamsError
 from pyinfer.server.protocol import ErrorDetail, ErrorResponse
 from pyinfer.server.rate_limits import RateLimitExceeded
 

@@ -8,10 +8,11 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
+from pyinfer.detokenizer import IncrementalDetokenizer
 from pyinfer.engine.core_client import AsyncEngineClient
-from pyinfer.engine.detokenizer import IncrementalDetokenizer
 from pyinfer.engine.messages import RequestMetrics, SeqOutput, TokenLogprob
-from pyinfer.engine.sampling_params import SamplingParams
+from pyinfer.engine.outputs import ChoiceOutput
+from pyinfer.sampling_params import SamplingParams
 from pyinfer.server.errors import OpenAIError
 from pyinfer.server.prometheus import ServerMetrics
 from pyinfer.server.protocol import Performance, PromptTokensDetails, Usage
@@ -21,16 +22,12 @@ from pyinfer.tokenizer import Tokenizer
 
 
 @dataclass
-class Choice:
-    index: int
-    detokenizer: IncrementalDetokenizer
+class Choice(ChoiceOutput):
+    """A choice as the server replies with it: the content apart from its tool calls, and timings."""
+
     parser: ToolCallParser | None = None  # where the request offers tools
     text: str = ""  # the content: without the tool calls' markup
     tool_calls: list[ToolCall] = field(default_factory=list)
-    num_tokens: int = 0
-    logprobs: list[TokenLogprob] = field(default_factory=list)
-    finish_reason: str | None = None
-    metrics: RequestMetrics | None = None  # the engine's, sent with its final output
     first_token_at: float | None = None
     last_token_at: float | None = None
 
@@ -48,7 +45,7 @@ class Choice:
             decode_iterations=max(self.num_tokens - 1, 0),
         )
 
-    def add(self, parsed: Parsed) -> None:
+    def add_parsed(self, parsed: Parsed) -> None:
         """The parser's output joined into the whole reply."""
         self.text += parsed.content
         for delta in parsed.calls:
@@ -96,7 +93,7 @@ class Generation:
                 IncrementalDetokenizer(
                     tokenizer, params.stop, params.include_stop_str_in_output, params.skip_special_tokens
                 ),
-                tool_parser() if tool_parser else None,
+                parser=tool_parser() if tool_parser else None,
             )
             for i in range(params.n)
         ]
@@ -147,8 +144,12 @@ class Generation:
 
     def _apply(self, out: SeqOutput) -> Delta | None:
         choice = self.choices[out.index]
-        if choice.finish_reason is not None:  # output that crossed our abort of this choice
+        added = choice.add(out)
+        if added is None:  # output that crossed our abort of this choice
             return None
+        text, stop_engine = added
+        if stop_engine:
+            self.engine.abort(self.request_id, out.index)
         now = time.perf_counter()
         if self.metrics is not None:
             if choice.last_token_at is not None:
@@ -159,26 +160,15 @@ class Generation:
         choice.last_token_at = now
         if out.index == 0:
             self.num_cached_tokens = out.num_cached_tokens
-        choice.num_tokens += len(out.new_token_ids)
-        if out.logprobs:
-            choice.logprobs.extend(out.logprobs)
-        visible = out.new_token_ids if out.stop_token_id is None else out.new_token_ids[:-1]
-        finish = out.finish_reason
-        text = choice.detokenizer.add(visible, finished=finish is not None)
-        if choice.detokenizer.stopped_by is not None:
-            if finish is None:
-                self.engine.abort(self.request_id, out.index)
-            finish = "stop"
+        finish = choice.finish_reason
         parsed = Parsed(content=text)
         if choice.parser is not None:
             parsed = choice.parser.feed(text)
             if finish is not None:
                 parsed.join(choice.parser.finish())
                 if finish == "stop" and choice.parser.num_calls:
-                    finish = "tool_calls"
-        choice.add(parsed)
-        choice.finish_reason = finish
-        choice.metrics = out.metrics
+                    finish = choice.finish_reason = "tool_calls"
+        choice.add_parsed(parsed)
         if not parsed.content and not parsed.calls and finish is None and not out.logprobs:
             return None
         return Delta(self.index_offset + out.index, parsed.content, out.logprobs, finish, parsed.calls)

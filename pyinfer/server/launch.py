@@ -10,10 +10,10 @@ from types import FrameType
 
 import uvicorn
 
-from pyinfer.cli import engine_config_from_args
+from pyinfer.config import engine_config_from_args
+from pyinfer.logs import configure_logging
 from pyinfer.server.config import server_config_from_args
 from pyinfer.server.context import ServerContext
-from pyinfer.server.logs import configure_logging
 
 log = logging.getLogger("pyinfer.server")
 

@@ -10,8 +10,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from pyinfer.engine.sampling_params import SamplingParams, SamplingParamsError, StructuredOutput
 from pyinfer.generation_config import with_defaults
+from pyinfer.sampling_params import SamplingParams, SamplingParamsError, StructuredOutput
 from pyinfer.server.protocol_base import Body, Request
 from pyinfer.server.protocol_structured import ResponseFormat, StructuredOutputs, one_constraint
 from pyinfer.server.protocol_tools import (
@@ -198,9 +198,7 @@ class ChatCompletionRequest(SamplingRequest):
         try:
             return self.sampling_params(limit, defaults, (self.top_logprobs or 0) if self.logprobs else None)
         except SamplingParamsError as e:  # chat names the number of alternatives top_logprobs
-            if e.param == "logprobs":
-                raise SamplingParamsError("top_logprobs", str(e).removeprefix("logprobs ")) from None
-            raise
+            raise e.named({"logprobs": "top_logprobs"}) from None
 
 
 CHAT_FIELDS_REFUSED = {

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pyinfer.engine.sampling_params import SamplingParams, SamplingParamsError
+from pyinfer.sampling_params import SamplingParams, SamplingParamsError
 from pyinfer.server.protocol import (
     ChatMessage,
     Performance,
@@ -158,9 +158,7 @@ class ResponsesRequest(Body):
                 priority=self.priority,
             )
         except SamplingParamsError as e:  # the Responses API names the limit max_output_tokens
-            if e.param == "max_tokens":
-                raise SamplingParamsError("max_output_tokens", str(e).removeprefix("max_tokens ")) from None
-            raise
+            raise e.named({"max_tokens": "max_output_tokens"}) from None
 
 
 # ---- replies --------------------------------------------------------------------------------------

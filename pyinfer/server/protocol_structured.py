@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
-from pyinfer.engine.sampling_params import SamplingParamsError, StructuredOutput
+from pyinfer.sampling_params import SamplingParamsError, StructuredOutput
 from pyinfer.server.protocol_base import Request
 
 ANY_OBJECT = '{"type": "object"}'  # json_object: any JSON object, as OpenAI's JSON mode promises

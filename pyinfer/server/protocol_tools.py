@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from pyinfer.engine.sampling_params import SamplingParamsError, StructuredOutput
+from pyinfer.sampling_params import SamplingParamsError, StructuredOutput
 from pyinfer.server.protocol_base import Request
 from pyinfer.server.tool_formats import ToolFormat
 from pyinfer.server.tool_grammar import structural_tag

@@ -60,7 +60,11 @@ def serve_env_names() -> set[str]:
     out = subprocess.run(
         [sys.executable, "-m", "pyinfer", "serve", "--help"], capture_output=True, text=True, check=True
     ).stdout
-    return set(re.findall(r"env\s+([A-Z][A-Z0-9_]+)", out))
+    return {
+        name
+        for given in re.findall(r"\(env\s+([^)]*)\)", out)
+        for name in re.findall(r"[A-Z][A-Z0-9_]+", given)
+    }
 
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)
@@ -102,7 +106,7 @@ def test_dockerfile_runs_the_server_and_sets_only_variables_that_are_read():
     `pyinfer serve` flag's variable, one pyinfer's code reads, or a runtime's."""
     assert 'ENTRYPOINT ["pyinfer", "serve"]' in DOCKERFILE.read_text()
     env = dockerfile_env()
-    assert env["HOST"] == "0.0.0.0" and env["PORT"] == "8000"
+    assert env["PYINFER_HOST"] == "0.0.0.0" and env["PYINFER_PORT"] == "8000"
     source = "".join(p.read_text() for p in (ROOT / "pyinfer").rglob("*.py"))
     flags = serve_env_names()
     unread = [n for n in env if n not in flags and n not in RUNTIME_ENV and f'"{n}"' not in source]
@@ -117,11 +121,11 @@ def test_server_containers_set_only_flag_variables():
 
 
 def test_grace_period_outlasts_the_drain():
-    """SIGTERM comes after preStop; the server then drains for DRAIN_TIMEOUT: both must fit in the grace
+    """SIGTERM comes after preStop; the server then drains for PYINFER_DRAIN_TIMEOUT: both must fit in the grace
     period, or Kubernetes kills generations still streaming."""
     for deployment, container in server_containers():
         env = {e["name"]: e["value"] for e in container.get("env", [])}
-        drain = float(env.get("DRAIN_TIMEOUT", ServerConfig().drain_timeout))
+        drain = float(env.get("PYINFER_DRAIN_TIMEOUT", ServerConfig().drain_timeout))
         pre_stop = container.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
         grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
         assert grace > pre_stop + drain, deployment["metadata"]["name"]
@@ -194,3 +198,9 @@ def test_the_pool_points_at_the_picker_service():
     ref = of_kind("InferencePool")[0]["spec"]["endpointPickerRef"]
     ports = {p["port"] for p in named("Service", ref["name"])["spec"]["ports"]}
     assert ref["port"]["number"] in ports
+
+
+def test_server_pods_take_no_service_links():
+    """A Service named pyinfer would inject PYINFER_PORT=tcp://...: the server reads PYINFER_* itself."""
+    for deployment, _ in server_containers():
+        assert deployment["spec"]["template"]["spec"]["enableServiceLinks"] is False

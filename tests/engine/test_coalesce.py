@@ -7,7 +7,7 @@ import asyncio
 from pyinfer.config import EngineConfig
 from pyinfer.engine.core_client import AsyncEngineClient, coalesced
 from pyinfer.engine.messages import SeqOutput, TokenLogprob
-from pyinfer.engine.sampling_params import SamplingParams
+from pyinfer.sampling_params import SamplingParams
 
 
 def out(index: int, *tokens: int, finish: str | None = None, logprobs: bool = False) -> SeqOutput:

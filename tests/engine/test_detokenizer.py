@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pyinfer.engine.detokenizer import IncrementalDetokenizer
+from pyinfer.detokenizer import IncrementalDetokenizer
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import pytest
 from pyinfer import SamplingParams
 from pyinfer.config import EngineConfig
 from pyinfer.engine.llm import LLM
-from pyinfer.engine.sampling_params import SamplingParamsError
+from pyinfer.sampling_params import SamplingParamsError
 
 LONG_TEXTS = [
     "In the beginning of the nineteenth century, the small harbour town was known for its fishing fleet, "

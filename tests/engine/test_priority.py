@@ -8,7 +8,7 @@ import pytest
 from pyinfer import SamplingParams
 from pyinfer.config import EngineConfig
 from pyinfer.engine.engine import LLMEngine
-from pyinfer.engine.sampling_params import SamplingParamsError
+from pyinfer.sampling_params import SamplingParamsError
 
 
 def engine(tiny_llama, policy: str, **config) -> LLMEngine:

@@ -13,7 +13,7 @@ import pytest
 
 from pyinfer import SamplingParams
 from pyinfer.engine.llm import LLM
-from pyinfer.engine.sampling_params import SamplingParamsError, StructuredOutput
+from pyinfer.sampling_params import SamplingParamsError, StructuredOutput
 from tests.server.structured_schemas import SCHEMAS
 
 JSON = StructuredOutput(kind="json", spec=json.dumps(SCHEMAS["nested"]))

@@ -132,7 +132,7 @@ def test_echo_with_logprobs_refused(http, model):
     assert_error(http.post("/v1/completions", json=body), 400, param="echo")
 
 
-def test_stop_token_ids_outside_vocabulary_fail_in_the_engine(http, model):
+def test_stop_token_ids_outside_vocabulary_are_a_400(http, model):
     body = chat_body(model, stop_token_ids=[10**7])
     assert_error(http.post("/v1/chat/completions", json=body), 400, param="stop_token_ids")
 

@@ -60,7 +60,7 @@ async def create_chat_completion(request: Request, body: ChatBody) -> Response:
             message=AssistantMessage(
                 content=c.text or None if c.tool_calls else c.text, tool_calls=c.tool_calls
             ),
-            logprobs=chat_logprobs(tokenizer, c.logprobs) if params.logprobs is not None else None,
+            logprobs=chat_logprobs(tokenizer, c.logprobs or []) if params.logprobs is not None else None,
             finish_reason=c.finish_reason,
         )
         for c in gen.choices

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from pyinfer.engine.sampling_params import SamplingParamsError
+from pyinfer.sampling_params import SamplingParamsError
 from pyinfer.server.context import server_context
 from pyinfer.server.generation import Delta, Generation, run_all, usage
 from pyinfer.server.logprobs import completion_logprobs
@@ -58,7 +58,7 @@ async def create_completion(request: Request, body: CompletionBody) -> Response:
         CompletionChoice(
             index=gen.index_offset + c.index,
             text=echo + c.text,
-            logprobs=completion_logprobs(tokenizer, c.logprobs, len(echo))
+            logprobs=completion_logprobs(tokenizer, c.logprobs or [], len(echo))
             if params.logprobs is not None
             else None,
             finish_reason=c.finish_reason,

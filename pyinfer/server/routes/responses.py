@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from pyinfer.engine.sampling_params import SamplingParams
+from pyinfer.sampling_params import SamplingParams
 from pyinfer.server.context import ServerContext, server_context
 from pyinfer.server.errors import OpenAIError, bad_request, from_exception
 from pyinfer.server.generation import Delta, Generation, usage

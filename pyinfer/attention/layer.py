@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pyinfer.attention.backend import AttentionBackend
 from pyinfer.attention.metadata import AttentionMetadata
 from pyinfer.layers.rotary import RopeInputs, RotaryEmbedding
 
@@ -17,7 +18,7 @@ class Attention(nn.Module):
         self.rotary = rotary
         self.scale = head_dim**-0.5
         self.kv_cache = torch.empty(0)  # laid out as the backend wants, set by the model runner
-        self.backend = None  # set by the model runner
+        self.backend: AttentionBackend | None = None  # the model runner's choice for its device
 
     def forward(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rope: RopeInputs, meta: AttentionMetadata
@@ -25,5 +26,6 @@ class Attention(nn.Module):
         q = q.view(-1, self.num_heads, self.head_dim)
         k = k.view(-1, self.num_kv_heads, self.head_dim)
         v = v.view(-1, self.num_kv_heads, self.head_dim)
+        assert self.backend is not None, "the model runner sets the backend before the first step"
         out = self.backend.forward(q, k, v, rope, self.rotary, self.kv_cache, meta, self.scale)
         return out.reshape(-1, self.num_heads * self.head_dim)

@@ -110,12 +110,48 @@ class SamplingParams(msgspec.Struct, kw_only=True):
             _check(kind in STRUCTURED_KINDS, param, f"kind must be one of {STRUCTURED_KINDS}, got {kind!r}")
 
 
+def check_request(
+    prompt_token_ids: list[int],
+    params: SamplingParams,
+    vocab_size: int,
+    max_model_len: int,
+    param: str = "prompt",
+) -> None:
+    """What a request must be for the model that serves it (the server checks it before a reply begins,
+    the engine again for its own callers); `param` names the prompt as the API calls it."""
+    if not prompt_token_ids:
+        raise SamplingParamsError(param, "must not be empty")
+    if min(prompt_token_ids) < 0 or max(prompt_token_ids) >= vocab_size:
+        raise SamplingParamsError(param, f"has token ids outside the vocabulary [0, {vocab_size})")
+    for token in params.logit_bias or {}:
+        _check(
+            token < vocab_size, "logit_bias", f"token id {token} is outside the vocabulary [0, {vocab_size})"
+        )
+    _check(
+        all(t < vocab_size for t in params.stop_token_ids),
+        "stop_token_ids",
+        f"token ids must be below the vocabulary size {vocab_size}",
+    )
+    completion = params.max_tokens or 1
+    if len(prompt_token_ids) + completion > max_model_len:
+        raise SamplingParamsError(
+            "max_tokens" if params.max_tokens else param,
+            f"too long: this model's maximum context length is {max_model_len} tokens, but "
+            f"{len(prompt_token_ids)} prompt tokens + {completion} completion tokens were requested",
+        )
+
+
 class SamplingParamsError(ValueError):
     """An invalid sampling parameter; `param` names it."""
 
     def __init__(self, param: str, message: str):
         super().__init__(f"{param} {message}")
         self.param = param
+        self.message = message
+
+    def named(self, api_names: dict[str, str]) -> SamplingParamsError:
+        """The same error under the name an API gives the parameter (engine name -> API name)."""
+        return SamplingParamsError(api_names[self.param], self.message) if self.param in api_names else self
 
 
 def _check(ok: bool, param: str, message: str) -> None:

@@ -1,0 +1,147 @@
+"""Command-line flags made from the config dataclasses: a field with `option(...)` metadata is a flag
+`--field-name` whose default comes from the environment variable PYINFER_FIELD_NAME (or an older bare
+name kept as an alias), else from the field's own default. Torch-free; below cli, server and bench."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+ENV_PREFIX = "PYINFER_"
+
+
+@dataclass(frozen=True)
+class Option:
+    """How a config field is given on the command line and in the environment."""
+
+    help: str
+    aliases: tuple[str, ...] = ()  # older environment names still read, after PYINFER_*
+    choices: tuple[str, ...] | None = None
+    negated: str | None = None  # a true-by-default field switched off by this flag, e.g. --no-overlap
+    repeated: bool = False  # a list: the flag repeats; its variable separates items with commas
+    flag: str | None = None  # the flag's name where it is not the field's, e.g. --api-key for api_keys
+
+
+def option(help: str, **kwargs: Any) -> dict[str, Option]:
+    """A field's metadata: `field(default=..., metadata=option("what it does"))`."""
+    return {"option": Option(help, **kwargs)}
+
+
+def env_name(name: str) -> str:
+    """PYINFER_MAX_NUM_SEQS for max_num_seqs (and PYINFER_NO_OVERLAP for the flag no-overlap)."""
+    return ENV_PREFIX + name.replace("-", "_").upper()
+
+
+def env_value(names: tuple[str, ...]) -> tuple[str, str] | None:
+    """(name, value) of the first of `names` set to something in the environment."""
+    for name in names:
+        if value := os.environ.get(name):
+            return name, value
+    return None
+
+
+def env_default(names: tuple[str, ...], default: Any, kind: type) -> Any:
+    """The flag's default: the first variable of `names` that is set, read as `kind`, else `default`."""
+    found = env_value(names)
+    if found is None:
+        return default
+    name, value = found
+    try:
+        if kind is bool:
+            if value.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                raise ValueError(value)
+            return value.lower() in ("1", "true", "yes", "on")
+        if kind is list:
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return kind(value)
+    except ValueError:
+        # e.g. Kubernetes' service links set PYINFER_PORT=tcp://10.0.0.1:8000 for a Service named pyinfer
+        raise SystemExit(f"environment variable {name}={value!r} is not a valid {kind.__name__}") from None
+
+
+def add_config_arguments(group: argparse._ArgumentGroup, config: type, **overrides: Any) -> None:
+    """A flag for every field of the dataclass `config` that has an option; `overrides` replace
+    field defaults (a subcommand's own)."""
+    hints = typing.get_type_hints(config)
+    for field in dataclasses.fields(config):
+        opt: Option | None = field.metadata.get("option")
+        if opt is None:
+            continue
+        kind = _base_type(hints[field.name])
+        default = overrides.get(field.name, _default(field))
+        flag = opt.negated or opt.flag or _flag(field.name)
+        names = (env_name(flag[2:]), *opt.aliases)
+        env = " or ".join(names)
+        if opt.negated is not None:  # on by default: the flag (or the variable, set true) turns it off
+            group.add_argument(
+                opt.negated,
+                dest=field.name,
+                action="store_false",
+                default=not env_default(names, not default, bool),
+                help=f"{opt.help} (env {env})",
+            )
+        elif kind is bool:
+            group.add_argument(
+                flag,
+                action="store_true",
+                default=env_default(names, default, bool),
+                help=f"{opt.help} (env {env})",
+            )
+        elif opt.repeated:
+            group.add_argument(
+                flag,
+                dest=field.name,
+                metavar=flag[2:].upper().replace("-", "_"),
+                action="append",
+                default=None,
+                help=f"{opt.help} (env {env}, comma-separated)",
+            )
+            group.set_defaults(**{f"{field.name}_env": env_default(names, list(default or []), list)})
+        else:
+            shown = f"; default {default}" if default not in (None, "") else ""
+            group.add_argument(
+                flag,
+                dest=field.name,
+                type=kind,
+                choices=opt.choices,
+                default=env_default(names, default, kind),
+                help=f"{opt.help} (env {env}{shown})",
+            )
+
+
+def config_from_args(config: type, args: argparse.Namespace, **extra: Any) -> Any:
+    """The dataclass `config` from parsed flags (fields without an option keep their defaults)."""
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(config):
+        opt: Option | None = field.metadata.get("option")
+        if opt is None or not hasattr(args, field.name):
+            continue
+        value = getattr(args, field.name)
+        if opt.repeated:  # the flag not given: the variable's, else the default; commas part items
+            given = value if value is not None else getattr(args, f"{field.name}_env")
+            value = [item.strip() for v in given for item in v.split(",") if item.strip()]
+        values[field.name] = value
+    return config(**values, **extra)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _default(field: dataclasses.Field) -> Any:
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return field.default
+
+
+def _base_type(hint: Any) -> type:
+    """str, int, float, bool or list, from `int | None` and the like."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
+    origin = typing.get_origin(hint)
+    return origin if origin is not None else hint

@@ -1,0 +1,57 @@
+"""Flags made from the config dataclasses: names, PYINFER_* variables and their older aliases, negated
+and repeated flags, and a clear error for a variable that does not parse."""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+import pytest
+
+from pyinfer.config import EngineConfig, add_engine_arguments, engine_config_from_args
+from pyinfer.server.config import ServerConfig, add_server_arguments, server_config_from_args
+
+
+def parse(argv: list[str]) -> tuple[EngineConfig, ServerConfig]:
+    parser = argparse.ArgumentParser()
+    add_engine_arguments(parser)
+    add_server_arguments(parser)
+    args = parser.parse_args(argv)
+    return engine_config_from_args(args), server_config_from_args(args)
+
+
+def test_defaults_are_the_dataclasses_own():
+    assert parse([]) == (EngineConfig(), ServerConfig())
+
+
+def test_flags_fill_every_kind_of_field():
+    engine_flags = ["--max-num-seqs", "8", "--no-overlap", "--no-prefix-caching", "--enforce-eager"]
+    server_flags = ["--port", "9000", "--api-key", "a", "--api-key", "b,c", "--drain-timeout", "1.5"]
+    engine, server = parse([*engine_flags, *server_flags, "--log-prompts"])
+    assert engine.max_num_seqs == 8 and not engine.overlap_scheduling and not engine.enable_prefix_caching
+    assert engine.enforce_eager and server.port == 9000 and server.api_keys == ["a", "b", "c"]
+    assert server.drain_timeout == 1.5 and server.log_prompts
+
+
+def test_prefixed_variables_win_over_the_older_names(monkeypatch):
+    monkeypatch.setenv("PORT", "7000")
+    monkeypatch.setenv("MODEL_PATH", "old.gguf")
+    monkeypatch.setenv("PYINFER_MODEL", "new.gguf")
+    monkeypatch.setenv("PYINFER_NO_OVERLAP", "1")
+    monkeypatch.setenv("PYINFER_API_KEY", "k1, k2")
+    monkeypatch.setenv("PYINFER_CORS_ORIGINS", "http://a.example")
+    engine, server = parse([])
+    assert server.port == 7000 and engine.model == "new.gguf" and not engine.overlap_scheduling
+    assert server.api_keys == ["k1", "k2"] and server.cors_origins == ["http://a.example"]
+    engine, server = parse(["--port", "7001", "--api-key", "flag"])
+    assert server.port == 7001 and server.api_keys == ["flag"]  # the command line wins over both
+
+
+def test_a_variable_that_does_not_parse_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("PYINFER_PORT", "tcp://10.0.0.1:8000")  # what a Service named pyinfer injects
+    with pytest.raises(SystemExit, match=re.escape("PYINFER_PORT='tcp://10.0.0.1:8000' is not a valid int")):
+        parse([])
+    monkeypatch.setenv("PYINFER_PORT", "8000")
+    monkeypatch.setenv("PYINFER_LOG_PROMPTS", "maybe")
+    with pytest.raises(SystemExit, match="PYINFER_LOG_PROMPTS"):
+        parse([])

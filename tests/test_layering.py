@@ -1,0 +1,82 @@
+"""The layering DESIGN.md promises, checked on every import in the package (those inside functions and
+TYPE_CHECKING blocks too): server -> engine client and messages -> engine -> models -> attention ->
+layers -> kernels, with torch-free base modules (settings, flags, logging, sampling parameters, the
+tokenizer and detokenizer) that any layer may use. No arrow may run back up."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "pyinfer"
+BASE = {
+    "pyinfer",  # the package: its version, and LLM imported lazily
+    "pyinfer.args",
+    "pyinfer.config",
+    "pyinfer.logs",
+    "pyinfer.sampling_params",
+    "pyinfer.detokenizer",
+    "pyinfer.tokenizer",
+    "pyinfer.generation_config",
+    "pyinfer.model_files",
+}
+LAYERS = [  # bottom first: a module may import its own layer's and those below it
+    ("base", lambda m: m in BASE),
+    ("kernels", lambda m: m.startswith("pyinfer.kernels")),
+    ("layers", lambda m: m.startswith(("pyinfer.layers", "pyinfer.distributed"))),
+    ("attention", lambda m: m.startswith("pyinfer.attention")),
+    ("models", lambda m: m.startswith("pyinfer.models")),
+    ("engine", lambda m: m.startswith("pyinfer.engine")),
+    ("server", lambda m: m.startswith("pyinfer.server")),
+    ("bench", lambda m: m.startswith("pyinfer.bench")),
+    ("cli", lambda m: m in ("pyinfer.cli", "pyinfer.__main__")),
+]
+# The package's front door, `from pyinfer import LLM`: imported only when asked for (pyinfer/__init__.py).
+FRONT_DOOR = {("pyinfer", "pyinfer.engine.llm")}
+# What the server may use of the engine: the client of the engine-core process, its messages, and the
+# per-choice output processing it shares with the offline LLM.
+ENGINE_CLIENT = ("pyinfer.engine.core_client", "pyinfer.engine.messages", "pyinfer.engine.outputs")
+
+
+def layer(module: str) -> int:
+    return next(i for i, (_, belongs) in enumerate(LAYERS) if belongs(module))
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path) -> set[str]:
+    """Every pyinfer module `path` imports, wherever in the file."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found |= {f"{node.module}.{a.name}" for a in node.names}  # `from pyinfer import cli`
+    modules = {module_name(p) for p in PACKAGE.rglob("*.py")}
+    return {m for m in found if m in modules}
+
+
+def test_no_import_runs_back_up():
+    upward = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        source = module_name(path)
+        for target in imports(path):
+            if layer(target) > layer(source) and (source, target) not in FRONT_DOOR:
+                upward.append(
+                    f"{source} ({LAYERS[layer(source)][0]}) -> {target} ({LAYERS[layer(target)][0]})"
+                )
+    assert upward == []
+
+
+def test_the_server_uses_only_the_engine_s_client_and_messages():
+    reaching = [
+        f"{module_name(path)} -> {target}"
+        for path in sorted((PACKAGE / "server").rglob("*.py"))
+        for target in imports(path)
+        if LAYERS[layer(target)][0] not in ("base", "server") and target not in ENGINE_CLIENT
+    ]
+    assert reaching == []
