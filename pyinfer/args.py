@@ -9,6 +9,7 @@ import dataclasses
 import os
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,7 @@ class Option:
     negated: str | None = None  # a true-by-default field switched off by this flag, e.g. --no-overlap
     repeated: bool = False  # a list: the flag repeats; its variable separates items with commas
     flag: str | None = None  # the flag's name where it is not the field's, e.g. --api-key for api_keys
+    parse: Callable[[str], Any] | None = None  # how a value is read, where not by the field's type
 
 
 def option(help: str, **kwargs: Any) -> dict[str, Option]:
@@ -45,8 +47,11 @@ def env_value(names: tuple[str, ...]) -> tuple[str, str] | None:
     return None
 
 
-def env_default(names: tuple[str, ...], default: Any, kind: type) -> Any:
-    """The flag's default: the first variable of `names` that is set, read as `kind`, else `default`."""
+def env_default(
+    names: tuple[str, ...], default: Any, kind: Callable[[str], Any], choices: tuple[str, ...] | None = None
+) -> Any:
+    """The flag's default: the first variable of `names` that is set, read as `kind` (and one of
+    `choices`, where given), else `default`."""
     found = env_value(names)
     if found is None:
         return default
@@ -58,22 +63,25 @@ def env_default(names: tuple[str, ...], default: Any, kind: type) -> Any:
             return value.lower() in ("1", "true", "yes", "on")
         if kind is list:
             return [item.strip() for item in value.split(",") if item.strip()]
-        return kind(value)
+        parsed = kind(value)
+        if choices is not None and parsed not in choices:
+            raise ValueError(value)
+        return parsed
     except ValueError:
         # e.g. Kubernetes' service links set PYINFER_PORT=tcp://10.0.0.1:8000 for a Service named pyinfer
-        raise SystemExit(f"environment variable {name}={value!r} is not a valid {kind.__name__}") from None
+        what = f"one of {', '.join(choices)}" if choices else f"a valid {getattr(kind, '__name__', 'value')}"
+        raise SystemExit(f"environment variable {name}={value!r} is not {what}") from None
 
 
-def add_config_arguments(group: argparse._ArgumentGroup, config: type, **overrides: Any) -> None:
-    """A flag for every field of the dataclass `config` that has an option; `overrides` replace
-    field defaults (a subcommand's own)."""
+def add_config_arguments(group: argparse._ArgumentGroup, config: type) -> None:
+    """A flag for every field of the dataclass `config` that has an option."""
     hints = typing.get_type_hints(config)
     for field in dataclasses.fields(config):
         opt: Option | None = field.metadata.get("option")
         if opt is None:
             continue
-        kind = _base_type(hints[field.name])
-        default = overrides.get(field.name, _default(field))
+        kind = opt.parse or _base_type(hints[field.name])
+        default = _default(field)
         flag = opt.negated or opt.flag or _flag(field.name)
         names = (env_name(flag[2:]), *opt.aliases)
         env = " or ".join(names)
@@ -109,7 +117,7 @@ def add_config_arguments(group: argparse._ArgumentGroup, config: type, **overrid
                 dest=field.name,
                 type=kind,
                 choices=opt.choices,
-                default=env_default(names, default, kind),
+                default=env_default(names, default, kind, opt.choices),
                 help=f"{opt.help} (env {env}{shown})",
             )
 

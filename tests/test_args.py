@@ -55,3 +55,12 @@ def test_a_variable_that_does_not_parse_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("PYINFER_LOG_PROMPTS", "maybe")
     with pytest.raises(SystemExit, match="PYINFER_LOG_PROMPTS"):
         parse([])
+
+
+def test_choices_hold_for_variables_too_and_log_levels_take_any_case(monkeypatch):
+    assert parse(["--log-level", "INFO"])[1].log_level == "info"
+    monkeypatch.setenv("PYINFER_LOG_LEVEL", "WARNING")
+    assert parse([])[1].log_level == "warning"
+    monkeypatch.setenv("PYINFER_LOG_LEVEL", "verbose")
+    with pytest.raises(SystemExit, match="PYINFER_LOG_LEVEL='verbose' is not one of debug, info"):
+        parse([])

@@ -78,8 +78,8 @@ class LLM:
                 self._raise_rejected()
                 for out in outputs:
                     added = choice.add(out) if out.request_id == request_id and out.index == 0 else None
-                    if added is not None and added[0]:
-                        yield added[0]
+                    if added is not None and added.text:
+                        yield added.text
         finally:
             self.engine.abort(request_id)
 
@@ -117,9 +117,8 @@ class LLM:
             return
         if out.index == 0:  # the prompt is computed once, by choice 0; the others share its blocks
             result.num_cached_tokens = out.num_cached_tokens
-        text, stop_engine = added
-        choice.text += text
-        if stop_engine:
+        choice.text += added.text
+        if added.stop_engine:
             self.engine.abort(out.request_id, out.index)
 
     def _detokenizer(self, params: SamplingParams) -> IncrementalDetokenizer:

@@ -4,9 +4,19 @@ detokenizer and its stop strings, and how it finished. The offline LLM and the s
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from pyinfer.detokenizer import IncrementalDetokenizer
 from pyinfer.engine.messages import RequestMetrics, SeqOutput, TokenLogprob
+
+
+class Added(NamedTuple):
+    """What one engine output added to a choice."""
+
+    text: str
+    num_tokens: int  # the output's tokens that belong to the reply: none past a stop string
+    logprobs: list[TokenLogprob] | None  # theirs
+    stop_engine: bool  # a stop string ended the choice here, before the engine did: tell it to stop
 
 
 @dataclass
@@ -24,20 +34,27 @@ class ChoiceOutput:
     def num_tokens(self) -> int:
         return len(self.token_ids)
 
-    def add(self, out: SeqOutput) -> tuple[str, bool] | None:
-        """The text `out` adds, and whether the engine must now stop this choice (a stop string was
-        found here, before the engine ended it); None for output that crossed an abort of this choice."""
+    def add(self, out: SeqOutput) -> Added | None:
+        """Take one engine output for this choice; None for output that crossed an abort of it."""
         if self.finish_reason is not None:
             return None
-        self.token_ids.extend(out.new_token_ids)
-        if out.logprobs is not None:
-            self.logprobs = (self.logprobs or []) + out.logprobs
+        tokens, logprobs = out.new_token_ids, out.logprobs
         finish, text, stop_engine = out.finish_reason, "", False
         if self.detokenizer is not None:
-            visible = out.new_token_ids if out.stop_token_id is None else out.new_token_ids[:-1]
+            visible = tokens if out.stop_token_id is None else tokens[:-1]
+            before = len(self.detokenizer.token_ids)
             text = self.detokenizer.add(visible, finished=finish is not None)
             if self.detokenizer.stopped_by is not None:
+                # outputs that waited together (core_client.coalesced) may run on past the stop string
+                kept = len(self.detokenizer.token_ids) - before
+                tokens, logprobs = tokens[:kept], None if logprobs is None else logprobs[:kept]
                 stop_engine, finish = finish is None, "stop"
+        self.token_ids.extend(tokens)
+        if logprobs is not None:
+            self.logprobs = self.logprobs or []
+            self.logprobs.extend(logprobs)
         self.finish_reason = finish
         self.metrics = out.metrics
-        return text, stop_engine
+        if finish is not None:
+            self.detokenizer = None  # done with it (and the results of LLM.generate stay light)
+        return Added(text, len(tokens), logprobs, stop_engine)

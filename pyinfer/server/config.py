@@ -50,7 +50,10 @@ class ServerConfig:
     log_level: str = field(
         default="info",
         metadata=option(
-            "how much to log", aliases=("LOG_LEVEL",), choices=("debug", "info", "warning", "error")
+            "how much to log",
+            aliases=("LOG_LEVEL",),
+            choices=("debug", "info", "warning", "error"),
+            parse=str.lower,
         ),
     )
     log_format: str = field(

@@ -147,31 +147,30 @@ class Generation:
         added = choice.add(out)
         if added is None:  # output that crossed our abort of this choice
             return None
-        text, stop_engine = added
-        if stop_engine:
+        if added.stop_engine:
             self.engine.abort(self.request_id, out.index)
         now = time.perf_counter()
         if self.metrics is not None:
             if choice.last_token_at is not None:
                 self.metrics.token_gap(now - choice.last_token_at)
-            for _ in out.new_token_ids[1:]:  # tokens that arrived together (coalesced): no gap between
+            for _ in range(added.num_tokens - 1):  # tokens that arrived together (coalesced): no gap between
                 self.metrics.token_gap(0.0)
         choice.first_token_at = choice.first_token_at or now
         choice.last_token_at = now
         if out.index == 0:
             self.num_cached_tokens = out.num_cached_tokens
         finish = choice.finish_reason
-        parsed = Parsed(content=text)
+        parsed = Parsed(content=added.text)
         if choice.parser is not None:
-            parsed = choice.parser.feed(text)
+            parsed = choice.parser.feed(added.text)
             if finish is not None:
                 parsed.join(choice.parser.finish())
                 if finish == "stop" and choice.parser.num_calls:
                     finish = choice.finish_reason = "tool_calls"
         choice.add_parsed(parsed)
-        if not parsed.content and not parsed.calls and finish is None and not out.logprobs:
+        if not parsed.content and not parsed.calls and finish is None and not added.logprobs:
             return None
-        return Delta(self.index_offset + out.index, parsed.content, out.logprobs, finish, parsed.calls)
+        return Delta(self.index_offset + out.index, parsed.content, added.logprobs, finish, parsed.calls)
 
 
 async def run_all(generations: list[Generation]) -> AsyncIterator[Delta]:

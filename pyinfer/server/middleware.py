@@ -19,6 +19,7 @@ from pyinfer.server.prometheus import ServerMetrics
 from pyinfer.server.rate_limits import ANONYMOUS, RateLimiter, RateLimitExceeded
 
 access_log = logging.getLogger("pyinfer.access")
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class RequestContextMiddleware:
@@ -58,7 +59,8 @@ class RequestContextMiddleware:
             ms = (time.perf_counter() - start) * 1e3
             route = self._route_template(scope)
             if self.metrics is not None:
-                self.metrics.http_requests.labels(scope["method"], route, str(status)).inc()
+                method = scope["method"] if scope["method"] in HTTP_METHODS else "other"  # bounded labels
+                self.metrics.http_requests.labels(method, route, str(status)).inc()
                 if status in (401, 429):
                     key = getattr(state.get("api_key", ANONYMOUS if status == 429 else None), "name", "")
                     self.metrics.key_refusals.labels(key, str(status)).inc()

@@ -172,7 +172,7 @@ class ChatCompletionRequest(SamplingRequest):
     modalities: list[Literal["text"]] | None = None  # text is all there is
     # OpenAI's features this server does not have: refused when set
     store: bool | None = None
-    reasoning_effort: Any = None
+    reasoning_effort: str | None = None  # "none" asks for what these models do anyway
     verbosity: Any = None
     audio: Any = None
     prediction: Any = None
@@ -191,7 +191,7 @@ class ChatCompletionRequest(SamplingRequest):
         """(param, message) for a feature we do not serve yet, rather than ignore in silence."""
         if self.top_logprobs and not self.logprobs:
             return "top_logprobs", "needs logprobs set to true"
-        return self.refused_fields(CHAT_FIELDS_REFUSED)
+        return self.refused_fields(CHAT_FIELDS_REFUSED, also_no_op={"reasoning_effort": "none"})
 
     def engine_params(self, defaults: dict[str, Any]) -> SamplingParams:
         limit = self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens

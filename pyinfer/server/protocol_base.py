@@ -18,13 +18,19 @@ class Body(Request):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    def refused_fields(self, refused: dict[str, str]) -> tuple[str, str] | None:
+    def refused_fields(
+        self, refused: dict[str, str], also_no_op: dict[str, Any] | None = None
+    ) -> tuple[str, str] | None:
         """(param, message) for the first of OpenAI's fields in `refused` (name: why) that this request
-        sets to more than its no-op value; such fields are declared so that they are not unknown."""
+        sets to more than its no-op value (or the value `also_no_op` names for it); such fields are
+        declared so that they are not unknown."""
         for name, why in refused.items():
-            if getattr(self, name) not in NO_OP_VALUES:
+            value = getattr(self, name)
+            if not is_no_op(value) and value != (also_no_op or {}).get(name, None):
                 return name, why
         return None
 
 
-NO_OP_VALUES: tuple[Any, ...] = (None, False, [], {})
+def is_no_op(value: Any) -> bool:
+    """Absent, false or empty; a 0 is a value (max_tool_calls: 0 forbids tool calls)."""
+    return value is None or value is False or (isinstance(value, list | dict | str) and not value)

@@ -123,7 +123,10 @@ class ResponsesRequest(Body):
         """(param, message) for a feature we do not serve yet, rather than ignore in silence."""
         if self.background:
             return "background", "background responses are not supported yet"
-        if any(v is not None for v in (self.reasoning or {}).values()):  # {"effort": null} asks nothing
+        asked = {
+            k: v for k, v in (self.reasoning or {}).items() if v is not None and (k, v) != ("effort", "none")
+        }
+        if asked:  # {"effort": null} or "none" asks for what these models do anyway
             return "reasoning", "this server's models do not reason before answering"
         return self.refused_fields(RESPONSES_FIELDS_REFUSED)
 

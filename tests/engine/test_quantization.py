@@ -260,7 +260,7 @@ def test_bad_quantization_values_name_the_parameter(monkeypatch, capsys):
         main(["generate", "hi", "--quantization", "fp8"])
     assert "--quantization" in capsys.readouterr().err
     monkeypatch.setenv("PYINFER_QUANTIZATION", "fp8")
-    with pytest.raises(ValueError, match="quantization"):
+    with pytest.raises(SystemExit, match="PYINFER_QUANTIZATION='fp8' is not one of none, int8, int4"):
         main(["generate", "hi"])
 
 

@@ -150,7 +150,7 @@ def test_unknown_fields_are_refused_as_openai_does(http, model):
 
 def test_openai_hints_are_accepted_and_features_we_lack_refused(http, model):
     hints = {"metadata": {"a": "b"}, "service_tier": "auto", "prompt_cache_key": "k", "user": "u"}
-    hints |= {"safety_identifier": "s", "modalities": ["text"], "store": False}
+    hints |= {"safety_identifier": "s", "modalities": ["text"], "store": False, "reasoning_effort": "none"}
     assert http.post("/v1/chat/completions", json=chat_body(model, **hints)).status_code == 200
     for field, value in [("store", True), ("reasoning_effort", "low"), ("audio", {"voice": "x"})]:
         assert_error(http.post("/v1/chat/completions", json=chat_body(model, **{field: value})), 400, field)
@@ -160,6 +160,7 @@ def test_openai_hints_are_accepted_and_features_we_lack_refused(http, model):
     for field, value in [("include", ["message.output_text.logprobs"]), ("reasoning", {"effort": "low"})]:
         assert_error(http.post("/v1/responses", json=ok | {field: value}), 400, field)
     assert_error(http.post("/v1/responses", json=ok | {"truncation": "middle"}), 400, "truncation")
+    assert_error(http.post("/v1/responses", json=ok | {"max_tool_calls": 0}), 400, "max_tool_calls")
     body = {"model": model, "prompt": "hi", "max_tokens": 1}
     assert http.post("/v1/completions", json=body | {"best_of": 1}).status_code == 200
     assert_error(http.post("/v1/completions", json=body | {"best_of": 3}), 400, "best_of")

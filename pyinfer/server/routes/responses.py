@@ -288,18 +288,27 @@ async def _truncated(
     params: SamplingParams,
     prompt_ids: list[int],
 ) -> list[int]:
-    """truncation "auto", as at OpenAI: the conversation's oldest turns (never the instructions or the
-    last turn) dropped until the prompt leaves room for the reply; whole turns, so that a tool's result
-    never loses its call."""
+    """truncation "auto", as at OpenAI: the conversation's oldest turns dropped until the prompt leaves
+    room for the reply, never the instructions or the last user turn and what follows it. Whole turns,
+    from a user message on, so that a tool's result never loses its call; the cut is found by bisection
+    (a prompt shrinks as turns go)."""
     ready = ctx.engine.ready
     assert ready is not None
     room = ready.max_model_len - (params.max_tokens or 1)
-    while len(prompt_ids) > room and len(messages) > 1:
-        messages = messages[1:]
-        while len(messages) > 1 and messages[0]["role"] != "user":
-            messages = messages[1:]
-        prompt_ids = await ctx.encode_chat(system + messages, tools, param="input")
-    return prompt_ids
+    turns = [i for i, m in enumerate(messages) if m["role"] == "user" and i > 0]  # where a cut may fall
+    if len(prompt_ids) <= room or not turns:
+        return prompt_ids
+    low, high, fitting = 0, len(turns) - 1, None  # turns[low:high + 1] are the cuts still in question
+    while low <= high:
+        mid = (low + high) // 2
+        ids = await ctx.encode_chat(system + messages[turns[mid] :], tools, param="input")
+        if len(ids) <= room:
+            fitting, high = ids, mid - 1
+        else:
+            low = mid + 1
+    if fitting is not None:
+        return fitting
+    return await ctx.encode_chat(system + messages[turns[-1] :], tools, param="input")  # refused as too long
 
 
 def _earlier_turns(request: Request, previous_id: str | None) -> list[dict[str, str]]:
