@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+import inspect
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+
+@dataclass(frozen=True)
+class TemplateOptions:
+    """How a conversation is rendered: a turn for the reply opened (the default), or the last assistant
+    message left open for the model to continue; `variables` go to the template (e.g. enable_thinking)."""
+
+    add_generation_prompt: bool = True
+    continue_final_message: bool = False
+    variables: dict[str, Any] = field(default_factory=dict)
+
+
+DEFAULT_TEMPLATE = TemplateOptions()
 
 
 class Tokenizer:
@@ -40,21 +55,36 @@ class Tokenizer:
     def render_chat(
         self,
         messages: list[dict[str, Any]],
-        add_generation_prompt: bool = True,
         tools: list[dict[str, Any]] | None = None,
+        options: TemplateOptions = DEFAULT_TEMPLATE,
     ) -> str:
         """The prompt text; `tools` (OpenAI's chat shape) for templates that render them."""
         if not self.has_chat_template:
             raise ValueError("this model has no chat template: use the completions API with a plain prompt")
+        if options.continue_final_message and options.add_generation_prompt:
+            raise ValueError("continue_final_message and add_generation_prompt cannot both be true")
+        if options.continue_final_message and (not messages or messages[-1]["role"] != "assistant"):
+            raise ValueError("continue_final_message needs an assistant message last")
+        taken = set(inspect.signature(self.hf.apply_chat_template).parameters)
+        if clash := sorted(taken & set(options.variables)):
+            raise ValueError(f"chat_template_kwargs may not set {', '.join(clash)}")
         return self.hf.apply_chat_template(
-            messages, tools=tools, tokenize=False, add_generation_prompt=add_generation_prompt
+            messages,
+            tools=tools,
+            tokenize=False,
+            add_generation_prompt=options.add_generation_prompt,
+            continue_final_message=options.continue_final_message,
+            **options.variables,
         )
 
     def encode_chat(
-        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None = None,
+        options: TemplateOptions = DEFAULT_TEMPLATE,
     ) -> list[int]:
         # The template already holds BOS and other special tokens.
-        return self.encode(self.render_chat(messages, tools=tools), add_special_tokens=False)
+        return self.encode(self.render_chat(messages, tools, options), add_special_tokens=False)
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")

@@ -28,7 +28,7 @@ from pyinfer.server.response_store import ResponseStore
 from pyinfer.server.tool_formats import tool_support
 from pyinfer.server.tool_parser import ToolCallParser
 from pyinfer.server.tool_prompt import chat_prompt
-from pyinfer.tokenizer import Tokenizer, load_tokenizer
+from pyinfer.tokenizer import DEFAULT_TEMPLATE, TemplateOptions, Tokenizer, load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -241,15 +241,19 @@ class ServerContext:
         return lambda: tools.parser(self.tool_support.format, failed)
 
     async def encode_chat(
-        self, messages: list[dict[str, Any]], tools: ToolRequest | None = None, param: str = "messages"
+        self,
+        messages: list[dict[str, Any]],
+        tools: ToolRequest | None = None,
+        param: str = "messages",
+        options: TemplateOptions = DEFAULT_TEMPLATE,
     ) -> list[int]:
         """The prompt of a conversation, with the tools it offers as the model is given them."""
         tokenizer = self.require_tokenizer()
         messages, template_tools = chat_prompt(messages, tools, self.tool_support)
         try:
             if sum(len(m["content"]) for m in messages) <= INLINE_TOKENIZE_CHARS:
-                return tokenizer.encode_chat(messages, template_tools)
-            return await asyncio.to_thread(tokenizer.encode_chat, messages, template_tools)
+                return tokenizer.encode_chat(messages, template_tools, options)
+            return await asyncio.to_thread(tokenizer.encode_chat, messages, template_tools, options)
         except (ValueError, jinja2.TemplateError) as e:  # no chat template, or one refusing these messages
             raise bad_request(str(e), param=param) from None
 

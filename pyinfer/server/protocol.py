@@ -23,6 +23,7 @@ from pyinfer.server.protocol_tools import (
     ToolRequest,
     template_tool_call,
 )
+from pyinfer.tokenizer import TemplateOptions
 
 
 # ---- requests -------------------------------------------------------------------------------------
@@ -162,6 +163,10 @@ class ChatCompletionRequest(SamplingRequest):
     tools: list[ChatTool] | None = None
     tool_choice: ToolChoiceMode | ChatNamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
+    # vLLM's template controls
+    chat_template_kwargs: dict[str, Any] | None = None  # more variables for the chat template
+    add_generation_prompt: bool = True  # open the assistant's turn
+    continue_final_message: bool = False  # leave the last (assistant) message open, to be continued
     # OpenAI's hints that change nothing in a reply: accepted
     metadata: dict[str, str] | None = None
     service_tier: str | None = None
@@ -180,6 +185,11 @@ class ChatCompletionRequest(SamplingRequest):
     functions: Any = None
     function_call: Any = None
 
+    def template_options(self) -> TemplateOptions:
+        return TemplateOptions(
+            self.add_generation_prompt, self.continue_final_message, self.chat_template_kwargs or {}
+        )
+
     def tool_request(self) -> ToolRequest | None:
         choice, named = self.tool_choice, isinstance(self.tool_choice, ChatNamedToolChoice)
         functions = [t.function for t in self.tools or []]
@@ -191,6 +201,10 @@ class ChatCompletionRequest(SamplingRequest):
         """(param, message) for a feature we do not serve yet, rather than ignore in silence."""
         if self.top_logprobs and not self.logprobs:
             return "top_logprobs", "needs logprobs set to true"
+        if self.continue_final_message and self.add_generation_prompt:
+            return "continue_final_message", "needs add_generation_prompt set to false"
+        if self.continue_final_message and self.messages[-1].role != "assistant":
+            return "continue_final_message", "needs an assistant message last, to continue"
         return self.refused_fields(CHAT_FIELDS_REFUSED, also_no_op={"reasoning_effort": "none"})
 
     def engine_params(self, defaults: dict[str, Any]) -> SamplingParams:
@@ -249,6 +263,14 @@ class TokenizeRequest(Body):
     prompt: str | None = None
     messages: list[ChatMessage] | None = None
     add_special_tokens: bool = True
+    chat_template_kwargs: dict[str, Any] | None = None
+    add_generation_prompt: bool = True
+    continue_final_message: bool = False
+
+    def template_options(self) -> TemplateOptions:
+        return TemplateOptions(
+            self.add_generation_prompt, self.continue_final_message, self.chat_template_kwargs or {}
+        )
 
 
 class DetokenizeRequest(Body):

@@ -222,3 +222,36 @@ def test_ignore_eos(client, model):
     messages = [{"role": "user", "content": "Say yes."}]
     r = chat(client, model, messages=messages, temperature=0, max_tokens=40, extra_body={"ignore_eos": True})
     assert r.usage.completion_tokens == 40 and r.choices[0].finish_reason == "length"
+
+
+def test_continue_final_message_continues_the_assistant_s_words(client, model, http):
+    messages = [
+        {"role": "user", "content": "What is the capital of France?"},
+        {"role": "assistant", "content": "The capital of France is"},
+    ]
+    extra = {"continue_final_message": True, "add_generation_prompt": False}
+    r = client.chat.completions.create(
+        model=model, messages=messages, max_tokens=4, temperature=0, extra_body=extra
+    )
+    assert "Paris" in r.choices[0].message.content
+    opened = http.post("/tokenize", json={"messages": messages}).json()["count"]
+    continued = http.post("/tokenize", json={"messages": messages, **extra}).json()["count"]
+    assert continued < opened  # no end of the assistant's turn, no new turn opened
+    error = http.post(
+        "/v1/chat/completions", json={"model": model, "messages": messages, "continue_final_message": True}
+    )
+    assert error.status_code == 400 and error.json()["error"]["param"] == "continue_final_message"
+
+
+def test_chat_template_kwargs_reach_the_template_and_may_not_override_its_arguments(client, model, http):
+    messages = [{"role": "user", "content": "Hi"}]
+    r = client.chat.completions.create(
+        model=model,
+        messages=messages,
+        max_tokens=2,
+        extra_body={"chat_template_kwargs": {"enable_thinking": False}},
+    )
+    assert r.choices[0].finish_reason == "length"
+    clash = {"model": model, "messages": messages, "chat_template_kwargs": {"tokenize": True}}
+    error = http.post("/v1/chat/completions", json=clash)
+    assert error.status_code == 400 and "tokenize" in error.json()["error"]["message"]

@@ -44,7 +44,8 @@ ChatBody = Annotated[ChatCompletionRequest, Depends(json_body(ChatCompletionRequ
 async def create_chat_completion(request: Request, body: ChatBody) -> Response:
     ctx = server_context(request)
     params, tokenizer, tools = ctx.admit(body)
-    prompt_ids = await ctx.encode_chat([m.template_dict() for m in body.messages], tools)
+    messages = [m.template_dict() for m in body.messages]
+    prompt_ids = await ctx.encode_chat(messages, tools, options=body.template_options())
     ctx.check_prompt(prompt_ids, params, param="messages")
     head = reply_head("chatcmpl", ctx.model_name)
     gen = ctx.generation(request, tokenizer, head["id"], prompt_ids, params, tools)

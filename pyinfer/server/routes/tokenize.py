@@ -25,7 +25,8 @@ async def tokenize(request: Request, body: TokenizeBody) -> dict[str, Any]:
     if (body.prompt is None) == (body.messages is None):
         raise bad_request("give either prompt or messages", param="prompt")
     if body.messages is not None:
-        tokens = await ctx.encode_chat([m.template_dict() for m in body.messages])
+        messages = [m.template_dict() for m in body.messages]
+        tokens = await ctx.encode_chat(messages, options=body.template_options())
     else:
         tokens = await ctx.encode(body.prompt or "", body.add_special_tokens)
     assert ctx.engine.ready is not None
