@@ -11,7 +11,7 @@ import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 ENV_PREFIX = "PYINFER_"
 
@@ -27,6 +27,20 @@ class Option:
     repeated: bool = False  # a list: the flag repeats; its variable separates items with commas
     flag: str | None = None  # the flag's name where it is not the field's, e.g. --api-key for api_keys
     parse: Callable[[str], Any] | None = None  # how a value is read, where not by the field's type
+
+
+class BadVariable(NamedTuple):
+    """A flag's default whose variable did not parse: an error once that flag's command runs (a bad
+    PYINFER_PORT stops `pyinfer serve`, not `pyinfer generate`)."""
+
+    message: str
+
+
+def check_variables(args: argparse.Namespace) -> None:
+    """Stop, naming the variable, if any of the command's flags took a default that did not parse."""
+    for value in vars(args).values():
+        if isinstance(value, BadVariable):
+            raise SystemExit(value.message)
 
 
 def option(help: str, **kwargs: Any) -> dict[str, Option]:
@@ -51,7 +65,7 @@ def env_default(
     names: tuple[str, ...], default: Any, kind: Callable[[str], Any], choices: tuple[str, ...] | None = None
 ) -> Any:
     """The flag's default: the first variable of `names` that is set, read as `kind` (and one of
-    `choices`, where given), else `default`."""
+    `choices`, where given), else `default`; a BadVariable where the variable does not parse."""
     found = env_value(names)
     if found is None:
         return default
@@ -70,7 +84,7 @@ def env_default(
     except ValueError:
         # e.g. Kubernetes' service links set PYINFER_PORT=tcp://10.0.0.1:8000 for a Service named pyinfer
         what = f"one of {', '.join(choices)}" if choices else f"a valid {getattr(kind, '__name__', 'value')}"
-        raise SystemExit(f"environment variable {name}={value!r} is not {what}") from None
+        return BadVariable(f"environment variable {name}={value!r} is not {what}")
 
 
 def add_config_arguments(group: argparse._ArgumentGroup, config: type) -> None:
@@ -124,6 +138,7 @@ def add_config_arguments(group: argparse._ArgumentGroup, config: type) -> None:
 
 def config_from_args(config: type, args: argparse.Namespace, **extra: Any) -> Any:
     """The dataclass `config` from parsed flags (fields without an option keep their defaults)."""
+    check_variables(args)
     values: dict[str, Any] = {}
     for field in dataclasses.fields(config):
         opt: Option | None = field.metadata.get("option")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pyinfer.args import env_default, env_name
+from pyinfer.args import check_variables, env_default, env_name
 from pyinfer.config import add_engine_arguments, engine_config_from_args
 from pyinfer.generation_config import GENERATION_CONFIG_HELP
 
@@ -94,7 +94,7 @@ def cmd_chat(args: argparse.Namespace) -> None:
         messages.append({"role": "assistant", "content": "".join(reply)})
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pyinfer", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -124,7 +124,12 @@ def main(argv: list[str] | None = None) -> None:
         sub.add_parser("bench", help="benchmarks: latency, throughput, serve"), add_engine_arguments
     )
 
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    check_variables(args)  # the chosen command's flags only
     args.func(args)
 
 

@@ -64,3 +64,13 @@ def test_choices_hold_for_variables_too_and_log_levels_take_any_case(monkeypatch
     monkeypatch.setenv("PYINFER_LOG_LEVEL", "verbose")
     with pytest.raises(SystemExit, match="PYINFER_LOG_LEVEL='verbose' is not one of debug, info"):
         parse([])
+
+
+def test_a_bad_variable_stops_only_the_command_that_reads_it(monkeypatch):
+    from pyinfer.args import check_variables
+    from pyinfer.cli import build_parser
+
+    monkeypatch.setenv("PYINFER_PORT", "tcp://10.0.0.1:8000")
+    with pytest.raises(SystemExit, match="PYINFER_PORT"):
+        check_variables(build_parser().parse_args(["serve"]))
+    check_variables(build_parser().parse_args(["generate", "hi"]))  # has no --port: nothing to stop it
