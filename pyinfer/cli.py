@@ -5,28 +5,32 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass, field
 
-from pyinfer.args import check_variables, env_default, env_name
+from pyinfer.args import add_config_arguments, check_variables, option
 from pyinfer.config import add_engine_arguments, engine_config_from_args
 from pyinfer.generation_config import GENERATION_CONFIG_HELP
 
 
+@dataclass
+class SamplingDefaults:
+    """What `generate` and `chat` sample with where a flag leaves it out (also from the environment)."""
+
+    max_tokens: int = field(
+        default=256, metadata=option("tokens to generate at most", aliases=("MAX_TOKENS",))
+    )
+    generation_config: str = field(
+        default="auto", metadata=option(GENERATION_CONFIG_HELP, aliases=("GENERATION_CONFIG",))
+    )
+
+
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("sampling")
-    names = (env_name("max_tokens"), "MAX_TOKENS")
-    g.add_argument(
-        "--max-tokens", type=int, default=env_default(names, 256, int), help=f"env {' or '.join(names)}"
-    )
+    add_config_arguments(g, SamplingDefaults)
     g.add_argument("--temperature", type=float, default=None, help="default: the model's")
     g.add_argument("--top-p", type=float, default=None, help="default: the model's")
     g.add_argument("--top-k", type=int, default=None, help="default: the model's")
     g.add_argument("--seed-sampling", dest="sampling_seed", type=int, default=None, help="per-request seed")
-    names = (env_name("generation_config"), "GENERATION_CONFIG")
-    g.add_argument(
-        "--generation-config",
-        default=env_default(names, "auto", str),
-        help=f"{GENERATION_CONFIG_HELP} (env {' or '.join(names)})",
-    )
 
 
 def sampling_params_from_args(args: argparse.Namespace):

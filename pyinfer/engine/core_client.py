@@ -56,6 +56,8 @@ def coalesced(items: list[SeqOutput | Exception | None]) -> list[SeqOutput | Exc
     """Outputs that waited together, each choice's consecutive ones joined into one (tokens in order,
     the last one's end): a consumer that fell behind catches up in one reply chunk per choice rather
     than one per token. Nothing joins across an error or a wake-up."""
+    if len(items) == 1:  # the consumer keeps up: the usual case, once a token
+        return items
     joined: list[SeqOutput | Exception | None] = []
     growing: dict[int, int] = {}  # choice -> where its latest unfinished output is in `joined`
     for item in items:

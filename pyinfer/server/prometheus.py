@@ -128,27 +128,14 @@ class ServerMetrics:
             self.registry.unregister(engine)
 
 
-class _EngineCollector(Collector):
-    """The engine's gauges and cumulative counters, from one stats snapshot."""
-
-    def __init__(self, model: str, stats: dict[str, float], block_size: int, num_blocks: int):
-        self.model, self.stats, self.block_size, self.num_blocks = model, stats, block_size, num_blocks
-
-    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        gauges = {
-            "num_requests_running": "Sequences in the running batch.",
-            "num_requests_waiting": "Sequences waiting to be scheduled.",
-        }
-        for name, doc in gauges.items():
-            family = GaugeMetricFamily(f"pyinfer:{name}", doc, labels=["model_name"])
-            family.add_metric([self.model], self.stats.get(name, 0))
-            yield family
-        usage = GaugeMetricFamily(
-            "pyinfer:kv_cache_usage_perc", "KV-cache use, 0 to 1.", labels=["model_name"]
-        )
-        usage.add_metric([self.model], self.stats.get("kv_cache_usage", 0))
-        yield usage
-        counters = {
+# (family, metric name, engine stat, help) of what the engine's stats snapshot holds
+ENGINE_METRICS = [
+    (GaugeMetricFamily, "num_requests_running", "num_requests_running", "Sequences in the running batch."),
+    (GaugeMetricFamily, "num_requests_waiting", "num_requests_waiting", "Sequences waiting to be scheduled."),
+    (GaugeMetricFamily, "kv_cache_usage_perc", "kv_cache_usage", "KV-cache use, 0 to 1."),
+    *(
+        (CounterMetricFamily, name, name, doc)
+        for name, doc in {
             "prefix_cache_queries": "Prompt tokens looked up in the prefix cache.",
             "prefix_cache_hits": "Prompt tokens found in the prefix cache.",
             "num_preemptions": "Sequences preempted for KV-cache space.",
@@ -157,10 +144,21 @@ class _EngineCollector(Collector):
             "num_tool_call_parse_failures": "Tool-call markup that did not parse as a call of a given tool.",
             "kv_events_batches": "KV-cache event batches published (--kv-events-endpoint).",
             "kv_events_dropped": "KV-cache event batches dropped for a full send queue (kept for replay).",
-        }
-        for name, doc in counters.items():
-            family = CounterMetricFamily(f"pyinfer:{name}", doc, labels=["model_name"])
-            family.add_metric([self.model], self.stats.get(name, 0))
+        }.items()
+    ),
+]
+
+
+class _EngineCollector(Collector):
+    """The engine's gauges and cumulative counters, from one stats snapshot."""
+
+    def __init__(self, model: str, stats: dict[str, float], block_size: int, num_blocks: int):
+        self.model, self.stats, self.block_size, self.num_blocks = model, stats, block_size, num_blocks
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        for kind, name, stat, doc in ENGINE_METRICS:
+            family = kind(f"pyinfer:{name}", doc, labels=["model_name"])
+            family.add_metric([self.model], self.stats.get(stat, 0))
             yield family
         info = GaugeMetricFamily(
             "pyinfer:cache_config_info", "The KV cache's layout.", labels=["block_size", "num_gpu_blocks"]

@@ -155,7 +155,20 @@ class ChatMessage(Request):
         return message
 
 
-class ChatCompletionRequest(SamplingRequest):
+class TemplateControls(Body):
+    """vLLM's controls of how a conversation is rendered through the chat template."""
+
+    chat_template_kwargs: dict[str, Any] | None = None  # more variables for the chat template
+    add_generation_prompt: bool = True  # open the assistant's turn
+    continue_final_message: bool = False  # leave the last (assistant) message open, to be continued
+
+    def template_options(self) -> TemplateOptions:
+        return TemplateOptions(
+            self.add_generation_prompt, self.continue_final_message, self.chat_template_kwargs or {}
+        )
+
+
+class ChatCompletionRequest(SamplingRequest, TemplateControls):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = None
     logprobs: bool | None = False
@@ -163,10 +176,6 @@ class ChatCompletionRequest(SamplingRequest):
     tools: list[ChatTool] | None = None
     tool_choice: ToolChoiceMode | ChatNamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
-    # vLLM's template controls
-    chat_template_kwargs: dict[str, Any] | None = None  # more variables for the chat template
-    add_generation_prompt: bool = True  # open the assistant's turn
-    continue_final_message: bool = False  # leave the last (assistant) message open, to be continued
     # OpenAI's hints that change nothing in a reply: accepted
     metadata: dict[str, str] | None = None
     service_tier: str | None = None
@@ -184,11 +193,6 @@ class ChatCompletionRequest(SamplingRequest):
     web_search_options: Any = None
     functions: Any = None
     function_call: Any = None
-
-    def template_options(self) -> TemplateOptions:
-        return TemplateOptions(
-            self.add_generation_prompt, self.continue_final_message, self.chat_template_kwargs or {}
-        )
 
     def tool_request(self) -> ToolRequest | None:
         choice, named = self.tool_choice, isinstance(self.tool_choice, ChatNamedToolChoice)
@@ -258,19 +262,11 @@ class CompletionRequest(SamplingRequest):
         return None
 
 
-class TokenizeRequest(Body):
+class TokenizeRequest(TemplateControls):
     model: str | None = None
     prompt: str | None = None
     messages: list[ChatMessage] | None = None
     add_special_tokens: bool = True
-    chat_template_kwargs: dict[str, Any] | None = None
-    add_generation_prompt: bool = True
-    continue_final_message: bool = False
-
-    def template_options(self) -> TemplateOptions:
-        return TemplateOptions(
-            self.add_generation_prompt, self.continue_final_message, self.chat_template_kwargs or {}
-        )
 
 
 class DetokenizeRequest(Body):

@@ -12,7 +12,7 @@ import threading
 import httpx
 import pytest
 
-from tests.server.helpers import ServerProcess, engine_idle, engine_stats, wait_until
+from tests.server.helpers import ServerProcess, all_stopped, engine_idle, engine_stats, wait_until
 
 DISCONNECTS = 100
 
@@ -87,14 +87,10 @@ def pair(tmp_path_factory):
     """Two servers for the process faults, loading together."""
     folder = tmp_path_factory.mktemp("faults")
     flags = ("--num-kv-blocks", "256", "--max-num-seqs", "16", "--log-format", "json")
-    procs = {name: ServerProcess(folder / f"{name}.log", *flags) for name in ("sigterm", "killed")}
-    try:
+    with all_stopped({n: ServerProcess(folder / f"{n}.log", *flags) for n in ("sigterm", "killed")}) as procs:
         for srv in procs.values():
             srv.wait_ready()
         yield procs
-    finally:
-        for srv in procs.values():
-            srv.stop()
 
 
 def test_sigterm_under_load_drains_every_stream_and_exits_0(pair, tally):

@@ -80,6 +80,16 @@ def running_server(log_path: Path, *flags: str) -> Iterator[ServerProcess]:
         srv.stop()
 
 
+@contextmanager
+def all_stopped(procs: dict[str, ServerProcess]) -> Iterator[dict[str, ServerProcess]]:
+    """Servers started together (their loading overlaps), each stopped on the way out."""
+    try:
+        yield procs
+    finally:
+        for srv in procs.values():
+            srv.stop()
+
+
 def engine_stats(http: httpx.Client) -> dict:
     r = http.get("/v1/engine/stats")
     assert r.status_code == 200, r.text

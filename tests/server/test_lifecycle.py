@@ -13,7 +13,7 @@ import threading
 import httpx
 import pytest
 
-from tests.server.helpers import ServerProcess, engine_stats, wait_until
+from tests.server.helpers import ServerProcess, all_stopped, engine_stats, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -23,9 +23,9 @@ def servers(tmp_path_factory) -> dict[str, ServerProcess]:
     procs = {
         "engine_death": ServerProcess(folder / "engine_death.log", *flags),
         "orphan": ServerProcess(folder / "orphan.log", *flags, "--log-prompts"),
+        "sigterm": ServerProcess(folder / "sigterm.log", *flags, "--dtype", "auto"),  # as `make serve`
     }
-    procs["sigterm"] = ServerProcess(folder / "sigterm.log", *flags, "--dtype", "auto")  # as `make serve`
-    try:
+    with all_stopped(procs):
         srv = procs["sigterm"]
         srv.wait_http()  # up, the model still loading: what do clients see?
         body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
@@ -36,9 +36,6 @@ def servers(tmp_path_factory) -> dict[str, ServerProcess]:
         for srv in procs.values():
             srv.wait_ready()
         yield procs
-    finally:
-        for srv in procs.values():
-            srv.stop()
 
 
 def test_503_while_loading(servers):
