@@ -12,6 +12,17 @@ from pyinfer.layers.rotary import RopeInputs, RotaryEmbedding
 
 
 class AttentionBackend(Protocol):
+    name: str
+
+    @staticmethod
+    def kv_cache_shape(num_blocks: int, block_size: int, num_kv_heads: int, head_dim: int) -> tuple:
+        """The shape of one layer's paged KV cache in this backend's layout."""
+        ...
+
+    def build_metadata(self, common: AttentionMetadata) -> AttentionMetadata:
+        """The step's metadata with this backend's own fields (built once a step, read by every layer)."""
+        ...
+
     def forward(
         self,
         q: torch.Tensor,

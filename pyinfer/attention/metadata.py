@@ -1,8 +1,9 @@
-"""What attention needs to know about one step's batch. Built once per step by the model runner."""
+"""What attention needs to know about one step's batch, whatever the backend. Built once per step by the
+model runner; each backend extends it with its own fields (AttentionBackend.build_metadata)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -25,10 +26,11 @@ class AttentionMetadata:
     block_size: int
     query_start_loc: torch.Tensor | None = None
     max_query_len: int = 1
-    decode_splits: int = 1  # KV splits of the decode kernel (fixed per CUDA-graph batch size)
-    # the reference backend's decode pages and mask, built by the first layer of a step
-    torch_decode: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
     def num_seqs(self) -> int:
         return len(self.query_lens)
+
+    def common_fields(self) -> dict:
+        """The common fields by name, for a backend's own metadata built from them."""
+        return {f.name: getattr(self, f.name) for f in fields(AttentionMetadata)}

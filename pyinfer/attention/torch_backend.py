@@ -7,6 +7,8 @@ whole pages per head straight into the layout the batched matmuls read.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
@@ -31,8 +33,24 @@ def store_kv(kv_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slot_mapp
     slots[1].index_copy_(1, slot_mapping, v.transpose(0, 1).to(kv_cache.dtype))
 
 
+@dataclass
+class TorchAttentionMetadata(AttentionMetadata):
+    # where the decodes run as batched matmuls: their pages and mask, built once for every layer
+    decode_pages: tuple[torch.Tensor, torch.Tensor] | None = None
+
+
 class TorchAttentionBackend:
     name = "torch"
+
+    def __init__(self, head_dim: int, device: torch.device):
+        # the C++ decode kernel reads the pages in place, where it is built, for its head sizes
+        self.cpp_decode = device.type == "cpu" and head_dim in (64, 128) and cpu_ops() is not None
+
+    def build_metadata(self, common: AttentionMetadata) -> TorchAttentionMetadata:
+        meta = TorchAttentionMetadata(**common.common_fields())
+        if common.num_decodes and not self.cpp_decode:
+            meta.decode_pages = decode_blocks_and_mask(common)
+        return meta
 
     @staticmethod
     def kv_cache_shape(num_blocks: int, block_size: int, num_kv_heads: int, head_dim: int) -> tuple:
@@ -46,7 +64,7 @@ class TorchAttentionBackend:
         rope: RopeInputs,
         rotary: RotaryEmbedding,
         kv_cache: torch.Tensor,
-        meta: AttentionMetadata,
+        meta: TorchAttentionMetadata,
         scale: float,
     ) -> torch.Tensor:
         """q [T, Hq, D], k/v [T, Hk, D] for this step's tokens -> attention output [T, Hq, D]."""
@@ -68,28 +86,25 @@ class TorchAttentionBackend:
             start = end
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
 
-    @staticmethod
     def _decode(
-        q: torch.Tensor, kv_cache: torch.Tensor, meta: AttentionMetadata, scale: float
+        self, q: torch.Tensor, kv_cache: torch.Tensor, meta: TorchAttentionMetadata, scale: float
     ) -> torch.Tensor:
         """One query token per sequence: on the CPU the C++ kernel reads the pages in place."""
-        nd, _, head_dim = q.shape
-        ops = cpu_ops() if q.device.type == "cpu" and head_dim in (64, 128) else None
-        if ops is not None:
-            return ops.decode_attention(q, kv_cache, meta.block_tables[:nd], meta.seq_lens[:nd], scale)
-        return batched_decode(q, kv_cache, meta, scale)
+        nd = q.shape[0]
+        if self.cpp_decode:
+            return cpu_ops().decode_attention(q, kv_cache, meta.block_tables[:nd], meta.seq_lens[:nd], scale)
+        return batched_decode(q, kv_cache, meta.decode_pages, scale)
 
 
 def batched_decode(
-    q: torch.Tensor, kv_cache: torch.Tensor, meta: AttentionMetadata, scale: float
+    q: torch.Tensor, kv_cache: torch.Tensor, pages: tuple[torch.Tensor, torch.Tensor], scale: float
 ) -> torch.Tensor:
     """All decodes in two batched fp32 matmuls (SDPA's CPU kernels, and bf16 matmuls, are slow for
-    single-token queries), after copying each head's pages into the layout the matmuls read."""
+    single-token queries), after copying each head's pages into the layout the matmuls read;
+    `pages`: decode_blocks_and_mask's."""
     nd, num_heads, head_dim = q.shape
     num_kv_heads = kv_cache.shape[1]
-    if meta.torch_decode is None:
-        meta.torch_decode = decode_blocks_and_mask(meta)
-    blocks, mask = meta.torch_decode
+    blocks, mask = pages
     pages = kv_cache.view(2 * num_kv_heads, kv_cache.shape[2], -1)
     kv = pages.index_select(1, blocks).float().view(2, num_kv_heads, nd, -1, head_dim)  # [2, Hk, B, L, D]
     queries = q.view(nd, num_kv_heads, -1, head_dim).transpose(0, 1).float()  # [Hk, B, G, D]

@@ -2,17 +2,37 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from pyinfer.attention.metadata import AttentionMetadata
+from pyinfer.kernels import MAX_SPLITS, num_sms
 from pyinfer.kernels.decode_attention import decode_attention
 from pyinfer.kernels.prefill_attention import prefill_attention
 from pyinfer.kernels.rotary_store import rotary_store
 from pyinfer.layers.rotary import RopeInputs, RotaryEmbedding
 
 
+@dataclass
+class TritonAttentionMetadata(AttentionMetadata):
+    decode_splits: int = 1  # KV splits of the decode kernel (fixed per CUDA-graph batch size)
+
+
+def decode_splits(batch_size: int, num_kv_heads: int, device: torch.device) -> int:
+    """Enough KV splits that the decode kernel fills the GPU."""
+    return max(1, min(MAX_SPLITS, -(-2 * num_sms(device) // (max(batch_size, 1) * num_kv_heads))))
+
+
 class TritonAttentionBackend:
     name = "triton"
+
+    def __init__(self, num_kv_heads: int, device: torch.device):
+        self.num_kv_heads, self.device = num_kv_heads, device
+
+    def build_metadata(self, common: AttentionMetadata) -> TritonAttentionMetadata:
+        splits = decode_splits(common.num_decodes, self.num_kv_heads, self.device)
+        return TritonAttentionMetadata(**common.common_fields(), decode_splits=splits)
 
     @staticmethod
     def kv_cache_shape(num_blocks: int, block_size: int, num_kv_heads: int, head_dim: int) -> tuple:
@@ -26,7 +46,7 @@ class TritonAttentionBackend:
         rope: RopeInputs,
         rotary: RotaryEmbedding,
         kv_cache: torch.Tensor,
-        meta: AttentionMetadata,
+        meta: TritonAttentionMetadata,
         scale: float,
     ) -> torch.Tensor:
         assert isinstance(rope, torch.Tensor)  # RotaryEmbedding.prepare gives the Triton path positions

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import httpx
 import numpy as np
+import psutil
 from tqdm import tqdm
 
 from pyinfer.bench.common import write_json
@@ -50,6 +51,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="untimed requests first, with prompts unrelated to the timed ones (no prefix-cache hits)",
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--server-pid",
+        type=int,
+        default=None,
+        help="a local server's process: prints the CPU time it and each of its child processes (the engine "
+        "core) spent in the timed run, per output token",
+    )
     p.add_argument("--output-json", default=None)
 
 
@@ -159,7 +167,23 @@ async def _one(client: httpx.AsyncClient, path: str, body: dict) -> Result:
     return res
 
 
-async def _run(args: argparse.Namespace, base_url: str) -> tuple[list[Result], float, str]:
+def _cpu_seconds(pid: int | None) -> dict[str, float]:
+    """CPU seconds (user + system) so far of a process and of each of its children, by name and pid."""
+    if pid is None:
+        return {}
+    server = psutil.Process(pid)
+    seconds = {}
+    for proc in [server, *server.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+            name = "server" if proc.pid == pid else f"child {proc.pid} ({' '.join(proc.cmdline()[1:3])[:40]})"
+            seconds[name] = times.user + times.system
+        except psutil.NoSuchProcess:
+            continue
+    return seconds
+
+
+async def _run(args: argparse.Namespace, base_url: str) -> tuple[list[Result], float, str, dict[str, float]]:
     base = base_url.rstrip("/")
     base = base if base.endswith("/v1") else base + "/v1"
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
@@ -183,6 +207,7 @@ async def _run(args: argparse.Namespace, base_url: str) -> tuple[list[Result], f
             bar.update(1)
             return res
 
+        cpu_before = _cpu_seconds(args.server_pid)
         start = time.perf_counter()
         tasks = []
         for prompt, out_len in work:
@@ -191,8 +216,9 @@ async def _run(args: argparse.Namespace, base_url: str) -> tuple[list[Result], f
                 await asyncio.sleep(rng.exponential(1.0 / args.request_rate))
         results = await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - start
+        cpu = {k: v - cpu_before.get(k, 0.0) for k, v in _cpu_seconds(args.server_pid).items()}
         bar.close()
-    return results, elapsed, model
+    return results, elapsed, model, cpu
 
 
 def _percentiles(values: list[float]) -> dict[str, float]:
@@ -236,11 +262,17 @@ def print_table(s: dict, title: str) -> None:
     for key in ("ttft_ms", "tpot_ms", "itl_ms", "e2e_latency_ms"):
         row = s[key]
         print(f"{key[:-3].upper():16}" + "".join(f"{row[q]:10.1f}" for q in ("mean", "p50", "p90", "p99")))
+    for name, us in s.get("server_cpu_us_per_token", {}).items():
+        share = s["server_cpu_share"][name]
+        print(f"CPU of {name}: {us:.1f} us per output token, {100 * share:.0f}% of a core")
 
 
 def _measure(args: argparse.Namespace, base_url: str) -> dict:
-    results, elapsed, model = asyncio.run(_run(args, base_url))
+    results, elapsed, model, cpu = asyncio.run(_run(args, base_url))
     summary = summarize(results, elapsed)
+    tokens = max(summary["output_tokens"], 1)
+    summary["server_cpu_us_per_token"] = {name: 1e6 * sec / tokens for name, sec in cpu.items()}
+    summary["server_cpu_share"] = {name: sec / elapsed for name, sec in cpu.items()}
     summary.update(
         base_url=base_url,
         model=model,

@@ -25,8 +25,9 @@ from collections.abc import Callable
 
 import torch
 
+from pyinfer.attention.backend import AttentionBackend
 from pyinfer.attention.metadata import AttentionMetadata
-from pyinfer.kernels import MAX_SPLITS, num_sms, triton_enabled
+from pyinfer.kernels import triton_enabled
 from pyinfer.models.llama import LlamaForCausalLM
 
 log = logging.getLogger(__name__)
@@ -46,11 +47,6 @@ def prefill_size_ladder(max_tokens: int) -> list[int]:
     """Token counts of the prefill graphs: padding wastes at most 127 tokens past 256."""
     sizes = [16, 32, 64, 128, 192, *range(256, max_tokens + 1, 128)]
     return sorted({s for s in sizes if s < max_tokens} | {max_tokens})
-
-
-def decode_splits(batch_size: int, num_kv_heads: int, device: torch.device) -> int:
-    """Enough KV splits that the decode kernel fills the GPU."""
-    return max(1, min(MAX_SPLITS, -(-2 * num_sms(device) // (max(batch_size, 1) * num_kv_heads))))
 
 
 def graph_memory(
@@ -111,12 +107,14 @@ class CudaGraphs:
     def __init__(
         self,
         model: LlamaForCausalLM,
+        backend: AttentionBackend,
         max_num_seqs: int,
         max_prefill_tokens: int,
         max_blocks_per_seq: int,
         block_size: int,
     ):
         self.model = model
+        self.backend = backend
         self.block_size = block_size
         dev = next(model.parameters()).device
         self.block_tables = torch.zeros(max_num_seqs, max_blocks_per_seq, dtype=torch.long, device=dev)
@@ -150,30 +148,33 @@ class CudaGraphs:
 
     def _decode_forward(self, bs: int) -> Outputs:
         ids, positions, slots, seq_lens = self.decode_inputs[:, :bs]
-        meta = AttentionMetadata(
-            slot_mapping=slots,
-            seq_lens=seq_lens,
-            block_tables=self.block_tables[:bs],
-            num_decodes=bs,
-            query_lens=[1] * bs,
-            seq_lens_host=[],
-            block_size=self.block_size,
-            decode_splits=decode_splits(bs, self.model.config.num_key_value_heads, self.block_tables.device),
+        meta = self.backend.build_metadata(
+            AttentionMetadata(
+                slot_mapping=slots,
+                seq_lens=seq_lens,
+                block_tables=self.block_tables[:bs],
+                num_decodes=bs,
+                query_lens=[1] * bs,
+                seq_lens_host=[],
+                block_size=self.block_size,
+            )
         )
         return logits_and_argmax(self.model, *self.model(ids, positions, meta))
 
     def _prefill_forward(self, tokens: int) -> Outputs:
         ids, positions, slots = self.prefill_inputs[:, :tokens]
-        meta = AttentionMetadata(
-            slot_mapping=slots,
-            seq_lens=self.prefill_bounds[0:1],
-            block_tables=self.block_tables[:1],
-            num_decodes=0,
-            query_lens=[tokens],
-            seq_lens_host=[],
-            block_size=self.block_size,
-            query_start_loc=self.prefill_bounds[1:3],
-            max_query_len=tokens,
+        meta = self.backend.build_metadata(
+            AttentionMetadata(
+                slot_mapping=slots,
+                seq_lens=self.prefill_bounds[0:1],
+                block_tables=self.block_tables[:1],
+                num_decodes=0,
+                query_lens=[tokens],
+                seq_lens_host=[],
+                block_size=self.block_size,
+                query_start_loc=self.prefill_bounds[1:3],
+                max_query_len=tokens,
+            )
         )
         x, residual = self.model(ids, positions, meta)
         last = self.prefill_bounds[3:]

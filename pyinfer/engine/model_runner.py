@@ -13,7 +13,8 @@ import torch
 from pyinfer.attention.metadata import AttentionMetadata
 from pyinfer.attention.torch_backend import TorchAttentionBackend
 from pyinfer.config import EngineConfig
-from pyinfer.engine.cuda_graphs import CudaGraphs, decode_splits, graph_memory
+from pyinfer.engine.cpu_decode import FusedCpuDecode
+from pyinfer.engine.cuda_graphs import CudaGraphs, graph_memory
 from pyinfer.engine.messages import TokenLogprob
 from pyinfer.engine.sampling_tensors import build_sampling_tensors
 from pyinfer.engine.scheduler import SchedulerOutput
@@ -88,11 +89,14 @@ class ModelRunner:
         self._allocate_kv_cache(self.num_blocks)
         self._log_kv_cache()
         self.max_model_len = min(self._context_limit, self.num_blocks * self.block_size)
+        self.fused_decode = FusedCpuDecode.for_model(model)
         self.graphs = None
         if self.uses_graphs:
             max_blocks = -(-self.max_model_len // self.block_size)
             max_chunk = min(config.max_num_batched_tokens, self.max_model_len)
-            self.graphs = CudaGraphs(model, config.max_num_seqs, max_chunk, max_blocks, self.block_size)
+            self.graphs = CudaGraphs(
+                model, self.backend, config.max_num_seqs, max_chunk, max_blocks, self.block_size
+            )
 
     @property
     def is_cuda(self) -> bool:
@@ -110,11 +114,12 @@ class ModelRunner:
 
     def _attention_backend(self):
         probe = torch.empty(0, device=self.device)
+        attn = self.model.attention_layers()[0]  # this rank's heads
         if triton_enabled(probe):
             from pyinfer.attention.triton_backend import TritonAttentionBackend
 
-            return TritonAttentionBackend()
-        return TorchAttentionBackend()
+            return TritonAttentionBackend(attn.num_kv_heads, self.device)
+        return TorchAttentionBackend(attn.head_dim, self.device)
 
     # ---- KV cache -------------------------------------------------------------------------------
     def _block_bytes(self) -> int:
@@ -158,16 +163,18 @@ class ModelRunner:
         num_blocks = -(-n // self.block_size)
         self._allocate_kv_cache(num_blocks)
         ids = torch.zeros(n, dtype=torch.long, device=self.device)
-        meta = AttentionMetadata(
-            slot_mapping=torch.arange(n, device=self.device),
-            seq_lens=torch.tensor([n], device=self.device),
-            block_tables=torch.arange(num_blocks, device=self.device)[None],
-            num_decodes=0,
-            query_lens=[n],
-            seq_lens_host=[n],
-            block_size=self.block_size,
-            query_start_loc=torch.tensor([0, n], device=self.device),
-            max_query_len=n,
+        meta = self.backend.build_metadata(
+            AttentionMetadata(
+                slot_mapping=torch.arange(n, device=self.device),
+                seq_lens=torch.tensor([n], device=self.device),
+                block_tables=torch.arange(num_blocks, device=self.device)[None],
+                num_decodes=0,
+                query_lens=[n],
+                seq_lens_host=[n],
+                block_size=self.block_size,
+                query_start_loc=torch.tensor([0, n], device=self.device),
+                max_query_len=n,
+            )
         )
         with torch.inference_mode():
             # the token budget may pass the model's longest position: wrap the positions round
@@ -222,7 +229,7 @@ class ModelRunner:
         if replayed is not None:
             logits, argmax = replayed
         else:
-            x, residual = self.model(inputs.input_ids, inputs.positions, meta)
+            x, residual = self._forward(inputs)
             rows = inputs.token_rows
             logits, argmax = self.model.compute_logits(x[rows], residual[rows]), None
         if before_sampling is not None:
@@ -244,6 +251,13 @@ class ModelRunner:
             done = torch.cuda.Event()
             done.record()
         return InFlight(inputs.sample_seqs, [s.num_tokens for s in inputs.sample_seqs], out, host_ids, done)
+
+    def _forward(self, inputs: StepInputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model's forward pass, or the CPU's fused decode where it applies."""
+        fused = self.fused_decode
+        if fused is not None and fused.applies(inputs.meta, inputs.input_ids.shape[0]):
+            return fused(inputs.input_ids, inputs.positions, inputs.meta)
+        return self.model(inputs.input_ids, inputs.positions, inputs.meta)
 
     @staticmethod
     def collect(step: InFlight) -> list[int]:
@@ -295,19 +309,18 @@ class ModelRunner:
             patch_sources,
         )
         ids, pos, slot_mapping, lens, starts, rows, flat_tables, patches, sources = parts
-        meta = AttentionMetadata(
-            slot_mapping=slot_mapping,
-            seq_lens=lens,
-            block_tables=flat_tables.view(len(batch.seqs), width),
-            num_decodes=batch.num_decodes,
-            query_lens=batch.num_new_tokens,
-            seq_lens_host=seq_lens,
-            block_size=bs,
-            query_start_loc=starts,
-            max_query_len=max(batch.num_new_tokens),
-            decode_splits=decode_splits(batch.num_decodes, self.model.config.num_key_value_heads, self.device)
-            if self.is_cuda
-            else 1,
+        meta = self.backend.build_metadata(
+            AttentionMetadata(
+                slot_mapping=slot_mapping,
+                seq_lens=lens,
+                block_tables=flat_tables.view(len(batch.seqs), width),
+                num_decodes=batch.num_decodes,
+                query_lens=batch.num_new_tokens,
+                seq_lens_host=seq_lens,
+                block_size=bs,
+                query_start_loc=starts,
+                max_query_len=max(batch.num_new_tokens),
+            )
         )
         return StepInputs(ids, pos, meta, rows, sample_seqs, patches, sources, flat)
 

@@ -12,7 +12,6 @@ from pyinfer.engine.llm import LLM
 from pyinfer.kernels.cpu import cpu_ops
 from pyinfer.layers import quantization
 from pyinfer.layers.quantization import Int4Blocks, Int4Weights, Int8Weights
-from pyinfer.models.llama import LlamaForCausalLM
 from tests.engine.test_parity import our_prompt_logits
 
 TEXTS = [
@@ -100,16 +99,18 @@ def test_fused_cpu_decode_layers_give_what_the_python_layers_give(int4_llm, monk
     if not isinstance(int4_llm.engine.runner.model.layers[0].mlp.down_proj.quantized, Int4Blocks):
         pytest.skip("torch's int4 kernels: the layers run in Python")
     monkeypatch.setattr(int4_llm.engine.block_manager, "enable_prefix_caching", False)  # same prefills twice
+    runner = int4_llm.engine.runner
+    assert runner.fused_decode is not None  # the runner's hook, chosen at load
     prompts = [text[: 40 + 30 * i] for i, text in enumerate(TEXTS[:3])]  # a decode batch of three lengths
     params = SamplingParams(temperature=0, max_tokens=16, ignore_eos=True, logprobs=2)
-    ops = cpu_ops()
     calls = []
-    fused_layer = ops.decode_layer
-    monkeypatch.setattr(ops, "decode_layer", lambda *args: calls.append(1) or fused_layer(*args))
+    fused_layer = runner.fused_decode.decode_layer
+    monkeypatch.setattr(
+        runner.fused_decode, "decode_layer", lambda *args: calls.append(1) or fused_layer(*args)
+    )
     fused = int4_llm.generate(prompts, params)
-    layers = len(int4_llm.engine.runner.model.layers)
-    assert len(calls) >= 15 * layers  # every decode step, every layer
-    monkeypatch.setattr(LlamaForCausalLM, "_cpu_decode_layers", lambda *args: [])
+    assert len(calls) >= 15 * len(runner.model.layers)  # every decode step, every layer
+    monkeypatch.setattr(runner, "fused_decode", None)
     python = int4_llm.generate(prompts, params)
     for a, b in zip(fused, python, strict=True):
         assert a.outputs[0].token_ids == b.outputs[0].token_ids

@@ -20,16 +20,18 @@ def our_prompt_logits(llm: LLM, prompt: list[int]) -> torch.Tensor:
     dev = runner.device
     n = len(prompt)
     blocks = list(range(-(-n // runner.block_size)))
-    meta = AttentionMetadata(
-        slot_mapping=torch.arange(n, device=dev),
-        seq_lens=torch.tensor([n], dtype=torch.int32, device=dev),
-        block_tables=torch.tensor([blocks], dtype=torch.int32, device=dev),
-        num_decodes=0,
-        query_lens=[n],
-        seq_lens_host=[n],
-        block_size=runner.block_size,
-        query_start_loc=torch.tensor([0, n], dtype=torch.int32, device=dev),
-        max_query_len=n,
+    meta = runner.backend.build_metadata(
+        AttentionMetadata(
+            slot_mapping=torch.arange(n, device=dev),
+            seq_lens=torch.tensor([n], dtype=torch.int32, device=dev),
+            block_tables=torch.tensor([blocks], dtype=torch.int32, device=dev),
+            num_decodes=0,
+            query_lens=[n],
+            seq_lens_host=[n],
+            block_size=runner.block_size,
+            query_start_loc=torch.tensor([0, n], dtype=torch.int32, device=dev),
+            max_query_len=n,
+        )
     )
     with torch.inference_mode():
         x, residual = runner.model(torch.tensor(prompt, device=dev), torch.arange(n, device=dev), meta)

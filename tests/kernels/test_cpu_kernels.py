@@ -7,7 +7,12 @@ import torch
 import torch.nn.functional as F
 
 from pyinfer.attention.metadata import AttentionMetadata
-from pyinfer.attention.torch_backend import TorchAttentionBackend, batched_decode, gather_kv
+from pyinfer.attention.torch_backend import (
+    TorchAttentionBackend,
+    batched_decode,
+    decode_blocks_and_mask,
+    gather_kv,
+)
 from pyinfer.kernels.cpu import cpu_has_bf16, cpu_ops
 from pyinfer.layers import quantization
 from pyinfer.layers.norm import RMSNorm
@@ -65,7 +70,7 @@ def test_decode_attention_matches_batched_matmuls(num_heads, num_kv_heads, head_
     seq_lens = [1, 15, 16, 17, 33, 200]  # one token, page boundaries, a long one
     q, cache, meta = paged_decode_case(seq_lens, num_heads, num_kv_heads, head_dim, dtype, seed=num_heads)
     out = ops.decode_attention(q, cache, meta.block_tables, meta.seq_lens, head_dim**-0.5)
-    ref = batched_decode(q, cache, meta, head_dim**-0.5)
+    ref = batched_decode(q, cache, decode_blocks_and_mask(meta), head_dim**-0.5)
     tol = 1e-5 if dtype == torch.float32 else 1e-2
     torch.testing.assert_close(out, ref, atol=tol, rtol=tol)
 
@@ -84,7 +89,9 @@ def test_decode_attention_splits_long_contexts_into_spans(dtype):
     finally:
         torch.set_num_threads(threads)
     tol = 1e-5 if dtype == torch.float32 else 1e-2
-    torch.testing.assert_close(out, batched_decode(q, cache, meta, 0.125), atol=tol, rtol=tol)
+    torch.testing.assert_close(
+        out, batched_decode(q, cache, decode_blocks_and_mask(meta), 0.125), atol=tol, rtol=tol
+    )
     torch.testing.assert_close(alone, out[:1], atol=tol, rtol=tol)
 
 
@@ -92,8 +99,12 @@ def test_decode_attention_reads_strided_queries_and_the_backend_uses_it():
     q, cache, meta = paged_decode_case([40, 7], 9, 3, 64, torch.bfloat16, seed=1)
     qkv = torch.cat([q.flatten(1), torch.randn(2, 5 * 64).bfloat16()], dim=1)
     strided = qkv[:, : 9 * 64].view(2, 9, 64)  # how the model hands q over: a view into qkv
-    out = TorchAttentionBackend._decode(strided, cache, meta, 0.125)
-    torch.testing.assert_close(out, batched_decode(q, cache, meta, 0.125), atol=1e-2, rtol=1e-2)
+    backend = TorchAttentionBackend(64, torch.device("cpu"))
+    assert backend.cpp_decode
+    out = backend._decode(strided, cache, backend.build_metadata(meta), 0.125)
+    torch.testing.assert_close(
+        out, batched_decode(q, cache, decode_blocks_and_mask(meta), 0.125), atol=1e-2, rtol=1e-2
+    )
 
 
 @pytest.mark.skipif(

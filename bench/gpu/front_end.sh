@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Issue 24 on the lent GPU, one call: start-up on an empty Triton cache (what compiles after /ready),
+# the first load run against the next ones, then a py-spy profile of the server's processes under
+# concurrency 256. bash bench/gpu/front_end.sh (results under $OUT); MODEL=llama-3.1-8b for the 8B shape,
+# SERVE_ARGS adds server flags, PROFILE=0 skips the profile.
+source bench/gpu/setup.sh >/dev/null 2>&1 || exit 1
+model=${MODEL:-llama-3.2-1b}; dir=/tmp/dummy-$model
+python3 bench/gpu/make_dummy_folder.py $model $dir >/dev/null || exit 1
+export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-/tmp/triton-cache}
+echo "triton cache at start: $(python3 bench/gpu/triton_cache.py | wc -l) variants"
+wait_ready() { for _ in $(seq 1 240); do curl -sf localhost:8000/ready >/dev/null && return 0; kill -0 $1 2>/dev/null || return 1; sleep 0.25; done; return 1; }
+b="python3 -m pyinfer.cli bench serve --base-url http://127.0.0.1:8000 --model dummy"
+t0=$(date +%s.%N)
+python3 -m pyinfer.cli serve --model $dir --load-format dummy --served-model-name dummy --port 8000 ${SERVE_ARGS:-} > /tmp/server.log 2>&1 &
+pid=$!
+wait_ready $pid || { tail -30 /tmp/server.log; exit 1; }
+echo "ready after $(python3 -c "import time; print(f'{time.time() - $t0:.1f}')") s"
+grep -vE "GET /ready|GET /health" /tmp/server.log | cut -c1-220 | tail -15
+python3 bench/gpu/triton_cache.py > $OUT/variants-at-ready.txt; echo "variants at ready: $(wc -l < $OUT/variants-at-ready.txt)"
+for k in 1 2 3; do
+  echo "== cold-start run $k: concurrency 32, 128 x (512 -> 256)"
+  timeout 100 $b --num-prompts 128 --max-concurrency 32 --input-len 512 --output-len 256 --seed $k --server-pid $pid --output-json $OUT/c32-run$k.json 2>&1 | grep -E "output token|TTFT|TPOT|ITL|failed|CPU of"
+  echo "compiled since ready:"; python3 bench/gpu/triton_cache.py --since $OUT/variants-at-ready.txt | tee $OUT/variants-after-run$k.txt | cut -c1-200
+done
+echo "== concurrency 256, 1024 x (512 -> 256)"
+timeout 150 $b --num-prompts 1024 --max-concurrency 256 --input-len 512 --output-len 256 --server-pid $pid --output-json $OUT/c256-plain.json 2>&1 | grep -E "output token|TTFT|TPOT|ITL|failed|CPU of"
+kill -TERM $pid; wait $pid; echo "server exit $?"
+[ "${PROFILE:-1}" = 1 ] || exit 0
+command -v py-spy >/dev/null || export PATH=/tmp/site/bin:$PATH
+py-spy record --subprocesses --nonblocking -r 50 -f raw -o $OUT/profile-c256.txt -- \
+  python3 -m pyinfer.cli serve --model $dir --load-format dummy --served-model-name dummy --port 8000 ${SERVE_ARGS:-} > /tmp/server2.log 2>&1 &
+spy=$!
+sleep 1; pid=$(pgrep -f "pyinfer.cli serve" -P $spy | head -1)
+wait_ready $spy || { tail -30 /tmp/server2.log; exit 1; }
+( for _ in $(seq 1 60); do ps -o pid=,pcpu=,comm= --ppid $pid -p $pid | tr '\n' ' '; echo; sleep 2; done ) > $OUT/cpu-c256.txt 2>&1 &
+mon=$!
+echo "== under py-spy: concurrency 256, 1024 x (512 -> 256)"
+timeout 150 $b --num-prompts 1024 --max-concurrency 256 --input-len 512 --output-len 256 --server-pid $pid --output-json $OUT/c256.json 2>&1 | grep -E "output token|TTFT|TPOT|ITL|failed|CPU of"
+kill $mon 2>/dev/null
+kill -TERM $pid; wait $spy; echo "py-spy exit $?"
+head -c 300 $OUT/profile-c256.txt; echo; wc -l $OUT/profile-c256.txt
