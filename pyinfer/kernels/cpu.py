@@ -1,8 +1,10 @@
-"""C++ kernels for the CPU (pyinfer/csrc/cpu_ops.cpp), compiled for this processor and cached by torch
-(under ~/.cache/torch_extensions, or $TORCH_EXTENSIONS_DIR; a container image keeps its own build, read-only,
-under $PYINFER_PREBUILT_KERNELS_DIR).
+"""C++ kernels for the CPU (pyinfer/csrc: a .cpp file per job, ops.h declaring what bindings.cpp exposes),
+compiled for this processor into one module and cached by torch (under ~/.cache/torch_extensions, or
+$TORCH_EXTENSIONS_DIR; a container image keeps its own build, read-only, under $PYINFER_PREBUILT_KERNELS_DIR).
+An edited header rebuilds what includes it: torch runs ninja at each process's first load, and ninja
+follows the compiler's dependency files.
 
-`make install` builds them (`python -m pyinfer.kernels.cpu`, about 20 s on 2 cores); where no compiler
+`make install` builds them (`python -m pyinfer.kernels.cpu`, about 30 s on 2 cores); where no compiler
 is at hand, or with PYINFER_DISABLE_CPU_KERNELS=1, the PyTorch paths run instead.
 """
 
@@ -24,7 +26,21 @@ import torch
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).resolve().parent.parent / "csrc" / "cpu_ops.cpp"
+CSRC = Path(__file__).resolve().parent.parent / "csrc"
+# Compiled, one object each, and linked into one module. Named rather than globbed: a stale .cpp left
+# beside them (an old build/lib copied into a wheel) would define every kernel twice.
+SOURCES = [
+    CSRC / name
+    for name in (
+        "attention.cpp",
+        "bindings.cpp",
+        "decode_layer.cpp",
+        "dequantize.cpp",
+        "elementwise.cpp",
+        "integer_matmul.cpp",
+    )
+]
+HEADERS = sorted(CSRC.glob("*.h"))  # what they share: not compiled on their own, but part of the source
 
 
 @functools.cache
@@ -43,7 +59,7 @@ def cpu_ops() -> ModuleType | None:
         _remove_stale_lock(build_dir / "lock")
         return load(
             name=build_dir.name,
-            sources=[str(SOURCE)],
+            sources=[str(source) for source in SOURCES],
             build_directory=str(build_dir),
             # -march=native: built for this processor (hence the name); -ffast-math lets glibc's vector
             # exp serve the loops (SiLU, softmax) and the dot products reassociate.
@@ -81,8 +97,11 @@ def _choice_record() -> Path:
 
 
 def _source_hash() -> str:
-    """The kernels' source, so that a changed kernel is measured again."""
-    return hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:16]
+    """The kernels' source, headers included, so that a changed kernel is measured again."""
+    digest = hashlib.sha256()
+    for path in sorted(SOURCES + HEADERS):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 @functools.cache

@@ -1,7 +1,7 @@
 """Weight-only quantized matrices for the CPU: int4 in groups of 32 inputs, int8 per output channel.
 
 They run on torch's CPU kernels where those have a fast path (AVX-512), and on our C++ integer kernels
-(pyinfer/csrc/cpu_ops.cpp: activations quantized to int8 per group of 32, as llama.cpp does) where they
+(pyinfer/csrc/integer_matmul.cpp: activations quantized to int8 per group of 32, as llama.cpp does) where they
 do not: on an AVX2-only EPYC torch's int4 kernel took 1.13 ms a call and its int8 one 23 ms for
 SmolLM2's head (bench/results/2026-11-30-cpu-avx2.md). One small interface: `mm(x)` (x @ W^T in x's
 dtype), `out_features` and a short `description` for the start-up log.

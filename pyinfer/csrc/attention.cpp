@@ -1,0 +1,144 @@
+// Paged decode attention: each query head against its sequence's keys and values, read in place from
+// their pages of the KV cache.
+#include "common.h"
+#include "ops.h"
+
+namespace pyinfer {
+namespace {
+
+// q [B, Hq, D]; kv_cache [2, Hk, num_blocks, block_size, D]; block_tables [B, W]; seq_lens [B] -> out [B, Hq, D].
+// One task per (sequence, kv head, span of keys): the G = Hq / Hk query heads that share a kv head read
+// each key and value row once, straight from its page, in fp32. Long contexts are cut into spans so that
+// every thread has work at batch 1 (SmolLM2 has 3 kv heads for 2 cores); the spans' softmax partials
+// are merged after.
+template <typename scalar_t, int64_t dim>
+void decode_attention_impl(const at::Tensor& q, const at::Tensor& kv_cache, const at::Tensor& block_tables,
+                           const at::Tensor& seq_lens, double scale, at::Tensor& out) {
+  const int64_t batch = q.size(0), num_heads = q.size(1);
+  const int64_t num_kv_heads = kv_cache.size(1), num_blocks = kv_cache.size(2), block_size = kv_cache.size(3);
+  const int64_t group = num_heads / num_kv_heads, table_width = block_tables.size(1);
+  const int64_t plane = num_kv_heads * num_blocks * block_size * dim;  // keys, then values
+  const scalar_t* q_ptr = q.data_ptr<scalar_t>();
+  const scalar_t* cache = kv_cache.data_ptr<scalar_t>();
+  const int64_t* tables = block_tables.data_ptr<int64_t>();
+  const int64_t* lens = seq_lens.data_ptr<int64_t>();
+  scalar_t* out_ptr = out.data_ptr<scalar_t>();
+  const int64_t q_stride_b = q.stride(0), q_stride_h = q.stride(1);
+
+  // Spans of at least 64 keys, short enough for about 4 tasks per thread.
+  int64_t keys = 0;
+  for (int64_t b = 0; b < batch; ++b) {
+    TORCH_CHECK(lens[b] >= 1 && lens[b] <= table_width * block_size, "sequence length ", lens[b],
+                " outside its block table");
+    keys += lens[b] * num_kv_heads;
+  }
+  const int64_t wanted_tasks = 4 * at::get_num_threads();
+  const int64_t span = std::max<int64_t>(64, (keys + wanted_tasks - 1) / wanted_tasks);
+  struct Span { int64_t b, h, start, end; };
+  std::vector<Span> spans;
+  std::vector<int64_t> first_span(batch * num_kv_heads + 1);  // spans of (b, h) = [first[bh], first[bh + 1])
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t h = 0; h < num_kv_heads; ++h) {
+      first_span[b * num_kv_heads + h] = static_cast<int64_t>(spans.size());
+      for (int64_t t = 0; t < lens[b]; t += span) spans.push_back({b, h, t, std::min(lens[b], t + span)});
+    }
+  first_span.back() = static_cast<int64_t>(spans.size());
+  // Per span and query head: the scores' max, the sum of exp(score - max), and the unnormalized output.
+  const int64_t num_spans = static_cast<int64_t>(spans.size());
+  std::vector<float> span_max(num_spans * group), span_sum(num_spans * group), span_acc(num_spans * group * dim);
+
+  at::parallel_for(0, num_spans, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> queries(group * dim), scores;
+    alignas(64) float row[dim];
+    for (int64_t task = begin; task < end; ++task) {
+      const auto [b, h, first, last] = spans[task];
+      const int64_t len = last - first;
+      scores.assign(group * len, 0.f);
+      for (int64_t g = 0; g < group; ++g) {
+        const scalar_t* src = q_ptr + b * q_stride_b + (h * group + g) * q_stride_h;
+        for (int64_t d = 0; d < dim; ++d) queries[g * dim + d] = to_float(src[d]) * static_cast<float>(scale);
+      }
+      const scalar_t* head_pages = cache + h * num_blocks * block_size * dim;
+      const scalar_t* value_pages = head_pages + plane;
+      for (int64_t t = first; t < last; ++t) {
+        const int64_t page = tables[b * table_width + t / block_size];
+        TORCH_CHECK(page >= 0 && page < num_blocks, "block ", page, " outside the KV cache");
+        const scalar_t* key = head_pages + (page * block_size + t % block_size) * dim;
+        for (int64_t d = 0; d < dim; ++d) row[d] = to_float(key[d]);
+        for (int64_t g = 0; g < group; ++g) {
+          const float* __restrict__ qg = queries.data() + g * dim;
+          float dot = 0.f;
+          for (int64_t d = 0; d < dim; ++d) dot += qg[d] * row[d];
+          scores[g * len + t - first] = dot;
+        }
+      }
+      for (int64_t g = 0; g < group; ++g) {
+        float* s = scores.data() + g * len;
+        const float top = *std::max_element(s, s + len);
+        float total = 0.f;
+        for (int64_t t = 0; t < len; ++t) total += (s[t] = std::exp(s[t] - top));
+        span_max[task * group + g] = top;
+        span_sum[task * group + g] = total;
+      }
+      float* acc = span_acc.data() + task * group * dim;
+      for (int64_t t = first; t < last; ++t) {
+        const int64_t page = tables[b * table_width + t / block_size];
+        const scalar_t* value = value_pages + (page * block_size + t % block_size) * dim;
+        for (int64_t d = 0; d < dim; ++d) row[d] = to_float(value[d]);
+        for (int64_t g = 0; g < group; ++g) {
+          const float p = scores[g * len + t - first];
+          float* __restrict__ a = acc + g * dim;
+          for (int64_t d = 0; d < dim; ++d) a[d] += p * row[d];
+        }
+      }
+    }
+  });
+
+  at::parallel_for(0, batch * num_kv_heads, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> merged(dim);
+    for (int64_t bh = begin; bh < end; ++bh) {
+      const int64_t b = bh / num_kv_heads, h = bh % num_kv_heads;
+      for (int64_t g = 0; g < group; ++g) {
+        float top = span_max[first_span[bh] * group + g], total = 0.f;
+        for (int64_t c = first_span[bh] + 1; c < first_span[bh + 1]; ++c) top = std::max(top, span_max[c * group + g]);
+        std::fill(merged.begin(), merged.end(), 0.f);
+        for (int64_t c = first_span[bh]; c < first_span[bh + 1]; ++c) {
+          const float weight = std::exp(span_max[c * group + g] - top);
+          total += weight * span_sum[c * group + g];
+          const float* a = span_acc.data() + (c * group + g) * dim;
+          for (int64_t d = 0; d < dim; ++d) merged[d] += weight * a[d];
+        }
+        scalar_t* dst = out_ptr + (b * num_heads + h * group + g) * dim;
+        const float inv = 1.f / total;
+        for (int64_t d = 0; d < dim; ++d) dst[d] = from_float<scalar_t>(merged[d] * inv);
+      }
+    }
+  });
+}
+
+}  // namespace
+
+at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& kv_cache, const at::Tensor& block_tables,
+                            const at::Tensor& seq_lens, double scale) {
+  TORCH_CHECK(q.dim() == 3 && q.stride(2) == 1, "q must be [B, Hq, D] with unit stride in D");
+  TORCH_CHECK(kv_cache.dim() == 5 && kv_cache.is_contiguous(), "kv_cache must be a contiguous [2, Hk, N, bs, D]");
+  TORCH_CHECK(q.scalar_type() == kv_cache.scalar_type(), "q and kv_cache dtypes differ");
+  TORCH_CHECK(block_tables.scalar_type() == at::kLong && seq_lens.scalar_type() == at::kLong,
+              "block_tables and seq_lens must be int64");
+  TORCH_CHECK(q.size(1) % kv_cache.size(1) == 0 && kv_cache.size(4) == q.size(2),
+              "q heads must be a multiple of the cache's, with the same head_dim");
+  TORCH_CHECK(block_tables.dim() == 2 && block_tables.size(0) == q.size(0) && seq_lens.numel() == q.size(0),
+              "one block table row and one length per query");
+  auto tables = block_tables.contiguous();
+  auto lens = seq_lens.contiguous();
+  auto out = at::empty({q.size(0), q.size(1), q.size(2)}, q.options());
+  const int64_t dim = q.size(2);
+  TORCH_CHECK(dim == 64 || dim == 128, "head_dim must be 64 or 128, not ", dim);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, q.scalar_type(), "decode_attention", [&] {
+    if (dim == 64) decode_attention_impl<scalar_t, 64>(q, kv_cache, tables, lens, scale, out);
+    else decode_attention_impl<scalar_t, 128>(q, kv_cache, tables, lens, scale, out);
+  });
+  return out;
+}
+
+}  // namespace pyinfer
