@@ -32,6 +32,11 @@ class Tokenizer:
         else:
             self.hf = AutoTokenizer.from_pretrained(str(p if p.is_dir() else p.parent))
         self.has_chat_template = bool(getattr(self.hf, "chat_template", None))
+        # transformers' decode is the Rust tokenizer's plus its own Python around it (several
+        # microseconds a call; streaming decodes twice a token): where it adds no clean-up, go direct.
+        backend = getattr(self.hf, "backend_tokenizer", None)
+        direct = backend is not None and not getattr(self.hf, "clean_up_tokenization_spaces", False)
+        self._decode = backend.decode if direct else self.hf.decode
 
     @property
     def vocab_size(self) -> int:
@@ -41,7 +46,7 @@ class Tokenizer:
         return self.hf.encode(text, add_special_tokens=add_special_tokens)
 
     def decode(self, token_ids: list[int], skip_special_tokens: bool = True) -> str:
-        return self.hf.decode(token_ids, skip_special_tokens=skip_special_tokens)
+        return self._decode(token_ids, skip_special_tokens=skip_special_tokens)
 
     def is_skipped_special(self, text: str) -> bool:
         """Whether `text` is one special token that decoding with skip_special_tokens drops."""

@@ -173,13 +173,12 @@ class Generation:
         return Delta(self.index_offset + out.index, parsed.content, added.logprobs, finish, parsed.calls)
 
 
-async def run_all(generations: list[Generation]) -> AsyncIterator[Delta]:
-    """Deltas of several generations, interleaved as they come."""
-    if len(generations) == 1:
-        async with aclosing(generations[0].run()) as deltas:
-            async for delta in deltas:
-                yield delta
-        return
+def run_all(generations: list[Generation]) -> AsyncIterator[Delta]:
+    """Deltas of several generations, interleaved as they come (one's own, as they are)."""
+    return generations[0].run() if len(generations) == 1 else _interleaved(generations)
+
+
+async def _interleaved(generations: list[Generation]) -> AsyncIterator[Delta]:
     queue: asyncio.Queue[Delta | BaseException | None] = asyncio.Queue()
 
     async def pump(gen: Generation) -> None:

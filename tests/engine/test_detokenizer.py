@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from pyinfer.detokenizer import IncrementalDetokenizer
@@ -45,3 +47,16 @@ def test_no_partial_stop_string_is_ever_emitted(tokenizer):
         emitted += p
         assert "E" not in emitted
     assert emitted == "one two three "
+
+
+def test_decode_is_what_transformers_decodes(tokenizer):
+    """Tokenizer.decode goes to the Rust tokenizer directly where transformers adds nothing to it: the same
+    text for any ids, special ones and byte pieces of split characters included, skipped or not."""
+    rng = random.Random(0)
+    special = tokenizer.hf.all_special_ids
+    vocab = tokenizer.vocab_size
+    cases = [tokenizer.encode("naïve café — 東京 🙂 \n\t x  y"), special, [special[0], 100, special[-1], 200]]
+    cases += [[rng.randrange(vocab) for _ in range(rng.randrange(1, 12))] for _ in range(300)]
+    for ids in cases:
+        for skip in (True, False):
+            assert tokenizer.decode(ids, skip) == tokenizer.hf.decode(ids, skip_special_tokens=skip)

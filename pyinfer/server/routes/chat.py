@@ -24,6 +24,7 @@ from pyinfer.server.protocol import (
 from pyinfer.server.protocol_tools import FunctionCallDelta, ToolCallChunk
 from pyinfer.server.routes.common import (
     DONE,
+    TextChunks,
     drain,
     event_stream,
     json_body,
@@ -80,8 +81,12 @@ async def _chunks(
     for i in range(gen.params.n):
         role = ChatDelta(role="assistant", content="")
         yield sse(ChatCompletionChunk(**head, choices=[ChatChunkChoice(index=i, delta=role)]))
+    plain = TextChunks(ChatCompletionChunk(**head, choices=[]), _text_choice)
     async with aclosing(deltas):
         async for d in deltas:
+            if not d.logprobs and not d.tool_calls:
+                yield plain.event(d.index, d.text or None, d.finish_reason)
+                continue
             choice = ChatChunkChoice(
                 index=d.index,
                 delta=ChatDelta(content=d.text or None, tool_calls=[_chunk(t) for t in d.tool_calls] or None),
@@ -92,6 +97,12 @@ async def _chunks(
     if include_usage:
         yield sse(ChatCompletionChunk(**head, choices=[], usage=usage([gen])))
     yield DONE
+
+
+def _text_choice(index: int, text: str | None, finish_reason: str | None) -> dict[str, Any]:
+    """A ChatChunkChoice with no logprobs or tool calls, as the model dumps it."""
+    delta = {} if text is None else {"content": text}
+    return {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
 
 
 def _chunk(delta: ToolCallDelta) -> ToolCallChunk:

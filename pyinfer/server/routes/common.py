@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from typing import Any, TypeVar
 
+import msgspec
 from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
@@ -50,10 +51,26 @@ def sse(payload: BaseModel, event: str | None = None) -> str:
     return f"{head}data: {payload.model_dump_json()}\n\n"
 
 
-def event_stream(events: AsyncIterator[str]) -> StreamingResponse:
+class TextChunks:
+    """SSE events of one streamed reply's plain-text chunks (one choice's text and finish reason, no
+    logprobs or tool calls: nearly every token of every stream). The reply's own fields are encoded
+    once, from the model, and each choice is spliced in: building and dumping the pydantic models cost
+    more than the rest of a token's way through the server. The JSON is the models' own (tested)."""
+
+    def __init__(self, empty: BaseModel, choice: Callable[[int, str | None, str | None], dict[str, Any]]):
+        before, after = empty.model_dump_json().split('"choices":[]', 1)
+        self.prefix = f'data: {before}"choices":['.encode()
+        self.suffix = f"]{after}\n\n".encode()
+        self.choice = choice  # (index, text, finish_reason) -> the choice as the model dumps it
+
+    def event(self, index: int, text: str | None, finish_reason: str | None) -> bytes:
+        return self.prefix + msgspec.json.encode(self.choice(index, text, finish_reason)) + self.suffix
+
+
+def event_stream(events: AsyncIterator[str | bytes]) -> StreamingResponse:
     """An SSE reply; an error after it began is sent as an error event, then [DONE]."""
 
-    async def guarded() -> AsyncIterator[str]:
+    async def guarded() -> AsyncIterator[str | bytes]:
         try:
             async with aclosing(events):
                 async for event in events:

@@ -16,6 +16,7 @@ from pyinfer.server.logprobs import completion_logprobs
 from pyinfer.server.protocol import Completion, CompletionChoice, CompletionRequest
 from pyinfer.server.routes.common import (
     DONE,
+    TextChunks,
     drain,
     event_stream,
     json_body,
@@ -85,9 +86,14 @@ async def _chunks(
             if echo:
                 choice = CompletionChoice(index=gen.index_offset + c.index, text=echo, finish_reason=None)
                 yield sse(Completion(**head, choices=[choice]))
+    plain = TextChunks(Completion(**head, choices=[]), _text_choice)
     async with aclosing(deltas):
         async for d in deltas:
-            logprobs = completion_logprobs(tokenizer, d.logprobs, offsets[d.index]) if d.logprobs else None
+            if not d.logprobs:
+                offsets[d.index] += len(d.text)
+                yield plain.event(d.index, d.text, d.finish_reason)
+                continue
+            logprobs = completion_logprobs(tokenizer, d.logprobs, offsets[d.index])
             offsets[d.index] += len(d.text)
             choice = CompletionChoice(
                 index=d.index, text=d.text, logprobs=logprobs, finish_reason=d.finish_reason
@@ -96,3 +102,8 @@ async def _chunks(
     if include_usage:
         yield sse(Completion(**head, choices=[], usage=usage(gens)))
     yield DONE
+
+
+def _text_choice(index: int, text: str | None, finish_reason: str | None) -> dict[str, Any]:
+    """A CompletionChoice without logprobs, as the model dumps it."""
+    return {"index": index, "text": text, "logprobs": None, "finish_reason": finish_reason}
