@@ -19,11 +19,14 @@ from pyinfer.engine.sequence import Sequence
 from pyinfer.engine.structured_output import GrammarCompiler
 from pyinfer.kernels.cpu import cpu_has_bf16
 from pyinfer.layers import quantization
+from pyinfer.layers.sampler import apply_token_bitmask
 from pyinfer.model_files import resolve_model
 from pyinfer.models.loader import load_model
 from pyinfer.sampling_params import SamplingParams, SamplingParamsError, check_request
 
 log = logging.getLogger(__name__)
+
+WARM_UP_TOKENS = 8  # each warm-up request's: the first is still decoding when the last arrives
 
 
 def freeze_heap() -> None:
@@ -153,24 +156,39 @@ class LLMEngine:
         self._compiling = compiling
 
     def warm_up(self) -> None:
-        """A short throwaway request through the paths a first client takes (prefill, decode, sampling
-        with top-k/top-p/min-p and penalties, logprobs): kernels load lazily, and on the GPU the first
-        request's prefill was an order of magnitude slower than later ones. Counters are reset after it."""
-        params = SamplingParams(
+        """Throwaway requests through every path a client's steps take, so that nothing loads or compiles
+        on a client's time (on the GPU Triton compiles each kernel variant at its first launch, and only
+        CUDA graphs' steps run at capture): prompts prefilled alone (a graph) and together (eager),
+        decodes alone (graphs) and beside a prefill, with an even and an odd number of them (eager), greedy
+        rows and sampled ones with top-k/top-p/min-p, penalties and logprobs, and the grammars' token
+        masks. Counters are reset after it."""
+        start = time.perf_counter()
+        sampled = SamplingParams(
             temperature=0.8,
             top_p=0.9,
             top_k=20,
             min_p=0.05,
             repetition_penalty=1.1,
             logprobs=2,
-            max_tokens=4,
+            max_tokens=WARM_UP_TOKENS,
             ignore_eos=True,
         )
-        self.add_request("warm-up", list(range(1, 9)), params)
+        greedy = SamplingParams(temperature=0, max_tokens=WARM_UP_TOKENS, ignore_eos=True)
+        waves = [[sampled], [sampled, greedy], [greedy], [sampled]]  # one prompt; then beside 1, 3, 4 decodes
+        for wave, requests in enumerate(waves):
+            for i, params in enumerate(requests):
+                prompt = [1 + (wave * 7 + i + t) % 97 for t in range(8 + 5 * i)]  # no prefix in common
+                self.add_request(f"warm-up-{wave}-{i}", prompt, params)
+            self.step()
+            self.step()
         while self.has_unfinished():
             self.step()
+        vocab = self.model_config.vocab_size
+        mask = torch.full((1, -(-vocab // 32)), -1, dtype=torch.int32, device=self.device)
+        apply_token_bitmask(torch.zeros(1, vocab, device=self.device), mask)
         self.num_tokens_computed = 0
         self.block_manager.prefix_queries = self.block_manager.prefix_hits = 0
+        log.info("warmed up in %.1fs", time.perf_counter() - start)
 
     def _generator(self, seed: int | None, index: int) -> torch.Generator | None:
         if seed is None:

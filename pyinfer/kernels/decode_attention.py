@@ -31,8 +31,9 @@ _split_counters: dict[torch.device, torch.Tensor] = {}
 _outgrown_counters: list[torch.Tensor] = []  # never freed: graphs captured with them still use them
 
 
-# the block table's width changes every step: one compiled variant for all of them
-@triton.jit(do_not_specialize=["table_stride"])
+# the block table's width changes every step, and the split count with the batch: one compiled variant
+# for all of them
+@triton.jit(do_not_specialize=["table_stride", "num_splits"])
 def _decode_kernel(
     q_ptr,
     k_ptr,

@@ -11,7 +11,9 @@ from pyinfer.kernels.pdl import pdl_args, pdl_wait
 from pyinfer.kernels.rotary_tiles import cos_sin_rows, rotated
 
 
-@triton.jit
+# The prefill rows' positions and slots start past the step's decodes, at any int64 offset: one compiled
+# variant for every alignment (each program loads one of each).
+@triton.jit(do_not_specialize=["pos_ptr", "slot_ptr"])
 def _rotary_store_kernel(
     q_ptr,
     k_ptr,

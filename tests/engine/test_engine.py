@@ -210,19 +210,29 @@ def test_unset_batch_limits_follow_the_device(smollm2_llm):
     assert (gpu.max_num_seqs, gpu.max_num_batched_tokens) == (8, 8192)
 
 
-def test_warm_up_leaves_the_engine_as_it_found_it(tiny_llama):
-    """The server's engine runs one throwaway request at start-up: nothing of it may remain."""
-    from pyinfer.engine.engine import LLMEngine
+def test_warm_up_takes_every_kind_of_step_and_leaves_the_engine_as_it_found_it(tiny_llama):
+    """The server's engine runs throwaway requests at start-up through the steps clients' requests take
+    (so that on the GPU no kernel variant compiles on a client's time): nothing of them may remain."""
+    from pyinfer.engine.engine import WARM_UP_TOKENS, LLMEngine
 
     engine = LLMEngine(EngineConfig(str(tiny_llama), device="cpu", dtype="float32", num_kv_blocks=16))
     free = engine.block_manager.num_free_blocks
-    outputs = []
-    step = engine.step
+    outputs, batches = [], []
+    step, schedule = engine.step, engine.scheduler.schedule
     engine.step = lambda: outputs.extend(step()) or outputs
+    engine.scheduler.schedule = lambda: batches.append(batch := schedule()) or batch
     engine.warm_up()
-    # it ran to the end: its 4 tokens, sampled with logprobs
-    assert sum(len(out.new_token_ids) for out in outputs) == 4 and outputs[-1].finish_reason == "length"
-    assert all(out.logprobs for out in outputs if out.new_token_ids)
+    shapes = {(b.num_decodes, len(b.seqs) - b.num_decodes) for b in batches if b.seqs}
+    assert (0, 1) in shapes  # a prompt alone
+    mixed = {decodes for decodes, prefills in shapes if decodes and prefills}
+    assert {d % 2 for d in mixed} == {0, 1} and any(p > 1 for d, p in shapes if d)  # beside odd and even
+    assert any(d > 1 and not p for d, p in shapes)  # decodes alone
+    finished = [out for out in outputs if out.finish_reason is not None]
+    assert len(finished) == 5 and {out.finish_reason for out in finished} == {"length"}
+    assert sum(len(out.new_token_ids) for out in outputs) == 5 * WARM_UP_TOKENS
+    assert any(out.logprobs for out in outputs) and any(
+        not out.logprobs for out in outputs
+    )  # sampled, greedy
     stats = engine.stats()
     assert not engine.has_unfinished() and not engine._requests
     assert engine.block_manager.num_free_blocks == free
