@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,9 +18,8 @@ class StoredResponse:
 
     response: ResponseObject
     messages: list[dict[str, Any]]  # chat-template messages before the reply, without instructions
-    owner: str | None = (
-        None  # the API key's name that created it: only that key sees it    stop: Callable[[], None] | None = None  # aborts its engine request; None once it has finished
-    )
+    owner: str | None = None  # the API key's name that created it: only that key sees it
+    stop: Callable[[], None] | None = None  # aborts its engine request; None once it has finished
     stored_at: float = field(default_factory=time.monotonic)
 
     def conversation(self) -> list[dict[str, Any]]:
