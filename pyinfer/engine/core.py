@@ -1,7 +1,10 @@
 """The engine-core process: LLMEngine in a loop, requests in and step outputs out over ZMQ.
 
-Started by AsyncEngineClient as `python -m pyinfer.engine.core`. It blocks on its sockets while idle,
-steps while there is work, and exits when its parent dies (the end of a pipe it holds closes).
+Started as `python -m pyinfer.engine.core`, by AsyncEngineClient (one API process) or by the launcher
+of several (--api-server-count): one link, a pair of sockets, per API process. Each request's outputs
+go back over the link it came in on; a step's outputs leave as one message per link. It blocks on its
+sockets while idle, steps while there is work, stops once every link has said Shutdown, and exits
+when its parent dies (the end of a pipe it holds closes).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pyinfer.engine.messages import (
     EngineStats,
     Rejected,
     RequestState,
+    SeqOutput,
     Shutdown,
     StatsRequest,
     StepOutputs,
@@ -35,26 +39,35 @@ log = logging.getLogger("pyinfer.engine.core")
 
 
 class EngineCore:
-    def __init__(self, engine: LLMEngine, input_addr: str, output_addr: str, parent_fd: int):
+    def __init__(self, engine: LLMEngine, links: list[tuple[str, str]], parent_fd: int):
+        """links: (input address, output address) of each API process."""
         self.engine = engine
         self.parent_fd = parent_fd
         self.ctx = zmq.Context()
-        self.input = self.ctx.socket(zmq.PULL)
-        self.input.setsockopt(zmq.RCVHWM, 0)
-        self.input.connect(input_addr)
-        self.output = self.ctx.socket(zmq.PUSH)
-        self.output.setsockopt(zmq.SNDHWM, 0)
-        self.output.connect(output_addr)
+        self.inputs: list[zmq.Socket] = []
+        self.outputs: list[zmq.Socket] = []
+        for input_addr, output_addr in links:
+            pull = self.ctx.socket(zmq.PULL)
+            pull.setsockopt(zmq.RCVHWM, 0)
+            pull.connect(input_addr)
+            push = self.ctx.socket(zmq.PUSH)
+            push.setsockopt(zmq.SNDHWM, 0)
+            push.connect(output_addr)
+            self.inputs.append(pull)
+            self.outputs.append(push)
+        self.open_links = set(range(len(links)))  # those that have not said Shutdown
+        self.owner: dict[str, int] = {}  # request id -> the link it came in on, while the engine has it
         self.decoder = msgspec.msgpack.Decoder(ToCore)
         self.encoder = msgspec.msgpack.Encoder()
         self.running = True
 
-    def send(self, message: msgspec.Struct) -> None:
-        self.output.send(self.encoder.encode(message), copy=False)
+    def send(self, message: msgspec.Struct, link: int) -> None:
+        self.outputs[link].send(self.encoder.encode(message), copy=False)
 
     def run(self) -> None:
         poller = zmq.Poller()
-        poller.register(self.input, zmq.POLLIN)
+        for socket in self.inputs:
+            poller.register(socket, zmq.POLLIN)
         poller.register(self.parent_fd, zmq.POLLIN)  # readable (EOF) once the parent is gone
         while self.running:
             busy = self.engine.has_unfinished()
@@ -62,31 +75,47 @@ class EngineCore:
             if self.parent_fd in events:
                 log.warning("parent process is gone; engine core exits")
                 return
-            if self.input in events:
-                self.drain_input()
+            for link, socket in enumerate(self.inputs):
+                if socket in events:
+                    self.drain_input(link)
             if self.running and self.engine.has_unfinished():
-                outputs = self.engine.step()
-                if outputs:
-                    self.send(StepOutputs(outputs))
+                self.send_outputs(self.engine.step())
                 for rid, error in self.engine.pop_rejected():
                     self.reject(rid, error)
 
+    def send_outputs(self, outputs: list[SeqOutput]) -> None:
+        """One message per link with outputs in this step; requests that have left the engine are
+        forgotten (an output of one whose link is unknown is dropped: its API process let it go)."""
+        by_link: dict[int, list[SeqOutput]] = {}
+        for out in outputs:
+            link = self.owner.get(out.request_id)
+            if link is not None:
+                by_link.setdefault(link, []).append(out)
+                if out.finish_reason is not None and not self.engine.has_request(out.request_id):
+                    del self.owner[out.request_id]
+        for link, outs in by_link.items():
+            self.send(StepOutputs(outs), link)
+
     def reject(self, request_id: str, error: ValueError) -> None:
         """Tell the server the engine refused a request, naming the field at fault where known."""
-        self.send(Rejected(request_id=request_id, message=str(error), param=getattr(error, "param", None)))
+        link = self.owner.pop(request_id, None)
+        if link is not None:
+            message = Rejected(request_id=request_id, message=str(error), param=getattr(error, "param", None))
+            self.send(message, link)
 
-    def drain_input(self) -> None:
-        """Handle every message waiting on the socket, without blocking."""
+    def drain_input(self, link: int) -> None:
+        """Handle every message waiting on a link, without blocking."""
         while True:
             try:
-                data = self.input.recv(zmq.NOBLOCK, copy=False)
+                data = self.inputs[link].recv(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
-            self.handle(self.decoder.decode(data.buffer))
+            self.handle(self.decoder.decode(data.buffer), link)
 
-    def handle(self, message: ToCore) -> None:
+    def handle(self, message: ToCore, link: int) -> None:
         match message:
             case EngineRequest(request_id=rid, prompt_token_ids=ids, params=params):
+                self.owner[rid] = link
                 try:
                     self.engine.add_request(rid, ids, params)
                 except ValueError as e:
@@ -94,13 +123,17 @@ class EngineCore:
             case AbortRequest(request_ids=ids):
                 for rid in ids:
                     self.engine.abort(rid)
+                    self.owner.pop(rid, None)
             case AbortChoice(request_id=rid, index=index):
                 self.engine.abort(rid, index)
+                if not self.engine.has_request(rid):
+                    self.owner.pop(rid, None)
             case StatsRequest():
                 states = [RequestState(**s) for s in self.engine.request_states()]
-                self.send(EngineStats(self.stats(), states))
+                self.send(EngineStats(self.stats(), states), link)
             case Shutdown():
-                self.running = False
+                self.open_links.discard(link)
+                self.running = bool(self.open_links)
 
     def stats(self) -> dict[str, float]:
         bm = self.engine.block_manager
@@ -121,16 +154,20 @@ class EngineCore:
 
     def close(self) -> None:
         self.engine.close()
-        self.input.close(linger=0)
-        self.output.close(linger=1000)  # let the last messages leave
+        for socket in self.inputs:
+            socket.close(linger=0)
+        for socket in self.outputs:
+            socket.close(linger=1000)  # let the last messages leave
         self.ctx.term()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", required=True, help="EngineConfig as JSON")
-    parser.add_argument("--input", required=True, help="ZMQ address to receive requests on")
-    parser.add_argument("--output", required=True, help="ZMQ address to send outputs to")
+    parser.add_argument(
+        "--input", required=True, action="append", help="ZMQ address to receive requests on, per link"
+    )
+    parser.add_argument("--output", required=True, action="append", help="ZMQ address to send outputs to")
     parser.add_argument("--parent-fd", type=int, required=True, help="read end of a pipe the parent holds")
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--log-format", default="text", choices=["text", "json"])
@@ -139,10 +176,13 @@ def main() -> None:
     config = msgspec.json.decode(args.config, type=EngineConfig)
     engine = LLMEngine(config)
     engine.warm_up()
-    core = EngineCore(engine, args.input, args.output, args.parent_fd)
+    if len(args.input) != len(args.output):
+        parser.error("one --output for each --input")
+    core = EngineCore(engine, list(zip(args.input, args.output, strict=True)), args.parent_fd)
     freeze_heap()
     try:
-        core.send(core.ready_message())
+        for link in range(len(core.outputs)):
+            core.send(core.ready_message(), link)
         log.info("engine core ready (pid %d)", os.getpid())
         core.run()
     finally:

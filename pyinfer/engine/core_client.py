@@ -1,7 +1,8 @@
 """AsyncEngineClient: the server's handle on the engine-core process.
 
-It starts `python -m pyinfer.engine.core`, sends requests over ZMQ and routes each step's outputs to
-per-request queues. Torch-free: the server reaches the engine only through this module and messages.py.
+It starts `python -m pyinfer.engine.core` (or, one of several API processes, attaches to the one the
+launcher started: an EngineLink), sends requests over ZMQ and routes each step's outputs to per-request
+queues. Torch-free: the server reaches the engine only through this module and messages.py.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sys
 import tempfile
 from collections import deque
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -38,6 +40,16 @@ from pyinfer.engine.messages import (
 from pyinfer.sampling_params import SamplingParams
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EngineLink:
+    """An API process's link to an engine core another process started: the addresses it binds (the
+    core connects to them) and the core's pid, watched for its death."""
+
+    input: str  # requests go to the core here
+    output: str  # its outputs come back here
+    core_pid: int
 
 
 class EngineDeadError(RuntimeError):
@@ -101,8 +113,15 @@ class _Stream:
 
 
 class AsyncEngineClient:
-    def __init__(self, config: EngineConfig, log_level: str = "info", log_format: str = "text"):
+    def __init__(
+        self,
+        config: EngineConfig,
+        log_level: str = "info",
+        log_format: str = "text",
+        link: EngineLink | None = None,  # attach to a core started elsewhere instead of starting one
+    ):
         self.config = config
+        self.link = link
         self.log_args = ("--log-level", log_level, "--log-format", log_format)
         self.ready: EngineReady | None = None
         self.dead = False
@@ -117,6 +136,8 @@ class AsyncEngineClient:
 
     @property
     def pid(self) -> int | None:
+        if self.link is not None:
+            return self.link.core_pid
         return self._proc.pid if self._proc else None
 
     @property
@@ -126,10 +147,13 @@ class AsyncEngineClient:
 
     # ---- life cycle -----------------------------------------------------------------------------
     async def start(self) -> None:
-        """Start the engine-core process; returns at once (see wait_ready)."""
+        """Start the engine-core process, or attach to the link's; returns at once (see wait_ready)."""
         self._ready = asyncio.get_running_loop().create_future()
-        self._dir = tempfile.mkdtemp(prefix="pyinfer-")
-        to_core, from_core = f"ipc://{self._dir}/to-core", f"ipc://{self._dir}/from-core"
+        if self.link is None:
+            self._dir = tempfile.mkdtemp(prefix="pyinfer-")
+            to_core, from_core = f"ipc://{self._dir}/to-core", f"ipc://{self._dir}/from-core"
+        else:
+            to_core, from_core = self.link.input, self.link.output
         self._zmq = zmq.asyncio.Context()
         self._to_core = self._zmq.socket(zmq.PUSH)
         self._to_core.setsockopt(zmq.SNDHWM, 0)
@@ -137,28 +161,32 @@ class AsyncEngineClient:
         self._from_core = self._zmq.socket(zmq.PULL)
         self._from_core.setsockopt(zmq.RCVHWM, 0)
         self._from_core.bind(from_core)
+        if self.link is None:
+            await self._spawn(to_core, from_core)
+        self._tasks = [asyncio.create_task(self._receive()), asyncio.create_task(self._watch())]
+
+    async def _spawn(self, to_core: str, from_core: str) -> None:
         # The core holds the read end of this pipe; when we die, the write end closes and it exits.
         read_fd, self._lifeline = os.pipe()
-        config = msgspec.json.encode(dataclasses.asdict(self.config)).decode()
         self._proc = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-m", "pyinfer.engine.core", "--config", config),
-            *("--input", to_core, "--output", from_core),
-            *("--parent-fd", str(read_fd), *self.log_args),
+            *core_command(self.config, [(to_core, from_core)], read_fd, self.log_args),
             pass_fds=(read_fd,),
             start_new_session=True,  # Ctrl-C in a terminal reaches the server only; it stops the core
         )
         os.close(read_fd)
         log.info("engine core started (pid %d)", self._proc.pid)
-        self._tasks = [asyncio.create_task(self._receive()), asyncio.create_task(self._watch())]
 
     async def wait_ready(self) -> EngineReady:
         """Wait until the model is loaded; raises EngineDeadError if the core dies first."""
         return await asyncio.shield(self._ready)
 
     async def shutdown(self, timeout: float = 10.0) -> None:
-        """Stop the core: politely, then by force."""
+        """Stop the core we started: politely, then by force. Attached, say Shutdown on our link (the
+        core stops once every link has) and leave."""
         self._closing = True
-        if self._proc.returncode is None:
+        if self.link is not None:
+            self._send(Shutdown())
+        elif self._proc.returncode is None:
             self._send(Shutdown())
             try:
                 await asyncio.wait_for(self._proc.wait(), timeout)
@@ -168,11 +196,12 @@ class AsyncEngineClient:
                 await self._proc.wait()
         for task in self._tasks:
             task.cancel()
-        self._to_core.close(linger=0)
+        self._to_core.close(linger=0 if self.link is None else 1000)  # attached: Shutdown must leave
         self._from_core.close(linger=0)
         self._zmq.term()
-        os.close(self._lifeline)
-        shutil.rmtree(self._dir, ignore_errors=True)
+        if self.link is None:
+            os.close(self._lifeline)
+            shutil.rmtree(self._dir, ignore_errors=True)
 
     # ---- requests -------------------------------------------------------------------------------
     async def generate(
@@ -267,12 +296,17 @@ class AsyncEngineClient:
 
     async def _watch(self) -> None:
         """Wait for the core to exit; if that was not asked for, fail everything in flight."""
-        code = await self._proc.wait()
+        if self.link is None:
+            code = await self._proc.wait()
+            how = f"exit code {code}"
+        else:
+            await process_exit(self.link.core_pid)
+            how = "it was started by the launcher"
         if self._closing:
             return
-        log.error("engine core exited unexpectedly with code %s", code)
+        log.error("engine core exited unexpectedly (%s)", how)
         self.dead = True
-        error = EngineDeadError(f"the engine process died (exit code {code})")
+        error = EngineDeadError(f"the engine process died ({how})")
         if not self._ready.done():
             self._ready.set_exception(error)
         for stream in self._streams.values():
@@ -281,3 +315,35 @@ class AsyncEngineClient:
             self._stats_waiters.popleft().set_exception(error)
         if self.on_death is not None:
             self.on_death()
+
+
+def core_command(
+    config: EngineConfig, links: list[tuple[str, str]], parent_fd: int, log_args: tuple[str, ...]
+) -> list[str]:
+    """The engine core's command line: its config, a (requests, outputs) address pair per API process,
+    the read end of its parent's lifeline."""
+    command = [sys.executable, "-m", "pyinfer.engine.core", "--config", encode_config(config)]
+    for to_core, from_core in links:
+        command += ["--input", to_core, "--output", from_core]
+    return [*command, "--parent-fd", str(parent_fd), *log_args]
+
+
+def encode_config(config: Any) -> str:
+    """A config dataclass as the JSON the other process decodes it from."""
+    return msgspec.json.encode(dataclasses.asdict(config)).decode()
+
+
+async def process_exit(pid: int) -> None:
+    """Returns once process `pid` (not necessarily our child) has exited."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    exited = asyncio.get_running_loop().create_future()
+    loop = asyncio.get_running_loop()
+    loop.add_reader(fd, lambda: exited.done() or exited.set_result(None))
+    try:
+        await exited
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)

@@ -125,6 +125,10 @@ class LLMEngine:
         else:
             self._forget_if_done(request_id)
 
+    def has_request(self, request_id: str) -> bool:
+        """Whether the request is still here: not finished, aborted or refused."""
+        return request_id in self._requests
+
     def has_unfinished(self) -> bool:
         return self.scheduler.has_work() or self._in_flight is not None or bool(self._compiling)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,7 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from pyinfer import __version__
 from pyinfer.config import EngineConfig
-from pyinfer.engine.core_client import EngineDeadError
+from pyinfer.engine.core_client import EngineDeadError, EngineLink, process_exit
 from pyinfer.server.auth import ApiKeyMiddleware, ApiKeys
 from pyinfer.server.config import ServerConfig
 from pyinfer.server.context import ServerContext
@@ -26,16 +27,20 @@ from pyinfer.server.system_metrics import SystemMetrics
 log = logging.getLogger(__name__)
 
 
-def create_app(config: ServerConfig, engine_config: EngineConfig) -> FastAPI:
-    ctx = ServerContext(config, engine_config)
+def create_app(config: ServerConfig, engine_config: EngineConfig, link: EngineLink | None = None) -> FastAPI:
+    """The app; `link`: one of several API processes, attached to the launcher's engine core."""
+    ctx = ServerContext(config, engine_config, link)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx.engine.on_death = lambda: ctx.fail("the engine process died")
         await ctx.engine.start()
-        loading = asyncio.create_task(_load(ctx))
+        tasks = [asyncio.create_task(_load(ctx))]
+        if link is not None:  # the launcher gone, nothing stops the engine core or us: stop
+            tasks.append(asyncio.create_task(_watch_launcher(ctx, os.getppid())))
         yield  # serving; uvicorn drains in-flight requests before we go on
-        loading.cancel()
+        for task in tasks:
+            task.cancel()
         await ctx.engine.shutdown()
 
     app = FastAPI(title="PyInfer", version=__version__, lifespan=lifespan)
@@ -70,6 +75,11 @@ def create_app(config: ServerConfig, engine_config: EngineConfig) -> FastAPI:
         log_prompts=config.log_prompts,
     )
     return app
+
+
+async def _watch_launcher(ctx: ServerContext, pid: int) -> None:
+    await process_exit(pid)
+    ctx.fail("the launcher of the API processes is gone")
 
 
 async def _load(ctx: ServerContext) -> None:

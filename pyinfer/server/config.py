@@ -70,6 +70,15 @@ class ServerConfig:
             aliases=("LOG_PROMPTS",),
         ),
     )
+    api_server_count: int = field(
+        default=1,
+        metadata=option(
+            "HTTP server processes in front of the one engine core, all on the one port: more when one "
+            "process's streaming cannot keep up with the engine (stored Responses, rate limits and "
+            "queue limits are per process, so the last two need 1)",
+            aliases=("API_SERVER_COUNT",),
+        ),
+    )
     drain_timeout: float = field(
         default=30.0,
         metadata=option(
@@ -171,6 +180,12 @@ class ServerConfig:
         for name in ("max_queued_requests", "max_queued_tokens", "max_request_body"):
             if (value := getattr(self, name)) is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if self.api_server_count < 1:
+            raise ValueError("api_server_count must be at least 1")
+        if self.api_server_count > 1 and (self.rate_limit_rpm or self.rate_limit_tpm):
+            raise ValueError("rate limits are kept per API process: they need --api-server-count 1")
+        if self.api_server_count > 1 and (self.max_queued_requests or self.max_queued_tokens):
+            raise ValueError("queue limits are counted per API process: they need --api-server-count 1")
         if self.drain_timeout < 0:
             raise ValueError("drain_timeout must not be negative")
         if self.max_stored_responses < 0:

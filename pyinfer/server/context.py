@@ -14,7 +14,7 @@ import msgspec
 from fastapi import Request
 
 from pyinfer.config import EngineConfig
-from pyinfer.engine.core_client import AsyncEngineClient
+from pyinfer.engine.core_client import AsyncEngineClient, EngineLink
 from pyinfer.generation_config import describe, generation_defaults, with_defaults
 from pyinfer.model_files import resolve_model
 from pyinfer.sampling_params import SamplingParams, check_request
@@ -56,7 +56,7 @@ class Admitted(NamedTuple):
 
 
 class ServerContext:
-    def __init__(self, config: ServerConfig, engine_config: EngineConfig):
+    def __init__(self, config: ServerConfig, engine_config: EngineConfig, link: EngineLink | None = None):
         self.config = config
         self.engine_config = engine_config
         self.model_path, self.load_format = resolve_model(engine_config.model, engine_config.load_format)
@@ -66,7 +66,7 @@ class ServerContext:
         self.request_defaults = with_defaults(model_defaults, max_tokens=config.max_tokens)
         SamplingParams(**self.request_defaults)  # a file's impossible value fails here, not in a request
         log.info("sampling defaults for requests that leave them out: %s", describe(self.request_defaults))
-        self.engine = AsyncEngineClient(engine_config, config.log_level, config.log_format)
+        self.engine = AsyncEngineClient(engine_config, config.log_level, config.log_format, link)
         self.tokenizer: Tokenizer | None = None
         self.tokenizer_loaded = False
         self.tool_support = tool_support(None, config.tool_call_parser)  # the template's, once loaded

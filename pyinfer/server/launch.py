@@ -7,12 +7,14 @@ import logging
 import signal
 import sys
 from types import FrameType
+from typing import Any
 
 import uvicorn
+from fastapi import FastAPI
 
 from pyinfer.config import engine_config_from_args
 from pyinfer.logs import configure_logging
-from pyinfer.server.config import server_config_from_args
+from pyinfer.server.config import ServerConfig, server_config_from_args
 from pyinfer.server.context import ServerContext
 
 log = logging.getLogger("pyinfer.server")
@@ -42,15 +44,25 @@ def serve_main(args: argparse.Namespace) -> None:
     config = server_config_from_args(args)
     configure_logging(config.log_level, config.log_format)
     try:
-        app = create_app(config, engine_config_from_args(args))
+        engine_config = engine_config_from_args(args)
+        if config.api_server_count > 1:
+            from pyinfer.server.api_servers import serve_with_api_processes
+
+            sys.exit(serve_with_api_processes(config, engine_config))
+        app = create_app(config, engine_config)
     except (FileNotFoundError, ValueError) as e:
         log.error("%s", e)
         sys.exit(2)
+    sys.exit(run_uvicorn(app, config, host=config.host, port=config.port))
+
+
+def run_uvicorn(app: FastAPI, config: ServerConfig, **bind: Any) -> int:
+    """Serve the app until a signal drains it or something it needs is gone; returns the exit code.
+    bind: host and port, or fd (a socket another process bound)."""
     ctx: ServerContext = app.state.ctx
     uv_config = uvicorn.Config(
         app,
-        host=config.host,
-        port=config.port,
+        **bind,
         loop="uvloop",
         http="httptools",
         log_config=None,  # ours, from configure_logging
@@ -62,5 +74,4 @@ def serve_main(args: argparse.Namespace) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: None)
     DrainingServer(uv_config, ctx).run()
-    if ctx.fatal_error:
-        sys.exit(1)
+    return 1 if ctx.fatal_error else 0

@@ -4,10 +4,11 @@ the engine's queues and caches read from its stats (over the existing channel) a
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -119,13 +120,17 @@ class ServerMetrics:
 
     def exposition(self, engine: Collector | None) -> bytes:
         """The text format of every metric, the engine's from its latest stats (None: not ready)."""
+        registry = self.registry
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # one of several API processes: all of theirs
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
         if engine is None:
-            return generate_latest(self.registry)
-        self.registry.register(engine)
+            return generate_latest(registry)
+        registry.register(engine)
         try:
-            return generate_latest(self.registry)
+            return generate_latest(registry)
         finally:
-            self.registry.unregister(engine)
+            registry.unregister(engine)
 
 
 # (family, metric name, engine stat, help) of what the engine's stats snapshot holds

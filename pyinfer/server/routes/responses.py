@@ -319,7 +319,7 @@ def _earlier_turns(request: Request, previous_id: str | None) -> list[dict[str, 
     if previous is None or previous.owner != _caller(request):
         raise OpenAIError(
             404,
-            f"Previous response with id '{previous_id}' not found.",
+            f"Previous response with id '{previous_id}' not found.{_per_process(request)}",
             param="previous_response_id",
             code="previous_response_not_found",
         )
@@ -334,7 +334,7 @@ def _stored(request: Request, response_id: str) -> StoredResponse:
     """A stored response of the caller's key (another key's is as good as absent)."""
     stored = server_context(request).responses.get(response_id)
     if stored is None or stored.owner != _caller(request):
-        raise _not_found(response_id)
+        raise OpenAIError(404, f"Response with id '{response_id}' not found.{_per_process(request)}")
     return stored
 
 
@@ -343,5 +343,11 @@ def _caller(request: Request) -> str | None:
     return getattr(request.scope.get("state", {}).get("api_key"), "name", None)
 
 
-def _not_found(response_id: str) -> OpenAIError:
-    return OpenAIError(404, f"Response with id '{response_id}' not found.")
+def _per_process(request: Request) -> str:
+    """Why a stored response may be missing here although it exists: several API processes."""
+    if server_context(request).config.api_server_count == 1:
+        return ""
+    return (
+        " Stored responses are kept by the API process that made them, and this server runs several"
+        " (--api-server-count): a later request may reach another one."
+    )
