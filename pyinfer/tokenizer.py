@@ -22,6 +22,19 @@ class TemplateOptions:
 DEFAULT_TEMPLATE = TemplateOptions()
 
 
+def _direct_decode(hf: Any) -> Any:
+    """The Rust tokenizer's own decode where transformers' adds nothing to it (no clean-up of spaces, no
+    class of its own overriding decoding): transformers' costs several microseconds more a call, and
+    streaming decodes twice a token. None where it would differ."""
+    backend = getattr(hf, "backend_tokenizer", None)
+    if backend is None or getattr(hf, "clean_up_tokenization_spaces", False):
+        return None
+    generic = next((c for c in type(hf).__mro__ if c.__name__ == "TokenizersBackend"), None)
+    if generic is None or type(hf)._decode is not generic._decode or type(hf).decode is not generic.decode:
+        return None
+    return backend.decode
+
+
 class Tokenizer:
     def __init__(self, path: str):
         from transformers import AutoTokenizer
@@ -32,11 +45,7 @@ class Tokenizer:
         else:
             self.hf = AutoTokenizer.from_pretrained(str(p if p.is_dir() else p.parent))
         self.has_chat_template = bool(getattr(self.hf, "chat_template", None))
-        # transformers' decode is the Rust tokenizer's plus its own Python around it (several
-        # microseconds a call; streaming decodes twice a token): where it adds no clean-up, go direct.
-        backend = getattr(self.hf, "backend_tokenizer", None)
-        direct = backend is not None and not getattr(self.hf, "clean_up_tokenization_spaces", False)
-        self._decode = backend.decode if direct else self.hf.decode
+        self._decode = _direct_decode(self.hf) or self.hf.decode
 
     @property
     def vocab_size(self) -> int:

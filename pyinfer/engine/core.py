@@ -87,12 +87,16 @@ class EngineCore:
         """One message per link with outputs in this step; requests that have left the engine are
         forgotten (an output of one whose link is unknown is dropped: its API process let it go)."""
         by_link: dict[int, list[SeqOutput]] = {}
+        finished = set()  # forgotten only after the loop: several choices of one may end in this step
         for out in outputs:
             link = self.owner.get(out.request_id)
             if link is not None:
                 by_link.setdefault(link, []).append(out)
-                if out.finish_reason is not None and not self.engine.has_request(out.request_id):
-                    del self.owner[out.request_id]
+                if out.finish_reason is not None:
+                    finished.add(out.request_id)
+        for rid in finished:
+            if not self.engine.has_request(rid):
+                del self.owner[rid]
         for link, outs in by_link.items():
             self.send(StepOutputs(outs), link)
 

@@ -334,16 +334,31 @@ def encode_config(config: Any) -> str:
 
 
 async def process_exit(pid: int) -> None:
-    """Returns once process `pid` (not necessarily our child) has exited."""
+    """Returns once process `pid` (not necessarily our child) has exited: a pidfd where the kernel
+    offers one, else a look once a second."""
     try:
         fd = os.pidfd_open(pid)
     except ProcessLookupError:
         return
-    exited = asyncio.get_running_loop().create_future()
+    except OSError:  # no pidfd here (an old kernel, a seccomp profile)
+        while _alive(pid):
+            await asyncio.sleep(1.0)
+        return
     loop = asyncio.get_running_loop()
+    exited = loop.create_future()
     loop.add_reader(fd, lambda: exited.done() or exited.set_result(None))
     try:
         await exited
     finally:
         loop.remove_reader(fd)
         os.close(fd)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's now: ours is gone
+        return False
+    return True

@@ -26,7 +26,7 @@ from pyinfer.sampling_params import SamplingParams, SamplingParamsError, check_r
 
 log = logging.getLogger(__name__)
 
-WARM_UP_TOKENS = 8  # each warm-up request's: the first is still decoding when the last arrives
+WARM_UP_TOKENS = 4  # each warm-up request's: enough that later prompts meet odd and even numbers of decodes
 
 
 def freeze_heap() -> None:
@@ -178,7 +178,7 @@ class LLMEngine:
             ignore_eos=True,
         )
         greedy = SamplingParams(temperature=0, max_tokens=WARM_UP_TOKENS, ignore_eos=True)
-        waves = [[sampled], [sampled, greedy], [greedy], [sampled]]  # one prompt; then beside 1, 3, 4 decodes
+        waves = [[sampled], [sampled, greedy], [greedy], [sampled]]  # one prompt; then beside 1, 3, 2 decodes
         for wave, requests in enumerate(waves):
             for i, params in enumerate(requests):
                 prompt = [1 + (wave * 7 + i + t) % 97 for t in range(8 + 5 * i)]  # no prefix in common

@@ -1,10 +1,11 @@
 """One of several API processes (see api_servers.py): the usual app on the launcher's socket, its engine
-client attached to the core the launcher started. Started by the launcher, not by hand."""
+client attached to the core the launcher started. Started by the launcher, not by hand: its settings
+come on stdin (they hold the API keys, which a command line would show every local user)."""
 
 from __future__ import annotations
 
 import argparse
-import json
+import socket
 import sys
 
 import msgspec
@@ -15,22 +16,28 @@ from pyinfer.logs import configure_logging
 from pyinfer.server.config import ServerConfig
 
 
+class Spec(msgspec.Struct):
+    """What the launcher tells an API process."""
+
+    index: int
+    server: ServerConfig
+    engine: EngineConfig
+    link: EngineLink
+    launcher_pid: int
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--index", type=int, required=True)
-    parser.add_argument("--server-config", required=True, help="ServerConfig as JSON")
-    parser.add_argument("--engine-config", required=True, help="EngineConfig as JSON")
-    parser.add_argument("--link", required=True, help="EngineLink as JSON")
     parser.add_argument("--fd", type=int, required=True, help="the listening socket")
     args = parser.parse_args()
-    config = msgspec.json.decode(args.server_config, type=ServerConfig)
-    engine_config = msgspec.json.decode(args.engine_config, type=EngineConfig)
-    configure_logging(config.log_level, config.log_format, tag=f"[api-{args.index}] ")
+    spec = msgspec.json.decode(sys.stdin.buffer.read(), type=Spec)
+    configure_logging(spec.server.log_level, spec.server.log_format, tag=f"[api-{spec.index}] ")
     from pyinfer.server.app import create_app
     from pyinfer.server.launch import run_uvicorn
 
-    app = create_app(config, engine_config, EngineLink(**json.loads(args.link)))
-    sys.exit(run_uvicorn(app, config, fd=args.fd))
+    app = create_app(spec.server, spec.engine, spec.link, spec.launcher_pid)
+    listener = socket.socket(fileno=args.fd)  # its own family (TCP: each connection gets TCP_NODELAY)
+    sys.exit(run_uvicorn(app, spec.server, sockets=[listener]))
 
 
 if __name__ == "__main__":

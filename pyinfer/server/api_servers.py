@@ -3,15 +3,15 @@
 One Python process streaming every token of every request runs out of CPU before the GPU does. The
 launcher (this process) binds the port, starts the engine core with one ZMQ link per API process and
 then the API processes, each serving the shared socket (the kernel spreads connections among them) and
-attached to its own link. It forwards SIGTERM/SIGINT to them (each drains its own requests), and exits
-non-zero if any of them or the core ended badly. The core stops once every API process has said
-Shutdown, and exits if the launcher dies; an API process exits if the core or the launcher dies.
-Counters for /metrics are kept in files that any of them sums (prometheus_client's multiprocess mode).
+attached to its own link. It forwards SIGTERM/SIGINT to them (each drains its own requests), stops the
+core once they are all gone, and exits non-zero if any of them or the core ended badly. The core exits
+if the launcher dies; an API process exits if the core or the launcher dies. Counters for /metrics are
+kept in files that any of them sums (prometheus_client's multiprocess mode).
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
 import os
 import shutil
@@ -22,8 +22,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+import msgspec
+
 from pyinfer.config import EngineConfig
-from pyinfer.engine.core_client import EngineLink, core_command, encode_config
+from pyinfer.engine.core_client import EngineLink, core_command
+from pyinfer.server.api_process import Spec
 from pyinfer.server.auth import ApiKeys
 from pyinfer.server.config import ServerConfig
 
@@ -38,82 +41,116 @@ def serve_with_api_processes(config: ServerConfig, engine_config: EngineConfig) 
         raise ValueError(
             "the key file's rate limits are kept per API process: they need --api-server-count 1"
         )
-    listener = socket.create_server((config.host, config.port), backlog=2048)
-    listener.set_inheritable(True)
+    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+    listener = socket.create_server((config.host, config.port), family=family, backlog=2048)
     run_dir = Path(tempfile.mkdtemp(prefix="pyinfer-api-"))
-    (run_dir / "metrics").mkdir()
-    links = [
-        EngineLink(f"ipc://{run_dir}/to-core-{i}", f"ipc://{run_dir}/from-core-{i}", 0)
-        for i in range(config.api_server_count)
-    ]
-    read_fd, lifeline = os.pipe()  # the core exits when our end closes: with us
-    log_args = ("--log-level", config.log_level, "--log-format", config.log_format)
-    core = subprocess.Popen(
-        core_command(engine_config, [(link.input, link.output) for link in links], read_fd, log_args),
-        pass_fds=(read_fd,),
-        start_new_session=True,  # Ctrl-C in a terminal reaches the API processes, which drain
-    )
-    os.close(read_fd)
-    log.info("engine core started (pid %d); starting %d API processes", core.pid, len(links))
-    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(run_dir / "metrics")}
-    workers = [
-        subprocess.Popen(
-            [
-                *(sys.executable, "-m", "pyinfer.server.api_process", "--index", str(i)),
-                *("--server-config", encode_config(config), "--engine-config", encode_config(engine_config)),
-                *("--link", json.dumps({**vars(link), "core_pid": core.pid})),
-                *("--fd", str(listener.fileno())),
-            ],
-            pass_fds=(listener.fileno(),),
-            env=env,
-        )
-        for i, link in enumerate(links)
-    ]
-    listener.close()  # the API processes hold it
-
-    def forward(sig: int, _frame: object) -> None:
-        log.info("received %s: the API processes drain", signal.Signals(sig).name)
-        for worker in workers:
-            if worker.poll() is None:
-                worker.send_signal(signal.SIGTERM)
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, forward)
     try:
-        return _wait(core, workers)
+        return Launcher(config, engine_config, listener, run_dir).run()
     finally:
-        os.close(lifeline)
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def _wait(core: subprocess.Popen, workers: list[subprocess.Popen]) -> int:
-    """Wait for the children; the first API process to fail, or the core's death, stops the rest."""
-    failed = False
-    running = {worker.pid: worker for worker in workers}
-    while running:
-        pid, status = os.wait()  # blocks: an idle launcher takes no CPU
-        code = os.waitstatus_to_exitcode(status)
-        if pid == core.pid:  # 0: every API process said Shutdown (they are on their way out)
-            core.returncode = code
-            if code != 0:
-                log.error("engine core exited with code %d: the API processes stop", code)
-                failed = True  # they see it and exit non-zero
-            continue
-        worker = running.pop(pid, None)
-        if worker is None:
-            continue
-        worker.returncode = code
-        if code != 0 and not failed:
-            log.error("API process %d exited with code %d: stopping the others", pid, code)
-            failed = True
-            for other in running.values():
-                other.send_signal(signal.SIGTERM)
-    if core.returncode is None:  # it stops once every API process has said Shutdown
+class Launcher:
+    def __init__(
+        self, config: ServerConfig, engine_config: EngineConfig, listener: socket.socket, run_dir: Path
+    ):
+        (run_dir / "metrics").mkdir()
+        links = [
+            EngineLink(f"ipc://{run_dir}/to-core-{i}", f"ipc://{run_dir}/from-core-{i}", 0)
+            for i in range(config.api_server_count)
+        ]
+        read_fd, lifeline = os.pipe()
+        self.lifeline: int | None = lifeline  # the core exits when our end closes
+        log_args = ("--log-level", config.log_level, "--log-format", config.log_format)
+        self.core = subprocess.Popen(
+            core_command(engine_config, [(link.input, link.output) for link in links], read_fd, log_args),
+            pass_fds=(read_fd,),
+            start_new_session=True,  # Ctrl-C in a terminal reaches the API processes, which drain
+        )
+        os.close(read_fd)
+        log.info("engine core started (pid %d); starting %d API processes", self.core.pid, len(links))
+        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(run_dir / "metrics")}
+        self.running: dict[int, int] = {}  # pid -> index of the API processes not yet reaped
+        for i, link in enumerate(links):
+            spec = Spec(
+                i, config, engine_config, EngineLink(link.input, link.output, self.core.pid), os.getpid()
+            )
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "pyinfer.server.api_process", "--fd", str(listener.fileno())],
+                pass_fds=(listener.fileno(),),
+                stdin=subprocess.PIPE,
+                env=env,
+            )
+            worker.stdin.write(msgspec.json.encode(spec))
+            worker.stdin.close()
+            self.running[worker.pid] = i
+        listener.close()  # the API processes hold it
+        self.failed = False
+        self.stopping = False  # a signal asked for the stop
+
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._forward)
         try:
-            core.wait(SHUTDOWN_GRACE)
+            self._wait_for_api_processes()
+            self._stop_core()
+        finally:
+            self._close_lifeline()
+        return 1 if self.failed else 0
+
+    def _close_lifeline(self) -> None:
+        if self.lifeline is not None:
+            os.close(self.lifeline)
+            self.lifeline = None
+
+    def _forward(self, sig: int, _frame: object) -> None:
+        log.info("received %s: the API processes drain", signal.Signals(sig).name)
+        self.stopping = True
+        self._signal_api_processes()
+
+    def _signal_api_processes(self) -> None:
+        # by pid, never through Popen (which would reap them behind os.wait's back)
+        for pid in list(self.running):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    def _wait_for_api_processes(self) -> None:
+        """The first to fail, or the core's death, stops the rest."""
+        while self.running:
+            try:
+                pid, status = os.wait()  # blocks: an idle launcher takes no CPU
+            except ChildProcessError:
+                return
+            code = os.waitstatus_to_exitcode(status)
+            if pid == self.core.pid:
+                self.core.returncode = code
+                if not self.stopping:
+                    log.error("engine core exited (code %d): stopping the API processes", code)
+                    self.failed = True
+                    self._signal_api_processes()  # they see it too, and fail what is in flight
+                continue
+            # asked to stop, one still starting dies of the SIGTERM rather than draining: nothing to drain
+            clean = code == 0 or (self.stopping and code == -signal.SIGTERM)
+            if self.running.pop(pid, None) is not None and not clean and not self.failed:
+                log.error("API process %d exited with code %d: stopping the others", pid, code)
+                self.failed = True
+                self._signal_api_processes()
+
+    def _stop_core(self) -> None:
+        """Once the API processes are gone: ask the core to stop (our end of its lifeline closes;
+        SIGTERM where it is still loading), then make sure."""
+        if self.core.returncode is not None:
+            return
+        self._close_lifeline()
+        try:
+            self.core.wait(SHUTDOWN_GRACE)
+            return
         except subprocess.TimeoutExpired:
-            log.warning("engine core did not stop in %.0fs; killing it", SHUTDOWN_GRACE)
-            core.kill()
-            core.wait()
-            failed = True
-    return 1 if failed or core.returncode != 0 else 0
+            self.core.terminate()
+        try:
+            self.core.wait(SHUTDOWN_GRACE)
+        except subprocess.TimeoutExpired:
+            log.warning("engine core did not stop in %.0fs; killing it", 2 * SHUTDOWN_GRACE)
+            self.core.kill()
+            self.core.wait()
+            self.failed = True

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -27,8 +26,14 @@ from pyinfer.server.system_metrics import SystemMetrics
 log = logging.getLogger(__name__)
 
 
-def create_app(config: ServerConfig, engine_config: EngineConfig, link: EngineLink | None = None) -> FastAPI:
-    """The app; `link`: one of several API processes, attached to the launcher's engine core."""
+def create_app(
+    config: ServerConfig,
+    engine_config: EngineConfig,
+    link: EngineLink | None = None,
+    launcher_pid: int | None = None,
+) -> FastAPI:
+    """The app; `link`: one of several API processes, attached to the engine core the launcher (whose
+    death stops it too) started."""
     ctx = ServerContext(config, engine_config, link)
 
     @asynccontextmanager
@@ -36,8 +41,8 @@ def create_app(config: ServerConfig, engine_config: EngineConfig, link: EngineLi
         ctx.engine.on_death = lambda: ctx.fail("the engine process died")
         await ctx.engine.start()
         tasks = [asyncio.create_task(_load(ctx))]
-        if link is not None:  # the launcher gone, nothing stops the engine core or us: stop
-            tasks.append(asyncio.create_task(_watch_launcher(ctx, os.getppid())))
+        if launcher_pid is not None:  # the launcher gone, nothing would stop us: stop
+            tasks.append(asyncio.create_task(_watch_launcher(ctx, launcher_pid)))
         yield  # serving; uvicorn drains in-flight requests before we go on
         for task in tasks:
             task.cancel()

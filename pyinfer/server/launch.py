@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import socket
 import sys
 from types import FrameType
-from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -53,16 +53,17 @@ def serve_main(args: argparse.Namespace) -> None:
     except (FileNotFoundError, ValueError) as e:
         log.error("%s", e)
         sys.exit(2)
-    sys.exit(run_uvicorn(app, config, host=config.host, port=config.port))
+    sys.exit(run_uvicorn(app, config))
 
 
-def run_uvicorn(app: FastAPI, config: ServerConfig, **bind: Any) -> int:
+def run_uvicorn(app: FastAPI, config: ServerConfig, sockets: list[socket.socket] | None = None) -> int:
     """Serve the app until a signal drains it or something it needs is gone; returns the exit code.
-    bind: host and port, or fd (a socket another process bound)."""
+    sockets: listen there (bound by another process) instead of on the config's host and port."""
     ctx: ServerContext = app.state.ctx
     uv_config = uvicorn.Config(
         app,
-        **bind,
+        host=config.host,
+        port=config.port,
         loop="uvloop",
         http="httptools",
         log_config=None,  # ours, from configure_logging
@@ -73,5 +74,5 @@ def run_uvicorn(app: FastAPI, config: ServerConfig, **bind: Any) -> int:
     # cleanly and exit 0, so the re-raised signal must not kill us.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: None)
-    DrainingServer(uv_config, ctx).run()
+    DrainingServer(uv_config, ctx).run(sockets=sockets)
     return 1 if ctx.fatal_error else 0

@@ -52,6 +52,7 @@ def test_no_partial_stop_string_is_ever_emitted(tokenizer):
 def test_decode_is_what_transformers_decodes(tokenizer):
     """Tokenizer.decode goes to the Rust tokenizer directly where transformers adds nothing to it: the same
     text for any ids, special ones and byte pieces of split characters included, skipped or not."""
+    assert tokenizer._decode != tokenizer.hf.decode  # the direct path, for this tokenizer
     rng = random.Random(0)
     special = tokenizer.hf.all_special_ids
     vocab = tokenizer.vocab_size

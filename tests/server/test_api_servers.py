@@ -23,11 +23,16 @@ FLAGS = ("--api-server-count", "2", "--num-kv-blocks", "64")
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory) -> dict[str, ServerProcess]:
     folder = tmp_path_factory.mktemp("api_servers")
-    procs = {name: ServerProcess(folder / f"{name}.log", *FLAGS) for name in ("serve", "sigterm", "death")}
+    names = ("serve", "sigterm", "death", "loading")
+    procs = {name: ServerProcess(folder / f"{name}.log", *FLAGS) for name in names}
     with all_stopped(procs):
+        early = procs.pop("loading")
+        early.wait_http()  # up, the model still loading
+        early.children = family(early)
+        early.proc.send_signal(signal.SIGTERM)
         for srv in procs.values():
             srv.wait_ready()
-        yield procs
+        yield {**procs, "loading": early}
 
 
 def family(srv: ServerProcess) -> list[psutil.Process]:
@@ -106,6 +111,13 @@ def test_sigterm_drains_every_process_and_exits_0_leaving_none_behind(servers):
     assert finishes[-1] == "length" and events[-1] == "data: [DONE]"
     assert srv.proc.wait(60) == 0
     _gone, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive
+
+
+def test_sigterm_while_the_model_loads_stops_everything_and_exits_0(servers):
+    srv = servers["loading"]
+    assert srv.proc.wait(60) == 0
+    _gone, alive = psutil.wait_procs(srv.children, timeout=10)
     assert not alive
 
 
