@@ -36,6 +36,9 @@ def main() -> None:
     from pyinfer.server.launch import run_uvicorn
 
     app = create_app(spec.server, spec.engine, spec.link, spec.launcher_pid)
+    # Ready, then, when the engine is (its EngineReady reaches every API process at once): none answers
+    # a 503 while another, ready, has told a load balancer /ready.
+    app.state.ctx.load_tokenizer()
     listener = socket.socket(fileno=args.fd)  # its own family (TCP: each connection gets TCP_NODELAY)
     sys.exit(run_uvicorn(app, spec.server, sockets=[listener]))
 

@@ -80,12 +80,14 @@ class ServerContext:
         self.fatal_error: str | None = None  # why the server must exit non-zero
         self.on_fatal: Callable[[], None] = lambda: None  # asks the HTTP server to stop
 
-    async def load(self) -> None:
-        """Load the tokenizer here while the engine process loads the model."""
-        self.tokenizer = await asyncio.to_thread(
-            load_tokenizer, self.model_path, self.load_format, self.engine_config.tokenizer
-        )
+    def load_tokenizer(self) -> None:
+        self.tokenizer = load_tokenizer(self.model_path, self.load_format, self.engine_config.tokenizer)
         self.tokenizer_loaded = True
+
+    async def load(self) -> None:
+        """Load the tokenizer here (unless loaded already) while the engine process loads the model."""
+        if not self.tokenizer_loaded:
+            await asyncio.to_thread(self.load_tokenizer)
         if self.tokenizer is not None:
             self.tool_support = tool_support(self.tokenizer.hf.chat_template, self.config.tool_call_parser)
             self.tool_markup_is_special = any(
@@ -212,7 +214,7 @@ class ServerContext:
         return gen
 
     async def stats(self) -> dict[str, Any]:
-        """The engine's counters with the ones this process keeps."""
+        """The engine's counters with the ones this API process keeps."""
         return {**await self.engine.stats(), "num_tool_call_parse_failures": self.num_tool_call_failures}
 
     def _charge_tokens(self, request: Request, gen: Generation) -> None:
@@ -237,6 +239,7 @@ class ServerContext:
 
         def failed() -> None:
             self.num_tool_call_failures += 1
+            self.metrics.tool_call_failures.inc()
 
         return lambda: tools.parser(self.tool_support.format, failed)
 

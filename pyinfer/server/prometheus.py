@@ -90,6 +90,9 @@ class ServerMetrics:
             ["key", "status"],
             registry=self.registry,
         )
+        self.tool_call_failures = counter(  # the API processes' own count, summed over several
+            "num_tool_call_parse_failures", "Tool-call markup that did not parse as a call of a given tool."
+        ).labels(model_name)
         self._token_gap = self.inter_token.labels(model_name)
         self.http_requests = Counter(
             "pyinfer:http_requests",
@@ -146,7 +149,6 @@ ENGINE_METRICS = [
             "num_preemptions": "Sequences preempted for KV-cache space.",
             "num_constrained_requests": "Requests decoded under a grammar (structured output, tools).",
             "grammar_compile_seconds": "Seconds spent compiling grammars, off the step loop.",
-            "num_tool_call_parse_failures": "Tool-call markup that did not parse as a call of a given tool.",
             "kv_events_batches": "KV-cache event batches published (--kv-events-endpoint).",
             "kv_events_dropped": "KV-cache event batches dropped for a full send queue (kept for replay).",
         }.items()

@@ -4,6 +4,7 @@ leave a request running, a KV block held, or a process behind."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import signal
@@ -98,8 +99,9 @@ def test_sigterm_under_load_drains_every_stream_and_exits_0(pair, tally):
     engine = srv.engine_process()
     results, threads = streams_in_flight(srv, 16, max_tokens=40)
     srv.proc.send_signal(signal.SIGTERM)
-    ready = httpx.get(f"{srv.base_url}/ready", timeout=5)  # at once: no new work here
-    assert ready.status_code == 503
+    # at once: no new work here, whether the listener is still open (a 503) or closed already
+    with contextlib.suppress(httpx.ConnectError):
+        assert httpx.get(f"{srv.base_url}/ready", timeout=5).status_code == 503
     for t in threads:
         t.join(120)
     for status, events in results:
