@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Issue 24 on the lent GPU, one call: start-up on an empty Triton cache (what compiles after /ready),
 # the first load run against the next ones, then a py-spy profile of the server's processes under
-# concurrency 256. bash bench/gpu/front_end.sh (results under $OUT); MODEL=llama-3.1-8b for the 8B shape,
-# SERVE_ARGS adds server flags, PROFILE=0 skips the profile.
+# concurrency 256, with API_COUNTS API processes (default "1 2 4"). bash bench/gpu/front_end.sh (results
+# under $OUT); MODEL=llama-3.1-8b for the 8B shape, SERVE_ARGS adds server flags, PROFILE=0 skips the profile.
 source bench/gpu/setup.sh >/dev/null 2>&1 || exit 1
 model=${MODEL:-llama-3.2-1b}; dir=/tmp/dummy-$model
 python3 bench/gpu/make_dummy_folder.py $model $dir >/dev/null || exit 1
@@ -22,9 +22,23 @@ for k in 1 2 3; do
   timeout 100 $b --num-prompts 128 --max-concurrency 32 --input-len 512 --output-len 256 --seed $k --server-pid $pid --output-json $OUT/c32-run$k.json 2>&1 | grep -E "output token|TTFT|TPOT|ITL|failed|CPU of"
   echo "compiled since ready:"; python3 bench/gpu/triton_cache.py --since $OUT/variants-at-ready.txt | tee $OUT/variants-after-run$k.txt | cut -c1-200
 done
-echo "== concurrency 256, 1024 x (512 -> 256)"
-timeout 150 $b --num-prompts 1024 --max-concurrency 256 --input-len 512 --output-len 256 --server-pid $pid --output-json $OUT/c256-plain.json 2>&1 | grep -E "output token|TTFT|TPOT|ITL|failed|CPU of"
 kill -TERM $pid; wait $pid; echo "server exit $?"
+for n in ${API_COUNTS:-1 2 4}; do
+  python3 -m pyinfer.cli serve --model $dir --load-format dummy --served-model-name dummy --port 8000 --api-server-count $n ${SERVE_ARGS:-} > /tmp/server-n$n.log 2>&1 &
+  pid=$!
+  wait_ready $pid || { tail -30 /tmp/server-n$n.log; exit 1; }
+  echo "== $n API processes: concurrency 256, 1024 x (512 -> 256), pyinfer client"
+  timeout 150 $b --num-prompts 1024 --max-concurrency 256 --input-len 512 --output-len 256 --server-pid $pid --output-json $OUT/c256-n$n.json 2>&1 | grep -E "output token|TTFT|TPOT|ITL|failed|CPU of"
+  echo "== $n API processes: the same from two client processes of 128 each"
+  clients=()
+  for c in 1 2; do
+    timeout 150 $b --num-prompts 512 --max-concurrency 128 --input-len 512 --output-len 256 --seed $((c + 10)) --output-json $OUT/c256-n$n-client$c.json > /tmp/client$c.txt 2>&1 &
+    clients+=($!)
+  done
+  wait "${clients[@]}"
+  grep -hE "output token|TTFT " /tmp/client1.txt /tmp/client2.txt
+  kill -TERM $pid; wait $pid; echo "server exit $?"
+done
 [ "${PROFILE:-1}" = 1 ] || exit 0
 command -v py-spy >/dev/null || export PATH=/tmp/site/bin:$PATH
 py-spy record --subprocesses --nonblocking -r 50 -f raw -o $OUT/profile-c256.txt -- \

@@ -27,7 +27,7 @@ def servers(tmp_path_factory) -> dict[str, ServerProcess]:
     procs = {name: ServerProcess(folder / f"{name}.log", *FLAGS) for name in names}
     with all_stopped(procs):
         early = procs.pop("loading")
-        early.wait_http()  # up, the model still loading
+        wait_until(lambda: "starting 2 API processes" in early.log(), timeout=60)  # the model loading
         early.children = family(early)
         early.proc.send_signal(signal.SIGTERM)
         for srv in procs.values():
