@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 
 import msgspec
@@ -177,6 +178,15 @@ def main() -> None:
     parser.add_argument("--log-format", default="text", choices=["text", "json"])
     args = parser.parse_args()
     configure_logging(args.log_level, args.log_format, tag="[engine-core] ")
+    # Stopped by its API processes (Shutdown, once they have drained) or their launcher's death, never by
+    # a signal to the whole group (systemd's default stop): that would cut the streams they drain.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(
+            sig,
+            lambda sig, _: log.info(
+                "%s ignored: the API server drains, then stops us", signal.Signals(sig).name
+            ),
+        )
     config = msgspec.json.decode(args.config, type=EngineConfig)
     engine = LLMEngine(config)
     engine.warm_up()

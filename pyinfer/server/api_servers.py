@@ -54,6 +54,11 @@ class Launcher:
     def __init__(
         self, config: ServerConfig, engine_config: EngineConfig, listener: socket.socket, run_dir: Path
     ):
+        self.failed = False
+        self.stopping = False  # a signal asked for the stop
+        self.running: dict[int, int] = {}  # pid -> index of the API processes not yet reaped
+        for sig in (signal.SIGTERM, signal.SIGINT):  # before any child exists: none is left unsignalled
+            signal.signal(sig, self._forward)
         (run_dir / "metrics").mkdir()
         links = [
             EngineLink(f"ipc://{run_dir}/to-core-{i}", f"ipc://{run_dir}/from-core-{i}", 0)
@@ -68,9 +73,7 @@ class Launcher:
             start_new_session=True,  # Ctrl-C in a terminal reaches the API processes, which drain
         )
         os.close(read_fd)
-        log.info("engine core started (pid %d); starting %d API processes", self.core.pid, len(links))
         env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(run_dir / "metrics")}
-        self.running: dict[int, int] = {}  # pid -> index of the API processes not yet reaped
         for i, link in enumerate(links):
             spec = Spec(
                 i, config, engine_config, EngineLink(link.input, link.output, self.core.pid), os.getpid()
@@ -81,16 +84,16 @@ class Launcher:
                 stdin=subprocess.PIPE,
                 env=env,
             )
-            worker.stdin.write(msgspec.json.encode(spec))
-            worker.stdin.close()
+            with contextlib.suppress(BrokenPipeError):  # one a terminal's Ctrl-C stopped already
+                worker.stdin.write(msgspec.json.encode(spec))
+                worker.stdin.close()
             self.running[worker.pid] = i
+            if self.stopping:  # a signal came while we started them
+                self._signal_api_processes()
         listener.close()  # the API processes hold it
-        self.failed = False
-        self.stopping = False  # a signal asked for the stop
+        log.info("engine core (pid %d) and %d API processes started", self.core.pid, len(links))
 
     def run(self) -> int:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._forward)
         try:
             self._wait_for_api_processes()
             self._stop_core()
@@ -137,20 +140,16 @@ class Launcher:
                 self._signal_api_processes()
 
     def _stop_core(self) -> None:
-        """Once the API processes are gone: ask the core to stop (our end of its lifeline closes;
-        SIGTERM where it is still loading), then make sure."""
+        """Once the API processes are gone: the core stops on their Shutdowns, or on our end of its
+        lifeline closing (it looks once loaded). One still loading past the grace has nothing to drain:
+        it is killed, a failure only where no one asked us to stop."""
         if self.core.returncode is not None:
             return
         self._close_lifeline()
         try:
             self.core.wait(SHUTDOWN_GRACE)
-            return
         except subprocess.TimeoutExpired:
-            self.core.terminate()
-        try:
-            self.core.wait(SHUTDOWN_GRACE)
-        except subprocess.TimeoutExpired:
-            log.warning("engine core did not stop in %.0fs; killing it", 2 * SHUTDOWN_GRACE)
+            log.warning("engine core did not stop in %.0fs; killing it", SHUTDOWN_GRACE)
             self.core.kill()
             self.core.wait()
-            self.failed = True
+            self.failed = self.failed or not self.stopping

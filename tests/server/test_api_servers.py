@@ -27,7 +27,7 @@ def servers(tmp_path_factory) -> dict[str, ServerProcess]:
     procs = {name: ServerProcess(folder / f"{name}.log", *FLAGS) for name in names}
     with all_stopped(procs):
         early = procs.pop("loading")
-        wait_until(lambda: "starting 2 API processes" in early.log(), timeout=60)  # the model loading
+        wait_until(lambda: "2 API processes started" in early.log(), timeout=60)  # the model loading
         early.children = family(early)
         early.proc.send_signal(signal.SIGTERM)
         for srv in procs.values():
@@ -105,7 +105,8 @@ def test_sigterm_drains_every_process_and_exits_0_leaving_none_behind(servers):
     with httpx.stream("POST", f"{srv.base_url}/v1/completions", json=body, timeout=60) as r:
         lines = r.iter_lines()
         assert next(lines).startswith("data: ")
-        srv.proc.send_signal(signal.SIGTERM)
+        for proc in [srv.proc, *children]:  # every process, as systemd's stop does: each drains or waits
+            proc.send_signal(signal.SIGTERM)
         events = [line for line in lines if line]
     finishes = [json.loads(e[6:])["choices"][0]["finish_reason"] for e in events[:-1]]
     assert finishes[-1] == "length" and events[-1] == "data: [DONE]"
