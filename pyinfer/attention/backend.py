@@ -3,7 +3,7 @@ reference, triton_backend.py for the GPU); the model runner picks one per device
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -19,8 +19,9 @@ class AttentionBackend(Protocol):
         """The shape of one layer's paged KV cache in this backend's layout."""
         ...
 
-    def build_metadata(self, common: AttentionMetadata) -> AttentionMetadata:
-        """The step's metadata with this backend's own fields (built once a step, read by every layer)."""
+    def build_metadata(self, **common: Any) -> AttentionMetadata:
+        """The step's metadata: AttentionMetadata's fields (`common`) and this backend's own, in this
+        backend's dataclass (built once a step, read by every layer)."""
         ...
 
     def forward(

@@ -3,7 +3,7 @@ model runner; each backend extends it with its own fields (AttentionBackend.buil
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 
@@ -30,7 +30,3 @@ class AttentionMetadata:
     @property
     def num_seqs(self) -> int:
         return len(self.query_lens)
-
-    def common_fields(self) -> dict:
-        """The common fields by name, for a backend's own metadata built from them."""
-        return {f.name: getattr(self, f.name) for f in fields(AttentionMetadata)}

@@ -8,6 +8,7 @@ whole pages per head straight into the layout the batched matmuls read.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -46,10 +47,10 @@ class TorchAttentionBackend:
         # the C++ decode kernel reads the pages in place, where it is built, for its head sizes
         self.cpp_decode = device.type == "cpu" and head_dim in (64, 128) and cpu_ops() is not None
 
-    def build_metadata(self, common: AttentionMetadata) -> TorchAttentionMetadata:
-        meta = TorchAttentionMetadata(**common.common_fields())
-        if common.num_decodes and not self.cpp_decode:
-            meta.decode_pages = decode_blocks_and_mask(common)
+    def build_metadata(self, **common: Any) -> TorchAttentionMetadata:
+        meta = TorchAttentionMetadata(**common)
+        if meta.num_decodes and not self.cpp_decode:
+            meta.decode_pages = decode_blocks_and_mask(meta)
         return meta
 
     @staticmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -30,9 +31,9 @@ class TritonAttentionBackend:
     def __init__(self, num_kv_heads: int, device: torch.device):
         self.num_kv_heads, self.device = num_kv_heads, device
 
-    def build_metadata(self, common: AttentionMetadata) -> TritonAttentionMetadata:
-        splits = decode_splits(common.num_decodes, self.num_kv_heads, self.device)
-        return TritonAttentionMetadata(**common.common_fields(), decode_splits=splits)
+    def build_metadata(self, **common: Any) -> TritonAttentionMetadata:
+        splits = decode_splits(common["num_decodes"], self.num_kv_heads, self.device)
+        return TritonAttentionMetadata(**common, decode_splits=splits)
 
     @staticmethod
     def kv_cache_shape(num_blocks: int, block_size: int, num_kv_heads: int, head_dim: int) -> tuple:

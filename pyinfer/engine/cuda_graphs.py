@@ -149,32 +149,28 @@ class CudaGraphs:
     def _decode_forward(self, bs: int) -> Outputs:
         ids, positions, slots, seq_lens = self.decode_inputs[:, :bs]
         meta = self.backend.build_metadata(
-            AttentionMetadata(
-                slot_mapping=slots,
-                seq_lens=seq_lens,
-                block_tables=self.block_tables[:bs],
-                num_decodes=bs,
-                query_lens=[1] * bs,
-                seq_lens_host=[],
-                block_size=self.block_size,
-            )
+            slot_mapping=slots,
+            seq_lens=seq_lens,
+            block_tables=self.block_tables[:bs],
+            num_decodes=bs,
+            query_lens=[1] * bs,
+            seq_lens_host=[],
+            block_size=self.block_size,
         )
         return logits_and_argmax(self.model, *self.model(ids, positions, meta))
 
     def _prefill_forward(self, tokens: int) -> Outputs:
         ids, positions, slots = self.prefill_inputs[:, :tokens]
         meta = self.backend.build_metadata(
-            AttentionMetadata(
-                slot_mapping=slots,
-                seq_lens=self.prefill_bounds[0:1],
-                block_tables=self.block_tables[:1],
-                num_decodes=0,
-                query_lens=[tokens],
-                seq_lens_host=[],
-                block_size=self.block_size,
-                query_start_loc=self.prefill_bounds[1:3],
-                max_query_len=tokens,
-            )
+            slot_mapping=slots,
+            seq_lens=self.prefill_bounds[0:1],
+            block_tables=self.block_tables[:1],
+            num_decodes=0,
+            query_lens=[tokens],
+            seq_lens_host=[],
+            block_size=self.block_size,
+            query_start_loc=self.prefill_bounds[1:3],
+            max_query_len=tokens,
         )
         x, residual = self.model(ids, positions, meta)
         last = self.prefill_bounds[3:]

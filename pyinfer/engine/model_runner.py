@@ -164,17 +164,15 @@ class ModelRunner:
         self._allocate_kv_cache(num_blocks)
         ids = torch.zeros(n, dtype=torch.long, device=self.device)
         meta = self.backend.build_metadata(
-            AttentionMetadata(
-                slot_mapping=torch.arange(n, device=self.device),
-                seq_lens=torch.tensor([n], device=self.device),
-                block_tables=torch.arange(num_blocks, device=self.device)[None],
-                num_decodes=0,
-                query_lens=[n],
-                seq_lens_host=[n],
-                block_size=self.block_size,
-                query_start_loc=torch.tensor([0, n], device=self.device),
-                max_query_len=n,
-            )
+            slot_mapping=torch.arange(n, device=self.device),
+            seq_lens=torch.tensor([n], device=self.device),
+            block_tables=torch.arange(num_blocks, device=self.device)[None],
+            num_decodes=0,
+            query_lens=[n],
+            seq_lens_host=[n],
+            block_size=self.block_size,
+            query_start_loc=torch.tensor([0, n], device=self.device),
+            max_query_len=n,
         )
         with torch.inference_mode():
             # the token budget may pass the model's longest position: wrap the positions round
@@ -310,17 +308,15 @@ class ModelRunner:
         )
         ids, pos, slot_mapping, lens, starts, rows, flat_tables, patches, sources = parts
         meta = self.backend.build_metadata(
-            AttentionMetadata(
-                slot_mapping=slot_mapping,
-                seq_lens=lens,
-                block_tables=flat_tables.view(len(batch.seqs), width),
-                num_decodes=batch.num_decodes,
-                query_lens=batch.num_new_tokens,
-                seq_lens_host=seq_lens,
-                block_size=bs,
-                query_start_loc=starts,
-                max_query_len=max(batch.num_new_tokens),
-            )
+            slot_mapping=slot_mapping,
+            seq_lens=lens,
+            block_tables=flat_tables.view(len(batch.seqs), width),
+            num_decodes=batch.num_decodes,
+            query_lens=batch.num_new_tokens,
+            seq_lens_host=seq_lens,
+            block_size=bs,
+            query_start_loc=starts,
+            max_query_len=max(batch.num_new_tokens),
         )
         return StepInputs(ids, pos, meta, rows, sample_seqs, patches, sources, flat)
 

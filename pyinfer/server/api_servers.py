@@ -60,24 +60,22 @@ class Launcher:
         for sig in (signal.SIGTERM, signal.SIGINT):  # before any child exists: none is left unsignalled
             signal.signal(sig, self._forward)
         (run_dir / "metrics").mkdir()
-        links = [
-            EngineLink(f"ipc://{run_dir}/to-core-{i}", f"ipc://{run_dir}/from-core-{i}", 0)
+        links = [  # (requests, outputs) addresses of each API process's link
+            (f"ipc://{run_dir}/to-core-{i}", f"ipc://{run_dir}/from-core-{i}")
             for i in range(config.api_server_count)
         ]
         read_fd, lifeline = os.pipe()
         self.lifeline: int | None = lifeline  # the core exits when our end closes
         log_args = ("--log-level", config.log_level, "--log-format", config.log_format)
         self.core = subprocess.Popen(
-            core_command(engine_config, [(link.input, link.output) for link in links], read_fd, log_args),
+            core_command(engine_config, links, read_fd, log_args),
             pass_fds=(read_fd,),
             start_new_session=True,  # Ctrl-C in a terminal reaches the API processes, which drain
         )
         os.close(read_fd)
         env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(run_dir / "metrics")}
         for i, link in enumerate(links):
-            spec = Spec(
-                i, config, engine_config, EngineLink(link.input, link.output, self.core.pid), os.getpid()
-            )
+            spec = Spec(i, config, engine_config, EngineLink(*link, self.core.pid), os.getpid())
             worker = subprocess.Popen(
                 [sys.executable, "-m", "pyinfer.server.api_process", "--fd", str(listener.fileno())],
                 pass_fds=(listener.fileno(),),

@@ -14,24 +14,21 @@ SMOLLM2_LOGITS_ATOL = 2e-3  # 30 layers, 49k vocab, logits of magnitude ~20
 
 def our_prompt_logits(llm: LLM, prompt: list[int]) -> torch.Tensor:
     """Logits of every prompt position, by one prefill through the engine's model and attention metadata."""
-    from pyinfer.attention.metadata import AttentionMetadata
 
     runner = llm.engine.runner
     dev = runner.device
     n = len(prompt)
     blocks = list(range(-(-n // runner.block_size)))
     meta = runner.backend.build_metadata(
-        AttentionMetadata(
-            slot_mapping=torch.arange(n, device=dev),
-            seq_lens=torch.tensor([n], dtype=torch.int32, device=dev),
-            block_tables=torch.tensor([blocks], dtype=torch.int32, device=dev),
-            num_decodes=0,
-            query_lens=[n],
-            seq_lens_host=[n],
-            block_size=runner.block_size,
-            query_start_loc=torch.tensor([0, n], dtype=torch.int32, device=dev),
-            max_query_len=n,
-        )
+        slot_mapping=torch.arange(n, device=dev),
+        seq_lens=torch.tensor([n], dtype=torch.int32, device=dev),
+        block_tables=torch.tensor([blocks], dtype=torch.int32, device=dev),
+        num_decodes=0,
+        query_lens=[n],
+        seq_lens_host=[n],
+        block_size=runner.block_size,
+        query_start_loc=torch.tensor([0, n], dtype=torch.int32, device=dev),
+        max_query_len=n,
     )
     with torch.inference_mode():
         x, residual = runner.model(torch.tensor(prompt, device=dev), torch.arange(n, device=dev), meta)

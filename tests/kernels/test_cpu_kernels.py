@@ -101,7 +101,7 @@ def test_decode_attention_reads_strided_queries_and_the_backend_uses_it():
     strided = qkv[:, : 9 * 64].view(2, 9, 64)  # how the model hands q over: a view into qkv
     backend = TorchAttentionBackend(64, torch.device("cpu"))
     assert backend.cpp_decode
-    out = backend._decode(strided, cache, backend.build_metadata(meta), 0.125)
+    out = backend._decode(strided, cache, backend.build_metadata(**vars(meta)), 0.125)
     torch.testing.assert_close(
         out, batched_decode(q, cache, decode_blocks_and_mask(meta), 0.125), atol=1e-2, rtol=1e-2
     )

@@ -5,8 +5,9 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -104,6 +105,19 @@ def engine_idle(http: httpx.Client) -> bool:
         and s["num_requests_waiting"] == 0
         and s["kv_cache_free_blocks"] == s["kv_cache_blocks"]
     )
+
+
+def posted_in_background(http: httpx.Client, path: str, body: dict) -> Callable[[], httpx.Response]:
+    """POSTs on a thread now; the returned call waits for (at most 30 s) and gives the response."""
+    result: dict[str, httpx.Response] = {}
+    thread = threading.Thread(target=lambda: result.update(r=http.post(path, json=body)))
+    thread.start()
+
+    def response() -> httpx.Response:
+        thread.join(30)
+        return result["r"]
+
+    return response
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.05):

@@ -8,14 +8,20 @@ from __future__ import annotations
 import json
 import re
 import signal
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import psutil
 import pytest
 
-from tests.server.helpers import ServerProcess, all_stopped, engine_idle, engine_stats, wait_until
+from tests.server.helpers import (
+    ServerProcess,
+    all_stopped,
+    engine_idle,
+    engine_stats,
+    posted_in_background,
+    wait_until,
+)
 
 FLAGS = ("--api-server-count", "2", "--num-kv-blocks", "64")
 
@@ -126,18 +132,11 @@ def test_engine_death_fails_requests_and_every_process_exits(servers):
     srv = servers["death"]
     children = family(srv)
     http = httpx.Client(base_url=srv.base_url, timeout=60)
-    result = {}
-
-    def long_request() -> None:
-        body = {"prompt": "Once upon a time", "max_tokens": 400, "ignore_eos": True}
-        result["response"] = http.post("/v1/completions", json=body)
-
-    thread = threading.Thread(target=long_request)
-    thread.start()
+    body = {"prompt": "Once upon a time", "max_tokens": 400, "ignore_eos": True}
+    response = posted_in_background(http, "/v1/completions", body)
     wait_until(lambda: engine_stats(http)["num_requests_running"] == 1, timeout=10)
     core_of(srv).kill()
-    thread.join(30)
-    r = result["response"]
+    r = response()
     assert r.status_code == 500 and r.json()["error"]["code"] == "engine_dead"
     assert srv.proc.wait(30) != 0
     _gone, alive = psutil.wait_procs(children, timeout=10)

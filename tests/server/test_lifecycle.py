@@ -8,12 +8,11 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
-import threading
 
 import httpx
 import pytest
 
-from tests.server.helpers import ServerProcess, all_stopped, engine_stats, wait_until
+from tests.server.helpers import ServerProcess, all_stopped, engine_stats, posted_in_background, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -71,18 +70,11 @@ def test_sigterm_drains_in_flight_request_and_exits_0(servers):
 def test_engine_death_fails_requests_and_exits_nonzero(servers):
     srv = servers["engine_death"]
     http = httpx.Client(base_url=srv.base_url, timeout=60)
-    result = {}
-
-    def long_request() -> None:
-        body = {"prompt": "Once upon a time", "max_tokens": 60, "ignore_eos": True}
-        result["response"] = http.post("/v1/completions", json=body)
-
-    thread = threading.Thread(target=long_request)
-    thread.start()
+    body = {"prompt": "Once upon a time", "max_tokens": 60, "ignore_eos": True}
+    response = posted_in_background(http, "/v1/completions", body)
     wait_until(lambda: engine_stats(http)["num_requests_running"] == 1, timeout=10)
     srv.engine_process().kill()
-    thread.join(30)
-    r = result["response"]
+    r = response()
     assert r.status_code == 500
     assert r.json()["error"]["code"] == "engine_dead" and r.json()["error"]["type"] == "server_error"
     with contextlib.suppress(httpx.TransportError):  # the server may be gone already; if not, not ready
