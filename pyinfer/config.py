@@ -70,6 +70,12 @@ class EngineConfig:
             aliases=("MAX_NUM_BATCHED_TOKENS",),
         ),
     )
+    tensor_parallel_size: int = field(
+        default=1,
+        metadata=option(
+            "ranks of one host the model is split across (one process each; NCCL across GPUs, gloo on the CPU)"
+        ),
+    )
     block_size: int = 16
     num_kv_blocks: int | None = field(  # tests use tiny caches
         default=None,
@@ -147,7 +153,7 @@ class EngineConfig:
             raise ValueError(
                 f"quantization must be one of {', '.join(QUANTIZATIONS)}, not {self.quantization!r}"
             )
-        for name in ("max_num_seqs", "max_num_batched_tokens", "block_size"):
+        for name in ("max_num_seqs", "max_num_batched_tokens", "block_size", "tensor_parallel_size"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         if self.scheduling_policy not in ("fcfs", "priority"):

@@ -1,23 +1,16 @@
-"""Tensor-parallel groups. Today every run is one rank; the linears already ask for their group."""
+"""Tensor parallelism's lower half: the group and its collectives, how weights split across ranks, and
+the shared-memory channel on which rank 0 hands each step's plain data to the other ranks."""
 
-from __future__ import annotations
+from pyinfer.distributed.group import SINGLE, ParallelGroup, init_group
+from pyinfer.distributed.partition import HeadShard, check_split, head_shard, shard_range, vocab_shard
 
-from dataclasses import dataclass
-
-import torch
-
-
-@dataclass(frozen=True)
-class ParallelGroup:
-    """A tensor-parallel group: this rank's index and the group size (world size 1 until TP lands)."""
-
-    rank: int = 0
-    size: int = 1
-
-    def all_reduce(self, x: torch.Tensor) -> torch.Tensor:
-        if self.size == 1:
-            return x
-        raise NotImplementedError("tensor parallelism is not built yet")
-
-
-SINGLE = ParallelGroup()
+__all__ = [
+    "SINGLE",
+    "HeadShard",
+    "ParallelGroup",
+    "check_split",
+    "head_shard",
+    "init_group",
+    "shard_range",
+    "vocab_shard",
+]

@@ -10,18 +10,18 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 import torch
 
 from pyinfer.config import EngineConfig
+from pyinfer.distributed import SINGLE
 from pyinfer.engine.block_manager import BlockManager
 from pyinfer.engine.kv_events import KVEventPublisher
 from pyinfer.engine.messages import SeqOutput
 from pyinfer.engine.model_runner import PLACEHOLDER, InFlight, ModelRunner
+from pyinfer.engine.model_setup import load_shard, resolve_device
 from pyinfer.engine.scheduler import Scheduler
 from pyinfer.engine.sequence import Sequence
 from pyinfer.engine.structured_output import GrammarCompiler
-from pyinfer.kernels.cpu import cpu_has_bf16
-from pyinfer.layers import quantization
+from pyinfer.engine.tensor_parallel import TensorParallelWorkers
 from pyinfer.layers.sampler import apply_token_bitmask
 from pyinfer.model_files import resolve_model
-from pyinfer.models.loader import load_model
 from pyinfer.sampling_params import SamplingParams, SamplingParamsError, check_request
 
 log = logging.getLogger(__name__)
@@ -45,26 +45,28 @@ class LLMEngine:
         self.model_path, self.load_format = resolve_model(config.model, config.load_format)
         device = resolve_device(config.device)
         self.config = config = config.for_device(device.type)
-        # A GGUF's 4-bit blocks stay 4-bit on the CPU, in the default dtype too, except on the exact
-        # path: --dtype float32 (or float16) without quantization.
-        keep_file_blocks = config.dtype in ("auto", "bfloat16") or config.quantization != "none"
-        quantized = keep_file_blocks if self.load_format == "gguf" else config.quantization != "none"
-        dtype = resolve_dtype(
-            config.dtype, device, integer_weights=quantized and quantization.integer_kernels_wanted()
-        )
-        model = load_model(
-            self.model_path, self.load_format, dtype, device, config.quantization, keep_file_blocks
-        )
+        self.workers = None  # ranks 1.. of a tensor-parallel group
+        group, steps = SINGLE, None
+        if config.tensor_parallel_size > 1:
+            self.workers = TensorParallelWorkers(config, self.model_path, self.load_format, device)
+            group, steps, device = self.workers.group, self.workers.steps, self.workers.group.device
+        try:
+            model = load_shard(config, self.model_path, self.load_format, device, group)
+            log.info(
+                "loaded %s (%s) on %s in %s in %.1fs%s",
+                self.model_path,
+                self.load_format,
+                device,
+                next(model.parameters()).dtype,
+                time.perf_counter() - start,
+                f", tensor-parallel rank 0 of {group.size}" if group.size > 1 else "",
+            )
+            self.runner = ModelRunner(config, model, model.config.eos_token_ids, group, steps)
+        except BaseException:
+            if self.workers is not None:
+                self.workers.kill()
+            raise
         self.model_config = cfg = model.config
-        log.info(
-            "loaded %s (%s) on %s in %s in %.1fs",
-            self.model_path,
-            self.load_format,
-            device,
-            dtype,
-            time.perf_counter() - start,
-        )
-        self.runner = ModelRunner(config, model, cfg.eos_token_ids)
         self.max_model_len = self.runner.max_model_len
         self.block_manager = BlockManager(
             self.runner.num_blocks,
@@ -332,26 +334,10 @@ class LLMEngine:
         }
 
     def close(self) -> None:
-        """Closes the KV-event sockets (the rest goes with the process)."""
+        """Closes the KV-event sockets and stops the other ranks of a group (the rest goes with the process)."""
         if self.kv_event_publisher is not None:
             self.kv_event_publisher.close()
             self.kv_event_publisher = None
-
-
-def resolve_device(device: str | None) -> torch.device:
-    """The configured device; by default CUDA when there is one."""
-    if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def resolve_dtype(dtype: str, device: torch.device, integer_weights: bool = False) -> torch.dtype:
-    """For "auto": bf16 on the GPU and on CPUs with bf16 instructions, fp32 on other CPUs, and fp32 wherever
-    our integer kernels run the quantized weights: they round the activations to int8 per group
-    themselves, so bf16 buys their matmuls nothing, and its rounding of the residual stream on top
-    doubles the logits' error of the dense steps (bench/results/2026-12-04-cpu-int4-accuracy.md)."""
-    if dtype != "auto":
-        return getattr(torch, dtype)
-    if device.type == "cuda":
-        return torch.bfloat16
-    return torch.bfloat16 if cpu_has_bf16() and not integer_weights else torch.float32
+        if self.workers is not None:
+            self.workers.stop()
+            self.workers = None

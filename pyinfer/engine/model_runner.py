@@ -13,6 +13,8 @@ import torch
 from pyinfer.attention.metadata import AttentionMetadata
 from pyinfer.attention.torch_backend import TorchAttentionBackend
 from pyinfer.config import EngineConfig
+from pyinfer.distributed import SINGLE, ParallelGroup
+from pyinfer.distributed.step_channel import StepSender
 from pyinfer.engine.cpu_decode import FusedCpuDecode
 from pyinfer.engine.cuda_graphs import CudaGraphs, graph_memory
 from pyinfer.engine.messages import TokenLogprob
@@ -48,10 +50,45 @@ class StepInputs:
     positions: torch.Tensor
     meta: AttentionMetadata
     token_rows: torch.Tensor
-    sample_seqs: list[Sequence]
     patch_rows: torch.Tensor  # input rows whose token is still in flight ...
     patch_sources: torch.Tensor  # ... at these rows of the previous step's sampled ids
     uploaded: torch.Tensor  # all of the above end to end, in the order cuda_graphs reads them
+
+
+NUM_LISTS = 9  # the lists of a StepPlan, in order: see its docstring
+
+
+@dataclass
+class StepPlan:
+    """One step's inputs as plain integers, all that every rank of a group builds its tensors from: the
+    lists input ids, positions, KV slots, sequence lengths, query starts, rows of the sampled tokens,
+    block tables (rows of `width`), and the rows whose token is in flight with their sources among the
+    previous step's samples, end to end in `values` (int64), each `sizes` long."""
+
+    values: np.ndarray
+    sizes: list[int]
+    num_decodes: int
+    width: int
+    seq_lens: list[int]  # host copies the attention backends read
+    query_lens: list[int]
+
+    @property
+    def num_samples(self) -> int:
+        return self.sizes[5]
+
+    def encode(self) -> np.ndarray:
+        """As one int64 array, for the step channel."""
+        header = np.array([self.num_decodes, self.width, *self.sizes], dtype=np.int64)
+        return np.concatenate([header, self.values])
+
+    @classmethod
+    def decode(cls, data: np.ndarray) -> StepPlan:
+        sizes = data[2 : 2 + NUM_LISTS].tolist()
+        values = data[2 + NUM_LISTS :]
+        lens = sum(sizes[:3])
+        starts = values[lens + sizes[3] : lens + sizes[3] + sizes[4]]
+        seq_lens = values[lens : lens + sizes[3]].tolist()
+        return cls(values, sizes, int(data[0]), int(data[1]), seq_lens, np.diff(starts).tolist())
 
 
 @dataclass
@@ -70,9 +107,20 @@ class InFlight:
 
 
 class ModelRunner:
-    def __init__(self, config: EngineConfig, model: LlamaForCausalLM, eos_token_ids: list[int]):
+    def __init__(
+        self,
+        config: EngineConfig,
+        model: LlamaForCausalLM,
+        eos_token_ids: list[int],
+        group: ParallelGroup = SINGLE,
+        steps: StepSender | None = None,
+    ):
+        """group: the tensor-parallel group the model is a shard of; steps: on rank 0 of a group of
+        several, the channel on which each step's plan reaches the other ranks."""
         self.config = config
         self.model = model
+        self.group = group
+        self.steps = steps
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
         self.block_size = config.block_size
@@ -123,8 +171,9 @@ class ModelRunner:
 
     # ---- KV cache -------------------------------------------------------------------------------
     def _block_bytes(self) -> int:
-        cfg = self.model.config
-        per_token = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * self.dtype.itemsize
+        """A block's bytes on this rank, which holds its own KV heads."""
+        layers = self.model.attention_layers()
+        per_token = 2 * len(layers) * layers[0].num_kv_heads * layers[0].head_dim * self.dtype.itemsize
         return per_token * self.block_size
 
     def _num_kv_blocks(self) -> int:
@@ -149,8 +198,10 @@ class ModelRunner:
                     peak_extra / self.config.max_num_batched_tokens,
                 )
         else:
-            budget = self.config.kv_cache_memory_gb * 2**30
-        num_blocks = int(budget // self._block_bytes())
+            budget = self.config.kv_cache_memory_gb * 2**30 / self.group.size  # the size of all ranks' shares
+        num_blocks = self.group.min(
+            int(budget // self._block_bytes())
+        )  # the scheduler's blocks exist on every rank
         if num_blocks < 1:
             raise RuntimeError(
                 "no memory left for the KV cache: lower the model size or raise the memory budget"
@@ -184,11 +235,11 @@ class ModelRunner:
         self._allocate_kv_cache(0)
 
     def _allocate_kv_cache(self, num_blocks: int) -> None:
-        cfg = self.model.config
+        layers = self.model.attention_layers()
         shape = self.backend.kv_cache_shape(
-            num_blocks, self.block_size, cfg.num_key_value_heads, cfg.head_dim
+            num_blocks, self.block_size, layers[0].num_kv_heads, layers[0].head_dim
         )
-        for attn in self.model.attention_layers():
+        for attn in layers:
             attn.kv_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
             attn.backend = self.backend
 
@@ -211,32 +262,24 @@ class ModelRunner:
         """Queues the batch on the device without waiting for it. Input tokens still in flight from
         `previous` (placeholders in token_ids) are taken from its sampled ids on the device.
         `before_sampling` runs on the host once the forward pass is queued, before the sampling
-        tensors are built (the engine takes `previous`'s tokens there for the grammars' masks)."""
-        inputs = self._prepare(batch)
-        if inputs.patch_rows.numel():
-            patch_in_flight(inputs.input_ids, inputs.patch_rows, previous.token_ids, inputs.patch_sources)
-        meta = inputs.meta
-        if not inputs.sample_seqs:
-            self.model(inputs.input_ids, inputs.positions, meta)
-            if before_sampling is not None:
-                before_sampling()
-            return InFlight([], [], None, None, None)
-        replayed = None
-        if self.graphs is not None and len(inputs.sample_seqs) == meta.num_seqs:
-            replayed = self.graphs.run(inputs.uploaded, meta)
-        if replayed is not None:
-            logits, argmax = replayed
-        else:
-            x, residual = self._forward(inputs)
-            rows = inputs.token_rows
-            logits, argmax = self.model.compute_logits(x[rows], residual[rows]), None
+        tensors are built (the engine takes `previous`'s tokens there for the grammars' masks).
+        In a group, the other ranks get the step's plan first and run the same forward on their shards;
+        the ids sampled here reach them by broadcast."""
+        plan, sample_seqs = self._plan(batch)
+        if self.steps is not None:
+            self.steps.send(plan.encode())
+        forward = self._run(plan, previous.token_ids if previous is not None else None)
         if before_sampling is not None:
             before_sampling()
-        st = build_sampling_tensors(inputs.sample_seqs, self.vocab_size, self.eos_token_ids, self.device)
+        if forward is None:
+            return InFlight([], [], None, None, None)
+        logits, argmax = forward
+        st = build_sampling_tensors(sample_seqs, self.vocab_size, self.eos_token_ids, self.device)
         # filled on the host while the device runs the forward pass queued above
-        if (bitmask := self.masks.fill(inputs.sample_seqs)) is not None:
+        if (bitmask := self.masks.fill(sample_seqs)) is not None:
             st.token_bitmask = upload(bitmask, self.device)
         out = self.sampler(logits, st, argmax)
+        self.group.broadcast(out.token_ids)
         host_ids = out.token_ids
         done = None
         if self.is_cuda:  # one device-to-host copy of the sampled ids, into pinned memory
@@ -248,7 +291,35 @@ class ModelRunner:
             host_ids.copy_(out.token_ids, non_blocking=True)
             done = torch.cuda.Event()
             done.record()
-        return InFlight(inputs.sample_seqs, [s.num_tokens for s in inputs.sample_seqs], out, host_ids, done)
+        return InFlight(sample_seqs, [s.num_tokens for s in sample_seqs], out, host_ids, done)
+
+    @torch.inference_mode()
+    def follow(self, plan: StepPlan, sampled: torch.Tensor | None) -> torch.Tensor | None:
+        """A step on a rank other than 0: rank 0's plan run on this shard. `sampled` are the ids rank 0
+        sampled in the previous step; returns this step's (None when it samples nothing)."""
+        if self._run(plan, sampled) is None:
+            return None
+        return self.group.broadcast(torch.empty(plan.num_samples, dtype=torch.long, device=self.device))
+
+    def _run(
+        self, plan: StepPlan, sampled: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+        """The forward pass of a plan: the logits of its sampled rows and their argmax where a graph
+        took it, or None when no row samples."""
+        inputs = self._inputs(plan)
+        if inputs.patch_rows.numel():
+            patch_in_flight(inputs.input_ids, inputs.patch_rows, sampled, inputs.patch_sources)
+        meta = inputs.meta
+        if not plan.num_samples:
+            self.model(inputs.input_ids, inputs.positions, meta)
+            return None
+        if self.graphs is not None and plan.num_samples == meta.num_seqs:
+            replayed = self.graphs.run(inputs.uploaded, meta)
+            if replayed is not None:
+                return replayed
+        x, residual = self._forward(inputs)
+        rows = inputs.token_rows
+        return self.model.compute_logits(x[rows], residual[rows]), None
 
     def _forward(self, inputs: StepInputs) -> tuple[torch.Tensor, torch.Tensor]:
         """The model's forward pass, or the CPU's fused decode where it applies."""
@@ -264,7 +335,8 @@ class ModelRunner:
             step.done.synchronize()
         return step.host_ids.tolist() if step.seqs else []
 
-    def _prepare(self, batch: SchedulerOutput) -> StepInputs:
+    def _plan(self, batch: SchedulerOutput) -> tuple[StepPlan, list[Sequence]]:
+        """The batch's plan, and the sequences that sample a token in it (in row order)."""
         bs = self.block_size
         input_ids: list[int] = []
         positions: list[int] = []
@@ -295,37 +367,34 @@ class ModelRunner:
         query_start = [0]
         for n in batch.num_new_tokens:
             query_start.append(query_start[-1] + n)
-        flat, parts = self._upload(
-            input_ids,
-            positions,
-            slots,
-            seq_lens,
-            query_start,
-            token_rows,
-            tables,
-            patch_rows,
-            patch_sources,
-        )
+        lists = (input_ids, positions, slots, seq_lens, query_start, token_rows, tables)
+        lists += (patch_rows, patch_sources)
+        sizes = [len(x) for x in lists]
+        values = np.fromiter(itertools.chain.from_iterable(lists), dtype=np.int64, count=sum(sizes))
+        plan = StepPlan(values, sizes, batch.num_decodes, width, seq_lens, batch.num_new_tokens)
+        return plan, sample_seqs
+
+    def _inputs(self, plan: StepPlan) -> StepInputs:
+        """The plan's tensors on the device, and the attention metadata of the step."""
+        flat, parts = self._upload(plan.values, plan.sizes)
         ids, pos, slot_mapping, lens, starts, rows, flat_tables, patches, sources = parts
         meta = self.backend.build_metadata(
             slot_mapping=slot_mapping,
             seq_lens=lens,
-            block_tables=flat_tables.view(len(batch.seqs), width),
-            num_decodes=batch.num_decodes,
-            query_lens=batch.num_new_tokens,
-            seq_lens_host=seq_lens,
-            block_size=bs,
+            block_tables=flat_tables.view(len(plan.seq_lens), plan.width),
+            num_decodes=plan.num_decodes,
+            query_lens=plan.query_lens,
+            seq_lens_host=plan.seq_lens,
+            block_size=self.block_size,
             query_start_loc=starts,
-            max_query_len=max(batch.num_new_tokens),
+            max_query_len=max(plan.query_lens),
         )
-        return StepInputs(ids, pos, meta, rows, sample_seqs, patches, sources, flat)
+        return StepInputs(ids, pos, meta, rows, patches, sources, flat)
 
-    def _upload(self, *lists: list[int]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Host int lists as int64 device tensors: one staging copy through pinned memory, no sync.
-        Returns the device copy of them all, end to end, and each one's view of it."""
-        sizes = [len(x) for x in lists]
-        flat = np.fromiter(itertools.chain.from_iterable(lists), dtype=np.int64, count=sum(sizes))
-        values = torch.from_numpy(flat)  # no per-element Python conversion, as torch.tensor of a list does
+    def _upload(self, values: np.ndarray, sizes: list[int]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The plan's int64 values on the device: one staging copy through pinned memory, no sync.
+        Returns the device copy of them all, end to end, and each list's view of it."""
+        values = torch.from_numpy(values)
         if self.is_cuda:
             # Two pinned buffers in turn: the previous step's copy may still be queued behind its kernels.
             self._upload_flip = 1 - self._upload_flip

@@ -1,4 +1,5 @@
-"""Linears that know how they would be sharded under tensor parallelism (one rank today)."""
+"""Linears sharded for tensor parallelism: column-parallel (merged QKV and gate-up split by heads and by
+rows), row-parallel with the all-reduce of its partial sums; dense, int8 or int4 weights alike."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pyinfer.distributed import SINGLE, ParallelGroup
+from pyinfer.distributed import SINGLE, HeadShard, ParallelGroup, shard_range
 from pyinfer.kernels import triton_enabled
 from pyinfer.layers.quantization import (
     Int4Shard,
@@ -82,17 +83,31 @@ class LinearBase(nn.Module):
 
 
 class ColumnParallelLinear(LinearBase):
-    """y = x W^T with W's output rows split across the group; each rank returns its slice."""
+    """y = x W^T with W's output rows split across the group; each rank returns its slice.
 
-    def __init__(self, in_features: int, out_features: int, group: ParallelGroup = SINGLE):
+    `rows` names, per shard id, the (first row, rows) of the checkpoint's tensor this rank holds, placed
+    end to end in that order (merged projections); by default an even share of one tensor."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        group: ParallelGroup = SINGLE,
+        rows: dict[str | None, tuple[int, int]] | None = None,
+    ):
         super().__init__()
-        assert out_features % group.size == 0
         self.group = group
-        self.weight = nn.Parameter(torch.empty(out_features // group.size, in_features), requires_grad=False)
+        self.shard_offsets: dict[str | None, tuple[int, int]] = {}  # where each shard's rows sit here
+        self.shard_sources: dict[str | None, int] = {}  # and where they start in the checkpoint's tensor
+        offset = 0
+        for shard_id, (start, size) in (rows or {None: shard_range(out_features, group)}).items():
+            self.shard_offsets[shard_id], self.shard_sources[shard_id] = (offset, size), start
+            offset += size
+        self.weight = nn.Parameter(torch.empty(offset, in_features), requires_grad=False)
 
     def weight_loader(self, param: torch.Tensor, loaded: torch.Tensor, shard_id: str | None = None) -> None:
-        size = param.shape[0]
-        param.data.copy_(loaded.narrow(0, self.group.rank * size, size))
+        offset, size = self.shard_offsets[shard_id]
+        param.data.narrow(0, offset, size).copy_(loaded.narrow(0, self.shard_sources[shard_id], size))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.matmul(x)
@@ -113,52 +128,46 @@ class ColumnParallelLinear(LinearBase):
 
 
 class MergedColumnParallelLinear(ColumnParallelLinear):
-    """Several column-parallel projections of one input stored as one matrix (e.g. gate and up)."""
-
-    def __init__(self, in_features: int, shard_sizes: dict[str, int], group: ParallelGroup = SINGLE):
-        super().__init__(in_features, sum(shard_sizes.values()), group)
-        self.shard_offsets: dict[str, tuple[int, int]] = {}
-        offset = 0
-        for name, size in shard_sizes.items():
-            local = size // group.size
-            self.shard_offsets[name] = (offset, local)
-            offset += local
-
-    def weight_loader(self, param: torch.Tensor, loaded: torch.Tensor, shard_id: str | None = None) -> None:
-        offset, size = self.shard_offsets[shard_id]
-        param.data.narrow(0, offset, size).copy_(loaded.narrow(0, self.group.rank * size, size))
-
-
-class QKVParallelLinear(MergedColumnParallelLinear):
-    """Merged q, k and v projections; heads are split across the group."""
+    """Several column-parallel projections of one input stored as one matrix (e.g. gate and up), each
+    split the same way (in whole units of `align` rows)."""
 
     def __init__(
-        self,
-        hidden_size: int,
-        head_dim: int,
-        num_heads: int,
-        num_kv_heads: int,
-        group: ParallelGroup = SINGLE,
+        self, in_features: int, shard_sizes: dict[str, int], group: ParallelGroup = SINGLE, align: int = 1
     ):
-        super().__init__(
-            hidden_size,
-            {"q": num_heads * head_dim, "k": num_kv_heads * head_dim, "v": num_kv_heads * head_dim},
-            group,
-        )
+        rows = {name: shard_range(size, group, align) for name, size in shard_sizes.items()}
+        super().__init__(in_features, sum(shard_sizes.values()), group, rows)
+
+
+class QKVParallelLinear(ColumnParallelLinear):
+    """Merged q, k and v projections: this rank's rows are those of its heads (`shard`)."""
+
+    def __init__(self, hidden_size: int, head_dim: int, shard: HeadShard, group: ParallelGroup = SINGLE):
+        kv = (shard.kv_start * head_dim, shard.num_kv_heads * head_dim)
+        rows = {"q": (shard.q_start * head_dim, shard.num_heads * head_dim), "k": kv, "v": kv}
+        super().__init__(hidden_size, sum(size for _, size in rows.values()), group, rows)
 
 
 class RowParallelLinear(LinearBase):
-    """y = x W^T with W's input columns split across the group; partial sums are all-reduced."""
+    """y = x W^T with W's input columns split across the group (this rank's `columns`, as (start, size),
+    by default an even share); the partial sums are all-reduced."""
 
-    def __init__(self, in_features: int, out_features: int, group: ParallelGroup = SINGLE):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        group: ParallelGroup = SINGLE,
+        columns: tuple[int, int] | None = None,
+    ):
         super().__init__()
-        assert in_features % group.size == 0
         self.group = group
-        self.weight = nn.Parameter(torch.empty(out_features, in_features // group.size), requires_grad=False)
+        self.in_features = in_features
+        self.column_start, size = columns or shard_range(in_features, group)
+        self.weight = nn.Parameter(torch.empty(out_features, size), requires_grad=False)
 
     def weight_loader(self, param: torch.Tensor, loaded: torch.Tensor, shard_id: str | None = None) -> None:
-        size = param.shape[1]
-        param.data.copy_(loaded.narrow(1, self.group.rank * size, size))
+        # a 4-bit shard's scales have one column per 32 weights: scale the start with the part's width
+        start = self.column_start * loaded.shape[1] // self.in_features
+        param.data.copy_(loaded.narrow(1, start, param.shape[1]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.group.all_reduce(self.matmul(x))

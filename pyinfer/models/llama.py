@@ -9,7 +9,7 @@ from torch import nn
 
 from pyinfer.attention.layer import Attention
 from pyinfer.attention.metadata import AttentionMetadata
-from pyinfer.distributed import SINGLE, ParallelGroup
+from pyinfer.distributed import SINGLE, ParallelGroup, head_shard, shard_range
 from pyinfer.layers.activation import SiluAndMul
 from pyinfer.layers.embedding import LMHead, VocabEmbedding
 from pyinfer.layers.linear import MergedColumnParallelLinear, QKVParallelLinear, RowParallelLinear
@@ -21,15 +21,17 @@ from pyinfer.models.model_config import ModelConfig
 class LlamaAttention(nn.Module):
     def __init__(self, cfg: ModelConfig, rotary: RotaryEmbedding, group: ParallelGroup):
         super().__init__()
-        self.num_heads = cfg.num_attention_heads // group.size
-        self.num_kv_heads = max(1, cfg.num_key_value_heads // group.size)
-        self.q_size = self.num_heads * cfg.head_dim
-        self.kv_size = self.num_kv_heads * cfg.head_dim
-        self.qkv_proj = QKVParallelLinear(
-            cfg.hidden_size, cfg.head_dim, cfg.num_attention_heads, cfg.num_key_value_heads, group
+        shard = head_shard(cfg.num_attention_heads, cfg.num_key_value_heads, group)
+        self.q_size = shard.num_heads * cfg.head_dim
+        self.kv_size = shard.num_kv_heads * cfg.head_dim
+        self.qkv_proj = QKVParallelLinear(cfg.hidden_size, cfg.head_dim, shard, group)
+        self.o_proj = RowParallelLinear(
+            cfg.num_attention_heads * cfg.head_dim,
+            cfg.hidden_size,
+            group,
+            columns=(shard.q_start * cfg.head_dim, self.q_size),
         )
-        self.o_proj = RowParallelLinear(cfg.num_attention_heads * cfg.head_dim, cfg.hidden_size, group)
-        self.attn = Attention(self.num_heads, self.num_kv_heads, cfg.head_dim, rotary)
+        self.attn = Attention(shard.num_heads, shard.num_kv_heads, cfg.head_dim, rotary)
 
     def forward(
         self,
@@ -50,8 +52,12 @@ class LlamaMLP(nn.Module):
     def __init__(self, cfg: ModelConfig, group: ParallelGroup):
         super().__init__()
         size = cfg.intermediate_size
-        self.gate_up_proj = MergedColumnParallelLinear(cfg.hidden_size, {"gate": size, "up": size}, group)
-        self.down_proj = RowParallelLinear(size, cfg.hidden_size, group)
+        # whole groups of 32 columns per rank: down_proj's 4-bit blocks stay whole on the CPU
+        self.gate_up_proj = MergedColumnParallelLinear(
+            cfg.hidden_size, {"gate": size, "up": size}, group, align=32
+        )
+        columns = shard_range(size, group, align=32)
+        self.down_proj = RowParallelLinear(size, cfg.hidden_size, group, columns)
         self.act = SiluAndMul()
 
     def forward(
@@ -117,7 +123,7 @@ class LlamaForCausalLM(nn.Module):
 
     def compute_logits(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         """Logits of norm(x + residual), the final norm fused into the LM head at batch 1 on the GPU."""
-        return self.lm_head.normed(x, residual, self.norm)[0]
+        return self.lm_head.gather(self.lm_head.normed(x, residual, self.norm)[0])
 
     def attention_layers(self) -> list[Attention]:
         return [layer.self_attn.attn for layer in self.layers]

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pyinfer.distributed import SINGLE, ParallelGroup
 from pyinfer.layers.linear import LinearBase
 from pyinfer.layers.quantization import Int4Shard
 from pyinfer.models.llama import LlamaForCausalLM
@@ -40,13 +41,15 @@ def load_model(
     device: torch.device,
     quantization: str = "none",
     keep_file_blocks: bool = False,
+    group: ParallelGroup = SINGLE,
 ) -> LlamaForCausalLM:
     """Loads weights in the run dtype, then applies weight-only quantization (CPU only).
 
     quantization "int8" / "int4" turns every linear into int8 per-channel / int4 g32 weights. With
     keep_file_blocks (CPU only), a GGUF's Q4_0/Q4_1 linears stay 4-bit from the file's own blocks; its
     linears stored in other types are then quantized as asked. Whenever a linear is quantized, the LM
-    head becomes int8 per channel (a tied embedding keeps its dense table).
+    head becomes int8 per channel (a tied embedding keeps its dense table). In a tensor-parallel group
+    each rank keeps its own shard of every weight (the layers' weight loaders pick it out).
     """
     if quantization != "none" and device.type != "cpu":
         raise ValueError(
@@ -58,7 +61,7 @@ def load_model(
     torch.set_default_dtype(dtype)
     try:
         with torch.device(device):
-            model = LlamaForCausalLM(cfg)
+            model = LlamaForCausalLM(cfg, group)
     finally:
         torch.set_default_dtype(previous)
     if fmt == "dummy":
