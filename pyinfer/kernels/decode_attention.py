@@ -29,11 +29,12 @@ from pyinfer.kernels.rotary_tiles import cos_sin_rows, rotated
 BLOCK_N = 64
 _split_counters: dict[torch.device, torch.Tensor] = {}
 _outgrown_counters: list[torch.Tensor] = []  # never freed: graphs captured with them still use them
+_unused_partials: dict[torch.device, torch.Tensor] = {}
 
 
-# the block table's width changes every step, and the split count with the batch: one compiled variant
-# for all of them
-@triton.jit(do_not_specialize=["table_stride", "num_splits"])
+# the block table's width changes every step, the split count with the batch, and the alignment of the
+# step inputs' addresses (slices of one upload) with the step's size: one compiled variant for all of them
+@triton.jit(do_not_specialize=["tables_ptr", "seq_lens_ptr", "slot_ptr", "table_stride", "num_splits"])
 def _decode_kernel(
     q_ptr,
     k_ptr,
@@ -191,10 +192,12 @@ def _decode_kernel(
             tl.store(out_at, (merged / total[:, None]).to(out_ptr.dtype.element_ty), mask=head_mask[:, None])
 
 
-def _counters(device: torch.device, n: int) -> torch.Tensor:
-    """Zeroed split counters, one per (sequence, KV head); each merge sets its own back to zero. They
-    grow outside CUDA-graph capture (the largest graph is warmed up before any is captured), and a
-    buffer outgrown stays allocated, as graphs captured earlier hold its address."""
+def _workspace(device: torch.device, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zeroed split counters, one per (sequence, KV head), each merge setting its own back to zero; and
+    the float32 stand-in for the partials of a one-split launch, which never touches them (a pointer of
+    the output's dtype there would compile a second variant of the kernel). The counters grow outside
+    CUDA-graph capture (the largest graph is warmed up before any is captured), and a buffer outgrown
+    stays allocated, as graphs captured earlier hold its address."""
     counters = _split_counters.get(device)
     if counters is None or counters.numel() < n:
         if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
@@ -202,7 +205,8 @@ def _counters(device: torch.device, n: int) -> torch.Tensor:
         if counters is not None:
             _outgrown_counters.append(counters)
         counters = _split_counters[device] = torch.zeros(max(n, 4096), dtype=torch.int32, device=device)
-    return counters
+        _unused_partials.setdefault(device, torch.empty(1, dtype=torch.float32, device=device))
+    return counters, _unused_partials[device]
 
 
 def decode_attention(
@@ -229,8 +233,9 @@ def decode_attention(
     _, _, page, num_kv_heads, _ = kv_cache.shape
     group = num_heads // num_kv_heads
     out = torch.empty_like(q) if out is None else out
+    counters, unused = _workspace(q.device, batch * num_kv_heads)
     if num_splits == 1:  # every program writes the output itself: no partials to merge
-        part = lse = out
+        part = lse = unused
     else:
         part = torch.empty(batch, num_heads, num_splits, head_dim, dtype=torch.float32, device=q.device)
         lse = torch.empty(batch, num_heads, num_splits, dtype=torch.float32, device=q.device)
@@ -246,7 +251,7 @@ def decode_attention(
         out,
         part,
         lse,
-        _counters(q.device, batch * num_kv_heads),
+        counters,
         scale,
         q.stride(0),
         k.stride(0),

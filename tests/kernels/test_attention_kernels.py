@@ -207,3 +207,34 @@ def test_kernels_at_real_sizes(heads, kv_heads, head_dim):
     )
     ref = reference(q, cache, tables, qlens, slens, head_dim**-0.5)
     torch.testing.assert_close(out.float(), ref, atol=2e-2, rtol=2e-2)
+
+
+def compiled_variants(kernel) -> int:
+    """Variants of a Triton kernel compiled in this process, on every device."""
+    return sum(len(caches[0]) for caches in kernel.device_caches.values())
+
+
+def at_offset(t: torch.Tensor, offset: int) -> torch.Tensor:
+    """t copied `offset` elements into a fresh buffer: an address of another alignment, as the step
+    inputs' slices of one upload have when the step's size changes."""
+    buffer = torch.empty(t.numel() + offset, dtype=t.dtype, device=t.device)
+    view = buffer[offset:].view_as(t)
+    view.copy_(t)
+    return view
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_decode_kernel_compiles_once_for_every_split_count_and_input_alignment():
+    """A variant compiled after the warm-up would compile on a client's time (issue 24's cold start)."""
+    from pyinfer.kernels.decode_attention import _decode_kernel
+
+    dtype = torch.float16  # a dtype no other test launches: the first call compiles the one variant
+    before = compiled_variants(_decode_kernel)
+    for splits, offset in ((1, 0), (1, 1), (4, 1), (4, 0), (7, 3)):
+        args, _, expected = decode_step([20, 300, 17], 8, 2, 64, "cuda", dtype, seed=7)
+        q, k, v, cache, tables, seq_lens, slots, cos_sin, scale = args
+        tables, seq_lens, slots = (at_offset(t, offset) for t in (tables, seq_lens, slots))
+        out = decode_attention(q, k, v, cache, tables, seq_lens, slots, cos_sin, scale, num_splits=splits)
+        torch.testing.assert_close(out.cpu().float(), expected, atol=2e-2, rtol=2e-2)
+    assert compiled_variants(_decode_kernel) == before + 1
