@@ -68,6 +68,9 @@ class LLMEngine:
             raise
         self.model_config = cfg = model.config
         self.max_model_len = self.runner.max_model_len
+        # the next step launched before this one's ids reach the host: a GPU's, unless --no-overlap (on the
+        # CPU each step completes before it returns, so it would gain nothing there)
+        self.overlap = self.runner.is_cuda and config.overlap_scheduling
         self.block_manager = BlockManager(
             self.runner.num_blocks,
             config.block_size,
@@ -218,17 +221,19 @@ class LLMEngine:
         if previous is not None and batch.seqs and any(s.params.has_penalties for s in batch.seqs):
             outputs = self._process(previous)  # penalties count every earlier token on the host
             previous = None
+        taken: list[list[int]] = []  # `previous`'s ids, once on the host
         before_sampling = None
         if previous is not None and any(s.grammar is not None for s in batch.seqs):
             # A grammar's next mask follows from the token in flight: take it while the device runs
-            # this step's forward pass (its inputs come from the device), then fill the masks.
+            # this step's forward pass (its inputs come from the device), then fill the masks; the rest
+            # of its processing waits until this step's sampling is queued too.
             step = previous
-            before_sampling = lambda: outputs.extend(self._process(step))  # noqa: E731
+            before_sampling = lambda: taken.append(self._take_tokens(step))  # noqa: E731
         launched = self._launch(batch, previous, before_sampling) if batch.seqs else None
-        if previous is not None and before_sampling is None:
-            outputs += self._process(previous)
+        if previous is not None:
+            outputs += self._process(previous, taken[0] if taken else None)
         if launched is not None:
-            if self.runner.is_cuda and self.config.overlap_scheduling:
+            if self.overlap:
                 self._in_flight = launched
             else:
                 outputs += self._process(launched)
@@ -247,17 +252,27 @@ class LLMEngine:
                 seq.pending_row = row
         return step
 
-    def _process(self, step: InFlight) -> list[SeqOutput]:
+    def _take_tokens(self, step: InFlight) -> list[int]:
+        """Waits for a launched step's ids; each goes into its sequence's tokens and its grammar."""
         token_ids = self.runner.collect(step)
-        logprobs = self.runner.logprobs(step)
-        now = time.perf_counter()
-        outputs = []
-        for seq, pos, token, logprob in zip(step.seqs, step.positions, token_ids, logprobs, strict=True):
+        for seq, pos, token in zip(step.seqs, step.positions, token_ids, strict=True):
             if seq.is_finished:  # aborted, or finished by its previous token, while this step ran
                 continue
             seq.token_ids[pos] = token
             if seq.grammar is not None:
                 seq.grammar.accept_token(token)
+        return token_ids
+
+    def _process(self, step: InFlight, token_ids: list[int] | None = None) -> list[SeqOutput]:
+        """A launched step's outputs, its ids taken first unless `token_ids` says they were."""
+        if token_ids is None:
+            token_ids = self._take_tokens(step)
+        logprobs = self.runner.logprobs(step)
+        now = time.perf_counter()
+        outputs = []
+        for seq, pos, token, logprob in zip(step.seqs, step.positions, token_ids, logprobs, strict=True):
+            if seq.is_finished:
+                continue
             self.block_manager.register_full_blocks(seq, pos + 1)
             if seq.first_token_time is None:
                 seq.first_token_time = now

@@ -269,13 +269,15 @@ class ModelRunner:
         if self.steps is not None:
             self.steps.send(plan.encode())
         forward = self._run(plan, previous.token_ids if previous is not None else None)
+        st = None
+        if forward is not None:  # built while the device runs the forward pass queued above
+            st = build_sampling_tensors(sample_seqs, self.vocab_size, self.eos_token_ids, self.device)
         if before_sampling is not None:
             before_sampling()
         if forward is None:
             return InFlight([], [], None, None, None)
         logits, argmax = forward
-        st = build_sampling_tensors(sample_seqs, self.vocab_size, self.eos_token_ids, self.device)
-        # filled on the host while the device runs the forward pass queued above
+        # filled on the host while the device runs the forward pass, from the tokens just taken
         if (bitmask := self.masks.fill(sample_seqs)) is not None:
             st.token_bitmask = upload(bitmask, self.device)
         out = self.sampler(logits, st, argmax)

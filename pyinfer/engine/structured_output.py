@@ -26,9 +26,10 @@ from pyinfer.sampling_params import SamplingParamsError, StructuredOutput
 # model is likely to use, and a bound on the runs of spaces and newlines that loop until max_tokens.
 MAX_JSON_WHITESPACE = 16
 CACHE_BYTES = 256 * 2**20  # xgrammar's cache of compiled grammars, for repeated constraints
-# Mask filling: rows per worker thread below which one thread fills them all, and the most threads
+# Mask filling: from this many constrained rows xgrammar's batch matcher fills them, on at most
+# FILL_THREADS threads; fewer are filled in turn
+BATCH_FILL_MIN_ROWS = 8
 FILL_THREADS = min(8, os.cpu_count() or 1)
-ROWS_PER_THREAD = 8
 
 
 class GrammarCompiler:
@@ -106,35 +107,40 @@ def _reason(error: Exception) -> str:
 
 class MaskFiller:
     """Fills each step's packed token bitmask on the host: one int32 word per 32 tokens, a row per
-    sampled sequence. Many constrained rows are split among worker threads (xgrammar's matcher
-    releases the GIL while it fills), so that their masks are ready before the device's forward pass
-    ends; a few rows are filled here, where a thread's hand-off would cost more than it saves."""
+    sampled sequence. Many constrained rows are filled by xgrammar's batch matcher on its own threads,
+    in C++ with no Python between rows, so that their masks are ready before the device's forward pass
+    ends; a few rows are filled here in turn, where a thread's hand-off would cost more than it saves."""
 
     def __init__(self, vocab_size: int, threads: int = FILL_THREADS):
         self.vocab_size = vocab_size
         self.threads = max(1, threads)
-        self._pool: ThreadPoolExecutor | None = None  # started with the first large batch
+        self._batch: Any = None  # xgrammar's BatchGrammarMatcher, started with the first large batch
+        self._batch_threads = 0
 
     def fill(self, seqs: list[Sequence]) -> torch.Tensor | None:
         """[len(seqs), ceil(vocab / 32)] int32: each constrained sequence's allowed next tokens
         (xgrammar clears the ids the tokenizer lacks, such as a model's padded vocabulary), all bits
-        set for the others; None when no sequence is constrained."""
-        rows = [row for row, seq in enumerate(seqs) if seq.grammar is not None and not seq.is_finished]
-        if not rows:
+        set for the others; None when no sequence is constrained. A finished sequence's grammar (ended
+        by the token just taken) keeps its row full: the row is not used."""
+        rows = [
+            row
+            for row, seq in enumerate(seqs)
+            if seq.grammar is not None and not seq.is_finished and not seq.grammar.is_terminated()
+        ]
+        if not any(seq.grammar is not None for seq in seqs):
             return None
         bitmask = torch.full((len(seqs), -(-self.vocab_size // 32)), -1, dtype=torch.int32)
-        parts = min(self.threads, len(rows) // ROWS_PER_THREAD)
-        if parts <= 1:
-            _fill_rows(seqs, rows, bitmask)
-            return bitmask
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="token-mask")
-        chunks = [rows[i::parts] for i in range(parts)]
-        for _ in self._pool.map(_fill_rows, [seqs] * parts, chunks, [bitmask] * parts):
-            pass
+        if self.threads == 1 or len(rows) < BATCH_FILL_MIN_ROWS:
+            for row in rows:
+                seqs[row].grammar.fill_next_token_bitmask(bitmask, row)
+        else:
+            matchers = [seqs[row].grammar for row in rows]
+            self._batch_matcher().batch_fill_next_token_bitmask(matchers, bitmask, rows)
         return bitmask
 
+    def _batch_matcher(self) -> Any:
+        if self._batch is None or self._batch_threads != self.threads:
+            import xgrammar as xgr
 
-def _fill_rows(seqs: list[Sequence], rows: list[int], bitmask: torch.Tensor) -> None:
-    for row in rows:
-        seqs[row].grammar.fill_next_token_bitmask(bitmask, row)
+            self._batch, self._batch_threads = xgr.BatchGrammarMatcher(self.threads), self.threads
+        return self._batch

@@ -105,3 +105,25 @@ def test_masks_filled_on_worker_threads_equal_masks_filled_in_turn(smollm2_llm):
     in_turn = MaskFiller(vocab, threads=1).fill(seqs)
     assert threaded is not None and threaded.equal(in_turn)
     assert (threaded[0::3] == -1).all() and not (threaded[1] == -1).all()
+
+
+def test_overlapped_steps_give_what_steps_in_turn_give_constrained_or_not(smollm2_llm):
+    """The GPU's overlapped scheduling (the next step launched before this one's ids reach the host, a
+    grammar's token taken while the next forward runs) on the CPU's engine: the same greedy replies."""
+    engine = smollm2_llm.engine
+    schema = SCHEMAS["nested"]
+    prompts = ["A user record as JSON.", "Name three colours.", "Another user record, as JSON.", "Hello!"]
+    params = [
+        SamplingParams(temperature=0, max_tokens=40, structured=JSON if i % 2 == 0 else None)
+        for i in range(len(prompts))
+    ]
+    conversations = [[{"role": "user", "content": p}] for p in prompts]
+    in_turn = [r.outputs[0].text for r in smollm2_llm.chat(conversations, params)]
+    engine.overlap = True
+    try:
+        overlapped = [r.outputs[0].text for r in smollm2_llm.chat(conversations, params)]
+    finally:
+        engine.overlap = False
+    assert overlapped == in_turn
+    for text in overlapped[0::2]:
+        jsonschema.validate(json.loads(text), schema)

@@ -30,10 +30,11 @@ TINY_VARIANTS = {
 }
 
 
-def generate(model: str, tp: int, prompts, params: SamplingParams = GREEDY, **kwargs):
-    llm = LLM(
-        model, dtype="float32", device="cpu", tensor_parallel_size=tp, kv_cache_memory_gb=0.05, **kwargs
-    )
+def generate(model: str, tp: int, prompts, params: SamplingParams = GREEDY, overlap: bool = False):
+    """overlap: the GPU's overlapped scheduling, on the CPU: rank 1 patches the tokens in flight from the
+    ids rank 0 broadcast."""
+    llm = LLM(model, dtype="float32", device="cpu", tensor_parallel_size=tp, kv_cache_memory_gb=0.05)
+    llm.engine.overlap = overlap
     try:
         return [out.outputs[0] for out in llm.generate(prompts, params)]
     finally:
@@ -57,6 +58,7 @@ def test_two_ranks_match_one_on_tiny_llamas(variant, tmp_path):
     folder = write_random_llama(tmp_path, std=0.2, **{**TINY_LLAMA, **TINY_VARIANTS[variant]})
     one, two = (generate(str(folder), tp, PROMPTS) for tp in (1, 2))
     assert_same_tokens_and_close_logprobs(one, two, atol=1e-4)
+    assert_same_tokens_and_close_logprobs(one, generate(str(folder), 2, PROMPTS, overlap=True), atol=1e-4)
     assert not tp_workers()  # closing the engine stopped rank 1
 
 
