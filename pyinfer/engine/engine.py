@@ -14,10 +14,11 @@ from pyinfer.distributed import SINGLE
 from pyinfer.engine.block_manager import BlockManager
 from pyinfer.engine.kv_events import KVEventPublisher
 from pyinfer.engine.messages import SeqOutput
-from pyinfer.engine.model_runner import PLACEHOLDER, InFlight, ModelRunner
+from pyinfer.engine.model_runner import InFlight, ModelRunner
 from pyinfer.engine.model_setup import load_shard, resolve_device
 from pyinfer.engine.scheduler import Scheduler
 from pyinfer.engine.sequence import Sequence
+from pyinfer.engine.step_plan import PLACEHOLDER
 from pyinfer.engine.structured_output import GrammarCompiler
 from pyinfer.engine.tensor_parallel import TensorParallelWorkers
 from pyinfer.layers.sampler import apply_token_bitmask

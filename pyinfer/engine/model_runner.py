@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from pyinfer.engine.messages import TokenLogprob
 from pyinfer.engine.sampling_tensors import build_sampling_tensors
 from pyinfer.engine.scheduler import SchedulerOutput
 from pyinfer.engine.sequence import Sequence
+from pyinfer.engine.step_plan import StepPlan, plan_step
 from pyinfer.engine.structured_output import MaskFiller
 from pyinfer.kernels import triton_enabled
 from pyinfer.layers.sampler import Sampler, SamplerOutput, upload
@@ -29,14 +29,11 @@ from pyinfer.models.llama import LlamaForCausalLM
 log = logging.getLogger(__name__)
 
 
-PLACEHOLDER = -1  # a token sampled by a step still in flight
-
-
 def patch_in_flight(
     input_ids: torch.Tensor, rows: torch.Tensor, sampled: torch.Tensor, sources: torch.Tensor
 ) -> None:
     """input_ids[rows] = sampled[sources], on the device: the tokens a step still in flight sampled.
-    ModelRunner._prepare lists at most one row per sequence, in batch order, so when every input row
+    plan_step lists at most one row per sequence, in batch order, so when every input row
     is listed they are 0..n-1 and one gather writes them all."""
     if rows.numel() == input_ids.numel():
         torch.index_select(sampled, 0, sources, out=input_ids)
@@ -53,42 +50,6 @@ class StepInputs:
     patch_rows: torch.Tensor  # input rows whose token is still in flight ...
     patch_sources: torch.Tensor  # ... at these rows of the previous step's sampled ids
     uploaded: torch.Tensor  # all of the above end to end, in the order cuda_graphs reads them
-
-
-NUM_LISTS = 9  # the lists of a StepPlan, in order: see its docstring
-
-
-@dataclass
-class StepPlan:
-    """One step's inputs as plain integers, all that every rank of a group builds its tensors from: the
-    lists input ids, positions, KV slots, sequence lengths, query starts, rows of the sampled tokens,
-    block tables (rows of `width`), and the rows whose token is in flight with their sources among the
-    previous step's samples, end to end in `values` (int64), each `sizes` long."""
-
-    values: np.ndarray
-    sizes: list[int]
-    num_decodes: int
-    width: int
-    seq_lens: list[int]  # host copies the attention backends read
-    query_lens: list[int]
-
-    @property
-    def num_samples(self) -> int:
-        return self.sizes[5]
-
-    def encode(self) -> np.ndarray:
-        """As one int64 array, for the step channel."""
-        header = np.array([self.num_decodes, self.width, *self.sizes], dtype=np.int64)
-        return np.concatenate([header, self.values])
-
-    @classmethod
-    def decode(cls, data: np.ndarray) -> StepPlan:
-        sizes = data[2 : 2 + NUM_LISTS].tolist()
-        values = data[2 + NUM_LISTS :]
-        lens = sum(sizes[:3])
-        starts = values[lens + sizes[3] : lens + sizes[3] + sizes[4]]
-        seq_lens = values[lens : lens + sizes[3]].tolist()
-        return cls(values, sizes, int(data[0]), int(data[1]), seq_lens, np.diff(starts).tolist())
 
 
 @dataclass
@@ -265,7 +226,7 @@ class ModelRunner:
         tensors are built (the engine takes `previous`'s tokens there for the grammars' masks).
         In a group, the other ranks get the step's plan first and run the same forward on their shards;
         the ids sampled here reach them by broadcast."""
-        plan, sample_seqs = self._plan(batch)
+        plan, sample_seqs = plan_step(batch, self.block_size)
         if self.steps is not None:
             self.steps.send(plan.encode())
         forward = self._run(plan, previous.token_ids if previous is not None else None)
@@ -336,45 +297,6 @@ class ModelRunner:
         if step.done is not None:
             step.done.synchronize()
         return step.host_ids.tolist() if step.seqs else []
-
-    def _plan(self, batch: SchedulerOutput) -> tuple[StepPlan, list[Sequence]]:
-        """The batch's plan, and the sequences that sample a token in it (in row order)."""
-        bs = self.block_size
-        input_ids: list[int] = []
-        positions: list[int] = []
-        slots: list[int] = []
-        seq_lens: list[int] = []
-        token_rows: list[int] = []  # row of each sampling sequence's last token among the step's tokens
-        sample_seqs: list[Sequence] = []
-        patch_rows: list[int] = []
-        patch_sources: list[int] = []
-        for seq, n in zip(batch.seqs, batch.num_new_tokens, strict=True):
-            start, end = seq.num_computed_tokens, seq.num_computed_tokens + n
-            input_ids.extend(seq.token_ids[start:end])
-            if input_ids[-1] == PLACEHOLDER:
-                patch_rows.append(len(input_ids) - 1)
-                patch_sources.append(seq.pending_row)
-            positions.extend(range(start, end))
-            table = seq.block_table
-            # slot of position p: table[p // bs] * bs + p % bs, a block's run of positions at a time
-            for b in range(start // bs, (end - 1) // bs + 1):
-                offset = (table[b] - b) * bs
-                slots.extend(range(offset + max(start, b * bs), offset + min(end, (b + 1) * bs)))
-            seq_lens.append(end)
-            if end == seq.num_tokens:
-                token_rows.append(len(input_ids) - 1)
-                sample_seqs.append(seq)
-        width = max(len(s.block_table) for s in batch.seqs)
-        tables = [b for s in batch.seqs for b in s.block_table + [0] * (width - len(s.block_table))]
-        query_start = [0]
-        for n in batch.num_new_tokens:
-            query_start.append(query_start[-1] + n)
-        lists = (input_ids, positions, slots, seq_lens, query_start, token_rows, tables)
-        lists += (patch_rows, patch_sources)
-        sizes = [len(x) for x in lists]
-        values = np.fromiter(itertools.chain.from_iterable(lists), dtype=np.int64, count=sum(sizes))
-        plan = StepPlan(values, sizes, batch.num_decodes, width, seq_lens, batch.num_new_tokens)
-        return plan, sample_seqs
 
     def _inputs(self, plan: StepPlan) -> StepInputs:
         """The plan's tensors on the device, and the attention metadata of the step."""

@@ -15,8 +15,9 @@ import torch.distributed as dist
 
 from pyinfer.distributed import init_group
 from pyinfer.distributed.step_channel import StepReceiver
-from pyinfer.engine.model_runner import ModelRunner, StepPlan
+from pyinfer.engine.model_runner import ModelRunner
 from pyinfer.engine.model_setup import load_shard, rank_device, resolve_device
+from pyinfer.engine.step_plan import StepPlan
 from pyinfer.engine.tensor_parallel import WorkerSpec
 from pyinfer.logs import configure_logging
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from pyinfer.engine.model_runner import PLACEHOLDER, patch_in_flight
+from pyinfer.engine.model_runner import patch_in_flight
+from pyinfer.engine.step_plan import PLACEHOLDER
 
 
 def test_every_row_in_flight_is_gathered_into_the_upload_view():
