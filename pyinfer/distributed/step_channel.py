@@ -71,8 +71,9 @@ class StepSender:
                 sock.sendall(_WAKE.pack(_STOP, 0))
 
     def close(self) -> None:
-        for sock in self.sockets:
-            sock.close()
+        for ours, theirs in self.pairs:
+            ours.close()
+            theirs.close()  # closed already once the receivers' processes hold it
         self.steps_read = None  # the view must go before the map it points into
         self.map.close()
         os.close(self.memfd)
@@ -99,6 +100,8 @@ class StepReceiver:
             return None
         if kind == _IN_RING:
             start = self.ring_offset + self.num_read % SLOTS * self.slot_bytes
+            # copied out before the count below frees the slot (x86 keeps these in order; a weaker
+            # memory model would want a fence between them)
             values = np.frombuffer(self.map, dtype=np.int64, count=nbytes // 8, offset=start).copy()
         else:
             values = np.frombuffer(self._recv_exactly(nbytes), dtype=np.int64)

@@ -10,7 +10,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 import torch
 
 from pyinfer.config import EngineConfig
-from pyinfer.distributed import SINGLE
+from pyinfer.distributed import SINGLE, ParallelGroup
+from pyinfer.distributed.step_channel import StepSender
 from pyinfer.engine.block_manager import BlockManager
 from pyinfer.engine.kv_events import KVEventPublisher
 from pyinfer.engine.messages import SeqOutput
@@ -52,21 +53,32 @@ class LLMEngine:
             self.workers = TensorParallelWorkers(config, self.model_path, self.load_format, device)
             group, steps, device = self.workers.group, self.workers.steps, self.workers.group.device
         try:
-            model = load_shard(config, self.model_path, self.load_format, device, group)
-            log.info(
-                "loaded %s (%s) on %s in %s in %.1fs%s",
-                self.model_path,
-                self.load_format,
-                device,
-                next(model.parameters()).dtype,
-                time.perf_counter() - start,
-                f", tensor-parallel rank 0 of {group.size}" if group.size > 1 else "",
-            )
-            self.runner = ModelRunner(config, model, model.config.eos_token_ids, group, steps)
+            self._set_up(config, device, group, steps, start)
         except BaseException:
             if self.workers is not None:
                 self.workers.kill()
             raise
+
+    def _set_up(
+        self,
+        config: EngineConfig,
+        device: torch.device,
+        group: ParallelGroup,
+        steps: StepSender | None,
+        start: float,
+    ) -> None:
+        """Everything after the group: the model (this rank's shard), its runner, and the scheduling."""
+        model = load_shard(config, self.model_path, self.load_format, device, group)
+        log.info(
+            "loaded %s (%s) on %s in %s in %.1fs%s",
+            self.model_path,
+            self.load_format,
+            device,
+            next(model.parameters()).dtype,
+            time.perf_counter() - start,
+            f", tensor-parallel rank 0 of {group.size}" if group.size > 1 else "",
+        )
+        self.runner = ModelRunner(config, model, model.config.eos_token_ids, group, steps)
         self.model_config = cfg = model.config
         self.max_model_len = self.runner.max_model_len
         # the next step launched before this one's ids reach the host: a GPU's, unless --no-overlap (on the
@@ -214,6 +226,10 @@ class LLMEngine:
         On a GPU the next batch is queued before the previous one's tokens reach the host, so that
         the GPU never waits for Python; on a CPU each step completes before it returns.
         """
+        if self.workers is not None and self.workers.stopping:
+            raise RuntimeError(
+                "the tensor-parallel group was stopped by an earlier failure; start a new engine"
+            )
         if self._compiling:
             self._admit_compiled()
         batch = self.scheduler.schedule()
@@ -243,7 +259,13 @@ class LLMEngine:
         return outputs
 
     def _launch(self, batch, previous: InFlight | None, before_sampling=None) -> InFlight:
-        step = self.runner.launch(batch, previous, before_sampling)
+        try:
+            step = self.runner.launch(batch, previous, before_sampling)
+        except BaseException:
+            if self.workers is not None:  # the other ranks run this step's collectives without rank 0's
+                log.error("a step failed on rank 0 after its plan was sent: the tensor-parallel group stops")
+                self.workers.kill()
+            raise
         self.num_tokens_computed += batch.num_tokens
         for seq, n in zip(batch.seqs, batch.num_new_tokens, strict=True):
             seq.num_computed_tokens += n

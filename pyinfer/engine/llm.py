@@ -44,6 +44,11 @@ class LLM:
         )
         self._ids = itertools.count()
 
+    def close(self) -> None:
+        """Stops the engine's other processes (the ranks of a tensor-parallel group); the engine cannot
+        run after it. A process holds one tensor-parallel group at a time: close one before the next."""
+        self.engine.close()
+
     def generate(
         self, prompts: Prompt | list[Prompt], params: SamplingParams | list[SamplingParams] | None = None
     ) -> list[RequestOutput]:

@@ -63,8 +63,9 @@ class InFlight:
     done: torch.cuda.Event | None
 
     @property
-    def token_ids(self) -> torch.Tensor:
-        return self.out.token_ids
+    def token_ids(self) -> torch.Tensor | None:
+        """The sampled ids on the device; None for a step in which nothing samples (a prefill chunk)."""
+        return None if self.out is None else self.out.token_ids
 
 
 class ModelRunner:
@@ -159,10 +160,10 @@ class ModelRunner:
                     peak_extra / self.config.max_num_batched_tokens,
                 )
         else:
-            budget = self.config.kv_cache_memory_gb * 2**30 / self.group.size  # the size of all ranks' shares
-        num_blocks = self.group.min(
-            int(budget // self._block_bytes())
-        )  # the scheduler's blocks exist on every rank
+            # --kv-cache-memory-gb is the size of the whole cache: each rank holds its heads' share
+            budget = self.config.kv_cache_memory_gb * 2**30 / self.group.size
+        # the scheduler's block ids must exist on every rank: the smallest rank's count
+        num_blocks = self.group.min(int(budget // self._block_bytes()))
         if num_blocks < 1:
             raise RuntimeError(
                 "no memory left for the KV cache: lower the model size or raise the memory budget"

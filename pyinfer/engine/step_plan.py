@@ -14,7 +14,20 @@ from pyinfer.engine.sequence import Sequence
 PLACEHOLDER = -1  # a token sampled by a step still in flight
 
 
-NUM_LISTS = 9  # the lists of a StepPlan, in order: see its docstring
+# the lists of a StepPlan, in order
+LISTS = (
+    "input_ids",
+    "positions",
+    "slots",
+    "seq_lens",
+    "query_start",
+    "token_rows",
+    "tables",
+    "patch_rows",
+    "patch_sources",
+)
+NUM_LISTS = len(LISTS)
+TOKEN_ROWS = LISTS.index("token_rows")
 
 
 @dataclass
@@ -33,7 +46,7 @@ class StepPlan:
 
     @property
     def num_samples(self) -> int:
-        return self.sizes[5]
+        return self.sizes[TOKEN_ROWS]
 
     def encode(self) -> np.ndarray:
         """As one int64 array, for the step channel."""

@@ -120,14 +120,14 @@ class MaskFiller:
     def fill(self, seqs: list[Sequence]) -> torch.Tensor | None:
         """[len(seqs), ceil(vocab / 32)] int32: each constrained sequence's allowed next tokens
         (xgrammar clears the ids the tokenizer lacks, such as a model's padded vocabulary), all bits
-        set for the others; None when no sequence is constrained. A finished sequence's grammar (ended
-        by the token just taken) keeps its row full: the row is not used."""
+        set for the others; None when no live sequence is constrained (a grammar ended by the token just
+        taken is skipped: its sequence is finished and its row not used)."""
         rows = [
             row
             for row, seq in enumerate(seqs)
             if seq.grammar is not None and not seq.is_finished and not seq.grammar.is_terminated()
         ]
-        if not any(seq.grammar is not None for seq in seqs):
+        if not rows:
             return None
         bitmask = torch.full((len(seqs), -(-self.vocab_size // 32)), -1, dtype=torch.int32)
         if self.threads == 1 or len(rows) < BATCH_FILL_MIN_ROWS:

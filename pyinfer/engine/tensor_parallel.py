@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import msgspec
 import torch
@@ -45,7 +46,8 @@ class WorkerSpec(msgspec.Struct):
 
 
 class TensorParallelWorkers:
-    """Ranks 1..N-1, started and joined; `group` is rank 0's handle on the group, `steps` its channel."""
+    """Ranks 1..N-1, started and joined; `group` is rank 0's handle on the group, `steps` its channel.
+    Anything that fails while they start ends the ones already started and raises here."""
 
     def __init__(self, config: EngineConfig, model_path: str, load_format: str, device: torch.device):
         size = config.tensor_parallel_size
@@ -56,43 +58,45 @@ class TensorParallelWorkers:
             )
         cfg = load_config(model_path, load_format)
         check_split(cfg.num_attention_heads, cfg.num_key_value_heads, cfg.intermediate_size, size)
-        store = dist.TCPStore("127.0.0.1", 0, size, True, wait_for_workers=False)  # any free port
+        self.stopping = False  # set before any rank is ended on purpose: their watches stay quiet
+        self.procs: list[subprocess.Popen] = []
         self.steps = StepSender(size - 1)
         rank0_read, self._rank0_alive = os.pipe()
-        self.stopping = False
-        self.procs: list[subprocess.Popen] = []
-        for rank in range(1, size):
-            memfd, socket_fd = self.steps.receiver_fds(rank - 1)
-            spec = WorkerSpec(
-                config,
-                model_path,
-                load_format,
-                rank,
-                size,
-                store.port,
-                memfd,
-                socket_fd,
-                rank0_read,
-                logging.getLevelName(logging.getLogger("pyinfer").getEffectiveLevel()),
-            )
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "pyinfer.engine.tp_worker"],
-                stdin=subprocess.PIPE,
-                pass_fds=(memfd, socket_fd, rank0_read),
-            )
-            proc.stdin.write(msgspec.json.encode(spec))
-            proc.stdin.close()
-            self.procs.append(proc)
-            threading.Thread(target=self._watch, args=(rank, proc), daemon=True).start()
-        os.close(rank0_read)
-        self.steps.close_receiver_fds()
-        atexit.register(self.stop)
-        log.info("started tensor-parallel ranks 1..%d (pids %s)", size - 1, [p.pid for p in self.procs])
         try:
+            store = dist.TCPStore("127.0.0.1", 0, size, True, wait_for_workers=False)  # any free port
+            level = logging.getLevelName(logging.getLogger("pyinfer").getEffectiveLevel())
+            for rank in range(1, size):
+                memfd, socket_fd = self.steps.receiver_fds(rank - 1)
+                spec = WorkerSpec(
+                    config,
+                    model_path,
+                    load_format,
+                    rank,
+                    size,
+                    store.port,
+                    memfd,
+                    socket_fd,
+                    rank0_read,
+                    level,
+                )
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "pyinfer.engine.tp_worker"],
+                    stdin=subprocess.PIPE,
+                    pass_fds=(memfd, socket_fd, rank0_read),
+                )
+                self.procs.append(proc)
+                proc.stdin.write(msgspec.json.encode(spec))
+                proc.stdin.close()
+                threading.Thread(target=self._watch, args=(rank, proc), daemon=True).start()
+            self.steps.close_receiver_fds()
+            log.info("started tensor-parallel ranks 1..%d (pids %s)", size - 1, [p.pid for p in self.procs])
             self.group = init_group(0, size, store, rank_device(device, 0))
         except BaseException:
             self.kill()
             raise
+        finally:
+            os.close(rank0_read)
+        atexit.register(self.stop)
 
     def _watch(self, rank: int, proc: subprocess.Popen) -> None:
         """A rank that exits while the group runs takes the group down: no half-group can step."""
@@ -108,28 +112,37 @@ class TensorParallelWorkers:
         logging.shutdown()
         os._exit(1)  # rank 0 may be blocked in a collective that can no longer complete
 
-    def kill(self) -> None:
-        """Ends the other ranks at once (rank 0 failed to start: there is no step to finish)."""
-        self.stopping = True
-        for proc in self.procs:
-            proc.kill()
-            proc.wait()
-        self.steps.close()
-        os.close(self._rank0_alive)
-
     def stop(self, timeout: float = 10.0) -> None:
         """Tells the other ranks to leave, waits for them (then kills what is left), and leaves the group."""
         if self.stopping:
             return
         self.stopping = True
         self.steps.stop()
+        deadline = time.monotonic() + timeout
         for proc in self.procs:
             try:
-                proc.wait(timeout)
+                proc.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 log.warning("tensor-parallel worker %d did not stop in %.0fs: killed", proc.pid, timeout)
+        self._release()
+        self.group.close()
+
+    def kill(self) -> None:
+        """Ends the other ranks at once: rank 0 failed to start, or failed in a step after its plan was
+        sent (the ranks are out of step for good: the group cannot run again)."""
+        if self.stopping:
+            return
+        self.stopping = True
+        self._release()
+        if hasattr(self, "group"):
+            self.group.close()
+
+    def _release(self) -> None:
+        """Kills what is left of the other ranks, waits for them, and closes the channel and the pipe."""
+        for proc in self.procs:
+            if proc.poll() is None:
                 proc.kill()
-                proc.wait()
+            proc.wait()
         self.steps.close()
         os.close(self._rank0_alive)
-        self.group.close()
+        atexit.unregister(self.stop)

@@ -166,7 +166,12 @@ class RowParallelLinear(LinearBase):
 
     def weight_loader(self, param: torch.Tensor, loaded: torch.Tensor, shard_id: str | None = None) -> None:
         # a 4-bit shard's scales have one column per 32 weights: scale the start with the part's width
-        start = self.column_start * loaded.shape[1] // self.in_features
+        start, rest = divmod(self.column_start * loaded.shape[1], self.in_features)
+        if rest:
+            raise ValueError(
+                f"a shard starting at column {self.column_start} splits a group of 4-bit weights: "
+                "this model's 4-bit weights cannot be split across these ranks"
+            )
         param.data.copy_(loaded.narrow(1, start, param.shape[1]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -30,15 +30,19 @@ TINY_VARIANTS = {
 }
 
 
-def generate(model: str, tp: int, prompts, params: SamplingParams = GREEDY, overlap: bool = False):
+def generate(
+    model: str | None, tp: int, prompts, params: SamplingParams = GREEDY, overlap: bool = False, **engine_args
+):
     """overlap: the GPU's overlapped scheduling, on the CPU: rank 1 patches the tokens in flight from the
     ids rank 0 broadcast."""
-    llm = LLM(model, dtype="float32", device="cpu", tensor_parallel_size=tp, kv_cache_memory_gb=0.05)
+    llm = LLM(
+        model, dtype="float32", device="cpu", tensor_parallel_size=tp, kv_cache_memory_gb=0.05, **engine_args
+    )
     llm.engine.overlap = overlap
     try:
         return [out.outputs[0] for out in llm.generate(prompts, params)]
     finally:
-        llm.engine.close()
+        llm.close()
 
 
 def assert_same_tokens_and_close_logprobs(one_rank, two_ranks, atol: float) -> None:
@@ -60,6 +64,37 @@ def test_two_ranks_match_one_on_tiny_llamas(variant, tmp_path):
     assert_same_tokens_and_close_logprobs(one, two, atol=1e-4)
     assert_same_tokens_and_close_logprobs(one, generate(str(folder), 2, PROMPTS, overlap=True), atol=1e-4)
     assert not tp_workers()  # closing the engine stopped rank 1
+
+
+def test_prompt_chunks_under_overlapped_steps_on_one_and_two_ranks(tmp_path):
+    """A step of prompt chunks alone samples nothing: the step after it, launched before its ids would
+    reach the host, has none to patch in (a prompt longer than the token budget on a GPU)."""
+    folder = write_random_llama(tmp_path, std=0.2, **TINY_LLAMA)
+    for prompts in ([PROMPTS[1]], PROMPTS):  # the 41-token prompt alone: its first steps sample nothing
+        in_turn = generate(str(folder), 1, prompts)
+        for tp in (1, 2):
+            chunked = generate(str(folder), tp, prompts, overlap=True, max_num_batched_tokens=16)
+            assert_same_tokens_and_close_logprobs(in_turn, chunked, atol=1e-4)
+
+
+def test_a_failure_on_rank_0_mid_step_stops_the_group_and_later_steps_refuse(tmp_path, monkeypatch):
+    """Rank 1 ran the step's collectives without rank 0's: the group cannot step again, and says so."""
+    folder = write_random_llama(tmp_path, std=0.2, **TINY_LLAMA)
+    llm = LLM(str(folder), dtype="float32", device="cpu", tensor_parallel_size=2, kv_cache_memory_gb=0.05)
+    try:
+        llm.generate([PROMPTS[0]], GREEDY)
+
+        def fail(*args):
+            raise RuntimeError("injected sampler failure")
+
+        monkeypatch.setattr(llm.engine.runner, "sampler", fail)
+        with pytest.raises(RuntimeError, match="injected"):
+            llm.generate([PROMPTS[1]], GREEDY)
+        assert not tp_workers()
+        with pytest.raises(RuntimeError, match="tensor-parallel group was stopped"):
+            llm.generate([PROMPTS[0]], GREEDY)
+    finally:
+        llm.close()
 
 
 def test_two_ranks_match_one_on_smollm2_and_through_pyinfer_generate(smollm2_llm):
