@@ -15,7 +15,9 @@ def variants(cache: Path) -> list[str]:
             continue
         data = json.loads(meta.read_text())
         attrs = {k: data[k] for k in ("constants", "attrs", "num_warps", "num_stages") if k in data}
-        lines.append(f"{data.get('name', meta.stem)} {meta.parent.name[:10]} {json.dumps(attrs, sort_keys=True)[:300]}")
+        lines.append(
+            f"{data.get('name', meta.stem)} {meta.parent.name[:10]} {json.dumps(attrs, sort_keys=True)[:300]}"
+        )
     return lines
 
 

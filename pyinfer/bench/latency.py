@@ -80,6 +80,7 @@ def main(args: argparse.Namespace) -> None:
         print(f"decode speed-up over transformers: {result['decode_speedup']:.2f}x")
     peaks = measure_peaks(llm.engine.device)
     if peaks is not None:
+        peaks = peaks.times(llm.engine.config.tensor_parallel_size)  # the group's GPUs side by side
         costs = ModelCosts.of(llm.engine.model_config, next(llm.engine.runner.model.parameters()).dtype)
         mid_context = args.input_len + args.output_len // 2
         step_bound = peaks.bandwidth / costs.decode_step_bytes([mid_context])

@@ -14,6 +14,10 @@ class Peaks:
     bandwidth: float  # bytes/s, counting bytes read plus written
     flops: float  # bf16 matmul FLOP/s
 
+    def times(self, devices: int) -> Peaks:
+        """The peaks of `devices` like this one, each working on its shard (the collectives not counted)."""
+        return Peaks(self.bandwidth * devices, self.flops * devices)
+
 
 def measure_peaks(device: torch.device) -> Peaks | None:
     """A large device-to-device copy and a large bf16 matmul, timed with events (CUDA only)."""

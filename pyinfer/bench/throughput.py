@@ -104,6 +104,7 @@ def main(args: argparse.Namespace) -> None:
         print(f"output-throughput speed-up over transformers: {result['speedup']:.2f}x")
     peaks = measure_peaks(llm.engine.device)
     if peaks is not None:
+        peaks = peaks.times(llm.engine.config.tensor_parallel_size)  # the group's GPUs side by side
         costs = ModelCosts.of(llm.engine.model_config, next(llm.engine.runner.model.parameters()).dtype)
         # Ideal: full batches of max_num_seqs; every decode step reads the weights once and each
         # sequence's KV; every token costs its matmul FLOPs.

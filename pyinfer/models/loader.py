@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,11 +66,11 @@ def load_model(
     finally:
         torch.set_default_dtype(previous)
     if fmt == "dummy":
-        _init_dummy(model)
+        weights = _dummy_weights(cfg, dtype, device)
     else:
         keep_int4 = device.type == "cpu" and keep_file_blocks
         weights = _gguf_weights(reader, cfg, keep_int4) if reader else _hf_weights(path)
-        _load_weights(model, weights)
+    _load_weights(model, weights)
     _quantize(model, quantization, _gguf_int4_types(reader) if reader else "")
     return model.eval()
 
@@ -144,14 +145,35 @@ def _owner(model: nn.Module, param_name: str) -> nn.Module:
     return model.get_submodule(param_name.rsplit(".", 1)[0])
 
 
-def _init_dummy(model: nn.Module) -> None:
-    """Random weights with the right shapes: speed does not depend on values."""
-    gen = torch.Generator(device=next(model.parameters()).device).manual_seed(0)
-    for name, param in model.named_parameters():
-        if "norm" in name:
-            param.data.fill_(1.0)
+def _dummy_weights(
+    cfg: ModelConfig, dtype: torch.dtype, device: torch.device
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """Random weights under a checkpoint's names and whole shapes (speed does not depend on values), each
+    drawn from a generator seeded by its name: every rank of any tensor-parallel size loads its shard of
+    the same model, through the same path as a real checkpoint."""
+    hidden, hd, inter = cfg.hidden_size, cfg.head_dim, cfg.intermediate_size
+    shapes = {"model.embed_tokens.weight": (cfg.vocab_size, hidden), "model.norm.weight": (hidden,)}
+    if not cfg.tie_word_embeddings:
+        shapes["lm_head.weight"] = (cfg.vocab_size, hidden)
+    for i in range(cfg.num_hidden_layers):
+        layer = f"model.layers.{i}."
+        shapes |= {
+            layer + "self_attn.q_proj.weight": (cfg.num_attention_heads * hd, hidden),
+            layer + "self_attn.k_proj.weight": (cfg.num_key_value_heads * hd, hidden),
+            layer + "self_attn.v_proj.weight": (cfg.num_key_value_heads * hd, hidden),
+            layer + "self_attn.o_proj.weight": (hidden, cfg.num_attention_heads * hd),
+            layer + "mlp.gate_proj.weight": (inter, hidden),
+            layer + "mlp.up_proj.weight": (inter, hidden),
+            layer + "mlp.down_proj.weight": (hidden, inter),
+            layer + "input_layernorm.weight": (hidden,),
+            layer + "post_attention_layernorm.weight": (hidden,),
+        }
+    for name, shape in shapes.items():
+        if name.endswith("norm.weight"):
+            yield name, torch.ones(shape, dtype=dtype, device=device)
         else:
-            param.data.normal_(0.0, 0.02, generator=gen)
+            gen = torch.Generator(device=device).manual_seed(zlib.crc32(name.encode()))
+            yield name, torch.empty(shape, dtype=dtype, device=device).normal_(0.0, 0.02, generator=gen)
 
 
 def _hf_weights(folder: str) -> Iterator[tuple[str, torch.Tensor]]:

@@ -66,6 +66,13 @@ def test_two_ranks_match_one_on_tiny_llamas(variant, tmp_path):
     assert not tp_workers()  # closing the engine stopped rank 1
 
 
+def test_dummy_weights_are_the_same_model_at_every_tensor_parallel_size(tmp_path):
+    """Random weights drawn per checkpoint name: a benchmark's TP=2 runs TP=1's model (issue 28's check)."""
+    config = write_random_llama(tmp_path, std=0.2, **TINY_LLAMA) / "config.json"
+    one, two = (generate(str(config), tp, PROMPTS, load_format="dummy") for tp in (1, 2))
+    assert_same_tokens_and_close_logprobs(one, two, atol=1e-4)
+
+
 def test_prompt_chunks_under_overlapped_steps_on_one_and_two_ranks(tmp_path):
     """A step of prompt chunks alone samples nothing: the step after it, launched before its ids would
     reach the host, has none to patch in (a prompt longer than the token budget on a GPU)."""
