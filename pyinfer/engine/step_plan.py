@@ -90,14 +90,31 @@ def plan_step(batch: SchedulerOutput, block_size: int) -> tuple[StepPlan, list[S
         if end == seq.num_tokens:
             token_rows.append(len(input_ids) - 1)
             sample_seqs.append(seq)
-    width = max(len(s.block_table) for s in batch.seqs)
-    tables = [b for s in batch.seqs for b in s.block_table + [0] * (width - len(s.block_table))]
     query_start = [0]
     for n in batch.num_new_tokens:
         query_start.append(query_start[-1] + n)
-    lists = (input_ids, positions, slots, seq_lens, query_start, token_rows, tables)
-    lists += (patch_rows, patch_sources)
-    sizes = [len(x) for x in lists]
-    values = np.fromiter(itertools.chain.from_iterable(lists), dtype=np.int64, count=sum(sizes))
-    plan = StepPlan(values, sizes, batch.num_decodes, width, seq_lens, batch.num_new_tokens)
+    tables = block_tables(batch.seqs)
+    before = (input_ids, positions, slots, seq_lens, query_start, token_rows)
+    after = (patch_rows, patch_sources)
+    sizes = [*map(len, before), tables.size, *map(len, after)]
+    values = np.concatenate([_int64(before), tables.ravel(), _int64(after)])
+    plan = StepPlan(values, sizes, batch.num_decodes, tables.shape[1], seq_lens, batch.num_new_tokens)
     return plan, sample_seqs
+
+
+def block_tables(seqs: list[Sequence]) -> np.ndarray:
+    """[len(seqs), longest table] int64: each sequence's block table, padded with block 0. The blocks go
+    through one flat conversion and one masked write, not a padded Python list per sequence."""
+    if len(seqs) == 1:  # batch 1: no padding, and numpy's fixed costs below would be most of the work
+        return np.array([seqs[0].block_table], dtype=np.int64)
+    lengths = np.fromiter(map(len, (s.block_table for s in seqs)), dtype=np.int64, count=len(seqs))
+    blocks = np.fromiter(
+        itertools.chain.from_iterable(s.block_table for s in seqs), dtype=np.int64, count=int(lengths.sum())
+    )
+    tables = np.zeros((len(seqs), int(lengths.max())), dtype=np.int64)
+    tables[np.arange(tables.shape[1]) < lengths[:, None]] = blocks  # row by row, as `blocks` lists them
+    return tables
+
+
+def _int64(lists: tuple[list[int], ...]) -> np.ndarray:
+    return np.fromiter(itertools.chain.from_iterable(lists), dtype=np.int64, count=sum(map(len, lists)))
