@@ -4,10 +4,12 @@ query heads with their KV heads, and vocabulary shards padded to one size."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from pyinfer.distributed.group import ParallelGroup
+from pyinfer.distributed.group import ParallelGroup
+
+# Weights a 4-bit block holds along its input: an MLP is split across ranks in whole runs of it, so that a
+# row-parallel shard never splits a block (and its scale)
+WEIGHT_GROUP = 32
 
 
 def shard_range(total: int, group: ParallelGroup, align: int = 1) -> tuple[int, int]:
@@ -53,12 +55,12 @@ def head_shard(num_heads: int, num_kv_heads: int, group: ParallelGroup) -> HeadS
 
 def check_split(num_heads: int, num_kv_heads: int, intermediate_size: int, size: int) -> None:
     """Raises ValueError, before any rank starts, where a model cannot be split across `size` ranks."""
-    from pyinfer.distributed.group import ParallelGroup
-
     for rank in range(size):
         head_shard(num_heads, num_kv_heads, ParallelGroup(rank, size))
-    if intermediate_size < 32 * size:
-        raise ValueError(f"an MLP of {intermediate_size} cannot be split in groups of 32 across {size} ranks")
+    if intermediate_size < WEIGHT_GROUP * size:
+        raise ValueError(
+            f"an MLP of {intermediate_size} cannot be split in groups of {WEIGHT_GROUP} across {size} ranks"
+        )
 
 
 def vocab_shard(vocab_size: int, group: ParallelGroup) -> tuple[int, int]:

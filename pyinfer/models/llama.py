@@ -9,7 +9,7 @@ from torch import nn
 
 from pyinfer.attention.layer import Attention
 from pyinfer.attention.metadata import AttentionMetadata
-from pyinfer.distributed import SINGLE, ParallelGroup, head_shard, shard_range
+from pyinfer.distributed import SINGLE, WEIGHT_GROUP, ParallelGroup, head_shard, shard_range
 from pyinfer.layers.activation import SiluAndMul
 from pyinfer.layers.embedding import LMHead, VocabEmbedding
 from pyinfer.layers.linear import MergedColumnParallelLinear, QKVParallelLinear, RowParallelLinear
@@ -52,11 +52,11 @@ class LlamaMLP(nn.Module):
     def __init__(self, cfg: ModelConfig, group: ParallelGroup):
         super().__init__()
         size = cfg.intermediate_size
-        # whole groups of 32 columns per rank: down_proj's 4-bit blocks stay whole on the CPU
+        # whole 4-bit blocks per rank: down_proj's shard never splits one
         self.gate_up_proj = MergedColumnParallelLinear(
-            cfg.hidden_size, {"gate": size, "up": size}, group, align=32
+            cfg.hidden_size, {"gate": size, "up": size}, group, align=WEIGHT_GROUP
         )
-        columns = shard_range(size, group, align=32)
+        columns = shard_range(size, group, align=WEIGHT_GROUP)
         self.down_proj = RowParallelLinear(size, cfg.hidden_size, group, columns)
         self.act = SiluAndMul()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import signal
 import socket
 import subprocess
 import sys
@@ -139,3 +141,54 @@ def assert_error(r, status: int, param: str | None = None, contains: str = "") -
         assert error["param"] == param, error
     assert contains in error["message"], error
     return error
+
+
+def family(srv: ServerProcess) -> list[psutil.Process]:
+    """Every process below the server's: its engine core, API processes and tensor-parallel ranks."""
+    return psutil.Process(srv.proc.pid).children(recursive=True)
+
+
+def assert_a_client_that_leaves_frees_its_blocks(srv: ServerProcess) -> None:
+    http = httpx.Client(base_url=srv.base_url, timeout=60)
+    body = {"prompt": "Once upon a time", "max_tokens": 500, "ignore_eos": True, "stream": True}
+    with http.stream("POST", "/v1/completions", json=body) as r:
+        lines = r.iter_lines()  # kept: a dropped iterator closes the stream
+        assert next(lines).startswith("data: ")
+        assert engine_stats(http)["num_requests_running"] == 1
+    wait_until(lambda: engine_idle(http), timeout=10)
+
+
+def assert_sigterm_to_every_process_drains_and_exits_0(srv: ServerProcess, max_tokens: int) -> None:
+    """SIGTERM to every process, as systemd's stop does, while a stream runs: it ends whole, the server
+    exits 0 and no process is left."""
+    children = family(srv)
+    body = {"prompt": "Once upon a time", "max_tokens": max_tokens, "ignore_eos": True, "stream": True}
+    with httpx.stream("POST", f"{srv.base_url}/v1/completions", json=body, timeout=60) as r:
+        lines = r.iter_lines()
+        assert next(lines).startswith("data: ")
+        for proc in [srv.proc, *children]:  # each drains or waits
+            proc.send_signal(signal.SIGTERM)
+        events = [line for line in lines if line]
+    finishes = [json.loads(e[6:])["choices"][0]["finish_reason"] for e in events[:-1]]
+    assert finishes[-1] == "length" and events[-1] == "data: [DONE]"
+    assert srv.proc.wait(60) == 0
+    _gone, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive
+
+
+def assert_a_death_fails_requests_and_every_process_exits(
+    srv: ServerProcess, victim: Callable[[], psutil.Process], timeout: float
+) -> None:
+    """`victim()` killed while a request runs: the request fails as `engine_dead`, and the server exits
+    non-zero within `timeout` seconds leaving no process."""
+    children = family(srv)
+    http = httpx.Client(base_url=srv.base_url, timeout=60)
+    body = {"prompt": "Once upon a time", "max_tokens": 400, "ignore_eos": True}
+    response = posted_in_background(http, "/v1/completions", body)
+    wait_until(lambda: engine_stats(http)["num_requests_running"] == 1, timeout=10)
+    victim().kill()
+    r = response()
+    assert r.status_code == 500 and r.json()["error"]["code"] == "engine_dead"
+    assert srv.proc.wait(timeout) != 0
+    _gone, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive

@@ -17,9 +17,11 @@ import pytest
 from tests.server.helpers import (
     ServerProcess,
     all_stopped,
-    engine_idle,
+    assert_a_client_that_leaves_frees_its_blocks,
+    assert_a_death_fails_requests_and_every_process_exits,
+    assert_sigterm_to_every_process_drains_and_exits_0,
     engine_stats,
-    posted_in_background,
+    family,
     wait_until,
 )
 
@@ -39,11 +41,6 @@ def servers(tmp_path_factory) -> dict[str, ServerProcess]:
         for srv in procs.values():
             srv.wait_ready()
         yield {**procs, "loading": early}
-
-
-def family(srv: ServerProcess) -> list[psutil.Process]:
-    """The launcher's children: the engine core and the API processes."""
-    return psutil.Process(srv.proc.pid).children()
 
 
 def core_of(srv: ServerProcess) -> psutil.Process:
@@ -93,32 +90,12 @@ def test_streams_through_both_processes_match_whole_replies_and_metrics_count_th
 
 
 def test_a_client_that_leaves_frees_its_blocks(servers):
-    srv = servers["serve"]
-    http = httpx.Client(base_url=srv.base_url, timeout=60)
-    body = {"prompt": "Once upon a time", "max_tokens": 500, "ignore_eos": True, "stream": True}
-    with http.stream("POST", "/v1/completions", json=body) as r:
-        lines = r.iter_lines()
-        assert next(lines).startswith("data: ")
-        assert engine_stats(http)["num_requests_running"] == 1
-    wait_until(lambda: engine_idle(http), timeout=10)
+    assert_a_client_that_leaves_frees_its_blocks(servers["serve"])
 
 
 def test_sigterm_drains_every_process_and_exits_0_leaving_none_behind(servers):
-    srv = servers["sigterm"]
-    children = family(srv)
-    assert len(children) == 3
-    body = {"prompt": "Once upon a time", "max_tokens": 40, "ignore_eos": True, "stream": True}
-    with httpx.stream("POST", f"{srv.base_url}/v1/completions", json=body, timeout=60) as r:
-        lines = r.iter_lines()
-        assert next(lines).startswith("data: ")
-        for proc in [srv.proc, *children]:  # every process, as systemd's stop does: each drains or waits
-            proc.send_signal(signal.SIGTERM)
-        events = [line for line in lines if line]
-    finishes = [json.loads(e[6:])["choices"][0]["finish_reason"] for e in events[:-1]]
-    assert finishes[-1] == "length" and events[-1] == "data: [DONE]"
-    assert srv.proc.wait(60) == 0
-    _gone, alive = psutil.wait_procs(children, timeout=10)
-    assert not alive
+    assert len(family(servers["sigterm"])) == 3
+    assert_sigterm_to_every_process_drains_and_exits_0(servers["sigterm"], max_tokens=40)
 
 
 def test_sigterm_while_the_model_loads_stops_everything_and_exits_0(servers):
@@ -130,17 +107,7 @@ def test_sigterm_while_the_model_loads_stops_everything_and_exits_0(servers):
 
 def test_engine_death_fails_requests_and_every_process_exits(servers):
     srv = servers["death"]
-    children = family(srv)
-    http = httpx.Client(base_url=srv.base_url, timeout=60)
-    body = {"prompt": "Once upon a time", "max_tokens": 400, "ignore_eos": True}
-    response = posted_in_background(http, "/v1/completions", body)
-    wait_until(lambda: engine_stats(http)["num_requests_running"] == 1, timeout=10)
-    core_of(srv).kill()
-    r = response()
-    assert r.status_code == 500 and r.json()["error"]["code"] == "engine_dead"
-    assert srv.proc.wait(30) != 0
-    _gone, alive = psutil.wait_procs(children, timeout=10)
-    assert not alive
+    assert_a_death_fails_requests_and_every_process_exits(srv, lambda: core_of(srv), timeout=30)
 
 
 @pytest.mark.parametrize(
