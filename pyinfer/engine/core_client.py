@@ -176,6 +176,11 @@ class AsyncEngineClient:
         os.close(read_fd)
         log.info("engine core started (pid %d)", self._proc.pid)
 
+    async def message_waiting(self) -> bool:
+        """Whether the core has sent something not yet read: its ready message, for an API process that
+        starts after the core finished loading."""
+        return bool(await self._from_core.poll(timeout=0))
+
     async def wait_ready(self) -> EngineReady:
         """Wait until the model is loaded; raises EngineDeadError if the core dies first."""
         return await asyncio.shield(self._ready)

@@ -41,6 +41,10 @@ def create_app(
         ctx.engine.on_death = lambda: ctx.fail("the engine process died")
         await ctx.engine.start()
         tasks = [asyncio.create_task(_load(ctx))]
+        if await ctx.engine.message_waiting():
+            # The engine is ready already (one of several API processes, started after it loaded while the
+            # others serve): finish loading before taking a connection, which would otherwise get a 503
+            await tasks[0]
         if launcher_pid is not None:  # the launcher gone, nothing would stop us: stop
             tasks.append(asyncio.create_task(_watch_launcher(ctx, launcher_pid)))
         yield  # serving; uvicorn drains in-flight requests before we go on
