@@ -11,8 +11,9 @@ namespace {
 // x is quantized per group of 32 inputs to int8 (scale max|x| / 127), as llama.cpp does, so that each
 // group's products are one integer dot product; the weights are never expanded to floats.
 
-// With AVX-512 VNNI two groups (64 bytes) are one product: their int32 sums fill 16 lanes, the first 8
-// group g's, the last 8 group g + 1's.
+// With AVX-512 VNNI two groups (64 bytes) are one product whose 16 int32 lanes alternate between them:
+// even lanes group g's, odd lanes group g + 1's, so that both sides' pair of scales is one 64-bit
+// broadcast. Both sides lay the pair's bytes out so: 4 bytes of group g, 4 of g + 1, the next 4 of g ...
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
 #define PYINFER_VNNI512 1
 #endif
@@ -21,11 +22,11 @@ struct QuantizedActivations {
   std::vector<int8_t> q;    // [T, K]
   std::vector<float> scale;  // [T, K / 32]
   std::vector<float> sum;    // [T, K / 32]: each group's float sum, for the 4-bit blocks' min term (else empty)
-  std::vector<float> pair_scale;  // [T, K / 64, 16] with VNNI512: the scales of groups 2p and 2p + 1, 8 lanes each
+  std::vector<uint8_t> q_offset;  // [T, K] with VNNI512, for int8 weights: q + 128, the unsigned side of vpdpbusd
 };
 
 template <typename scalar_t>
-QuantizedActivations quantize_activations(const at::Tensor& x, bool with_sums) {
+QuantizedActivations quantize_activations(const at::Tensor& x, bool with_sums, bool with_offset) {
   const int64_t rows = x.size(0), k = x.size(1), groups = k / kGroup, stride = x.stride(0);
   QuantizedActivations a{std::vector<int8_t>(rows * k), std::vector<float>(rows * groups),
                          std::vector<float>(with_sums ? rows * groups : 0)};
@@ -48,18 +49,34 @@ QuantizedActivations quantize_activations(const at::Tensor& x, bool with_sums) {
     }
   });
 #ifdef PYINFER_VNNI512
-  const int64_t pairs = groups / 2;
-  a.pair_scale.resize(rows * pairs * 16);
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t p = 0; p < pairs; ++p)
-      for (int64_t i = 0; i < 16; ++i) a.pair_scale[(r * pairs + p) * 16 + i] = a.scale[r * groups + 2 * p + i / 8];
+  at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {  // each pair's groups, 4 bytes in turn
+    for (int64_t r = begin; r < end; ++r)
+      for (int64_t p = 0; p < groups / 2; ++p) {
+        int8_t* pair = a.q.data() + r * k + 2 * p * kGroup;
+        int32_t both[16], mixed[16];
+        std::memcpy(both, pair, sizeof(both));
+        for (int64_t i = 0; i < 8; ++i) mixed[2 * i] = both[i], mixed[2 * i + 1] = both[8 + i];
+        std::memcpy(pair, mixed, sizeof(mixed));
+      }
+  });
+  if (with_offset) {
+    a.q_offset.resize(a.q.size());
+    for (size_t i = 0; i < a.q.size(); ++i) a.q_offset[i] = static_cast<uint8_t>(a.q[i] + 128);
+  }
+#else
+  (void)with_offset;
 #endif
   return a;
 }
 
 // Rows of activations handled together for one weight row: its bytes are loaded (and a 4-bit group
-// unpacked) once for all of them.
+// unpacked) once for all of them, and each row's sum is its own chain of additions. AVX-512 has the
+// 32 registers for 16 such sums; AVX2's 16 hold 4.
+#ifdef PYINFER_VNNI512
+constexpr int64_t kRowTile = 16;
+#else
 constexpr int64_t kRowTile = 4;
+#endif
 
 #if defined(__AVX2__) && defined(__FMA__)
 inline float horizontal_sum(__m256 v) {
@@ -82,13 +99,46 @@ inline __m256 dot_group(__m256i weights_u8, __m256i x_s8) {
 #endif
 
 #ifdef PYINFER_VNNI512
-// Two fp16 group scales, 8 lanes each, as a pair's products lie.
+// The sums of 16 vectors' lanes, lane r holding v[r]'s: pairs of vectors added halfway, level by level
+// (45 shuffles and adds, where reducing each vector on its own takes about 130).
+inline __m512 sums_of_16(const __m512* v) {
+  __m512 halves[8], quarters[4];
+  for (int i = 0; i < 8; ++i)  // per 128-bit lane: [a0 + a2, b0 + b2, a1 + a3, b1 + b3]
+    halves[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
+  for (int i = 0; i < 4; ++i) {  // per 128-bit lane: that lane's sums of rows 4i .. 4i + 3
+    const __m512d a = _mm512_castps_pd(halves[2 * i]), b = _mm512_castps_pd(halves[2 * i + 1]);
+    quarters[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)), _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)));
+  }
+  __m512 pairs[2];
+  for (int i = 0; i < 2; ++i)  // [rows 8i.. lanes 0 + 1, lanes 2 + 3, rows 8i + 4.. lanes 0 + 1, lanes 2 + 3]
+    pairs[i] = _mm512_add_ps(_mm512_shuffle_f32x4(quarters[2 * i], quarters[2 * i + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+                             _mm512_shuffle_f32x4(quarters[2 * i], quarters[2 * i + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+  return _mm512_add_ps(_mm512_shuffle_f32x4(pairs[0], pairs[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                       _mm512_shuffle_f32x4(pairs[0], pairs[1], _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+// Two float group scales (a pair's: g, g + 1) in alternate lanes, as a pair's products lie.
+inline __m512 pair_scales(const float* s) {
+  double both;
+  std::memcpy(&both, s, sizeof(both));
+  return _mm512_castpd_ps(_mm512_set1_pd(both));
+}
+// The same from two fp16 scales.
 inline __m512 fp16_pair_scales(const at::Half* d) {
   int32_t two;
   std::memcpy(&two, d, sizeof(two));
-  const __m512 both = _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi32_si128(two)));
-  return _mm512_permutexvar_ps(_mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0), both);
+  const __m128 both = _mm_cvtph_ps(_mm_cvtsi32_si128(two));
+  return _mm512_castpd_ps(_mm512_broadcastsd_pd(_mm_castps_pd(both)));
 }
+#endif
+
+#ifdef PYINFER_VNNI512
+// Two groups of one weight row, ready for any number of activation rows: the 64 bytes vpdpbusd reads,
+// where its sums start, and the groups' scales (8 lanes each).
+struct PairWeights {
+  __m512i bytes, base;
+  __m512 scale;
+};
 #endif
 
 // One weight row as the integer dot products read it, group by group: w = q * scale(g) (+ minimum(g)
@@ -113,18 +163,20 @@ struct Int4Row {  // 4-bit blocks: byte i of a group holds q[i] in its low nibbl
   static __m256 simd_dot(__m256i codes, __m256i x) { return dot_group(codes, x); }
 #endif
 #ifdef PYINFER_VNNI512
-  // Groups g and g + 1 as 64 codes in the activations' order: [g low nibbles | g high | g+1 low | g+1 high].
-  __m512i load_pair(int64_t g) const {
+  // Groups g and g + 1 as 64 codes in the activations' order: unpacked to [g's codes 0-15 | g + 1's
+  // 0-15 | g's 16-31 | g + 1's 16-31], then 4 bytes of each in turn.
+  PairWeights load_pair(int64_t g) const {
     const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + g * 16));
     const __m256i mask = _mm256_set1_epi8(0x0F);
     const __m512i lo_hi = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(raw, mask)),
                                              _mm256_and_si256(_mm256_srli_epi16(raw, 4), mask), 1);
-    return _mm512_shuffle_i64x2(lo_hi, lo_hi, _MM_SHUFFLE(3, 1, 2, 0));
+    const __m512i order = _mm512_set_epi32(15, 11, 14, 10, 13, 9, 12, 8, 7, 3, 6, 2, 5, 1, 4, 0);
+    return {_mm512_permutexvar_epi32(order, lo_hi), _mm512_setzero_si512(), fp16_pair_scales(d + g)};
   }
-  static __m512i pair_dot(__m512i codes, __m512i x) { return _mm512_dpbusd_epi32(_mm512_setzero_si512(), codes, x); }
-  __m512 pair_scale(int64_t g) const { return fp16_pair_scales(d + g); }
-  __m512 minimums16(int64_t g) const {  // the minima of groups g .. g + 15
-    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(m + g)));
+  static const int8_t* pair_input(const QuantizedActivations& a) { return a.q.data(); }
+  static __m512i pair_dot(const PairWeights& w, __m512i x) { return _mm512_dpbusd_epi32(w.base, w.bytes, x); }
+  __m512 minimums16(int64_t g, __mmask16 lanes) const {  // the minima of groups g .. g + 15 (those in `lanes`)
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(lanes, m + g));
   }
 #endif
 };
@@ -146,13 +198,15 @@ struct Int8Row {  // int8 weights with one fp16 scale per group of 32 (GGUF's Q8
   static __m256 simd_dot(__m256i w, __m256i x) { return dot_group(_mm256_sign_epi8(x, x), _mm256_sign_epi8(w, x)); }
 #endif
 #ifdef PYINFER_VNNI512
-  __m512i load_pair(int64_t g) const { return _mm512_loadu_si512(w + g * kGroup); }
-  static __m512i pair_dot(__m512i w, __m512i x) {  // |x| against w with x's sign, as above
-    const __m512i zero = _mm512_setzero_si512();
-    return _mm512_dpbusd_epi32(zero, _mm512_abs_epi8(x), _mm512_mask_sub_epi8(w, _mm512_movepi8_mask(x), zero, w));
+  // The activations' side is unsigned, x + 128: the products start from -128 * (each lane's sum of w).
+  PairWeights load_pair(int64_t g) const {  // 4 bytes of group g, then 4 of g + 1, in turn
+    const __m512i order = _mm512_set_epi32(15, 7, 14, 6, 13, 5, 12, 4, 11, 3, 10, 2, 9, 1, 8, 0);
+    const __m512i bytes = _mm512_permutexvar_epi32(order, _mm512_loadu_si512(w + g * kGroup));
+    const __m512i offsets = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(-128), bytes);
+    return {bytes, _mm512_sub_epi32(_mm512_setzero_si512(), offsets), fp16_pair_scales(d + g)};
   }
-  __m512 pair_scale(int64_t g) const { return fp16_pair_scales(d + g); }
-  __m512 minimums16(int64_t) const { return _mm512_setzero_ps(); }
+  static const uint8_t* pair_input(const QuantizedActivations& a) { return a.q_offset.data(); }
+  static __m512i pair_dot(const PairWeights& w, __m512i x) { return _mm512_dpbusd_epi32(w.base, x, w.bytes); }
 #endif
 };
 
@@ -160,39 +214,42 @@ struct Int8Row {  // int8 weights with one fp16 scale per group of 32 (GGUF's Q8
 template <int64_t tile, typename Row>
 void row_dots(const Row& w, const QuantizedActivations& a, int64_t t0, int64_t k, float* out) {
   const int64_t groups = k / kGroup;
-  float mins[tile] = {};
 #ifdef PYINFER_VNNI512
   const int64_t pairs = groups / 2;
+  const auto* input = Row::pair_input(a);
   __m512 acc[tile];
   for (int64_t r = 0; r < tile; ++r) acc[r] = _mm512_setzero_ps();
   for (int64_t p = 0; p < pairs; ++p) {
-    const __m512i weights = w.load_pair(2 * p);
-    const __m512 scale = w.pair_scale(2 * p);
+    const PairWeights weights = w.load_pair(2 * p);
     for (int64_t r = 0; r < tile; ++r) {
       const int64_t row = t0 + r;
-      const __m512i x = _mm512_loadu_si512(a.q.data() + row * k + 2 * p * kGroup);
-      const __m512 x_scale = _mm512_loadu_ps(a.pair_scale.data() + (row * pairs + p) * 16);
-      acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(Row::pair_dot(weights, x)), _mm512_mul_ps(scale, x_scale), acc[r]);
+      const __m512i x = _mm512_loadu_si512(input + row * k + 2 * p * kGroup);
+      const __m512 x_scale = pair_scales(a.scale.data() + row * groups + 2 * p);
+      acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(Row::pair_dot(weights, x)), _mm512_mul_ps(weights.scale, x_scale),
+                               acc[r]);
     }
+  }
+  if constexpr (Row::has_min)  // the minima's term, summed in the same lanes
+    for (int64_t g = 0; g < groups; g += 16) {
+      const __mmask16 lanes = groups - g >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (groups - g)) - 1);
+      const __m512 minimums = w.minimums16(g, lanes);
+      for (int64_t r = 0; r < tile; ++r)
+        acc[r] = _mm512_fmadd_ps(minimums, _mm512_maskz_loadu_ps(lanes, a.sum.data() + (t0 + r) * groups + g), acc[r]);
+    }
+  if constexpr (tile == 16) {
+    _mm512_storeu_ps(out, sums_of_16(acc));
+  } else {
+    for (int64_t r = 0; r < tile; ++r) out[r] = _mm512_reduce_add_ps(acc[r]);
   }
   for (int64_t r = 0; r < tile; ++r) {
     const int64_t row = t0 + r;
-    float total = _mm512_reduce_add_ps(acc[r]);
     if (groups % 2) {  // the last group alone
       const int64_t g = groups - 1;
-      total += w.scale(g) * a.scale[row * groups + g] * static_cast<float>(w.exact_dot(g, a.q.data() + row * k + g * kGroup));
+      out[r] += w.scale(g) * a.scale[row * groups + g] * static_cast<float>(w.exact_dot(g, a.q.data() + row * k + g * kGroup));
     }
-    if constexpr (Row::has_min) {
-      __m512 min_acc = _mm512_setzero_ps();
-      int64_t g = 0;
-      for (; g + 16 <= groups; g += 16)
-        min_acc = _mm512_fmadd_ps(w.minimums16(g), _mm512_loadu_ps(a.sum.data() + row * groups + g), min_acc);
-      mins[r] = _mm512_reduce_add_ps(min_acc);
-      for (; g < groups; ++g) mins[r] += w.minimum(g) * a.sum[row * groups + g];
-    }
-    out[r] = total + mins[r];
   }
 #elif defined(__AVX2__) && defined(__FMA__)
+  float mins[tile] = {};
   __m256 acc[tile];
   for (int64_t r = 0; r < tile; ++r) acc[r] = _mm256_setzero_ps();
   for (int64_t g = 0; g < groups; ++g) {
@@ -207,6 +264,7 @@ void row_dots(const Row& w, const QuantizedActivations& a, int64_t t0, int64_t k
   }
   for (int64_t r = 0; r < tile; ++r) out[r] = horizontal_sum(acc[r]) + mins[r];
 #else
+  float mins[tile] = {};
   for (int64_t r = 0; r < tile; ++r) {
     const int64_t row = t0 + r;
     float total = 0.f;
@@ -220,27 +278,34 @@ void row_dots(const Row& w, const QuantizedActivations& a, int64_t t0, int64_t k
 #endif
 }
 
+// Weight row j against activation rows t, t + 1, ... in tiles while a whole one remains: writes column
+// j of y [T, n] and returns the first row left.
+template <int64_t tile, typename Row, typename scalar_t>
+int64_t tiles_of(const Row& w, const QuantizedActivations& a, int64_t k, int64_t n, int64_t j, int64_t t,
+                 int64_t rows, scalar_t* y, float* dots) {
+  for (; t + tile <= rows; t += tile) {
+    row_dots<tile>(w, a, t, k, dots);
+    for (int64_t r = 0; r < tile; ++r) y[(t + r) * n + j] = from_float<scalar_t>(dots[r]);
+  }
+  return t;
+}
+
 // x [T, K] against every weight row `row_of(j)`, j < n; the weight rows are split across threads.
 template <typename scalar_t, typename RowOf>
 at::Tensor integer_matmul(const at::Tensor& x, int64_t n, RowOf row_of) {
   using Row = decltype(row_of(int64_t{0}));
   const int64_t rows = x.size(0), k = x.size(1);
-  const auto a = quantize_activations<scalar_t>(x, Row::has_min);
+  const auto a = quantize_activations<scalar_t>(x, Row::has_min, !Row::has_min);
   auto out = at::empty({rows, n}, x.options());
   scalar_t* y = out.data_ptr<scalar_t>();
   at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
     float dots[kRowTile];
     for (int64_t j = begin; j < end; ++j) {
       const Row w = row_of(j);
-      int64_t t = 0;
-      for (; t + kRowTile <= rows; t += kRowTile) {
-        row_dots<kRowTile>(w, a, t, k, dots);
-        for (int64_t r = 0; r < kRowTile; ++r) y[(t + r) * n + j] = from_float<scalar_t>(dots[r]);
-      }
-      for (; t < rows; ++t) {
-        row_dots<1>(w, a, t, k, dots);
-        y[t * n + j] = from_float<scalar_t>(dots[0]);
-      }
+      // whole tiles, then tiles of 4 (where the tile is larger), then single rows
+      int64_t t = tiles_of<kRowTile>(w, a, k, n, j, 0, rows, y, dots);
+      if constexpr (kRowTile > 4) t = tiles_of<4>(w, a, k, n, j, t, rows, y, dots);
+      tiles_of<1>(w, a, k, n, j, t, rows, y, dots);
     }
   });
   return out;

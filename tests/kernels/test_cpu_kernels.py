@@ -246,7 +246,8 @@ def test_int4_blocks_dequantize_to_the_quantized_weights(n, k):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("rows", [1, 3, 4, 9])  # whole tiles of 4 activation rows, and what is left
+# tiles of 16 activation rows (AVX-512), of 4, and single rows, alone and after one another
+@pytest.mark.parametrize("rows", [1, 3, 4, 9, 16, 37])
 @pytest.mark.parametrize(("n", "k"), [(37, 96), (192, 576), (64, 1536)])
 def test_integer_matmuls_match_their_rounding_in_torch(rows, n, k, dtype, monkeypatch):
     """int8-rounded activations (per group of 32) against the 4-bit codes, the blocks' minimum against
