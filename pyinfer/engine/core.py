@@ -4,7 +4,9 @@ Started as `python -m pyinfer.engine.core`, by AsyncEngineClient (one API proces
 of several (--api-server-count): one link, a pair of sockets, per API process. Each request's outputs
 go back over the link it came in on; a step's outputs leave as one message per link. It blocks on its
 sockets while idle, steps while there is work, stops once every link has said Shutdown, and exits
-when its parent dies (the end of a pipe it holds closes).
+when its parent dies (the end of a pipe it holds closes). Any link may abort any request (a Responses
+cancel reaching another API process): the owning link hears of it. Each link hears how many requests of
+the others wait for their first output, whenever that changes, to shed load against the whole queue.
 """
 
 from __future__ import annotations
@@ -14,14 +16,18 @@ import logging
 import os
 import signal
 import sys
+from collections import OrderedDict
 
 import msgspec
 import zmq
 
 from pyinfer.config import EngineConfig
 from pyinfer.engine.engine import LLMEngine, freeze_heap
+from pyinfer.engine.link_queues import LinkQueues
 from pyinfer.engine.messages import (
+    RECONNECT_MS,
     AbortChoice,
+    Aborted,
     AbortRequest,
     EngineReady,
     EngineRequest,
@@ -38,6 +44,8 @@ from pyinfer.logs import configure_logging
 
 log = logging.getLogger("pyinfer.engine.core")
 
+UNSEEN_ABORTS = 1024  # ids of aborted requests the core had not seen, remembered in case they come
+
 
 class EngineCore:
     def __init__(self, engine: LLMEngine, links: list[tuple[str, str]], parent_fd: int):
@@ -53,11 +61,18 @@ class EngineCore:
             pull.connect(input_addr)
             push = self.ctx.socket(zmq.PUSH)
             push.setsockopt(zmq.SNDHWM, 0)
+            push.setsockopt(zmq.RECONNECT_IVL, RECONNECT_MS)  # an API process's wait for our ready message
+            push.setsockopt(zmq.RECONNECT_IVL_MAX, 0)  # stays this short: no backoff
             push.connect(output_addr)
             self.inputs.append(pull)
             self.outputs.append(push)
         self.open_links = set(range(len(links)))  # those that have not said Shutdown
         self.owner: dict[str, int] = {}  # request id -> the link it came in on, while the engine has it
+        self.queues = LinkQueues(len(links))
+        # A cancel through another API process may overtake the request it cancels (sent by its own
+        # process a moment later): such a request is aborted as it arrives. Most ids here are of requests
+        # that had finished, and never come; request ids are unique.
+        self.unseen_aborts: OrderedDict[str, None] = OrderedDict()
         self.decoder = msgspec.msgpack.Decoder(ToCore)
         self.encoder = msgspec.msgpack.Encoder()
         self.running = True
@@ -79,6 +94,7 @@ class EngineCore:
             for link, socket in enumerate(self.inputs):
                 if socket in events:
                     self.drain_input(link)
+            self.tell_queues()
             if self.running and self.engine.has_unfinished():
                 self.send_outputs(self.engine.step())
                 for rid, error in self.engine.pop_rejected():
@@ -90,6 +106,7 @@ class EngineCore:
         by_link: dict[int, list[SeqOutput]] = {}
         finished = set()  # forgotten only after the loop: several choices of one may end in this step
         for out in outputs:
+            self.queues.remove(out.request_id)  # waits no more, from its first output on
             link = self.owner.get(out.request_id)
             if link is not None:
                 by_link.setdefault(link, []).append(out)
@@ -99,10 +116,31 @@ class EngineCore:
             if not self.engine.has_request(rid):
                 del self.owner[rid]
         for link, outs in by_link.items():
-            self.send(StepOutputs(outs), link)
+            self.send(StepOutputs(outs, *self.queues.others(link)), link)
+        self.tell_queues()
+
+    def tell_queues(self) -> None:
+        """Each link still open whose figure of the others' waiting requests changed: the new one."""
+        for link in self.open_links:
+            if self.queues.changed(link):
+                self.send(StepOutputs([], *self.queues.others(link)), link)
+
+    def abort(self, request_id: str, link: int) -> None:
+        """Stop a request, whichever link asks; its owner, if another, hears that it ended."""
+        owner = self.owner.pop(request_id, None)
+        if owner is None:  # it has finished, or (another link's) has not come yet
+            self.unseen_aborts[request_id] = None
+            if len(self.unseen_aborts) > UNSEEN_ABORTS:
+                self.unseen_aborts.popitem(last=False)
+            return
+        self.engine.abort(request_id)
+        self.queues.remove(request_id)
+        if owner != link:
+            self.send(Aborted(request_id), owner)
 
     def reject(self, request_id: str, error: ValueError) -> None:
         """Tell the server the engine refused a request, naming the field at fault where known."""
+        self.queues.remove(request_id)
         link = self.owner.pop(request_id, None)
         if link is not None:
             message = Rejected(request_id=request_id, message=str(error), param=getattr(error, "param", None))
@@ -120,20 +158,27 @@ class EngineCore:
     def handle(self, message: ToCore, link: int) -> None:
         match message:
             case EngineRequest(request_id=rid, prompt_token_ids=ids, params=params):
+                if rid in self.unseen_aborts:  # cancelled through another API process already
+                    del self.unseen_aborts[rid]
+                    self.send(Aborted(rid), link)
+                    return
                 self.owner[rid] = link
                 try:
                     self.engine.add_request(rid, ids, params)
                 except ValueError as e:
                     self.reject(rid, e)
+                else:
+                    self.queues.add(rid, link, len(ids))
             case AbortRequest(request_ids=ids):
                 for rid in ids:
-                    self.engine.abort(rid)
-                    self.owner.pop(rid, None)
+                    self.abort(rid, link)
             case AbortChoice(request_id=rid, index=index):
                 self.engine.abort(rid, index)
                 if not self.engine.has_request(rid):
                     self.owner.pop(rid, None)
+                    self.queues.remove(rid)
             case StatsRequest():
+                self.tell_queues()  # first: whoever reads this answer finds every link told
                 states = [RequestState(**s) for s in self.engine.request_states()]
                 self.send(EngineStats(self.stats(), states), link)
             case Shutdown():

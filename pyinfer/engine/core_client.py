@@ -25,7 +25,9 @@ import zmq.asyncio
 
 from pyinfer.config import EngineConfig
 from pyinfer.engine.messages import (
+    RECONNECT_MS,
     AbortChoice,
+    Aborted,
     AbortRequest,
     EngineReady,
     EngineRequest,
@@ -127,8 +129,10 @@ class AsyncEngineClient:
         self.dead = False
         self.on_death: Callable[[], None] | None = None
         self._streams: dict[str, _Stream] = {}
-        self.num_queued = 0  # requests sent that have no output yet
-        self.queued_tokens = 0  # their prompt tokens
+        self.own_queued = 0  # requests sent that have no output yet
+        self.own_queued_tokens = 0  # their prompt tokens
+        self.others_queued = 0  # the other API processes' requests waiting, as the core last told
+        self.others_queued_tokens = 0
         self._stats_waiters: deque[asyncio.Future[dict[str, Any]]] = deque()
         self._closing = False
         self._proc: asyncio.subprocess.Process | None = None
@@ -139,6 +143,16 @@ class AsyncEngineClient:
         if self.link is not None:
             return self.link.core_pid
         return self._proc.pid if self._proc else None
+
+    @property
+    def num_queued(self) -> int:
+        """Requests waiting for their first output: ours, and the other API processes' (none with one)."""
+        return self.own_queued + self.others_queued
+
+    @property
+    def queued_tokens(self) -> int:
+        """The prompt tokens of those."""
+        return self.own_queued_tokens + self.others_queued_tokens
 
     @property
     def num_requests(self) -> int:
@@ -176,10 +190,11 @@ class AsyncEngineClient:
         os.close(read_fd)
         log.info("engine core started (pid %d)", self._proc.pid)
 
-    async def message_waiting(self) -> bool:
-        """Whether the core has sent something not yet read: its ready message, for an API process that
-        starts after the core finished loading."""
-        return bool(await self._from_core.poll(timeout=0))
+    async def core_was_ready(self) -> bool:
+        """Attached (one of several API processes): whether the core had loaded before we bound our link.
+        Its ready message then waits in a pipe of its own, which it reconnects to us within RECONNECT_MS:
+        it is here within that time, or the core is still loading (and sends it when done)."""
+        return self.link is not None and bool(await self._from_core.poll(timeout=2 * RECONNECT_MS))
 
     async def wait_ready(self) -> EngineReady:
         """Wait until the model is loaded; raises EngineDeadError if the core dies first."""
@@ -245,12 +260,20 @@ class AsyncEngineClient:
         if stream is None:
             return
         if index is None:
-            stream.open.clear()
             self._send(AbortRequest([request_id]))
+            _end(stream)
         elif index in stream.open:
             stream.open.discard(index)
             self._send(AbortChoice(request_id, index))
-        stream.queue.put_nowait(None)
+            stream.queue.put_nowait(None)
+
+    def abort_anywhere(self, request_id: str) -> None:
+        """Stop a request that this or another API process sent (a Responses cancel): the core aborts it
+        and tells the process that sent it, whose generate() then ends as after its own abort()."""
+        if request_id in self._streams:
+            self.abort(request_id)
+        else:
+            self._send(AbortRequest([request_id]))
 
     async def stats(self) -> dict[str, Any]:
         """The engine's counters (running and waiting requests, KV cache and prefix cache use), and
@@ -265,8 +288,8 @@ class AsyncEngineClient:
     def _queue(self, stream: _Stream, sign: int) -> None:
         """Count `stream` into (+1) or out of (-1) the requests that wait for their first output."""
         stream.queued = sign > 0
-        self.num_queued += sign
-        self.queued_tokens += sign * stream.prompt_tokens
+        self.own_queued += sign
+        self.own_queued_tokens += sign * stream.prompt_tokens
 
     def _send(self, message: msgspec.Struct) -> None:
         # With no high-water mark a PUSH send never blocks: the returned future is already done.
@@ -282,11 +305,16 @@ class AsyncEngineClient:
             message = decoder.decode(await self._from_core.recv(copy=False))
             match message:
                 case StepOutputs(outputs=outputs):
+                    self.others_queued = message.others_waiting
+                    self.others_queued_tokens = message.others_waiting_tokens
                     for out in outputs:
                         if (stream := self._streams.get(out.request_id)) is not None:
                             if stream.queued:
                                 self._queue(stream, -1)
                             stream.queue.put_nowait(out)
+                case Aborted(request_id=rid):  # by another API process's cancel
+                    if (stream := self._streams.get(rid)) is not None:
+                        _end(stream)
                 case Rejected(request_id=rid, message=text, param=param):
                     if (stream := self._streams.get(rid)) is not None:
                         stream.queue.put_nowait(RequestRejected(text, param))
@@ -320,6 +348,12 @@ class AsyncEngineClient:
             self._stats_waiters.popleft().set_exception(error)
         if self.on_death is not None:
             self.on_death()
+
+
+def _end(stream: _Stream) -> None:
+    """End a stream as an abort of the whole request does: its generate() returns."""
+    stream.open.clear()
+    stream.queue.put_nowait(None)
 
 
 def core_command(

@@ -6,6 +6,10 @@ import msgspec
 
 from pyinfer.sampling_params import SamplingParams
 
+# How often the engine core retries connecting to an API process's link that is not bound yet (one
+# started after the core): the longest its ready message can take to arrive there.
+RECONNECT_MS = 100
+
 
 class EngineRequest(msgspec.Struct, tag="add", kw_only=True):
     request_id: str
@@ -14,6 +18,8 @@ class EngineRequest(msgspec.Struct, tag="add", kw_only=True):
 
 
 class AbortRequest(msgspec.Struct, tag="abort"):
+    """Stop requests: those of the link it comes on, or (a Responses cancel) another link's."""
+
     request_ids: list[str]
 
 
@@ -82,9 +88,20 @@ class EngineReady(msgspec.Struct, tag="ready", kw_only=True):
 
 
 class StepOutputs(msgspec.Struct, tag="outputs"):
-    """All outputs of one engine step."""
+    """All outputs of one engine step for one link (none, where only the queue changed), and the
+    requests of the other links waiting for their first output, with their prompt tokens: each API
+    process sheds load against the whole queue."""
 
     outputs: list[SeqOutput]
+    others_waiting: int = 0
+    others_waiting_tokens: int = 0
+
+
+class Aborted(msgspec.Struct, tag="aborted"):
+    """A request of this link that another link aborted (a Responses cancel that reached another API
+    process): it ends as this link's own abort would have ended it."""
+
+    request_id: str
 
 
 class Rejected(msgspec.Struct, tag="rejected", kw_only=True):
@@ -114,4 +131,4 @@ class EngineStats(msgspec.Struct, tag="stats"):
 
 
 ToCore = EngineRequest | AbortRequest | AbortChoice | StatsRequest | Shutdown
-FromCore = EngineReady | StepOutputs | Rejected | EngineStats
+FromCore = EngineReady | StepOutputs | Aborted | Rejected | EngineStats

@@ -24,6 +24,7 @@ class Spec(msgspec.Struct):
     engine: EngineConfig
     link: EngineLink
     launcher_pid: int
+    shared_state: str  # the database of stored responses and rate limits the API processes share
 
 
 def main() -> None:
@@ -35,7 +36,7 @@ def main() -> None:
     from pyinfer.server.app import create_app
     from pyinfer.server.launch import run_uvicorn
 
-    app = create_app(spec.server, spec.engine, spec.link, spec.launcher_pid)
+    app = create_app(spec.server, spec.engine, spec.link, spec.launcher_pid, spec.shared_state)
     # Ready, then, when the engine is (its EngineReady reaches every API process at once): none answers
     # a 503 while another, ready, has told a load balancer /ready.
     app.state.ctx.load_tokenizer()

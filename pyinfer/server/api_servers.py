@@ -6,7 +6,9 @@ then the API processes, each serving the shared socket (the kernel spreads conne
 attached to its own link. It forwards SIGTERM/SIGINT to them (each drains its own requests), stops the
 core once they are all gone, and exits non-zero if any of them or the core ended badly. The core exits
 if the launcher dies; an API process exits if the core or the launcher dies. Counters for /metrics are
-kept in files that any of them sums (prometheus_client's multiprocess mode).
+kept in files that any of them sums (prometheus_client's multiprocess mode); stored Responses and rate
+limits in one SQLite database (shared_state.py); the queue limits count the core's whole queue, which
+it reports to each of them.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pyinfer.engine.core_client import EngineLink, core_command
 from pyinfer.server.api_process import Spec
 from pyinfer.server.auth import ApiKeys
 from pyinfer.server.config import ServerConfig
+from pyinfer.server.shared_state import SharedState
 
 log = logging.getLogger("pyinfer.server")
 
@@ -37,10 +40,7 @@ SHUTDOWN_GRACE = 15.0  # seconds the core may take to stop once the API processe
 
 def serve_with_api_processes(config: ServerConfig, engine_config: EngineConfig) -> int:
     """Run N API processes and the engine core until they stop; returns the exit code."""
-    if ApiKeys(config.api_keys, config.api_key_file).limited():
-        raise ValueError(
-            "the key file's rate limits are kept per API process: they need --api-server-count 1"
-        )
+    ApiKeys(config.api_keys, config.api_key_file)  # a bad key file fails here, before anything starts
     family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
     listener = socket.create_server((config.host, config.port), family=family, backlog=2048)
     run_dir = Path(tempfile.mkdtemp(prefix="pyinfer-api-"))
@@ -60,6 +60,8 @@ class Launcher:
         for sig in (signal.SIGTERM, signal.SIGINT):  # before any child exists: none is left unsignalled
             signal.signal(sig, self._forward)
         (run_dir / "metrics").mkdir()
+        shared_state = str(run_dir / "shared.sqlite")
+        SharedState(shared_state).close()  # made once here: the API processes open it as it is, all at once
         links = [  # (requests, outputs) addresses of each API process's link
             (f"ipc://{run_dir}/to-core-{i}", f"ipc://{run_dir}/from-core-{i}")
             for i in range(config.api_server_count)
@@ -75,7 +77,7 @@ class Launcher:
         os.close(read_fd)
         env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(run_dir / "metrics")}
         for i, link in enumerate(links):
-            spec = Spec(i, config, engine_config, EngineLink(*link, self.core.pid), os.getpid())
+            spec = Spec(i, config, engine_config, EngineLink(*link, self.core.pid), os.getpid(), shared_state)
             worker = subprocess.Popen(
                 [sys.executable, "-m", "pyinfer.server.api_process", "--fd", str(listener.fileno())],
                 pass_fds=(listener.fileno(),),

@@ -21,6 +21,7 @@ from pyinfer.server.middleware import BodyLimitMiddleware, RateLimitMiddleware, 
 from pyinfer.server.openapi import install_openapi
 from pyinfer.server.rate_limits import RATE_LIMIT_HEADERS
 from pyinfer.server.routes import ROUTERS
+from pyinfer.server.shared_state import IN_MEMORY
 from pyinfer.server.system_metrics import SystemMetrics
 
 log = logging.getLogger(__name__)
@@ -31,19 +32,21 @@ def create_app(
     engine_config: EngineConfig,
     link: EngineLink | None = None,
     launcher_pid: int | None = None,
+    shared_state: str = IN_MEMORY,
 ) -> FastAPI:
     """The app; `link`: one of several API processes, attached to the engine core the launcher (whose
-    death stops it too) started."""
-    ctx = ServerContext(config, engine_config, link)
+    death stops it too) started, sharing stored responses and rate limits with the others through the
+    database `shared_state`."""
+    ctx = ServerContext(config, engine_config, link, shared_state)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx.engine.on_death = lambda: ctx.fail("the engine process died")
         await ctx.engine.start()
         tasks = [asyncio.create_task(_load(ctx))]
-        if await ctx.engine.message_waiting():
-            # The engine is ready already (one of several API processes, started after it loaded while the
-            # others serve): finish loading before taking a connection, which would otherwise get a 503
+        if await ctx.engine.core_was_ready():
+            # one of several API processes, started after the core loaded while the others serve: finish
+            # loading before taking a connection, which would otherwise get a 503
             await tasks[0]
         if launcher_pid is not None:  # the launcher gone, nothing would stop us: stop
             tasks.append(asyncio.create_task(_watch_launcher(ctx, launcher_pid)))
@@ -51,6 +54,7 @@ def create_app(
         for task in tasks:
             task.cancel()
         await ctx.engine.shutdown()
+        ctx.shared.close()
 
     app = FastAPI(title="PyInfer", version=__version__, lifespan=lifespan)
     app.state.ctx = ctx

@@ -47,11 +47,6 @@ class ApiKeys:
     def enabled(self) -> bool:
         return bool(self._given) or self._file is not None
 
-    def limited(self) -> bool:
-        """Whether any key has its own rate limits."""
-        keys = (*self._given.values(), *self._file_keys.values())
-        return any(k.requests_per_minute or k.tokens_per_minute for k in keys)
-
     def lookup(self, token: str) -> ApiKey | None:
         """The key `token` is, if it is one."""
         self._reload_if_changed()

@@ -75,7 +75,7 @@ class ServerConfig:
         metadata=option(
             "HTTP server processes in front of the one engine core, all on the one port: more when one "
             "process's streaming cannot keep up with the engine (stored Responses, rate limits and "
-            "queue limits are per process, so the last two need 1)",
+            "queue limits hold for the server as a whole)",
             aliases=("API_SERVER_COUNT",),
         ),
     )
@@ -88,7 +88,7 @@ class ServerConfig:
     max_stored_responses: int = field(
         default=1000,
         metadata=option(
-            "Responses API: stored responses kept in memory, the oldest dropped first; 0 stores none",
+            "Responses API: stored responses kept, the oldest dropped first; 0 stores none",
             aliases=("MAX_STORED_RESPONSES",),
         ),
     )
@@ -182,10 +182,6 @@ class ServerConfig:
                 raise ValueError(f"{name} must be at least 1")
         if self.api_server_count < 1:
             raise ValueError("api_server_count must be at least 1")
-        if self.api_server_count > 1 and (self.rate_limit_rpm or self.rate_limit_tpm):
-            raise ValueError("rate limits are kept per API process: they need --api-server-count 1")
-        if self.api_server_count > 1 and (self.max_queued_requests or self.max_queued_tokens):
-            raise ValueError("queue limits are counted per API process: they need --api-server-count 1")
         if self.drain_timeout < 0:
             raise ValueError("drain_timeout must not be negative")
         if self.max_stored_responses < 0:

@@ -25,6 +25,7 @@ from pyinfer.server.prometheus import ServerMetrics
 from pyinfer.server.protocol_tools import ToolRequest
 from pyinfer.server.rate_limits import RateLimiter, RateLimitExceeded
 from pyinfer.server.response_store import ResponseStore
+from pyinfer.server.shared_state import IN_MEMORY, SharedState
 from pyinfer.server.tool_formats import tool_support
 from pyinfer.server.tool_parser import ToolCallParser
 from pyinfer.server.tool_prompt import chat_prompt
@@ -56,7 +57,13 @@ class Admitted(NamedTuple):
 
 
 class ServerContext:
-    def __init__(self, config: ServerConfig, engine_config: EngineConfig, link: EngineLink | None = None):
+    def __init__(
+        self,
+        config: ServerConfig,
+        engine_config: EngineConfig,
+        link: EngineLink | None = None,
+        shared_state: str = IN_MEMORY,  # the database several API processes share (api_servers.py)
+    ):
         self.config = config
         self.engine_config = engine_config
         self.model_path, self.load_format = resolve_model(engine_config.model, engine_config.load_format)
@@ -72,9 +79,10 @@ class ServerContext:
         self.tool_support = tool_support(None, config.tool_call_parser)  # the template's, once loaded
         self.tool_markup_is_special = False  # whether skipping special tokens would drop its triggers
         self.num_tool_call_failures = 0  # call markup that did not parse as a call, over all replies
-        self.responses = ResponseStore(config.max_stored_responses, config.stored_response_ttl)
+        self.shared = SharedState(shared_state)
+        self.responses = ResponseStore(self.shared, config.max_stored_responses, config.stored_response_ttl)
         self.metrics = ServerMetrics(self.model_name)
-        self.rate_limits = RateLimiter(config.rate_limit_rpm, config.rate_limit_tpm)
+        self.rate_limits = RateLimiter(self.shared, config.rate_limit_rpm, config.rate_limit_tpm)
         self.draining = False  # set on SIGTERM/SIGINT: no new work
         self.created = int(time.time())
         self.fatal_error: str | None = None  # why the server must exit non-zero
@@ -116,7 +124,7 @@ class ServerContext:
         a request that offers tools is decoded under the grammar of their calls, markup kept."""
         self.check_model(body.model)
         self.require_ready()
-        limit = self.config.max_queued_requests
+        limit = self.config.max_queued_requests  # counted over every API process (see the engine client)
         if limit is not None and self.engine.num_queued >= limit:
             raise self._shed("queue_full", f"{self.engine.num_queued} requests are waiting (at most {limit})")
         if problem := body.unsupported():

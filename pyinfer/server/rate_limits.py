@@ -4,18 +4,26 @@ Each key (by name; everyone shares one allowance when no keys are set) has two b
 continuously to their per-minute limit. A request takes one request at the door and, once its prompt
 is tokenized, its prompt plus `max_tokens` from the token bucket (the prompt alone without
 `max_tokens`); when it ends, however it ends, the charge is settled against what it used: the unused
-part comes back, tokens past the charge are taken (the bucket may go into debt). Every response carries `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`; a request
-over a limit gets a 429 with `retry-after` and `retry-after-ms`, which the `openai` client waits out.
-(A hand-written bucket rather than the `limits` package: charges here are corrected after the fact.)
+part comes back, tokens past the charge are taken (the bucket may go into debt). Every response carries
+`x-ratelimit-{limit,remaining,reset}-{requests,tokens}`; a request over a limit gets a 429 with
+`retry-after` and `retry-after-ms`, which the `openai` client waits out.
+The buckets live in the database the API processes share (shared_state.py), so that a limit holds for
+the server, whichever process a request reaches. (A hand-written bucket rather than the `limits`
+package: charges here are corrected after the fact.)
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import TypeVar
 
 from pyinfer.server.auth import ApiKey
+from pyinfer.server.shared_state import SharedState
+
+T = TypeVar("T")
 
 ANONYMOUS = ApiKey("anonymous")  # who every request is when the server has no keys
 RATE_LIMIT_HEADERS = [
@@ -25,41 +33,37 @@ RATE_LIMIT_HEADERS = [
 ] + ["retry-after", "retry-after-ms"]  # for CORS: what a browser page may read
 
 
+@dataclass(frozen=True)
 class Bucket:
-    """`limit` units a minute, refilled continuously, never above `limit`."""
+    """`limit` units a minute, refilled continuously, never above `limit`: its `level` at wall-clock time
+    `stamp`. Plain arithmetic: the store reads a bucket, works out the next one and writes it back."""
 
-    def __init__(self, limit: int):
-        self.limit = limit
-        self.level = float(limit)
-        self.stamp = time.monotonic()
+    limit: int
+    level: float
+    stamp: float
 
-    def _refill(self) -> None:
-        now = time.monotonic()
-        self.level = min(self.limit, self.level + (now - self.stamp) * self.limit / 60)
-        self.stamp = now
+    @classmethod
+    def full(cls, limit: int, now: float) -> Bucket:
+        return cls(limit, float(limit), now)
 
-    def take(self, amount: float) -> float:
-        """Take `amount` if it is there (returns 0), else the seconds until it will be."""
-        self._refill()
+    def at(self, now: float, limit: int | None = None) -> Bucket:
+        """This bucket refilled until `now`, under `limit` where that changed (a key file edited),
+        keeping what is spent. A clock set back refills nothing."""
+        limit = limit or self.limit
+        refilled = self.level + max(0.0, now - self.stamp) * self.limit / 60
+        return Bucket(limit, min(limit, refilled), now)
+
+    def take(self, amount: float) -> tuple[Bucket, float]:
+        """(the bucket less `amount`, 0) where `amount` is there, else (itself, the seconds until it is)."""
         if amount <= self.level:
-            self.level -= amount
-            return 0.0
-        return (amount - self.level) * 60 / self.limit
+            return replace(self, level=self.level - amount), 0.0
+        return self, (amount - self.level) * 60 / self.limit
 
-    def settle(self, amount: float) -> None:
-        """Give back `amount` (take it, where negative: the level may go below zero)."""
-        self._refill()
-        self.level = min(self.limit, self.level + amount)
-
-    def resized(self, limit: int) -> Bucket:
-        """This bucket under a new limit (a key file edited), keeping what is spent."""
-        bucket = Bucket(limit)
-        self._refill()
-        bucket.level = min(limit, self.level)
-        return bucket
+    def settle(self, amount: float) -> Bucket:
+        """`amount` given back (taken, where negative: the level may go below zero)."""
+        return replace(self, level=min(self.limit, self.level + amount))
 
     def headers(self, kind: str) -> dict[str, str]:
-        self._refill()
         reset = (self.limit - self.level) * 60 / self.limit
         return {
             f"x-ratelimit-limit-{kind}": str(self.limit),
@@ -76,12 +80,13 @@ def duration(seconds: float) -> str:
     return f"{minutes}m{rest}s" if minutes else f"{rest}s"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Allowance:
-    """One key's two buckets (None: no limit of that kind)."""
+    """One key's limits a minute (None: no limit of that kind); its buckets are in the shared state."""
 
-    requests: Bucket | None
-    tokens: Bucket | None
+    key: str
+    requests: int | None
+    tokens: int | None
 
 
 class RateLimitExceeded(Exception):
@@ -97,47 +102,71 @@ class RateLimitExceeded(Exception):
 
 
 class RateLimiter:
-    """The allowances by key name. Used from the event loop only: no locks."""
+    """The allowances by key name, their buckets in the database the API processes share: each take and
+    settle is one short transaction there, so that N processes give out one allowance, not N."""
 
-    def __init__(self, requests_per_minute: int | None, tokens_per_minute: int | None):
+    def __init__(self, state: SharedState, requests_per_minute: int | None, tokens_per_minute: int | None):
+        self.state = state
         self.defaults = (requests_per_minute, tokens_per_minute)
-        self._allowances: dict[str, Allowance] = {}
 
     def allowance(self, key: ApiKey) -> Allowance:
-        """The key's buckets: its own limits where the key file gives them, else the server's."""
-        rpm = key.requests_per_minute or self.defaults[0]
-        tpm = key.tokens_per_minute or self.defaults[1]
-        allowance = self._allowances.setdefault(key.name, Allowance(None, None))
-        allowance.requests = _with_limit(allowance.requests, rpm)
-        allowance.tokens = _with_limit(allowance.tokens, tpm)
-        return allowance
+        """The key's limits: its own where the key file gives them, else the server's."""
+        return Allowance(
+            key.name, key.requests_per_minute or self.defaults[0], key.tokens_per_minute or self.defaults[1]
+        )
 
     def admit_request(self, key: ApiKey) -> Allowance:
         """Take one request from the key's allowance, or raise RateLimitExceeded."""
         allowance = self.allowance(key)
-        if allowance.requests is not None and (wait := allowance.requests.take(1)):
-            raise RateLimitExceeded("requests", allowance.requests.limit, wait)
+        if allowance.requests is not None and (
+            wait := self._take(allowance.key, "requests", allowance.requests, 1)
+        ):
+            raise RateLimitExceeded("requests", allowance.requests, wait)
         return allowance
 
     def charge_tokens(self, allowance: Allowance, tokens: int) -> None:
-        if allowance.tokens is not None and (wait := allowance.tokens.take(tokens)):
-            raise RateLimitExceeded("tokens", allowance.tokens.limit, wait, requested=tokens)
+        if allowance.tokens is not None and (
+            wait := self._take(allowance.key, "tokens", allowance.tokens, tokens)
+        ):
+            raise RateLimitExceeded("tokens", allowance.tokens, wait, requested=tokens)
 
     def settle_tokens(self, allowance: Allowance, charged: int, used: int) -> None:
         if allowance.tokens is not None and charged != used:
-            allowance.tokens.settle(charged - used)
+            self._change(
+                allowance.key, "tokens", allowance.tokens, lambda b: (b.settle(charged - used), None)
+            )
 
     def headers(self, allowance: Allowance) -> dict[str, str]:
+        limits = {"requests": allowance.requests, "tokens": allowance.tokens}
+        if not any(limits.values()):
+            return {}
+        now = time.time()
+        rows = self.state.db.execute(
+            "SELECT kind, per_minute, level, stamp FROM buckets WHERE key = ?", (allowance.key,)
+        ).fetchall()
+        stored = {kind: Bucket(*rest) for kind, *rest in rows}
         out: dict[str, str] = {}
-        for kind, bucket in (("requests", allowance.requests), ("tokens", allowance.tokens)):
-            if bucket is not None:
+        for kind, limit in limits.items():
+            if limit is not None:
+                bucket = stored[kind].at(now, limit) if kind in stored else Bucket.full(limit, now)
                 out.update(bucket.headers(kind))
         return out
 
+    def _take(self, key: str, kind: str, limit: int, amount: float) -> float:
+        """Take `amount` from the bucket: 0, or the seconds until it will be there (nothing taken)."""
+        return self._change(key, kind, limit, lambda b: b.take(amount))
 
-def _with_limit(bucket: Bucket | None, limit: int | None) -> Bucket | None:
-    if limit is None:
-        return None
-    if bucket is None:
-        return Bucket(limit)
-    return bucket if bucket.limit == limit else bucket.resized(limit)
+    def _change(self, key: str, kind: str, limit: int, change: Callable[[Bucket], tuple[Bucket, T]]) -> T:
+        """Read one bucket, refilled until now, and write back what `change` makes of it: one transaction."""
+        now = time.time()
+        with self.state.write() as db:
+            row = db.execute(
+                "SELECT per_minute, level, stamp FROM buckets WHERE key = ? AND kind = ?", (key, kind)
+            ).fetchone()
+            bucket = Bucket(*row).at(now, limit) if row else Bucket.full(limit, now)
+            bucket, result = change(bucket)
+            db.execute(
+                "INSERT OR REPLACE INTO buckets VALUES (?, ?, ?, ?, ?)",
+                (key, kind, bucket.limit, bucket.level, bucket.stamp),
+            )
+        return result

@@ -1,15 +1,18 @@
-"""Stored Responses: kept in memory for GET, cancel and `previous_response_id`, bounded by count and age."""
+"""Stored Responses for GET, DELETE, cancel and `previous_response_id`, bounded by count and age, in the
+database every API process shares (shared_state.py): any of them finds what another stored. How to
+stop a running response stays in the memory of the process that runs it."""
 
 from __future__ import annotations
 
+import json
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from pyinfer.server.protocol_responses import ResponseObject
 from pyinfer.server.protocol_tools import template_tool_call
+from pyinfer.server.shared_state import SharedState
 
 
 @dataclass
@@ -19,8 +22,8 @@ class StoredResponse:
     response: ResponseObject
     messages: list[dict[str, Any]]  # chat-template messages before the reply, without instructions
     owner: str | None = None  # the API key's name that created it: only that key sees it
-    stop: Callable[[], None] | None = None  # aborts its engine request; None once it has finished
-    stored_at: float = field(default_factory=time.monotonic)
+    stop: Callable[[], None] | None = None  # aborts its engine request; not stored, None once finished
+    stored_at: float = field(default_factory=time.time)  # wall clock: other processes judge its age
 
     def conversation(self) -> list[dict[str, Any]]:
         """The messages a continuation starts from: the earlier input, then this reply and its calls."""
@@ -36,27 +39,77 @@ class StoredResponse:
 
 
 class ResponseStore:
-    def __init__(self, max_count: int, max_age: float):
+    def __init__(self, state: SharedState, max_count: int, max_age: float):
+        self.state = state
         self.max_count = max_count
         self.max_age = max_age  # seconds
-        self._responses: OrderedDict[str, StoredResponse] = OrderedDict()  # oldest first
+        self.running: dict[str, StoredResponse] = {}  # those this process runs, with their stop set
 
     def put(self, stored: StoredResponse) -> None:
-        """Keep `stored`, dropping the oldest responses beyond the count."""
-        self._expire()
-        self._responses[stored.response.id] = stored
-        while len(self._responses) > self.max_count:
-            self._responses.popitem(last=False)
+        """Keep a new response, dropping the expired and the oldest beyond the count."""
+        r = stored.response
+        with self.state.write() as db:
+            db.execute("DELETE FROM responses WHERE stored_at < ?", (time.time() - self.max_age,))
+            db.execute(
+                "INSERT INTO responses (id, owner, status, response, messages, stored_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    r.id,
+                    stored.owner,
+                    r.status,
+                    r.model_dump_json(),
+                    json.dumps(stored.messages),
+                    stored.stored_at,
+                ),
+            )
+            newest_dropped = "SELECT seq FROM responses ORDER BY seq DESC LIMIT 1 OFFSET ?"
+            db.execute(f"DELETE FROM responses WHERE seq <= ({newest_dropped})", (self.max_count,))
+        if stored.stop is not None:
+            self.running[r.id] = stored
+        # a stream whose client left before its first event never finishes: past the age bound its
+        # record is gone, and with it any way to cancel it
+        for rid in [rid for rid, run in self.running.items() if run.stored_at < time.time() - self.max_age]:
+            del self.running[rid]
 
     def get(self, response_id: str) -> StoredResponse | None:
-        self._expire()
-        return self._responses.get(response_id)
+        row = self.state.db.execute(
+            "SELECT owner, status, response, messages, stored_at FROM responses"
+            " WHERE id = ? AND stored_at >= ?",
+            (response_id, time.time() - self.max_age),
+        ).fetchone()
+        if row is None:
+            return None
+        owner, status, response, messages, stored_at = row
+        obj = ResponseObject.model_validate_json(response)
+        obj.status = status  # a cancel through any process writes the status alone
+        return StoredResponse(obj, json.loads(messages), owner, stored_at=stored_at)
 
-    def delete(self, response_id: str) -> StoredResponse | None:
-        self._expire()
-        return self._responses.pop(response_id, None)
+    def delete(self, response_id: str) -> bool:
+        return self.state.db.execute("DELETE FROM responses WHERE id = ?", (response_id,)).rowcount > 0
 
-    def _expire(self) -> None:
-        deadline = time.monotonic() - self.max_age
-        while self._responses and next(iter(self._responses.values())).stored_at < deadline:
-            self._responses.popitem(last=False)
+    def cancel(self, response_id: str) -> bool:
+        """Mark a response in progress cancelled; False where it is not (it ended, or is gone)."""
+        return (
+            self.state.db.execute(
+                "UPDATE responses SET status = 'cancelled' WHERE id = ? AND status = 'in_progress'",
+                (response_id,),
+            ).rowcount
+            > 0
+        )
+
+    def finish(self, stored: StoredResponse) -> bool:
+        """Record a response that has ended (nothing, if it is gone); False, with nothing written, where
+        it was cancelled meanwhile and says otherwise: the caller records it cancelled."""
+        r = stored.response
+        self.running.pop(r.id, None)
+        with self.state.write() as db:
+            row = db.execute("SELECT status FROM responses WHERE id = ?", (r.id,)).fetchone()
+            if row is None:
+                return True
+            if row[0] == "cancelled" and r.status != "cancelled":
+                return False
+            db.execute(
+                "UPDATE responses SET status = ?, response = ? WHERE id = ?",
+                (r.status, r.model_dump_json(), r.id),
+            )
+        return True

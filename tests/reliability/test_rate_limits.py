@@ -104,9 +104,11 @@ def test_requests_outside_generation_are_not_counted(limited):
 
 
 def test_buckets_refill_continuously_and_say_when_in_openai_s_words():
-    bucket = Bucket(60)
-    assert bucket.take(60) == 0 and 0.9 <= bucket.take(1) <= 1.0  # one a second comes back
+    bucket, wait = Bucket.full(60, now=1000.0).take(60)
+    assert wait == 0 and bucket.take(1)[1] == 1.0  # one a second comes back
     assert bucket.headers("requests")["x-ratelimit-remaining-requests"] == "0"
+    assert bucket.at(1000.5).take(1)[1] == 0.5 and bucket.at(1030.0).level == 30
+    assert bucket.at(999.0).level == 0  # a clock set back gives nothing
     assert [duration(s) for s in (0.02, 1.0, 59.5, 360)] == ["20ms", "1s", "1m0s", "6m0s"]
 
 

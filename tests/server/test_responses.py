@@ -3,14 +3,11 @@ stored responses (GET, DELETE, cancel, previous_response_id), limits, errors, an
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import openai
 import pytest
 
-from pyinfer.server.protocol_responses import ResponseObject
-from pyinfer.server.response_store import ResponseStore, StoredResponse
 from tests.server.helpers import engine_idle, wait_until
 
 QUESTION = "What is the capital of France?"  # SmolLM2 answers in 8 tokens, then stops
@@ -259,36 +256,3 @@ def test_cached_tokens_zero_on_miss_then_whole_blocks_on_repeat(client, model, a
     second_cached, prompt_tokens = api(client, model, system)
     assert first_cached == 0
     assert 0 < second_cached <= prompt_tokens and second_cached % 16 == 0
-
-
-def _stored(response_id: str, age: float = 0.0) -> StoredResponse:
-    response = ResponseObject(
-        id=response_id,
-        created_at=0,
-        status="completed",
-        instructions=None,
-        max_output_tokens=None,
-        metadata={},
-        model="m",
-        previous_response_id=None,
-        store=True,
-        temperature=1.0,
-        top_p=1.0,
-        user=None,
-    )
-    return StoredResponse(response, [], stored_at=time.monotonic() - age)
-
-
-def test_store_keeps_the_newest_up_to_its_count():
-    store = ResponseStore(max_count=2, max_age=60)
-    for i in range(3):
-        store.put(_stored(f"resp_{i}"))
-    assert store.get("resp_0") is None and store.get("resp_1") and store.get("resp_2")
-    assert store.delete("resp_1") and store.get("resp_1") is None
-
-
-def test_store_drops_what_is_older_than_its_age():
-    store = ResponseStore(max_count=10, max_age=60)
-    store.put(_stored("resp_old", age=61))
-    store.put(_stored("resp_new", age=1))
-    assert store.get("resp_old") is None and store.get("resp_new")

@@ -33,7 +33,7 @@ from pyinfer.server.protocol_responses import (
     ResponseUsage,
 )
 from pyinfer.server.protocol_tools import ToolRequest
-from pyinfer.server.response_store import StoredResponse
+from pyinfer.server.response_store import ResponseStore, StoredResponse
 from pyinfer.server.routes.common import (
     drain,
     event_stream,
@@ -84,9 +84,8 @@ async def create_response(request: Request, body: ResponsesBody) -> Response:
         truncation=body.truncation or "disabled",
     )
     gen = ctx.generation(request, tokenizer, response.id, prompt_ids, params, tools)
-    run = ResponseRun(StoredResponse(response, messages, owner=_caller(request)), gen)
-    if body.store:
-        ctx.responses.put(run.stored)
+    stored = StoredResponse(response, messages, owner=_caller(request))
+    run = ResponseRun(stored, gen, ctx.responses if body.store else None)
     if body.stream:
         deltas = run.deltas()
         if params.structured is not None:
@@ -110,15 +109,23 @@ async def delete_response(request: Request, response_id: str) -> Response:
 
 @router.post("/v1/responses/{response_id}/cancel", response_model=None)
 async def cancel_response(request: Request, response_id: str) -> Response:
-    """Stop a response still running, whichever connection waits for it; cancelling twice is harmless."""
+    """Stop a response still running, whichever connection waits for it and whichever API process runs
+    it; cancelling twice is harmless."""
+    ctx = server_context(request)
     stored = _stored(request, response_id)
-    response = stored.response
-    if response.status == "in_progress" and stored.stop is not None:
-        response.status = "cancelled"
-        stored.stop()
-    elif response.status != "cancelled":
-        raise bad_request(f"Cannot cancel a response that has finished (status {response.status}).")
-    return json_response(response)
+    if stored.response.status == "in_progress":
+        if ctx.responses.cancel(response_id):
+            stored.response.status = "cancelled"
+            if (running := ctx.responses.running.get(response_id)) is not None:  # this process runs it
+                running.response.status = "cancelled"
+                running.stop()
+            else:  # another API process runs it: the engine core aborts it and tells that process
+                ctx.engine.abort_anywhere(response_id)
+        else:  # it ended since we read it
+            stored = _stored(request, response_id)
+    if stored.response.status != "cancelled":
+        raise bad_request(f"Cannot cancel a response that has finished (status {stored.response.status}).")
+    return json_response(stored.response)
 
 
 @dataclass
@@ -131,15 +138,19 @@ class ReplyItem:
 
 
 class ResponseRun:
-    """One response being generated; its stored record is final once its deltas end, however they end.
-    Its output items (messages, function calls) are listed in the order the reply wrote them."""
+    """One response being generated; its stored record (where `store` keeps it) is final once its deltas
+    end, however they end. Its output items (messages, function calls) are listed in the order the
+    reply wrote them."""
 
-    def __init__(self, stored: StoredResponse, gen: Generation):
+    def __init__(self, stored: StoredResponse, gen: Generation, store: ResponseStore | None):
         self.stored = stored
         self.response = stored.response
         self.gen = gen
+        self.store = store
         self.items: list[ReplyItem] = []
         stored.stop = lambda: gen.engine.abort(gen.request_id)
+        if store is not None:
+            store.put(stored)
 
     async def deltas(self) -> AsyncIterator[Delta]:
         """The generation's deltas, each yielded once the items it adds to are listed; an error comes
@@ -194,16 +205,26 @@ class ResponseRun:
                 r.error = ResponseError(code=failure.detail.code or failure.detail.type, message=str(failure))
             elif finish_reason == "length":
                 r.status, r.incomplete_details = "incomplete", IncompleteDetails(reason="max_output_tokens")
-            elif finish_reason is None:  # the client went away
+            elif finish_reason is None:  # the client went away, or a cancel through another API process
                 r.status = "cancelled"
             else:
                 r.status, r.completed_at = "completed", int(time.time())
+        self._close_output()
+        self.stored.stop = None
+        if self.store is not None and not self.store.finish(self.stored):
+            # cancelled through another API process as it ended: recorded as a cancel here would have been
+            r.status, r.completed_at, r.incomplete_details, r.error = "cancelled", None, None, None
+            self._close_output()
+            self.store.finish(self.stored)
+
+    def _close_output(self) -> None:
+        """The output items and usage as the response's status leaves them."""
+        r = self.response
         last = "completed" if r.status == "completed" else "incomplete"  # the items before it closed whole
         r.output = [
             self.item(at, "completed" if at < len(self.items) - 1 else last) for at in range(len(self.items))
         ]
         r.usage = ResponseUsage.of(usage([self.gen]))
-        self.stored.stop = None
 
 
 async def _events(run: ResponseRun, deltas: AsyncIterator[Delta]) -> AsyncIterator[str]:
@@ -319,7 +340,7 @@ def _earlier_turns(request: Request, previous_id: str | None) -> list[dict[str, 
     if previous is None or previous.owner != _caller(request):
         raise OpenAIError(
             404,
-            f"Previous response with id '{previous_id}' not found.{_per_process(request)}",
+            f"Previous response with id '{previous_id}' not found.",
             param="previous_response_id",
             code="previous_response_not_found",
         )
@@ -334,20 +355,10 @@ def _stored(request: Request, response_id: str) -> StoredResponse:
     """A stored response of the caller's key (another key's is as good as absent)."""
     stored = server_context(request).responses.get(response_id)
     if stored is None or stored.owner != _caller(request):
-        raise OpenAIError(404, f"Response with id '{response_id}' not found.{_per_process(request)}")
+        raise OpenAIError(404, f"Response with id '{response_id}' not found.")
     return stored
 
 
 def _caller(request: Request) -> str | None:
     """The name of the API key the request came with (None where the server has no keys)."""
     return getattr(request.scope.get("state", {}).get("api_key"), "name", None)
-
-
-def _per_process(request: Request) -> str:
-    """Why a stored response may be missing here although it exists: several API processes."""
-    if server_context(request).config.api_server_count == 1:
-        return ""
-    return (
-        " Stored responses are kept by the API process that made them, and this server runs several"
-        " (--api-server-count): a later request may reach another one."
-    )
