@@ -84,6 +84,16 @@ class EngineConfig:
     kv_cache_memory_gb: float = field(
         default=2.0, metadata=option("KV cache size on the CPU, in GB", aliases=("KV_CACHE_MEMORY_GB",))
     )
+    kv_cache_dtype: str = field(
+        default="auto",
+        metadata=option(
+            "KV cache dtype: auto is the model's, except float16 where quantized weights compute in float32 "
+            "on the CPU with our C++ kernels (half the bytes a decode step reads, as llama.cpp keeps it). A "
+            "GPU keeps the model's",
+            aliases=("KV_CACHE_DTYPE",),
+            choices=("auto", *DTYPES),
+        ),
+    )
     gpu_memory_utilization: float = field(  # for weights, activations and KV
         default=0.90, metadata=option("share of GPU memory to use", aliases=("GPU_MEMORY_UTILIZATION",))
     )
@@ -147,8 +157,9 @@ class EngineConfig:
     def __post_init__(self) -> None:
         if self.load_format not in LOAD_FORMATS:
             raise ValueError(f"load_format must be auto, hf, gguf or dummy, not {self.load_format!r}")
-        if self.dtype != "auto" and self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be auto or one of {sorted(DTYPES)}, not {self.dtype!r}")
+        for name in ("dtype", "kv_cache_dtype"):
+            if (value := getattr(self, name)) != "auto" and value not in DTYPES:
+                raise ValueError(f"{name} must be auto or one of {sorted(DTYPES)}, not {value!r}")
         if self.quantization not in QUANTIZATIONS:
             raise ValueError(
                 f"quantization must be one of {', '.join(QUANTIZATIONS)}, not {self.quantization!r}"

@@ -82,7 +82,7 @@ class TorchAttentionBackend:
             if qlen == seq_len:  # nothing cached before this chunk: attend to the fresh k/v
                 keys, values = k[start:end], v[start:end]
             else:
-                keys, values = gather_kv(kv_cache, meta.block_tables[i], seq_len, meta.block_size)
+                keys, values = gather_kv(kv_cache, meta.block_tables[i], seq_len, meta.block_size, q.dtype)
             outputs.append(causal_attention(q[start:end], keys, values, scale))
             start = end
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
@@ -128,11 +128,11 @@ def decode_blocks_and_mask(meta: AttentionMetadata) -> tuple[torch.Tensor, torch
 
 
 def gather_kv(
-    kv_cache: torch.Tensor, block_table: torch.Tensor, seq_len: int, block_size: int
+    kv_cache: torch.Tensor, block_table: torch.Tensor, seq_len: int, block_size: int, dtype: torch.dtype
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One sequence's keys and values [L, Hk, D], copied out of its pages."""
+    """One sequence's keys and values [L, Hk, D], copied out of its pages in `dtype` (the queries')."""
     blocks = block_table[: (seq_len + block_size - 1) // block_size]
-    kv = kv_cache[:, :, blocks].flatten(2, 3)[:, :, :seq_len]  # [2, Hk, L, D]
+    kv = kv_cache[:, :, blocks].flatten(2, 3)[:, :, :seq_len].to(dtype)  # [2, Hk, L, D]
     return kv[0].transpose(0, 1), kv[1].transpose(0, 1)
 
 

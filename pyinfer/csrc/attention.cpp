@@ -6,12 +6,32 @@
 namespace pyinfer {
 namespace {
 
+// One key or value row of the cache as floats: as it is, or widened (an fp16 or bf16 cache holds half
+// the bytes a decode step reads).
+template <int64_t dim>
+inline const float* row_as_float(const float* src, float*) { return src; }
+template <int64_t dim>
+inline const float* row_as_float(const c10::Half* src, float* row) {
+#if defined(__AVX512F__)
+  for (int64_t d = 0; d < dim; d += 16)
+    _mm512_store_ps(row + d, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + d))));
+#else
+  for (int64_t d = 0; d < dim; ++d) row[d] = to_float(src[d]);
+#endif
+  return row;
+}
+template <int64_t dim, typename cache_t>  // bf16 (a shift of each: vectorized as it is), or double
+inline const float* row_as_float(const cache_t* src, float* row) {
+  for (int64_t d = 0; d < dim; ++d) row[d] = to_float(src[d]);
+  return row;
+}
+
 // q [B, Hq, D]; kv_cache [2, Hk, num_blocks, block_size, D]; block_tables [B, W]; seq_lens [B] -> out [B, Hq, D].
 // One task per (sequence, kv head, span of keys): the G = Hq / Hk query heads that share a kv head read
 // each key and value row once, straight from its page, in fp32. Long contexts are cut into spans so that
 // every thread has work at batch 1 (SmolLM2 has 3 kv heads for 2 cores); the spans' softmax partials
 // are merged after.
-template <typename scalar_t, int64_t dim>
+template <typename scalar_t, typename cache_t, int64_t dim>
 void decode_attention_impl(const at::Tensor& q, const at::Tensor& kv_cache, const at::Tensor& block_tables,
                            const at::Tensor& seq_lens, double scale, at::Tensor& out) {
   const int64_t batch = q.size(0), num_heads = q.size(1);
@@ -19,7 +39,7 @@ void decode_attention_impl(const at::Tensor& q, const at::Tensor& kv_cache, cons
   const int64_t group = num_heads / num_kv_heads, table_width = block_tables.size(1);
   const int64_t plane = num_kv_heads * num_blocks * block_size * dim;  // keys, then values
   const scalar_t* q_ptr = q.data_ptr<scalar_t>();
-  const scalar_t* cache = kv_cache.data_ptr<scalar_t>();
+  const cache_t* cache = kv_cache.data_ptr<cache_t>();
   const int64_t* tables = block_tables.data_ptr<int64_t>();
   const int64_t* lens = seq_lens.data_ptr<int64_t>();
   scalar_t* out_ptr = out.data_ptr<scalar_t>();
@@ -58,17 +78,16 @@ void decode_attention_impl(const at::Tensor& q, const at::Tensor& kv_cache, cons
         const scalar_t* src = q_ptr + b * q_stride_b + (h * group + g) * q_stride_h;
         for (int64_t d = 0; d < dim; ++d) queries[g * dim + d] = to_float(src[d]) * static_cast<float>(scale);
       }
-      const scalar_t* head_pages = cache + h * num_blocks * block_size * dim;
-      const scalar_t* value_pages = head_pages + plane;
+      const cache_t* head_pages = cache + h * num_blocks * block_size * dim;
+      const cache_t* value_pages = head_pages + plane;
       for (int64_t t = first; t < last; ++t) {
         const int64_t page = tables[b * table_width + t / block_size];
         TORCH_CHECK(page >= 0 && page < num_blocks, "block ", page, " outside the KV cache");
-        const scalar_t* key = head_pages + (page * block_size + t % block_size) * dim;
-        for (int64_t d = 0; d < dim; ++d) row[d] = to_float(key[d]);
+        const float* __restrict__ key = row_as_float<dim>(head_pages + (page * block_size + t % block_size) * dim, row);
         for (int64_t g = 0; g < group; ++g) {
           const float* __restrict__ qg = queries.data() + g * dim;
           float dot = 0.f;
-          for (int64_t d = 0; d < dim; ++d) dot += qg[d] * row[d];
+          for (int64_t d = 0; d < dim; ++d) dot += qg[d] * key[d];
           scores[g * len + t - first] = dot;
         }
       }
@@ -83,12 +102,11 @@ void decode_attention_impl(const at::Tensor& q, const at::Tensor& kv_cache, cons
       float* acc = span_acc.data() + task * group * dim;
       for (int64_t t = first; t < last; ++t) {
         const int64_t page = tables[b * table_width + t / block_size];
-        const scalar_t* value = value_pages + (page * block_size + t % block_size) * dim;
-        for (int64_t d = 0; d < dim; ++d) row[d] = to_float(value[d]);
+        const float* __restrict__ value = row_as_float<dim>(value_pages + (page * block_size + t % block_size) * dim, row);
         for (int64_t g = 0; g < group; ++g) {
           const float p = scores[g * len + t - first];
           float* __restrict__ a = acc + g * dim;
-          for (int64_t d = 0; d < dim; ++d) a[d] += p * row[d];
+          for (int64_t d = 0; d < dim; ++d) a[d] += p * value[d];
         }
       }
     }
@@ -122,7 +140,8 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& kv_cache, con
                             const at::Tensor& seq_lens, double scale) {
   TORCH_CHECK(q.dim() == 3 && q.stride(2) == 1, "q must be [B, Hq, D] with unit stride in D");
   TORCH_CHECK(kv_cache.dim() == 5 && kv_cache.is_contiguous(), "kv_cache must be a contiguous [2, Hk, N, bs, D]");
-  TORCH_CHECK(q.scalar_type() == kv_cache.scalar_type(), "q and kv_cache dtypes differ");
+  TORCH_CHECK(q.scalar_type() == kv_cache.scalar_type() || q.scalar_type() == at::kFloat,
+              "a cache of another dtype than q takes float32 queries");
   TORCH_CHECK(block_tables.scalar_type() == at::kLong && seq_lens.scalar_type() == at::kLong,
               "block_tables and seq_lens must be int64");
   TORCH_CHECK(q.size(1) % kv_cache.size(1) == 0 && kv_cache.size(4) == q.size(2),
@@ -134,10 +153,19 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& kv_cache, con
   auto out = at::empty({q.size(0), q.size(1), q.size(2)}, q.options());
   const int64_t dim = q.size(2);
   TORCH_CHECK(dim == 64 || dim == 128, "head_dim must be 64 or 128, not ", dim);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, q.scalar_type(), "decode_attention", [&] {
-    if (dim == 64) decode_attention_impl<scalar_t, 64>(q, kv_cache, tables, lens, scale, out);
-    else decode_attention_impl<scalar_t, 128>(q, kv_cache, tables, lens, scale, out);
-  });
+  const auto run = [&](auto q_type, auto cache_type) {
+    using scalar_t = decltype(q_type);
+    using cache_t = decltype(cache_type);
+    if (dim == 64) decode_attention_impl<scalar_t, cache_t, 64>(q, kv_cache, tables, lens, scale, out);
+    else decode_attention_impl<scalar_t, cache_t, 128>(q, kv_cache, tables, lens, scale, out);
+  };
+  if (q.scalar_type() == kv_cache.scalar_type()) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, q.scalar_type(), "decode_attention",
+                                    [&] { run(scalar_t{}, scalar_t{}); });
+  } else {  // float32 queries over a narrower cache
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, kv_cache.scalar_type(), "decode_attention",
+                                    [&] { run(float{}, scalar_t{}); });
+  }
   return out;
 }
 

@@ -96,10 +96,12 @@ void rotary_(const at::Tensor& positions, at::Tensor& q, at::Tensor& k, const at
   });
 }
 
-// Write keys and values [T, Hk, D] (rows may be strided) into their slots of a [2, Hk, N, bs, D] cache.
+// Write keys and values [T, Hk, D] (rows may be strided) into their slots of a [2, Hk, N, bs, D] cache,
+// converted to the cache's dtype where it is narrower (fp32 activations over an fp16 or bf16 cache).
 void store_kv(at::Tensor& kv_cache, const at::Tensor& k, const at::Tensor& v, const at::Tensor& slot_mapping) {
-  TORCH_CHECK(kv_cache.is_contiguous() && k.scalar_type() == kv_cache.scalar_type() &&
-              v.scalar_type() == kv_cache.scalar_type(), "k, v and a contiguous cache of one dtype");
+  TORCH_CHECK(kv_cache.is_contiguous() && k.scalar_type() == v.scalar_type(), "k and v of one dtype, a contiguous cache");
+  TORCH_CHECK(k.scalar_type() == kv_cache.scalar_type() || k.scalar_type() == at::kFloat,
+              "a cache of another dtype than k and v takes float32 ones");
   TORCH_CHECK(k.stride(2) == 1 && v.stride(2) == 1 && slot_mapping.scalar_type() == at::kLong,
               "k/v rows with unit stride in D, int64 slots");
   TORCH_CHECK(k.sizes() == v.sizes() && k.size(1) == kv_cache.size(1) && k.size(2) == kv_cache.size(4) &&
@@ -108,21 +110,30 @@ void store_kv(at::Tensor& kv_cache, const at::Tensor& k, const at::Tensor& v, co
   const int64_t tokens = k.size(0), heads = k.size(1), dim = k.size(2);
   const int64_t num_slots = kv_cache.size(2) * kv_cache.size(3);
   const int64_t head_plane = kv_cache.size(2) * kv_cache.size(3) * dim, plane = heads * head_plane;
-  const int64_t bytes = dim * kv_cache.element_size();
-  char* cache = static_cast<char*>(kv_cache.data_ptr());
   const int64_t* slot = slots.data_ptr<int64_t>();
-  at::parallel_for(0, tokens, 64, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) {
-      TORCH_CHECK(slot[t] >= 0 && slot[t] < num_slots, "slot ", slot[t], " outside the KV cache");
-      for (int64_t h = 0; h < heads; ++h) {
-        const int64_t dst = (h * head_plane + slot[t] * dim) * kv_cache.element_size();
-        std::memcpy(cache + dst, static_cast<const char*>(k.data_ptr()) + (t * k.stride(0) + h * k.stride(1)) *
-                    k.element_size(), bytes);
-        std::memcpy(cache + dst + plane * kv_cache.element_size(),
-                    static_cast<const char*>(v.data_ptr()) + (t * v.stride(0) + h * v.stride(1)) * v.element_size(),
-                    bytes);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, kv_cache.scalar_type(), "store_kv", [&] {
+    using cache_t = scalar_t;
+    cache_t* cache = kv_cache.data_ptr<cache_t>();
+    const bool same = k.scalar_type() == kv_cache.scalar_type();
+    const auto put = [&](cache_t* dst, const at::Tensor& src, int64_t t, int64_t h) {
+      const char* row = static_cast<const char*>(src.data_ptr()) + (t * src.stride(0) + h * src.stride(1)) * src.element_size();
+      if (same) {
+        std::memcpy(dst, row, dim * sizeof(cache_t));
+      } else {
+        const float* x = reinterpret_cast<const float*>(row);
+        for (int64_t d = 0; d < dim; ++d) dst[d] = from_float<cache_t>(x[d]);
       }
-    }
+    };
+    at::parallel_for(0, tokens, 64, [&](int64_t begin, int64_t end) {
+      for (int64_t t = begin; t < end; ++t) {
+        TORCH_CHECK(slot[t] >= 0 && slot[t] < num_slots, "slot ", slot[t], " outside the KV cache");
+        for (int64_t h = 0; h < heads; ++h) {
+          cache_t* dst = cache + h * head_plane + slot[t] * dim;
+          put(dst, k, t, h);
+          put(dst + plane, v, t, h);
+        }
+      }
+    });
   });
 }
 

@@ -17,6 +17,7 @@ from pyinfer.distributed.step_channel import StepSender
 from pyinfer.engine.cpu_decode import FusedCpuDecode
 from pyinfer.engine.cuda_graphs import CudaGraphs, graph_memory
 from pyinfer.engine.messages import TokenLogprob
+from pyinfer.engine.model_setup import resolve_kv_cache_dtype
 from pyinfer.engine.sampling_tensors import build_sampling_tensors
 from pyinfer.engine.scheduler import SchedulerOutput
 from pyinfer.engine.sequence import Sequence
@@ -85,6 +86,8 @@ class ModelRunner:
         self.steps = steps
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
+        quantized = model.lm_head.quantized is not None  # int8 wherever any linear is quantized
+        self.kv_dtype = resolve_kv_cache_dtype(config.kv_cache_dtype, self.dtype, self.device, quantized)
         self.block_size = config.block_size
         self.vocab_size = model.config.vocab_size
         self.masks = MaskFiller(self.vocab_size)  # grammars' token bitmasks, each step
@@ -135,7 +138,7 @@ class ModelRunner:
     def _block_bytes(self) -> int:
         """A block's bytes on this rank, which holds its own KV heads."""
         layers = self.model.attention_layers()
-        per_token = 2 * len(layers) * layers[0].num_kv_heads * layers[0].head_dim * self.dtype.itemsize
+        per_token = 2 * len(layers) * layers[0].num_kv_heads * layers[0].head_dim * self.kv_dtype.itemsize
         return per_token * self.block_size
 
     def _num_kv_blocks(self) -> int:
@@ -202,14 +205,15 @@ class ModelRunner:
             num_blocks, self.block_size, layers[0].num_kv_heads, layers[0].head_dim
         )
         for attn in layers:
-            attn.kv_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
+            attn.kv_cache = torch.zeros(shape, dtype=self.kv_dtype, device=self.device)
             attn.backend = self.backend
 
     def _log_kv_cache(self) -> None:
         log.info(
-            "KV cache: %d blocks of %d tokens (%.2f GiB)",
+            "KV cache: %d blocks of %d tokens in %s (%.2f GiB)",
             self.num_blocks,
             self.block_size,
+            str(self.kv_dtype).removeprefix("torch."),
             self.num_blocks * self._block_bytes() / 2**30,
         )
 

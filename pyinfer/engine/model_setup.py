@@ -8,7 +8,7 @@ import torch
 
 from pyinfer.config import EngineConfig
 from pyinfer.distributed import ParallelGroup
-from pyinfer.kernels.cpu import cpu_has_bf16
+from pyinfer.kernels.cpu import cpu_has_bf16, cpu_ops
 from pyinfer.layers import quantization
 from pyinfer.models.llama import LlamaForCausalLM
 from pyinfer.models.loader import load_model
@@ -54,3 +54,25 @@ def resolve_dtype(dtype: str, device: torch.device, integer_weights: bool = Fals
     if device.type == "cuda":
         return torch.bfloat16
     return torch.bfloat16 if cpu_has_bf16() and not integer_weights else torch.float32
+
+
+def resolve_kv_cache_dtype(
+    kv_cache_dtype: str, model_dtype: torch.dtype, device: torch.device, quantized_weights: bool
+) -> torch.dtype:
+    """For "auto": the model's dtype, but fp16 under quantized weights computing in fp32 on the CPU where
+    the C++ decode attention runs: a decode step reads the whole cache, and fp16 halves its bytes (as
+    llama.cpp keeps it). Unquantized fp32 stays exact throughout. A GPU's Triton kernels read the
+    model's dtype only."""
+    if kv_cache_dtype == "auto":
+        narrow = device.type == "cpu" and quantized_weights and cpu_ops() is not None
+        return torch.float16 if narrow and model_dtype == torch.float32 else model_dtype
+    chosen = getattr(torch, kv_cache_dtype)
+    if device.type == "cuda" and chosen != model_dtype:
+        raise ValueError(
+            f"on a GPU the KV cache is in the model's dtype ({model_dtype}), not {kv_cache_dtype}"
+        )
+    if chosen != model_dtype and model_dtype != torch.float32:
+        raise ValueError(
+            f"a KV cache of another dtype than the model's ({model_dtype}) needs a float32 model"
+        )
+    return chosen

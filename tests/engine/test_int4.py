@@ -50,6 +50,16 @@ def int4_llm(request) -> LLM:
     return llm
 
 
+def test_the_kv_cache_is_fp16_under_4bit_weights_in_fp32_and_the_exact_path_stays_fp32(int4_llm, smollm2_llm):
+    """--kv-cache-dtype auto: half the bytes each decode step reads where the weights are 4-bit and the
+    activations fp32; the model's own dtype otherwise (bf16 activations, or the unquantized fp32 path)."""
+    model_dtype = int4_llm.engine.runner.dtype
+    expected = torch.float16 if model_dtype == torch.float32 else model_dtype
+    for llm, kv_dtype in ((int4_llm, expected), (smollm2_llm, torch.float32)):
+        attn = llm.engine.runner.model.attention_layers()[0]
+        assert llm.engine.runner.kv_dtype == kv_dtype and attn.kv_cache.dtype == kv_dtype
+
+
 def test_gguf_q4_weights_stay_int4_and_the_lm_head_is_int8(int4_llm):
     model = int4_llm.engine.runner.model
     layer = model.layers[0]

@@ -39,7 +39,7 @@ def reference(q, cache, block_tables, query_lens, seq_lens, scale):
     kernels' [2, blocks, page, Hk, D] cache seen in the PyTorch backend's head-major layout)."""
     outs, start = [], 0
     for i, (ql, sl) in enumerate(zip(query_lens, seq_lens, strict=True)):
-        k, v = gather_kv(cache.float().permute(0, 3, 1, 2, 4), block_tables[i], sl, PAGE)
+        k, v = gather_kv(cache.float().permute(0, 3, 1, 2, 4), block_tables[i], sl, PAGE, torch.float32)
         outs.append(causal_attention(q[start : start + ql].float(), k, v, scale))
         start += ql
     return torch.cat(outs)

@@ -75,6 +75,33 @@ def test_decode_attention_matches_batched_matmuls(num_heads, num_kv_heads, head_
     torch.testing.assert_close(out, ref, atol=tol, rtol=tol)
 
 
+@pytest.mark.parametrize("head_dim", [64, 128])
+@pytest.mark.parametrize("cache_dtype", [torch.float16, torch.bfloat16])
+def test_decode_attention_reads_a_narrower_cache_under_float32_queries(head_dim, cache_dtype):
+    """--kv-cache-dtype: an fp32 model over an fp16 (the CPU's default) or bf16 cache, read as the same
+    values widened to fp32; other mixtures are refused."""
+    q, cache, meta = paged_decode_case([1, 17, 200], 9, 3, head_dim, torch.float32, seed=head_dim)
+    narrow = cache.to(cache_dtype)
+    out = ops.decode_attention(q, narrow, meta.block_tables, meta.seq_lens, head_dim**-0.5)
+    ref = batched_decode(q, narrow.float(), decode_blocks_and_mask(meta), head_dim**-0.5)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    with pytest.raises(RuntimeError, match="float32 queries"):
+        ops.decode_attention(q.bfloat16(), cache.half(), meta.block_tables, meta.seq_lens, 0.125)
+
+
+def test_store_kv_narrows_float32_rows_into_an_fp16_cache():
+    cache = torch.zeros(2, 3, 4, PAGE, 64, dtype=torch.float16)
+    k, v = torch.randn(5, 3, 64), torch.randn(5, 3, 64)
+    slots = torch.tensor([0, 17, 18, 63, 40])
+    ops.store_kv(cache, k, v, slots)
+    flat = cache.view(2, 3, -1, 64)
+    assert torch.equal(flat[0][:, slots], k.half().transpose(0, 1))  # rounded as torch rounds
+    assert torch.equal(flat[1][:, slots], v.half().transpose(0, 1))
+    with pytest.raises(RuntimeError, match="float32 ones"):
+        ops.store_kv(cache.bfloat16(), k.half(), v.half(), slots)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_decode_attention_splits_long_contexts_into_spans(dtype):
     """Long contexts are cut into spans of keys (about 4 tasks a thread, at least 64 keys), whose softmax
@@ -186,7 +213,7 @@ def test_store_kv_writes_each_token_to_its_slot(dtype):
     slots = torch.tensor([5 * PAGE + 3, 0, 17, 2 * PAGE + 15, 40])
     ops.store_kv(cache, k, v, slots)
     pages = torch.arange(6)
-    keys, values = gather_kv(cache, pages, 6 * PAGE, PAGE)  # [L, Hk, D] in slot order
+    keys, values = gather_kv(cache, pages, 6 * PAGE, PAGE, dtype)  # [L, Hk, D] in slot order
     assert torch.equal(keys[slots], k) and torch.equal(values[slots], v)
     untouched = torch.ones(6 * PAGE, dtype=torch.bool)
     untouched[slots] = False
