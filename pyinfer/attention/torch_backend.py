@@ -79,8 +79,11 @@ class TorchAttentionBackend:
         for i in range(nd, meta.num_seqs):
             qlen, seq_len = meta.query_lens[i], meta.seq_lens_host[i]
             end = start + qlen
-            if qlen == seq_len:  # nothing cached before this chunk: attend to the fresh k/v
-                keys, values = k[start:end], v[start:end]
+            if qlen == seq_len:  # nothing cached before this chunk: attend to the fresh k/v, as cached
+                keys, values = (
+                    as_cached(k[start:end], kv_cache.dtype),
+                    as_cached(v[start:end], kv_cache.dtype),
+                )
             else:
                 keys, values = gather_kv(kv_cache, meta.block_tables[i], seq_len, meta.block_size, q.dtype)
             outputs.append(causal_attention(q[start:end], keys, values, scale))
@@ -125,6 +128,12 @@ def decode_blocks_and_mask(meta: AttentionMetadata) -> tuple[torch.Tensor, torch
     hidden = positions[None, :] >= meta.seq_lens[:nd, None]
     mask = torch.zeros(hidden.shape, dtype=torch.float32, device=blocks.device)
     return blocks, mask.masked_fill_(hidden, -float("inf"))[:, None, :]
+
+
+def as_cached(x: torch.Tensor, cache_dtype: torch.dtype) -> torch.Tensor:
+    """x rounded as a narrower cache holds it: a prompt attends to the same keys and values whether
+    they come fresh or from the cache (a prefix-cache hit, a later chunk)."""
+    return x if x.dtype == cache_dtype else x.to(cache_dtype).to(x.dtype)
 
 
 def gather_kv(

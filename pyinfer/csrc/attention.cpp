@@ -15,6 +15,9 @@ inline const float* row_as_float(const c10::Half* src, float* row) {
 #if defined(__AVX512F__)
   for (int64_t d = 0; d < dim; d += 16)
     _mm512_store_ps(row + d, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + d))));
+#elif defined(__F16C__) && defined(__AVX__)
+  for (int64_t d = 0; d < dim; d += 8)
+    _mm256_store_ps(row + d, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + d))));
 #else
   for (int64_t d = 0; d < dim; ++d) row[d] = to_float(src[d]);
 #endif

@@ -14,12 +14,12 @@ namespace {
 // With AVX-512 VNNI two groups (64 bytes) are one product whose 16 int32 lanes alternate between them:
 // even lanes group g's, odd lanes group g + 1's, so that both sides' pair of scales is one 64-bit
 // broadcast. Both sides lay the pair's bytes out so: 4 bytes of group g, 4 of g + 1, the next 4 of g ...
-#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__)
 #define PYINFER_VNNI512 1
 #endif
 
 struct QuantizedActivations {
-  std::vector<int8_t> q;    // [T, K]
+  std::vector<int8_t> q;    // [T, K]; with VNNI512 each pair of groups interleaved 4 bytes at a time
   std::vector<float> scale;  // [T, K / 32]
   std::vector<float> sum;    // [T, K / 32]: each group's float sum, for the 4-bit blocks' min term (else empty)
   std::vector<uint8_t> q_offset;  // [T, K] with VNNI512, for int8 weights: q + 128, the unsigned side of vpdpbusd

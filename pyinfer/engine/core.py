@@ -125,13 +125,14 @@ class EngineCore:
             if self.queues.changed(link):
                 self.send(StepOutputs([], *self.queues.others(link)), link)
 
-    def abort(self, request_id: str, link: int) -> None:
+    def abort(self, request_id: str, link: int, anywhere: bool) -> None:
         """Stop a request, whichever link asks; its owner, if another, hears that it ended."""
         owner = self.owner.pop(request_id, None)
         if owner is None:  # it has finished, or (another link's) has not come yet
-            self.unseen_aborts[request_id] = None
-            if len(self.unseen_aborts) > UNSEEN_ABORTS:
-                self.unseen_aborts.popitem(last=False)
+            if anywhere:  # remembered only for a cancel through another process: a link's own come late
+                self.unseen_aborts[request_id] = None
+                if len(self.unseen_aborts) > UNSEEN_ABORTS:
+                    self.unseen_aborts.popitem(last=False)
             return
         self.engine.abort(request_id)
         self.queues.remove(request_id)
@@ -162,6 +163,11 @@ class EngineCore:
                     del self.unseen_aborts[rid]
                     self.send(Aborted(rid), link)
                     return
+                if rid in self.owner:  # ids are unique: a second one must not take the first's owner
+                    self.send(
+                        Rejected(request_id=rid, message=f"request id {rid} is in use", param=None), link
+                    )
+                    return
                 self.owner[rid] = link
                 try:
                     self.engine.add_request(rid, ids, params)
@@ -169,9 +175,9 @@ class EngineCore:
                     self.reject(rid, e)
                 else:
                     self.queues.add(rid, link, len(ids))
-            case AbortRequest(request_ids=ids):
+            case AbortRequest(request_ids=ids, anywhere=anywhere):
                 for rid in ids:
-                    self.abort(rid, link)
+                    self.abort(rid, link, anywhere)
             case AbortChoice(request_id=rid, index=index):
                 self.engine.abort(rid, index)
                 if not self.engine.has_request(rid):

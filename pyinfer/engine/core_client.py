@@ -270,10 +270,7 @@ class AsyncEngineClient:
     def abort_anywhere(self, request_id: str) -> None:
         """Stop a request that this or another API process sent (a Responses cancel): the core aborts it
         and tells the process that sent it, whose generate() then ends as after its own abort()."""
-        if request_id in self._streams:
-            self.abort(request_id)
-        else:
-            self._send(AbortRequest([request_id]))
+        self._send(AbortRequest([request_id], anywhere=True))
 
     async def stats(self) -> dict[str, Any]:
         """The engine's counters (running and waiting requests, KV cache and prefix cache use), and

@@ -27,13 +27,12 @@ class LinkQueues:
 
     def others(self, link: int) -> tuple[int, int]:
         """Requests of the other links that wait, and their prompt tokens; remembered as told."""
-        figure = (sum(self._count) - self._count[link], sum(self._tokens) - self._tokens[link])
-        self._told[link] = figure
-        return figure
+        self._told[link] = self._figure(link)
+        return self._told[link]
 
     def changed(self, link: int) -> bool:
         """Whether the others' figure differs from what `link` last heard."""
-        return self._told[link] != (
-            sum(self._count) - self._count[link],
-            sum(self._tokens) - self._tokens[link],
-        )
+        return self._told[link] != self._figure(link)
+
+    def _figure(self, link: int) -> tuple[int, int]:
+        return sum(self._count) - self._count[link], sum(self._tokens) - self._tokens[link]

@@ -18,9 +18,10 @@ class EngineRequest(msgspec.Struct, tag="add", kw_only=True):
 
 
 class AbortRequest(msgspec.Struct, tag="abort"):
-    """Stop requests: those of the link it comes on, or (a Responses cancel) another link's."""
+    """Stop requests: those of the link it comes on, or (`anywhere`: a Responses cancel) another link's."""
 
     request_ids: list[str]
+    anywhere: bool = False
 
 
 class TokenLogprob(msgspec.Struct, array_like=True):
@@ -87,7 +88,7 @@ class EngineReady(msgspec.Struct, tag="ready", kw_only=True):
     num_kv_blocks: int
 
 
-class StepOutputs(msgspec.Struct, tag="outputs"):
+class StepOutputs(msgspec.Struct, tag="outputs", omit_defaults=True):
     """All outputs of one engine step for one link (none, where only the queue changed), and the
     requests of the other links waiting for their first output, with their prompt tokens: each API
     process sheds load against the whole queue."""

@@ -35,7 +35,7 @@ RATE_LIMIT_HEADERS = [
 
 @dataclass(frozen=True)
 class Bucket:
-    """`limit` units a minute, refilled continuously, never above `limit`: its `level` at wall-clock time
+    """`limit` units a minute, refilled continuously, never above `limit`: its `level` at time
     `stamp`. Plain arithmetic: the store reads a bucket, works out the next one and writes it back."""
 
     limit: int
@@ -48,7 +48,7 @@ class Bucket:
 
     def at(self, now: float, limit: int | None = None) -> Bucket:
         """This bucket refilled until `now`, under `limit` where that changed (a key file edited),
-        keeping what is spent. A clock set back refills nothing."""
+        keeping what is spent."""
         limit = limit or self.limit
         refilled = self.level + max(0.0, now - self.stamp) * self.limit / 60
         return Bucket(limit, min(limit, refilled), now)
@@ -140,7 +140,7 @@ class RateLimiter:
         limits = {"requests": allowance.requests, "tokens": allowance.tokens}
         if not any(limits.values()):
             return {}
-        now = time.time()
+        now = time.monotonic()
         rows = self.state.db.execute(
             "SELECT kind, per_minute, level, stamp FROM buckets WHERE key = ?", (allowance.key,)
         ).fetchall()
@@ -158,7 +158,7 @@ class RateLimiter:
 
     def _change(self, key: str, kind: str, limit: int, change: Callable[[Bucket], tuple[Bucket, T]]) -> T:
         """Read one bucket, refilled until now, and write back what `change` makes of it: one transaction."""
-        now = time.time()
+        now = time.monotonic()
         with self.state.write() as db:
             row = db.execute(
                 "SELECT per_minute, level, stamp FROM buckets WHERE key = ? AND kind = ?", (key, kind)

@@ -23,7 +23,7 @@ class StoredResponse:
     messages: list[dict[str, Any]]  # chat-template messages before the reply, without instructions
     owner: str | None = None  # the API key's name that created it: only that key sees it
     stop: Callable[[], None] | None = None  # aborts its engine request; not stored, None once finished
-    stored_at: float = field(default_factory=time.time)  # wall clock: other processes judge its age
+    stored_at: float = field(default_factory=time.monotonic)  # one clock for all processes of the host
 
     def conversation(self) -> list[dict[str, Any]]:
         """The messages a continuation starts from: the earlier input, then this reply and its calls."""
@@ -48,19 +48,19 @@ class ResponseStore:
     def put(self, stored: StoredResponse) -> None:
         """Keep a new response, dropping the expired and the oldest beyond the count."""
         r = stored.response
-        with self.state.write() as db:
-            db.execute("DELETE FROM responses WHERE stored_at < ?", (time.time() - self.max_age,))
+        row = (
+            r.id,
+            stored.owner,
+            r.status,
+            r.model_dump_json(),
+            json.dumps(stored.messages),
+            stored.stored_at,
+        )
+        with self.state.write() as db:  # serialized before: the write lock is held for the statements alone
+            db.execute("DELETE FROM responses WHERE stored_at < ?", (time.monotonic() - self.max_age,))
             db.execute(
-                "INSERT INTO responses (id, owner, status, response, messages, stored_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    r.id,
-                    stored.owner,
-                    r.status,
-                    r.model_dump_json(),
-                    json.dumps(stored.messages),
-                    stored.stored_at,
-                ),
+                "INSERT INTO responses (id, owner, status, response, messages, stored_at) VALUES (?, ?, ?, ?, ?, ?)",
+                row,
             )
             newest_dropped = "SELECT seq FROM responses ORDER BY seq DESC LIMIT 1 OFFSET ?"
             db.execute(f"DELETE FROM responses WHERE seq <= ({newest_dropped})", (self.max_count,))
@@ -68,14 +68,16 @@ class ResponseStore:
             self.running[r.id] = stored
         # a stream whose client left before its first event never finishes: past the age bound its
         # record is gone, and with it any way to cancel it
-        for rid in [rid for rid, run in self.running.items() if run.stored_at < time.time() - self.max_age]:
+        for rid in [
+            rid for rid, run in self.running.items() if run.stored_at < time.monotonic() - self.max_age
+        ]:
             del self.running[rid]
 
     def get(self, response_id: str) -> StoredResponse | None:
         row = self.state.db.execute(
             "SELECT owner, status, response, messages, stored_at FROM responses"
             " WHERE id = ? AND stored_at >= ?",
-            (response_id, time.time() - self.max_age),
+            (response_id, time.monotonic() - self.max_age),
         ).fetchone()
         if row is None:
             return None
@@ -102,14 +104,12 @@ class ResponseStore:
         it was cancelled meanwhile and says otherwise: the caller records it cancelled."""
         r = stored.response
         self.running.pop(r.id, None)
+        update = (r.status, r.model_dump_json(), r.id)
         with self.state.write() as db:
             row = db.execute("SELECT status FROM responses WHERE id = ?", (r.id,)).fetchone()
             if row is None:
                 return True
             if row[0] == "cancelled" and r.status != "cancelled":
                 return False
-            db.execute(
-                "UPDATE responses SET status = ?, response = ? WHERE id = ?",
-                (r.status, r.model_dump_json(), r.id),
-            )
+            db.execute("UPDATE responses SET status = ?, response = ? WHERE id = ?", update)
         return True

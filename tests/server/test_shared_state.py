@@ -46,7 +46,7 @@ def _stored(response_id: str, age: float = 0.0, status: str = "completed") -> St
         user=None,
     )
     return StoredResponse(
-        response, [{"role": "user", "content": "Hi"}], owner="alice", stored_at=time.time() - age
+        response, [{"role": "user", "content": "Hi"}], owner="alice", stored_at=time.monotonic() - age
     )
 
 
