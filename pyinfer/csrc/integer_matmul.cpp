@@ -30,6 +30,12 @@ QuantizedActivations quantize_activations(const at::Tensor& x, bool with_sums, b
   const int64_t rows = x.size(0), k = x.size(1), groups = k / kGroup, stride = x.stride(0);
   QuantizedActivations a{std::vector<int8_t>(rows * k), std::vector<float>(rows * groups),
                          std::vector<float>(with_sums ? rows * groups : 0)};
+#ifdef PYINFER_VNNI512
+  if (with_offset) a.q_offset.resize(rows * k);
+  const int64_t paired = groups - groups % 2;  // groups laid out in pairs; an odd last one stays as it is
+#else
+  (void)with_offset;
+#endif
   const scalar_t* src = x.data_ptr<scalar_t>();
   at::parallel_for(0, rows * groups, 64, [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
@@ -42,30 +48,20 @@ QuantizedActivations quantize_activations(const at::Tensor& x, bool with_sums, b
         total += v[i];
       }
       const float inv = top > 0.f ? 127.f / top : 0.f;
-      int8_t* q = a.q.data() + r * k + g * kGroup;
-      for (int64_t i = 0; i < kGroup; ++i) q[i] = static_cast<int8_t>(std::nearbyint(v[i] * inv));
+      for (int64_t i = 0; i < kGroup; ++i) {
+        const auto code = static_cast<int8_t>(std::nearbyint(v[i] * inv));
+        int64_t at = r * k + g * kGroup + i;
+#ifdef PYINFER_VNNI512
+        // within a pair, 4 bytes of group g, then 4 of g + 1, in turn: the two groups' bytes never meet
+        if (g < paired) at = r * k + (g - g % 2) * kGroup + (2 * (i / 4) + g % 2) * 4 + i % 4;
+        if (with_offset) a.q_offset[at] = static_cast<uint8_t>(code + 128);
+#endif
+        a.q[at] = code;
+      }
       a.scale[task] = top / 127.f;
       if (with_sums) a.sum[task] = total;
     }
   });
-#ifdef PYINFER_VNNI512
-  at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {  // each pair's groups, 4 bytes in turn
-    for (int64_t r = begin; r < end; ++r)
-      for (int64_t p = 0; p < groups / 2; ++p) {
-        int8_t* pair = a.q.data() + r * k + 2 * p * kGroup;
-        int32_t both[16], mixed[16];
-        std::memcpy(both, pair, sizeof(both));
-        for (int64_t i = 0; i < 8; ++i) mixed[2 * i] = both[i], mixed[2 * i + 1] = both[8 + i];
-        std::memcpy(pair, mixed, sizeof(mixed));
-      }
-  });
-  if (with_offset) {
-    a.q_offset.resize(a.q.size());
-    for (size_t i = 0; i < a.q.size(); ++i) a.q_offset[i] = static_cast<uint8_t>(a.q[i] + 128);
-  }
-#else
-  (void)with_offset;
-#endif
   return a;
 }
 
@@ -146,6 +142,7 @@ struct PairWeights {
 // activations; with AVX2, `load` and `simd_dot` are the same product, 8 lanes at a time.
 struct Int4Row {  // 4-bit blocks: byte i of a group holds q[i] in its low nibble, q[i + 16] in its high one
   static constexpr bool has_min = true;
+  static constexpr bool offset_input = false;  // unsigned codes against signed activations
   const uint8_t* w;
   const at::Half *d, *m;
   float scale(int64_t g) const { return to_float(d[g]); }
@@ -183,6 +180,7 @@ struct Int4Row {  // 4-bit blocks: byte i of a group holds q[i] in its low nibbl
 
 struct Int8Row {  // int8 weights with one fp16 scale per group of 32 (GGUF's Q8_0)
   static constexpr bool has_min = false;
+  static constexpr bool offset_input = true;  // signed weights against activations + 128 (VNNI512)
   const int8_t* w;
   const at::Half* d;
   float scale(int64_t g) const { return to_float(d[g]); }
@@ -295,7 +293,7 @@ template <typename scalar_t, typename RowOf>
 at::Tensor integer_matmul(const at::Tensor& x, int64_t n, RowOf row_of) {
   using Row = decltype(row_of(int64_t{0}));
   const int64_t rows = x.size(0), k = x.size(1);
-  const auto a = quantize_activations<scalar_t>(x, Row::has_min, !Row::has_min);
+  const auto a = quantize_activations<scalar_t>(x, Row::has_min, Row::offset_input);
   auto out = at::empty({rows, n}, x.options());
   scalar_t* y = out.data_ptr<scalar_t>();
   at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
