@@ -1,4 +1,5 @@
 // One decoder layer of a decode step on 4-bit block weights, from the other files' kernels in one C++ call.
+#include "blocks.h"
 #include "ops.h"
 
 namespace pyinfer {
@@ -16,10 +17,14 @@ std::vector<at::Tensor> decode_layer(const at::Tensor& x, const std::optional<at
                                      const std::vector<at::Tensor>& gate_up, const std::vector<at::Tensor>& down,
                                      int64_t num_heads, int64_t num_kv_heads, const at::Tensor& cos_sin, double scale) {
   for (const auto* w : {&qkv, &o, &gate_up, &down}) TORCH_CHECK(w->size() == 3, "each linear is {codes, d, m}");
+  // each linear's rows fill its panels (FusedCpuDecode takes no other)
+  const auto linear = [](const at::Tensor& in, const std::vector<at::Tensor>& w) {
+    return int4_blocks_mm(in, w[0], w[1], w[2], w[0].size(0) * kPanel);
+  };
   const int64_t tokens = x.size(0), dim = kv_cache.size(4), q_size = num_heads * dim, kv_size = num_kv_heads * dim;
   auto normed = rms_norm(x, residual, input_norm, input_eps);
   const at::Tensor stream = residual ? normed[1] : x;
-  const auto projected = int4_blocks_mm(normed[0], qkv[0], qkv[1], qkv[2]);
+  const auto projected = linear(normed[0], qkv);
   TORCH_CHECK(projected.size(1) == q_size + 2 * kv_size, "qkv_proj's width does not match the heads");
   auto q = projected.narrow(1, 0, q_size).view({tokens, num_heads, dim});
   auto k = projected.narrow(1, q_size, kv_size).view({tokens, num_kv_heads, dim});
@@ -27,10 +32,10 @@ std::vector<at::Tensor> decode_layer(const at::Tensor& x, const std::optional<at
   rotary_(positions, q, k, cos_sin);
   store_kv(kv_cache, k, v, slot_mapping);
   const auto attended = decode_attention(q, kv_cache, block_tables, seq_lens, scale).view({tokens, q_size});
-  const auto out = int4_blocks_mm(attended, o[0], o[1], o[2]);
+  const auto out = linear(attended, o);
   auto post = rms_norm(out, stream, post_norm, post_eps);
-  const auto hidden = silu_and_mul(int4_blocks_mm(post[0], gate_up[0], gate_up[1], gate_up[2]));
-  return {int4_blocks_mm(hidden, down[0], down[1], down[2]), post[1]};
+  const auto hidden = silu_and_mul(linear(post[0], gate_up));
+  return {linear(hidden, down), post[1]};
 }
 
 }  // namespace pyinfer

@@ -57,28 +57,27 @@ at::Tensor int4_unpack(const at::Tensor& packed, const at::Tensor& scales_and_ze
   return out;
 }
 
-// The 4-bit blocks back to a dense [N, K] matrix in `dtype` (fp32 or bf16), for prefill-sized products
-// (a float GEMM; bf16 where the processor multiplies bf16 natively).
-at::Tensor int4_blocks_dequantize(const at::Tensor& codes, const at::Tensor& d, const at::Tensor& m,
+// The 4-bit blocks (in panels, blocks.h) back to a dense [n, K] matrix in `dtype` (fp32 or bf16), for
+// prefill-sized products (a float GEMM; bf16 where the processor multiplies bf16 natively).
+at::Tensor int4_blocks_dequantize(const at::Tensor& codes, const at::Tensor& d, const at::Tensor& m, int64_t n,
                                   at::ScalarType dtype) {
-  TORCH_CHECK(codes.scalar_type() == at::kByte && codes.dim() == 2 && codes.is_contiguous(),
-              "codes must be contiguous uint8 [N, K / 2]");
   TORCH_CHECK(dtype == at::kFloat || dtype == at::kBFloat16, "dequantize to float32 or bfloat16");
-  const int64_t n = codes.size(0), k = codes.size(1) * 2, groups = k / kGroup;
-  check_block_scales(d, m, n, k);
+  const int64_t groups = codes.size(1), k = groups * kGroup;
+  check_panels(codes, kInt4GroupBytes, {&d, &m}, n, k);
   auto out = at::empty({n, k}, d.options().dtype(dtype));
   const uint8_t* w = codes.data_ptr<uint8_t>();
   const at::Half *dp = d.data_ptr<at::Half>(), *mp = m.data_ptr<at::Half>();
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, dtype, "int4_blocks_dequantize", [&] {
     scalar_t* o = out.data_ptr<scalar_t>();
-    at::parallel_for(0, n * groups, 256, [&](int64_t begin, int64_t end) {
-      for (int64_t task = begin; task < end; ++task) {
-        const uint8_t* src = w + task * 16;
-        const float dg = to_float(dp[task]), mg = to_float(mp[task]);
-        scalar_t* __restrict__ dst = o + task * kGroup;
-        for (int64_t i = 0; i < 16; ++i) {
-          dst[i] = from_float<scalar_t>(static_cast<float>(src[i] & 15) * dg + mg);
-          dst[i + 16] = from_float<scalar_t>(static_cast<float>(src[i] >> 4) * dg + mg);
+    at::parallel_for(0, panels_of(n) * groups, 16, [&](int64_t begin, int64_t end) {
+      for (int64_t task = begin; task < end; ++task) {  // one panel's group: 16 rows of 32 inputs
+        const int64_t p = task / groups, g = task % groups;
+        const uint8_t* src = w + task * kInt4GroupBytes;
+        for (int64_t row = 0; row < std::min(kPanel, n - p * kPanel); ++row) {
+          const float dg = to_float(dp[task * kPanel + row]), mg = to_float(mp[task * kPanel + row]);
+          scalar_t* __restrict__ dst = o + (p * kPanel + row) * k + g * kGroup;
+          for (int64_t i = 0; i < kGroup; ++i)
+            dst[i] = from_float<scalar_t>(static_cast<float>((src[int4_byte(row, i)] >> int4_shift(i)) & 15) * dg + mg);
         }
       }
     });

@@ -2,8 +2,8 @@
 // attention.cpp: paged decode attention reading the KV cache in place;
 // dequantize.cpp: int4 weights unpacked to the activations' dtype for prefill-sized matmuls (where a dense
 //   GEMM beats the int4 kernel), and 4-bit blocks back to a dense matrix;
-// integer_matmul.cpp: matmuls on 4-bit and 8-bit blocks with activations quantized to int8 (AVX2, or
-//   AVX-512 VNNI where present);
+// integer_matmul.cpp: matmuls on 4-bit and 8-bit blocks (in panels of 16 rows, blocks.h) with activations
+//   quantized to int8 (AVX2, or AVX-512 VNNI where present);
 // elementwise.cpp: residual add + RMSNorm and SiLU-and-mul in one pass each, rounding where the PyTorch
 //   layers round; rotary embedding and the KV cache's stores;
 // decode_layer.cpp: one decoder layer of a decode step from the kernels above.
@@ -24,12 +24,13 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& kv_cache, con
 
 // dequantize.cpp
 at::Tensor int4_unpack(const at::Tensor& packed, const at::Tensor& scales_and_zeros, int64_t group);
-at::Tensor int4_blocks_dequantize(const at::Tensor& codes, const at::Tensor& d, const at::Tensor& m,
+at::Tensor int4_blocks_dequantize(const at::Tensor& codes, const at::Tensor& d, const at::Tensor& m, int64_t n,
                                   at::ScalarType dtype);
 
 // integer_matmul.cpp
-at::Tensor int4_blocks_mm(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& d, const at::Tensor& m);
-at::Tensor int8_blocks_mm(const at::Tensor& x, const at::Tensor& q, const at::Tensor& d);
+at::Tensor int4_blocks_mm(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& d, const at::Tensor& m,
+                          int64_t n);
+at::Tensor int8_blocks_mm(const at::Tensor& x, const at::Tensor& codes, const at::Tensor& d, int64_t n);
 
 // elementwise.cpp
 std::vector<at::Tensor> rms_norm(const at::Tensor& x, const std::optional<at::Tensor>& residual,

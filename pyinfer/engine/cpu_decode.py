@@ -8,7 +8,7 @@ import torch
 
 from pyinfer.attention.metadata import AttentionMetadata
 from pyinfer.kernels.cpu import cpu_ops
-from pyinfer.layers.quantization import BLOCKS_DENSE_MIN_ROWS, Int4Blocks
+from pyinfer.layers.quantization import BLOCKS_DENSE_MIN_ROWS, PANEL, Int4Blocks
 from pyinfer.models.llama import LlamaDecoderLayer, LlamaForCausalLM
 
 
@@ -19,6 +19,7 @@ def layer_inputs(layer: LlamaDecoderLayer) -> tuple | None:
     linears = [attn.qkv_proj, attn.o_proj, mlp.gate_up_proj, mlp.down_proj]
     usable = (
         all(isinstance(linear.quantized, Int4Blocks) for linear in linears)
+        and all(linear.quantized.out_features % PANEL == 0 for linear in linears)  # whole panels: no padding
         and layer.group.size == 1
         and attn.attn.head_dim in (64, 128)
     )

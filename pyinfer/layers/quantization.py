@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from pyinfer.kernels.cpu import cpu_has_bf16, cpu_ops, integer_kernels_choice
 
 GROUP_SIZE = 32
+PANEL = 16  # weight rows per panel, our integer kernels' layout (pyinfer/csrc/blocks.h)
 # From this many rows (a prefill chunk) a dense GEMM on the unpacked weight beats the int4 kernel,
 # 1.3-2.7x at 96-512 rows on SmolLM2's matrices (int4 kernel vs unpack + bf16 GEMM, 2 cores).
 DENSE_MIN_ROWS = 96
@@ -83,25 +84,42 @@ class TorchInt4Weights(Int4Weights):
 
 
 class Int4Blocks(Int4Weights):
-    """int4 weights as 4-bit blocks for our integer kernel: w = code * d + m per group of 32 inputs,
-    a group's 16 bytes holding codes 0..15 in their low nibbles and 16..31 in their high ones, d and m
-    in fp16: GGUF's Q4_1 (exact for the file's blocks; 5 bits a weight, the bytes a decode step reads)."""
+    """int4 weights as 4-bit blocks for our integer kernel: w = code * d + m per group of 32 inputs, d and m
+    in fp16 (GGUF's Q4_1: exact for the file's blocks; 5 bits a weight, the bytes a decode step reads),
+    in panels of 16 rows (pyinfer/csrc/blocks.h): codes [N / 16, K / 32, 256], d and m [N / 16, K / 32, 16]."""
 
     def __init__(self, shard: Int4Shard):
-        n, k = shard.q.shape
-        halves = shard.q.reshape(n, k // GROUP_SIZE, 2, GROUP_SIZE // 2)
-        self.codes = (halves[:, :, 0] | (halves[:, :, 1] << 4)).reshape(n, k // 2).contiguous()
-        self.d = shard.scale.half().contiguous()
-        self.m = (shard.zero.float() - 8 * shard.scale.float()).half().contiguous()
-        self.out_features = n
+        steps = panel_steps(shard.q)  # [P, G, 8, 16, 4]; steps 0-3 in the low nibbles, 4-7 in the high
+        self.codes = (steps[:, :, :4] | (steps[:, :, 4:] << 4)).reshape(*steps.shape[:2], -1).contiguous()
+        self.d = panel_scales(shard.scale.half())
+        self.m = panel_scales((shard.zero.float() - 8 * shard.scale.float()).half())
+        self.out_features = shard.q.shape[0]
 
     def _mm(self, x: torch.Tensor) -> torch.Tensor:
         ops = cpu_ops()
         if x.shape[0] >= BLOCKS_DENSE_MIN_ROWS:  # a GEMM on the dequantized weight, bf16 where it is native
             dtype = torch.bfloat16 if cpu_has_bf16() else torch.float32
-            dense = ops.int4_blocks_dequantize(self.codes, self.d, self.m, dtype)
+            dense = ops.int4_blocks_dequantize(self.codes, self.d, self.m, self.out_features, dtype)
             return F.linear(x.to(dtype), dense).to(x.dtype)
-        return ops.int4_blocks_mm(x, self.codes, self.d, self.m)
+        return ops.int4_blocks_mm(x, self.codes, self.d, self.m, self.out_features)
+
+
+def panel_steps(q: torch.Tensor) -> torch.Tensor:
+    """[N, K] codes in our kernels' panels: [N / 16, K / 32, 8 steps, 16 rows, 4 inputs] (rows past N zero)."""
+    panels = _panels(q)
+    return panels.reshape(panels.shape[0], PANEL, -1, 8, 4).permute(0, 2, 3, 1, 4)
+
+
+def panel_scales(scale: torch.Tensor) -> torch.Tensor:
+    """[N, K / 32] per-group scales in our kernels' panels: [N / 16, K / 32, 16]."""
+    return _panels(scale).transpose(1, 2).contiguous()
+
+
+def _panels(t: torch.Tensor) -> torch.Tensor:
+    """[N, ...] as [ceil(N / 16), 16, ...], the rows past N zero."""
+    if pad := -t.shape[0] % PANEL:
+        t = torch.cat([t, t.new_zeros(pad, *t.shape[1:])])
+    return t.reshape(-1, PANEL, *t.shape[1:])
 
 
 def int4_weights(shard: Int4Shard, dtype: torch.dtype) -> Int4Weights:
@@ -110,21 +128,38 @@ def int4_weights(shard: Int4Shard, dtype: torch.dtype) -> Int4Weights:
 
 
 class Int8Weights(QuantizedWeights):
-    """Symmetric int8 weights, w = q * scale: for torch's kernel one scale per output channel ([N], in
-    the activations' dtype); for our integer kernel one fp16 scale per group of 32 inputs ([N, K / 32]:
-    GGUF's Q8_0, finer wherever a row's weights differ in size, for 6% more bytes)."""
+    """Symmetric int8 weights, w = q * scale, in the form one kernel reads (quantize_int8 picks it)."""
+
+
+class TorchInt8Weights(Int8Weights):
+    """One scale per output channel ([N], in the activations' dtype), for torch's kernel."""
+
+    description = "int8 per-channel"
 
     def __init__(self, q: torch.Tensor, scale: torch.Tensor):
         self.q = q  # [N, K] int8 in -127..127
         self.scale = scale
         self.out_features = q.shape[0]
-        self.integer_kernel = scale.dim() == 2
-        self.description = f"int8 g{GROUP_SIZE}" if self.integer_kernel else "int8 per-channel"
 
     def _mm(self, x: torch.Tensor) -> torch.Tensor:
-        if self.integer_kernel:
-            return cpu_ops().int8_blocks_mm(x, self.q, self.scale)
         return torch.ops.aten._weight_int8pack_mm(x, self.q, self.scale)
+
+
+class Int8Blocks(Int8Weights):
+    """One fp16 scale per group of 32 inputs (GGUF's Q8_0: finer wherever a row's weights differ in size,
+    for 6% more bytes), in our integer kernel's panels of 16 rows (pyinfer/csrc/blocks.h): codes
+    [N / 16, K / 32, 512] as q + 128, d [N / 16, K / 32, 16]."""
+
+    description = f"int8 g{GROUP_SIZE}"
+
+    def __init__(self, q: torch.Tensor, scale: torch.Tensor):
+        steps = panel_steps((q.to(torch.int16) + 128).to(torch.uint8))
+        self.codes = steps.reshape(*steps.shape[:2], -1).contiguous()
+        self.d = panel_scales(scale)
+        self.out_features = q.shape[0]
+
+    def _mm(self, x: torch.Tensor) -> torch.Tensor:
+        return cpu_ops().int8_blocks_mm(x, self.codes, self.d, self.out_features)
 
 
 @functools.cache
@@ -158,10 +193,10 @@ def quantize_int8(w: torch.Tensor) -> Int8Weights:
         groups = w.float().reshape(n, k // GROUP_SIZE, GROUP_SIZE)
         scale = (groups.abs().amax(dim=-1) / 127).half()
         q = torch.round(groups / _nonzero(scale.float())[..., None]).clamp(-127, 127)
-        return Int8Weights(q.to(torch.int8).reshape(n, k), scale)
+        return Int8Blocks(q.to(torch.int8).reshape(n, k), scale)
     scale = (w.float().abs().amax(dim=1) / 127).to(w.dtype)
     q = torch.round(w.float() / _nonzero(scale.float())[:, None]).clamp(-127, 127).to(torch.int8)
-    return Int8Weights(q, scale)
+    return TorchInt8Weights(q, scale)
 
 
 def quantize_int4(w: torch.Tensor) -> Int4Shard:

@@ -21,6 +21,7 @@ from pyinfer.layers.quantization import (
     DENSE_MIN_ROWS,
     GROUP_SIZE,
     Int4Blocks,
+    Int8Blocks,
     TorchInt4Weights,
     int4_unpack_matches_torch,
     quantize_int4,
@@ -266,9 +267,9 @@ def int4_blocks_case(n: int, k: int, seed: int) -> tuple[Int4Blocks, torch.Tenso
 def test_int4_blocks_dequantize_to_the_quantized_weights(n, k):
     blocks, dense = int4_blocks_case(n, k, seed=n)
     torch.testing.assert_close(
-        ops.int4_blocks_dequantize(blocks.codes, blocks.d, blocks.m, torch.float32), dense
+        ops.int4_blocks_dequantize(blocks.codes, blocks.d, blocks.m, n, torch.float32), dense
     )
-    as_bf16 = ops.int4_blocks_dequantize(blocks.codes, blocks.d, blocks.m, torch.bfloat16)
+    as_bf16 = ops.int4_blocks_dequantize(blocks.codes, blocks.d, blocks.m, n, torch.bfloat16)
     assert as_bf16.dtype == torch.bfloat16 and torch.equal(as_bf16, dense.bfloat16())
 
 
@@ -286,14 +287,14 @@ def test_integer_matmuls_match_their_rounding_in_torch(rows, n, k, dtype, monkey
         x[-1] = 0.0
     blocks, dense = int4_blocks_case(n, k, seed=rows)
     expected = kernel_product(x, blocks, dense)
-    out = ops.int4_blocks_mm(x, blocks.codes, blocks.d, blocks.m)
+    out = ops.int4_blocks_mm(x, blocks.codes, blocks.d, blocks.m, n)
     tol = 1e-5 if dtype == torch.float32 else 1e-2
     assert out.dtype == dtype and out.shape == (rows, n)
     torch.testing.assert_close(out.float(), expected, atol=tol, rtol=tol)
     assert x.stride(0) == k + 32 and (rows == 1 or not out[-1].any())
     q8 = quantize_int8(torch.randn(n, k, generator=gen) * 0.05)
-    assert q8.integer_kernel and q8.scale.shape == (n, k // GROUP_SIZE)
-    out = ops.int8_blocks_mm(x, q8.q, q8.scale)
+    assert isinstance(q8, Int8Blocks) and q8.d.shape == (-(-n // 16), k // GROUP_SIZE, 16)
+    out = ops.int8_blocks_mm(x, q8.codes, q8.d, n)
     torch.testing.assert_close(out.float(), int8_activations(x) @ int8_dense(q8).T, atol=tol, rtol=tol)
 
 
@@ -315,16 +316,18 @@ def test_int4_blocks_take_a_float_gemm_from_prefill_sized_chunks(monkeypatch):
 def test_integer_matmuls_reject_mismatched_shapes():
     blocks, _ = int4_blocks_case(64, 96, seed=0)
     with pytest.raises(RuntimeError, match="x has 64 inputs, the weights 96"):
-        ops.int4_blocks_mm(torch.randn(2, 64), blocks.codes, blocks.d, blocks.m)
-    with pytest.raises(RuntimeError, match="d and m must be"):
-        ops.int4_blocks_mm(torch.randn(2, 96), blocks.codes, blocks.d[:, :2].contiguous(), blocks.m)
-    with pytest.raises(RuntimeError, match="d and m must be contiguous fp16"):
-        ops.int4_blocks_dequantize(blocks.codes, blocks.d.float(), blocks.m, torch.float32)
+        ops.int4_blocks_mm(torch.randn(2, 64), blocks.codes, blocks.d, blocks.m, 64)
+    with pytest.raises(RuntimeError, match="scales must be"):
+        ops.int4_blocks_mm(torch.randn(2, 96), blocks.codes, blocks.d[:, :2].contiguous(), blocks.m, 64)
+    with pytest.raises(RuntimeError, match="scales must be contiguous fp16"):
+        ops.int4_blocks_dequantize(blocks.codes, blocks.d.float(), blocks.m, 64, torch.float32)
+    with pytest.raises(RuntimeError, match="codes must be contiguous uint8"):  # 65 rows take 5 panels
+        ops.int4_blocks_mm(torch.randn(2, 96), blocks.codes, blocks.d, blocks.m, 65)
     q8 = quantize_int8(torch.randn(8, 96))
-    with pytest.raises(RuntimeError, match="d must be"):
-        ops.int8_blocks_mm(torch.randn(2, 96), q8.q, q8.scale[:4].contiguous())
+    with pytest.raises(RuntimeError, match="scales must be"):
+        ops.int8_blocks_mm(torch.randn(2, 96), q8.codes, q8.d[:, :2].contiguous(), 8)
     with pytest.raises(RuntimeError, match="unit column stride"):
-        ops.int8_blocks_mm(torch.randn(96, 2).T, q8.q, q8.scale)
+        ops.int8_blocks_mm(torch.randn(96, 2).T, q8.codes, q8.d, 8)
 
 
 def test_the_measured_int4_path_is_kept_per_kernel_source_and_the_environment_overrides_it(

@@ -14,12 +14,13 @@ from pyinfer.layers.quantization import (
     GROUP_SIZE,
     Int4Blocks,
     Int4Weights,
+    Int8Blocks,
     Int8Weights,
     quantize,
     quantize_int4,
     quantize_int8,
 )
-from tests.quantization_reference import int4_dense, int8_dense, kernel_product
+from tests.quantization_reference import int4_dense, int8_codes, int8_dense, kernel_product, unpanel_scales
 
 
 @pytest.fixture(params=["torch", "integer"])
@@ -39,13 +40,14 @@ def test_int8_rounds_each_weight_to_its_nearest_step(kernels):
     """Per output channel for torch's kernel; per group of 32 inputs (fp16 scales, Q8_0) for ours."""
     w = random_weight()
     q = quantize_int8(w)
-    assert q.q.dtype == torch.int8
-    if kernels == "integer":
-        assert q.scale.shape == (96, 128 // GROUP_SIZE) and q.scale.dtype == torch.float16
-        groups = q.q.reshape(96, -1, GROUP_SIZE)
+    if kernels == "integer":  # in panels of 16 rows, each code held as q + 128
+        assert isinstance(q, Int8Blocks) and q.codes.shape == (96 // 16, 128 // GROUP_SIZE, 512)
+        assert q.d.shape == (96 // 16, 128 // GROUP_SIZE, 16) and q.d.dtype == torch.float16
+        groups = int8_codes(q).reshape(96, -1, GROUP_SIZE)
         assert (groups.abs().amax(-1) == 127).all()  # each group's largest weight sits on 127
-        step = q.scale.float().repeat_interleave(GROUP_SIZE, dim=1)
+        step = unpanel_scales(q.d, 96).float().repeat_interleave(GROUP_SIZE, dim=1)
     else:
+        assert q.q.dtype == torch.int8
         assert q.scale.shape == (96,) and q.scale.dtype == w.dtype
         assert (q.q.abs().amax(-1) == 127).all()  # each row's largest weight sits on 127
         step = q.scale[:, None]
