@@ -57,6 +57,90 @@ at::Tensor int4_unpack(const at::Tensor& packed, const at::Tensor& scales_and_ze
   return out;
 }
 
+namespace {
+
+// One panel's group (16 rows x 32 inputs) of 4-bit codes to dst rows (stride k): code * d + m.
+// A step's 64 bytes hold 4 inputs of each of the 16 rows; they are widened 4 rows (16 values) at a time
+// with AVX-512 (2 rows with AVX2, fp32 only: such CPUs have no bf16 GEMM) and stored as each row's 4 values.
+template <typename scalar_t>
+void dequantize_panel_group(const uint8_t* codes, const at::Half* d, const at::Half* m, int64_t rows, scalar_t* dst,
+                            int64_t k) {
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+  constexpr bool simd = std::is_same_v<scalar_t, float>
+#if defined(__AVX512BF16__)
+      || std::is_same_v<scalar_t, c10::BFloat16>
+#endif
+      ;
+  if constexpr (simd) {
+    if (rows == kPanel) {
+      const __m512 d16 = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(d)));
+      const __m512 m16 = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(m)));
+      __m512 dq[4], mq[4];  // rows 4c .. 4c + 3's scale and minimum, each over its 4 lanes
+      for (int c = 0; c < 4; ++c) {
+        const __m512i lanes = _mm512_add_epi32(_mm512_set1_epi32(4 * c), _mm512_srli_epi32(
+            _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), 2));
+        dq[c] = _mm512_permutexvar_ps(lanes, d16);
+        mq[c] = _mm512_permutexvar_ps(lanes, m16);
+      }
+      for (int64_t j = 0; j < 4; ++j) {
+        const __m512i run = _mm512_loadu_si512(codes + j * 64);
+        const __m512i low = _mm512_set1_epi8(0x0F);
+        const __m512i steps[2] = {_mm512_and_si512(run, low), _mm512_and_si512(_mm512_srli_epi16(run, 4), low)};
+        for (int64_t half = 0; half < 2; ++half) {  // steps j (inputs 4j ..) and j + 4 (inputs 16 + 4j ..)
+          const int64_t column = half * 16 + 4 * j;
+          for (int c = 0; c < 4; ++c) {
+            const __m128i bytes = _mm512_extracti32x4_epi32(steps[half], c);
+            const __m512 v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(bytes)), dq[c], mq[c]);
+            if constexpr (std::is_same_v<scalar_t, float>) {
+              _mm_storeu_ps(dst + (4 * c) * k + column, _mm512_extractf32x4_ps(v, 0));
+              _mm_storeu_ps(dst + (4 * c + 1) * k + column, _mm512_extractf32x4_ps(v, 1));
+              _mm_storeu_ps(dst + (4 * c + 2) * k + column, _mm512_extractf32x4_ps(v, 2));
+              _mm_storeu_ps(dst + (4 * c + 3) * k + column, _mm512_extractf32x4_ps(v, 3));
+            } else {
+#if defined(__AVX512BF16__)
+              const auto narrow = (__m256i)_mm512_cvtneps_pbh(v);  // rounded to nearest even, as from_float
+              const int64_t fours[4] = {_mm256_extract_epi64(narrow, 0), _mm256_extract_epi64(narrow, 1),
+                                        _mm256_extract_epi64(narrow, 2), _mm256_extract_epi64(narrow, 3)};
+              for (int r = 0; r < 4; ++r) std::memcpy(dst + (4 * c + r) * k + column, &fours[r], sizeof(fours[r]));
+#endif
+            }
+          }
+        }
+      }
+      return;
+    }
+  }
+#elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (rows == kPanel) {
+      for (int64_t pair = 0; pair < kPanel / 2; ++pair) {  // rows 2 pair and 2 pair + 1, 4 lanes each
+        const int64_t r = 2 * pair;
+        const __m256 dp = _mm256_set_m128(_mm_set1_ps(to_float(d[r + 1])), _mm_set1_ps(to_float(d[r])));
+        const __m256 mp = _mm256_set_m128(_mm_set1_ps(to_float(m[r + 1])), _mm_set1_ps(to_float(m[r])));
+        for (int64_t j = 0; j < 4; ++j) {
+          const __m128i both = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + j * 64 + r * 4));
+          const __m128i steps[2] = {_mm_and_si128(both, _mm_set1_epi8(0x0F)),
+                                    _mm_and_si128(_mm_srli_epi16(both, 4), _mm_set1_epi8(0x0F))};
+          for (int64_t half = 0; half < 2; ++half) {
+            const __m256 v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(steps[half])), dp, mp);
+            _mm_storeu_ps(dst + r * k + half * 16 + 4 * j, _mm256_castps256_ps128(v));
+            _mm_storeu_ps(dst + (r + 1) * k + half * 16 + 4 * j, _mm256_extractf128_ps(v, 1));
+          }
+        }
+      }
+      return;
+    }
+  }
+#endif
+  for (int64_t row = 0; row < rows; ++row) {
+    const float dg = to_float(d[row]), mg = to_float(m[row]);
+    for (int64_t i = 0; i < kGroup; ++i)
+      dst[row * k + i] = from_float<scalar_t>(static_cast<float>((codes[int4_byte(row, i)] >> int4_shift(i)) & 15) * dg + mg);
+  }
+}
+
+}  // namespace
+
 // The 4-bit blocks (in panels, blocks.h) back to a dense [n, K] matrix in `dtype` (fp32 or bf16), for
 // prefill-sized products (a float GEMM; bf16 where the processor multiplies bf16 natively).
 at::Tensor int4_blocks_dequantize(const at::Tensor& codes, const at::Tensor& d, const at::Tensor& m, int64_t n,
@@ -70,15 +154,10 @@ at::Tensor int4_blocks_dequantize(const at::Tensor& codes, const at::Tensor& d, 
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, dtype, "int4_blocks_dequantize", [&] {
     scalar_t* o = out.data_ptr<scalar_t>();
     at::parallel_for(0, panels_of(n) * groups, 16, [&](int64_t begin, int64_t end) {
-      for (int64_t task = begin; task < end; ++task) {  // one panel's group: 16 rows of 32 inputs
+      for (int64_t task = begin; task < end; ++task) {
         const int64_t p = task / groups, g = task % groups;
-        const uint8_t* src = w + task * kInt4GroupBytes;
-        for (int64_t row = 0; row < std::min(kPanel, n - p * kPanel); ++row) {
-          const float dg = to_float(dp[task * kPanel + row]), mg = to_float(mp[task * kPanel + row]);
-          scalar_t* __restrict__ dst = o + (p * kPanel + row) * k + g * kGroup;
-          for (int64_t i = 0; i < kGroup; ++i)
-            dst[i] = from_float<scalar_t>(static_cast<float>((src[int4_byte(row, i)] >> int4_shift(i)) & 15) * dg + mg);
-        }
+        dequantize_panel_group(w + task * kInt4GroupBytes, dp + task * kPanel, mp + task * kPanel,
+                               std::min(kPanel, n - p * kPanel), o + p * kPanel * k + g * kGroup, k);
       }
     });
   });
