@@ -39,7 +39,9 @@ def step_linears(x: dict[int, torch.Tensor]) -> None:
 def kernel_and_dense(w: Int4Blocks, x: torch.Tensor) -> tuple[float, float]:
     n = w.out_features
     kernel = ms_per_call(lambda: ops.int4_blocks_mm(x, w.codes, w.d, w.m, n), 10)
-    dense = ms_per_call(lambda: F.linear(x.to(DENSE), ops.int4_blocks_dequantize(w.codes, w.d, w.m, n, DENSE)), 10)
+    dense = ms_per_call(
+        lambda: F.linear(x.to(DENSE), ops.int4_blocks_dequantize(w.codes, w.d, w.m, n, DENSE)), 10
+    )
     return kernel, dense
 
 
