@@ -29,6 +29,17 @@ inline const float* row_as_float(const cache_t* src, float* row) {
   return row;
 }
 
+// The rows a step reads lie in pages across memory, a few cache lines each: the prefetchers, which learn
+// a stream within a 4 KiB page, lose them at every page; so each key's key and value rows are fetched
+// this many keys ahead.
+constexpr int64_t kPrefetchKeys = 16;
+
+template <int64_t dim, typename cache_t>
+inline void prefetch_row(const cache_t* row) {
+  for (int64_t byte = 0; byte < dim * static_cast<int64_t>(sizeof(cache_t)); byte += 64)
+    __builtin_prefetch(reinterpret_cast<const char*>(row) + byte);
+}
+
 #if defined(__AVX512F__)
 // AVX-512: each span's keys scored 16 at a time for up to 4 query heads at once (each key row widened
 // once for them, its products left in lanes and summed for 16 keys together), and its values summed in
@@ -74,17 +85,6 @@ inline __m512 sums_of_16(const __m512* v) {
                              _mm512_shuffle_f32x4(quarters[2 * i], quarters[2 * i + 1], _MM_SHUFFLE(3, 1, 3, 1)));
   return _mm512_add_ps(_mm512_shuffle_f32x4(pairs[0], pairs[1], _MM_SHUFFLE(2, 0, 2, 0)),
                        _mm512_shuffle_f32x4(pairs[0], pairs[1], _MM_SHUFFLE(3, 1, 3, 1)));
-}
-
-// The rows a step reads lie in pages across memory, a few cache lines each: the prefetchers, which learn
-// a stream within a 4 KiB page, lose them at every page; so each key's key and value rows are fetched
-// this many keys ahead.
-constexpr int64_t kPrefetchKeys = 16;
-
-template <int64_t dim, typename cache_t>
-inline void prefetch_row(const cache_t* row) {
-  for (int64_t byte = 0; byte < dim * static_cast<int64_t>(sizeof(cache_t)); byte += 64)
-    _mm_prefetch(reinterpret_cast<const char*>(row) + byte, _MM_HINT_T0);
 }
 
 // `heads` query heads' scores against the span's keys (row offsets `rows`): scores[h * len + t]. The
@@ -230,6 +230,10 @@ void decode_attention_impl(const at::Tensor& q, const at::Tensor& kv_cache, cons
       });
 #else
       for (int64_t t = 0; t < len; ++t) {
+        if (t + kPrefetchKeys < len) {
+          prefetch_row<dim>(head_pages + rows[t + kPrefetchKeys]);
+          prefetch_row<dim>(value_pages + rows[t + kPrefetchKeys]);
+        }
         const float* __restrict__ key = row_as_float<dim>(head_pages + rows[t], row);
         for (int64_t g = 0; g < group; ++g) {
           const float* __restrict__ qg = queries.data() + g * dim;
