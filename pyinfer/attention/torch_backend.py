@@ -38,6 +38,8 @@ def store_kv(kv_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slot_mapp
 class TorchAttentionMetadata(AttentionMetadata):
     # where the decodes run as batched matmuls: their pages and mask, built once for every layer
     decode_pages: tuple[torch.Tensor, torch.Tensor] | None = None
+    # where the C++ kernel runs a step with prefill rows: each row's block table and visible keys
+    row_pages: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 class TorchAttentionBackend:
@@ -51,6 +53,8 @@ class TorchAttentionBackend:
         meta = TorchAttentionMetadata(**common)
         if meta.num_decodes and not self.cpp_decode:
             meta.decode_pages = decode_blocks_and_mask(meta)
+        if self.cpp_decode and meta.num_decodes < meta.num_seqs:
+            meta.row_pages = rows_as_decodes(meta)
         return meta
 
     @staticmethod
@@ -71,6 +75,9 @@ class TorchAttentionBackend:
         """q [T, Hq, D], k/v [T, Hk, D] for this step's tokens -> attention output [T, Hq, D]."""
         q, k = rotary(rope, q, k)
         store_kv(kv_cache, k, v, meta.slot_mapping)
+        if self.cpp_decode:  # every row, prefill rows too, as a decode over the pages it sees
+            tables, lens = meta.row_pages or (meta.block_tables, meta.seq_lens)
+            return cpu_ops().decode_attention(q, kv_cache, tables, lens, scale)
         outputs = []
         nd = meta.num_decodes
         if nd:
@@ -93,10 +100,7 @@ class TorchAttentionBackend:
     def _decode(
         self, q: torch.Tensor, kv_cache: torch.Tensor, meta: TorchAttentionMetadata, scale: float
     ) -> torch.Tensor:
-        """One query token per sequence: on the CPU the C++ kernel reads the pages in place."""
-        nd = q.shape[0]
-        if self.cpp_decode:
-            return cpu_ops().decode_attention(q, kv_cache, meta.block_tables[:nd], meta.seq_lens[:nd], scale)
+        """One query token per sequence, where no C++ kernel reads the pages."""
         return batched_decode(q, kv_cache, meta.decode_pages, scale)
 
 
@@ -128,6 +132,19 @@ def decode_blocks_and_mask(meta: AttentionMetadata) -> tuple[torch.Tensor, torch
     hidden = positions[None, :] >= meta.seq_lens[:nd, None]
     mask = torch.zeros(hidden.shape, dtype=torch.float32, device=blocks.device)
     return blocks, mask.masked_fill_(hidden, -float("inf"))[:, None, :]
+
+
+def rows_as_decodes(meta: AttentionMetadata) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each query row of a step as a decode of its own, for the C++ kernel: its sequence's block table
+    [T, max_blocks], and the keys it sees [T] (a prompt row: those up to its own position). The prompt's
+    keys and values are read back from the cache, so they are rounded as a narrower cache holds them."""
+    counts = torch.tensor(meta.query_lens, device=meta.block_tables.device)
+    tables = meta.block_tables.long().repeat_interleave(counts, dim=0)
+    # row i of a chunk of n rows that ends the sequence at L sees L - n + i + 1 keys
+    lens = [
+        torch.arange(end - n + 1, end + 1) for n, end in zip(meta.query_lens, meta.seq_lens_host, strict=True)
+    ]
+    return tables, torch.cat(lens).to(meta.block_tables.device)
 
 
 def as_cached(x: torch.Tensor, cache_dtype: torch.dtype) -> torch.Tensor:

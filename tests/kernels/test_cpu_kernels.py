@@ -123,16 +123,55 @@ def test_decode_attention_splits_long_contexts_into_spans(dtype):
     torch.testing.assert_close(alone, out[:1], atol=tol, rtol=tol)
 
 
-def test_decode_attention_reads_strided_queries_and_the_backend_uses_it():
+def test_decode_attention_reads_strided_queries():
     q, cache, meta = paged_decode_case([40, 7], 9, 3, 64, torch.bfloat16, seed=1)
     qkv = torch.cat([q.flatten(1), torch.randn(2, 5 * 64).bfloat16()], dim=1)
     strided = qkv[:, : 9 * 64].view(2, 9, 64)  # how the model hands q over: a view into qkv
-    backend = TorchAttentionBackend(64, torch.device("cpu"))
-    assert backend.cpp_decode
-    out = backend._decode(strided, cache, backend.build_metadata(**vars(meta)), 0.125)
+    out = ops.decode_attention(strided, cache, meta.block_tables, meta.seq_lens, 0.125)
     torch.testing.assert_close(
         out, batched_decode(q, cache, decode_blocks_and_mask(meta), 0.125), atol=1e-2, rtol=1e-2
     )
+
+
+@pytest.mark.parametrize("cache_dtype", [torch.float32, torch.float16])
+def test_the_backend_runs_every_row_of_a_mixed_step_through_the_decode_kernel(cache_dtype):
+    """Two decodes, a fresh prompt and a chunk after a cached prefix in one step: through the C++ kernel
+    each prompt row is a decode over the keys up to its own position, as the plain torch path (causal
+    attention over the keys as the cache holds them) computes it."""
+    cached, new = [40, 7, 0, 30], [1, 1, 23, 17]  # tokens in the cache before the step, and this step's
+    spans = [range(c, c + n) for c, n in zip(cached, new, strict=True)]  # each sequence's new positions
+    num_heads, num_kv_heads, dim = 9, 3, 64
+    gen = torch.Generator().manual_seed(3)
+    width = max(-(-span.stop // PAGE) for span in spans)
+    tables = torch.arange(len(spans) * width).view(len(spans), width).flip(0)  # pages out of order
+    slots = [tables[i, t // PAGE] * PAGE + t % PAGE for i, span in enumerate(spans) for t in span]
+    meta = dict(
+        slot_mapping=torch.tensor(slots),
+        seq_lens=torch.tensor([span.stop for span in spans]),
+        block_tables=tables,
+        num_decodes=2,
+        query_lens=new,
+        seq_lens_host=[span.stop for span in spans],
+        block_size=PAGE,
+    )
+    rotary = RotaryEmbedding(dim, 512, 10000.0, None)
+    positions = torch.tensor([t for span in spans for t in span])
+    rope = rotary.prepare(positions, torch.float32)
+    tokens = sum(new)
+    q = torch.randn(tokens, num_heads, dim, generator=gen)
+    k, v = torch.randn(2, tokens, num_kv_heads, dim, generator=gen)
+    cache = torch.randn(2, num_kv_heads, len(spans) * width, PAGE, dim, generator=gen).to(cache_dtype)
+    outs = []
+    for cpp in (True, False):
+        backend = TorchAttentionBackend(dim, torch.device("cpu"))
+        backend.cpp_decode = cpp
+        outs.append(
+            backend.forward(
+                q.clone(), k.clone(), v, rope, rotary, cache.clone(), backend.build_metadata(**meta), 0.125
+            )
+        )
+    assert outs[0].shape == (tokens, num_heads, dim)
+    torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.skipif(
