@@ -1,8 +1,9 @@
 """Reference attention over the paged KV cache in plain PyTorch; runs on any device.
 
-Its cache is laid out head-major, [2, Hk, num_blocks, block_size, D]: on the CPU the C++ decode kernel
-(pyinfer/csrc) reads each head's pages in place; elsewhere, or without a compiler, a decode step copies
-whole pages per head straight into the layout the batched matmuls read.
+Its cache is laid out head-major, [2, Hk, num_blocks, block_size, D]: on the CPU the C++ paged kernel
+(pyinfer/csrc) reads each head's pages in place for every row of a step, a prompt row as a decode over
+the keys up to its own; elsewhere, or without a compiler, a decode step copies whole pages per head
+straight into the layout the batched matmuls read, and prompt chunks attend causally in blocks.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 import cProfile, pstats, time
 from pyinfer import SamplingParams
 from pyinfer.engine.llm import LLM
-llm = LLM(None, device="cpu", max_num_seqs=16, kv_cache_memory_gb=0.5, enable_prefix_caching=False) if False else LLM(None, device="cpu", max_num_seqs=16, kv_cache_memory_gb=0.5)
+llm = LLM(None, device="cpu", max_num_seqs=16, kv_cache_memory_gb=0.5)
 eng = llm.engine
 def wave(seed):
     for i in range(16):
