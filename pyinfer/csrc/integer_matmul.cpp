@@ -69,6 +69,10 @@ constexpr int64_t kRowTile = 16;
 constexpr int64_t kRowTile = 4;
 #endif
 
+// Groups ahead whose bytes a panel's loop fetches: at a few activation rows the matmuls stream the
+// weights from memory, faster than the hardware prefetchers alone bring them.
+constexpr int64_t kPrefetchGroups = 8;
+
 // One panel of 4-bit blocks: w = code * d + m per group. `code` is the plain C++ reading of the layout;
 // the SIMD loads read a whole step at a time.
 struct Int4Panel {
@@ -80,6 +84,11 @@ struct Int4Panel {
   }
   float scale(int64_t g, int64_t row) const { return to_float(d[g * kPanel + row]); }
   float minimum(int64_t g, int64_t row) const { return to_float(m[g * kPanel + row]); }
+  void prefetch(int64_t g) const {  // a later group's codes, scales and minima (past the panel: the next one's)
+    for (int64_t line = 0; line < kInt4GroupBytes; line += 64) __builtin_prefetch(codes + g * kInt4GroupBytes + line);
+    __builtin_prefetch(d + g * kPanel);
+    __builtin_prefetch(m + g * kPanel);
+  }
 #ifdef PYINFER_VNNI512
   void unpack(int64_t g, __m512i* steps) const {  // the 8 steps of group g, unsigned codes
     const __m512i low = _mm512_set1_epi8(0x0F);
@@ -124,6 +133,10 @@ struct Int8Panel {
   }
   float scale(int64_t g, int64_t row) const { return to_float(d[g * kPanel + row]); }
   float minimum(int64_t, int64_t) const { return 0.f; }
+  void prefetch(int64_t g) const {  // a later group's codes and scales (past the panel: the next one's)
+    for (int64_t line = 0; line < kInt8GroupBytes; line += 64) __builtin_prefetch(codes + g * kInt8GroupBytes + line);
+    __builtin_prefetch(d + g * kPanel);
+  }
 #ifdef PYINFER_VNNI512
   void unpack(int64_t g, __m512i* steps) const {
     for (int64_t s = 0; s < 8; ++s) steps[s] = _mm512_loadu_si512(codes + g * kInt8GroupBytes + s * 64);
@@ -154,6 +167,7 @@ void panel_tile(const Panel& w, const QuantizedActivations& a, int64_t t0, int64
   for (int64_t r = 0; r < tile; ++r) acc[r] = _mm512_setzero_ps();
   for (int64_t g = 0; g < groups; ++g) {
     __m512i steps[8];
+    w.prefetch(g + kPrefetchGroups);
     w.unpack(g, steps);
     const __m512 scales = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.d + g * kPanel)));
     const __m512 minima = w.minima(g);
@@ -178,6 +192,7 @@ void panel_tile(const Panel& w, const QuantizedActivations& a, int64_t t0, int64
     __m256 acc[tile];
     for (int64_t r = 0; r < tile; ++r) acc[r] = _mm256_setzero_ps();
     for (int64_t g = 0; g < groups; ++g) {
+      w.prefetch(g + kPrefetchGroups);
       __m256i dots[tile];
       for (int64_t r = 0; r < tile; ++r) dots[r] = _mm256_setzero_si256();
       for (int64_t s = 0; s < 8; ++s) {
