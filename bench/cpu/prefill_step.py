@@ -1,6 +1,8 @@
 """One prefill step of the embedded model on the CPU (one chunk of TOKENS prompt tokens) for each query
-block of the prefill attention (CAUSAL_BLOCK, pyinfer/attention/torch_backend.py), where its value comes
-from. Prints seconds per step; BLOCK 0 attends with the whole square at once.
+block of the torch path's prefill attention (CAUSAL_BLOCK, pyinfer/attention/torch_backend.py), where its
+value comes from. Prints seconds per step; BLOCK 0 attends with the whole square at once. Where the C++
+kernels are built, prompt rows go through the paged kernel instead and BLOCK changes nothing: run with
+PYINFER_DISABLE_CPU_KERNELS=1 to measure the blocks.
 
 Usage: python bench/cpu/prefill_step.py [TOKENS] [BLOCK ...]
 """
