@@ -47,14 +47,14 @@ class TorchAttentionBackend:
     name = "torch"
 
     def __init__(self, head_dim: int, device: torch.device):
-        # the C++ decode kernel reads the pages in place, where it is built, for its head sizes
-        self.cpp_decode = device.type == "cpu" and head_dim in (64, 128) and cpu_ops() is not None
+        # the C++ paged kernel reads the pages in place for every row, where it is built, for its head sizes
+        self.cpp_kernel = device.type == "cpu" and head_dim in (64, 128) and cpu_ops() is not None
 
     def build_metadata(self, **common: Any) -> TorchAttentionMetadata:
         meta = TorchAttentionMetadata(**common)
-        if meta.num_decodes and not self.cpp_decode:
+        if meta.num_decodes and not self.cpp_kernel:
             meta.decode_pages = decode_blocks_and_mask(meta)
-        if self.cpp_decode and meta.num_decodes < meta.num_seqs:
+        if self.cpp_kernel and meta.num_decodes < meta.num_seqs:
             meta.row_pages = rows_as_decodes(meta)
         return meta
 
@@ -76,13 +76,13 @@ class TorchAttentionBackend:
         """q [T, Hq, D], k/v [T, Hk, D] for this step's tokens -> attention output [T, Hq, D]."""
         q, k = rotary(rope, q, k)
         store_kv(kv_cache, k, v, meta.slot_mapping)
-        if self.cpp_decode:  # every row, prefill rows too, as a decode over the pages it sees
+        if self.cpp_kernel:  # every row, prefill rows too, as a decode over the pages it sees
             tables, lens = meta.row_pages or (meta.block_tables, meta.seq_lens)
             return cpu_ops().decode_attention(q, kv_cache, tables, lens, scale)
         outputs = []
         nd = meta.num_decodes
         if nd:
-            outputs.append(self._decode(q[:nd], kv_cache, meta, scale))
+            outputs.append(batched_decode(q[:nd], kv_cache, meta.decode_pages, scale))
         start = nd
         for i in range(nd, meta.num_seqs):
             qlen, seq_len = meta.query_lens[i], meta.seq_lens_host[i]
@@ -97,12 +97,6 @@ class TorchAttentionBackend:
             outputs.append(causal_attention(q[start:end], keys, values, scale))
             start = end
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
-
-    def _decode(
-        self, q: torch.Tensor, kv_cache: torch.Tensor, meta: TorchAttentionMetadata, scale: float
-    ) -> torch.Tensor:
-        """One query token per sequence, where no C++ kernel reads the pages."""
-        return batched_decode(q, kv_cache, meta.decode_pages, scale)
 
 
 def batched_decode(
@@ -136,16 +130,15 @@ def decode_blocks_and_mask(meta: AttentionMetadata) -> tuple[torch.Tensor, torch
 
 
 def rows_as_decodes(meta: AttentionMetadata) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each query row of a step as a decode of its own, for the C++ kernel: its sequence's block table
+    """Each query row of a CPU step as a decode of its own, for the C++ kernel: its sequence's block table
     [T, max_blocks], and the keys it sees [T] (a prompt row: those up to its own position). The prompt's
     keys and values are read back from the cache, so they are rounded as a narrower cache holds them."""
-    counts = torch.tensor(meta.query_lens, device=meta.block_tables.device)
-    tables = meta.block_tables.long().repeat_interleave(counts, dim=0)
+    tables = meta.block_tables.repeat_interleave(torch.tensor(meta.query_lens), dim=0)
     # row i of a chunk of n rows that ends the sequence at L sees L - n + i + 1 keys
     lens = [
         torch.arange(end - n + 1, end + 1) for n, end in zip(meta.query_lens, meta.seq_lens_host, strict=True)
     ]
-    return tables, torch.cat(lens).to(meta.block_tables.device)
+    return tables, torch.cat(lens)
 
 
 def as_cached(x: torch.Tensor, cache_dtype: torch.dtype) -> torch.Tensor:

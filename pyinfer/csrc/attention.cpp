@@ -6,16 +6,14 @@
 namespace pyinfer {
 namespace {
 
-// One key or value row of the cache as floats: as it is, or widened (an fp16 or bf16 cache holds half
-// the bytes a decode step reads).
+// One key or value row of the cache as floats, for the generic path (AVX-512 builds widen rows into
+// registers instead, below): as it is, or widened (an fp16 or bf16 cache holds half the bytes a decode
+// step reads).
 template <int64_t dim>
 inline const float* row_as_float(const float* src, float*) { return src; }
 template <int64_t dim>
 inline const float* row_as_float(const c10::Half* src, float* row) {
-#if defined(__AVX512F__)
-  for (int64_t d = 0; d < dim; d += 16)
-    _mm512_store_ps(row + d, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + d))));
-#elif defined(__F16C__) && defined(__AVX__)
+#if defined(__F16C__) && defined(__AVX__)
   for (int64_t d = 0; d < dim; d += 8)
     _mm256_store_ps(row + d, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + d))));
 #else
@@ -160,7 +158,9 @@ void in_head_chunks(int64_t group, F&& f) {
 #endif
 
 // q [B, Hq, D]; kv_cache [2, Hk, num_blocks, block_size, D]; block_tables [B, W]; seq_lens [B] -> out [B, Hq, D].
-// One task per (sequence, kv head, span of keys): the G = Hq / Hk query heads that share a kv head read
+// Each of the B rows is one query over the first seq_lens[b] keys of its pages: a decode, or a prompt row
+// (the torch backend gives those their sequence's table and their own length). One task per (row, kv
+// head, span of keys): the G = Hq / Hk query heads that share a kv head read
 // each key and value row once, straight from its page, in fp32. Long contexts are cut into spans so that
 // every thread has work at batch 1 (SmolLM2 has 3 kv heads for 2 cores); the spans' softmax partials
 // are merged after.

@@ -21,8 +21,8 @@ def our_prompt_logits(llm: LLM, prompt: list[int]) -> torch.Tensor:
     blocks = list(range(-(-n // runner.block_size)))
     meta = runner.backend.build_metadata(
         slot_mapping=torch.arange(n, device=dev),
-        seq_lens=torch.tensor([n], dtype=torch.int32, device=dev),
-        block_tables=torch.tensor([blocks], dtype=torch.int32, device=dev),
+        seq_lens=torch.tensor([n], device=dev),  # int64, as AttentionMetadata has them
+        block_tables=torch.tensor([blocks], device=dev),
         num_decodes=0,
         query_lens=[n],
         seq_lens_host=[n],

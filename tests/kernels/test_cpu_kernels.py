@@ -164,7 +164,7 @@ def test_the_backend_runs_every_row_of_a_mixed_step_through_the_decode_kernel(ca
     outs = []
     for cpp in (True, False):
         backend = TorchAttentionBackend(dim, torch.device("cpu"))
-        backend.cpp_decode = cpp
+        backend.cpp_kernel = cpp
         outs.append(
             backend.forward(
                 q.clone(), k.clone(), v, rope, rotary, cache.clone(), backend.build_metadata(**meta), 0.125
