@@ -9,7 +9,13 @@ import re
 import pytest
 
 from pyinfer.config import EngineConfig, add_engine_arguments, engine_config_from_args
-from pyinfer.server.config import ServerConfig, add_server_arguments, server_config_from_args
+from pyinfer.server.config import (
+    ServerConfig,
+    add_server_arguments,
+    cuda_device_visible,
+    default_api_server_count,
+    server_config_from_args,
+)
 
 
 def parse(argv: list[str]) -> tuple[EngineConfig, ServerConfig]:
@@ -74,3 +80,13 @@ def test_a_bad_variable_stops_only_the_command_that_reads_it(monkeypatch):
     with pytest.raises(SystemExit, match="PYINFER_PORT"):
         check_variables(build_parser().parse_args(["serve"]))
     check_variables(build_parser().parse_args(["generate", "hi"]))  # has no --port: nothing to stop it
+
+
+def test_api_processes_default_to_two_for_a_gpu_engine_and_one_on_the_cpu(monkeypatch):
+    assert parse([])[1].api_server_count is None  # decided at launch, by the engine's device
+    assert default_api_server_count("cuda") == 2
+    assert default_api_server_count("cuda:1") == 2
+    assert default_api_server_count("cpu") == 1
+    assert default_api_server_count(None) == (2 if cuda_device_visible() else 1)
+    monkeypatch.setenv("PYINFER_API_SERVER_COUNT", "3")
+    assert parse([])[1].api_server_count == 3

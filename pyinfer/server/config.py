@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 from dataclasses import dataclass, field
 
 from pyinfer.args import add_config_arguments, config_from_args, option
@@ -70,12 +71,13 @@ class ServerConfig:
             aliases=("LOG_PROMPTS",),
         ),
     )
-    api_server_count: int = field(
-        default=1,
+    api_server_count: int | None = field(  # None: default_api_server_count
+        default=None,
         metadata=option(
-            "HTTP server processes in front of the one engine core, all on the one port: more when one "
-            "process's streaming cannot keep up with the engine (stored Responses, rate limits and "
-            "queue limits hold for the server as a whole)",
+            "HTTP server processes in front of the one engine core, all on the one port (default 2 when "
+            "the engine runs on a GPU, whose streams one process cannot keep up with at saturation; 1 on "
+            "the CPU, whose cores the engine needs). Stored Responses, rate limits and queue limits hold "
+            "for the server as a whole",
             aliases=("API_SERVER_COUNT",),
         ),
     )
@@ -180,7 +182,7 @@ class ServerConfig:
         for name in ("max_queued_requests", "max_queued_tokens", "max_request_body"):
             if (value := getattr(self, name)) is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1")
-        if self.api_server_count < 1:
+        if self.api_server_count is not None and self.api_server_count < 1:
             raise ValueError("api_server_count must be at least 1")
         if self.drain_timeout < 0:
             raise ValueError("drain_timeout must not be negative")
@@ -188,6 +190,24 @@ class ServerConfig:
             raise ValueError("max_stored_responses must not be negative")
         if self.stored_response_ttl <= 0:
             raise ValueError("stored_response_ttl must be positive")
+
+
+def default_api_server_count(device: str | None) -> int:
+    """API processes where --api-server-count is not set: 2 for an engine on a GPU (more measured no
+    better: bench/results/2026-12-05-h100-session11.md), else 1."""
+    on_gpu = device.startswith("cuda") if device else cuda_device_visible()
+    return 2 if on_gpu else 1
+
+
+def cuda_device_visible() -> bool:
+    """Whether the CUDA driver sees a device (what the engine's default device follows), asked without
+    torch, which the launcher never imports; children are exec'd, so its driver state goes nowhere."""
+    try:
+        driver = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    count = ctypes.c_int(0)
+    return driver.cuInit(0) == 0 and driver.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0
 
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:

@@ -7,6 +7,7 @@ import logging
 import signal
 import socket
 import sys
+from dataclasses import replace
 from types import FrameType
 
 import uvicorn
@@ -14,7 +15,7 @@ from fastapi import FastAPI
 
 from pyinfer.config import engine_config_from_args
 from pyinfer.logs import configure_logging
-from pyinfer.server.config import ServerConfig, server_config_from_args
+from pyinfer.server.config import ServerConfig, default_api_server_count, server_config_from_args
 from pyinfer.server.context import ServerContext
 
 log = logging.getLogger("pyinfer.server")
@@ -45,6 +46,8 @@ def serve_main(args: argparse.Namespace) -> None:
     configure_logging(config.log_level, config.log_format)
     try:
         engine_config = engine_config_from_args(args)
+        if config.api_server_count is None:
+            config = replace(config, api_server_count=default_api_server_count(engine_config.device))
         if config.api_server_count > 1:
             from pyinfer.server.api_servers import serve_with_api_processes
 
