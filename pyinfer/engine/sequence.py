@@ -7,6 +7,7 @@ import itertools
 import time
 from typing import Any
 
+import numpy as np
 import torch
 
 from pyinfer.engine.messages import RequestMetrics
@@ -39,7 +40,8 @@ class Sequence:
         self.max_len = max_len  # prompt + output may not pass this
         self.generator = generator
         self.status = SequenceStatus.WAITING
-        self.block_table: list[int] = []
+        self.block_table: list[int] = []  # grows by appends; freeing the blocks puts a new list here
+        self._table_array: tuple[list[int], np.ndarray] | None = None  # (the list it holds, the array)
         self.block_hashes: list[int] = []  # hashes of this sequence's full blocks, in order
         self.num_computed_tokens = 0  # tokens whose KV is in the cache
         self.num_cached_tokens: int | None = None  # prompt tokens served from the prefix cache
@@ -57,6 +59,18 @@ class Sequence:
     def urgency(self) -> tuple[int, int]:
         """The priority policy's order: lower first."""
         return self.params.priority, self.arrival
+
+    def block_table_array(self) -> np.ndarray:
+        """The block table as int64, converted again only once it has grown or been replaced (every
+        block_size tokens of a decode), not on each step."""
+        table = self.block_table
+        if (
+            self._table_array is None
+            or self._table_array[0] is not table
+            or len(self._table_array[1]) != len(table)
+        ):
+            self._table_array = table, np.array(table, dtype=np.int64)
+        return self._table_array[1]
 
     @property
     def num_tokens(self) -> int:

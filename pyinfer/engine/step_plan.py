@@ -74,7 +74,23 @@ def plan_step(batch: SchedulerOutput, block_size: int) -> tuple[StepPlan, list[S
     sample_seqs: list[Sequence] = []
     patch_rows: list[int] = []
     patch_sources: list[int] = []
-    for seq, n in zip(batch.seqs, batch.num_new_tokens, strict=True):
+    decodes = batch.seqs[: batch.num_decodes]
+    # One-token rows first (most of a busy step), without the ranges a chunk needs
+    for row, seq in enumerate(decodes):
+        p = seq.num_computed_tokens
+        token = seq.token_ids[p]
+        input_ids.append(token)
+        if token == PLACEHOLDER:
+            patch_rows.append(row)
+            patch_sources.append(seq.pending_row)
+        positions.append(p)
+        slots.append(seq.block_table[p // bs] * bs + p % bs)
+        seq_lens.append(p + 1)
+        if p + 1 == seq.num_tokens:
+            token_rows.append(row)
+            sample_seqs.append(seq)
+    chunks = zip(batch.seqs[len(decodes) :], batch.num_new_tokens[len(decodes) :], strict=True)
+    for seq, n in chunks:
         start, end = seq.num_computed_tokens, seq.num_computed_tokens + n
         input_ids.extend(seq.token_ids[start:end])
         if input_ids[-1] == PLACEHOLDER:
@@ -103,16 +119,14 @@ def plan_step(batch: SchedulerOutput, block_size: int) -> tuple[StepPlan, list[S
 
 
 def block_tables(seqs: list[Sequence]) -> np.ndarray:
-    """[len(seqs), longest table] int64: each sequence's block table, padded with block 0. The blocks go
-    through one flat conversion and one masked write, not a padded Python list per sequence."""
+    """[len(seqs), longest table] int64: each sequence's block table, padded with block 0, from the
+    arrays the sequences keep of their tables in one masked write."""
     if len(seqs) == 1:  # batch 1: no padding, and numpy's fixed costs below would be most of the work
-        return np.array([seqs[0].block_table], dtype=np.int64)
-    lengths = np.fromiter(map(len, (s.block_table for s in seqs)), dtype=np.int64, count=len(seqs))
-    blocks = np.fromiter(
-        itertools.chain.from_iterable(s.block_table for s in seqs), dtype=np.int64, count=int(lengths.sum())
-    )
+        return seqs[0].block_table_array()[None]
+    arrays = [s.block_table_array() for s in seqs]
+    lengths = np.fromiter(map(len, arrays), dtype=np.int64, count=len(arrays))
     tables = np.zeros((len(seqs), int(lengths.max())), dtype=np.int64)
-    tables[np.arange(tables.shape[1]) < lengths[:, None]] = blocks  # row by row, as `blocks` lists them
+    tables[np.arange(tables.shape[1]) < lengths[:, None]] = np.concatenate(arrays)  # row by row
     return tables
 
 
