@@ -1,5 +1,12 @@
 """PyInfer: a readable, fast LLM inference engine and OpenAI-compatible server."""
 
+import os
+
+# torch's OpenMP threads spin for milliseconds after each parallel region by default, on the cores that
+# the CPU kernels' own threads (csrc/work_pool.cpp) then need; a short spin still carries them from one
+# region to the next. libgomp reads this once, as torch loads: before anything here imports torch.
+os.environ.setdefault("GOMP_SPINCOUNT", "10000")
+
 __version__ = "0.1.0"
 
 from pyinfer.sampling_params import SamplingParams

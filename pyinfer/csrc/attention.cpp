@@ -200,7 +200,7 @@ void decode_attention_impl(const at::Tensor& q, const at::Tensor& kv_cache, cons
   const int64_t num_spans = static_cast<int64_t>(spans.size());
   std::vector<float> span_max(num_spans * group), span_sum(num_spans * group), span_acc(num_spans * group * dim);
 
-  at::parallel_for(0, num_spans, 1, [&](int64_t begin, int64_t end) {
+  parallel_chunks(0, num_spans, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> queries(group * dim), scores;
     std::vector<int64_t> rows;
 #ifndef PYINFER_ATTENTION_AVX512
@@ -269,7 +269,7 @@ void decode_attention_impl(const at::Tensor& q, const at::Tensor& kv_cache, cons
     }
   });
 
-  at::parallel_for(0, batch * num_kv_heads, 1, [&](int64_t begin, int64_t end) {
+  parallel_chunks(0, batch * num_kv_heads, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> merged(dim);
     for (int64_t bh = begin; bh < end; ++bh) {
       const int64_t b = bh / num_kv_heads, h = bh % num_kv_heads;

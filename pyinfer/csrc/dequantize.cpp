@@ -15,7 +15,7 @@ template <typename scalar_t>
 void int4_unpack_impl(const uint8_t* packed, const scalar_t* sz, int64_t n, int64_t k, int64_t group,
                       scalar_t* out) {
   // Tiles of 32 columns (inside one group, as group % 32 == 0): the tile's bytes are 1 KiB contiguous.
-  at::parallel_for(0, n / 64 * (k / 32), 1, [&](int64_t begin, int64_t end) {
+  parallel_chunks(0, n / 64 * (k / 32), 1, [&](int64_t begin, int64_t end) {
     alignas(64) uint8_t tile[32][32];  // [row pair j][column]
     for (int64_t task = begin; task < end; ++task) {
       const int64_t block = task / (k / 32), c0 = task % (k / 32) * 32;
@@ -153,7 +153,7 @@ at::Tensor int4_blocks_dequantize(const at::Tensor& codes, const at::Tensor& d, 
   const at::Half *dp = d.data_ptr<at::Half>(), *mp = m.data_ptr<at::Half>();
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, dtype, "int4_blocks_dequantize", [&] {
     scalar_t* o = out.data_ptr<scalar_t>();
-    at::parallel_for(0, panels_of(n) * groups, 16, [&](int64_t begin, int64_t end) {
+    parallel_chunks(0, panels_of(n) * groups, 16, [&](int64_t begin, int64_t end) {
       for (int64_t task = begin; task < end; ++task) {
         const int64_t p = task / groups, g = task % groups;
         dequantize_panel_group(w + task * kInt4GroupBytes, dp + task * kPanel, mp + task * kPanel,

@@ -9,7 +9,7 @@ namespace {
 template <typename scalar_t>
 void rms_norm_impl(const scalar_t* x, const scalar_t* residual, const scalar_t* weight, int64_t rows, int64_t n,
                    int64_t x_stride, int64_t res_stride, float eps, scalar_t* out, scalar_t* res_out) {
-  at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
+  parallel_chunks(0, rows, 16, [&](int64_t begin, int64_t end) {
     std::vector<float> h(n);
     for (int64_t r = begin; r < end; ++r) {
       const scalar_t* xr = x + r * x_stride;
@@ -74,7 +74,7 @@ void rotary_(const at::Tensor& positions, at::Tensor& q, at::Tensor& k, const at
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, q.scalar_type(), "rotary_", [&] {
     const int64_t* p = pos.data_ptr<int64_t>();
     const float* table = cos_sin.data_ptr<float>();
-    at::parallel_for(0, tokens, 16, [&](int64_t begin, int64_t end) {
+    parallel_chunks(0, tokens, 16, [&](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) {
         TORCH_CHECK(p[t] >= 0 && p[t] < cos_sin.size(0), "position ", p[t], " beyond the rotary table");
         const float* __restrict__ cos = table + p[t] * 2 * half;
@@ -124,7 +124,7 @@ void store_kv(at::Tensor& kv_cache, const at::Tensor& k, const at::Tensor& v, co
         for (int64_t d = 0; d < dim; ++d) dst[d] = from_float<cache_t>(x[d]);
       }
     };
-    at::parallel_for(0, tokens, 64, [&](int64_t begin, int64_t end) {
+    parallel_chunks(0, tokens, 64, [&](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) {
         TORCH_CHECK(slot[t] >= 0 && slot[t] < num_slots, "slot ", slot[t], " outside the KV cache");
         for (int64_t h = 0; h < heads; ++h) {
@@ -145,7 +145,7 @@ at::Tensor silu_and_mul(const at::Tensor& x) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "silu_and_mul", [&] {
     const scalar_t* in = x.data_ptr<scalar_t>();
     scalar_t* o = out.data_ptr<scalar_t>();
-    at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
+    parallel_chunks(0, rows, 1, [&](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; ++r) {
         const scalar_t* __restrict__ gate = in + r * stride;
         const scalar_t* __restrict__ up = gate + n;

@@ -36,7 +36,7 @@ QuantizedActivations quantize_activations(const at::Tensor& x, GroupSum sums) {
   QuantizedActivations a{std::vector<int8_t>(rows * k), std::vector<float>(rows * groups),
                          std::vector<float>(sums == GroupSum::none ? 0 : rows * groups)};
   const scalar_t* src = x.data_ptr<scalar_t>();
-  at::parallel_for(0, rows * groups, 64, [&](int64_t begin, int64_t end) {
+  parallel_chunks(0, rows * groups, 64, [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
       const int64_t r = task / groups, g = task % groups;
       const scalar_t* in = src + r * stride + g * kGroup;
@@ -251,7 +251,7 @@ at::Tensor integer_matmul(const at::Tensor& x, int64_t n, PanelOf panel_of) {
   const auto a = quantize_activations<scalar_t>(x, Panel::sums);
   auto out = at::empty({rows, n}, x.options());
   scalar_t* y = out.data_ptr<scalar_t>();
-  at::parallel_for(0, panels_of(n), 1, [&](int64_t begin, int64_t end) {
+  parallel_chunks(0, panels_of(n), 1, [&](int64_t begin, int64_t end) {
     alignas(64) float dots[kRowTile * kPanel];
     for (int64_t p = begin; p < end; ++p) {
       const Panel w = panel_of(p);

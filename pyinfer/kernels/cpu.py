@@ -38,6 +38,7 @@ SOURCES = [
         "dequantize.cpp",
         "elementwise.cpp",
         "integer_matmul.cpp",
+        "work_pool.cpp",
     )
 ]
 HEADERS = sorted(CSRC.glob("*.h"))  # what they share: not compiled on their own, but part of the source

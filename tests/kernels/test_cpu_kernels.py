@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -384,3 +387,25 @@ def test_the_measured_int4_path_is_kept_per_kernel_source_and_the_environment_ov
     monkeypatch.delenv("PYINFER_INTEGER_KERNELS")
     monkeypatch.setattr(cpu, "_source_hash", lambda: "a changed kernel")
     assert cpu.integer_kernels_choice() is None
+
+
+def test_a_chunk_failing_on_any_thread_raises_in_the_caller():
+    cache = torch.zeros(2, 2, 4, PAGE, 64)
+    k = torch.randn(512, 2, 64)
+    slots = torch.arange(512) % (4 * PAGE)
+    slots[-1] = 4 * PAGE  # in the last chunk, which any of the pool's threads may take
+    with pytest.raises(RuntimeError, match="outside the KV cache"):
+        ops.store_kv(cache, k, k, slots)
+
+
+def test_loops_finish_where_the_pool_threads_never_come():
+    """A forked child has the parent's pool but none of its threads: the caller takes every chunk."""
+    blocks, _ = int4_blocks_case(256, 256, seed=0)
+    args = (torch.randn(3, 256), blocks.codes, blocks.d, blocks.m, blocks.out_features)
+    expected = ops.int4_blocks_mm(*args)  # the parent's pool is running
+    child = multiprocessing.get_context("fork").Process(
+        target=lambda: sys.exit(0 if torch.equal(ops.int4_blocks_mm(*args), expected) else 1)
+    )
+    child.start()
+    child.join(timeout=60)
+    assert child.exitcode == 0
