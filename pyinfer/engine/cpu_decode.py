@@ -8,7 +8,7 @@ import torch
 
 from pyinfer.attention.metadata import AttentionMetadata
 from pyinfer.kernels.cpu import cpu_ops
-from pyinfer.layers.quantization import BLOCKS_DENSE_MIN_ROWS, PANEL, Int4Blocks
+from pyinfer.layers.quantization import PANEL, Int4Blocks
 from pyinfer.models.llama import LlamaDecoderLayer, LlamaForCausalLM
 
 
@@ -55,9 +55,11 @@ class FusedCpuDecode:
         return None if None in inputs else cls(model, inputs)
 
     @staticmethod
-    def applies(meta: AttentionMetadata, num_tokens: int) -> bool:
-        """Decode steps only, below the rows where the 4-bit linears switch to a dense GEMM."""
-        return meta.num_decodes == meta.num_seqs and num_tokens < BLOCKS_DENSE_MIN_ROWS
+    def applies(meta: AttentionMetadata) -> bool:
+        """Decode steps, of any size: the integer kernels take a row per sequence faster than a GEMM on
+        dequantized weights at the CPU's default 64 sequences too (bench/results/2026-12-05-cpu-session14.md);
+        the GEMM serves prompts, whose many rows pay for the dequantizing."""
+        return meta.num_decodes == meta.num_seqs
 
     def __call__(
         self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata

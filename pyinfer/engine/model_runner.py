@@ -292,7 +292,7 @@ class ModelRunner:
     def _forward(self, inputs: StepInputs) -> tuple[torch.Tensor, torch.Tensor]:
         """The model's forward pass, or the CPU's fused decode where it applies."""
         fused = self.fused_decode
-        if fused is not None and fused.applies(inputs.meta, inputs.input_ids.shape[0]):
+        if fused is not None and fused.applies(inputs.meta):
             return fused(inputs.input_ids, inputs.positions, inputs.meta)
         return self.model(inputs.input_ids, inputs.positions, inputs.meta)
 

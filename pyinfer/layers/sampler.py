@@ -92,13 +92,30 @@ class Sampler(nn.Module):
         probs = scaled.softmax(dim=-1)
         if st.min_p is not None:
             probs = probs.masked_fill(probs < st.min_p[:, None] * probs.amax(dim=-1, keepdim=True), 0.0)
-        # Gumbel-style race: argmax(p / E) with E ~ Exp(1) samples from p; seeded rows draw their own E.
-        noise = torch.empty_like(probs).exponential_()
-        for row, gen in enumerate(st.generators or ()):
-            if gen is not None:
-                noise[row].exponential_(generator=gen)
-        sampled = (probs / noise).argmax(dim=-1)
-        return torch.where(st.greedy, greedy, sampled)
+        draw = _race if probs.is_cuda else _inverse_cdf
+        return torch.where(st.greedy, greedy, draw(probs, st.generators))
+
+
+def _race(probs: torch.Tensor, generators: list[torch.Generator | None] | None) -> torch.Tensor:
+    """A token per row of probs: argmax(p / E) with E ~ Exp(1) over the whole vocabulary, one parallel
+    pass with no sort or host sync (the GPU's way). Seeded rows draw their own E."""
+    noise = torch.empty_like(probs).exponential_()
+    for row, gen in enumerate(generators or ()):
+        if gen is not None:
+            noise[row].exponential_(generator=gen)
+    return (probs / noise).argmax(dim=-1)
+
+
+def _inverse_cdf(probs: torch.Tensor, generators: list[torch.Generator | None] | None) -> torch.Tensor:
+    """A token per row of probs: where one uniform draw falls in the row's running sum (the CPU's way: one
+    random number a row, where the race draws one per token, which costs a CPU more than the step's whole
+    LM head). Seeded rows draw their own. A token of zero probability spans no interval: never drawn."""
+    cdf = probs.cumsum(dim=-1)
+    u = torch.rand(probs.shape[0], 1, dtype=cdf.dtype)
+    for row, gen in enumerate(generators or ()):
+        if gen is not None:
+            u[row] = torch.rand(1, generator=gen)
+    return torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(-1).clamp_(max=probs.shape[-1] - 1)
 
 
 def apply_token_bitmask(logits: torch.Tensor, bitmask: torch.Tensor) -> None:

@@ -125,3 +125,18 @@ def test_fused_cpu_decode_layers_give_what_the_python_layers_give(int4_llm, monk
     for a, b in zip(fused, python, strict=True):
         assert a.outputs[0].token_ids == b.outputs[0].token_ids
         assert a.outputs[0].logprobs == b.outputs[0].logprobs
+
+
+def test_a_decode_step_of_64_sequences_runs_the_fused_layers_too(int4_llm, monkeypatch):
+    """The CPU's default batch: its decode steps take the integer kernels, not the prompts' dense GEMM."""
+    if not isinstance(int4_llm.engine.runner.model.layers[0].mlp.down_proj.quantized, Int4Blocks):
+        pytest.skip("torch's int4 kernels: the layers run in Python")
+    runner = int4_llm.engine.runner
+    rows = []
+    fused_layer = runner.fused_decode.decode_layer
+    monkeypatch.setattr(
+        runner.fused_decode, "decode_layer", lambda x, *args: rows.append(x.shape[0]) or fused_layer(x, *args)
+    )
+    prompts = [f"Item {i}: the colour" for i in range(64)]
+    int4_llm.generate(prompts, SamplingParams(temperature=0, max_tokens=3, ignore_eos=True))
+    assert rows.count(64) >= 2 * len(runner.model.layers)

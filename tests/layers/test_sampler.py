@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from pyinfer.layers.sampler import Sampler, SamplingTensors
+from pyinfer.layers.sampler import Sampler, SamplingTensors, _inverse_cdf, _race
 
 V = 50
 
@@ -63,6 +64,23 @@ def test_sampling_follows_the_distribution():
     ids = Sampler()(x, tensors(4000)).token_ids
     freq = torch.bincount(ids, minlength=4).float() / 4000
     torch.testing.assert_close(freq, x[0].softmax(-1), atol=0.03, rtol=0)
+
+
+@pytest.mark.parametrize("draw", [_race, _inverse_cdf])
+def test_both_draws_follow_the_distribution_and_never_draw_an_impossible_token(draw):
+    """The GPU's race and the CPU's inverse CDF, both run here on the same probabilities."""
+    probs = torch.tensor([[0.0, 0.2, 0.0, 0.5, 0.3, 0.0]]).repeat(20000, 1)
+    ids = draw(probs, None)
+    freq = torch.bincount(ids, minlength=6).float() / 20000
+    torch.testing.assert_close(freq, probs[0], atol=0.015, rtol=0)
+    assert freq[[0, 2, 5]].sum() == 0
+
+
+@pytest.mark.parametrize("draw", [_race, _inverse_cdf])
+def test_a_seeded_row_draws_the_same_token_again(draw):
+    probs = torch.rand(3, 1000).softmax(-1)
+    seeded = [draw(probs, [None, torch.Generator().manual_seed(7), None])[1].item() for _ in range(5)]
+    assert len(set(seeded)) == 1
 
 
 def test_logit_bias_forces_a_token():
