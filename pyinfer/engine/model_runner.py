@@ -24,7 +24,7 @@ from pyinfer.engine.sequence import Sequence
 from pyinfer.engine.step_plan import StepPlan, plan_step
 from pyinfer.engine.structured_output import MaskFiller
 from pyinfer.kernels import triton_enabled
-from pyinfer.layers.sampler import Sampler, SamplerOutput, upload
+from pyinfer.layers.sampler import Sampler, SamplerOutput
 from pyinfer.models.llama import LlamaForCausalLM
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ class ModelRunner:
         self.kv_dtype = resolve_kv_cache_dtype(config.kv_cache_dtype, self.dtype, self.device, quantized)
         self.block_size = config.block_size
         self.vocab_size = model.config.vocab_size
-        self.masks = MaskFiller(self.vocab_size)  # grammars' token bitmasks, each step
+        self.masks = MaskFiller(self.vocab_size, pin=self.is_cuda)  # grammars' token bitmasks, each step
         self.eos_token_ids = eos_token_ids
         self.sampler = Sampler()
         self._staging = [torch.empty(0, dtype=torch.long)] * 2  # pinned host buffers for step inputs
@@ -245,7 +245,7 @@ class ModelRunner:
         logits, argmax = forward
         # filled on the host while the device runs the forward pass, from the tokens just taken
         if (bitmask := self.masks.fill(sample_seqs)) is not None:
-            st.token_bitmask = upload(bitmask, self.device)
+            st.token_bitmask = bitmask.to(self.device, non_blocking=True)  # pinned on a GPU
         out = self.sampler(logits, st, argmax)
         self.group.broadcast(out.token_ids)
         host_ids = out.token_ids

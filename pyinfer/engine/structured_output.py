@@ -11,7 +11,6 @@ the first constrained request.
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -26,10 +25,11 @@ from pyinfer.sampling_params import SamplingParamsError, StructuredOutput
 # model is likely to use, and a bound on the runs of spaces and newlines that loop until max_tokens.
 MAX_JSON_WHITESPACE = 16
 CACHE_BYTES = 256 * 2**20  # xgrammar's cache of compiled grammars, for repeated constraints
-# Mask filling: from this many constrained rows xgrammar's batch matcher fills them, on at most
-# FILL_THREADS threads; fewer are filled in turn
+# Mask filling: from this many constrained rows xgrammar's batch matcher fills them in one C++ call; fewer
+# are filled in turn. On one thread: its threads made a step slower, not faster, on the GPU's host and on
+# our CPU (bench/results/2026-12-05-h100-session14.md)
 BATCH_FILL_MIN_ROWS = 8
-FILL_THREADS = min(8, os.cpu_count() or 1)
+FILL_THREADS = 1
 
 
 class GrammarCompiler:
@@ -107,13 +107,18 @@ def _reason(error: Exception) -> str:
 
 class MaskFiller:
     """Fills each step's packed token bitmask on the host: one int32 word per 32 tokens, a row per
-    sampled sequence. Many constrained rows are filled by xgrammar's batch matcher on its own threads,
-    in C++ with no Python between rows, so that their masks are ready before the device's forward pass
-    ends; a few rows are filled here in turn, where a thread's hand-off would cost more than it saves."""
+    sampled sequence. Many constrained rows are filled by xgrammar's batch matcher, in C++ with no
+    Python between rows, so that their masks are ready before the device's forward pass ends; a few rows
+    are filled here in turn. The masks go into two host buffers used in turn (pinned for a GPU, which
+    copies from them without a staging copy): a buffer is written again two fills later, once the
+    device has long read it (the engine takes the step in between's tokens first)."""
 
-    def __init__(self, vocab_size: int, threads: int = FILL_THREADS):
+    def __init__(self, vocab_size: int, threads: int = FILL_THREADS, pin: bool = False):
         self.vocab_size = vocab_size
         self.threads = max(1, threads)
+        self.pin = pin
+        self._buffers: list[torch.Tensor | None] = [None, None]
+        self._turn = 0
         self._batch: Any = None  # xgrammar's BatchGrammarMatcher, started with the first large batch
         self._batch_threads = 0
 
@@ -129,14 +134,24 @@ class MaskFiller:
         ]
         if not rows:
             return None
-        bitmask = torch.full((len(seqs), -(-self.vocab_size // 32)), -1, dtype=torch.int32)
-        if self.threads == 1 or len(rows) < BATCH_FILL_MIN_ROWS:
+        bitmask = self._buffer(len(seqs))
+        bitmask.fill_(-1)
+        if len(rows) < BATCH_FILL_MIN_ROWS:
             for row in rows:
                 seqs[row].grammar.fill_next_token_bitmask(bitmask, row)
         else:
             matchers = [seqs[row].grammar for row in rows]
             self._batch_matcher().batch_fill_next_token_bitmask(matchers, bitmask, rows)
         return bitmask
+
+    def _buffer(self, rows: int) -> torch.Tensor:
+        self._turn = 1 - self._turn
+        buffer = self._buffers[self._turn]
+        if buffer is None or buffer.shape[0] < rows:
+            words = -(-self.vocab_size // 32)
+            buffer = torch.empty((max(rows, 64), words), dtype=torch.int32, pin_memory=self.pin)
+            self._buffers[self._turn] = buffer
+        return buffer[:rows]
 
     def _batch_matcher(self) -> Any:
         if self._batch is None or self._batch_threads != self.threads:
