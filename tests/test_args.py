@@ -4,6 +4,8 @@ and repeated flags, and a clear error for a variable that does not parse."""
 from __future__ import annotations
 
 import argparse
+import importlib.machinery
+import importlib.util
 import re
 
 import pytest
@@ -15,6 +17,7 @@ from pyinfer.server.config import (
     cuda_device_visible,
     default_api_server_count,
     server_config_from_args,
+    torch_built_for_cuda,
 )
 
 
@@ -90,3 +93,15 @@ def test_api_processes_default_to_two_for_a_gpu_engine_and_one_on_the_cpu(monkey
     assert default_api_server_count(None) == (2 if cuda_device_visible() else 1)
     monkeypatch.setenv("PYINFER_API_SERVER_COUNT", "3")
     assert parse([])[1].api_server_count == 3
+
+
+@pytest.mark.parametrize(
+    ("line", "built"), [("cuda: Optional[str] = '12.8'", True), ("cuda: Optional[str] = None", False)]
+)
+def test_the_gpu_default_needs_a_torch_built_for_cuda(tmp_path, monkeypatch, line, built):
+    (tmp_path / "torch").mkdir()
+    (tmp_path / "torch" / "version.py").write_text(f"__version__ = '2.11.0'\n{line}\n")
+    spec = importlib.machinery.ModuleSpec("torch", None, is_package=True)
+    spec.submodule_search_locations = [str(tmp_path / "torch")]
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: spec)
+    assert torch_built_for_cuda() is built

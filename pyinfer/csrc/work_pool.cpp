@@ -8,7 +8,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <exception>
-#include <memory>
+#include <system_error>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -49,8 +49,11 @@ thread_local bool in_chunk = false;  // a loop inside a chunk runs on its own th
 
 class Pool {
  public:
-  explicit Pool(int helpers) {
-    for (int i = 0; i < helpers; ++i) threads_.emplace_back([this] { help(); });
+  explicit Pool(int threads) : requested_(threads), owner_(getpid()) {
+    try {
+      for (int i = 1; i < threads; ++i) threads_.emplace_back([this] { help(); });
+    } catch (const std::system_error&) {  // no more threads to be had: run with those started
+    }
   }
 
   ~Pool() {
@@ -63,7 +66,9 @@ class Pool {
     for (auto& t : threads_) t.join();
   }
 
-  int threads() const { return static_cast<int>(threads_.size()) + 1; }
+  int requested() const { return requested_; }
+  // A forked child inherits the pool but none of its threads: it must neither join them nor wait on them.
+  bool forked() const { return getpid() != owner_; }
 
   void run(const Loop& loop) {
     uint64_t g;
@@ -132,6 +137,8 @@ class Pool {
     }
   }
 
+  const int requested_;
+  const pid_t owner_;
   std::vector<std::thread> threads_;
   std::mutex mutex_;  // guards loop_ and stop_, and orders a new loop against a helper going to sleep
   std::condition_variable wake_;
@@ -146,7 +153,9 @@ class Pool {
 };
 
 std::mutex callers;  // one loop at a time: a second Python thread's kernel waits for the first's
-std::unique_ptr<Pool> pool;
+// Never destroyed: at exit the OS ends the helpers (a destructor would join them, and in a forked child,
+// which has none, wait forever)
+Pool* pool = nullptr;
 
 }  // namespace
 
@@ -157,9 +166,11 @@ void run_chunks(int64_t begin, int64_t end, int64_t grain, ChunkBody body, const
     return;
   }
   std::lock_guard<std::mutex> lock(callers);
-  if (!pool || pool->threads() != threads) {  // torch.set_num_threads changed the count
-    pool.reset();
-    pool = std::make_unique<Pool>(threads - 1);
+  if (pool == nullptr || pool->forked()) {
+    pool = new Pool(threads);  // a forked child's inherited one is left as it is: its threads are gone
+  } else if (pool->requested() != threads) {  // torch.set_num_threads changed the count
+    delete pool;
+    pool = new Pool(threads);
   }
   const int64_t chunk = std::max(grain, (end - begin + threads * kChunksPerThread - 1) / (threads * kChunksPerThread));
   pool->run(Loop{body, context, begin, end, chunk, (end - begin + chunk - 1) / chunk});

@@ -122,7 +122,7 @@ def block_tables(seqs: list[Sequence]) -> np.ndarray:
     """[len(seqs), longest table] int64: each sequence's block table, padded with block 0, from the
     arrays the sequences keep of their tables in one masked write."""
     if len(seqs) == 1:  # batch 1: no padding, and numpy's fixed costs below would be most of the work
-        return seqs[0].block_table_array()[None]
+        return seqs[0].block_table_array()[None].copy()  # the sequence's own array stays unwritten
     arrays = [s.block_table_array() for s in seqs]
     lengths = np.fromiter(map(len, arrays), dtype=np.int64, count=len(arrays))
     tables = np.zeros((len(seqs), int(lengths.max())), dtype=np.int64)

@@ -109,13 +109,18 @@ def _race(probs: torch.Tensor, generators: list[torch.Generator | None] | None) 
 def _inverse_cdf(probs: torch.Tensor, generators: list[torch.Generator | None] | None) -> torch.Tensor:
     """A token per row of probs: where one uniform draw falls in the row's running sum (the CPU's way: one
     random number a row, where the race draws one per token, which costs a CPU more than the step's whole
-    LM head). Seeded rows draw their own. A token of zero probability spans no interval: never drawn."""
-    cdf = probs.cumsum(dim=-1)
-    u = torch.rand(probs.shape[0], 1, dtype=cdf.dtype)
+    LM head). Seeded rows draw their own. The sum runs in float64, so that a long vocabulary's small
+    probabilities keep their intervals; a token of zero probability spans none: never drawn. A row with
+    nothing to draw (every token masked) takes its argmax, as the race would."""
+    cdf = probs.cumsum(dim=-1, dtype=torch.float64)
+    total = cdf[:, -1:]
+    u = torch.rand(probs.shape[0], 1, dtype=torch.float64)
     for row, gen in enumerate(generators or ()):
         if gen is not None:
-            u[row] = torch.rand(1, generator=gen)
-    return torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(-1).clamp_(max=probs.shape[-1] - 1)
+            u[row] = torch.rand(1, generator=gen, dtype=torch.float64)
+    drawn = torch.searchsorted(cdf, u * total, right=True).squeeze(-1).clamp_(max=probs.shape[-1] - 1)
+    drawable = (total.squeeze(-1) > 0) & total.squeeze(-1).isfinite()
+    return torch.where(drawable, drawn, probs.argmax(dim=-1))
 
 
 def apply_token_bitmask(logits: torch.Tensor, bitmask: torch.Tensor) -> None:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import importlib.util
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from pyinfer.args import add_config_arguments, config_from_args, option
 from pyinfer.generation_config import GENERATION_CONFIG_HELP
@@ -200,14 +203,29 @@ def default_api_server_count(device: str | None) -> int:
 
 
 def cuda_device_visible() -> bool:
-    """Whether the CUDA driver sees a device (what the engine's default device follows), asked without
-    torch, which the launcher never imports; children are exec'd, so its driver state goes nowhere."""
+    """Whether the engine's default device will be a GPU: torch built for CUDA, and a device the CUDA
+    driver sees. Asked without importing torch, which the launcher never does; children are exec'd, so
+    the driver's state here goes nowhere."""
+    if not torch_built_for_cuda():
+        return False
     try:
         driver = ctypes.CDLL("libcuda.so.1")
     except OSError:
         return False
     count = ctypes.c_int(0)
     return driver.cuInit(0) == 0 and driver.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0
+
+
+def torch_built_for_cuda() -> bool:
+    """From torch/version.py's `cuda` line (None in a CPU build), read without importing torch."""
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    version = Path(spec.submodule_search_locations[0]) / "version.py"
+    found = (
+        re.search(r"^cuda\b[^=]*=\s*(\S+)", version.read_text(), re.MULTILINE) if version.exists() else None
+    )
+    return found is not None and found.group(1) != "None"
 
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:

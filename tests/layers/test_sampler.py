@@ -143,3 +143,8 @@ def test_seeded_rows_do_not_depend_on_the_rest_of_the_batch():
     alone = [draw(x[1:2], 0) for _ in range(3)]
     crowded = [draw(x, 1) for _ in range(3)]
     assert alone == crowded
+
+
+def test_a_row_with_nothing_to_draw_takes_its_argmax_not_the_last_token():
+    probs = torch.tensor([[0.0, 0.0, 0.0, 0.0], [0.1, 0.6, 0.3, 0.0]])
+    assert _inverse_cdf(probs, None)[0].item() == 0
