@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import multiprocessing
+import subprocess
 import sys
 
 import pytest
@@ -398,14 +398,20 @@ def test_a_chunk_failing_on_any_thread_raises_in_the_caller():
         ops.store_kv(cache, k, k, slots)
 
 
-def test_loops_finish_where_the_pool_threads_never_come():
-    """A forked child has the parent's pool but none of its threads: the caller takes every chunk."""
-    blocks, _ = int4_blocks_case(256, 256, seed=0)
-    args = (torch.randn(3, 256), blocks.codes, blocks.d, blocks.m, blocks.out_features)
-    expected = ops.int4_blocks_mm(*args)  # the parent's pool is running
-    child = multiprocessing.get_context("fork").Process(
-        target=lambda: sys.exit(0 if torch.equal(ops.int4_blocks_mm(*args), expected) else 1)
-    )
-    child.start()
-    child.join(timeout=60)
-    assert child.exitcode == 0
+FORKED_CHILD = """
+import os, sys, torch
+from pyinfer.kernels.cpu import cpu_ops
+ops, x = cpu_ops(), torch.randn(64, 1024)
+expected = ops.silu_and_mul(x)  # starts the pool's threads here
+pid = os.fork()
+if pid == 0:  # the child inherits the pool without its threads, then leaves through a normal exit
+    sys.exit(0 if torch.equal(ops.silu_and_mul(x), expected) else 3)
+sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+"""
+
+
+def test_a_forked_child_runs_the_kernels_and_exits_normally():
+    """The child's loops get threads of their own, and its exit (C++ static destructors included) waits on
+    none of the parent's, which it does not have."""
+    done = subprocess.run([sys.executable, "-c", FORKED_CHILD], timeout=120, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
