@@ -2,6 +2,7 @@
 the same B rows unconstrained (B = 1, 16, 64), and the grammar compile time of the tests' schemas.
 
 Usage: python bench/structured_output.py [MODEL] [--device cuda --load-format dummy --tokenizer DIR]
+       [--grammar-workers 0,4]
    (CPU default: the embedded SmolLM2; on a GPU e.g. `llama-3.2-1b --device cuda --load-format dummy`
    with a real tokenizer's folder, since a dummy model has none: SmolLM2's, saved by
    `AutoTokenizer.save_pretrained`, serves; ids past its vocabulary stay masked)
@@ -14,6 +15,7 @@ import time
 from pyinfer import SamplingParams
 from pyinfer.engine.engine import LLMEngine
 from pyinfer.engine.llm import LLM
+from pyinfer.engine.structured_output import Grammars
 from pyinfer.sampling_params import StructuredOutput
 from tests.server.structured_schemas import SCHEMAS
 
@@ -31,13 +33,29 @@ parser.add_argument("--device", default="cpu")
 parser.add_argument("--load-format", default="auto")
 parser.add_argument("--tokenizer")
 parser.add_argument(
-    "--fill-threads", default="", help="comma-separated thread counts for the masks (default: the engine's)"
+    "--grammar-workers",
+    default="",
+    help="comma-separated grammar worker process counts to compare (0: the engine's process; default: "
+    "the engine's)",
 )
 args = parser.parse_args()
 llm = LLM(
     args.model, device=args.device, load_format=args.load_format, tokenizer=args.tokenizer, max_num_seqs=64
 )
 engine: LLMEngine = llm.engine
+
+
+def use_grammar_workers(workers: int) -> None:
+    """The engine's grammars kept in this many worker processes from here on."""
+    engine.grammars.close()
+    engine.grammars = Grammars(
+        (engine.model_path, engine.load_format, args.tokenizer),
+        engine.model_config.vocab_size,
+        list(engine.model_config.eos_token_ids),
+        workers,
+        engine.config.max_num_seqs,
+        pin=engine.runner.is_cuda,
+    )
 
 
 def step_ms(rows: int, constrained: bool) -> float:
@@ -60,20 +78,25 @@ def step_ms(rows: int, constrained: bool) -> float:
     return elapsed
 
 
-masks = engine.runner.masks
 print(f"device {engine.device}, model {engine.model_path}")
+counts = [int(n) for n in args.grammar_workers.split(",") if n]
 for rows in (1, 16, 64):  # each twice, the faster kept: a first run warms buffers up
     plain = min(step_ms(rows, False) for _ in range(2))
-    for threads in [int(t) for t in args.fill_threads.split(",") if t] or [masks.threads]:
-        masks.threads = threads
+    for workers in counts or [engine.grammars.workers]:
+        if counts:
+            use_grammar_workers(workers)
         shaped = min(step_ms(rows, True) for _ in range(2))
         print(
             f"{rows:3d} rows: unconstrained {plain:7.2f} ms/step, constrained {shaped:7.2f} ms/step "
-            f"({shaped / plain:.2f}x), masks filled on up to {threads} threads"
+            f"({shaped / plain:.2f}x), {workers} grammar worker processes"
         )
 
-compiler = engine.grammars
+grammars = engine.grammars
 for name, schema in SCHEMAS.items():
     start = time.perf_counter()
-    compiler.submit(StructuredOutput(kind="json", spec=json.dumps(schema))).result()
+    compilation = grammars.submit(StructuredOutput(kind="json", spec=json.dumps(schema)))
+    while not compilation.future.done():
+        grammars.poll(timeout=0.01)
+    compilation.future.result()
     print(f"compile {name:18s} {(time.perf_counter() - start) * 1e3:7.1f} ms")
+    grammars.discard(compilation)

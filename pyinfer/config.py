@@ -108,6 +108,15 @@ class EngineConfig:
             "finish each GPU step before preparing the next", negated="--no-overlap", aliases=("NO_OVERLAP",)
         ),
     )
+    grammar_workers: int | None = field(  # None: engine/structured_output.py's default for the device
+        default=None,
+        metadata=option(
+            "processes that keep the grammars of constrained requests (structured output, tools) and "
+            "fill their token masks in parallel; 0 keeps them in the engine's process (default: up to 4 "
+            "on a GPU, a quarter of the host's cores; 0 on the CPU)",
+            aliases=("GRAMMAR_WORKERS",),
+        ),
+    )
     scheduling_policy: str = field(
         default="fcfs",
         metadata=option(
@@ -167,6 +176,8 @@ class EngineConfig:
         for name in ("max_num_seqs", "max_num_batched_tokens", "block_size", "tensor_parallel_size"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if self.grammar_workers is not None and self.grammar_workers < 0:
+            raise ValueError("grammar_workers must be at least 0")
         if self.scheduling_policy not in ("fcfs", "priority"):
             raise ValueError(f"scheduling_policy must be fcfs or priority, not {self.scheduling_policy!r}")
         if not 0.0 < self.gpu_memory_utilization <= 1.0:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, wait
 
 import torch
 
@@ -20,7 +19,7 @@ from pyinfer.engine.model_setup import load_shard, resolve_device
 from pyinfer.engine.scheduler import Scheduler
 from pyinfer.engine.sequence import Sequence
 from pyinfer.engine.step_plan import PLACEHOLDER
-from pyinfer.engine.structured_output import GrammarCompiler
+from pyinfer.engine.structured_output import Compilation, Grammars, default_grammar_workers
 from pyinfer.engine.tensor_parallel import TensorParallelWorkers
 from pyinfer.layers.sampler import apply_token_bitmask
 from pyinfer.model_files import resolve_model
@@ -94,10 +93,16 @@ class LLMEngine:
         self.scheduler = Scheduler(
             self.block_manager, config.max_num_seqs, config.max_num_batched_tokens, config.scheduling_policy
         )
-        self.grammars = GrammarCompiler(
-            self.model_path, self.load_format, config.tokenizer, cfg.vocab_size, list(cfg.eos_token_ids)
+        workers = config.grammar_workers
+        self.grammars = Grammars(
+            (self.model_path, self.load_format, config.tokenizer),
+            cfg.vocab_size,
+            list(cfg.eos_token_ids),  # accepting one ends a grammar
+            default_grammar_workers(device.type) if workers is None else workers,
+            config.max_num_seqs,
+            pin=self.runner.is_cuda,
         )
-        self._compiling: list[tuple[Future, list[Sequence]]] = []  # requests waiting for their grammar
+        self._compiling: list[tuple[Compilation, list[Sequence]]] = []  # requests waiting for their grammar
         self._rejected: list[tuple[str, SamplingParamsError]] = []  # refused after add_request returned
         self.num_constrained_requests = 0
         self.device = device
@@ -159,21 +164,20 @@ class LLMEngine:
     def _admit_compiled(self) -> None:
         """Requests whose grammar is ready join the scheduler, each choice with its own matcher; when
         nothing else can run, wait a little for a grammar rather than spin."""
-        if self._compiling and not self.scheduler.has_work() and self._in_flight is None:
-            wait([future for future, _ in self._compiling], timeout=0.005, return_when=FIRST_COMPLETED)
+        idle = not self.scheduler.has_work() and self._in_flight is None
+        self.grammars.poll(timeout=0.005 if idle else 0.0)
         compiling = []
-        for future, seqs in self._compiling:
-            request_id = seqs[0].request_id
+        for compilation, seqs in self._compiling:
+            request_id, future = seqs[0].request_id, compilation.future
             if self._requests.get(request_id) is not seqs:  # aborted while it compiled
-                continue
-            if not future.done():
-                compiling.append((future, seqs))
+                self.grammars.discard(compilation)
+            elif not future.done():
+                compiling.append((compilation, seqs))
             elif (error := future.exception()) is not None:
                 del self._requests[request_id]
                 self._rejected.append((request_id, error))
             else:
-                for seq in seqs:
-                    seq.grammar = self.grammars.matcher(future.result())
+                self.grammars.attach(compilation.ref, seqs)
                 self.scheduler.add(seqs[0])
         self._compiling = compiling
 
@@ -238,17 +242,13 @@ class LLMEngine:
         if previous is not None and batch.seqs and any(s.params.has_penalties for s in batch.seqs):
             outputs = self._process(previous)  # penalties count every earlier token on the host
             previous = None
-        taken: list[list[int]] = []  # `previous`'s ids, once on the host
-        before_sampling = None
-        if previous is not None and any(s.grammar is not None for s in batch.seqs):
-            # A grammar's next mask follows from the token in flight: take it while the device runs
-            # this step's forward pass (its inputs come from the device), then fill the masks; the rest
-            # of its processing waits until this step's sampling is queued too.
-            step = previous
-            before_sampling = lambda: taken.append(self._take_tokens(step))  # noqa: E731
-        launched = self._launch(batch, previous, before_sampling) if batch.seqs else None
-        if previous is not None:
-            outputs += self._process(previous, taken[0] if taken else None)
+        constrained = any(s.grammar is not None for s in batch.seqs)
+        masks = None
+        if constrained:  # `previous` is processed while the masks fill, before this step samples
+            masks = lambda seqs: self._masks(previous, seqs, outputs)  # noqa: E731
+        launched = self._launch(batch, previous, masks) if batch.seqs else None
+        if previous is not None and not constrained:
+            outputs += self._process(previous)
         if launched is not None:
             if self.overlap:
                 self._in_flight = launched
@@ -258,9 +258,21 @@ class LLMEngine:
             self.kv_event_publisher.publish(self.block_manager.take_kv_events())
         return outputs
 
-    def _launch(self, batch, previous: InFlight | None, before_sampling=None) -> InFlight:
+    def _masks(
+        self, previous: InFlight | None, seqs: list[Sequence], outputs: list[SeqOutput]
+    ) -> torch.Tensor | None:
+        """The grammars' token masks of a step about to sample `seqs`, while the device runs its forward
+        pass. A mask follows from the token before it: `previous`'s tokens are taken first, and its
+        outputs (appended to `outputs`) are made while the banks fill the masks."""
+        token_ids = self._take_tokens(previous) if previous is not None else None
+        self.grammars.dispatch(seqs)
+        if previous is not None:
+            outputs += self._process(previous, token_ids)
+        return self.grammars.collect()
+
+    def _launch(self, batch, previous: InFlight | None, masks=None) -> InFlight:
         try:
-            step = self.runner.launch(batch, previous, before_sampling)
+            step = self.runner.launch(batch, previous, masks)
         except BaseException:
             if self.workers is not None:  # the other ranks run this step's collectives without rank 0's
                 log.error("a step failed on rank 0 after its plan was sent: the tensor-parallel group stops")
@@ -283,7 +295,7 @@ class LLMEngine:
                 continue
             seq.token_ids[pos] = token
             if seq.grammar is not None:
-                seq.grammar.accept_token(token)
+                self.grammars.accept(seq, token)
         return token_ids
 
     def _process(self, step: InFlight, token_ids: list[int] | None = None) -> list[SeqOutput]:
@@ -321,11 +333,10 @@ class LLMEngine:
 
     def _finish_reason(self, seq: Sequence, token: int, length: int) -> str | None:
         params = seq.params
+        # a grammar ends on an end-of-sequence token (the masks allow one only where it may end)
         if (
-            (token in self.model_config.eos_token_ids and not params.ignore_eos)
-            or token in params.stop_token_ids
-            or (seq.grammar is not None and seq.grammar.is_terminated())
-        ):
+            token in self.model_config.eos_token_ids and (not params.ignore_eos or seq.grammar is not None)
+        ) or token in params.stop_token_ids:
             return "stop"
         if length >= seq.max_len:
             return "length"
@@ -373,6 +384,7 @@ class LLMEngine:
 
     def close(self) -> None:
         """Closes the KV-event sockets and stops the other ranks of a group (the rest goes with the process)."""
+        self.grammars.close()
         if self.kv_event_publisher is not None:
             self.kv_event_publisher.close()
             self.kv_event_publisher = None

@@ -22,7 +22,6 @@ from pyinfer.engine.sampling_tensors import build_sampling_tensors
 from pyinfer.engine.scheduler import SchedulerOutput
 from pyinfer.engine.sequence import Sequence
 from pyinfer.engine.step_plan import StepPlan, plan_step
-from pyinfer.engine.structured_output import MaskFiller
 from pyinfer.kernels import triton_enabled
 from pyinfer.layers.sampler import Sampler, SamplerOutput
 from pyinfer.models.llama import LlamaForCausalLM
@@ -90,7 +89,6 @@ class ModelRunner:
         self.kv_dtype = resolve_kv_cache_dtype(config.kv_cache_dtype, self.dtype, self.device, quantized)
         self.block_size = config.block_size
         self.vocab_size = model.config.vocab_size
-        self.masks = MaskFiller(self.vocab_size, pin=self.is_cuda)  # grammars' token bitmasks, each step
         self.eos_token_ids = eos_token_ids
         self.sampler = Sampler()
         self._staging = [torch.empty(0, dtype=torch.long)] * 2  # pinned host buffers for step inputs
@@ -223,12 +221,13 @@ class ModelRunner:
         self,
         batch: SchedulerOutput,
         previous: InFlight | None = None,
-        before_sampling: Callable[[], None] | None = None,
+        masks: Callable[[list[Sequence]], torch.Tensor | None] | None = None,
     ) -> InFlight:
         """Queues the batch on the device without waiting for it. Input tokens still in flight from
         `previous` (placeholders in token_ids) are taken from its sampled ids on the device.
-        `before_sampling` runs on the host once the forward pass is queued, before the sampling
-        tensors are built (the engine takes `previous`'s tokens there for the grammars' masks).
+        `masks`, given the sequences the step samples, returns their grammars' token bitmask on the host
+        (or None): it runs once the forward pass is queued, so the host fills the masks (from
+        `previous`'s tokens) while the device computes.
         In a group, the other ranks get the step's plan first and run the same forward on their shards;
         the ids sampled here reach them by broadcast."""
         plan, sample_seqs = plan_step(batch, self.block_size)
@@ -238,13 +237,11 @@ class ModelRunner:
         st = None
         if forward is not None:  # built while the device runs the forward pass queued above
             st = build_sampling_tensors(sample_seqs, self.vocab_size, self.eos_token_ids, self.device)
-        if before_sampling is not None:
-            before_sampling()
+        bitmask = masks(sample_seqs) if masks is not None else None
         if forward is None:
             return InFlight([], [], None, None, None)
         logits, argmax = forward
-        # filled on the host while the device runs the forward pass, from the tokens just taken
-        if (bitmask := self.masks.fill(sample_seqs)) is not None:
+        if bitmask is not None:
             st.token_bitmask = bitmask.to(self.device, non_blocking=True)  # pinned on a GPU
         out = self.sampler(logits, st, argmax)
         self.group.broadcast(out.token_ids)

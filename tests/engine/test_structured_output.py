@@ -10,9 +10,12 @@ import re
 
 import jsonschema
 import pytest
+import torch
 
 from pyinfer import SamplingParams
 from pyinfer.engine.llm import LLM
+from pyinfer.engine.sequence import Sequence
+from pyinfer.engine.structured_output import Grammars
 from pyinfer.sampling_params import SamplingParamsError, StructuredOutput
 from tests.server.structured_schemas import SCHEMAS
 
@@ -85,26 +88,91 @@ def test_a_request_aborted_while_it_compiles_leaves_nothing(smollm2_llm):
     )
 
 
-def test_masks_filled_on_worker_threads_equal_masks_filled_in_turn(smollm2_llm):
-    """Forty sequences at different points of their grammars (every third one unconstrained)."""
-    from pyinfer.engine.sequence import Sequence
-    from pyinfer.engine.structured_output import MaskFiller
+@pytest.fixture(scope="module")
+def workers_llm() -> LLM:
+    """The embedded model with its grammars in two worker processes, as a GPU's engine keeps them."""
+    return LLM(dtype="float32", device="cpu", max_num_seqs=16, kv_cache_memory_gb=0.5, grammar_workers=2)
 
-    engine = smollm2_llm.engine
-    compiled = engine.grammars.submit(JSON).result()
+
+def _grammars(engine, workers: int) -> Grammars:
+    return Grammars(
+        (engine.model_path, engine.load_format, None),
+        engine.model_config.vocab_size,
+        list(engine.model_config.eos_token_ids),
+        workers,
+        max_rows=48,
+        pin=False,
+    )
+
+
+def _masks_of(grammars: Grammars, tokenizer, prefixes: list[str | None]) -> torch.Tensor | None:
+    """One step's masks for sequences at these points of JSON's grammar (None: unconstrained)."""
+    seqs = [Sequence(f"mask-{i}", 0, [1, 2, 3], SamplingParams(), max_len=64) for i in range(len(prefixes))]
+    compilation = grammars.submit(JSON)
+    while not compilation.future.done():
+        grammars.poll(timeout=0.1)
+    compilation.future.result()
+    grammars.attach(
+        compilation.ref, [seq for seq, prefix in zip(seqs, prefixes, strict=True) if prefix is not None]
+    )
+    for seq, prefix in zip(seqs, prefixes, strict=True):
+        for token in tokenizer.encode(prefix or ""):
+            grammars.accept(seq, token)
+    grammars.dispatch(seqs)
+    masks = grammars.collect()
+    return None if masks is None else masks.clone()
+
+
+def test_masks_filled_by_worker_processes_equal_masks_filled_in_process(smollm2_llm):
+    """Forty sequences at different points of their grammars (every third one unconstrained), in two
+    banks of two processes against one bank here; then no sequence constrained: no mask."""
+    engine, tokenizer = smollm2_llm.engine, smollm2_llm.tokenizer
     written = '{"user": {"id": 123, "email": "abc'
-    seqs = []
-    for i in range(40):
-        seq = Sequence(f"mask-{i}", 0, [1, 2, 3], SamplingParams(), max_len=64)
-        if i % 3:
-            seq.grammar = engine.grammars.matcher(compiled)
-            assert seq.grammar.accept_string(written[: i % len(written)])
-        seqs.append(seq)
-    vocab = engine.runner.vocab_size
-    threaded = MaskFiller(vocab, threads=4).fill(seqs)
-    in_turn = MaskFiller(vocab, threads=1).fill(seqs)
-    assert threaded is not None and threaded.equal(in_turn)
-    assert (threaded[0::3] == -1).all() and not (threaded[1] == -1).all()
+    prefixes = [None if i % 3 == 0 else written[: i % len(written)] for i in range(40)]
+    here, there = _grammars(engine, 0), _grammars(engine, 2)
+    try:
+        in_process = _masks_of(here, tokenizer, prefixes)
+        in_workers = _masks_of(there, tokenizer, prefixes)
+        assert in_workers is not None and in_workers.equal(in_process)
+        assert (in_workers[0::3] == -1).all() and not (in_workers[1] == -1).all()
+        assert {len(rows) for rows in there._accepts} == {0}  # every bank had rows: all sent
+        assert _masks_of(there, tokenizer, [None, None]) is None
+    finally:
+        there.close()
+
+
+def test_grammar_workers_give_what_the_engine_process_gives(smollm2_llm, workers_llm):
+    """The same greedy replies, constrained or not, at once and with overlapped steps; every matcher
+    is let go once its sequence is done, and a bad constraint is refused naming its field."""
+    prompts = ["A user record as JSON.", "Name three colours.", "Another user record, as JSON.", "Hello!"]
+    params = [
+        SamplingParams(temperature=0, max_tokens=40, structured=JSON if i % 2 == 0 else None)
+        for i in range(len(prompts))
+    ]
+    conversations = [[{"role": "user", "content": p}] for p in prompts]
+    expected = [r.outputs[0].text for r in smollm2_llm.chat(conversations, params)]
+    engine = workers_llm.engine
+    assert [r.outputs[0].text for r in workers_llm.chat(conversations, params)] == expected
+    engine.overlap = True
+    try:
+        assert [r.outputs[0].text for r in workers_llm.chat(conversations, params)] == expected
+    finally:
+        engine.overlap = False
+    assert engine.grammars._matchers == [0, 0]
+    bad = StructuredOutput(kind="regex", spec="(", param="structured_outputs.regex")
+    with pytest.raises(SamplingParamsError, match="not a valid constraint") as e:
+        workers_llm.generate(["Hi"], SamplingParams(max_tokens=4, structured=bad))
+    assert e.value.param == "structured_outputs.regex" and not engine.has_unfinished()
+    assert engine.stats()["grammar_compile_seconds"] > 0
+
+
+def test_a_grammar_worker_that_dies_fails_the_step_naming_it(workers_llm):
+    engine = workers_llm.engine
+    engine.grammars._links[1].proc.kill()
+    engine.grammars._links[1].proc.wait()
+    params = SamplingParams(temperature=0, max_tokens=8, n=4, structured=JSON)
+    with pytest.raises(RuntimeError, match="grammar worker 1"):
+        workers_llm.generate(["A user record as JSON."], params)
 
 
 def test_overlapped_steps_give_what_steps_in_turn_give_constrained_or_not(smollm2_llm):

@@ -1,0 +1,128 @@
+"""xgrammar's side of constrained decoding for one model's vocabulary: constraints compiled (and cached)
+into grammars, one matcher per sequence keyed by an integer, and a step's work on them: the tokens just
+sampled accepted, then each constrained row's allowed next tokens written into a packed int32 bitmask.
+A bank lives in the engine's process or in a grammar worker process (engine/grammar_worker.py)."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from typing import Any
+
+import torch
+
+from pyinfer.sampling_params import SamplingParamsError, StructuredOutput
+
+# Whitespace a JSON reply may put between two tokens of its structure: enough for any indentation a
+# model is likely to use, and a bound on the runs of spaces and newlines that loop until max_tokens.
+MAX_JSON_WHITESPACE = 16
+CACHE_BYTES = 256 * 2**20  # xgrammar's cache of compiled grammars, for repeated constraints
+# From this many rows xgrammar's batch matcher fills them in one C++ call; fewer are filled in turn. On
+# one thread: its threads made a step slower, not faster (bench/results/2026-12-05-h100-session14.md)
+BATCH_FILL_MIN_ROWS = 8
+
+
+def tokenizer_info(
+    model_path: str, load_format: str, tokenizer_path: str | None, vocab_size: int, stop_token_ids: list[int]
+) -> Any:
+    """xgrammar's view of the model's tokenizer (its decoded vocabulary), padded to the model's vocabulary;
+    accepting one of `stop_token_ids` ends a grammar."""
+    import xgrammar as xgr
+
+    from pyinfer.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(model_path, load_format, tokenizer_path)
+    if tokenizer is None:
+        raise SamplingParamsError("response_format", "this model has no tokenizer to constrain")
+    return xgr.TokenizerInfo.from_huggingface(
+        tokenizer.hf, vocab_size=vocab_size, stop_token_ids=stop_token_ids
+    )
+
+
+class GrammarBank:
+    """Compiled grammars awaiting their matchers, and the live matchers, each under a key its owner
+    chose. `compile` may run on another thread than the rest (xgrammar releases the GIL while it
+    compiles); the step's calls come from one thread."""
+
+    def __init__(self, info: Any):
+        import xgrammar as xgr
+
+        self._compiler = xgr.GrammarCompiler(info, cache_limit_bytes=CACHE_BYTES)
+        self._grammars: dict[int, Any] = {}  # compiled, until the request's matchers are made
+        self._matchers: dict[int, Any] = {}
+        self._batch = xgr.BatchGrammarMatcher(1)
+        self.compile_seconds = 0.0
+
+    def compile(self, key: int, constraint: StructuredOutput) -> None:
+        """Compiles a request's constraint and keeps it under `key` for `make_matchers`; raises
+        SamplingParamsError (naming the request's field) for a constraint that is invalid or uses what
+        xgrammar does not support."""
+        start = time.perf_counter()
+        kind, spec, compiler = constraint.kind, constraint.spec, self._compiler
+        try:
+            if kind == "json":
+                compiled = compiler.compile_json_schema(
+                    spec, any_whitespace=True, max_whitespace_cnt=MAX_JSON_WHITESPACE, strict_mode=True
+                )
+            elif kind == "regex":
+                compiled = compiler.compile_regex(spec)
+            elif kind == "structural_tag":
+                compiled = compiler.compile_structural_tag(spec)
+            elif kind == "choice":
+                choices = " | ".join(json.dumps(choice) for choice in json.loads(spec))
+                compiled = compiler.compile_grammar(f"root ::= {choices}")
+            else:
+                compiled = compiler.compile_grammar(spec)
+        except Exception as e:  # xgrammar raises RuntimeError / ValueError with its reason
+            raise SamplingParamsError(constraint.param, f"is not a valid constraint: {_reason(e)}") from None
+        self._grammars[key] = compiled
+        self.compile_seconds += time.perf_counter() - start
+
+    def make_matchers(self, grammar_key: int, keys: list[int]) -> None:
+        """A matcher at the grammar's start under each of `keys`; the compiled grammar is let go."""
+        import xgrammar as xgr
+
+        compiled = self._grammars.pop(grammar_key)
+        for key in keys:
+            self._matchers[key] = xgr.GrammarMatcher(compiled)
+
+    def drop(self, keys: list[int]) -> None:
+        """Forgets matchers (a finished sequence's) and compiled grammars (an aborted request's)."""
+        for key in keys:
+            self._matchers.pop(key, None)
+            self._grammars.pop(key, None)
+
+    def step(
+        self, accepts: list[tuple[int, int]], fills: list[tuple[int, int]], bitmask: torch.Tensor
+    ) -> list[int]:
+        """Accepts each (key, token) in order, then writes each (key, row)'s allowed next tokens into
+        `bitmask`'s row (all bits set for a grammar already ended). Returns the keys whose token was
+        refused: a token outside its mask, which would be a bug."""
+        refused = [
+            key
+            for key, token in accepts
+            if key in self._matchers and not self._matchers[key].accept_token(token)
+        ]
+        live = []
+        for key, row in fills:
+            matcher = self._matchers[key]
+            if matcher.is_terminated():
+                bitmask[row] = -1
+            else:
+                live.append((matcher, row))
+        if len(live) < BATCH_FILL_MIN_ROWS:
+            for matcher, row in live:
+                matcher.fill_next_token_bitmask(bitmask, row)
+        elif live:
+            self._batch.batch_fill_next_token_bitmask([m for m, _ in live], bitmask, [r for _, r in live])
+        return refused
+
+    def __len__(self) -> int:
+        return len(self._matchers)
+
+
+def _reason(error: Exception) -> str:
+    """xgrammar's message without its C++ traceback and source location ("[12:00:00] file.cc:12: ")."""
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    return re.sub(r"^\[[\d:]+\] \S+:\d+: ", "", lines[-1]) if lines else type(error).__name__
