@@ -86,9 +86,11 @@ for rows in (1, 16, 64):  # each twice, the faster kept: a first run warms buffe
         if counts:
             use_grammar_workers(workers)
         shaped = min(step_ms(rows, True) for _ in range(2))
+        buffers = engine.grammars._masks.buffers
+        pinned = "" if not engine.runner.is_cuda else f", masks in pinned memory: {buffers.is_pinned()}"
         print(
             f"{rows:3d} rows: unconstrained {plain:7.2f} ms/step, constrained {shaped:7.2f} ms/step "
-            f"({shaped / plain:.2f}x), {workers} grammar worker processes"
+            f"({shaped / plain:.2f}x), {workers} grammar worker processes{pinned}"
         )
 
 grammars = engine.grammars
