@@ -16,7 +16,7 @@ from pyinfer.engine.kv_events import KVEventPublisher
 from pyinfer.engine.messages import SeqOutput
 from pyinfer.engine.model_runner import InFlight, ModelRunner
 from pyinfer.engine.model_setup import load_shard, resolve_device
-from pyinfer.engine.scheduler import Scheduler
+from pyinfer.engine.scheduler import Scheduler, SchedulerOutput
 from pyinfer.engine.sequence import Sequence
 from pyinfer.engine.step_plan import PLACEHOLDER
 from pyinfer.engine.structured_output import Compilation, Grammars, default_grammar_workers
@@ -130,7 +130,7 @@ class LLMEngine:
         seqs[0].siblings = seqs[1:]
         self._requests[request_id] = seqs
         if params.structured is not None:  # scheduled once its grammar is compiled, off the step loop
-            self._compiling.append((self.grammars.submit(params.structured), seqs))
+            self._compiling.append((self.grammars.submit(params.structured, params.n), seqs))
             self.num_constrained_requests += 1
         else:
             self.scheduler.add(seqs[0])
@@ -174,10 +174,11 @@ class LLMEngine:
             elif not future.done():
                 compiling.append((compilation, seqs))
             elif (error := future.exception()) is not None:
+                self.grammars.discard(compilation)
                 del self._requests[request_id]
                 self._rejected.append((request_id, error))
             else:
-                self.grammars.attach(compilation.ref, seqs)
+                self.grammars.attach(compilation, seqs)
                 self.scheduler.add(seqs[0])
         self._compiling = compiling
 
@@ -242,13 +243,15 @@ class LLMEngine:
         if previous is not None and batch.seqs and any(s.params.has_penalties for s in batch.seqs):
             outputs = self._process(previous)  # penalties count every earlier token on the host
             previous = None
-        constrained = any(s.grammar is not None for s in batch.seqs)
+        taken: list[list[int]] = []  # `previous`'s ids, once taken for the grammars' masks
+        early = False  # `previous` processed while worker processes fill this step's masks
         masks = None
-        if constrained:  # `previous` is processed while the masks fill, before this step samples
-            masks = lambda seqs: self._masks(previous, seqs, outputs)  # noqa: E731
-        launched = self._launch(batch, previous, masks) if batch.seqs else None
-        if previous is not None and not constrained:
-            outputs += self._process(previous)
+        if any(s.grammar is not None for s in batch.seqs):
+            early = previous is not None and self.grammars.workers > 0
+            masks = lambda seqs: self._masks(batch, previous, seqs, taken, outputs if early else None)  # noqa: E731
+        launched = self._launch(batch, previous, masks, advanced=early) if batch.seqs else None
+        if previous is not None and not early:
+            outputs += self._process(previous, taken[0] if taken else None)
         if launched is not None:
             if self.overlap:
                 self._in_flight = launched
@@ -259,18 +262,28 @@ class LLMEngine:
         return outputs
 
     def _masks(
-        self, previous: InFlight | None, seqs: list[Sequence], outputs: list[SeqOutput]
+        self,
+        batch: SchedulerOutput,
+        previous: InFlight | None,
+        seqs: list[Sequence],
+        taken: list[list[int]],
+        outputs: list[SeqOutput] | None,
     ) -> torch.Tensor | None:
-        """The grammars' token masks of a step about to sample `seqs`, while the device runs its forward
-        pass. A mask follows from the token before it: `previous`'s tokens are taken first, and its
-        outputs (appended to `outputs`) are made while the banks fill the masks."""
-        token_ids = self._take_tokens(previous) if previous is not None else None
-        self.grammars.dispatch(seqs)
+        """The grammars' token masks of a step about to sample `seqs`, filled while the device runs its
+        forward pass. A mask follows from the token before it, so `previous`'s tokens are taken first
+        (into `taken`). Given `outputs`, `previous`'s outputs are made there while worker processes fill
+        the masks; the step's tokens are counted computed first, as its launch would have."""
         if previous is not None:
-            outputs += self._process(previous, token_ids)
+            taken.append(self._take_tokens(previous))
+        self.grammars.dispatch(seqs)
+        if outputs is not None:
+            self._advance(batch)
+            outputs += self._process(previous, taken[0])
         return self.grammars.collect()
 
-    def _launch(self, batch, previous: InFlight | None, masks=None) -> InFlight:
+    def _launch(
+        self, batch: SchedulerOutput, previous: InFlight | None, masks=None, advanced=False
+    ) -> InFlight:
         try:
             step = self.runner.launch(batch, previous, masks)
         except BaseException:
@@ -278,14 +291,19 @@ class LLMEngine:
                 log.error("a step failed on rank 0 after its plan was sent: the tensor-parallel group stops")
                 self.workers.kill()
             raise
-        self.num_tokens_computed += batch.num_tokens
-        for seq, n in zip(batch.seqs, batch.num_new_tokens, strict=True):
-            seq.num_computed_tokens += n
+        if not advanced:
+            self._advance(batch)
         for row, seq in enumerate(step.seqs):
             if not seq.is_finished:  # finished by the token taken before this step sampled
                 seq.token_ids.append(PLACEHOLDER)  # becomes the sampled token once it reaches the host
                 seq.pending_row = row
         return step
+
+    def _advance(self, batch: SchedulerOutput) -> None:
+        """A launched step's tokens count as computed (their KV is written in stream order)."""
+        self.num_tokens_computed += batch.num_tokens
+        for seq, n in zip(batch.seqs, batch.num_new_tokens, strict=True):
+            seq.num_computed_tokens += n
 
     def _take_tokens(self, step: InFlight) -> list[int]:
         """Waits for a launched step's ids; each goes into its sequence's tokens and its grammar."""

@@ -79,47 +79,46 @@ class GrammarBank:
         self._grammars[key] = compiled
         self.compile_seconds += time.perf_counter() - start
 
-    def make_matchers(self, grammar_key: int, keys: list[int]) -> None:
-        """A matcher at the grammar's start under each of `keys`; the compiled grammar is let go."""
+    def step(
+        self,
+        makes: list[tuple[int, list[int]]],
+        accepts: list[tuple[int, int]],
+        fills: list[tuple[int, int]],
+        drops: list[int],
+        bitmask: torch.Tensor,
+    ) -> list[int]:
+        """One step's work, in this order: matchers made at their grammar's start (grammar key, matcher
+        keys; the compiled grammar is let go), tokens accepted (key, token), each (key, row)'s allowed next
+        tokens written into `bitmask`'s row (all bits set for a grammar already ended), and last keys
+        forgotten: a freed sequence's matcher (made in this very step if it never sampled) or an aborted
+        request's grammar. Returns the keys whose token was refused: a token outside its mask, a bug."""
         import xgrammar as xgr
 
-        compiled = self._grammars.pop(grammar_key)
-        for key in keys:
-            self._matchers[key] = xgr.GrammarMatcher(compiled)
-
-    def drop(self, keys: list[int]) -> None:
-        """Forgets matchers (a finished sequence's) and compiled grammars (an aborted request's)."""
-        for key in keys:
-            self._matchers.pop(key, None)
-            self._grammars.pop(key, None)
-
-    def step(
-        self, accepts: list[tuple[int, int]], fills: list[tuple[int, int]], bitmask: torch.Tensor
-    ) -> list[int]:
-        """Accepts each (key, token) in order, then writes each (key, row)'s allowed next tokens into
-        `bitmask`'s row (all bits set for a grammar already ended). Returns the keys whose token was
-        refused: a token outside its mask, which would be a bug."""
-        refused = [
-            key
-            for key, token in accepts
-            if key in self._matchers and not self._matchers[key].accept_token(token)
-        ]
+        for grammar_key, keys in makes:
+            compiled = self._grammars.pop(grammar_key)
+            for key in keys:
+                self._matchers[key] = xgr.GrammarMatcher(compiled)
+        matchers = self._matchers
+        refused = [key for key, token in accepts if key in matchers and not matchers[key].accept_token(token)]
         live = []
         for key, row in fills:
-            matcher = self._matchers[key]
-            if matcher.is_terminated():
+            if matchers[key].is_terminated():
                 bitmask[row] = -1
             else:
-                live.append((matcher, row))
+                live.append((matchers[key], row))
         if len(live) < BATCH_FILL_MIN_ROWS:
             for matcher, row in live:
                 matcher.fill_next_token_bitmask(bitmask, row)
-        elif live:
+        else:
             self._batch.batch_fill_next_token_bitmask([m for m, _ in live], bitmask, [r for _, r in live])
+        for key in drops:
+            matchers.pop(key, None)
+            self._grammars.pop(key, None)
         return refused
 
     def __len__(self) -> int:
-        return len(self._matchers)
+        """Matchers and compiled grammars kept."""
+        return len(self._matchers) + len(self._grammars)
 
 
 def _reason(error: Exception) -> str:

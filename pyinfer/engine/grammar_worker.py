@@ -43,6 +43,8 @@ def main() -> None:
             bank.compile(key, constraint)
         except SamplingParamsError as e:
             reply(("compiled", key, (e.param, e.message), 0.0))
+        except Exception as e:  # the request must hear of it, or it waits forever
+            reply(("compiled", key, (constraint.param, f"could not be compiled: {e!r}"), 0.0))
         else:
             reply(("compiled", key, None, bank.compile_seconds - seconds))
 
@@ -52,14 +54,10 @@ def main() -> None:
         except (EOFError, OSError):  # the engine is gone or done
             break
         if message[0] == "step":
-            _, dropped, makes, accepts, fills, turn = message
-            bank.drop(dropped)
-            for grammar_key, keys in makes:
-                bank.make_matchers(grammar_key, keys)
-            reply(("stepped", bank.step(accepts, fills, masks[turn])))
+            _, makes, accepts, fills, drops, turn = message
+            reply(("stepped", bank.step(makes, accepts, fills, drops, masks[turn])))
         else:
-            _, key, kind, spec, param, dropped = message
-            bank.drop(dropped)
+            _, key, kind, spec, param = message
             compiler.submit(compile_one, key, StructuredOutput(kind=kind, spec=spec, param=param))
 
 

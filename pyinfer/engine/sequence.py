@@ -5,13 +5,16 @@ from __future__ import annotations
 import enum
 import itertools
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from pyinfer.engine.messages import RequestMetrics
 from pyinfer.sampling_params import SamplingParams
+
+if TYPE_CHECKING:
+    from pyinfer.engine.structured_output import GrammarRef
 
 _arrivals = itertools.count()
 
@@ -49,7 +52,7 @@ class Sequence:
         self.siblings: list[Sequence] = []  # choices 1..n-1, admitted once this one's prompt is in the cache
         self.num_preemptions = 0
         self.pending_row: int | None = None  # row of this sequence's token among the in-flight step's samples
-        self.grammar: Any = None  # xgrammar's matcher of the request's constraint, once compiled
+        self.grammar: GrammarRef | None = None  # where its matcher is kept, once its constraint compiled
         self.arrival_time = time.perf_counter()
         self.arrival = next(_arrivals)  # ties between equal priorities: first come, first served
         self.first_scheduled_time: float | None = None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterator
 
 import jsonschema
 import pytest
@@ -89,9 +90,11 @@ def test_a_request_aborted_while_it_compiles_leaves_nothing(smollm2_llm):
 
 
 @pytest.fixture(scope="module")
-def workers_llm() -> LLM:
+def workers_llm() -> Iterator[LLM]:
     """The embedded model with its grammars in two worker processes, as a GPU's engine keeps them."""
-    return LLM(dtype="float32", device="cpu", max_num_seqs=16, kv_cache_memory_gb=0.5, grammar_workers=2)
+    llm = LLM(dtype="float32", device="cpu", max_num_seqs=16, kv_cache_memory_gb=0.5, grammar_workers=2)
+    yield llm
+    llm.engine.close()
 
 
 def _grammars(engine, workers: int) -> Grammars:
@@ -108,13 +111,12 @@ def _grammars(engine, workers: int) -> Grammars:
 def _masks_of(grammars: Grammars, tokenizer, prefixes: list[str | None]) -> torch.Tensor | None:
     """One step's masks for sequences at these points of JSON's grammar (None: unconstrained)."""
     seqs = [Sequence(f"mask-{i}", 0, [1, 2, 3], SamplingParams(), max_len=64) for i in range(len(prefixes))]
-    compilation = grammars.submit(JSON)
+    constrained = [seq for seq, prefix in zip(seqs, prefixes, strict=True) if prefix is not None]
+    compilation = grammars.submit(JSON, len(constrained))
     while not compilation.future.done():
         grammars.poll(timeout=0.1)
     compilation.future.result()
-    grammars.attach(
-        compilation.ref, [seq for seq, prefix in zip(seqs, prefixes, strict=True) if prefix is not None]
-    )
+    grammars.attach(compilation, constrained)
     for seq, prefix in zip(seqs, prefixes, strict=True):
         for token in tokenizer.encode(prefix or ""):
             grammars.accept(seq, token)
@@ -138,6 +140,7 @@ def test_masks_filled_by_worker_processes_equal_masks_filled_in_process(smollm2_
         assert {len(rows) for rows in there._accepts} == {0}  # every bank had rows: all sent
         assert _masks_of(there, tokenizer, [None, None]) is None
     finally:
+        here.close()
         there.close()
 
 
@@ -158,7 +161,7 @@ def test_grammar_workers_give_what_the_engine_process_gives(smollm2_llm, workers
         assert [r.outputs[0].text for r in workers_llm.chat(conversations, params)] == expected
     finally:
         engine.overlap = False
-    assert engine.grammars._matchers == [0, 0]
+    assert engine.grammars._load == [0, 0]  # every matcher let go, and every promise kept
     bad = StructuredOutput(kind="regex", spec="(", param="structured_outputs.regex")
     with pytest.raises(SamplingParamsError, match="not a valid constraint") as e:
         workers_llm.generate(["Hi"], SamplingParams(max_tokens=4, structured=bad))
@@ -166,13 +169,31 @@ def test_grammar_workers_give_what_the_engine_process_gives(smollm2_llm, workers
     assert engine.stats()["grammar_compile_seconds"] > 0
 
 
-def test_a_grammar_worker_that_dies_fails_the_step_naming_it(workers_llm):
-    engine = workers_llm.engine
-    engine.grammars._links[1].proc.kill()
-    engine.grammars._links[1].proc.wait()
-    params = SamplingParams(temperature=0, max_tokens=8, n=4, structured=JSON)
-    with pytest.raises(RuntimeError, match="grammar worker 1"):
-        workers_llm.generate(["A user record as JSON."], params)
+def test_matchers_of_a_request_gone_before_it_sampled_are_let_go(smollm2_llm):
+    """Aborted once its grammar compiled and its three choices were given matchers, before any step:
+    the matchers are made and forgotten with the bank's next step."""
+    engine = smollm2_llm.engine
+    engine.add_request("gone", [1, 2, 3], SamplingParams(n=3, max_tokens=4, structured=JSON))
+    while engine._compiling:
+        engine._admit_compiled()
+    engine.abort("gone")
+    smollm2_llm.generate(["Hi"], SamplingParams(max_tokens=4, structured=JSON))
+    assert len(engine.grammars._links[0].bank) == 1  # the last request's matcher, dropped with the next step
+    assert engine.grammars._load == [0]
+
+
+def test_a_grammar_worker_that_dies_fails_the_step_naming_it():
+    llm = LLM(dtype="float32", device="cpu", max_num_seqs=4, kv_cache_memory_gb=0.25, grammar_workers=1)
+    try:
+        llm.engine.grammars._ready.result(timeout=60)  # the worker started
+        worker = llm.engine.grammars._links[0]
+        worker.proc.kill()
+        worker.proc.wait()
+        params = SamplingParams(temperature=0, max_tokens=8, structured=JSON)
+        with pytest.raises(RuntimeError, match=r"grammar worker 0 .* died"):
+            llm.generate(["A user record as JSON."], params)
+    finally:
+        llm.engine.close()
 
 
 def test_overlapped_steps_give_what_steps_in_turn_give_constrained_or_not(smollm2_llm):

@@ -1,0 +1,213 @@
+"""The engine's ends of its grammar banks (engine/grammar_bank.py): a bank in the engine's process, or one
+in a grammar worker process (engine/grammar_worker.py) over a socket pair; and the two mask buffers the
+banks fill in turn."""
+
+from __future__ import annotations
+
+import logging
+import mmap
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from multiprocessing.connection import Connection
+from typing import Protocol
+
+import torch
+
+from pyinfer.engine.grammar_bank import GrammarBank, tokenizer_info
+from pyinfer.sampling_params import SamplingParamsError, StructuredOutput
+
+log = logging.getLogger(__name__)
+
+STEP_TIMEOUT_S = 60.0  # a worker that takes longer over one step's masks is stuck: the step fails
+
+Makes = list[tuple[int, list[int]]]  # (grammar key, its new matchers' keys)
+Pairs = list[tuple[int, int]]  # (matcher key, token) accepted, or (matcher key, row) filled
+Compiled = Callable[[int, SamplingParamsError | None], None]  # a compilation's key, and its error if any
+
+
+class MaskBuffers:
+    """Two mask buffers used in turn, [2, rows, words] int32: in shared memory (a memfd) where worker
+    processes fill them, registered with CUDA as pinned memory on a GPU; else grown in this process."""
+
+    def __init__(self, words: int, pin: bool, shared_rows: int = 0):
+        self.words, self.pin, self.turn = words, pin, 0
+        self.memfd: int | None = None
+        self.buffers: torch.Tensor | None = None
+        self._registered = False
+        if shared_rows:
+            self.memfd = os.memfd_create("pyinfer-grammar-masks")
+            os.ftruncate(self.memfd, 2 * shared_rows * words * 4)
+            self._map = mmap.mmap(self.memfd, 0)
+            self.buffers = torch.frombuffer(self._map, dtype=torch.int32).view(2, shared_rows, words)
+            if pin:  # the device then copies straight from it, without a staging copy on the host's time
+                code = torch.cuda.cudart().cudaHostRegister(self.buffers.data_ptr(), self.buffers.nbytes, 0)
+                self._registered = code == 0
+                if not self._registered:
+                    log.warning(
+                        "could not pin the grammar masks (CUDA error %s): copies will be staged", code
+                    )
+
+    def next(self, rows: int) -> torch.Tensor:
+        """The other buffer's first `rows` rows, for the step about to be filled. It was last read by the
+        device two steps ago, and the engine has taken a later step's tokens since."""
+        self.turn = 1 - self.turn
+        if self.memfd is not None:
+            if rows > self.buffers.shape[1]:
+                raise ValueError(f"{rows} rows sampled in one step: the masks hold {self.buffers.shape[1]}")
+        elif self.buffers is None or self.buffers.shape[1] < rows:
+            self.buffers = torch.empty((2, max(rows, 64), self.words), dtype=torch.int32, pin_memory=self.pin)
+        return self.buffers[self.turn, :rows]
+
+    def current(self, rows: int) -> torch.Tensor:
+        return self.buffers[self.turn, :rows]
+
+    def close(self) -> None:
+        if self.memfd is None:
+            return
+        if self._registered:
+            torch.cuda.cudart().cudaHostUnregister(self.buffers.data_ptr())
+        self.buffers = None
+        self._map.close()
+        os.close(self.memfd)
+        self.memfd = None
+
+
+class Link(Protocol):
+    """A bank as the engine holds it. Every call comes from the engine's thread."""
+
+    conn: Connection | None
+    compile_seconds: float
+
+    def compile(self, key: int, constraint: StructuredOutput, future: Future) -> None:
+        """Compiles under `key`; `future` completes here (in-process) or through `receive` (a worker)."""
+
+    def step(
+        self, makes: Makes, accepts: Pairs, fills: Pairs, drops: list[int], turn: int, bitmask: torch.Tensor
+    ) -> None:
+        """Starts GrammarBank.step on the buffer of `turn` (`bitmask`, in this process)."""
+
+    def stepped(self) -> list[int] | None:
+        """The refused keys of the step started last, or None while it runs."""
+
+    def receive(self, compiled: Compiled) -> None:
+        """Reads the replies waiting (a worker's), compilations' through `compiled`."""
+
+    def close(self) -> None: ...
+
+
+class LocalLink:
+    """A bank in this process: its constraints compile on a thread of their own (the first compile reads
+    the tokenizer's vocabulary there too); its steps run on the engine's thread."""
+
+    conn = None
+
+    def __init__(self, info_args: tuple[str, str, str | None, int, list[int]]):
+        self._info_args = info_args
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grammar")
+        self.bank: GrammarBank | None = None
+        self._refused: list[int] = []
+
+    @property
+    def compile_seconds(self) -> float:
+        return self.bank.compile_seconds if self.bank is not None else 0.0
+
+    def compile(self, key: int, constraint: StructuredOutput, future: Future) -> None:
+        def run() -> None:
+            try:
+                if self.bank is None:
+                    self.bank = GrammarBank(tokenizer_info(*self._info_args))
+                self.bank.compile(key, constraint)
+            except BaseException as e:
+                future.set_exception(e)
+            else:
+                future.set_result(None)
+
+        self._pool.submit(run)
+
+    def step(
+        self, makes: Makes, accepts: Pairs, fills: Pairs, drops: list[int], turn: int, bitmask: torch.Tensor
+    ) -> None:
+        self._refused = self.bank.step(makes, accepts, fills, drops, bitmask)
+
+    def stepped(self) -> list[int]:
+        return self._refused
+
+    def receive(self, compiled: Compiled) -> None:
+        pass
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class WorkerLink:
+    """A bank in a grammar worker process, over a socket pair; the process exits when this end closes,
+    the engine's process dying included."""
+
+    def __init__(self, index: int, info_json: str, masks: MaskBuffers):
+        ours, theirs = socket.socketpair()
+        args = [str(theirs.fileno()), str(masks.memfd), str(masks.buffers.shape[1]), str(masks.words)]
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pyinfer.engine.grammar_worker", *args],
+            pass_fds=(theirs.fileno(), masks.memfd),
+        )
+        theirs.close()
+        self.conn = Connection(ours.detach())
+        self.index = index
+        self.compile_seconds = 0.0
+        self._refused: list[int] | None = []
+        self._send(info_json)
+
+    def compile(self, key: int, constraint: StructuredOutput, future: Future) -> None:
+        self._send(("compile", key, constraint.kind, constraint.spec, constraint.param))
+
+    def step(
+        self, makes: Makes, accepts: Pairs, fills: Pairs, drops: list[int], turn: int, bitmask: torch.Tensor
+    ) -> None:
+        self._refused = None
+        self._send(("step", makes, accepts, fills, drops, turn))
+
+    def stepped(self) -> list[int] | None:
+        if self._refused is None and not self.conn.poll(STEP_TIMEOUT_S):
+            raise RuntimeError(
+                f"grammar worker {self.index} (pid {self.proc.pid}) took over {STEP_TIMEOUT_S:.0f}s over one step"
+            )
+        return self._refused
+
+    def receive(self, compiled: Compiled) -> None:
+        while self.conn.poll():
+            try:
+                reply = self.conn.recv()
+            except (EOFError, OSError):
+                raise self._died() from None
+            if reply[0] == "stepped":
+                self._refused = reply[1]
+            else:
+                _, key, error, seconds = reply
+                self.compile_seconds += seconds
+                compiled(key, None if error is None else SamplingParamsError(*error))
+
+    def _send(self, message: object) -> None:
+        try:
+            self.conn.send(message)
+        except OSError:
+            raise self._died() from None
+
+    def _died(self) -> RuntimeError:
+        return RuntimeError(
+            f"grammar worker {self.index} (pid {self.proc.pid}) died (exit code {self.proc.poll()})"
+        )
+
+    def close(self) -> None:
+        """Closes our end; the process leaves on its own (`Grammars.close` waits for it)."""
+        self.conn.close()
+
+    def wait(self, timeout: float) -> None:
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
