@@ -4,6 +4,7 @@ banks fill in turn."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import mmap
 import os
@@ -71,7 +72,8 @@ class MaskBuffers:
         if self._registered:
             torch.cuda.cudart().cudaHostUnregister(self.buffers.data_ptr())
         self.buffers = None
-        self._map.close()
+        with contextlib.suppress(BufferError):  # a view still held elsewhere: the mapping goes with it
+            self._map.close()
         os.close(self.memfd)
         self.memfd = None
 
