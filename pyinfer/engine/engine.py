@@ -237,6 +237,8 @@ class LLMEngine:
             )
         if self._compiling:
             self._admit_compiled()
+        elif self.grammars.busy:  # a discarded compilation's reply: its bank's load and grammar go back
+            self.grammars.poll()
         batch = self.scheduler.schedule()
         outputs: list[SeqOutput] = []
         previous, self._in_flight = self._in_flight, None
@@ -402,10 +404,12 @@ class LLMEngine:
 
     def close(self) -> None:
         """Closes the KV-event sockets and stops the other ranks of a group (the rest goes with the process)."""
-        self.grammars.close()
-        if self.kv_event_publisher is not None:
-            self.kv_event_publisher.close()
-            self.kv_event_publisher = None
-        if self.workers is not None:
-            self.workers.stop()
-            self.workers = None
+        try:
+            self.grammars.close()
+        finally:
+            if self.kv_event_publisher is not None:
+                self.kv_event_publisher.close()
+                self.kv_event_publisher = None
+            if self.workers is not None:
+                self.workers.stop()
+                self.workers = None

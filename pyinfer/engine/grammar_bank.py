@@ -102,10 +102,12 @@ class GrammarBank:
         refused = [key for key, token in accepts if key in matchers and not matchers[key].accept_token(token)]
         live = []
         for key, row in fills:
-            if matchers[key].is_terminated():
+            matcher = matchers.get(key)
+            if matcher is None or matcher.is_terminated():
                 bitmask[row] = -1
+                refused += [] if matcher is not None else [key]  # none: a bug, told like a refused token
             else:
-                live.append((matchers[key], row))
+                live.append((matcher, row))
         if len(live) < BATCH_FILL_MIN_ROWS:
             for matcher, row in live:
                 matcher.fill_next_token_bitmask(bitmask, row)

@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from multiprocessing.connection import Connection
@@ -69,7 +70,8 @@ class MaskBuffers:
     def close(self) -> None:
         if self.memfd is None:
             return
-        if self._registered:
+        if self._registered:  # a copy from it may still be queued
+            torch.cuda.synchronize()
             torch.cuda.cudart().cudaHostUnregister(self.buffers.data_ptr())
         self.buffers = None
         with contextlib.suppress(BufferError):  # a view still held elsewhere: the mapping goes with it
@@ -147,9 +149,10 @@ class LocalLink:
 
 class WorkerLink:
     """A bank in a grammar worker process, over a socket pair; the process exits when this end closes,
-    the engine's process dying included."""
+    the engine's process dying included. Steps are numbered: the reply to a step abandoned by an error
+    is told apart from the next one's."""
 
-    def __init__(self, index: int, info_json: str, masks: MaskBuffers):
+    def __init__(self, index: int, masks: MaskBuffers):
         ours, theirs = socket.socketpair()
         args = [str(theirs.fileno()), str(masks.memfd), str(masks.buffers.shape[1]), str(masks.words)]
         self.proc = subprocess.Popen(
@@ -160,7 +163,11 @@ class WorkerLink:
         self.conn = Connection(ours.detach())
         self.index = index
         self.compile_seconds = 0.0
-        self._refused: list[int] | None = []
+        self._steps_sent = self._steps_answered = 0
+        self._refused: list[int] = []
+
+    def start(self, info_json: str) -> None:
+        """Sends the tokenizer's vocabulary (blocking until the process, importing xgrammar, reads it)."""
         self._send(info_json)
 
     def compile(self, key: int, constraint: StructuredOutput, future: Future) -> None:
@@ -169,15 +176,17 @@ class WorkerLink:
     def step(
         self, makes: Makes, accepts: Pairs, fills: Pairs, drops: list[int], turn: int, bitmask: torch.Tensor
     ) -> None:
-        self._refused = None
-        self._send(("step", makes, accepts, fills, drops, turn))
+        self._steps_sent += 1
+        self._send(("step", self._steps_sent, makes, accepts, fills, drops, turn))
 
     def stepped(self) -> list[int] | None:
-        if self._refused is None and not self.conn.poll(STEP_TIMEOUT_S):
+        if self._steps_answered == self._steps_sent:
+            return self._refused
+        if not self.conn.poll(STEP_TIMEOUT_S):
             raise RuntimeError(
                 f"grammar worker {self.index} (pid {self.proc.pid}) took over {STEP_TIMEOUT_S:.0f}s over one step"
             )
-        return self._refused
+        return None
 
     def receive(self, compiled: Compiled) -> None:
         while self.conn.poll():
@@ -186,7 +195,7 @@ class WorkerLink:
             except (EOFError, OSError):
                 raise self._died() from None
             if reply[0] == "stepped":
-                self._refused = reply[1]
+                _, self._steps_answered, self._refused = reply
             else:
                 _, key, error, seconds = reply
                 self.compile_seconds += seconds
@@ -207,9 +216,10 @@ class WorkerLink:
         """Closes our end; the process leaves on its own (`Grammars.close` waits for it)."""
         self.conn.close()
 
-    def wait(self, timeout: float) -> None:
+    def wait(self, deadline: float) -> None:
+        """Waits for the process to leave until `deadline` (time.monotonic), then kills it."""
         try:
-            self.proc.wait(timeout)
+            self.proc.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()

@@ -8,6 +8,7 @@ xgrammar's JSON, is the first message."""
 from __future__ import annotations
 
 import mmap
+import os
 import signal
 import sys
 import threading
@@ -54,11 +55,13 @@ def main() -> None:
         except (EOFError, OSError):  # the engine is gone or done
             break
         if message[0] == "step":
-            _, makes, accepts, fills, drops, turn = message
-            reply(("stepped", bank.step(makes, accepts, fills, drops, masks[turn])))
+            _, number, makes, accepts, fills, drops, turn = message
+            reply(("stepped", number, bank.step(makes, accepts, fills, drops, masks[turn])))
         else:
             _, key, kind, spec, param = message
             compiler.submit(compile_one, key, StructuredOutput(kind=kind, spec=spec, param=param))
+    compiler.shutdown(wait=False, cancel_futures=True)  # no one is left to hear of them
+    os._exit(0)  # without waiting for a compile under way
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import weakref
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from functools import partial
@@ -80,7 +81,7 @@ class Grammars:
         self._links: list[Link] = []
         self._ready: Future = Future()  # the links, started off the engine thread
         self._unsent: list[tuple[Compilation, StructuredOutput]] = []  # submitted before the links were
-        self._lock = threading.Lock()  # over the two lists a finalizer writes
+        self._lock = threading.RLock()  # over what a finalizer writes (on this thread too, in a GC pass)
         self._load = [0] * banks  # matchers live or promised in each bank, to place new requests
         self._dropped: list[list[int]] = [[] for _ in range(banks)]  # keys to forget, by bank
         self._makes: list[list[tuple[int, list[int]]]] = [[] for _ in range(banks)]
@@ -160,6 +161,7 @@ class Grammars:
         the matchers attached since its last step, takes the tokens accepted since, fills its rows, then
         forgets what was freed; rows of the unconstrained (or finished) sequences allow every token.
         `collect` gives the result."""
+        self._stepping = []  # left by a step an error cut short: its late replies are told apart
         fills: list[Pairs] = [[] for _ in self._load]
         for row, seq in enumerate(seqs):
             if seq.grammar is not None and not seq.is_finished:
@@ -175,10 +177,9 @@ class Grammars:
             if fills[bank]:
                 with self._lock:
                     drops, self._dropped[bank] = self._dropped[bank], []
-                link.step(
-                    self._makes[bank], self._accepts[bank], fills[bank], drops, self._masks.turn, bitmask
-                )
-                self._makes[bank], self._accepts[bank] = [], []
+                makes, accepts = self._makes[bank], self._accepts[bank]
+                self._makes[bank], self._accepts[bank] = [], []  # sent once, even if the step fails
+                link.step(makes, accepts, fills[bank], drops, self._masks.turn, bitmask)
                 self._stepping.append(link)
 
     def collect(self) -> torch.Tensor | None:
@@ -192,15 +193,21 @@ class Grammars:
                 log.error("grammar matchers %s refused their sampled tokens", refused)
         return self._masks.current(self._rows) if self._rows else None
 
-    def close(self) -> None:
-        """Stops the workers (once started, if they are starting) and frees the masks."""
+    @property
+    def busy(self) -> bool:
+        """Whether a compilation has yet to be sent or answered (a discarded one's included)."""
+        return bool(self._pending or self._unsent)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stops the workers (once started, if they are starting) within `timeout`; frees the masks."""
+        deadline = time.monotonic() + timeout
         if self.workers:
-            wait([self._ready], timeout=60)
+            wait([self._ready], timeout=timeout)
         for link in self._links:
             link.close()
         for link in self._links:
             if isinstance(link, WorkerLink):
-                link.wait(timeout=5)
+                link.wait(deadline)
         self._masks.close()
 
     # ---- the links ----------------------------------------------------------------------------------
@@ -231,7 +238,10 @@ class Grammars:
     def _start_workers(self, info_args: tuple, workers: int) -> None:
         try:
             info_json = tokenizer_info(*info_args).serialize_json()
-            self._links = [WorkerLink(i, info_json, self._masks) for i in range(workers)]
+            links = [WorkerLink(i, self._masks) for i in range(workers)]
+            for link in links:  # all started first: each reads the vocabulary once it has imported
+                link.start(info_json)
+            self._links = links
             log.info("started %d grammar worker processes", workers)
             self._ready.set_result(None)
         except BaseException as e:

@@ -144,6 +144,34 @@ def test_masks_filled_by_worker_processes_equal_masks_filled_in_process(smollm2_
         there.close()
 
 
+def test_a_step_cut_short_is_not_taken_for_the_next(smollm2_llm):
+    """A step dispatched to a worker and never collected (an error between the two): the next step's
+    masks are the next step's, not the late reply to the first."""
+    engine, tokenizer = smollm2_llm.engine, smollm2_llm.tokenizer
+    written = '{"user": {"id": 123, "email": "abc'
+    second = [written[: i % 7] for i in range(40)]
+    here, there = _grammars(engine, 0), _grammars(engine, 1)
+    try:
+        expected = _masks_of(here, tokenizer, second)
+        seqs = [Sequence(f"cut-{i}", 0, [1, 2, 3], SamplingParams(), max_len=64) for i in range(70)]
+        compilation = there.submit(JSON, len(seqs))
+        while not compilation.future.done():
+            there.poll(timeout=0.1)
+        there.attach(compilation, seqs)
+        for seq, prefix in zip(seqs, [written[: i + 1] for i in range(30)], strict=False):
+            for token in tokenizer.encode(prefix):
+                there.accept(seq, token)
+        there.dispatch(seqs[:30])  # never collected
+        for seq, prefix in zip(seqs[30:], second, strict=True):
+            for token in tokenizer.encode(prefix):
+                there.accept(seq, token)
+        there.dispatch(seqs[30:])
+        assert there.collect().equal(expected)
+    finally:
+        here.close()
+        there.close()
+
+
 def test_grammar_workers_give_what_the_engine_process_gives(smollm2_llm, workers_llm):
     """The same greedy replies, constrained or not, at once and with overlapped steps; every matcher
     is let go once its sequence is done, and a bad constraint is refused naming its field."""
