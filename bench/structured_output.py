@@ -115,7 +115,7 @@ for rows in (1, 16, 64):  # each twice, the faster kept: a first run warms buffe
 grammars = engine.grammars
 for name, schema in SCHEMAS.items():
     start = time.perf_counter()
-    compilation = grammars.submit(StructuredOutput(kind="json", spec=json.dumps(schema)))
+    compilation = grammars.submit(StructuredOutput(kind="json", spec=json.dumps(schema)), 1)
     while not compilation.future.done():
         grammars.poll(timeout=0.01)
     compilation.future.result()

@@ -74,6 +74,12 @@ class Grammars:
         max_rows: int,
         pin: bool,
     ):
+        # imported on this thread, before the threads that use them start: transformers' lazy imports
+        # fail ("cannot import name") when two threads race through them, as a tokenizer loaded beside
+        # a starting engine did
+        import xgrammar  # noqa: F401
+        from transformers import AutoTokenizer, PreTrainedTokenizerBase  # noqa: F401
+
         info_args = (*tokenizer_args, vocab_size, stop_token_ids)
         self.workers = workers
         banks = max(1, workers)
