@@ -68,10 +68,10 @@ class Sampler(nn.Module):
             logits.index_put_((st.bias_rows, st.bias_tokens), st.bias_values, accumulate=True)
         if st.repetition_penalty is not None:
             logits = _apply_penalties(logits, st, vocab)
-        if st.banned_rows is not None:
-            logits[st.banned_rows, st.banned_tokens] = -float("inf")
         if st.token_bitmask is not None:
             apply_token_bitmask(logits, st.token_bitmask)
+        if st.banned_rows is not None:
+            _ban_stop_tokens(logits, st)
 
         token_ids = logits.argmax(dim=-1) if st.all_greedy else self._sample(logits, st)
 
@@ -94,6 +94,18 @@ class Sampler(nn.Module):
             probs = probs.masked_fill(probs < st.min_p[:, None] * probs.amax(dim=-1, keepdim=True), 0.0)
         draw = _race if probs.is_cuda else _inverse_cdf
         return torch.where(st.greedy, greedy, draw(probs, st.generators))
+
+
+def _ban_stop_tokens(logits: torch.Tensor, st: SamplingTensors) -> None:
+    """Stop tokens to -inf in the rows below their min_tokens; except in a row whose grammar allows only a
+    stop token (its reply is complete): the grammar wins, the reply ends. Without a host sync."""
+    if st.token_bitmask is None:
+        logits[st.banned_rows, st.banned_tokens] = -float("inf")
+        return
+    kept = logits[st.banned_rows, st.banned_tokens]
+    logits[st.banned_rows, st.banned_tokens] = -float("inf")
+    emptied = logits.isneginf().all(dim=-1)[st.banned_rows]
+    logits[st.banned_rows, st.banned_tokens] = torch.where(emptied, kept, -float("inf"))
 
 
 def _race(probs: torch.Tensor, generators: list[torch.Generator | None] | None) -> torch.Tensor:

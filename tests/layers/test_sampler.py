@@ -99,6 +99,24 @@ def test_banned_tokens_are_never_chosen():
     assert (Sampler()(x, st).token_ids != best).all()
 
 
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_a_grammar_that_allows_only_a_banned_stop_token_gets_it(temperature):
+    """Row 0 is below min_tokens (stop token 7 banned) but its grammar allows only 7: the grammar wins.
+    Row 1's grammar allows 7 and 9: the ban holds there."""
+    bitmask = torch.zeros(2, 2, dtype=torch.int32)
+    bitmask[0, 0] = 1 << 7
+    bitmask[1, 0] = (1 << 7) | (1 << 9)
+    st = tensors(
+        2,
+        temperature,
+        banned_rows=torch.tensor([0, 1]),
+        banned_tokens=torch.tensor([7, 7]),
+        token_bitmask=bitmask,
+    )
+    out = Sampler()(logits(2), st)
+    assert out.token_ids.tolist() == [7, 9]
+
+
 def test_penalties_match_their_definitions():
     x = logits(1, seed=3)
     prompt, output = [4, 9], [9, 9, 11]
