@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,15 +36,22 @@ def _direct_decode(hf: Any) -> Any:
     return backend.decode
 
 
+# Held while a thread loads a tokenizer or imports what does (xgrammar): transformers' lazy imports fail
+# ("cannot import name") when two threads race through them, as an engine's grammar thread and its
+# LLM's tokenizer load did
+IMPORT_LOCK = threading.RLock()
+
+
 class Tokenizer:
     def __init__(self, path: str):
-        from transformers import AutoTokenizer
-
         p = Path(path)
-        if p.is_file() and p.suffix == ".gguf":
-            self.hf = AutoTokenizer.from_pretrained(str(p.parent), gguf_file=p.name)
-        else:
-            self.hf = AutoTokenizer.from_pretrained(str(p if p.is_dir() else p.parent))
+        with IMPORT_LOCK:
+            from transformers import AutoTokenizer
+
+            if p.is_file() and p.suffix == ".gguf":
+                self.hf = AutoTokenizer.from_pretrained(str(p.parent), gguf_file=p.name)
+            else:
+                self.hf = AutoTokenizer.from_pretrained(str(p if p.is_dir() else p.parent))
         self.has_chat_template = bool(getattr(self.hf, "chat_template", None))
         self._decode = _direct_decode(self.hf) or self.hf.decode
 

@@ -28,11 +28,12 @@ def tokenizer_info(
 ) -> Any:
     """xgrammar's view of the model's tokenizer (its decoded vocabulary), padded to the model's vocabulary;
     accepting one of `stop_token_ids` ends a grammar."""
-    import xgrammar as xgr
+    from pyinfer.tokenizer import IMPORT_LOCK, load_tokenizer
 
-    from pyinfer.tokenizer import load_tokenizer
+    with IMPORT_LOCK:
+        import xgrammar as xgr
 
-    tokenizer = load_tokenizer(model_path, load_format, tokenizer_path)
+        tokenizer = load_tokenizer(model_path, load_format, tokenizer_path)
     if tokenizer is None:
         raise SamplingParamsError("response_format", "this model has no tokenizer to constrain")
     return xgr.TokenizerInfo.from_huggingface(

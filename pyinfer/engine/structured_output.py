@@ -92,16 +92,9 @@ class Grammars:
         words = -(-vocab_size // 32)
         self._masks = MaskBuffers(words, pin, shared_rows=max_rows if workers else 0)
         if workers:
-            # the vocabulary is read on this thread: transformers' lazy imports fail ("cannot import
-            # name") when a thread races another through them, as the model's tokenizer loading did
-            try:
-                info_json = tokenizer_info(*info_args).serialize_json()
-            except SamplingParamsError as e:  # no tokenizer: every constrained request is refused
-                self._ready.set_exception(e)
-            else:
-                threading.Thread(
-                    target=self._start_workers, args=(info_json, workers), daemon=True, name="grammar-start"
-                ).start()
+            threading.Thread(
+                target=self._start_workers, args=(info_args, workers), daemon=True, name="grammar-start"
+            ).start()
         else:
             self._links = [LocalLink(info_args)]
             self._ready.set_result(None)
@@ -242,8 +235,10 @@ class Grammars:
         else:
             future.set_exception(error)
 
-    def _start_workers(self, info_json: str, workers: int) -> None:
+    def _start_workers(self, info_args: tuple, workers: int) -> None:
+        """Off the engine's thread: reading a large vocabulary takes a second of a GPU server's start."""
         try:
+            info_json = tokenizer_info(*info_args).serialize_json()
             links = [WorkerLink(i, self._masks) for i in range(workers)]
             for link in links:  # all started first: each reads the vocabulary once it has imported
                 link.start(info_json)
@@ -251,5 +246,6 @@ class Grammars:
             log.info("started %d grammar worker processes", workers)
             self._ready.set_result(None)
         except BaseException as e:
-            log.exception("grammar workers failed to start")
+            if not isinstance(e, SamplingParamsError):  # no tokenizer: every constrained request is refused
+                log.exception("grammar workers failed to start")
             self._ready.set_exception(e)
