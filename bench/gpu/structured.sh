@@ -8,4 +8,4 @@ for model in llama-3.2-1b llama-3.1-8b; do
   timeout 200 python3 bench/structured_output.py $model --device cuda --load-format dummy --tokenizer .gpu-tokenizer \
     --grammar-workers ${WORKERS:-0,2,4} 2>&1 | grep -E "device|rows|compile|Error|error" | grep -v Warning
 done
-timeout 240 python3 -m pytest -q -m gpu tests/gpu tests/kernels 2>&1 | tail -5
+timeout 240 python3 -m pytest -q -m gpu tests/gpu tests/kernels --tb=short 2>&1 | grep -v Warning | tail -40
