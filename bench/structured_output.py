@@ -15,7 +15,6 @@ import time
 from pyinfer import SamplingParams
 from pyinfer.engine.engine import LLMEngine
 from pyinfer.engine.llm import LLM
-from pyinfer.engine.structured_output import Grammars
 from pyinfer.sampling_params import StructuredOutput
 from tests.server.structured_schemas import SCHEMAS
 
@@ -48,14 +47,7 @@ engine: LLMEngine = llm.engine
 def use_grammar_workers(workers: int) -> None:
     """The engine's grammars kept in this many worker processes from here on."""
     engine.grammars.close()
-    engine.grammars = Grammars(
-        (engine.model_path, engine.load_format, args.tokenizer),
-        engine.model_config.vocab_size,
-        list(engine.model_config.eos_token_ids),
-        workers,
-        engine.config.max_num_seqs,
-        pin=engine.runner.is_cuda,
-    )
+    engine.grammars = engine.new_grammars(workers)
 
 
 mask_wait_ms: dict[tuple[int, bool], float] = {}  # the last run's, per step

@@ -78,7 +78,7 @@ class LLMEngine:
             f", tensor-parallel rank 0 of {group.size}" if group.size > 1 else "",
         )
         self.runner = ModelRunner(config, model, model.config.eos_token_ids, group, steps)
-        self.model_config = cfg = model.config
+        self.model_config = model.config
         self.max_model_len = self.runner.max_model_len
         # the next step launched before this one's ids reach the host: a GPU's, unless --no-overlap (on the
         # CPU each step completes before it returns, so it would gain nothing there)
@@ -93,15 +93,7 @@ class LLMEngine:
         self.scheduler = Scheduler(
             self.block_manager, config.max_num_seqs, config.max_num_batched_tokens, config.scheduling_policy
         )
-        workers = config.grammar_workers
-        self.grammars = Grammars(
-            (self.model_path, self.load_format, config.tokenizer),
-            cfg.vocab_size,
-            list(cfg.eos_token_ids),  # accepting one ends a grammar
-            default_grammar_workers(device.type) if workers is None else workers,
-            config.max_num_seqs,
-            pin=self.runner.is_cuda,
-        )
+        self.grammars = self.new_grammars(config.grammar_workers)
         self._compiling: list[tuple[Compilation, list[Sequence]]] = []  # requests waiting for their grammar
         self._rejected: list[tuple[str, SamplingParamsError]] = []  # refused after add_request returned
         self.num_constrained_requests = 0
@@ -109,6 +101,19 @@ class LLMEngine:
         self._requests: dict[str, list[Sequence]] = {}
         self.num_tokens_computed = 0  # tokens run through the model since start (prefix hits skip it)
         self._in_flight: InFlight | None = None  # the launched step whose tokens are not yet on the host
+
+    def new_grammars(self, workers: int | None, max_rows: int | None = None) -> Grammars:
+        """Grammars for this model's vocabulary in `workers` processes (None: the device's default), for
+        masks of up to `max_rows` rows (default: a full batch)."""
+        cfg = self.model_config
+        return Grammars(
+            (self.model_path, self.load_format, self.config.tokenizer),
+            cfg.vocab_size,
+            list(cfg.eos_token_ids),  # accepting one ends a grammar
+            default_grammar_workers(self.runner.device.type) if workers is None else workers,
+            max_rows or self.config.max_num_seqs,
+            pin=self.runner.is_cuda,
+        )
 
     # ---- requests -------------------------------------------------------------------------------
     def add_request(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams) -> None:

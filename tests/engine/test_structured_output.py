@@ -21,6 +21,15 @@ from pyinfer.sampling_params import SamplingParamsError, StructuredOutput
 from tests.server.structured_schemas import SCHEMAS
 
 JSON = StructuredOutput(kind="json", spec=json.dumps(SCHEMAS["nested"]))
+# two JSON requests beside two unconstrained ones, greedy
+MIXED = [
+    [{"role": "user", "content": p}]
+    for p in ("A user record as JSON.", "Name three colours.", "Another user record, as JSON.", "Hello!")
+]
+MIXED_PARAMS = [
+    SamplingParams(temperature=0, max_tokens=40, structured=JSON if i % 2 == 0 else None)
+    for i in range(len(MIXED))
+]
 
 
 @pytest.fixture(scope="module")
@@ -97,20 +106,8 @@ def workers_llm() -> Iterator[LLM]:
     llm.engine.close()
 
 
-def _grammars(engine, workers: int) -> Grammars:
-    return Grammars(
-        (engine.model_path, engine.load_format, None),
-        engine.model_config.vocab_size,
-        list(engine.model_config.eos_token_ids),
-        workers,
-        max_rows=48,
-        pin=False,
-    )
-
-
-def _masks_of(grammars: Grammars, tokenizer, prefixes: list[str | None]) -> torch.Tensor | None:
-    """One step's masks for sequences at these points of JSON's grammar (None: unconstrained)."""
-    seqs = [Sequence(f"mask-{i}", 0, [1, 2, 3], SamplingParams(), max_len=64) for i in range(len(prefixes))]
+def _attached(grammars: Grammars, tokenizer, seqs: list[Sequence], prefixes: list[str | None]) -> None:
+    """The sequences given JSON's matchers, moved through their prefixes (None: unconstrained)."""
     constrained = [seq for seq, prefix in zip(seqs, prefixes, strict=True) if prefix is not None]
     compilation = grammars.submit(JSON, len(constrained))
     while not compilation.future.done():
@@ -120,6 +117,12 @@ def _masks_of(grammars: Grammars, tokenizer, prefixes: list[str | None]) -> torc
     for seq, prefix in zip(seqs, prefixes, strict=True):
         for token in tokenizer.encode(prefix or ""):
             grammars.accept(seq, token)
+
+
+def _masks_of(grammars: Grammars, tokenizer, prefixes: list[str | None]) -> torch.Tensor | None:
+    """One step's masks for sequences at these points of JSON's grammar (None: unconstrained)."""
+    seqs = [Sequence(f"mask-{i}", 0, [1, 2, 3], SamplingParams(), max_len=64) for i in range(len(prefixes))]
+    _attached(grammars, tokenizer, seqs, prefixes)
     grammars.dispatch(seqs)
     masks = grammars.collect()
     return None if masks is None else masks.clone()
@@ -131,7 +134,7 @@ def test_masks_filled_by_worker_processes_equal_masks_filled_in_process(smollm2_
     engine, tokenizer = smollm2_llm.engine, smollm2_llm.tokenizer
     written = '{"user": {"id": 123, "email": "abc'
     prefixes = [None if i % 3 == 0 else written[: i % len(written)] for i in range(40)]
-    here, there = _grammars(engine, 0), _grammars(engine, 2)
+    here, there = engine.new_grammars(0, max_rows=48), engine.new_grammars(2, max_rows=48)
     try:
         in_process = _masks_of(here, tokenizer, prefixes)
         in_workers = _masks_of(there, tokenizer, prefixes)
@@ -150,21 +153,12 @@ def test_a_step_cut_short_is_not_taken_for_the_next(smollm2_llm):
     engine, tokenizer = smollm2_llm.engine, smollm2_llm.tokenizer
     written = '{"user": {"id": 123, "email": "abc'
     second = [written[: i % 7] for i in range(40)]
-    here, there = _grammars(engine, 0), _grammars(engine, 1)
+    here, there = engine.new_grammars(0, max_rows=48), engine.new_grammars(1, max_rows=48)
     try:
         expected = _masks_of(here, tokenizer, second)
         seqs = [Sequence(f"cut-{i}", 0, [1, 2, 3], SamplingParams(), max_len=64) for i in range(70)]
-        compilation = there.submit(JSON, len(seqs))
-        while not compilation.future.done():
-            there.poll(timeout=0.1)
-        there.attach(compilation, seqs)
-        for seq, prefix in zip(seqs, [written[: i + 1] for i in range(30)], strict=False):
-            for token in tokenizer.encode(prefix):
-                there.accept(seq, token)
+        _attached(there, tokenizer, seqs, [written[: i + 1] for i in range(30)] + second)
         there.dispatch(seqs[:30])  # never collected
-        for seq, prefix in zip(seqs[30:], second, strict=True):
-            for token in tokenizer.encode(prefix):
-                there.accept(seq, token)
         there.dispatch(seqs[30:])
         assert there.collect().equal(expected)
     finally:
@@ -175,18 +169,12 @@ def test_a_step_cut_short_is_not_taken_for_the_next(smollm2_llm):
 def test_grammar_workers_give_what_the_engine_process_gives(smollm2_llm, workers_llm):
     """The same greedy replies, constrained or not, at once and with overlapped steps; every matcher
     is let go once its sequence is done, and a bad constraint is refused naming its field."""
-    prompts = ["A user record as JSON.", "Name three colours.", "Another user record, as JSON.", "Hello!"]
-    params = [
-        SamplingParams(temperature=0, max_tokens=40, structured=JSON if i % 2 == 0 else None)
-        for i in range(len(prompts))
-    ]
-    conversations = [[{"role": "user", "content": p}] for p in prompts]
-    expected = [r.outputs[0].text for r in smollm2_llm.chat(conversations, params)]
+    expected = [r.outputs[0].text for r in smollm2_llm.chat(MIXED, MIXED_PARAMS)]
     engine = workers_llm.engine
-    assert [r.outputs[0].text for r in workers_llm.chat(conversations, params)] == expected
+    assert [r.outputs[0].text for r in workers_llm.chat(MIXED, MIXED_PARAMS)] == expected
     engine.overlap = True
     try:
-        assert [r.outputs[0].text for r in workers_llm.chat(conversations, params)] == expected
+        assert [r.outputs[0].text for r in workers_llm.chat(MIXED, MIXED_PARAMS)] == expected
     finally:
         engine.overlap = False
     assert engine.grammars._load == [0, 0]  # every matcher let go, and every promise kept
@@ -229,16 +217,10 @@ def test_overlapped_steps_give_what_steps_in_turn_give_constrained_or_not(smollm
     grammar's token taken while the next forward runs) on the CPU's engine: the same greedy replies."""
     engine = smollm2_llm.engine
     schema = SCHEMAS["nested"]
-    prompts = ["A user record as JSON.", "Name three colours.", "Another user record, as JSON.", "Hello!"]
-    params = [
-        SamplingParams(temperature=0, max_tokens=40, structured=JSON if i % 2 == 0 else None)
-        for i in range(len(prompts))
-    ]
-    conversations = [[{"role": "user", "content": p}] for p in prompts]
-    in_turn = [r.outputs[0].text for r in smollm2_llm.chat(conversations, params)]
+    in_turn = [r.outputs[0].text for r in smollm2_llm.chat(MIXED, MIXED_PARAMS)]
     engine.overlap = True
     try:
-        overlapped = [r.outputs[0].text for r in smollm2_llm.chat(conversations, params)]
+        overlapped = [r.outputs[0].text for r in smollm2_llm.chat(MIXED, MIXED_PARAMS)]
     finally:
         engine.overlap = False
     assert overlapped == in_turn
