@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 24 on the lent GPU, one call: start-up on an empty Triton cache (what compiles after /ready),
 # the first load run against the next ones, then a py-spy profile of the server's processes under
-# concurrency 256, with API_COUNTS API processes (default "1 2 4"). bash bench/gpu/front_end.sh (results
+# concurrency 256, with API_COUNTS API processes (default "1 2 4"; empty: the cold start only). bash bench/gpu/front_end.sh (results
 # under $OUT); MODEL=llama-3.1-8b for the 8B shape, SERVE_ARGS adds server flags, PROFILE=0 skips the profile.
 source bench/gpu/setup.sh >/dev/null 2>&1 || exit 1
 model=${MODEL:-llama-3.2-1b}; dir=/tmp/dummy-$model
@@ -23,7 +23,7 @@ for k in 1 2 3; do
   echo "compiled since ready:"; python3 bench/gpu/triton_cache.py --since $OUT/variants-at-ready.txt | tee $OUT/variants-after-run$k.txt | cut -c1-200
 done
 kill -TERM $pid; wait $pid; echo "server exit $?"
-for n in ${API_COUNTS:-1 2 4}; do
+for n in ${API_COUNTS-1 2 4}; do
   python3 -m pyinfer.cli serve --model $dir --load-format dummy --served-model-name dummy --port 8000 --api-server-count $n ${SERVE_ARGS:-} > /tmp/server-n$n.log 2>&1 &
   pid=$!
   wait_ready $pid || { tail -30 /tmp/server-n$n.log; exit 1; }

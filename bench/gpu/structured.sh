@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Issue 22 on a GPU: a decode step of 1, 16 and 64 rows under a JSON schema against the same rows
 # unconstrained, with the grammars in the engine's process (0) and in 2 and 4 worker processes, on the
-# dummy 1B and 8B shapes (graphs on); then the GPU tests. Carry .whl and .gpu-tokenizer.
+# dummy 1B and 8B shapes (graphs on); then the GPU tests. Carry .whl (the tests validate with jsonschema:
+# `../shared/gpu/fetch-wheels.sh jsonschema jsonschema-specifications referencing rpds-py attrs`) and
+# .gpu-tokenizer (SmolLM2's: `Tokenizer(default_model_path()).hf.save_pretrained(".gpu-tokenizer")`).
 source bench/gpu/setup.sh || exit 1
 for model in llama-3.2-1b llama-3.1-8b; do
   echo "== $model"

@@ -23,10 +23,12 @@ from pyinfer.engine.structured_output import Compilation, Grammars, default_gram
 from pyinfer.engine.tensor_parallel import TensorParallelWorkers
 from pyinfer.layers.sampler import apply_token_bitmask
 from pyinfer.model_files import resolve_model
-from pyinfer.sampling_params import SamplingParams, SamplingParamsError, check_request
+from pyinfer.models.loader import load_config
+from pyinfer.sampling_params import SamplingParams, SamplingParamsError, StructuredOutput, check_request
 
 log = logging.getLogger(__name__)
 
+GRAMMAR_WARM_UP_TIMEOUT_S = 120.0  # the grammar workers' start, past which the server is ready without them
 WARM_UP_TOKENS = 4  # each warm-up request's: enough that later prompts meet odd and even numbers of decodes
 
 
@@ -51,9 +53,14 @@ class LLMEngine:
         if config.tensor_parallel_size > 1:
             self.workers = TensorParallelWorkers(config, self.model_path, self.load_format, device)
             group, steps, device = self.workers.group, self.workers.steps, self.workers.group.device
+        self.device = device
+        self.model_config = load_config(self.model_path, self.load_format)
+        # before the load, so that the grammar worker processes start beside it (seconds of CPU each)
+        self.grammars = self.new_grammars(config.grammar_workers)
         try:
             self._set_up(config, device, group, steps, start)
         except BaseException:
+            self.grammars.close()
             if self.workers is not None:
                 self.workers.kill()
             raise
@@ -93,11 +100,9 @@ class LLMEngine:
         self.scheduler = Scheduler(
             self.block_manager, config.max_num_seqs, config.max_num_batched_tokens, config.scheduling_policy
         )
-        self.grammars = self.new_grammars(config.grammar_workers)
         self._compiling: list[tuple[Compilation, list[Sequence]]] = []  # requests waiting for their grammar
         self._rejected: list[tuple[str, SamplingParamsError]] = []  # refused after add_request returned
         self.num_constrained_requests = 0
-        self.device = device
         self._requests: dict[str, list[Sequence]] = {}
         self.num_tokens_computed = 0  # tokens run through the model since start (prefix hits skip it)
         self._in_flight: InFlight | None = None  # the launched step whose tokens are not yet on the host
@@ -110,9 +115,9 @@ class LLMEngine:
             (self.model_path, self.load_format, self.config.tokenizer),
             cfg.vocab_size,
             list(cfg.eos_token_ids),  # accepting one ends a grammar
-            default_grammar_workers(self.runner.device.type) if workers is None else workers,
+            default_grammar_workers(self.device.type) if workers is None else workers,
             max_rows or self.config.max_num_seqs,
-            pin=self.runner.is_cuda,
+            pin=self.device.type == "cuda",
         )
 
     # ---- requests -------------------------------------------------------------------------------
@@ -215,12 +220,43 @@ class LLMEngine:
             self.step()
         while self.has_unfinished():
             self.step()
+        self._warm_up_grammar_workers()
         vocab = self.model_config.vocab_size
         mask = torch.full((1, -(-vocab // 32)), -1, dtype=torch.int32, device=self.device)
         apply_token_bitmask(torch.zeros(1, vocab, device=self.device), mask)
-        self.num_tokens_computed = 0
+        self.num_tokens_computed = self.num_constrained_requests = 0
         self.block_manager.prefix_queries = self.block_manager.prefix_hits = 0
         log.info("warmed up in %.1fs", time.perf_counter() - start)
+
+    def _warm_up_grammar_workers(self) -> None:
+        """A constrained request in each grammar worker process, so that their start (importing xgrammar,
+        reading the vocabulary: seconds of CPU on each) ends before ready, not beside a client's first
+        requests. In-process (the CPU's default) the vocabulary is read at the first constrained request
+        instead: reading it here would add seconds to every start."""
+        if not self.grammars.workers:
+            return
+        params = SamplingParams(
+            temperature=0,
+            max_tokens=WARM_UP_TOKENS,
+            # any text: a grammar every vocabulary can follow (a JSON one needs tokens with braces)
+            structured=StructuredOutput(kind="regex", spec=r"[\s\S]*"),
+        )
+        request_ids = [f"warm-up-grammar-{i}" for i in range(self.grammars.workers)]
+        for i, request_id in enumerate(request_ids):  # each to the bank with the fewest: one in each
+            self.add_request(request_id, [1 + i, 2, 3], params)
+        deadline = time.monotonic() + GRAMMAR_WARM_UP_TIMEOUT_S
+        while self.has_unfinished() and time.monotonic() < deadline:
+            self.step()
+        if self.has_unfinished():
+            log.warning(
+                "grammar workers not started in %.0fs: constrained requests wait", GRAMMAR_WARM_UP_TIMEOUT_S
+            )
+            for request_id in request_ids:
+                self.abort(request_id)
+            while self.has_unfinished():
+                self.step()
+        if rejected := self.pop_rejected():  # a model without a tokenizer: constrained requests are refused
+            log.info("constrained decoding unavailable: %s", rejected[0][1])
 
     def _generator(self, seed: int | None, index: int) -> torch.Generator | None:
         if seed is None:

@@ -5,6 +5,7 @@ banks fill in turn."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import mmap
 import os
@@ -12,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from multiprocessing.connection import Connection
@@ -39,19 +41,19 @@ class MaskBuffers:
         self.words, self.pin, self.turn = words, pin, 0
         self.memfd: int | None = None
         self.buffers: torch.Tensor | None = None
-        self._registered = False
         if shared_rows:
             self.memfd = os.memfd_create("pyinfer-grammar-masks")
             os.ftruncate(self.memfd, 2 * shared_rows * words * 4)
-            self._map = mmap.mmap(self.memfd, 0)
-            self.buffers = torch.frombuffer(self._map, dtype=torch.int32).view(2, shared_rows, words)
-            if pin:  # the device then copies straight from it, without a staging copy on the host's time
-                code = torch.cuda.cudart().cudaHostRegister(self.buffers.data_ptr(), self.buffers.nbytes, 0)
-                self._registered = code == 0
-                if not self._registered:
-                    log.warning(
-                        "could not pin the grammar masks (CUDA error %s): copies will be staged", code
-                    )
+            self.buffers = torch.frombuffer(mmap.mmap(self.memfd, 0), dtype=torch.int32).view(
+                2, shared_rows, words
+            )
+            registered = pin and _host_register(self.buffers)
+            # also when the buffers are dropped unclosed: a range unmapped while still registered would
+            # make CUDA refuse the next mapping there, and that refusal would fail the next kernel launched
+            self._release = weakref.finalize(
+                self, _release_shared, self.memfd, self.buffers.data_ptr() if registered else None
+            )
+            self._release.atexit = False
 
     def next(self, rows: int) -> torch.Tensor:
         """The other buffer's first `rows` rows, for the step about to be filled. It was last read by the
@@ -68,16 +70,32 @@ class MaskBuffers:
         return self.buffers[self.turn, :rows]
 
     def close(self) -> None:
-        if self.memfd is None:
-            return
-        if self._registered:  # a copy from it may still be queued
-            torch.cuda.synchronize()
-            torch.cuda.cudart().cudaHostUnregister(self.buffers.data_ptr())
-        self.buffers = None
-        with contextlib.suppress(BufferError):  # a view still held elsewhere: the mapping goes with it
-            self._map.close()
-        os.close(self.memfd)
-        self.memfd = None
+        if self.memfd is not None:
+            self.buffers = None
+            self.memfd = None
+            self._release()
+
+
+def _host_register(buffers: torch.Tensor) -> bool:
+    """Pins `buffers` for the device's copies from them; False (and a warning) where CUDA refuses."""
+    cudart = torch.cuda.cudart()
+    code = cudart.cudaHostRegister(buffers.data_ptr(), buffers.nbytes, 0)
+    if code == 0:
+        return True
+    log.warning(
+        "could not pin the grammar masks (%s): copies will be staged", cudart.cudaGetErrorString(code)
+    )
+    with contextlib.suppress(OSError):  # the refusal stays CUDA's last error, which fails the next launch
+        ctypes.CDLL(f"libcudart.so.{torch.version.cuda.split('.')[0]}").cudaGetLastError()
+    return False
+
+
+def _release_shared(memfd: int, registered_at: int | None) -> None:
+    """Unpins the buffers; they are unmapped once no tensor views them (torch.frombuffer holds the map)."""
+    if registered_at is not None:  # a copy from it may still be queued
+        torch.cuda.synchronize()
+        torch.cuda.cudart().cudaHostUnregister(registered_at)
+    os.close(memfd)
 
 
 class Link(Protocol):

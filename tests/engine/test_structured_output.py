@@ -4,8 +4,10 @@ while its grammar compiles leaves nothing behind."""
 
 from __future__ import annotations
 
+import gc
 import json
 import math
+import os
 import re
 from collections.abc import Iterator
 
@@ -14,6 +16,7 @@ import pytest
 import torch
 
 from pyinfer import SamplingParams
+from pyinfer.engine.grammar_links import MaskBuffers
 from pyinfer.engine.llm import LLM
 from pyinfer.engine.sequence import Sequence
 from pyinfer.engine.structured_output import Grammars
@@ -196,6 +199,37 @@ def test_matchers_of_a_request_gone_before_it_sampled_are_let_go(smollm2_llm):
     smollm2_llm.generate(["Hi"], SamplingParams(max_tokens=4, structured=JSON))
     assert len(engine.grammars._links[0].bank) == 1  # the last request's matcher, dropped with the next step
     assert engine.grammars._load == [0]
+
+
+def test_warm_up_puts_a_constrained_request_through_every_grammar_worker(workers_llm):
+    """Each worker has started and compiled before the server is ready, not beside a client's first
+    requests; the warm-up leaves no matcher, request or count behind."""
+    engine = workers_llm.engine
+    before = [link.compile_seconds for link in engine.grammars._links] or [0.0, 0.0]
+    engine.warm_up()
+    after = [link.compile_seconds for link in engine.grammars._links]
+    assert len(after) == 2 and all(a > b for a, b in zip(after, before, strict=True))
+    assert engine.grammars._load == [0, 0] and not engine.has_unfinished()
+    assert engine.num_constrained_requests == 0 and engine.pop_rejected() == []
+
+
+def test_mask_buffers_let_go_of_their_memory_only_once_no_view_holds_it():
+    """A view taken before close stays readable (the map goes with its last tensor); the memfd is
+    closed by close, or when the buffers are dropped unclosed."""
+    closed = MaskBuffers(4, pin=False, shared_rows=8)
+    view = closed.next(2)
+    view.fill_(7)
+    memfd = closed.memfd
+    closed.close()
+    assert view.sum().item() == 7 * 2 * 4
+    with pytest.raises(OSError):
+        os.fstat(memfd)
+    dropped = MaskBuffers(4, pin=False, shared_rows=8)
+    memfd = dropped.memfd
+    del dropped
+    gc.collect()
+    with pytest.raises(OSError):
+        os.fstat(memfd)
 
 
 def test_a_grammar_worker_that_dies_fails_the_step_naming_it():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from pathlib import Path
@@ -17,6 +18,13 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 # Our bf16 logits may be at most this much further from transformers' fp32 logits than
 # transformers' own bf16 logits are (relative error of the whole tensor).
 BF16_ERROR_RATIO = 1.5
+
+
+@pytest.fixture(autouse=True)
+def _free_engines():
+    """Each test's engines (their KV caches take most of the GPU) freed before the next sizes its own."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture(scope="module")
@@ -198,9 +206,23 @@ def test_constrained_decoding_with_grammar_workers_on_graphs(llama_with_tokenize
         )
         outputs = [r.outputs[0] for r in llm.generate(prompts, params)]
         llm.engine.close()
+        del llm
+        gc.collect()  # this engine's KV cache freed before the next one sizes its own
         texts[workers] = [o.text for o in outputs]
         for out, p in zip(outputs, params, strict=True):
             if p.structured is not None:
                 assert out.finish_reason == "stop", out.text
                 jsonschema.validate(json.loads(out.text), schema)
     assert texts[2] == texts[0]
+
+
+def test_pinned_masks_dropped_unclosed_leave_no_registration_behind():
+    """Grammar masks registered with CUDA and dropped without close (an engine never closed): the next
+    ones map where they were, register, and the next kernel launches."""
+    from pyinfer.engine.grammar_links import MaskBuffers
+
+    for _ in range(3):
+        masks = MaskBuffers(4096, pin=True, shared_rows=64)
+        assert masks._release.peek()[2][1] is not None  # registered
+        del masks
+        torch.ones(8, device="cuda").sum().item()
