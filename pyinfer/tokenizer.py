@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import logging
 import os
+import shutil
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -49,7 +55,7 @@ class Tokenizer:
             from transformers import AutoTokenizer
 
             if p.is_file() and p.suffix == ".gguf":
-                self.hf = AutoTokenizer.from_pretrained(str(p.parent), gguf_file=p.name)
+                self.hf = _gguf_tokenizer(p)
             else:
                 self.hf = AutoTokenizer.from_pretrained(str(p if p.is_dir() else p.parent))
         self.has_chat_template = bool(getattr(self.hf, "chat_template", None))
@@ -107,6 +113,46 @@ class Tokenizer:
     ) -> list[int]:
         # The template already holds BOS and other special tokens.
         return self.encode(self.render_chat(messages, tools, options), add_special_tokens=False)
+
+
+def tokenizer_cache_dir() -> Path:
+    """Where GGUF tokenizers converted once are kept: ~/.cache/pyinfer/tokenizers ($XDG_CACHE_HOME's)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pyinfer" / "tokenizers"
+
+
+def _gguf_tokenizer(path: Path) -> Any:
+    """A GGUF's tokenizer. transformers takes seconds to convert its vocabulary (bench/results/
+    2026-12-06-cpu-session16.md), and every process of every start would: the result is kept as a
+    tokenizer folder, under the file's path, size, time and transformers' version, and read from there."""
+    import transformers
+    from transformers import AutoTokenizer
+
+    stat = path.stat()
+    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{transformers.__version__}"
+    cached = tokenizer_cache_dir() / hashlib.sha256(key.encode()).hexdigest()[:32]
+    if cached.is_dir():
+        try:
+            return AutoTokenizer.from_pretrained(str(cached))
+        except Exception as e:  # damaged: converted again, and kept again
+            log.warning(
+                "converting the GGUF tokenizer again: its cached copy in %s did not load (%s)", cached, e
+            )
+            shutil.rmtree(cached, ignore_errors=True)
+    hf = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        staged = Path(tempfile.mkdtemp(dir=cached.parent, prefix=".staged-"))
+    except OSError as e:
+        log.info("the GGUF tokenizer is not kept for the next start: %s", e)
+        return hf
+    try:
+        hf.save_pretrained(staged)
+        # whole or not at all; where a process that raced us got there first, its copy stays
+        os.rename(staged, cached)
+    except Exception as e:  # a cache that fails must not fail the load
+        log.info("the GGUF tokenizer is not kept for the next start: %s", e)
+        shutil.rmtree(staged, ignore_errors=True)
+    return hf
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
