@@ -120,39 +120,75 @@ def tokenizer_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pyinfer" / "tokenizers"
 
 
+# Files beside a GGUF that transformers reads into its tokenizer too: a change to one is a new tokenizer
+GGUF_SIBLINGS = (
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "chat_template.json",
+)
+PROBE = 'Hello, world! {"a": [1, 2]}\n\tünïcödé 🎉'  # a kept copy must encode this as the conversion did
+
+
 def _gguf_tokenizer(path: Path) -> Any:
     """A GGUF's tokenizer. transformers takes seconds to convert its vocabulary (bench/results/
     2026-12-06-cpu-session16.md), and every process of every start would: the result is kept as a
-    tokenizer folder, under the file's path, size, time and transformers' version, and read from there."""
-    import transformers
+    tokenizer folder, under the files' identities and transformers' version, and read from there."""
     from transformers import AutoTokenizer
 
-    stat = path.stat()
-    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{transformers.__version__}"
-    cached = tokenizer_cache_dir() / hashlib.sha256(key.encode()).hexdigest()[:32]
-    if cached.is_dir():
-        try:
-            return AutoTokenizer.from_pretrained(str(cached))
-        except Exception as e:  # damaged: converted again, and kept again
-            log.warning(
-                "converting the GGUF tokenizer again: its cached copy in %s did not load (%s)", cached, e
-            )
-            shutil.rmtree(cached, ignore_errors=True)
-    hf = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    cached = None
     try:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        staged = Path(tempfile.mkdtemp(dir=cached.parent, prefix=".staged-"))
-    except OSError as e:
-        log.info("the GGUF tokenizer is not kept for the next start: %s", e)
-        return hf
+        cached = _kept_copy(path)
+        if cached.is_dir():
+            return AutoTokenizer.from_pretrained(str(cached))
+    except Exception as e:  # no home, an unreadable cache, a damaged copy: converted again
+        log.info("converting the GGUF tokenizer again (%s)", e)
+    hf = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    if cached is not None:
+        try:
+            _keep(hf, cached)
+        except Exception as e:  # a cache that fails must not fail the load
+            log.info("the GGUF tokenizer is not kept for the next start: %s", e)
+    return hf
+
+
+def _kept_copy(path: Path) -> Path:
+    """Where the tokenizer of the GGUF at `path` is kept: named after it, the files beside it that
+    transformers reads too, and transformers' version."""
+    import transformers
+
+    identity = [str(path.resolve()), transformers.__version__]
+    for file in (path, *(path.parent / name for name in GGUF_SIBLINGS)):
+        if file.exists():
+            st = file.stat()
+            identity += [file.name, str(st.st_ino), str(st.st_size), str(st.st_mtime_ns)]
+    return tokenizer_cache_dir() / hashlib.sha256("|".join(identity).encode()).hexdigest()[:32]
+
+
+def _keep(hf: Any, cached: Path) -> None:
+    """Saves `hf` where `cached` names, whole or not at all, once it reads back the same."""
+    from transformers import AutoTokenizer
+
+    if cached.is_dir():  # a copy that did not load: out of readers' way first, then deleted
+        trash = Path(tempfile.mkdtemp(dir=cached.parent, prefix=".trash-"))
+        os.rename(cached, trash / "copy")
+        shutil.rmtree(trash, ignore_errors=True)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(dir=cached.parent, prefix=".staged-"))
     try:
         hf.save_pretrained(staged)
-        # whole or not at all; where a process that raced us got there first, its copy stays
-        os.rename(staged, cached)
-    except Exception as e:  # a cache that fails must not fail the load
-        log.info("the GGUF tokenizer is not kept for the next start: %s", e)
+        back = AutoTokenizer.from_pretrained(str(staged))
+        same = (type(back), len(back), back.encode(PROBE), back.chat_template) == (
+            type(hf),
+            len(hf),
+            hf.encode(PROBE),
+            hf.chat_template,
+        )
+        if not same:
+            raise ValueError("the saved copy reads back differently")
+        os.rename(staged, cached)  # where a process that raced us got there first, its copy stays
+    finally:
         shutil.rmtree(staged, ignore_errors=True)
-    return hf
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")

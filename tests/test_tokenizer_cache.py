@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,20 +22,22 @@ MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "conten
 TOOLS = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
 
 
-@pytest.fixture
-def conversions(monkeypatch, tmp_path) -> list[str]:
-    """An empty cache; each tokenizer load from a GGUF file (a conversion) is counted."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    counted: list[str] = []
-    load = transformers.AutoTokenizer.from_pretrained
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory, smollm2_path) -> Iterator[tuple[Tokenizer, list[str]]]:
+    """The embedded model's tokenizer converted once into an empty cache, and the list of every
+    tokenizer load from a GGUF file (a conversion) since."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+        conversions: list[str] = []
+        load = transformers.AutoTokenizer.from_pretrained
 
-    def counting(path, *args, **kwargs):
-        if kwargs.get("gguf_file"):
-            counted.append(kwargs["gguf_file"])
-        return load(path, *args, **kwargs)
+        def counting(path, *args, **kwargs):
+            if kwargs.get("gguf_file"):
+                conversions.append(kwargs["gguf_file"])
+            return load(path, *args, **kwargs)
 
-    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", counting)
-    return counted
+        patch.setattr(transformers.AutoTokenizer, "from_pretrained", counting)
+        yield Tokenizer(smollm2_path), conversions
 
 
 def _same(ours: Tokenizer, theirs: Tokenizer) -> None:
@@ -49,20 +52,23 @@ def _same(ours: Tokenizer, theirs: Tokenizer) -> None:
     assert (theirs._decode == theirs.hf.decode) == (ours._decode == ours.hf.decode)  # the same decode path
 
 
-def test_the_converted_tokenizer_is_kept_and_read_back_the_same(conversions, smollm2_path):
-    converted = Tokenizer(smollm2_path)
+def test_the_converted_tokenizer_is_kept_and_read_back_the_same(converted, smollm2_path):
+    first, conversions = converted
     (kept,) = tokenizer_cache_dir().iterdir()
     assert conversions == [Path(smollm2_path).name] and (kept / "tokenizer.json").exists()
     again = Tokenizer(smollm2_path)
     assert len(conversions) == 1  # read from the kept folder
-    _same(converted, again)
+    _same(first, again)
 
 
-def test_a_damaged_copy_is_converted_again_and_replaced(conversions, smollm2_path):
-    converted = Tokenizer(smollm2_path)
+def test_a_damaged_copy_is_converted_again_and_replaced(converted, smollm2_path):
+    first, conversions = converted
+    Tokenizer(smollm2_path)  # kept, whichever test ran first
+    before = len(conversions)
     (kept,) = tokenizer_cache_dir().iterdir()
     (kept / "tokenizer.json").write_text("{")
     again = Tokenizer(smollm2_path)
-    assert len(conversions) == 2
-    json.loads((kept / "tokenizer.json").read_text())
-    _same(converted, again)
+    assert len(conversions) == before + 1
+    (replaced,) = tokenizer_cache_dir().iterdir()  # no staged or discarded folder left beside it
+    json.loads((replaced / "tokenizer.json").read_text())
+    _same(first, again)

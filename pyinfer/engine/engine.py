@@ -54,15 +54,20 @@ class LLMEngine:
             self.workers = TensorParallelWorkers(config, self.model_path, self.load_format, device)
             group, steps, device = self.workers.group, self.workers.steps, self.workers.group.device
         self.device = device
-        self.model_config = load_config(self.model_path, self.load_format)
-        # before the load, so that the grammar worker processes start beside it (seconds of CPU each)
-        self.grammars = self.new_grammars(config.grammar_workers)
+        grammars = None
         try:
+            self.model_config = load_config(self.model_path, self.load_format)
+            # before the load, so that the grammar worker processes start beside it (seconds of CPU each)
+            self.grammars = grammars = self.new_grammars(config.grammar_workers)
             self._set_up(config, device, group, steps, start)
         except BaseException:
-            self.grammars.close()
             if self.workers is not None:
                 self.workers.kill()
+            if grammars is not None:
+                try:
+                    grammars.close()
+                except Exception:  # the start's own error is the one to raise
+                    log.exception("the grammars could not be closed after a failed start")
             raise
 
     def _set_up(

@@ -47,12 +47,10 @@ class MaskBuffers:
             self.buffers = torch.frombuffer(mmap.mmap(self.memfd, 0), dtype=torch.int32).view(
                 2, shared_rows, words
             )
-            registered = pin and _host_register(self.buffers)
+            device = torch.cuda.current_device() if pin and _host_register(self.buffers) else None
             # also when the buffers are dropped unclosed: a range unmapped while still registered would
             # make CUDA refuse the next mapping there, and that refusal would fail the next kernel launched
-            self._release = weakref.finalize(
-                self, _release_shared, self.memfd, self.buffers.data_ptr() if registered else None
-            )
+            self._release = weakref.finalize(self, _queue_release, self.buffers, self.memfd, device)
             self._release.atexit = False
 
     def next(self, rows: int) -> torch.Tensor:
@@ -74,10 +72,38 @@ class MaskBuffers:
             self.buffers = None
             self.memfd = None
             self._release()
+            release_dropped_masks()
+
+
+# Buffers let go of, each with its memfd and the device it is registered with (None: not registered).
+# Released on the engine's thread, not in the finalizer: a GC pass may run that on any thread, where a
+# synchronize could break a CUDA graph being captured. Held here, the memory stays mapped until then.
+_RELEASES: list[tuple[torch.Tensor, int, int | None]] = []
+
+
+def _queue_release(buffers: torch.Tensor, memfd: int, device: int | None) -> None:
+    if device is None:  # nothing of CUDA's to undo
+        os.close(memfd)
+    else:
+        _RELEASES.append((buffers, memfd, device))
+
+
+def release_dropped_masks() -> None:
+    """Unregisters and closes the buffers let go of since the last call (before a new registration,
+    which CUDA would refuse over a range still registered)."""
+    while _RELEASES:
+        buffers, memfd, device = _RELEASES.pop()
+        try:
+            if device is not None:  # a copy from it may still be queued
+                torch.cuda.synchronize(device)
+                torch.cuda.cudart().cudaHostUnregister(buffers.data_ptr())
+        finally:
+            os.close(memfd)
 
 
 def _host_register(buffers: torch.Tensor) -> bool:
     """Pins `buffers` for the device's copies from them; False (and a warning) where CUDA refuses."""
+    release_dropped_masks()
     cudart = torch.cuda.cudart()
     code = cudart.cudaHostRegister(buffers.data_ptr(), buffers.nbytes, 0)
     if code == 0:
@@ -85,17 +111,10 @@ def _host_register(buffers: torch.Tensor) -> bool:
     log.warning(
         "could not pin the grammar masks (%s): copies will be staged", cudart.cudaGetErrorString(code)
     )
-    with contextlib.suppress(OSError):  # the refusal stays CUDA's last error, which fails the next launch
-        ctypes.CDLL(f"libcudart.so.{torch.version.cuda.split('.')[0]}").cudaGetLastError()
+    if torch.version.cuda:  # the refusal stays CUDA's last error, which would fail the next launch
+        with contextlib.suppress(OSError):
+            ctypes.CDLL(f"libcudart.so.{torch.version.cuda.split('.')[0]}").cudaGetLastError()
     return False
-
-
-def _release_shared(memfd: int, registered_at: int | None) -> None:
-    """Unpins the buffers; they are unmapped once no tensor views them (torch.frombuffer holds the map)."""
-    if registered_at is not None:  # a copy from it may still be queued
-        torch.cuda.synchronize()
-        torch.cuda.cudart().cudaHostUnregister(registered_at)
-    os.close(memfd)
 
 
 class Link(Protocol):

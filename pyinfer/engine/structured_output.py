@@ -82,6 +82,7 @@ class Grammars:
         self._ready: Future = Future()  # the links, started off the engine thread
         self._unsent: list[tuple[Compilation, StructuredOutput]] = []  # submitted before the links were
         self._lock = threading.RLock()  # over what a finalizer writes (on this thread too, in a GC pass)
+        self._closing = False
         self._load = [0] * banks  # matchers live or promised in each bank, to place new requests
         self._dropped: list[list[int]] = [[] for _ in range(banks)]  # keys to forget, by bank
         self._makes: list[list[tuple[int, list[int]]]] = [[] for _ in range(banks)]
@@ -203,11 +204,10 @@ class Grammars:
         deadline = time.monotonic() + timeout
         if self.workers:
             wait([self._ready], timeout=timeout)
-        for link in self._links:
-            link.close()
-        for link in self._links:
-            if isinstance(link, WorkerLink):
-                link.wait(deadline)
+        with self._lock:  # workers still starting past the wait are closed by their starter
+            self._closing = True
+            links = list(self._links)
+        _close_links(links, deadline)
         self._masks.close()
 
     # ---- the links ----------------------------------------------------------------------------------
@@ -237,15 +237,33 @@ class Grammars:
 
     def _start_workers(self, info_args: tuple, workers: int) -> None:
         """Off the engine's thread: reading a large vocabulary takes a second of a GPU server's start."""
+        links: list[Link] = []
         try:
             info_json = tokenizer_info(*info_args).serialize_json()
-            links = [WorkerLink(i, self._masks) for i in range(workers)]
+            with self._lock:
+                if self._closing:
+                    raise RuntimeError("the grammars were closed while their workers started")
+                links = [WorkerLink(i, self._masks) for i in range(workers)]
             for link in links:  # all started first: each reads the vocabulary once it has imported
                 link.start(info_json)
-            self._links = links
+            with self._lock:
+                if self._closing:
+                    raise RuntimeError("the grammars were closed while their workers started")
+                self._links = links
             log.info("started %d grammar worker processes", workers)
             self._ready.set_result(None)
         except BaseException as e:
-            if not isinstance(e, SamplingParamsError):  # no tokenizer: every constrained request is refused
+            # no tokenizer: every constrained request is refused; closed: nothing is wanted any more
+            if not isinstance(e, SamplingParamsError) and not self._closing:
                 log.exception("grammar workers failed to start")
+            _close_links(links, time.monotonic() + 5.0)
             self._ready.set_exception(e)
+
+
+def _close_links(links: list[Link], deadline: float) -> None:
+    """Closes the links; a worker's process is waited for until `deadline` (time.monotonic), then killed."""
+    for link in links:
+        link.close()
+    for link in links:
+        if isinstance(link, WorkerLink):
+            link.wait(deadline)

@@ -218,11 +218,16 @@ def test_constrained_decoding_with_grammar_workers_on_graphs(llama_with_tokenize
 
 def test_pinned_masks_dropped_unclosed_leave_no_registration_behind():
     """Grammar masks registered with CUDA and dropped without close (an engine never closed): the next
-    ones map where they were, register, and the next kernel launches."""
-    from pyinfer.engine.grammar_links import MaskBuffers
+    ones map where they were, register, and the next kernel launches; a registration CUDA refuses (the
+    same range twice) leaves no error behind for that launch either."""
+    from pyinfer.engine.grammar_links import MaskBuffers, _host_register
 
     for _ in range(3):
         masks = MaskBuffers(4096, pin=True, shared_rows=64)
-        assert masks._release.peek()[2][1] is not None  # registered
+        assert masks.buffers.is_pinned()
         del masks
         torch.ones(8, device="cuda").sum().item()
+    masks = MaskBuffers(4096, pin=True, shared_rows=64)
+    assert not _host_register(masks.buffers)
+    torch.ones(8, device="cuda").sum().item()
+    masks.close()
