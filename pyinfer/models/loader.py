@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import zlib
@@ -209,7 +210,11 @@ _GGUF_INT4_TYPES = ("Q4_0", "Q4_1")  # kept 4-bit on the CPU (torch's int4 kerne
 _GGUF_TOP_NAMES = {"token_embd": "embed_tokens", "output_norm": "norm", "output": "lm_head"}
 
 
+@functools.lru_cache(maxsize=1)
 def _gguf_reader(path: str):
+    """The file's parsed metadata and tensor map, read once a process: the engine reads the config
+    before it loads the weights, and a vocabulary's thousands of fields take seconds to parse
+    (bench/results/2026-12-06-cpu-session16.md)."""
     from gguf import GGUFReader
 
     return GGUFReader(path)
