@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pyinfer.model_files import is_default_model
+from pyinfer.model_files import gguf_reader, is_default_model
 
 # generation_config.json name -> request field
 HF_FIELDS = {
@@ -72,9 +72,7 @@ def _from_hf_folder(folder: Path) -> dict[str, Any]:
 
 
 def _from_gguf(path: str) -> dict[str, Any]:
-    from gguf import GGUFReader
-
-    fields = GGUFReader(path).fields
+    fields = gguf_reader(path).fields
     return {field: fields[key].contents() for key, field in GGUF_FIELDS.items() if key in fields}
 
 

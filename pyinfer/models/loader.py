@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import zlib
@@ -17,6 +16,7 @@ from torch import nn
 from pyinfer.distributed import SINGLE, ParallelGroup
 from pyinfer.layers.linear import LinearBase
 from pyinfer.layers.quantization import Int4Shard
+from pyinfer.model_files import gguf_reader
 from pyinfer.models.llama import LlamaForCausalLM
 from pyinfer.models.model_config import ModelConfig
 
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 def load_config(path: str, fmt: str) -> ModelConfig:
     if fmt == "gguf":
-        return _gguf_config(_gguf_reader(path))
+        return _gguf_config(gguf_reader(path))
     cfg_path = Path(path) / "config.json" if Path(path).is_dir() else Path(path)
     cfg = ModelConfig.from_json(cfg_path)
     gen_cfg = cfg_path.parent / "generation_config.json"
@@ -57,7 +57,7 @@ def load_model(
         raise ValueError(
             f"quantization={quantization!r} is built for the CPU only, not for device {device.type!r}"
         )
-    reader = _gguf_reader(path) if fmt == "gguf" else None
+    reader = gguf_reader(path) if fmt == "gguf" else None
     cfg = _gguf_config(reader) if reader else load_config(path, fmt)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
@@ -208,16 +208,6 @@ _GGUF_LAYER_NAMES = {
 }
 _GGUF_INT4_TYPES = ("Q4_0", "Q4_1")  # kept 4-bit on the CPU (torch's int4 kernel, groups of 32)
 _GGUF_TOP_NAMES = {"token_embd": "embed_tokens", "output_norm": "norm", "output": "lm_head"}
-
-
-@functools.lru_cache(maxsize=1)
-def _gguf_reader(path: str):
-    """The file's parsed metadata and tensor map, read once a process: the engine reads the config
-    before it loads the weights, and a vocabulary's thousands of fields take seconds to parse
-    (bench/results/2026-12-06-cpu-session16.md)."""
-    from gguf import GGUFReader
-
-    return GGUFReader(path)
 
 
 def _gguf_config(reader) -> ModelConfig:
