@@ -105,6 +105,16 @@ class Tokenizer:
             **options.variables,
         )
 
+    def compile_chat_template(self) -> None:
+        """Render a one-line conversation, so that transformers compiles and caches the template now
+        rather than at a client's first chat request (10 ms on the CPU, with the event loop held)."""
+        if not self.has_chat_template:
+            return
+        try:
+            self.render_chat([{"role": "user", "content": "Hello"}])
+        except Exception as e:  # a template that refuses this conversation is compiled all the same
+            log.debug("the chat template refused a one-line conversation: %s", e)
+
     def encode_chat(
         self,
         messages: list[dict[str, Any]],

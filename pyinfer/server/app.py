@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
@@ -43,6 +44,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx.engine.on_death = lambda: ctx.fail("the engine process died")
         await ctx.engine.start()
+        await _load_streaming_backend()
         tasks = [asyncio.create_task(_load(ctx))]
         if await ctx.engine.core_was_ready():
             # one of several API processes, started after the core loaded while the others serve: finish
@@ -88,6 +90,13 @@ def create_app(
         log_prompts=config.log_prompts,
     )
     return app
+
+
+async def _load_streaming_backend() -> None:
+    """Starlette streams each response in an anyio task group, and anyio imports its asyncio backend at
+    the first one: 11 ms with the event loop held, which each API process's first clients waited for."""
+    async with anyio.create_task_group():
+        pass
 
 
 async def _watch_launcher(ctx: ServerContext, pid: int) -> None:

@@ -90,6 +90,8 @@ class ServerContext:
 
     def load_tokenizer(self) -> None:
         self.tokenizer = load_tokenizer(self.model_path, self.load_format, self.engine_config.tokenizer)
+        if self.tokenizer is not None:
+            self.tokenizer.compile_chat_template()
         self.tokenizer_loaded = True
 
     async def load(self) -> None:

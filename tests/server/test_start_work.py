@@ -1,0 +1,38 @@
+"""Work a client's first request would otherwise wait for, done while the server starts; each check in a
+fresh interpreter, since this one has long since done that work."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def run_fresh(script: str) -> None:
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=300)
+
+
+def test_chat_template_compiled_before_the_first_chat(smollm2_path):
+    run_fresh(
+        "import jinja2\n"
+        "from pyinfer.tokenizer import Tokenizer\n"
+        "compiles = []\n"
+        "compile = jinja2.Environment.compile\n"
+        "jinja2.Environment.compile = lambda *a, **k: compiles.append(1) or compile(*a, **k)\n"
+        f"tokenizer = Tokenizer({smollm2_path!r})\n"
+        "tokenizer.compile_chat_template()\n"
+        "assert compiles, 'the template was not compiled'\n"
+        "at_start = len(compiles)\n"
+        "tokenizer.render_chat([{'role': 'system', 'content': 'Be brief.'}, {'role': 'user', 'content': 'Hi'}])\n"
+        "assert len(compiles) == at_start, 'the first chat compiled the template again'\n"
+    )
+
+
+def test_streaming_backend_loaded_at_start():
+    run_fresh(
+        "import asyncio, sys\n"
+        "from pyinfer.server.app import _load_streaming_backend\n"
+        "backend = 'anyio._backends._asyncio'\n"
+        "assert backend not in sys.modules, 'already loaded by importing the app'\n"
+        "asyncio.run(_load_streaming_backend())\n"
+        "assert backend in sys.modules\n"
+    )
