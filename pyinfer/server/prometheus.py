@@ -51,6 +51,7 @@ TOKEN_GAP_BUCKETS = (
     1.0,
     2.5,
 )
+FINISH_REASONS = ("stop", "length", "tool_calls", "abort")  # a choice's, as the API reports them
 
 
 class ServerMetrics:
@@ -93,7 +94,18 @@ class ServerMetrics:
         self.tool_call_failures = counter(  # the API processes' own count, summed over several
             "num_tool_call_parse_failures", "Tool-call markup that did not parse as a call of a given tool."
         ).labels(model_name)
+        # This model's series made now, at zero: Prometheus's advice (a series absent until its first event
+        # breaks rate() and alerts), and with several API processes making one writes it into the
+        # process's shared-memory file, which took milliseconds of its first clients' time
+        self._prompt_tokens = self.prompt_tokens.labels(model_name)
+        self._generation_tokens = self.generation_tokens.labels(model_name)
+        self._finished = {
+            reason: self.request_success.labels(model_name, reason) for reason in FINISH_REASONS
+        }
+        self._ttft = self.ttft.labels(model_name)
         self._token_gap = self.inter_token.labels(model_name)
+        self._e2e = self.e2e.labels(model_name)
+        self._queue_time = self.queue_time.labels(model_name)
         self.http_requests = Counter(
             "pyinfer:http_requests",
             "HTTP requests by method, route and status.",
@@ -103,16 +115,17 @@ class ServerMetrics:
 
     def observe(self, gen: Generation, seconds: float) -> None:
         """A finished generation's figures (its `seconds` from arrival to its last token)."""
-        model = self.model_name
-        self.prompt_tokens.labels(model).inc(len(gen.prompt_token_ids))
-        self.generation_tokens.labels(model).inc(sum(c.num_tokens for c in gen.choices))
+        self._prompt_tokens.inc(len(gen.prompt_token_ids))
+        self._generation_tokens.inc(sum(c.num_tokens for c in gen.choices))
         if gen.choices[0].first_token_at is not None:  # one that never got a token has no such times
             first = gen.choices[0].timings(gen.sent_at)
-            self.ttft.labels(model).observe(first.time_to_first_token_ms / 1e3)
-            self.queue_time.labels(model).observe(first.queue_ms / 1e3)
-        self.e2e.labels(model).observe(seconds)
+            self._ttft.observe(first.time_to_first_token_ms / 1e3)
+            self._queue_time.observe(first.queue_ms / 1e3)
+        self._e2e.observe(seconds)
         for choice in gen.choices:
-            self.request_success.labels(model, choice.finish_reason or "abort").inc()
+            reason = choice.finish_reason or "abort"
+            finished = self._finished.get(reason) or self.request_success.labels(self.model_name, reason)
+            finished.inc()
 
     def token_gap(self, seconds: float) -> None:
         """Every token of every stream passes here: the labelled child is looked up once."""

@@ -84,3 +84,18 @@ def test_engine_gauges_and_cache_layout(http):
     assert http.get("/v1/engine/stats").json()["num_requests_running"] == value(
         samples, "pyinfer:num_requests_running"
     )
+
+
+def test_the_model_s_series_exist_before_their_first_event(http, model):
+    samples = scrape(http)
+    for reason in ("stop", "length", "tool_calls", "abort"):  # tool_calls and abort: none in these tests
+        assert (
+            "pyinfer:request_success_total",
+            (("finished_reason", reason), ("model_name", model)),
+        ) in samples
+    for histogram in (
+        "time_to_first_token_seconds",
+        "request_queue_time_seconds",
+        "e2e_request_latency_seconds",
+    ):
+        assert (f"pyinfer:{histogram}_count", (("model_name", model),)) in samples
