@@ -15,7 +15,7 @@ python3 -m pyinfer.cli serve --model $dir --load-format dummy --served-model-nam
 pid=$!
 wait_ready $pid || { tail -30 /tmp/server.log; exit 1; }
 echo "ready after $(python3 -c "import time; print(f'{time.time() - $t0:.1f}')") s"
-grep -vE "GET /ready|GET /health" /tmp/server.log | cut -c1-220 | tail -15
+grep -E "\[engine-core\].*(loaded|KV cache|grammar worker|captured|warmed|ready)" /tmp/server.log | cut -c1-200  # where start-up went
 python3 bench/gpu/triton_cache.py > $OUT/variants-at-ready.txt; echo "variants at ready: $(wc -l < $OUT/variants-at-ready.txt)"
 for k in 1 2 3; do
   echo "== cold-start run $k: concurrency 32, 128 x (512 -> 256)"

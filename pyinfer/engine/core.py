@@ -16,9 +16,11 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections import OrderedDict
 
 import msgspec
+import psutil
 import zmq
 
 from pyinfer.config import EngineConfig
@@ -248,7 +250,12 @@ def main() -> None:
     try:
         for link in range(len(core.outputs)):
             core.send(core.ready_message(), link)
-        log.info("engine core ready (pid %d)", os.getpid())
+        # the lines before give the load, the KV cache, the graphs and the warm-up; the rest is imports and
+        # the device's start
+        started = psutil.Process().create_time()
+        log.info(
+            "engine core ready (pid %d), %.1fs after its process started", os.getpid(), time.time() - started
+        )
         core.run()
     finally:
         core.close()

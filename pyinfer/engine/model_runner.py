@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -96,9 +97,10 @@ class ModelRunner:
         self._pinned_ids = [torch.empty(0, dtype=torch.long)] * 2  # pinned host buffers for sampled ids
         self._flip = 0
         self.backend = self._attention_backend()
+        sizing = time.perf_counter()
         self.num_blocks = self._num_kv_blocks()
         self._allocate_kv_cache(self.num_blocks)
-        self._log_kv_cache()
+        self._log_kv_cache(time.perf_counter() - sizing)
         self.max_model_len = min(self._context_limit, self.num_blocks * self.block_size)
         self.fused_decode = FusedCpuDecode.for_model(model)
         self.graphs = None
@@ -206,13 +208,16 @@ class ModelRunner:
             attn.kv_cache = torch.zeros(shape, dtype=self.kv_dtype, device=self.device)
             attn.backend = self.backend
 
-    def _log_kv_cache(self) -> None:
+    def _log_kv_cache(self, seconds: float) -> None:
+        """Its size, and the time that sizing and allocating it took (on a GPU a prefill at the full token
+        budget measures the activations' peak: Triton compiles its kernels then, on an empty cache)."""
         log.info(
-            "KV cache: %d blocks of %d tokens in %s (%.2f GiB)",
+            "KV cache: %d blocks of %d tokens in %s (%.2f GiB), sized and allocated in %.1fs",
             self.num_blocks,
             self.block_size,
             str(self.kv_dtype).removeprefix("torch."),
             self.num_blocks * self._block_bytes() / 2**30,
+            seconds,
         )
 
     # ---- one step -----------------------------------------------------------------------------
