@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jinja2
+
 log = logging.getLogger(__name__)
 
 
@@ -112,7 +114,9 @@ class Tokenizer:
             return
         try:
             self.render_chat([{"role": "user", "content": "Hello"}])
-        except Exception as e:  # a template that refuses this conversation is compiled all the same
+        except jinja2.TemplateSyntaxError as e:
+            log.warning("the chat template does not compile, so chat requests will fail: %s", e)
+        except (ValueError, jinja2.TemplateError) as e:  # refused this conversation, compiled all the same
             log.debug("the chat template refused a one-line conversation: %s", e)
 
     def encode_chat(

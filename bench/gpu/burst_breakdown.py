@@ -16,6 +16,7 @@ async def one(client: httpx.AsyncClient, model: str, prompt: list[int]) -> tuple
     start = time.perf_counter()
     reply = await client.post("/v1/completions", json={"model": model, "prompt": prompt, "max_tokens": 1})
     latency = (time.perf_counter() - start) * 1e3
+    reply.raise_for_status()
     performance = reply.json()["usage"]["performance"]
     return latency, performance["time_to_first_token_ms"], performance["queue_ms"]
 
@@ -25,8 +26,10 @@ def summary(values: list[float]) -> str:
 
 
 async def main() -> None:
+    if not 2 <= len(sys.argv) <= 5:
+        sys.exit(__doc__)
     url = sys.argv[1]
-    bursts, n, length = (int(a) for a in (sys.argv[2:] + ["4", "32", "512"][len(sys.argv) - 2 :])[:3])
+    bursts, n, length = (int(a) for a in sys.argv[2:] + ["4", "32", "512"][len(sys.argv) - 2 :])
     async with httpx.AsyncClient(base_url=url) as client:
         model = (await client.get("/v1/models")).json()["data"][0]["id"]
     print("ms, mean / max:   latency         engine TTFT     engine queue    front end + transport")

@@ -20,7 +20,6 @@ import time
 from collections import OrderedDict
 
 import msgspec
-import psutil
 import zmq
 
 from pyinfer.config import EngineConfig
@@ -227,6 +226,7 @@ def main() -> None:
     )
     parser.add_argument("--output", required=True, action="append", help="ZMQ address to send outputs to")
     parser.add_argument("--parent-fd", type=int, required=True, help="read end of a pipe the parent holds")
+    parser.add_argument("--launched-at", type=float, required=True, help="the launcher's time.time() then")
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--log-format", default="text", choices=["text", "json"])
     args = parser.parse_args()
@@ -250,11 +250,10 @@ def main() -> None:
     try:
         for link in range(len(core.outputs)):
             core.send(core.ready_message(), link)
-        # the lines before give the load, the KV cache, the graphs and the warm-up; the rest is imports and
-        # the device's start
-        started = psutil.Process().create_time()
+        # the lines before give the load, the KV cache, the graphs and the warm-up; the rest is the
+        # interpreter's start, imports and the device's
         log.info(
-            "engine core ready (pid %d), %.1fs after its process started", os.getpid(), time.time() - started
+            "engine core ready (pid %d), %.1fs after its launch", os.getpid(), time.time() - args.launched_at
         )
         core.run()
     finally:

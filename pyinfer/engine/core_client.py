@@ -14,6 +14,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -357,11 +358,11 @@ def core_command(
     config: EngineConfig, links: list[tuple[str, str]], parent_fd: int, log_args: tuple[str, ...]
 ) -> list[str]:
     """The engine core's command line: its config, a (requests, outputs) address pair per API process,
-    the read end of its parent's lifeline."""
+    the read end of its parent's lifeline, and the time it is launched (its log says how long it took)."""
     command = [sys.executable, "-m", "pyinfer.engine.core", "--config", encode_config(config)]
     for to_core, from_core in links:
         command += ["--input", to_core, "--output", from_core]
-    return [*command, "--parent-fd", str(parent_fd), *log_args]
+    return [*command, "--parent-fd", str(parent_fd), "--launched-at", repr(time.time()), *log_args]
 
 
 def encode_config(config: Any) -> str:

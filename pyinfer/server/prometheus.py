@@ -124,6 +124,8 @@ class ServerMetrics:
         self._e2e.observe(seconds)
         for choice in gen.choices:
             reason = choice.finish_reason or "abort"
+            # a reason not made at start gets its series now: a KeyError here, in a reply's last step,
+            # would hide whatever ended it
             finished = self._finished.get(reason) or self.request_success.labels(self.model_name, reason)
             finished.inc()
 

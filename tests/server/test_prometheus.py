@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 
@@ -86,16 +91,35 @@ def test_engine_gauges_and_cache_layout(http):
     )
 
 
-def test_the_model_s_series_exist_before_their_first_event(http, model):
-    samples = scrape(http)
-    for reason in ("stop", "length", "tool_calls", "abort"):  # tool_calls and abort: none in these tests
+@pytest.mark.parametrize("processes", ["one", "several"])
+def test_the_model_s_series_exist_before_their_first_event(tmp_path, processes):
+    """Each finish reason's count and each latency histogram, at zero before any request: in one API
+    process's registry and in several's shared files (a fresh interpreter: prometheus_client reads
+    PROMETHEUS_MULTIPROC_DIR when it is imported)."""
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    if processes == "several":
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path)
+    script = (
+        "import sys\n"
+        "from pyinfer.server.prometheus import ServerMetrics\n"
+        "sys.stdout.write(ServerMetrics('m').exposition(None).decode())\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    samples = {
+        (s.name, tuple(sorted(s.labels.items())), s.value)
+        for family in text_string_to_metric_families(run.stdout)
+        for s in family.samples
+    }
+    for reason in ("stop", "length", "tool_calls", "abort"):
         assert (
             "pyinfer:request_success_total",
-            (("finished_reason", reason), ("model_name", model)),
+            (("finished_reason", reason), ("model_name", "m")),
+            0,
         ) in samples
     for histogram in (
         "time_to_first_token_seconds",
         "request_queue_time_seconds",
         "e2e_request_latency_seconds",
     ):
-        assert (f"pyinfer:{histogram}_count", (("model_name", model),)) in samples
+        assert (f"pyinfer:{histogram}_count", (("model_name", "m"),), 0) in samples

@@ -14,12 +14,15 @@ def run_fresh(script: str) -> None:
 def test_chat_template_compiled_before_the_first_chat(smollm2_path):
     run_fresh(
         "import jinja2\n"
-        "from pyinfer.tokenizer import Tokenizer\n"
         "compiles = []\n"
         "compile = jinja2.Environment.compile\n"
         "jinja2.Environment.compile = lambda *a, **k: compiles.append(1) or compile(*a, **k)\n"
-        f"tokenizer = Tokenizer({smollm2_path!r})\n"
-        "tokenizer.compile_chat_template()\n"
+        "from pyinfer.config import EngineConfig\n"
+        "from pyinfer.server.config import ServerConfig\n"
+        "from pyinfer.server.context import ServerContext\n"
+        f"ctx = ServerContext(ServerConfig(), EngineConfig(model={smollm2_path!r}))\n"
+        "ctx.load_tokenizer()  # as an API process does before it serves\n"
+        "tokenizer = ctx.tokenizer\n"
         "assert compiles, 'the template was not compiled'\n"
         "at_start = len(compiles)\n"
         "tokenizer.render_chat([{'role': 'system', 'content': 'Be brief.'}, {'role': 'user', 'content': 'Hi'}])\n"
