@@ -7,7 +7,6 @@ model=${MODEL:-llama-3.2-1b}; dir=/tmp/dummy-$model
 python3 bench/gpu/make_dummy_folder.py $model $dir >/dev/null || exit 1
 python3 -m pyinfer.cli serve --model $dir --load-format dummy --served-model-name dummy --port 8000 ${SERVE_ARGS:-} > /tmp/bursts.log 2>&1 &
 pid=$!
-wait_ready() { for _ in $(seq 1 240); do curl -sf localhost:8000/ready >/dev/null && return 0; kill -0 $1 2>/dev/null || return 1; sleep 0.25; done; return 1; }
 wait_ready $pid || { tail -30 /tmp/bursts.log; kill -TERM $pid; exit 1; }
 grep -E "warmed up" /tmp/bursts.log | cut -c1-160
 python3 bench/gpu/burst_breakdown.py http://127.0.0.1:8000 ${1:-4}

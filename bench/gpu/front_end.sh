@@ -8,7 +8,6 @@ model=${MODEL:-llama-3.2-1b}; dir=/tmp/dummy-$model
 python3 bench/gpu/make_dummy_folder.py $model $dir >/dev/null || exit 1
 export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-/tmp/triton-cache}
 echo "triton cache at start: $(python3 bench/gpu/triton_cache.py | wc -l) variants"
-wait_ready() { for _ in $(seq 1 240); do curl -sf localhost:8000/ready >/dev/null && return 0; kill -0 $1 2>/dev/null || return 1; sleep 0.25; done; return 1; }
 b="python3 -m pyinfer.cli bench serve --base-url http://127.0.0.1:8000 --model dummy"
 t0=$(date +%s.%N)
 python3 -m pyinfer.cli serve --model $dir --load-format dummy --served-model-name dummy --port 8000 ${SERVE_ARGS:-} > /tmp/server.log 2>&1 &

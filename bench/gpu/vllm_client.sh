@@ -19,7 +19,6 @@ vllm_client() {  # label, then the load's flags
     --random-input-len 512 --random-output-len 256 --ignore-eos --seed 0 "$@" > $OUT/$label.txt 2>&1
   grep -E "throughput|TTFT|TPOT|ITL|Successful|Failed|Error|error" $OUT/$label.txt | head -24
 }
-wait_ready() { for _ in $(seq 1 240); do curl -sf localhost:8000/ready >/dev/null && return 0; kill -0 $1 2>/dev/null || return 1; sleep 0.25; done; return 1; }
 b="python3 -m pyinfer.cli bench serve --base-url http://127.0.0.1:8000 --model dummy"
 for n in ${API_COUNTS:-1 2}; do
   python3 -m pyinfer.cli serve --model $dir --load-format dummy --served-model-name dummy --port 8000 --api-server-count $n > /tmp/server-v$n.log 2>&1 &

@@ -90,7 +90,6 @@ class LLMEngine:
             f", tensor-parallel rank 0 of {group.size}" if group.size > 1 else "",
         )
         self.runner = ModelRunner(config, model, model.config.eos_token_ids, group, steps)
-        self.model_config = model.config
         self.max_model_len = self.runner.max_model_len
         # the next step launched before this one's ids reach the host: a GPU's, unless --no-overlap (on the
         # CPU each step completes before it returns, so it would gain nothing there)

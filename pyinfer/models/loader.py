@@ -58,7 +58,7 @@ def load_model(
             f"quantization={quantization!r} is built for the CPU only, not for device {device.type!r}"
         )
     reader = gguf_reader(path) if fmt == "gguf" else None
-    cfg = _gguf_config(reader) if reader else load_config(path, fmt)
+    cfg = load_config(path, fmt)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
