@@ -98,7 +98,10 @@ def cmd_chat(args: argparse.Namespace) -> None:
         messages.append({"role": "assistant", "content": "".join(reply)})
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    """The parser for the command line `argv`. The benchmarks' own options are added only for `pyinfer
+    bench`: their modules import torch, which would hold every `pyinfer serve` back seconds before it
+    launches the engine core."""
     parser = argparse.ArgumentParser(prog="pyinfer", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -122,17 +125,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_sampling_arguments(chat)
     chat.set_defaults(func=cmd_chat)
 
-    from pyinfer.bench import add_bench_subcommands
+    bench = sub.add_parser("bench", help="benchmarks: latency, throughput, serve")
+    if argv[:1] == ["bench"]:
+        from pyinfer.bench import add_bench_subcommands
 
-    add_bench_subcommands(
-        sub.add_parser("bench", help="benchmarks: latency, throughput, serve"), add_engine_arguments
-    )
+        add_bench_subcommands(bench, add_engine_arguments)
 
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
     check_variables(args)  # the chosen command's flags only
     args.func(args)
 

@@ -7,6 +7,8 @@ import argparse
 import importlib.machinery
 import importlib.util
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -81,8 +83,10 @@ def test_a_bad_variable_stops_only_the_command_that_reads_it(monkeypatch):
 
     monkeypatch.setenv("PYINFER_PORT", "tcp://10.0.0.1:8000")
     with pytest.raises(SystemExit, match="PYINFER_PORT"):
-        check_variables(build_parser().parse_args(["serve"]))
-    check_variables(build_parser().parse_args(["generate", "hi"]))  # has no --port: nothing to stop it
+        check_variables(build_parser(["serve"]).parse_args(["serve"]))
+    check_variables(
+        build_parser(["generate", "hi"]).parse_args(["generate", "hi"])
+    )  # has no --port: nothing to stop it
 
 
 def test_api_processes_default_to_two_for_a_gpu_engine_and_one_on_the_cpu(monkeypatch):
@@ -107,3 +111,16 @@ def test_the_gpu_default_needs_a_torch_built_for_cuda(tmp_path, monkeypatch, lin
     spec.submodule_search_locations = [str(tmp_path / "torch")]
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: spec)
     assert torch_built_for_cuda() is built
+
+
+def test_parsing_a_serve_command_line_imports_no_torch():
+    """The launcher parses its command line before it starts the engine core: torch's import (seconds
+    with CUDA) must not come first. The benchmarks, which need it, still parse."""
+    code = (
+        "import sys; from pyinfer.cli import build_parser; "
+        "build_parser(['serve']).parse_args(['serve', '--port', '8001']); "
+        "assert 'torch' not in sys.modules, 'torch imported'; "
+        "argv = ['bench', 'serve', '--base-url', 'http://127.0.0.1:1']; "
+        "assert build_parser(argv).parse_args(argv).base_url == 'http://127.0.0.1:1'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -1,7 +1,7 @@
 """The layering DESIGN.md promises, checked on every import in the package (those inside functions and
 TYPE_CHECKING blocks too): server -> engine client and messages -> engine -> models -> attention ->
-layers -> kernels, with torch-free base modules (settings, flags, logging, sampling parameters, the
-tokenizer and detokenizer) that any layer may use. No arrow may run back up."""
+layers -> kernels, with torch-free base modules (settings, flags, logging, the heap's freeze, sampling
+parameters, the tokenizer and detokenizer) that any layer may use. No arrow may run back up."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ BASE = {
     "pyinfer.args",
     "pyinfer.config",
     "pyinfer.logs",
+    "pyinfer.heap",
     "pyinfer.sampling_params",
     "pyinfer.detokenizer",
     "pyinfer.tokenizer",

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 24 on the lent GPU, one call: start-up on an empty Triton cache (what compiles after /ready),
-# the first load run against the next ones, then a py-spy profile of the server's processes under
+# the first load run against the next RUNS (default 3) - 1, then a py-spy profile of the server's processes under
 # concurrency 256, with API_COUNTS API processes (default "1 2 4"; empty: the cold start only). bash bench/gpu/front_end.sh (results
 # under $OUT); MODEL=llama-3.1-8b for the 8B shape, SERVE_ARGS adds server flags, PROFILE=0 skips the profile.
 source bench/gpu/setup.sh >/dev/null 2>&1 || exit 1
@@ -9,14 +9,14 @@ python3 bench/gpu/make_dummy_folder.py $model $dir >/dev/null || exit 1
 export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-/tmp/triton-cache}
 echo "triton cache at start: $(python3 bench/gpu/triton_cache.py | wc -l) variants"
 b="python3 -m pyinfer.cli bench serve --base-url http://127.0.0.1:8000 --model dummy"
-t0=$(date +%s.%N)
+t0=$(date +%s.%N); echo "launched at $(date +%T.%N)"
 python3 -m pyinfer.cli serve --model $dir --load-format dummy --served-model-name dummy --port 8000 ${SERVE_ARGS:-} > /tmp/server.log 2>&1 &
 pid=$!
 wait_ready $pid || { tail -30 /tmp/server.log; exit 1; }
 echo "ready after $(python3 -c "import time; print(f'{time.time() - $t0:.1f}')") s"
-grep -E "\[engine-core\].*(loaded|KV cache|grammar worker|captured|warmed|ready)" /tmp/server.log | cut -c1-200  # where start-up went
+grep -v "pyinfer.access" /tmp/server.log | cut -c1-200 | tee $OUT/start-up.log  # where start-up went
 python3 bench/gpu/triton_cache.py > $OUT/variants-at-ready.txt; echo "variants at ready: $(wc -l < $OUT/variants-at-ready.txt)"
-for k in 1 2 3; do
+for k in $(seq 1 ${RUNS:-3}); do
   echo "== cold-start run $k: concurrency 32, 128 x (512 -> 256)"
   timeout 100 $b --num-prompts 128 --max-concurrency 32 --input-len 512 --output-len 256 --seed $k --server-pid $pid --output-json $OUT/c32-run$k.json 2>&1 | grep -E "output token|TTFT|TPOT|ITL|failed|CPU of"
   echo "compiled since ready:"; python3 bench/gpu/triton_cache.py --since $OUT/variants-at-ready.txt | tee $OUT/variants-after-run$k.txt | cut -c1-200

@@ -13,6 +13,7 @@ from pyinfer.engine.engine import LLMEngine
 
 engine = LLMEngine(EngineConfig(model=sys.argv[1], load_format="dummy"))
 graphs = engine.runner.graphs
+totals = [0.0, 0.0, 0.0]
 for name, ladder in (("decode", graphs.decode), ("prefill", graphs.prefill)):
     for size in ladder.sizes:
         times = []
@@ -22,5 +23,7 @@ for name, ladder in (("decode", graphs.decode), ("prefill", graphs.prefill)):
             ladder.graphs[size].replay()
             torch.cuda.synchronize()
             times.append((time.perf_counter() - start) * 1e3)
+        totals = [t + u for t, u in zip(totals, times, strict=True)]
         print(f"{name} {size:5d}: first {times[0]:.2f} ms, then {times[1]:.2f} and {times[2]:.2f}")
+print(f"all graphs: first launches {totals[0]:.1f} ms, then {totals[1]:.1f} and {totals[2]:.1f}")
 engine.close()

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from pyinfer.config import engine_config_from_args
+from pyinfer.heap import freeze_heap
 
 
 def ms_per_call(fn: Callable[[], object], reps: int) -> float:
@@ -32,7 +33,6 @@ def random_prompts(n: int, lengths: list[int], vocab: int, seed: int = 0) -> lis
 
 
 def make_llm(args: argparse.Namespace):
-    from pyinfer.engine.engine import freeze_heap
     from pyinfer.engine.llm import LLM
 
     start = time.perf_counter()

@@ -23,7 +23,7 @@ import msgspec
 import zmq
 
 from pyinfer.config import EngineConfig
-from pyinfer.engine.engine import LLMEngine, freeze_heap
+from pyinfer.engine.engine import LLMEngine
 from pyinfer.engine.link_queues import LinkQueues
 from pyinfer.engine.messages import (
     RECONNECT_MS,
@@ -41,6 +41,7 @@ from pyinfer.engine.messages import (
     StepOutputs,
     ToCore,
 )
+from pyinfer.heap import freeze_heap
 from pyinfer.logs import configure_logging
 
 log = logging.getLogger("pyinfer.engine.core")

@@ -19,6 +19,7 @@ sampling runs after it. All graphs share one memory pool: they run one at a time
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import time
 from collections.abc import Callable
@@ -27,6 +28,7 @@ import torch
 
 from pyinfer.attention.backend import AttentionBackend
 from pyinfer.attention.metadata import AttentionMetadata
+from pyinfer.engine.cuda_runtime import cuda_runtime
 from pyinfer.kernels import triton_enabled
 from pyinfer.models.llama import LlamaForCausalLM
 
@@ -73,6 +75,19 @@ def logits_and_argmax(model: LlamaForCausalLM, x: torch.Tensor, residual: torch.
     return logits, argmax(logits)
 
 
+def upload(graph: torch.cuda.CUDAGraph) -> None:
+    """Puts an instantiated graph on the device now. CUDA otherwise does it at the graph's first launch,
+    which would be on a client's step: each batch size's graph is first replayed when the load first
+    reaches that size. Where the runtime is not found, at that launch still."""
+    runtime = cuda_runtime()
+    if runtime is None:
+        return
+    stream = torch.cuda.current_stream().cuda_stream
+    code = runtime.cudaGraphUpload(ctypes.c_void_p(graph.raw_cuda_graph_exec()), ctypes.c_void_p(stream))
+    if code != 0:
+        raise RuntimeError(f"cudaGraphUpload failed with CUDA error {code}")
+
+
 class GraphLadder:
     """Graphs of one forward at several sizes, captured largest first so the others reuse its memory."""
 
@@ -88,6 +103,7 @@ class GraphLadder:
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, pool=pool):
                 self.outputs[size] = forward(size)
+            upload(graph)
             self.graphs[size] = graph
 
     def fits(self, size: int) -> bool:

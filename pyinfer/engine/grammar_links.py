@@ -4,8 +4,6 @@ banks fill in turn."""
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import logging
 import mmap
 import os
@@ -21,6 +19,7 @@ from typing import Protocol
 
 import torch
 
+from pyinfer.engine.cuda_runtime import cuda_runtime
 from pyinfer.engine.grammar_bank import GrammarBank, tokenizer_info
 from pyinfer.sampling_params import SamplingParamsError, StructuredOutput
 
@@ -110,9 +109,9 @@ def _host_register(buffers: torch.Tensor) -> bool:
     log.warning(
         "could not pin the grammar masks (%s): copies will be staged", cudart.cudaGetErrorString(code)
     )
-    if torch.version.cuda:  # the refusal stays CUDA's last error, which would fail the next launch
-        with contextlib.suppress(OSError):
-            ctypes.CDLL(f"libcudart.so.{torch.version.cuda.split('.')[0]}").cudaGetLastError()
+    runtime = cuda_runtime()
+    if runtime is not None:  # the refusal stays CUDA's last error, which would fail the next launch
+        runtime.cudaGetLastError()
     return False
 
 

@@ -16,6 +16,7 @@ from fastapi import Request
 from pyinfer.config import EngineConfig
 from pyinfer.engine.core_client import AsyncEngineClient, EngineLink
 from pyinfer.generation_config import describe, generation_defaults, with_defaults
+from pyinfer.heap import freeze_heap
 from pyinfer.model_files import resolve_model
 from pyinfer.sampling_params import SamplingParams, check_request
 from pyinfer.server.config import ServerConfig
@@ -107,6 +108,7 @@ class ServerContext:
                 "the chat template" if self.tool_support.template_renders_tools else "the generic tool prompt"
             )
             log.info("tools: given by %s, calls read as %s", how, self.tool_support.format.name)
+        freeze_heap()  # all this process keeps from its start, before any client's request
         ready = await self.engine.wait_ready()
         log.info("ready to serve %s (max_model_len %d)", self.model_name, ready.max_model_len)
 

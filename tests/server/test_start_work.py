@@ -39,3 +39,26 @@ def test_streaming_backend_loaded_at_start():
         "asyncio.run(_load_streaming_backend())\n"
         "assert backend in sys.modules\n"
     )
+
+
+def test_an_api_process_freezes_its_start_up_heap_before_it_serves(smollm2_path):
+    """Its tokenizer imports transformers and torch: some 250,000 objects that a full collection while
+    serving would walk (90 ms here), holding back every stream of the process."""
+    run_fresh(
+        "import asyncio, gc\n"
+        "from pyinfer.config import EngineConfig\n"
+        "from pyinfer.server.config import ServerConfig\n"
+        "from pyinfer.server.context import ServerContext\n"
+        f"ctx = ServerContext(ServerConfig(), EngineConfig(model={smollm2_path!r}))\n"
+        "async def start():\n"
+        "    await ctx.engine.start()\n"
+        "    try:\n"
+        "        await ctx.load()  # as the lifespan does; ready once it returns\n"
+        "        assert ctx.ready\n"
+        "        frozen = gc.get_freeze_count()\n"
+        "        assert frozen > 100_000, f'{frozen} objects frozen'\n"
+        "    finally:\n"
+        "        await ctx.engine.shutdown()\n"
+        "        ctx.shared.close()\n"
+        "asyncio.run(start())\n"
+    )
