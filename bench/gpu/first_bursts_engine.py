@@ -10,7 +10,8 @@ import torch
 from pyinfer import SamplingParams
 from pyinfer.bench.common import random_prompts
 from pyinfer.config import EngineConfig
-from pyinfer.engine.engine import LLMEngine, freeze_heap
+from pyinfer.engine.engine import LLMEngine
+from pyinfer.heap import freeze_heap
 
 model, load_format = sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "dummy"
 length = int(sys.argv[3]) if len(sys.argv) > 3 else 512

@@ -10,8 +10,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from pyinfer import SamplingParams
-from pyinfer.engine.engine import freeze_heap
 from pyinfer.engine.llm import LLM
+from pyinfer.heap import freeze_heap
 
 model = sys.argv[1] if len(sys.argv) > 1 else "llama-3.2-1b"
 llm = LLM(model, load_format="dummy", max_num_seqs=16, enable_prefix_caching=False)
