@@ -1,9 +1,13 @@
 """Whether a fresh engine's first load costs more than the next identical one, without the HTTP front end
 (diagnostic): after the server's warm-up, 128 x (512 -> 256) with at most 32 in flight (a new request as
-one finishes, as a load client does), RUNS times (default 3); each run's wall time, its first 100 steps'
-and its TTFT percentiles (from a request's add to its first token).
-python3 bench/gpu/first_runs_engine.py MODEL_DIR [RUNS]"""
+one finishes, as a load client does), RUNS times (default 3); each run's wall time, its first 100 steps',
+its TTFT percentiles (from a request's add to its first token), the CUDA caching allocator's new segments
+(cudaMalloc calls) and retries in it, the garbage collections by generation; then the steps of run 1
+slower than the same steps of run 2. With FIRST:LAST, those steps of runs 1 and 2 under torch's profiler:
+their 15 costliest operations on the host (self time).
+python3 bench/gpu/first_runs_engine.py MODEL_DIR [RUNS [FIRST:LAST]]"""
 
+import gc
 import sys
 import time
 
@@ -16,10 +20,25 @@ from pyinfer.config import EngineConfig
 from pyinfer.engine.engine import LLMEngine
 from pyinfer.heap import freeze_heap
 
+profiled = range(*map(int, sys.argv[3].split(":"))) if len(sys.argv) > 3 else range(0)
+
 engine = LLMEngine(EngineConfig(model=sys.argv[1], load_format="dummy"))
 engine.warm_up()
 freeze_heap()
 params = SamplingParams(temperature=0, max_tokens=256, ignore_eos=True)
+step_times: list[list[float]] = []
+collections: dict[int, list[float]] = {}  # generation -> ms of each collection in the current run
+gc_start = [0.0]
+
+
+def on_gc(phase: str, info: dict) -> None:
+    if phase == "start":
+        gc_start[0] = time.perf_counter()
+    else:
+        collections.setdefault(info["generation"], []).append((time.perf_counter() - gc_start[0]) * 1e3)
+
+
+gc.callbacks.append(on_gc)
 for run in range(1, 1 + (int(sys.argv[2]) if len(sys.argv) > 2 else 3)):
     pending = list(enumerate(random_prompts(128, [512], engine.model_config.vocab_size, seed=run)))
     added: dict[str, float] = {}
@@ -34,11 +53,22 @@ for run in range(1, 1 + (int(sys.argv[2]) if len(sys.argv) > 2 else 3)):
     for _ in range(32):
         add(pending, added, run)
     seen: set[str] = set()
+    collections.clear()
+    before = torch.cuda.memory_stats()
     start = time.perf_counter()
+    profiler = None
     while engine.has_unfinished():
+        if run <= 2 and len(steps) == profiled.start and profiled:
+            profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+            profiler.__enter__()
         step_start = time.perf_counter()
         outputs = engine.step()
         now = time.perf_counter()
+        if profiler is not None and len(steps) + 1 == profiled.stop:
+            profiler.__exit__(None, None, None)
+            print(f"run {run}, steps {profiled.start}-{profiled.stop - 1}:")
+            print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+            profiler = None
         steps.append((now - step_start) * 1e3)
         for out in outputs:
             if out.new_token_ids and out.request_id not in seen:
@@ -48,9 +78,23 @@ for run in range(1, 1 + (int(sys.argv[2]) if len(sys.argv) > 2 else 3)):
                 add(pending, added, run)
     torch.cuda.synchronize()
     total = (time.perf_counter() - start) * 1e3
+    after = torch.cuda.memory_stats()
     p50, p90, p99 = np.percentile(ttft, [50, 90, 99])
     print(
         f"run {run}: {total:.1f} ms, {len(steps)} steps, first 100 steps {sum(steps[:100]):.1f} ms; "
-        f"TTFT p50 {p50:.1f} p90 {p90:.1f} p99 {p99:.1f} ms"
+        f"TTFT p50 {p50:.1f} p90 {p90:.1f} p99 {p99:.1f} ms; "
+        f"segments {after['segment.all.allocated'] - before['segment.all.allocated']} (small pool "
+        f"{after['segment.small_pool.allocated'] - before['segment.small_pool.allocated']}), "
+        f"retries {after['num_alloc_retries'] - before['num_alloc_retries']}, "
+        f"reserved {after['reserved_bytes.all.current'] / 2**30:.2f} GiB; collections "
+        + ", ".join(f"gen{g} {len(t)} ({sum(t):.1f} ms)" for g, t in sorted(collections.items()))
     )
+    step_times.append(steps)
+slower = sorted(
+    range(min(len(step_times[0]), len(step_times[1]))), key=lambda i: step_times[1][i] - step_times[0][i]
+)[:8]
+print(
+    "run 1's slowest steps against run 2 (index: ms, ms): "
+    + ", ".join(f"{i}: {step_times[0][i]:.1f}, {step_times[1][i]:.1f}" for i in slower)
+)
 engine.close()
