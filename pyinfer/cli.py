@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from pyinfer.args import add_config_arguments, check_variables, option
@@ -98,10 +99,10 @@ def cmd_chat(args: argparse.Namespace) -> None:
         messages.append({"role": "assistant", "content": "".join(reply)})
 
 
-def build_parser(argv: list[str]) -> argparse.ArgumentParser:
-    """The parser for the command line `argv`. The benchmarks' own options are added only for `pyinfer
-    bench`: their modules import torch, which would hold every `pyinfer serve` back seconds before it
-    launches the engine core."""
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for the command line `argv` (None: for any). The benchmarks' own options are added only
+    for `pyinfer bench`: their modules import torch, which would hold every `pyinfer serve` back seconds
+    before it launches the engine core."""
     parser = argparse.ArgumentParser(prog="pyinfer", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -126,7 +127,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     chat.set_defaults(func=cmd_chat)
 
     bench = sub.add_parser("bench", help="benchmarks: latency, throughput, serve")
-    if argv[:1] == ["bench"]:
+    if argv is None or list(argv[:1]) == ["bench"]:
         from pyinfer.bench import add_bench_subcommands
 
         add_bench_subcommands(bench, add_engine_arguments)
@@ -134,8 +135,8 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
+def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(argv).parse_args(argv)
     check_variables(args)  # the chosen command's flags only
     args.func(args)

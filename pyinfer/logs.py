@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 class JsonFormatter(logging.Formatter):
@@ -30,3 +33,25 @@ def configure_logging(level: str, fmt: str, tag: str = "") -> None:
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level.upper())
+
+
+@contextmanager
+def announce_if_slow(log: logging.Logger, after_s: float, what: str) -> Iterator[None]:
+    """Says `what` is under way if it is still going after `after_s` seconds, and then when it ends: work
+    that is quick but for the first time (a build, say) leaves no silent minute, and no line otherwise."""
+    start = time.perf_counter()
+    announced = threading.Event()
+
+    def announce() -> None:
+        announced.set()
+        log.info("%s...", what)
+
+    timer = threading.Timer(after_s, announce)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        if announced.is_set():
+            log.info("%s: ended after %.1fs", what, time.perf_counter() - start)

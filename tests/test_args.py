@@ -84,9 +84,8 @@ def test_a_bad_variable_stops_only_the_command_that_reads_it(monkeypatch):
     monkeypatch.setenv("PYINFER_PORT", "tcp://10.0.0.1:8000")
     with pytest.raises(SystemExit, match="PYINFER_PORT"):
         check_variables(build_parser(["serve"]).parse_args(["serve"]))
-    check_variables(
-        build_parser(["generate", "hi"]).parse_args(["generate", "hi"])
-    )  # has no --port: nothing to stop it
+    argv = ["generate", "hi"]  # has no --port: nothing to stop it
+    check_variables(build_parser(argv).parse_args(argv))
 
 
 def test_api_processes_default_to_two_for_a_gpu_engine_and_one_on_the_cpu(monkeypatch):
@@ -121,6 +120,6 @@ def test_parsing_a_serve_command_line_imports_no_torch():
         "build_parser(['serve']).parse_args(['serve', '--port', '8001']); "
         "assert 'torch' not in sys.modules, 'torch imported'; "
         "argv = ['bench', 'serve', '--base-url', 'http://127.0.0.1:1']; "
-        "assert build_parser(argv).parse_args(argv).base_url == 'http://127.0.0.1:1'"
+        "assert build_parser().parse_args(argv).base_url == 'http://127.0.0.1:1'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -3,8 +3,8 @@
 one finishes, as a load client does), RUNS times (default 3); each run's wall time, its first 100 steps',
 its TTFT percentiles (from a request's add to its first token), the CUDA caching allocator's new segments
 (cudaMalloc calls) and retries in it, the garbage collections by generation; then the steps of run 1
-slower than the same steps of run 2. With FIRST:LAST, those steps of runs 1 and 2 under torch's profiler:
-their 15 costliest operations on the host (self time).
+slower than the same steps of run 2. With FIRST:LAST, steps FIRST to LAST - 1 of runs 1 and 2 under torch's
+profiler: their 15 costliest operations on the host (self time).
 python3 bench/gpu/first_runs_engine.py MODEL_DIR [RUNS [FIRST:LAST]]"""
 
 import gc
@@ -78,6 +78,8 @@ for run in range(1, 1 + (int(sys.argv[2]) if len(sys.argv) > 2 else 3)):
                 add(pending, added, run)
     torch.cuda.synchronize()
     total = (time.perf_counter() - start) * 1e3
+    if profiler is not None:  # the run ended before LAST
+        profiler.__exit__(None, None, None)
     after = torch.cuda.memory_stats()
     p50, p90, p99 = np.percentile(ttft, [50, 90, 99])
     print(
@@ -90,11 +92,12 @@ for run in range(1, 1 + (int(sys.argv[2]) if len(sys.argv) > 2 else 3)):
         + ", ".join(f"gen{g} {len(t)} ({sum(t):.1f} ms)" for g, t in sorted(collections.items()))
     )
     step_times.append(steps)
-slower = sorted(
-    range(min(len(step_times[0]), len(step_times[1]))), key=lambda i: step_times[1][i] - step_times[0][i]
-)[:8]
-print(
-    "run 1's slowest steps against run 2 (index: ms, ms): "
-    + ", ".join(f"{i}: {step_times[0][i]:.1f}, {step_times[1][i]:.1f}" for i in slower)
-)
+if len(step_times) > 1:
+    slower = sorted(
+        range(min(len(step_times[0]), len(step_times[1]))), key=lambda i: step_times[1][i] - step_times[0][i]
+    )[:8]
+    print(
+        "run 1's slowest steps against run 2 (index: ms, ms): "
+        + ", ".join(f"{i}: {step_times[0][i]:.1f}, {step_times[1][i]:.1f}" for i in slower)
+    )
 engine.close()

@@ -24,6 +24,8 @@ from types import ModuleType
 
 import torch
 
+from pyinfer.logs import announce_if_slow
+
 log = logging.getLogger(__name__)
 
 CSRC = Path(__file__).resolve().parent.parent / "csrc"
@@ -58,16 +60,18 @@ def cpu_ops() -> ModuleType | None:
             return _import_built(build_dir)  # a read-only prebuilt one: torch's load() writes a lock there
         build_dir.mkdir(parents=True, exist_ok=True)
         _remove_stale_lock(build_dir / "lock")
-        return load(
-            name=build_dir.name,
-            sources=[str(source) for source in SOURCES],
-            build_directory=str(build_dir),
-            # -march=native: built for this processor (hence the name); -ffast-math lets glibc's vector
-            # exp serve the loops (SiLU, softmax) and the dot products reassociate.
-            extra_cflags=["-O3", "-march=native", "-ffast-math", "-fopenmp"],
-            extra_ldflags=["-fopenmp"],
-            verbose=False,
-        )
+        # torch builds only what changed since the last build there: nothing, most starts
+        with announce_if_slow(log, 3.0, f"building the CPU kernels for this processor in {build_dir}"):
+            return load(
+                name=build_dir.name,
+                sources=[str(source) for source in SOURCES],
+                build_directory=str(build_dir),
+                # -march=native: built for this processor (hence the name); -ffast-math lets glibc's
+                # vector exp serve the loops (SiLU, softmax) and the dot products reassociate.
+                extra_cflags=["-O3", "-march=native", "-ffast-math", "-fopenmp"],
+                extra_ldflags=["-fopenmp"],
+                verbose=False,
+            )
     except Exception as e:  # no compiler, headers or ninja: the PyTorch path still works
         reason = str(e).strip().splitlines()[-1] if str(e).strip() else ""
         log.warning("CPU kernels unavailable, using the PyTorch path (%s: %s)", type(e).__name__, reason)

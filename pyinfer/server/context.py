@@ -108,7 +108,7 @@ class ServerContext:
                 "the chat template" if self.tool_support.template_renders_tools else "the generic tool prompt"
             )
             log.info("tools: given by %s, calls read as %s", how, self.tool_support.format.name)
-        freeze_heap()  # all this process keeps from its start, before any client's request
+        freeze_heap()  # what this process made while starting, before the engine is ready to generate
         ready = await self.engine.wait_ready()
         log.info("ready to serve %s (max_model_len %d)", self.model_name, ready.max_model_len)
 

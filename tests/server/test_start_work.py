@@ -6,6 +6,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 
 def run_fresh(script: str) -> None:
     subprocess.run([sys.executable, "-c", script], check=True, timeout=300)
@@ -41,15 +43,17 @@ def test_streaming_backend_loaded_at_start():
     )
 
 
+@pytest.mark.slow
 def test_an_api_process_freezes_its_start_up_heap_before_it_serves(smollm2_path):
     """Its tokenizer imports transformers and torch: some 250,000 objects that a full collection while
-    serving would walk (90 ms here), holding back every stream of the process."""
+    serving would walk, holding back every stream of the process."""
     run_fresh(
         "import asyncio, gc\n"
         "from pyinfer.config import EngineConfig\n"
         "from pyinfer.server.config import ServerConfig\n"
         "from pyinfer.server.context import ServerContext\n"
-        f"ctx = ServerContext(ServerConfig(), EngineConfig(model={smollm2_path!r}))\n"
+        f"engine = EngineConfig(model={smollm2_path!r}, device='cpu', kv_cache_memory_gb=0.25)\n"
+        "ctx = ServerContext(ServerConfig(), engine)\n"
         "async def start():\n"
         "    await ctx.engine.start()\n"
         "    try:\n"
