@@ -51,7 +51,8 @@ class TritonAttentionBackend:
         scale: float,
     ) -> torch.Tensor:
         assert isinstance(rope, torch.Tensor)  # RotaryEmbedding.prepare gives the Triton path positions
-        nd = meta.num_decodes
+        # rows past the step's tokens (the model runner pads eager steps) are padding: left as they are
+        nd, num_tokens = meta.num_decodes, meta.slot_mapping.shape[0]
         out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
         if nd:  # rotary and the KV write fused into the decode kernel
             decode_attention(
@@ -67,17 +68,17 @@ class TritonAttentionBackend:
                 meta.decode_splits,
                 out[:nd],
             )
-        if nd < q.shape[0]:
-            q_rotated = torch.empty(q.shape, dtype=q.dtype, device=q.device)  # rows nd: filled
+        if nd < num_tokens:
+            q_rotated = torch.empty(q.shape, dtype=q.dtype, device=q.device)  # rows nd:num_tokens filled
             rotary_store(
-                rope[nd:],
-                q[nd:],
-                k[nd:],
-                v[nd:],
+                rope[nd:num_tokens],
+                q[nd:num_tokens],
+                k[nd:num_tokens],
+                v[nd:num_tokens],
                 kv_cache,
                 meta.slot_mapping[nd:],
                 rotary.cos_sin,
-                q_rotated[nd:],
+                q_rotated[nd:num_tokens],
             )
             prefill_attention(
                 q_rotated,

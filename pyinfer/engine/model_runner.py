@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from pyinfer.attention.metadata import AttentionMetadata
 from pyinfer.attention.torch_backend import TorchAttentionBackend
@@ -24,10 +25,20 @@ from pyinfer.engine.scheduler import SchedulerOutput
 from pyinfer.engine.sequence import Sequence
 from pyinfer.engine.step_plan import StepPlan, plan_step
 from pyinfer.kernels import triton_enabled
+from pyinfer.layers.embedding import LMHead
+from pyinfer.layers.linear import LinearBase
 from pyinfer.layers.sampler import Sampler, SamplerOutput
 from pyinfer.models.llama import LlamaForCausalLM
 
 log = logging.getLogger(__name__)
+
+# On the GPU an eager step (prompts together, or beside decodes) runs with its token count padded up to a
+# multiple of EAGER_TOKENS and its sampled rows up to one of SAMPLED_ROWS. cuBLAS chooses a product's kernel
+# on the host at the first call of each shape, and a fresh server's first loads would meet new counts on
+# every client's time; with these few, each is chosen at start. Padding rows write no KV and attend to
+# nothing; at a full step's 8,192 tokens they are under 1% of its products.
+EAGER_TOKENS = 64
+SAMPLED_ROWS = 16
 
 
 def patch_in_flight(
@@ -110,6 +121,9 @@ class ModelRunner:
             self.graphs = CudaGraphs(
                 model, self.backend, config.max_num_seqs, max_chunk, max_blocks, self.block_size
             )
+        self.pads_eager_steps = self.is_cuda and self.backend.name == "triton"
+        if self.pads_eager_steps:
+            self._choose_product_kernels()
 
     @property
     def is_cuda(self) -> bool:
@@ -281,7 +295,7 @@ class ModelRunner:
             patch_in_flight(inputs.input_ids, inputs.patch_rows, sampled, inputs.patch_sources)
         meta = inputs.meta
         if not plan.num_samples:
-            self.model(inputs.input_ids, inputs.positions, meta)
+            self._forward(inputs)
             return None
         if self.graphs is not None and plan.num_samples == meta.num_seqs:
             replayed = self.graphs.run(inputs.uploaded, meta)
@@ -289,14 +303,45 @@ class ModelRunner:
                 return replayed
         x, residual = self._forward(inputs)
         rows = inputs.token_rows
-        return self.model.compute_logits(x[rows], residual[rows]), None
+        n = rows.numel()
+        if self.pads_eager_steps and n > 1:
+            rows = F.pad(rows, (0, -n % SAMPLED_ROWS))  # padding rows repeat row 0
+        return self.model.compute_logits(x[rows], residual[rows])[:n], None
 
     def _forward(self, inputs: StepInputs) -> tuple[torch.Tensor, torch.Tensor]:
-        """The model's forward pass, or the CPU's fused decode where it applies."""
+        """The model's forward pass (over the padded token count on the GPU: rows past the step's tokens
+        are padding), or the CPU's fused decode where it applies."""
         fused = self.fused_decode
         if fused is not None and fused.applies(inputs.meta):
             return fused(inputs.input_ids, inputs.positions, inputs.meta)
-        return self.model(inputs.input_ids, inputs.positions, inputs.meta)
+        ids, positions = inputs.input_ids, inputs.positions
+        if self.pads_eager_steps:
+            pad = -ids.numel() % EAGER_TOKENS
+            ids, positions = F.pad(ids, (0, pad)), F.pad(positions, (0, pad))
+        return self.model(ids, positions, inputs.meta)
+
+    def _choose_product_kernels(self) -> None:
+        """Every linear layer's product at every padded token count up to the step's budget, and the LM
+        head's at every padded count of sampled rows, once, so that cuBLAS chooses their kernels now."""
+        budget = -(-self.config.max_num_batched_tokens // EAGER_TOKENS) * EAGER_TOKENS
+        inputs: dict[int, torch.Tensor] = {}  # one per width: row slices of it are laid out as a step's
+        shapes = set()
+        with torch.inference_mode():
+            for module in self.model.modules():
+                if not isinstance(module, LinearBase) or isinstance(module, LMHead) or module.weight is None:
+                    continue
+                if (module.weight.shape, module.weight.dtype) in shapes:
+                    continue
+                shapes.add((module.weight.shape, module.weight.dtype))
+                width = module.weight.shape[1]
+                if width not in inputs:
+                    inputs[width] = torch.zeros(budget, width, dtype=self.dtype, device=self.device)
+                for count in range(EAGER_TOKENS, budget + 1, EAGER_TOKENS):
+                    module.matmul(inputs[width][:count])
+            rows = -(-self.config.max_num_seqs // SAMPLED_ROWS) * SAMPLED_ROWS
+            x = torch.zeros(rows, self.model.config.hidden_size, dtype=self.dtype, device=self.device)
+            for count in range(SAMPLED_ROWS, rows + 1, SAMPLED_ROWS):
+                self.model.compute_logits(x[:count], x[:count])
 
     @staticmethod
     def collect(step: InFlight) -> list[int]:

@@ -238,3 +238,52 @@ def test_decode_kernel_compiles_once_for_every_split_count_and_input_alignment()
         out = decode_attention(q, k, v, cache, tables, seq_lens, slots, cos_sin, scale, num_splits=splits)
         torch.testing.assert_close(out.cpu().float(), expected, atol=2e-2, rtol=2e-2)
     assert compiled_variants(_decode_kernel) == before + 1
+
+
+def test_triton_backend_leaves_padding_rows_past_the_step_s_tokens_alone(device, dtype):
+    """The model runner pads an eager step's token count on the GPU: the rows past the step's tokens
+    neither write the cache nor change what the step's own rows attend to."""
+    from pyinfer.attention.triton_backend import TritonAttentionBackend, TritonAttentionMetadata
+
+    heads, kv_heads, head_dim = 8, 2, 64
+    # a decode at position 8, a fresh 17-token prompt, a 5-token chunk after 35 cached tokens
+    query_lens, seq_lens = [1, 17, 5], [9, 17, 40]
+    cache, tables = paged_setup(seq_lens, kv_heads, head_dim, device, dtype, seed=3)
+    tables = tables.long()
+    positions, slots = [], []
+    for i, (ql, sl) in enumerate(zip(query_lens, seq_lens, strict=True)):
+        for pos in range(sl - ql, sl):
+            positions.append(pos)
+            slots.append(tables[i, pos // PAGE].item() * PAGE + pos % PAGE)
+    tokens, padded = len(slots), 64
+    backend = TritonAttentionBackend(kv_heads, torch.device(device))
+    meta = TritonAttentionMetadata(  # one KV split: the interpreter has no SM count to size them by
+        slot_mapping=torch.tensor(slots, device=device),
+        seq_lens=torch.tensor(seq_lens, device=device),
+        block_tables=tables,
+        num_decodes=1,
+        query_lens=query_lens,
+        seq_lens_host=seq_lens,
+        block_size=PAGE,
+        query_start_loc=torch.tensor([0, 1, 18, 23], device=device),
+        max_query_len=max(query_lens),
+    )
+    rotary = RotaryEmbedding(head_dim, 8192, 500000.0, LLAMA3_SCALING).to(device)
+    gen = torch.Generator().manual_seed(4)
+    qkv = torch.randn(padded, (heads + 2 * kv_heads) * head_dim, generator=gen).to(device, dtype)
+    width = kv_heads * head_dim
+
+    def attend(rows: int, kv_cache: torch.Tensor) -> torch.Tensor:
+        q = qkv[:rows, : heads * head_dim].view(rows, heads, head_dim)
+        k = qkv[:rows, heads * head_dim : heads * head_dim + width].view(rows, kv_heads, head_dim)
+        v = qkv[:rows, heads * head_dim + width :].view(rows, kv_heads, head_dim)
+        rope = torch.tensor(positions + [0] * (rows - tokens), device=device)
+        return backend.forward(q, k, v, rope, rotary, kv_cache, meta, head_dim**-0.5)
+
+    exact_cache, padded_cache = cache.clone(), cache.clone()
+    exact = attend(tokens, exact_cache)
+    with_padding = attend(padded, padded_cache)
+
+    assert with_padding.shape[0] == padded
+    torch.testing.assert_close(with_padding[:tokens], exact, atol=0, rtol=0)
+    assert torch.equal(padded_cache, exact_cache)
