@@ -32,13 +32,25 @@ from pyinfer.models.llama import LlamaForCausalLM
 
 log = logging.getLogger(__name__)
 
-# On the GPU an eager step (prompts together, or beside decodes) runs with its token count padded up to a
-# multiple of EAGER_TOKENS and its sampled rows up to one of SAMPLED_ROWS. cuBLAS chooses a product's kernel
-# on the host at the first call of each shape, and a fresh server's first loads would meet new counts on
-# every client's time; with these few, each is chosen at start. Padding rows write no KV and attend to
-# nothing; at a full step's 8,192 tokens they are under 1% of its products.
+# On the GPU an eager step (prompts together, or beside decodes) runs with its token count padded up a
+# ladder (powers of two below EAGER_TOKENS, then its multiples) and its sampled rows likewise (SAMPLED_ROWS).
+# cuBLAS chooses a product's kernel on the host at the first call of each shape, and a fresh server's first
+# loads would meet new counts on clients' time; with these few, each is chosen at start. Padding rows
+# write no KV and attend to nothing; they add at most EAGER_TOKENS - 1 rows to a step's products, and
+# below a few hundred rows those products are bound by reading the weights, not by their rows.
 EAGER_TOKENS = 64
 SAMPLED_ROWS = 16
+WARMED_TOKENS = 8192  # counts chosen at start up to here; past it a step's products dwarf a first choice
+
+
+def padded(n: int, step: int) -> int:
+    """n up to the next power of two while under step // 2, else up to the next multiple of step."""
+    return 1 << (n - 1).bit_length() if n <= step // 2 else -(-n // step) * step
+
+
+def padded_counts(limit: int, step: int) -> list[int]:
+    """Every count padded() gives for 1 to limit."""
+    return sorted({padded(n, step) for n in range(1, step)} | set(range(step, padded(limit, step) + 1, step)))
 
 
 def patch_in_flight(
@@ -108,6 +120,7 @@ class ModelRunner:
         self._pinned_ids = [torch.empty(0, dtype=torch.long)] * 2  # pinned host buffers for sampled ids
         self._flip = 0
         self.backend = self._attention_backend()
+        self.pads_eager_steps = self.is_cuda and self.backend.name == "triton"
         sizing = time.perf_counter()
         self.num_blocks = self._num_kv_blocks()
         self._allocate_kv_cache(self.num_blocks)
@@ -121,7 +134,6 @@ class ModelRunner:
             self.graphs = CudaGraphs(
                 model, self.backend, config.max_num_seqs, max_chunk, max_blocks, self.block_size
             )
-        self.pads_eager_steps = self.is_cuda and self.backend.name == "triton"
         if self.pads_eager_steps:
             self._choose_product_kernels()
 
@@ -189,7 +201,7 @@ class ModelRunner:
 
     def _profile_run(self) -> None:
         """One prefill at the full token budget in a throwaway cache, to learn the activations' peak memory."""
-        n = self.config.max_num_batched_tokens
+        n = self._tokens(self.config.max_num_batched_tokens)
         num_blocks = -(-n // self.block_size)
         self._allocate_kv_cache(num_blocks)
         ids = torch.zeros(n, dtype=torch.long, device=self.device)
@@ -208,7 +220,7 @@ class ModelRunner:
             # the token budget may pass the model's longest position: wrap the positions round
             positions = torch.arange(n, device=self.device) % self.model.config.max_position_embeddings
             x, residual = self.model(ids, positions, meta)
-            rows = slice(-self.config.max_num_seqs, None)
+            rows = slice(-self._rows(self.config.max_num_seqs), None)
             self.model.compute_logits(x[rows], residual[rows])
         torch.cuda.synchronize(self.device)
         self._allocate_kv_cache(0)
@@ -304,8 +316,8 @@ class ModelRunner:
         x, residual = self._forward(inputs)
         rows = inputs.token_rows
         n = rows.numel()
-        if self.pads_eager_steps and n > 1:
-            rows = F.pad(rows, (0, -n % SAMPLED_ROWS))  # padding rows repeat row 0
+        if self._rows(n) > n:
+            rows = F.pad(rows, (0, self._rows(n) - n))  # padding rows repeat row 0
         return self.model.compute_logits(x[rows], residual[rows])[:n], None
 
     def _forward(self, inputs: StepInputs) -> tuple[torch.Tensor, torch.Tensor]:
@@ -315,15 +327,24 @@ class ModelRunner:
         if fused is not None and fused.applies(inputs.meta):
             return fused(inputs.input_ids, inputs.positions, inputs.meta)
         ids, positions = inputs.input_ids, inputs.positions
-        if self.pads_eager_steps:
-            pad = -ids.numel() % EAGER_TOKENS
+        pad = self._tokens(ids.numel()) - ids.numel()
+        if pad:
             ids, positions = F.pad(ids, (0, pad)), F.pad(positions, (0, pad))
         return self.model(ids, positions, inputs.meta)
 
+    def _tokens(self, n: int) -> int:
+        """The rows an eager step of n tokens runs with."""
+        return padded(n, EAGER_TOKENS) if self.pads_eager_steps else n
+
+    def _rows(self, n: int) -> int:
+        """The rows the LM head runs with for n sampled rows."""
+        return padded(n, SAMPLED_ROWS) if self.pads_eager_steps else n
+
     def _choose_product_kernels(self) -> None:
-        """Every linear layer's product at every padded token count up to the step's budget, and the LM
+        """Every linear layer's product at every padded token count (up to WARMED_TOKENS), and the LM
         head's at every padded count of sampled rows, once, so that cuBLAS chooses their kernels now."""
-        budget = -(-self.config.max_num_batched_tokens // EAGER_TOKENS) * EAGER_TOKENS
+        budget = min(self._tokens(self.config.max_num_batched_tokens), WARMED_TOKENS)
+        counts = [c for c in padded_counts(budget, EAGER_TOKENS) if c <= budget]
         inputs: dict[int, torch.Tensor] = {}  # one per width: row slices of it are laid out as a step's
         shapes = set()
         with torch.inference_mode():
@@ -336,11 +357,11 @@ class ModelRunner:
                 width = module.weight.shape[1]
                 if width not in inputs:
                     inputs[width] = torch.zeros(budget, width, dtype=self.dtype, device=self.device)
-                for count in range(EAGER_TOKENS, budget + 1, EAGER_TOKENS):
+                for count in counts:
                     module.matmul(inputs[width][:count])
-            rows = -(-self.config.max_num_seqs // SAMPLED_ROWS) * SAMPLED_ROWS
-            x = torch.zeros(rows, self.model.config.hidden_size, dtype=self.dtype, device=self.device)
-            for count in range(SAMPLED_ROWS, rows + 1, SAMPLED_ROWS):
+            rows = padded_counts(self.config.max_num_seqs, SAMPLED_ROWS)
+            x = torch.zeros(rows[-1], self.model.config.hidden_size, dtype=self.dtype, device=self.device)
+            for count in rows:
                 self.model.compute_logits(x[:count], x[:count])
 
     @staticmethod
