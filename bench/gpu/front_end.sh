@@ -21,6 +21,12 @@ for k in $(seq 1 ${RUNS:-3}); do
   timeout 100 $b --num-prompts 128 --max-concurrency 32 --input-len 512 --output-len 256 --seed $k --server-pid $pid --output-json $OUT/c32-run$k.json 2>&1 | grep -E "output token|TTFT|TPOT|ITL|failed|CPU of"
   echo "compiled since ready:"; python3 bench/gpu/triton_cache.py --since $OUT/variants-at-ready.txt | tee $OUT/variants-after-run$k.txt | cut -c1-200
 done
+python3 - "$OUT" <<'PY'  # the issue's measure: run 1 against run 2
+import json, sys
+runs = [json.load(open(f"{sys.argv[1]}/c32-run{k}.json")) for k in (1, 2)]
+tok, p90 = ([r["output_token_throughput"] for r in runs], [r["ttft_ms"]["p90"] for r in runs])
+print(f"run 1 against run 2: output tok/s {100 * (tok[0] / tok[1] - 1):+.1f}%, TTFT p90 {100 * (p90[0] / p90[1] - 1):+.1f}%")
+PY
 kill -TERM $pid; wait $pid; echo "server exit $?"
 for n in ${API_COUNTS-1 2 4}; do
   python3 -m pyinfer.cli serve --model $dir --load-format dummy --served-model-name dummy --port 8000 --api-server-count $n ${SERVE_ARGS:-} > /tmp/server-n$n.log 2>&1 &
