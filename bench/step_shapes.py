@@ -9,7 +9,7 @@ python bench/step_shapes.py [MODEL] [RUNS]"""
 import sys
 
 from pyinfer import SamplingParams
-from pyinfer.bench.common import random_prompts
+from pyinfer.bench.common import closed_loop, random_prompts
 from pyinfer.config import EngineConfig
 from pyinfer.engine.cuda_graphs import MAX_PREFILL_GRAPH_TOKENS, batch_size_ladder, prefill_size_ladder
 from pyinfer.engine.engine import LLMEngine
@@ -50,15 +50,9 @@ for tokens, rows, graph in steps:
 params = SamplingParams(temperature=0, max_tokens=256, ignore_eos=True)
 for run in range(1, 1 + (int(sys.argv[2]) if len(sys.argv) > 2 else 2)):
     steps.clear()
-    pending = list(enumerate(random_prompts(128, [512], engine.model_config.vocab_size, seed=run)))
-    for _ in range(32):
-        i, prompt = pending.pop(0)
-        engine.add_request(f"run{run}-{i}", prompt, params)
-    while engine.has_unfinished():
-        for out in engine.step():
-            if out.finish_reason is not None and pending:
-                i, prompt = pending.pop(0)
-                engine.add_request(f"run{run}-{i}", prompt, params)
+    prompts = random_prompts(128, [512], engine.model_config.vocab_size, seed=run)
+    for _ in closed_loop(engine, prompts, params, 32, f"run{run}", {}):
+        pass
     new = []
     for index, (tokens, rows, graph) in enumerate(steps):
         if graph:

@@ -109,7 +109,7 @@ class Tokenizer:
 
     def compile_chat_template(self) -> None:
         """Render a one-line conversation, so that transformers compiles and caches the template now
-        rather than at a client's first chat request (10 ms on the CPU, with the event loop held)."""
+        rather than at a client's first chat request, with the event loop held."""
         if not self.has_chat_template:
             return
         try:

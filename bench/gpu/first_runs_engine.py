@@ -1,9 +1,9 @@
 """Whether a fresh engine's first load costs more than the next identical one, without the HTTP front end
 (diagnostic): after the server's warm-up, 128 x (512 -> 256) with at most 32 in flight (a new request as
-one finishes, as a load client does), RUNS times (default 3); each run's wall time, its first 100 steps',
+one finishes, as a load client does: pyinfer.bench.common.closed_loop), RUNS times (default 3); each run's wall time, its first 100 steps',
 its TTFT percentiles (from a request's add to its first token), the CUDA caching allocator's new segments
 (cudaMalloc calls) and retries in it, the garbage collections by generation; then the steps of run 1
-slower than the same steps of run 2. With FIRST:LAST, steps FIRST to LAST - 1 of runs 1 and 2 under torch's
+slower than the same steps of run 2. With FIRST:LAST (FIRST > 0), steps FIRST to LAST - 1 of runs 1 and 2 under torch's
 profiler: their 15 costliest operations on the host (self time).
 python3 bench/gpu/first_runs_engine.py MODEL_DIR [RUNS [FIRST:LAST]]"""
 
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from pyinfer import SamplingParams
-from pyinfer.bench.common import random_prompts
+from pyinfer.bench.common import closed_loop, random_prompts
 from pyinfer.config import EngineConfig
 from pyinfer.engine.engine import LLMEngine
 from pyinfer.heap import freeze_heap
@@ -40,42 +40,30 @@ def on_gc(phase: str, info: dict) -> None:
 
 gc.callbacks.append(on_gc)
 for run in range(1, 1 + (int(sys.argv[2]) if len(sys.argv) > 2 else 3)):
-    pending = list(enumerate(random_prompts(128, [512], engine.model_config.vocab_size, seed=run)))
+    prompts = random_prompts(128, [512], engine.model_config.vocab_size, seed=run)
     added: dict[str, float] = {}
     ttft: list[float] = []
     steps: list[float] = []
-
-    def add(pending: list, added: dict[str, float], run: int) -> None:
-        i, prompt = pending.pop(0)
-        engine.add_request(f"run{run}-{i}", prompt, params)
-        added[f"run{run}-{i}"] = time.perf_counter()
-
-    for _ in range(32):
-        add(pending, added, run)
     seen: set[str] = set()
     collections.clear()
     before = torch.cuda.memory_stats()
     start = time.perf_counter()
     profiler = None
-    while engine.has_unfinished():
-        if run <= 2 and len(steps) == profiled.start and profiled:
-            profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
-            profiler.__enter__()
-        step_start = time.perf_counter()
-        outputs = engine.step()
+    for outputs, step_ms in closed_loop(engine, prompts, params, 32, f"run{run}", added):
         now = time.perf_counter()
         if profiler is not None and len(steps) + 1 == profiled.stop:
             profiler.__exit__(None, None, None)
             print(f"run {run}, steps {profiled.start}-{profiled.stop - 1}:")
             print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
             profiler = None
-        steps.append((now - step_start) * 1e3)
+        steps.append(step_ms)
         for out in outputs:
             if out.new_token_ids and out.request_id not in seen:
                 seen.add(out.request_id)
                 ttft.append((now - added[out.request_id]) * 1e3)
-            if out.finish_reason is not None and pending:
-                add(pending, added, run)
+        if run <= 2 and len(steps) == profiled.start and profiled:  # the next step is the first profiled
+            profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+            profiler.__enter__()
     torch.cuda.synchronize()
     total = (time.perf_counter() - start) * 1e3
     if profiler is not None:  # the run ended before LAST

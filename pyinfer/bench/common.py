@@ -6,7 +6,7 @@ import argparse
 import json
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -30,6 +30,30 @@ def random_prompts(n: int, lengths: list[int], vocab: int, seed: int = 0) -> lis
         torch.randint(100, vocab - 100, (lengths[i % len(lengths)],), generator=gen).tolist()
         for i in range(n)
     ]
+
+
+def closed_loop(
+    engine, prompts: list[list[int]], params, in_flight: int, prefix: str, added: dict[str, float]
+) -> Iterator[tuple[list, float]]:
+    """The prompts through an LLMEngine as a load client with `in_flight` streams sends them: that many
+    at once, then a new one as one finishes. Yields each step's outputs and its wall time in ms; `added`
+    gets each request's id and time of arrival."""
+    pending = list(enumerate(prompts))
+
+    def add() -> None:
+        i, prompt = pending.pop(0)
+        engine.add_request(f"{prefix}-{i}", prompt, params)
+        added[f"{prefix}-{i}"] = time.perf_counter()
+
+    for _ in range(min(in_flight, len(pending))):
+        add()
+    while engine.has_unfinished():
+        start = time.perf_counter()
+        outputs = engine.step()
+        yield outputs, (time.perf_counter() - start) * 1e3
+        for out in outputs:
+            if out.finish_reason is not None and pending:
+                add()
 
 
 def make_llm(args: argparse.Namespace):

@@ -94,7 +94,7 @@ def create_app(
 
 async def _load_streaming_backend() -> None:
     """Starlette streams each response in an anyio task group, and anyio imports its asyncio backend at
-    the first one: 11 ms with the event loop held, which each API process's first clients waited for."""
+    the first one, with the event loop held: each API process's first clients waited for it."""
     async with anyio.create_task_group():
         pass
 

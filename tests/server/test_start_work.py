@@ -32,37 +32,30 @@ def test_chat_template_compiled_before_the_first_chat(smollm2_path):
     )
 
 
-def test_streaming_backend_loaded_at_start():
-    run_fresh(
-        "import asyncio, sys\n"
-        "from pyinfer.server.app import _load_streaming_backend\n"
-        "backend = 'anyio._backends._asyncio'\n"
-        "assert backend not in sys.modules, 'already loaded by importing the app'\n"
-        "asyncio.run(_load_streaming_backend())\n"
-        "assert backend in sys.modules\n"
-    )
-
-
 @pytest.mark.slow
-def test_an_api_process_freezes_its_start_up_heap_before_it_serves(smollm2_path):
-    """Its tokenizer imports transformers and torch: some 250,000 objects that a full collection while
-    serving would walk, holding back every stream of the process."""
+def test_the_app_s_start_loads_the_streaming_backend_and_freezes_the_heap(smollm2_path):
+    """Through the app's own lifespan, until ready: anyio's asyncio backend (which Starlette's first
+    streamed response would otherwise import, with the event loop held) is loaded, and the objects the
+    start made (its tokenizer imports transformers and torch: some 250,000) are out of the collector's
+    scans, which would otherwise walk them while the process streams."""
     run_fresh(
-        "import asyncio, gc\n"
+        "import asyncio, gc, sys\n"
         "from pyinfer.config import EngineConfig\n"
+        "from pyinfer.server.app import create_app\n"
         "from pyinfer.server.config import ServerConfig\n"
-        "from pyinfer.server.context import ServerContext\n"
+        "backend = 'anyio._backends._asyncio'\n"
         f"engine = EngineConfig(model={smollm2_path!r}, device='cpu', kv_cache_memory_gb=0.25)\n"
-        "ctx = ServerContext(ServerConfig(), engine)\n"
+        "app = create_app(ServerConfig(), engine)\n"
+        "assert backend not in sys.modules, 'already loaded by importing the app'\n"
         "async def start():\n"
-        "    await ctx.engine.start()\n"
-        "    try:\n"
-        "        await ctx.load()  # as the lifespan does; ready once it returns\n"
-        "        assert ctx.ready\n"
+        "    async with app.router.lifespan_context(app):\n"
+        "        for _ in range(1200):\n"
+        "            if app.state.ctx.ready:\n"
+        "                break\n"
+        "            await asyncio.sleep(0.1)\n"
+        "        assert app.state.ctx.ready, 'not ready in 120 s'\n"
+        "        assert backend in sys.modules\n"
         "        frozen = gc.get_freeze_count()\n"
         "        assert frozen > 100_000, f'{frozen} objects frozen'\n"
-        "    finally:\n"
-        "        await ctx.engine.shutdown()\n"
-        "        ctx.shared.close()\n"
         "asyncio.run(start())\n"
     )
