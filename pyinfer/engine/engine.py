@@ -219,6 +219,7 @@ class LLMEngine:
         mask = torch.full((1, -(-vocab // 32)), -1, dtype=torch.int32, device=self.device)
         apply_token_bitmask(torch.zeros(1, vocab, device=self.device), mask)
         self.num_tokens_computed = self.num_constrained_requests = 0
+        self.grammars.reset_compile_seconds()
         self.block_manager.prefix_queries = self.block_manager.prefix_hits = 0
         log.info("warmed up in %.1fs", time.perf_counter() - start)
 

@@ -90,6 +90,7 @@ class Grammars:
         self._pending: dict[GrammarRef, Future] = {}  # compilations whose worker has not replied
         self._stepping: list[Link] = []
         self._rows = 0
+        self._compile_seconds_before = 0.0  # what the warm-up spent, not counted
         words = -(-vocab_size // 32)
         self._masks = MaskBuffers(words, pin, shared_rows=max_rows if workers else 0)
         if workers:
@@ -102,7 +103,11 @@ class Grammars:
 
     @property
     def compile_seconds(self) -> float:
-        return sum(link.compile_seconds for link in self._links)
+        """Seconds spent compiling clients' constraints (since reset_compile_seconds)."""
+        return sum(link.compile_seconds for link in self._links) - self._compile_seconds_before
+
+    def reset_compile_seconds(self) -> None:
+        self._compile_seconds_before += self.compile_seconds
 
     # ---- compiling ----------------------------------------------------------------------------------
     def submit(self, constraint: StructuredOutput, n: int) -> Compilation:

@@ -211,6 +211,7 @@ def test_warm_up_puts_a_constrained_request_through_every_grammar_worker(workers
     assert len(after) == 2 and all(a > b for a, b in zip(after, before, strict=True))
     assert engine.grammars._load == [0, 0] and not engine.has_unfinished()
     assert engine.num_constrained_requests == 0 and engine.pop_rejected() == []
+    assert engine.stats()["grammar_compile_seconds"] == 0  # the warm-up's compiles are not clients'
 
 
 def _is_masks_fd(fd: int) -> bool:
