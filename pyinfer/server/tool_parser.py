@@ -80,10 +80,12 @@ class ToolCallParser:
 
     def finish(self) -> Parsed:
         """The end of the reply: held text that became nothing else is content (the separators after
-        a last call are markup)."""
+        a last call are markup). A call cut off by the reply's limit keeps what was streamed of it; cut
+        off before its name, its markup is dropped, unless only a call object's start opened it, before
+        any call: that may be JSON the model wrote as content."""
         out = Parsed()
         if self._call is not None:
-            if self._call.num_named == 0:  # cut off before a call was recognised
+            if self._call.num_named == 0 and self._call.opened_by_object and self.num_calls == 0:
                 out.content += self._call.unparsed()
         elif not self._after_call or self._held.strip(self._separators()):
             out.content += self._held
@@ -152,6 +154,7 @@ class _CallReader:
         self.fmt = parser.fmt
         # everything read, the whitespace before the trigger included, for content if it fails
         self.raw = lead if opened_by_object else lead + trigger
+        self.opened_by_object = opened_by_object
         self.num_named = 0
         self.done = self.failed = False
         self._failed_at = 0

@@ -93,6 +93,21 @@ def test_a_call_cut_off_keeps_what_was_streamed():
 
 
 @pytest.mark.parametrize("chunk", CHUNKINGS)
+def test_a_call_cut_off_before_its_name_leaves_no_markup_in_content(chunk):
+    """Markup opened by a format's trigger, or after a call, is markup; opened by a call object's start
+    alone before any call, the text may be JSON written as content, and is given back."""
+    call = ("get_weather", {"city": "Paris"})
+    cut = '{"name": "sea'
+    weather = [{"name": "get_weather", "arguments": {"city": "Paris"}}]
+    assert parse(HERMES, f"Hi <tool_call>\n{cut}", chunk) == ("Hi", [], 0)
+    assert parse(HERMES, f"{HERMES.write_calls([call])}\n<tool_call>\n{cut}", chunk) == ("", weather, 0)
+    assert parse(MISTRAL, f"[TOOL_CALLS][{cut}", chunk) == ("", [], 0)
+    assert parse(LLAMA3_JSON, f"<|python_tag|>{cut}", chunk) == ("", [], 0)
+    assert parse(LLAMA3_JSON, f"{LLAMA3_JSON.write_calls([call])}; {cut}", chunk) == ("", weather, 0)
+    assert parse(LLAMA3_JSON, cut, chunk) == (cut, [], 0)
+
+
+@pytest.mark.parametrize("chunk", CHUNKINGS)
 def test_text_after_calls_is_content_and_separators_are_not(chunk):
     call = ("get_weather", {"city": "Paris"})
     assert parse(LLAMA3_JSON, LLAMA3_JSON.write_calls([call]) + "; done;", chunk)[0] == "done;"
