@@ -342,9 +342,11 @@ class ModelRunner:
 
     def _choose_product_kernels(self) -> None:
         """Every linear layer's product at every padded token count (up to WARMED_TOKENS), and the LM
-        head's at every padded count of sampled rows, once, so that cuBLAS chooses their kernels now."""
+        head's at every padded count of sampled rows, once, so that cuBLAS chooses their kernels now.
+        Largest first: each smaller output then fits in the memory the larger one left cached."""
+        start = time.perf_counter()
         budget = min(self._tokens(self.config.max_num_batched_tokens), WARMED_TOKENS)
-        counts = [c for c in padded_counts(budget, EAGER_TOKENS) if c <= budget]
+        counts = [c for c in reversed(padded_counts(budget, EAGER_TOKENS)) if c <= budget]
         inputs: dict[int, torch.Tensor] = {}  # one per width: row slices of it are laid out as a step's
         shapes = set()
         with torch.inference_mode():
@@ -359,10 +361,18 @@ class ModelRunner:
                     inputs[width] = torch.zeros(budget, width, dtype=self.dtype, device=self.device)
                 for count in counts:
                     module.matmul(inputs[width][:count])
-            rows = padded_counts(self.config.max_num_seqs, SAMPLED_ROWS)
-            x = torch.zeros(rows[-1], self.model.config.hidden_size, dtype=self.dtype, device=self.device)
+            rows = padded_counts(self.config.max_num_seqs, SAMPLED_ROWS)[::-1]
+            x = torch.zeros(rows[0], self.model.config.hidden_size, dtype=self.dtype, device=self.device)
             for count in rows:
                 self.model.compute_logits(x[:count], x[:count])
+        if self.is_cuda:  # the time the choices took, not their launches'
+            torch.cuda.synchronize(self.device)
+        log.info(
+            "chose the kernels of %d product shapes and %d LM-head row counts in %.1fs",
+            len(shapes) * len(counts),
+            len(rows),
+            time.perf_counter() - start,
+        )
 
     @staticmethod
     def collect(step: InFlight) -> list[int]:
