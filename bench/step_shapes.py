@@ -3,8 +3,9 @@ GPU load of bench/gpu/first_runs_engine.py (128 x (512 -> 256), at most 32 in fl
 batch limits, through LLMEngine on this machine. Per step: the tokens (the rows of every linear layer's
 product) and the sampled rows (the LM head's), and whether a GPU would replay a CUDA graph instead. Prints
 the eager steps whose token count or sampled-row count had not been seen before them (nor by graph
-capture's eager runs, the profile run or the warm-up), by run.
-python bench/step_shapes.py [MODEL] [RUNS]"""
+capture's eager runs, the profile run or the warm-up), by run, and the rows a GPU's padding of eager steps
+adds (engine/model_runner.py). PROMPTS and CONCURRENCY (default 128 and 32) change the load.
+python bench/step_shapes.py [MODEL] [RUNS] [PROMPTS CONCURRENCY]"""
 
 import sys
 
@@ -13,6 +14,7 @@ from pyinfer.bench.common import closed_loop, random_prompts
 from pyinfer.config import EngineConfig
 from pyinfer.engine.cuda_graphs import MAX_PREFILL_GRAPH_TOKENS, batch_size_ladder, prefill_size_ladder
 from pyinfer.engine.engine import LLMEngine
+from pyinfer.engine.model_runner import EAGER_TOKENS, padded
 from pyinfer.model_files import default_model_path
 
 MAX_SEQS, BUDGET = 256, 8192  # the GPU's defaults
@@ -47,11 +49,12 @@ for tokens, rows, graph in steps:
     if not graph:
         seen_tokens.add(tokens)
         seen_rows.add(rows)
+num_prompts, concurrency = (int(a) for a in sys.argv[3:5]) if len(sys.argv) > 4 else (128, 32)
 params = SamplingParams(temperature=0, max_tokens=256, ignore_eos=True)
 for run in range(1, 1 + (int(sys.argv[2]) if len(sys.argv) > 2 else 2)):
     steps.clear()
-    prompts = random_prompts(128, [512], engine.model_config.vocab_size, seed=run)
-    for _ in closed_loop(engine, prompts, params, 32, f"run{run}", {}):
+    prompts = random_prompts(num_prompts, [512], engine.model_config.vocab_size, seed=run)
+    for _ in closed_loop(engine, prompts, params, concurrency, f"run{run}", {}):
         pass
     new = []
     for index, (tokens, rows, graph) in enumerate(steps):
@@ -66,8 +69,13 @@ for run in range(1, 1 + (int(sys.argv[2]) if len(sys.argv) > 2 else 2)):
         seen_rows.add(rows)
         if fresh:
             new.append(f"step {index}: " + ", ".join(fresh))
-    eager = sum(not graph for _, _, graph in steps)
-    print(f"run {run}: {len(steps)} steps, {eager} eager; first seen in eager steps: {len(new)}")
+    eager = [tokens for tokens, _, graph in steps if not graph]
+    added = sum(padded(tokens, EAGER_TOKENS) - tokens for tokens in eager)
+    print(
+        f"run {run}: {len(steps)} steps, {len(eager)} eager; first seen in eager steps: {len(new)}; padding adds "
+        f"{added} rows to the eager steps' {sum(eager)} ({100 * added / sum(eager):.2f}%), "
+        f"to all steps' {sum(t for t, _, _ in steps)} ({100 * added / sum(t for t, _, _ in steps):.2f}%)"
+    )
     for line in new:
         print("  " + line)
 engine.close()
