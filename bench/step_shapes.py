@@ -70,11 +70,14 @@ for run in range(1, 1 + (int(sys.argv[2]) if len(sys.argv) > 2 else 2)):
         if fresh:
             new.append(f"step {index}: " + ", ".join(fresh))
     eager = [tokens for tokens, _, graph in steps if not graph]
-    added = sum(padded(tokens, EAGER_TOKENS) - tokens for tokens in eager)
+    added, everything = (
+        sum(padded(tokens, EAGER_TOKENS) - tokens for tokens in eager),
+        sum(t for t, _, _ in steps),
+    )
     print(
         f"run {run}: {len(steps)} steps, {len(eager)} eager; first seen in eager steps: {len(new)}; padding adds "
-        f"{added} rows to the eager steps' {sum(eager)} ({100 * added / sum(eager):.2f}%), "
-        f"to all steps' {sum(t for t, _, _ in steps)} ({100 * added / sum(t for t, _, _ in steps):.2f}%)"
+        f"{added} rows to the eager steps' {sum(eager)} ({100 * added / max(sum(eager), 1):.2f}%), "
+        f"to all steps' {everything} ({100 * added / everything:.2f}%)"
     )
     for line in new:
         print("  " + line)

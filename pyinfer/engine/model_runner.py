@@ -50,7 +50,8 @@ def padded(n: int, step: int) -> int:
 
 def padded_counts(limit: int, step: int) -> list[int]:
     """Every count padded() gives for 1 to limit."""
-    return sorted({padded(n, step) for n in range(1, step)} | set(range(step, padded(limit, step) + 1, step)))
+    small = {padded(n, step) for n in range(1, min(limit + 1, step))}
+    return sorted(small | set(range(step, padded(limit, step) + 1, step)))
 
 
 def patch_in_flight(

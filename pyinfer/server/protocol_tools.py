@@ -15,7 +15,7 @@ from pyinfer.sampling_params import SamplingParamsError, StructuredOutput
 from pyinfer.server.protocol_base import Request
 from pyinfer.server.tool_formats import ToolFormat
 from pyinfer.server.tool_grammar import structural_tag
-from pyinfer.server.tool_parser import ToolCallParser
+from pyinfer.server.tool_parser import BesidesCalls, ToolCallParser
 
 FUNCTION_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")  # as OpenAI checks them
 MAX_ARGUMENT_WHITESPACE = 16  # as for JSON output: no call loops on spaces until max_tokens
@@ -68,6 +68,7 @@ class ToolRequest:
         self.mode = mode
         self.name = name
         self.parallel = parallel
+        self.besides_calls: BesidesCalls = "text" if mode == "auto" else "nothing"  # constraint() may widen
 
     @classmethod
     def of(
@@ -120,12 +121,15 @@ class ToolRequest:
 
     def constraint(self, fmt: ToolFormat, output: StructuredOutput | None) -> StructuredOutput:
         """The grammar the reply is decoded under: calls in `fmt`, their arguments valid for the schemas;
-        under auto, with `output` (a JSON schema the request gave its text), calls or that JSON."""
+        under auto, with `output` (a JSON schema the request gave its text), calls or that JSON (which
+        the parsers made after this call are told)."""
         if output is not None and output.kind != "json":
             raise SamplingParamsError(
                 output.param.split(".")[0], "cannot be combined with tools, but a JSON schema can"
             )
         callable_ = [f for f in self.functions if self.name in (None, f.name)]
+        if output is not None and self.mode == "auto":
+            self.besides_calls = "json"
         spec = structural_tag(
             fmt,
             [_definition(f) for f in callable_],
@@ -137,7 +141,7 @@ class ToolRequest:
         return StructuredOutput(kind="structural_tag", spec=spec, param="tools")
 
     def parser(self, fmt: ToolFormat, on_failure: Callable[[], None]) -> ToolCallParser:
-        return ToolCallParser(fmt, {f.name for f in self.functions}, on_failure)
+        return ToolCallParser(fmt, {f.name for f in self.functions}, on_failure, self.besides_calls)
 
 
 def _definition(function: FunctionDefinition) -> dict[str, Any]:

@@ -12,10 +12,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 from pyinfer.server.tool_formats import ToolFormat
 
 WHITESPACE = " \t\r\n"
+# What a reply may hold besides calls, as its grammar allows: nothing (tool_choice required or named),
+# text until a call (auto), or JSON for the response format's schema instead of calls (auto with one)
+BesidesCalls = Literal["nothing", "text", "json"]
 
 
 @dataclass
@@ -51,10 +55,17 @@ class Parsed:
 
 
 class ToolCallParser:
-    def __init__(self, fmt: ToolFormat, tool_names: set[str], on_failure: Callable[[], None] = lambda: None):
+    def __init__(
+        self,
+        fmt: ToolFormat,
+        tool_names: set[str],
+        on_failure: Callable[[], None] = lambda: None,
+        besides_calls: BesidesCalls = "text",
+    ):
         self.fmt = fmt
         self.tool_names = tool_names
         self.on_failure = on_failure  # told of call markup that did not parse as a call of a known tool
+        self.besides_calls = besides_calls
         self.num_calls = 0
         self._triggers = [t for t in (*fmt.triggers, fmt.object_trigger) if t]
         self._held = ""  # content not yet emitted: a possible trigger's start, or whitespace before a call
@@ -80,14 +91,16 @@ class ToolCallParser:
 
     def finish(self) -> Parsed:
         """The end of the reply: held text that became nothing else is content (the separators after
-        a last call are markup). A call cut off by the reply's limit keeps what was streamed of it; cut
-        off before its name, its markup is dropped, unless only a call object's start opened it, before
-        any call: that may be JSON the model wrote as content."""
+        a last call are markup), unless the reply holds nothing but calls. A call cut off (by max_tokens
+        or a stop string) keeps what was streamed of it; cut off before its name, its markup is dropped,
+        unless the reply may be JSON instead of calls and none came before it: then it may be that JSON."""
         out = Parsed()
         if self._call is not None:
-            if self._call.num_named == 0 and self._call.opened_by_object and self.num_calls == 0:
+            if self._call.num_named == 0 and self.besides_calls == "json" and self.num_calls == 0:
                 out.content += self._call.unparsed()
-        elif not self._after_call or self._held.strip(self._separators()):
+        elif self.besides_calls != "nothing" and (
+            not self._after_call or self._held.strip(self._separators())
+        ):
             out.content += self._held
         self._held = ""
         self._call = None
@@ -154,7 +167,6 @@ class _CallReader:
         self.fmt = parser.fmt
         # everything read, the whitespace before the trigger included, for content if it fails
         self.raw = lead if opened_by_object else lead + trigger
-        self.opened_by_object = opened_by_object
         self.num_named = 0
         self.done = self.failed = False
         self._failed_at = 0

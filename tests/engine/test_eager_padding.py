@@ -19,7 +19,8 @@ def test_padding_climbs_powers_of_two_then_multiples_and_never_shrinks(step):
 
 
 @pytest.mark.parametrize(
-    ("limit", "step"), [(8192, EAGER_TOKENS), (200, EAGER_TOKENS), (256, SAMPLED_ROWS), (20, 16)]
+    ("limit", "step"),
+    [(8192, EAGER_TOKENS), (200, EAGER_TOKENS), (256, SAMPLED_ROWS), (20, 16), (12, 16), (4, 16), (1, 16)],
 )
 def test_padded_counts_are_exactly_the_counts_padding_gives(limit, step):
     assert padded_counts(limit, step) == sorted({padded(n, step) for n in range(1, limit + 1)})

@@ -14,10 +14,10 @@ HARD = {"text": 'a}{b "quoted" </tool_call> [TOOL_CALLS] {"name": "x"} é ✓ \\
 CHUNKINGS = (1, 2, 3, 5, 7, 10_000)
 
 
-def parse(fmt, text: str, chunk: int, names=TOOLS) -> tuple[str, list[dict], int]:
+def parse(fmt, text: str, chunk: int, names=TOOLS, besides_calls="text") -> tuple[str, list[dict], int]:
     """Content, the calls reassembled from their deltas as a client does, and the failures counted."""
     failures = []
-    parser = ToolCallParser(fmt, names, on_failure=lambda: failures.append(1))
+    parser = ToolCallParser(fmt, names, lambda: failures.append(1), besides_calls)
     pieces = [parser.feed(text[i : i + chunk]) for i in range(0, len(text), chunk)] + [parser.finish()]
     content, calls = "", []
     for piece in pieces:
@@ -94,8 +94,8 @@ def test_a_call_cut_off_keeps_what_was_streamed():
 
 @pytest.mark.parametrize("chunk", CHUNKINGS)
 def test_a_call_cut_off_before_its_name_leaves_no_markup_in_content(chunk):
-    """Markup opened by a format's trigger, or after a call, is markup; opened by a call object's start
-    alone before any call, the text may be JSON written as content, and is given back."""
+    """Where the grammar makes every trigger open a call, what a cut-off call wrote is markup; where the
+    reply may be JSON instead (a schema beside the tools), it may be that JSON's text, until a call came."""
     call = ("get_weather", {"city": "Paris"})
     cut = '{"name": "sea'
     weather = [{"name": "get_weather", "arguments": {"city": "Paris"}}]
@@ -104,7 +104,15 @@ def test_a_call_cut_off_before_its_name_leaves_no_markup_in_content(chunk):
     assert parse(MISTRAL, f"[TOOL_CALLS][{cut}", chunk) == ("", [], 0)
     assert parse(LLAMA3_JSON, f"<|python_tag|>{cut}", chunk) == ("", [], 0)
     assert parse(LLAMA3_JSON, f"{LLAMA3_JSON.write_calls([call])}; {cut}", chunk) == ("", weather, 0)
-    assert parse(LLAMA3_JSON, cut, chunk) == (cut, [], 0)
+    assert parse(LLAMA3_JSON, cut, chunk) == ("", [], 0)
+    assert parse(LLAMA3_JSON, cut, chunk, besides_calls="json") == (cut, [], 0)
+    text = '{"answer": "use <tool_call>'
+    assert parse(HERMES, text, chunk, besides_calls="json") == (text, [], 0)
+    after = f"{LLAMA3_JSON.write_calls([call])}; {cut}"
+    assert parse(LLAMA3_JSON, after, chunk, besides_calls="json") == ("", weather, 0)
+    for start in ("<", "<tool_", " \n"):  # what may still become a trigger: text, unless only calls may come
+        assert parse(HERMES, f"Hi{start}", chunk)[0] == f"Hi{start}"
+        assert parse(HERMES, start, chunk, besides_calls="nothing") == ("", [], 0)
 
 
 @pytest.mark.parametrize("chunk", CHUNKINGS)

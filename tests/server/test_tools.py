@@ -97,6 +97,37 @@ def test_required_and_named_choices_give_valid_calls_every_time(client, model):
     assert {r.choices[0].message.tool_calls[0].function.name for r in replies[20:]} == {"search"}
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_reply_cut_off_inside_its_calls_puts_no_markup_in_content(client, model, stream):
+    """max_tokens ending a forced call before its name (and, in a second call, before its name too): no
+    markup in content, a call named keeps what it wrote, finish_reason length."""
+    for max_tokens in (1, 3, 5, 40):
+        reply = client.chat.completions.create(
+            model=model,
+            messages=QUESTION,
+            tools=TOOLS,
+            tool_choice="required",
+            temperature=0,
+            max_tokens=max_tokens,
+            stream=stream,
+        )
+        if stream:
+            content, names, finish = "", [], None
+            for chunk in reply:
+                if chunk.choices:
+                    delta = chunk.choices[0].delta
+                    content += delta.content or ""
+                    names += [c.function.name for c in delta.tool_calls or () if c.function.name]
+                    finish = chunk.choices[0].finish_reason or finish
+        else:
+            message = reply.choices[0].message
+            content, finish = message.content or "", reply.choices[0].finish_reason
+            names = [c.function.name for c in message.tool_calls or ()]
+        assert (content, finish) == ("", "length"), max_tokens
+        assert set(names) <= {"get_weather", "search"}
+    assert names  # at 40 tokens a call was named
+
+
 def test_none_gives_text_and_auto_may_answer_in_text(client, model):
     reply = client.chat.completions.create(
         model=model, messages=QUESTION, tools=TOOLS, tool_choice="none", max_tokens=20
