@@ -12,9 +12,15 @@ import sys
 from pyinfer import SamplingParams
 from pyinfer.bench.common import closed_loop, random_prompts
 from pyinfer.config import EngineConfig
-from pyinfer.engine.cuda_graphs import MAX_PREFILL_GRAPH_TOKENS, batch_size_ladder, prefill_size_ladder
+from pyinfer.engine.cuda_graphs import (
+    MAX_PREFILL_GRAPH_TOKENS,
+    batch_size_ladder,
+    pad_to,
+    prefill_size_ladder,
+    size_ladder,
+)
 from pyinfer.engine.engine import LLMEngine
-from pyinfer.engine.model_runner import EAGER_TOKENS, padded
+from pyinfer.engine.model_runner import EAGER_TOKENS
 from pyinfer.model_files import default_model_path
 
 MAX_SEQS, BUDGET = 256, 8192  # the GPU's defaults
@@ -42,6 +48,7 @@ def recorded_inputs(plan):
 
 engine.runner._inputs = recorded_inputs
 graph_sizes = batch_size_ladder(MAX_SEQS)
+token_sizes = size_ladder(BUDGET, EAGER_TOKENS)  # what a GPU pads eager steps to
 seen_tokens = {BUDGET, *graph_sizes, *prefill_size_ladder(min(BUDGET, MAX_PREFILL_GRAPH_TOKENS))}
 seen_rows = {MAX_SEQS, 1, *graph_sizes}
 engine.warm_up()
@@ -71,7 +78,7 @@ for run in range(1, 1 + (int(sys.argv[2]) if len(sys.argv) > 2 else 2)):
             new.append(f"step {index}: " + ", ".join(fresh))
     eager = [tokens for tokens, _, graph in steps if not graph]
     added, everything = (
-        sum(padded(tokens, EAGER_TOKENS) - tokens for tokens in eager),
+        sum(pad_to(token_sizes, tokens) - tokens for tokens in eager),
         sum(t for t, _, _ in steps),
     )
     print(

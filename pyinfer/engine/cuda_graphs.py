@@ -22,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import time
+from bisect import bisect_left
 from collections.abc import Callable
 
 import torch
@@ -40,9 +41,23 @@ MAX_PREFILL_GRAPH_TOKENS = 2048
 Outputs = tuple[torch.Tensor, torch.Tensor]  # logits [rows, vocab] and their argmax [rows]
 
 
+def size_ladder(limit: int, step: int) -> list[int]:
+    """Sizes up to `limit`, its top: powers of two below `step`, then multiples of it."""
+    sizes = [
+        *(1 << i for i in range((step - 1).bit_length()) if 1 << i < step),
+        *range(step, limit + 1, step),
+    ]
+    return sorted({s for s in sizes if s < limit} | {limit})
+
+
+def pad_to(sizes: list[int], n: int) -> int:
+    """The smallest of `sizes` (ascending) that holds n; n itself past the largest."""
+    i = bisect_left(sizes, n)
+    return sizes[i] if i < len(sizes) else n
+
+
 def batch_size_ladder(max_num_seqs: int) -> list[int]:
-    sizes = [1, 2, 4, 8, *range(16, max_num_seqs + 1, 16)]
-    return sorted({s for s in sizes if s < max_num_seqs} | {max_num_seqs})
+    return size_ladder(max_num_seqs, 16)
 
 
 def prefill_size_ladder(max_tokens: int) -> list[int]:
@@ -114,7 +129,7 @@ class GraphLadder:
         return size <= self.sizes[-1]
 
     def padded(self, size: int) -> int:
-        return next(s for s in self.sizes if s >= size)
+        return pad_to(self.sizes, size)
 
     def replay(self, size: int) -> Outputs:
         self.graphs[size].replay()

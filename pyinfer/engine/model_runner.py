@@ -17,7 +17,7 @@ from pyinfer.config import EngineConfig
 from pyinfer.distributed import SINGLE, ParallelGroup
 from pyinfer.distributed.step_channel import StepSender
 from pyinfer.engine.cpu_decode import FusedCpuDecode
-from pyinfer.engine.cuda_graphs import CudaGraphs, graph_memory
+from pyinfer.engine.cuda_graphs import CudaGraphs, batch_size_ladder, graph_memory, pad_to, size_ladder
 from pyinfer.engine.messages import TokenLogprob
 from pyinfer.engine.model_setup import resolve_kv_cache_dtype
 from pyinfer.engine.sampling_tensors import build_sampling_tensors
@@ -33,25 +33,13 @@ from pyinfer.models.llama import LlamaForCausalLM
 log = logging.getLogger(__name__)
 
 # On the GPU an eager step (prompts together, or beside decodes) runs with its token count padded up a
-# ladder (powers of two below EAGER_TOKENS, then its multiples) and its sampled rows likewise (SAMPLED_ROWS).
-# cuBLAS chooses a product's kernel on the host at the first call of each shape, and a fresh server's first
-# loads would meet new counts on clients' time; with these few, each is chosen at start. Padding rows
-# write no KV and attend to nothing; they add at most EAGER_TOKENS - 1 rows to a step's products, and
-# below a few hundred rows those products are bound by reading the weights, not by their rows.
+# ladder (size_ladder: powers of two below EAGER_TOKENS, then its multiples) and its sampled rows up the
+# decode graphs' batch sizes. cuBLAS chooses a product's kernel on the host at the first call of each
+# shape, and a fresh server's first loads would meet new counts on clients' time; with these few, each is
+# chosen at start. Padding rows write no KV and attend to nothing; they add at most EAGER_TOKENS - 1 rows
+# to a step's products, and below a few hundred rows those products are bound by reading the weights.
 EAGER_TOKENS = 64
-SAMPLED_ROWS = 16
 WARMED_TOKENS = 8192  # counts chosen at start up to here; past it a step's products dwarf a first choice
-
-
-def padded(n: int, step: int) -> int:
-    """n up to the next power of two while under step // 2, else up to the next multiple of step."""
-    return 1 << (n - 1).bit_length() if n <= step // 2 else -(-n // step) * step
-
-
-def padded_counts(limit: int, step: int) -> list[int]:
-    """Every count padded() gives for 1 to limit."""
-    small = {padded(n, step) for n in range(1, min(limit + 1, step))}
-    return sorted(small | set(range(step, padded(limit, step) + 1, step)))
 
 
 def patch_in_flight(
@@ -121,7 +109,12 @@ class ModelRunner:
         self._pinned_ids = [torch.empty(0, dtype=torch.long)] * 2  # pinned host buffers for sampled ids
         self._flip = 0
         self.backend = self._attention_backend()
-        self.pads_eager_steps = self.is_cuda and self.backend.name == "triton"
+        # the sizes eager steps are padded to: on the GPU with the Triton backend (None: not padded)
+        self.token_sizes: list[int] | None = None
+        self.row_sizes: list[int] | None = None
+        if self.is_cuda and self.backend.name == "triton":
+            self.token_sizes = size_ladder(config.max_num_batched_tokens, EAGER_TOKENS)
+            self.row_sizes = batch_size_ladder(config.max_num_seqs)
         sizing = time.perf_counter()
         self.num_blocks = self._num_kv_blocks()
         self._allocate_kv_cache(self.num_blocks)
@@ -135,7 +128,7 @@ class ModelRunner:
             self.graphs = CudaGraphs(
                 model, self.backend, config.max_num_seqs, max_chunk, max_blocks, self.block_size
             )
-        if self.pads_eager_steps:
+        if self.token_sizes is not None:
             self._choose_product_kernels()
 
     @property
@@ -202,7 +195,7 @@ class ModelRunner:
 
     def _profile_run(self) -> None:
         """One prefill at the full token budget in a throwaway cache, to learn the activations' peak memory."""
-        n = self._tokens(self.config.max_num_batched_tokens)
+        n = self.config.max_num_batched_tokens
         num_blocks = -(-n // self.block_size)
         self._allocate_kv_cache(num_blocks)
         ids = torch.zeros(n, dtype=torch.long, device=self.device)
@@ -221,7 +214,7 @@ class ModelRunner:
             # the token budget may pass the model's longest position: wrap the positions round
             positions = torch.arange(n, device=self.device) % self.model.config.max_position_embeddings
             x, residual = self.model(ids, positions, meta)
-            rows = slice(-self._rows(self.config.max_num_seqs), None)
+            rows = slice(-self.config.max_num_seqs, None)
             self.model.compute_logits(x[rows], residual[rows])
         torch.cuda.synchronize(self.device)
         self._allocate_kv_cache(0)
@@ -317,8 +310,8 @@ class ModelRunner:
         x, residual = self._forward(inputs)
         rows = inputs.token_rows
         n = rows.numel()
-        if self._rows(n) > n:
-            rows = F.pad(rows, (0, self._rows(n) - n))  # padding rows repeat row 0
+        if self.row_sizes is not None and (pad := pad_to(self.row_sizes, n) - n):
+            rows = F.pad(rows, (0, pad))  # padding rows repeat row 0
         return self.model.compute_logits(x[rows], residual[rows])[:n], None
 
     def _forward(self, inputs: StepInputs) -> tuple[torch.Tensor, torch.Tensor]:
@@ -328,26 +321,17 @@ class ModelRunner:
         if fused is not None and fused.applies(inputs.meta):
             return fused(inputs.input_ids, inputs.positions, inputs.meta)
         ids, positions = inputs.input_ids, inputs.positions
-        pad = self._tokens(ids.numel()) - ids.numel()
-        if pad:
+        if self.token_sizes is not None and (pad := pad_to(self.token_sizes, ids.numel()) - ids.numel()):
             ids, positions = F.pad(ids, (0, pad)), F.pad(positions, (0, pad))
         return self.model(ids, positions, inputs.meta)
-
-    def _tokens(self, n: int) -> int:
-        """The rows an eager step of n tokens runs with."""
-        return padded(n, EAGER_TOKENS) if self.pads_eager_steps else n
-
-    def _rows(self, n: int) -> int:
-        """The rows the LM head runs with for n sampled rows."""
-        return padded(n, SAMPLED_ROWS) if self.pads_eager_steps else n
 
     def _choose_product_kernels(self) -> None:
         """Every linear layer's product at every padded token count (up to WARMED_TOKENS), and the LM
         head's at every padded count of sampled rows, once, so that cuBLAS chooses their kernels now.
         Largest first: each smaller output then fits in the memory the larger one left cached."""
+        assert self.token_sizes is not None and self.row_sizes is not None
         start = time.perf_counter()
-        budget = min(self._tokens(self.config.max_num_batched_tokens), WARMED_TOKENS)
-        counts = [c for c in reversed(padded_counts(budget, EAGER_TOKENS)) if c <= budget]
+        counts = [c for c in reversed(self.token_sizes) if c <= WARMED_TOKENS]
         inputs: dict[int, torch.Tensor] = {}  # one per width: row slices of it are laid out as a step's
         shapes = set()
         with torch.inference_mode():
@@ -359,10 +343,10 @@ class ModelRunner:
                 shapes.add((module.weight.shape, module.weight.dtype))
                 width = module.weight.shape[1]
                 if width not in inputs:
-                    inputs[width] = torch.zeros(budget, width, dtype=self.dtype, device=self.device)
+                    inputs[width] = torch.zeros(counts[0], width, dtype=self.dtype, device=self.device)
                 for count in counts:
                     module.matmul(inputs[width][:count])
-            rows = padded_counts(self.config.max_num_seqs, SAMPLED_ROWS)[::-1]
+            rows = self.row_sizes[::-1]
             x = torch.zeros(rows[0], self.model.config.hidden_size, dtype=self.dtype, device=self.device)
             for count in rows:
                 self.model.compute_logits(x[:count], x[:count])
