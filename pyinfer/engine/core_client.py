@@ -115,6 +115,35 @@ class _Stream:
         self.queued = True  # until its first output: waiting for the engine (or in its prefill)
 
 
+class QueuePlace:
+    """A request an API process has admitted and not yet sent: counted among the queued requests, with its
+    prompt tokens once they are known, so that requests admitted meanwhile see it. Each prompt's stream
+    takes its count over when it is sent; what is still held is released when the response ends."""
+
+    def __init__(self, client: AsyncEngineClient):
+        self._client = client
+        self.holds_request = True
+        self.tokens = 0  # prompt tokens held: known and not yet sent
+        client.own_queued += 1
+
+    def add_tokens(self, n: int) -> None:
+        self.tokens += n
+        self._client.own_queued_tokens += n
+
+    def hand_over(self, tokens: int) -> None:
+        """A prompt of `tokens` tokens was sent: its stream counts it (and the request) now."""
+        tokens = min(tokens, self.tokens)
+        self.tokens -= tokens
+        self._client.own_queued_tokens -= tokens
+        if self.holds_request:
+            self.holds_request = False
+            self._client.own_queued -= 1
+
+    def release(self) -> None:
+        """The response has ended: nothing of it waits to be sent any more."""
+        self.hand_over(self.tokens)
+
+
 class AsyncEngineClient:
     def __init__(
         self,
@@ -225,14 +254,24 @@ class AsyncEngineClient:
             shutil.rmtree(self._dir, ignore_errors=True)
 
     # ---- requests -------------------------------------------------------------------------------
+    def hold_place(self) -> QueuePlace:
+        """A place among the queued requests for one about to be sent (see QueuePlace)."""
+        return QueuePlace(self)
+
     async def generate(
-        self, request_id: str, prompt_token_ids: list[int], params: SamplingParams
+        self,
+        request_id: str,
+        prompt_token_ids: list[int],
+        params: SamplingParams,
+        place: QueuePlace | None = None,  # the place its admission held, which its stream takes over
     ) -> AsyncIterator[SeqOutput]:
         """Outputs of every choice of one request until all finish; aborts the request if left early."""
         self._check_alive()
         stream = _Stream(params.n, len(prompt_token_ids))
         self._streams[request_id] = stream
         self._queue(stream, +1)
+        if place is not None:
+            place.hand_over(len(prompt_token_ids))
         self._send(EngineRequest(request_id=request_id, prompt_token_ids=prompt_token_ids, params=params))
         try:
             while stream.open:

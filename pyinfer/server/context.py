@@ -14,7 +14,7 @@ import msgspec
 from fastapi import Request
 
 from pyinfer.config import EngineConfig
-from pyinfer.engine.core_client import AsyncEngineClient, EngineLink
+from pyinfer.engine.core_client import AsyncEngineClient, EngineLink, QueuePlace
 from pyinfer.generation_config import describe, generation_defaults, with_defaults
 from pyinfer.heap import freeze_heap
 from pyinfer.model_files import resolve_model
@@ -123,14 +123,12 @@ class ServerContext:
         return self.engine.ready is not None and self.tokenizer_loaded and not self.engine.dead
 
     # ---- checks routes make before generating ---------------------------------------------------
-    def admit(self, body: GenerationRequest) -> Admitted:
+    def admit(self, request: Request, body: GenerationRequest) -> Admitted:
         """The checks every generation request passes, in this order, then its sampling parameters;
-        a request that offers tools is decoded under the grammar of their calls, markup kept."""
+        a request that offers tools is decoded under the grammar of their calls, markup kept. A request
+        admitted holds a place in the queue from here (one the queue limits count) until it is sent."""
         self.check_model(body.model)
         self.require_ready()
-        limit = self.config.max_queued_requests  # counted over every API process (see the engine client)
-        if limit is not None and self.engine.num_queued >= limit:
-            raise self._shed("queue_full", f"{self.engine.num_queued} requests are waiting (at most {limit})")
         if problem := body.unsupported():
             raise bad_request(problem[1], param=problem[0])
         params = body.engine_params(self.request_defaults)
@@ -144,7 +142,17 @@ class ServerContext:
             params = msgspec.structs.replace(params, structured=constraint)
             if self.tool_markup_is_special:  # the parser must see it (Mistral's [TOOL_CALLS] token)
                 params = msgspec.structs.replace(params, skip_special_tokens=False)
-        return Admitted(params, self.require_tokenizer(), tools)
+        tokenizer = self.require_tokenizer()
+        # Checked and held with no await between: a request admitted meanwhile is counted. Counted over
+        # every API process (each hears the others' waiting requests from the engine core).
+        limit = self.config.max_queued_requests
+        if limit is not None and self.engine.num_queued >= limit:
+            raise self._shed("queue_full", f"{self.engine.num_queued} requests are waiting (at most {limit})")
+        place = self.engine.hold_place()
+        state = request.scope.setdefault("state", {})
+        state["queue_place"] = place
+        state.setdefault("at_end", []).append(place.release)  # run by RequestContextMiddleware
+        return Admitted(params, tokenizer, tools)
 
     def _shed(self, code: str, why: str) -> OpenAIError:
         """A request refused because the queue is full: a 503 the client may retry in a moment."""
@@ -176,20 +184,10 @@ class ServerContext:
             )
 
     def check_prompt(self, prompt_ids: list[int], params: SamplingParams, param: str = "prompt") -> None:
-        """Reject what the engine would, before a streamed reply has begun; shed it if the queue's
-        prompt tokens are at their bound."""
+        """Reject what the engine would, before a streamed reply has begun."""
         ready = self.engine.ready
         assert ready is not None
         check_request(prompt_ids, params, ready.vocab_size, ready.max_model_len, param)
-        limit = self.config.max_queued_tokens
-        # a prompt over the bound on its own is served when nothing waits: it could never be otherwise
-        if (
-            limit is not None
-            and self.engine.num_queued
-            and self.engine.queued_tokens + len(prompt_ids) > limit
-        ):
-            queued = self.engine.queued_tokens
-            raise self._shed("queue_full_tokens", f"{queued} prompt tokens are waiting (at most {limit})")
 
     # ---- tokenization, off the event loop when it is long ---------------------------------------
     async def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
@@ -209,7 +207,18 @@ class ServerContext:
         index_offset: int = 0,
     ) -> Generation:
         """One prompt's generation as every route runs it (tool parsing, metrics, the timeout), its
-        tokens charged to the caller's allowance and counted in the access log."""
+        tokens charged to the caller's allowance and counted in the access log; shed if the queue's
+        prompt tokens would pass their bound, else held in the request's queue place."""
+        place: QueuePlace = request.scope["state"]["queue_place"]
+        limit = self.config.max_queued_tokens
+        # only other requests' tokens refuse it: a request over the bound alone is served when none waits
+        if (
+            limit is not None
+            and self.engine.num_queued > 1
+            and self.engine.queued_tokens + len(prompt_ids) > limit
+        ):
+            queued = self.engine.queued_tokens
+            raise self._shed("queue_full_tokens", f"{queued} prompt tokens are waiting (at most {limit})")
         gen = Generation(
             self.engine,
             tokenizer,
@@ -220,8 +229,10 @@ class ServerContext:
             tool_parser=self._tool_parsers(tools),
             metrics=self.metrics,
             timeout=self.config.request_timeout,
+            queue_place=place,
         )
         self._charge_tokens(request, gen)
+        place.add_tokens(len(prompt_ids))
         request.scope.setdefault("state", {}).setdefault("generations", []).append(gen)
         return gen
 

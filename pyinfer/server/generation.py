@@ -9,7 +9,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 
 from pyinfer.detokenizer import IncrementalDetokenizer
-from pyinfer.engine.core_client import AsyncEngineClient
+from pyinfer.engine.core_client import AsyncEngineClient, QueuePlace
 from pyinfer.engine.messages import RequestMetrics, SeqOutput, TokenLogprob
 from pyinfer.engine.outputs import ChoiceOutput
 from pyinfer.sampling_params import SamplingParams
@@ -80,6 +80,7 @@ class Generation:
         tool_parser: Callable[[], ToolCallParser] | None = None,  # one parser per choice
         metrics: ServerMetrics | None = None,  # told of each token's arrival and of the end
         timeout: float | None = None,  # seconds it may take in all; past them it is aborted
+        queue_place: QueuePlace | None = None,  # held for it since its request's admission
     ):
         self.engine = engine
         self.tokenizer = tokenizer
@@ -101,13 +102,14 @@ class Generation:
         self.sent_at = time.perf_counter()
         self.metrics = metrics
         self.timeout = timeout
+        self.queue_place = queue_place
         self.started = False  # sent to the engine
 
     async def run(self) -> AsyncIterator[Delta]:
         """Deltas as tokens arrive; leaving early aborts the request in the engine."""
         self.sent_at = time.perf_counter()
         self.started = True
-        outputs = self.engine.generate(self.request_id, self.prompt_token_ids, self.params)
+        outputs = self.engine.generate(self.request_id, self.prompt_token_ids, self.params, self.queue_place)
         deadline = None if self.timeout is None else self.sent_at + self.timeout
         try:
             async with aclosing(outputs):

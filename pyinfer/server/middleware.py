@@ -1,5 +1,6 @@
-"""ASGI middleware: an X-Request-Id on every response and one structured access-log line per request;
-per-key request limits with OpenAI's x-ratelimit-* headers on the generation routes; the body limit.
+"""ASGI middleware: an X-Request-Id on every response, one structured access-log line per request, and what
+a request held released when its response ends; per-key request limits with OpenAI's x-ratelimit-*
+headers on the generation routes; the body limit.
 
 Plain ASGI rather than BaseHTTPMiddleware, so streaming replies and disconnect detection pass untouched.
 """
@@ -56,6 +57,8 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            for release in state.pop("at_end", []):  # what the request held until its response ended
+                release()
             ms = (time.perf_counter() - start) * 1e3
             route = self._route_template(scope)
             if self.metrics is not None:

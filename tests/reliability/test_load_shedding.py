@@ -4,12 +4,14 @@ running one in a full batch."""
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import threading
 import time
 from collections.abc import Iterator
 
 import httpx
+import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -70,6 +72,52 @@ def test_a_full_queue_refuses_at_once_and_counts_it(bounded):
         if s.name == "pyinfer:request_rejections_total"
     }
     assert rejections == {"queue_full": 10, "queue_full_tokens": 1}
+
+
+@pytest.mark.parametrize(
+    ("route", "prompt", "admitted", "code"),
+    [
+        ("chat", "Hi", 2, "queue_full"),  # two may wait
+        ("completions", "Hi", 2, "queue_full"),
+        ("responses", "Hi", 2, "queue_full"),
+        ("completions", "word " * 200, 1, "queue_full_tokens"),  # one alone passes 300 tokens with the next
+    ],
+)
+def test_requests_that_arrive_together_are_held_to_the_queue_limits(bounded, route, prompt, admitted, code):
+    """Each request is counted as it is admitted, not once it reaches the engine."""
+    client = openai.AsyncOpenAI(base_url=f"{bounded.base_url}/v1", api_key="-", max_retries=0)
+    model = httpx.get(f"{bounded.base_url}/v1/models").json()["data"][0]["id"]
+    first_token = threading.Event()
+
+    def long_stream() -> None:  # holds the only running slot, so that every later request waits
+        body = {"prompt": "Tell me a long story.", "max_tokens": 150, "ignore_eos": True, "stream": True}
+        with httpx.stream("POST", f"{bounded.base_url}/v1/completions", json=body, timeout=120) as r:
+            for _ in r.iter_lines():
+                first_token.set()
+
+    async def one() -> int | str:
+        try:
+            if route == "chat":
+                messages = [{"role": "user", "content": prompt}]
+                await client.chat.completions.create(model=model, messages=messages, max_tokens=1)
+            elif route == "completions":
+                await client.completions.create(model=model, prompt=prompt, max_tokens=1)
+            else:
+                await client.responses.create(model=model, input=prompt, max_output_tokens=16)
+        except openai.APIStatusError as e:
+            assert e.status_code == 503 and e.response.headers["retry-after"] == "1"
+            return e.body["code"]
+        return 200
+
+    async def together() -> list[int | str]:
+        return await asyncio.gather(*(one() for _ in range(8)))
+
+    thread = threading.Thread(target=long_stream)
+    thread.start()
+    assert first_token.wait(60)
+    results = asyncio.run(together())
+    thread.join(120)
+    assert sorted(results, key=str) == [200] * admitted + [code] * (8 - admitted)
 
 
 @pytest.mark.parametrize("chunked", [False, True])

@@ -44,7 +44,7 @@ ChatBody = Annotated[ChatCompletionRequest, Depends(json_body(ChatCompletionRequ
 @router.post("/v1/chat/completions", response_model=None)
 async def create_chat_completion(request: Request, body: ChatBody) -> Response:
     ctx = server_context(request)
-    params, tokenizer, tools = ctx.admit(body)
+    params, tokenizer, tools = ctx.admit(request, body)
     messages = [m.template_dict() for m in body.messages]
     prompt_ids = await ctx.encode_chat(messages, tools, options=body.template_options())
     ctx.check_prompt(prompt_ids, params, param="messages")

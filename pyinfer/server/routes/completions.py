@@ -35,7 +35,7 @@ CompletionBody = Annotated[CompletionRequest, Depends(json_body(CompletionReques
 @router.post("/v1/completions", response_model=None)
 async def create_completion(request: Request, body: CompletionBody) -> Response:
     ctx = server_context(request)
-    params, tokenizer, _ = ctx.admit(body)
+    params, tokenizer, _ = ctx.admit(request, body)
     prompts = body.prompts()
     if not prompts:
         raise SamplingParamsError("prompt", "must not be empty")

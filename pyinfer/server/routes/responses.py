@@ -58,7 +58,7 @@ FINAL_EVENTS = {  # status -> the stream's last event; the SDK knows no event fo
 @router.post("/v1/responses", response_model=None)
 async def create_response(request: Request, body: ResponsesBody) -> Response:
     ctx = server_context(request)
-    params, tokenizer, tools = ctx.admit(body)
+    params, tokenizer, tools = ctx.admit(request, body)
     messages = _earlier_turns(request, body.previous_response_id) + body.messages()
     system = [{"role": "system", "content": body.instructions}] if body.instructions else []
     prompt_ids = await ctx.encode_chat(system + messages, tools, param="input")
