@@ -204,56 +204,71 @@ class ServerContext:
         prompt_ids: list[int],
         params: SamplingParams,
         tools: ToolRequest | None = None,
-        index_offset: int = 0,
     ) -> Generation:
-        """One prompt's generation as every route runs it (tool parsing, metrics, the timeout), its
-        tokens charged to the caller's allowance and counted in the access log; shed if the queue's
-        prompt tokens would pass their bound, else held in the request's queue place."""
+        """The generation of a request with one prompt (see generations)."""
+        return self.generations(request, tokenizer, [request_id], [prompt_ids], params, tools)[0]
+
+    def generations(
+        self,
+        request: Request,
+        tokenizer: Tokenizer,
+        request_ids: list[str],
+        prompts: list[list[int]],
+        params: SamplingParams,
+        tools: ToolRequest | None = None,
+    ) -> list[Generation]:
+        """One generation per prompt of a request, as every route runs them (tool parsing, metrics, the
+        timeout): shed if the queue's prompt tokens would pass their bound, else held in the request's
+        queue place; charged to the caller's allowance together, and counted in the access log."""
         place: QueuePlace = request.scope["state"]["queue_place"]
         limit = self.config.max_queued_tokens
         # only other requests' tokens refuse it: a request over the bound alone is served when none waits
         if (
             limit is not None
             and self.engine.num_queued > 1
-            and self.engine.queued_tokens + len(prompt_ids) > limit
+            and self.engine.queued_tokens + sum(map(len, prompts)) > limit
         ):
             queued = self.engine.queued_tokens
             raise self._shed("queue_full_tokens", f"{queued} prompt tokens are waiting (at most {limit})")
-        gen = Generation(
-            self.engine,
-            tokenizer,
-            request_id,
-            prompt_ids,
-            params,
-            index_offset=index_offset,
-            tool_parser=self._tool_parsers(tools),
-            metrics=self.metrics,
-            timeout=self.config.request_timeout,
-            queue_place=place,
-        )
-        self._charge_tokens(request, gen)
-        place.add_tokens(len(prompt_ids))
-        request.scope.setdefault("state", {}).setdefault("generations", []).append(gen)
-        return gen
+        gens = [
+            Generation(
+                self.engine,
+                tokenizer,
+                request_id,
+                prompt_ids,
+                params,
+                index_offset=i * params.n,
+                tool_parser=self._tool_parsers(tools),
+                metrics=self.metrics,
+                timeout=self.config.request_timeout,
+                queue_place=place,
+            )
+            for i, (request_id, prompt_ids) in enumerate(zip(request_ids, prompts, strict=True))
+        ]
+        self._charge_tokens(request, gens)
+        place.add_tokens(sum(map(len, prompts)))
+        request.scope["state"].setdefault("generations", []).extend(gens)
+        return gens
 
     async def stats(self) -> dict[str, Any]:
         """The engine's counters with the ones this API process keeps."""
         return {**await self.engine.stats(), "num_tool_call_parse_failures": self.num_tool_call_failures}
 
-    def _charge_tokens(self, request: Request, gen: Generation) -> None:
-        """Take the generation's prompt plus `max_tokens` for each choice (the prompt alone without
-        `max_tokens`) from the caller's allowance, or refuse it with a 429. The rate-limit middleware
+    def _charge_tokens(self, request: Request, gens: list[Generation]) -> None:
+        """Take the request's prompts plus `max_tokens` for each choice (the prompts alone without
+        `max_tokens`) from the caller's allowance in one charge, or refuse it with a 429 (one that says
+        waiting will not help when the whole request is larger than the limit). The rate-limit middleware
         settles the charge against what was used once the response has ended."""
-        state = request.scope.get("state", {})
+        state = request.scope["state"]
         allowance = state.get("allowance")
         if allowance is None or allowance.tokens is None:
             return
-        charged = len(gen.prompt_token_ids) + gen.params.n * (gen.params.max_tokens or 0)
+        charged = sum(len(g.prompt_token_ids) + g.params.n * (g.params.max_tokens or 0) for g in gens)
         try:
             self.rate_limits.charge_tokens(allowance, charged)
         except RateLimitExceeded as e:
             raise rate_limited(e, self.rate_limits.headers(allowance)) from None
-        state.setdefault("token_charges", []).append((gen, charged))
+        state["token_charge"] = (gens, charged)
 
     def _tool_parsers(self, tools: ToolRequest | None) -> Callable[[], ToolCallParser] | None:
         """A maker of one parser per choice of a reply, where the request offers tools."""

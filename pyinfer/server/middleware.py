@@ -146,9 +146,10 @@ class RateLimitMiddleware:
 
         try:
             await self.app(scope, receive, send_with_limits)
-        finally:  # the response has ended, however: each token charge against what was used
-            for gen, charged in state.pop("token_charges", []):
-                self.limiter.settle_tokens(allowance, charged, gen.tokens_used)
+        finally:  # the response has ended, however: the token charge against what was used
+            if (charge := state.pop("token_charge", None)) is not None:
+                gens, charged = charge
+                self.limiter.settle_tokens(allowance, charged, sum(g.tokens_used for g in gens))
 
 
 class BodyLimitMiddleware:

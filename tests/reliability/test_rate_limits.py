@@ -86,6 +86,10 @@ def test_tokens_are_charged_at_admission_and_corrected_at_the_end(limited):
     assert too_big.status_code == 429 and "Request too large" in too_big.json()["error"]["message"]
     assert too_big.json()["error"]["type"] == "tokens"
     assert too_big.headers["x-should-retry"] == "false" and "retry-after" not in too_big.headers
+    # so is one whose prompts together are (each would fit): one charge for the request, refused whole
+    many = complete(limited, "sk-tokens", prompt=["Hello there"] * 20, max_tokens=20)
+    assert many.status_code == 429 and "Request too large" in many.json()["error"]["message"]
+    assert many.headers["x-should-retry"] == "false"
     # without max_tokens only the prompt is charged up front (the reply is settled at the end), so a
     # limit below the context length still serves such requests
     chat = httpx.post(

@@ -43,11 +43,8 @@ async def create_completion(request: Request, body: CompletionBody) -> Response:
     for ids in prompt_ids:
         ctx.check_prompt(ids, params)
     head = reply_head("cmpl", ctx.model_name)
-    # a refusal part-way: the rate-limit middleware gives back what the earlier prompts were charged
-    gens = [
-        ctx.generation(request, tokenizer, f"{head['id']}-{i}", ids, params, index_offset=i * params.n)
-        for i, ids in enumerate(prompt_ids)
-    ]
+    request_ids = [f"{head['id']}-{i}" for i in range(len(prompt_ids))]
+    gens = ctx.generations(request, tokenizer, request_ids, prompt_ids, params)
     echoes = [(p if isinstance(p, str) else tokenizer.decode(p)) if body.echo else "" for p in prompts]
     if body.stream:
         deltas = run_all(gens)
