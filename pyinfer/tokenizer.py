@@ -31,6 +31,10 @@ class TemplateOptions:
 DEFAULT_TEMPLATE = TemplateOptions()
 
 
+class TemplateVariableClash(ValueError):
+    """TemplateOptions.variables names one of the template's own arguments."""
+
+
 def _direct_decode(hf: Any) -> Any:
     """The Rust tokenizer's own decode where transformers' adds nothing to it (no clean-up of spaces, no
     class of its own overriding decoding): transformers' costs several microseconds more a call, and
@@ -95,17 +99,21 @@ class Tokenizer:
             raise ValueError("continue_final_message and add_generation_prompt cannot both be true")
         if options.continue_final_message and (not messages or messages[-1]["role"] != "assistant"):
             raise ValueError("continue_final_message needs an assistant message last")
-        taken = set(inspect.signature(self.hf.apply_chat_template).parameters)
+        # the template's own arguments: apply_chat_template's, and the messages it renders under that name
+        taken = {*inspect.signature(self.hf.apply_chat_template).parameters, "messages"}
         if clash := sorted(taken & set(options.variables)):
-            raise ValueError(f"chat_template_kwargs may not set {', '.join(clash)}")
-        return self.hf.apply_chat_template(
-            messages,
-            tools=tools,
-            tokenize=False,
-            add_generation_prompt=options.add_generation_prompt,
-            continue_final_message=options.continue_final_message,
-            **options.variables,
-        )
+            raise TemplateVariableClash(f"chat_template_kwargs may not set {', '.join(clash)}")
+        try:
+            return self.hf.apply_chat_template(
+                messages,
+                tools=tools,
+                tokenize=False,
+                add_generation_prompt=options.add_generation_prompt,
+                continue_final_message=options.continue_final_message,
+                **options.variables,
+            )
+        except (TypeError, KeyError, IndexError) as e:  # the template's own code, on what it was given
+            raise ValueError(f"the chat template could not render these messages: {e}") from None
 
     def compile_chat_template(self) -> None:
         """Render a one-line conversation, so that transformers compiles and caches the template now

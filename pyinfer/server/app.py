@@ -18,7 +18,12 @@ from pyinfer.server.auth import ApiKeyMiddleware, ApiKeys
 from pyinfer.server.config import ServerConfig
 from pyinfer.server.context import ServerContext
 from pyinfer.server.errors import install_error_handlers
-from pyinfer.server.middleware import BodyLimitMiddleware, RateLimitMiddleware, RequestContextMiddleware
+from pyinfer.server.middleware import (
+    BodyLimitMiddleware,
+    InternalErrorMiddleware,
+    RateLimitMiddleware,
+    RequestContextMiddleware,
+)
 from pyinfer.server.openapi import install_openapi
 from pyinfer.server.rate_limits import RATE_LIMIT_HEADERS
 from pyinfer.server.routes import ROUTERS
@@ -66,8 +71,10 @@ def create_app(
         app.include_router(router)
     routes = [route for router in ROUTERS for route in router.routes]
     install_openapi(app, routes)
-    # Middleware, innermost first: rate limits (which need the key) inside API keys, both inside CORS, so that preflight requests
+    # Middleware, innermost first: unexpected errors answered inside everything else, so that they carry its
+    # headers; rate limits (which need the key) inside API keys, both inside CORS, so that preflight requests
     # pass without a key and refusals carry CORS headers, and inside the request id, so that they carry one.
+    app.add_middleware(InternalErrorMiddleware)
     app.add_middleware(RateLimitMiddleware, limiter=ctx.rate_limits)
     app.add_middleware(
         ApiKeyMiddleware,

@@ -30,7 +30,13 @@ from pyinfer.server.shared_state import IN_MEMORY, SharedState
 from pyinfer.server.tool_formats import tool_support
 from pyinfer.server.tool_parser import ToolCallParser
 from pyinfer.server.tool_prompt import chat_prompt
-from pyinfer.tokenizer import DEFAULT_TEMPLATE, TemplateOptions, Tokenizer, load_tokenizer
+from pyinfer.tokenizer import (
+    DEFAULT_TEMPLATE,
+    TemplateOptions,
+    TemplateVariableClash,
+    Tokenizer,
+    load_tokenizer,
+)
 
 log = logging.getLogger(__name__)
 
@@ -295,6 +301,8 @@ class ServerContext:
             if sum(len(m["content"]) for m in messages) <= INLINE_TOKENIZE_CHARS:
                 return tokenizer.encode_chat(messages, template_tools, options)
             return await asyncio.to_thread(tokenizer.encode_chat, messages, template_tools, options)
+        except TemplateVariableClash as e:
+            raise bad_request(str(e), param="chat_template_kwargs") from None
         except (ValueError, jinja2.TemplateError) as e:  # no chat template, or one refusing these messages
             raise bad_request(str(e), param=param) from None
 

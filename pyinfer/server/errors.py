@@ -115,6 +115,5 @@ def install_error_handlers(app: FastAPI) -> None:
         RequestRejected,
         EngineDeadError,
         ClientDisconnected,
-        Exception,
-    ):
+    ):  # anything else: InternalErrorMiddleware
         app.add_exception_handler(exc, openai_error)

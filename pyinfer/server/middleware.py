@@ -15,12 +15,39 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pyinfer.server.errors import OpenAIError, rate_limited
+from pyinfer.server.errors import OpenAIError, from_exception, rate_limited
 from pyinfer.server.prometheus import ServerMetrics
 from pyinfer.server.rate_limits import ANONYMOUS, RateLimiter, RateLimitExceeded
 
 access_log = logging.getLogger("pyinfer.access")
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+class InternalErrorMiddleware:
+    """An exception no handler knows becomes a 500 in OpenAI's shape here, and goes no further. Starlette's
+    last-resort handler would re-raise it after replying, and uvicorn would then close the client's
+    keep-alive connection under its next request. One raised after the response began still goes up."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def noting_start(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, noting_start)
+        except Exception as e:
+            if started:
+                raise
+            await from_exception(e).response()(scope, receive, send)  # logs it with its traceback
 
 
 class RequestContextMiddleware:

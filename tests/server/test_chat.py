@@ -6,6 +6,7 @@ import itertools
 import uuid
 
 import httpx
+import pytest
 
 MESSAGES = [{"role": "user", "content": "Write one sentence about the sea."}]
 
@@ -243,7 +244,8 @@ def test_continue_final_message_continues_the_assistant_s_words(client, model, h
     assert error.status_code == 400 and error.json()["error"]["param"] == "continue_final_message"
 
 
-def test_chat_template_kwargs_reach_the_template_and_may_not_override_its_arguments(client, model, http):
+@pytest.mark.parametrize("name", ["tokenize", "messages", "tools"])
+def test_chat_template_kwargs_reach_the_template_and_may_not_override_its_arguments(client, model, http, name):
     messages = [{"role": "user", "content": "Hi"}]
     r = client.chat.completions.create(
         model=model,
@@ -252,6 +254,8 @@ def test_chat_template_kwargs_reach_the_template_and_may_not_override_its_argume
         extra_body={"chat_template_kwargs": {"enable_thinking": False}},
     )
     assert r.choices[0].finish_reason == "length"
-    clash = {"model": model, "messages": messages, "chat_template_kwargs": {"tokenize": True}}
-    error = http.post("/v1/chat/completions", json=clash)
-    assert error.status_code == 400 and "tokenize" in error.json()["error"]["message"]
+    clash = {"model": model, "messages": messages, "chat_template_kwargs": {name: 5}}
+    for path in ("/v1/chat/completions", "/tokenize"):
+        error = http.post(path, json=clash)
+        assert error.status_code == 400 and error.json()["error"]["param"] == "chat_template_kwargs"
+        assert name in error.json()["error"]["message"]
