@@ -245,7 +245,9 @@ def test_continue_final_message_continues_the_assistant_s_words(client, model, h
 
 
 @pytest.mark.parametrize("name", ["tokenize", "messages", "tools"])
-def test_chat_template_kwargs_reach_the_template_and_may_not_override_its_arguments(client, model, http, name):
+def test_chat_template_kwargs_reach_the_template_and_may_not_override_its_arguments(
+    client, model, http, name
+):
     messages = [{"role": "user", "content": "Hi"}]
     r = client.chat.completions.create(
         model=model,
