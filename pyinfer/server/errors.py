@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -63,17 +64,43 @@ def rate_limited(e: RateLimitExceeded, headers: dict[str, str]) -> OpenAIError:
 
 
 def from_validation_error(e: ValidationError | RequestValidationError) -> OpenAIError:
-    """The first problem pydantic found, as a 400 naming the top-level field."""
-    first = e.errors()[0]
-    loc = [str(part) for part in first["loc"] if part != "body"]
-    if first["type"] == "json_invalid":
-        return bad_request(f"We could not parse the JSON body of your request: {first['msg']}")
-    if first["type"] == "extra_forbidden":  # OpenAI's own words
-        return bad_request(f"Unrecognized request argument supplied: {'.'.join(loc)}", param=loc[0])
-    if first["type"] == "missing":
-        return bad_request(f"Missing required parameter: '{'.'.join(loc)}'", param=loc[0] if loc else None)
+    """The problem pydantic found, as a 400 naming the top-level field (see validation_problem)."""
+    errors = e.errors()
+    if errors[0]["type"] == "json_invalid":
+        return bad_request(f"We could not parse the JSON body of your request: {errors[0]['msg']}")
+    kind, loc, messages = validation_problem(errors)
+    param = loc[0] if loc else None
+    if kind == "extra_forbidden":  # OpenAI's own words
+        return bad_request(f"Unrecognized request argument supplied: {'.'.join(loc)}", param=param)
+    if kind == "missing":
+        return bad_request(f"Missing required parameter: '{'.'.join(loc)}'", param=param)
     where = f"{'.'.join(loc)}: " if loc else ""
-    return bad_request(f"Invalid request: {where}{first['msg']}", param=loc[0] if loc else None)
+    return bad_request(f"Invalid request: {where}{', or '.join(messages)}", param=param)
+
+
+def validation_problem(errors: list[Any]) -> tuple[str, list[str], list[str]]:
+    """The problem to report among pydantic's errors: (its type, its place without pydantic's union tags,
+    what it says). Where a value fits none of a union's kinds, each kind gives its own errors: those of a
+    kind whose `type` tag the value does not carry are passed over, then the deepest is chosen (the kind
+    that matched furthest), with the other kinds' messages at that place."""
+    untagged = [[p for p in err["loc"] if p != "body" and not _union_tag(p)] for err in errors]
+    mistagged = [
+        err["loc"][:-1] for err in errors if err["type"] == "literal_error" and err["loc"][-1:] == ("type",)
+    ]
+    kept = [
+        i for i, err in enumerate(errors) if not any(err["loc"][: len(m)] == m for m in mistagged)
+    ] or list(range(len(errors)))
+    deepest = max(kept, key=lambda i: len(untagged[i]))
+    loc = [str(p) for p in untagged[deepest]]
+    messages = [errors[i]["msg"] for i in kept if untagged[i] == untagged[deepest]]
+    return errors[deepest]["type"], loc, list(dict.fromkeys(messages))
+
+
+def _union_tag(part: str | int) -> bool:
+    """A place pydantic names a union's kind by (str, list[InputText], FunctionCallInput), not a field."""
+    return isinstance(part, str) and (
+        part[:1].isupper() or "[" in part or part in ("str", "int", "float", "bool")
+    )
 
 
 def from_exception(e: Exception) -> OpenAIError:

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from pyinfer.generation_config import with_defaults
 from pyinfer.sampling_params import SamplingParams, SamplingParamsError, StructuredOutput
-from pyinfer.server.protocol_base import Body, Request
+from pyinfer.server.protocol_base import Body, Request, Settings
 from pyinfer.server.protocol_structured import ResponseFormat, StructuredOutputs, one_constraint
 from pyinfer.server.protocol_tools import (
     ChatNamedToolChoice,
@@ -27,8 +27,9 @@ from pyinfer.tokenizer import TemplateOptions
 
 
 # ---- requests -------------------------------------------------------------------------------------
-class StreamOptions(Request):
+class StreamOptions(Settings):
     include_usage: bool = False
+    include_obfuscation: Literal[False] | None = None  # no padding is added to chunks (true is a 400)
 
 
 class SamplingRequest(Body):

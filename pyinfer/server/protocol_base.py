@@ -1,6 +1,8 @@
 """The bases of the request models: strict about types (a string where a number belongs is a 400, as at
-OpenAI); a route's body refuses fields nobody here knows, as OpenAI does, while the parts inside it ignore
-them (clients send replies' objects back, with fields such as `refusal` or `annotations`)."""
+OpenAI); a route's body refuses fields nobody here knows, as OpenAI does, and so do the parts that are
+settings (stream_options, response_format), where a typo would otherwise do nothing; the parts that carry
+conversation ignore them (clients send replies' objects back, with fields such as `refusal` or
+`annotations`)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,12 @@ from pydantic import BaseModel, ConfigDict
 
 class Request(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
+
+
+class Settings(Request):
+    """A part of a body that sets how the request is served: an unknown field in it is a 400."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
 
 
 class Body(Request):
@@ -32,5 +40,6 @@ class Body(Request):
 
 
 def is_no_op(value: Any) -> bool:
-    """Absent, false or empty; a 0 is a value (max_tool_calls: 0 forbids tool calls)."""
-    return value is None or value is False or (isinstance(value, list | dict | str) and not value)
+    """Absent, false, an empty list or string. A 0 is a value (max_tool_calls: 0 forbids tool calls), and
+    so is {} (web_search_options: {} turns web search on at OpenAI)."""
+    return value is None or value is False or (isinstance(value, list | str) and not value)

@@ -14,7 +14,7 @@ from pyinfer.server.protocol import (
     Usage,
     engine_sampling_params,
 )
-from pyinfer.server.protocol_base import Body
+from pyinfer.server.protocol_base import Body, Settings
 from pyinfer.server.protocol_structured import TextFormat
 from pyinfer.server.protocol_tools import (
     ResponsesNamedToolChoice,
@@ -66,8 +66,9 @@ class FunctionCallOutputInput(Request):
 InputItem = InputMessage | FunctionCallInput | FunctionCallOutputInput
 
 
-class TextConfig(Request):
+class TextConfig(Settings):
     format: TextFormat | None = None
+    verbosity: Literal["low", "medium", "high"] | None = None  # refused when set, as chat's `verbosity` is
 
 
 RESPONSES_FIELDS_REFUSED = {
@@ -128,6 +129,8 @@ class ResponsesRequest(Body):
         }
         if asked:  # {"effort": null} or "none" asks for what these models do anyway
             return "reasoning", "this server's models do not reason before answering"
+        if self.text is not None and self.text.verbosity is not None:
+            return "text", "text.verbosity is not supported"
         return self.refused_fields(RESPONSES_FIELDS_REFUSED)
 
     def messages(self) -> list[dict[str, Any]]:

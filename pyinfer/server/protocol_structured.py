@@ -7,24 +7,22 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import Field
 
 from pyinfer.sampling_params import SamplingParamsError, StructuredOutput
-from pyinfer.server.protocol_base import Request
+from pyinfer.server.protocol_base import Settings
 
 ANY_OBJECT = '{"type": "object"}'  # json_object: any JSON object, as OpenAI's JSON mode promises
 
 
-class JsonSchema(Request):
-    model_config = ConfigDict(extra="ignore", strict=True, populate_by_name=True)
-
+class JsonSchema(Settings):
     name: str
     description: str | None = None
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
     strict: bool | None = None
 
 
-class ResponseFormat(Request):
+class ResponseFormat(Settings):
     """Chat and completions: {"type": "text" | "json_object" | "json_schema", "json_schema": {...}}."""
 
     type: Literal["text", "json_object", "json_schema"]
@@ -35,10 +33,8 @@ class ResponseFormat(Request):
         return _format_constraint(self.type, schema, "response_format")
 
 
-class TextFormat(Request):
+class TextFormat(Settings):
     """The Responses API's text.format: the same choices, the schema's fields beside `type`."""
-
-    model_config = ConfigDict(extra="ignore", strict=True, populate_by_name=True)
 
     type: Literal["text", "json_object", "json_schema"] = "text"
     name: str | None = None
@@ -50,10 +46,8 @@ class TextFormat(Request):
         return _format_constraint(self.type, self.schema_, "text.format")
 
 
-class StructuredOutputs(Request):
-    """vLLM's `structured_outputs`: exactly one of its fields (an unknown one is an error)."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+class StructuredOutputs(Settings):
+    """vLLM's `structured_outputs`: exactly one of its fields."""
 
     json_: dict[str, Any] | str | None = Field(default=None, alias="json")
     regex: str | None = None

@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from pyinfer.sampling_params import SamplingParamsError, StructuredOutput
-from pyinfer.server.protocol_base import Request
+from pyinfer.server.protocol_base import Settings
 from pyinfer.server.tool_formats import ToolFormat
 from pyinfer.server.tool_grammar import structural_tag
 from pyinfer.server.tool_parser import BesidesCalls, ToolCallParser
@@ -22,14 +22,14 @@ MAX_ARGUMENT_WHITESPACE = 16  # as for JSON output: no call loops on spaces unti
 
 
 # ---- requests -------------------------------------------------------------------------------------
-class FunctionDefinition(Request):
+class FunctionDefinition(Settings):
     name: str
     description: str | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
 
 
-class ChatTool(Request):
+class ChatTool(Settings):
     type: Literal["function"]
     function: FunctionDefinition
 
@@ -40,16 +40,16 @@ class ResponsesTool(FunctionDefinition):
     type: Literal["function"]
 
 
-class FunctionName(Request):
+class FunctionName(Settings):
     name: str
 
 
-class ChatNamedToolChoice(Request):
+class ChatNamedToolChoice(Settings):
     type: Literal["function"]
     function: FunctionName
 
 
-class ResponsesNamedToolChoice(Request):
+class ResponsesNamedToolChoice(Settings):
     type: Literal["function"]
     name: str
 

@@ -148,11 +148,45 @@ def test_unknown_fields_are_refused_as_openai_does(http, model):
     assert_error(http.post("/tokenize", json={"prompt": "hi", "extra": 1}), 400, param="extra")
 
 
+@pytest.mark.parametrize(
+    ("route", "field", "value", "where"),
+    [
+        ("chat", "stream_options", {"include_usge": True}, "stream_options.include_usge"),
+        ("chat", "stream_options", {"include_obfuscation": True}, "stream_options.include_obfuscation"),
+        ("chat", "response_format", {"type": "json_object", "schema": {}}, "response_format.schema"),
+        ("chat", "tools", [{"type": "function", "function": {"name": "f", "parameter": {}}}], "parameter"),
+        ("chat", "tool_choice", {"type": "function", "function": {"name": "f", "x": 1}}, "tool_choice"),
+        ("responses", "text", {"format": {"type": "json_object", "strict": True, "nme": "a"}}, "nme"),
+        ("responses", "text", {"verbosity": "low"}, "text.verbosity"),
+        ("responses", "tools", [{"type": "function", "name": "f", "params": {}}], "tools.0.params"),
+    ],
+)
+def test_a_setting_inside_the_body_that_nobody_knows_is_refused(http, model, route, field, value, where):
+    """A typo inside stream_options, response_format or a tool would otherwise change nothing, silently."""
+    if route == "chat":
+        r = http.post("/v1/chat/completions", json=chat_body(model, **{field: value}))
+    else:
+        r = http.post("/v1/responses", json={"model": model, "input": "hi", field: value})
+    assert where in assert_error(r, 400, param=field)["message"]
+
+
+def test_a_malformed_item_of_a_union_is_named_by_the_kind_it_claims(http, model):
+    """pydantic tries each kind of input item; the error is the one of the kind the item's type names."""
+    body = {"model": model, "input": [{"type": "function_call_output", "call_id": "c1"}]}
+    error = assert_error(http.post("/v1/responses", json=body), 400, param="input")
+    assert error["message"] == "Missing required parameter: 'input.0.output'"
+    body = {"model": model, "input": [{"role": "user", "content": 5}]}
+    error = assert_error(http.post("/v1/responses", json=body), 400, param="input")
+    assert error["message"].startswith("Invalid request: input.0.content: Input should be a valid string")
+
+
 def test_openai_hints_are_accepted_and_features_we_lack_refused(http, model):
     hints = {"metadata": {"a": "b"}, "service_tier": "auto", "prompt_cache_key": "k", "user": "u"}
     hints |= {"safety_identifier": "s", "modalities": ["text"], "store": False, "reasoning_effort": "none"}
     assert http.post("/v1/chat/completions", json=chat_body(model, **hints)).status_code == 200
-    for field, value in [("store", True), ("reasoning_effort", "low"), ("audio", {"voice": "x"})]:
+    refused = [("store", True), ("reasoning_effort", "low"), ("audio", {"voice": "x"}), ("audio", {})]
+    refused += [("web_search_options", {}), ("prediction", {})]  # {} turns web search on at OpenAI
+    for field, value in refused:
         assert_error(http.post("/v1/chat/completions", json=chat_body(model, **{field: value})), 400, field)
     assert_error(http.post("/v1/chat/completions", json=chat_body(model, modalities=["audio"])), 400)
     ok = {"model": model, "input": "hi", "max_output_tokens": 1, "include": [], "truncation": "disabled"}
