@@ -146,10 +146,24 @@ def config_from_args(config: type, args: argparse.Namespace, **extra: Any) -> An
             continue
         value = getattr(args, field.name)
         if opt.repeated:  # the flag not given: the variable's, else the default; commas part items
+            flag = opt.flag or _flag(field.name)
+            if value is not None and not all(item.strip() for v in value for item in v.split(",")):
+                raise SystemExit(
+                    f"error: {flag} was given an empty value"
+                )  # --api-key= must not open the server
             given = value if value is not None else getattr(args, f"{field.name}_env")
             value = [item.strip() for v in given for item in v.split(",") if item.strip()]
         values[field.name] = value
-    return config(**values, **extra)
+    try:
+        return config(**values, **extra)
+    except ValueError as e:  # a value out of its range: say which flag and variable set it, no traceback
+        flags = [
+            f.metadata["option"].flag or _flag(f.name)
+            for f in dataclasses.fields(config)
+            if "option" in f.metadata and f.name in str(e)
+        ]
+        where = f" ({flags[0]} or {env_name(flags[0][2:])})" if flags else ""
+        raise SystemExit(f"error: {e}{where}") from None
 
 
 def _flag(name: str) -> str:

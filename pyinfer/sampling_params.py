@@ -104,7 +104,7 @@ class SamplingParams(msgspec.Struct, kw_only=True):
             "stop_token_ids" if any(t >= 2**63 for t in self.stop_token_ids) else "logit_bias",
             "token ids must fit in 64 bits",
         )
-        _check(all(s for s in self.stop), "stop", "stop strings must not be empty")
+        _check(all(s for s in self.stop), "stop", "must not hold an empty string")
         if self.structured is not None:
             kind, param = self.structured.kind, self.structured.param
             _check(kind in STRUCTURED_KINDS, param, f"kind must be one of {STRUCTURED_KINDS}, got {kind!r}")

@@ -68,6 +68,24 @@ def test_a_variable_that_does_not_parse_is_a_clear_error(monkeypatch):
         parse([])
 
 
+def test_a_value_out_of_range_stops_the_start_naming_its_flag_and_variable(monkeypatch):
+    with pytest.raises(SystemExit, match=re.escape("(--rate-limit-rpm or PYINFER_RATE_LIMIT_RPM)")):
+        parse(["--rate-limit-rpm", "-5"])
+    monkeypatch.setenv("PYINFER_MAX_QUEUED_REQUESTS", "-1")
+    with pytest.raises(
+        SystemExit, match=r"max_queued_requests must be at least 1 .*PYINFER_MAX_QUEUED_REQUESTS"
+    ):
+        parse([])
+
+
+@pytest.mark.parametrize(
+    "given", [["--api-key="], ["--api-key", "a", "--api-key", ""], ["--api-key", "a,,b"]]
+)
+def test_an_empty_api_key_stops_the_start_rather_than_open_the_server(given):
+    with pytest.raises(SystemExit, match="--api-key was given an empty value"):
+        parse(given)
+
+
 def test_choices_hold_for_variables_too_and_log_levels_take_any_case(monkeypatch):
     assert parse(["--log-level", "INFO"])[1].log_level == "info"
     monkeypatch.setenv("PYINFER_LOG_LEVEL", "WARNING")

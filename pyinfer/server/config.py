@@ -177,9 +177,9 @@ class ServerConfig:
             )
         if self.max_tokens is not None and self.max_tokens < 1:
             raise ValueError("max_tokens must be at least 1")
-        for limit in (self.rate_limit_rpm, self.rate_limit_tpm):
-            if limit is not None and limit < 1:
-                raise ValueError("rate limits must be at least 1 a minute")
+        for name in ("rate_limit_rpm", "rate_limit_tpm"):
+            if (limit := getattr(self, name)) is not None and limit < 1:
+                raise ValueError(f"{name} must be at least 1 a minute")
         if self.request_timeout is not None and self.request_timeout <= 0:
             raise ValueError("request_timeout must be positive")
         for name in ("max_queued_requests", "max_queued_tokens", "max_request_body"):

@@ -18,7 +18,7 @@ from pyinfer.engine.core_client import AsyncEngineClient, EngineLink, QueuePlace
 from pyinfer.generation_config import describe, generation_defaults, with_defaults
 from pyinfer.heap import freeze_heap
 from pyinfer.model_files import resolve_model
-from pyinfer.sampling_params import SamplingParams, check_request
+from pyinfer.sampling_params import SamplingParams, SamplingParamsError, check_request
 from pyinfer.server.config import ServerConfig
 from pyinfer.server.errors import OpenAIError, bad_request, rate_limited, unavailable
 from pyinfer.server.generation import Generation
@@ -53,6 +53,9 @@ class GenerationRequest(Protocol):
     def engine_params(self, defaults: dict[str, Any]) -> SamplingParams: ...
 
     def tool_request(self) -> ToolRequest | None: ...
+
+    @property
+    def limit_param(self) -> str: ...
 
 
 class Admitted(NamedTuple):
@@ -189,11 +192,16 @@ class ServerContext:
                 code="model_not_found",
             )
 
-    def check_prompt(self, prompt_ids: list[int], params: SamplingParams, param: str = "prompt") -> None:
-        """Reject what the engine would, before a streamed reply has begun."""
+    def check_prompt(
+        self, prompt_ids: list[int], params: SamplingParams, body: GenerationRequest, param: str = "prompt"
+    ) -> None:
+        """Reject what the engine would, before a streamed reply has begun (naming the body's fields)."""
         ready = self.engine.ready
         assert ready is not None
-        check_request(prompt_ids, params, ready.vocab_size, ready.max_model_len, param)
+        try:
+            check_request(prompt_ids, params, ready.vocab_size, ready.max_model_len, param)
+        except SamplingParamsError as e:
+            raise e.named({"max_tokens": body.limit_param}) from None
 
     # ---- tokenization, off the event loop when it is long ---------------------------------------
     async def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:

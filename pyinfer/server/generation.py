@@ -123,11 +123,12 @@ class Generation:
                     except StopAsyncIteration:
                         break
                     except TimeoutError:
-                        raise OpenAIError(
+                        raise OpenAIError(  # the same request would run as long again: not retried
                             504,
                             f"The request took longer than {self.timeout:g} s.",
                             type="server_error",
                             code="request_timeout",
+                            headers={"x-should-retry": "false"},
                         ) from None
                     delta = self._apply(out)
                     if delta is not None:

@@ -71,6 +71,11 @@ class SamplingRequest(Body):
     def include_usage(self) -> bool:
         return self.stream_options is not None and self.stream_options.include_usage
 
+    @property
+    def limit_param(self) -> str:
+        """The field that set the reply's token limit, for errors about it."""
+        return "max_tokens"
+
     def sampling_params(
         self, max_tokens: int | None, defaults: dict[str, Any], logprobs: int | None
     ) -> SamplingParams:
@@ -212,12 +217,16 @@ class ChatCompletionRequest(SamplingRequest, TemplateControls):
             return "continue_final_message", "needs an assistant message last, to continue"
         return self.refused_fields(CHAT_FIELDS_REFUSED, also_no_op={"reasoning_effort": "none"})
 
+    @property
+    def limit_param(self) -> str:
+        return "max_tokens" if self.max_completion_tokens is None else "max_completion_tokens"
+
     def engine_params(self, defaults: dict[str, Any]) -> SamplingParams:
         limit = self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
         try:
             return self.sampling_params(limit, defaults, (self.top_logprobs or 0) if self.logprobs else None)
         except SamplingParamsError as e:  # chat names the number of alternatives top_logprobs
-            raise e.named({"logprobs": "top_logprobs"}) from None
+            raise e.named({"logprobs": "top_logprobs", "max_tokens": self.limit_param}) from None
 
 
 CHAT_FIELDS_REFUSED = {

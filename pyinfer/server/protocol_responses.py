@@ -163,8 +163,12 @@ class ResponsesRequest(Body):
                 structured=self.text.format.constraint() if self.text and self.text.format else None,
                 priority=self.priority,
             )
-        except SamplingParamsError as e:  # the Responses API names the limit max_output_tokens
-            raise e.named({"max_tokens": "max_output_tokens"}) from None
+        except SamplingParamsError as e:
+            raise e.named({"max_tokens": self.limit_param}) from None
+
+    @property
+    def limit_param(self) -> str:
+        return "max_output_tokens"
 
 
 # ---- replies --------------------------------------------------------------------------------------

@@ -7,6 +7,9 @@ import subprocess
 import sys
 import time
 
+import openai
+import pytest
+
 import pyinfer
 
 
@@ -28,6 +31,9 @@ def test_models(client, model):
     assert card.id == model == "SmolLM2-135M-Instruct.Q4_1" and card.object == "model"
     assert card.owned_by == "pyinfer" and card.model_extra["max_model_len"] == 8192
     assert card.model_extra["sampling_defaults"] == {"temperature": 0.0}  # the embedded model's own
+    assert client.models.retrieve(model) == card
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("gpt-4o")
 
 
 def test_requests_that_leave_sampling_out_take_the_model_s_defaults(client, model):

@@ -114,6 +114,27 @@ def test_context_length_exceeded(client, http, model):
         client.completions.create(model=model, prompt="word " * 9000, max_tokens=1)
 
 
+@pytest.mark.parametrize(
+    ("path", "field", "value"),
+    [
+        ("/v1/chat/completions", "max_completion_tokens", 9000),  # past the context
+        ("/v1/chat/completions", "max_completion_tokens", -1),
+        ("/v1/responses", "max_output_tokens", 9000),
+        ("/v1/responses", "max_output_tokens", 0),
+    ],
+)
+def test_an_error_about_the_reply_s_limit_names_the_field_that_set_it(http, model, path, field, value):
+    body = chat_body(model) if path == "/v1/chat/completions" else {"model": model, "input": "hi"}
+    assert_error(http.post(path, json=body | {field: value}), 400, param=field)
+
+
+def test_an_empty_stop_string_is_refused_in_plain_words(http, model):
+    error = assert_error(
+        http.post("/v1/chat/completions", json=chat_body(model, stop=["a", ""])), 400, "stop"
+    )
+    assert error["message"] == "stop must not hold an empty string"
+
+
 def test_token_ids_outside_vocabulary(http, model):
     r = http.post("/v1/completions", json={"model": model, "prompt": [1, 10**7], "max_tokens": 1})
     assert_error(r, 400, param="prompt", contains="vocabulary")

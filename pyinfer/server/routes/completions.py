@@ -41,7 +41,7 @@ async def create_completion(request: Request, body: CompletionBody) -> Response:
         raise SamplingParamsError("prompt", "must not be empty")
     prompt_ids = [p if isinstance(p, list) else await ctx.encode(p) for p in prompts]
     for ids in prompt_ids:
-        ctx.check_prompt(ids, params)
+        ctx.check_prompt(ids, params, body)
     head = reply_head("cmpl", ctx.model_name)
     request_ids = [f"{head['id']}-{i}" for i in range(len(prompt_ids))]
     gens = ctx.generations(request, tokenizer, request_ids, prompt_ids, params)

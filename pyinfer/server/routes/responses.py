@@ -64,7 +64,7 @@ async def create_response(request: Request, body: ResponsesBody) -> Response:
     prompt_ids = await ctx.encode_chat(system + messages, tools, param="input")
     if body.truncation == "auto":
         prompt_ids = await _truncated(ctx, system, messages, tools, params, prompt_ids)
-    ctx.check_prompt(prompt_ids, params, param="input")
+    ctx.check_prompt(prompt_ids, params, body, param="input")
     response = ResponseObject(
         id=f"resp_{uuid.uuid4().hex}",
         created_at=int(time.time()),
