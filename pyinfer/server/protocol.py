@@ -138,6 +138,8 @@ class ChatMessage(Request):
             raise ValueError("a message of role tool needs a tool_call_id")
         if self.tool_calls and self.role != "assistant":
             raise ValueError("only an assistant message may have tool_calls")
+        if self.content is None and self.role != "assistant":  # an assistant's may be only its calls
+            raise ValueError(f"a message of role {self.role} needs content")
         return self
 
     def template_dict(self) -> dict[str, Any]:

@@ -70,6 +70,20 @@ def test_bad_role_and_content_part(http, model):
     assert_error(http.post("/v1/chat/completions", json=body), 400, param="messages")
 
 
+@pytest.mark.parametrize("message", [{"role": "user"}, {"role": "system", "content": None}])
+def test_a_message_other_than_the_assistant_s_needs_content(http, model, message):
+    body = chat_body(model, messages=[message])
+    error = assert_error(http.post("/v1/chat/completions", json=body), 400, param="messages")
+    assert f"a message of role {message['role']} needs content" in error["message"]
+    calls = [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]
+    only_calls = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": None, "tool_calls": calls},
+    ]
+    only_calls.append({"role": "tool", "tool_call_id": "c1", "content": "4"})
+    assert http.post("/v1/chat/completions", json=chat_body(model, messages=only_calls)).status_code == 200
+
+
 def test_empty_messages(http, model):
     assert_error(http.post("/v1/chat/completions", json=chat_body(model, messages=[])), 400, param="messages")
 
