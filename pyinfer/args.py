@@ -147,10 +147,9 @@ def config_from_args(config: type, args: argparse.Namespace, **extra: Any) -> An
         value = getattr(args, field.name)
         if opt.repeated:  # the flag not given: the variable's, else the default; commas part items
             flag = opt.flag or _flag(field.name)
+            # an empty item given on the command line is a mistake (--api-key= must not open the server)
             if value is not None and not all(item.strip() for v in value for item in v.split(",")):
-                raise SystemExit(
-                    f"error: {flag} was given an empty value"
-                )  # --api-key= must not open the server
+                raise SystemExit(f"error: {flag} was given an empty value")
             given = value if value is not None else getattr(args, f"{field.name}_env")
             value = [item.strip() for v in given for item in v.split(",") if item.strip()]
         values[field.name] = value
