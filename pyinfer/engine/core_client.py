@@ -159,7 +159,7 @@ class AsyncEngineClient:
         self.dead = False
         self.on_death: Callable[[], None] | None = None
         self._streams: dict[str, _Stream] = {}
-        self.own_queued = 0  # requests sent that have no output yet
+        self.own_queued = 0  # requests admitted or sent that have no output yet (QueuePlace)
         self.own_queued_tokens = 0  # their prompt tokens
         self.others_queued = 0  # the other API processes' requests waiting, as the core last told
         self.others_queued_tokens = 0
