@@ -80,16 +80,28 @@ def from_validation_error(e: ValidationError | RequestValidationError) -> OpenAI
 
 def validation_problem(errors: list[Any]) -> tuple[str, list[str], list[str]]:
     """The problem to report among pydantic's errors: (its type, its place without pydantic's union tags,
-    what it says). Where a value fits none of a union's kinds, each kind gives its own errors: those of a
-    kind whose `type` tag the value does not carry are passed over, then the deepest is chosen (the kind
-    that matched furthest), with the other kinds' messages at that place."""
+    what it says). Where a value fits none of a union's kinds, each kind gives its own errors. A kind whose
+    `type` tag the value lacks or does not match is passed over where another kind got as deep; then the
+    deepest error is chosen (the kind that matched furthest), with the other kinds' messages at its place."""
     untagged = [[p for p in err["loc"] if p != "body" and not _union_tag(p)] for err in errors]
     mistagged = [
-        err["loc"][:-1] for err in errors if err["type"] == "literal_error" and err["loc"][-1:] == ("type",)
+        (err["loc"][:-1], len(untagged[i]) - 1)
+        for i, err in enumerate(errors)
+        if err["loc"][-1:] == ("type",) and err["type"] in ("literal_error", "missing")
     ]
-    kept = [
-        i for i, err in enumerate(errors) if not any(err["loc"][: len(m)] == m for m in mistagged)
-    ] or list(range(len(errors)))
+
+    def passed_over(i: int) -> bool:
+        return any(
+            errors[i]["loc"][: len(branch)] == branch
+            and any(
+                len(untagged[j]) >= depth
+                for j in range(len(errors))
+                if errors[j]["loc"][: len(branch)] != branch
+            )
+            for branch, depth in mistagged
+        )
+
+    kept = [i for i in range(len(errors)) if not passed_over(i)] or list(range(len(errors)))
     deepest = max(kept, key=lambda i: len(untagged[i]))
     loc = [str(p) for p in untagged[deepest]]
     messages = [errors[i]["msg"] for i in kept if untagged[i] == untagged[deepest]]

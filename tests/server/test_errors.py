@@ -213,6 +213,15 @@ def test_a_malformed_item_of_a_union_is_named_by_the_kind_it_claims(http, model)
     body = {"model": model, "input": [{"role": "user", "content": 5}]}
     error = assert_error(http.post("/v1/responses", json=body), 400, param="input")
     assert error["message"].startswith("Invalid request: input.0.content: Input should be a valid string")
+    image = [{"type": "image_url", "image_url": {"url": "http://x/y.png"}}]  # a list, of a kind not served
+    error = assert_error(
+        http.post(
+            "/v1/chat/completions", json=chat_body(model, messages=[{"role": "user", "content": image}])
+        ),
+        400,
+        "messages",
+    )
+    assert error["message"] == "Invalid request: messages.0.content.0.type: Input should be 'text'"
 
 
 def test_openai_hints_are_accepted_and_features_we_lack_refused(http, model):
