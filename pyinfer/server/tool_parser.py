@@ -90,16 +90,20 @@ class ToolCallParser:
         return out
 
     def finish(self) -> Parsed:
-        """The end of the reply: held text that became nothing else is content (the separators after
-        a last call are markup), unless the reply holds nothing but calls. A call cut off (by max_tokens
-        or a stop string) keeps what was streamed of it; cut off before its name, its markup is dropped,
-        unless the reply may be JSON instead of calls and none came before it: then it may be that JSON."""
+        """The end of the reply: held text (whitespace, and the start of a trigger) that became nothing
+        else is content, unless the reply holds nothing but calls; but the separators after a last call
+        are markup, and so is the start of a trigger once a call came (the next call, cut off). A call
+        cut off (by max_tokens or a stop string) keeps what was streamed of it; cut off before its name,
+        its markup is dropped, unless the reply may be JSON instead of calls and none came before it:
+        then it may be that JSON."""
         out = Parsed()
         if self._call is not None:
             if self._call.num_named == 0 and self.besides_calls == "json" and self.num_calls == 0:
                 out.content += self._call.unparsed()
-        elif self.besides_calls != "nothing" and (
-            not self._after_call or self._held.strip(self._separators())
+        elif (
+            self.besides_calls != "nothing"
+            and not self._after_call
+            and not (self.num_calls and self._held.strip(WHITESPACE))
         ):
             out.content += self._held
         self._held = ""

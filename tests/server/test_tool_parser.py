@@ -113,6 +113,11 @@ def test_a_call_cut_off_before_its_name_leaves_no_markup_in_content(chunk):
     for start in ("<", "<tool_", " \n"):  # what may still become a trigger: text, unless only calls may come
         assert parse(HERMES, f"Hi{start}", chunk)[0] == f"Hi{start}"
         assert parse(HERMES, start, chunk, besides_calls="nothing") == ("", [], 0)
+    for start in ("<", "\n<tool_"):  # once a call came, a trigger's start is the next call, cut off
+        for besides in ("text", "json"):
+            after_call = f"{HERMES.write_calls([call])}{start}"
+            assert parse(HERMES, after_call, chunk, besides_calls=besides) == ("", weather, 0)
+            assert parse(HERMES, f"{HERMES.write_calls([call])}\nBye {start}", chunk)[0] == "Bye"
 
 
 @pytest.mark.parametrize("chunk", CHUNKINGS)
