@@ -170,6 +170,11 @@ class ResponsesRequest(Body):
     def limit_param(self) -> str:
         return "max_output_tokens"
 
+    def text_echo(self) -> dict[str, Any]:
+        """The reply's `text`: the format asked for, as given (clients read the reply's to parse it)."""
+        given = self.text.format if self.text is not None else None
+        return {"format": given.model_dump(by_alias=True, exclude_none=True) if given else {"type": "text"}}
+
 
 # ---- replies --------------------------------------------------------------------------------------
 class OutputText(BaseModel):
@@ -264,7 +269,7 @@ class ResponseObject(BaseModel):
     store: bool
     temperature: float
     top_p: float
-    text: dict[str, Any] = Field(default_factory=lambda: {"format": {"type": "text"}})
+    text: dict[str, Any]
     tool_choice: str | dict[str, Any] = "auto"
     tools: list[dict[str, Any]] = Field(default_factory=list)
     truncation: str = "disabled"

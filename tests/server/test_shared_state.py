@@ -44,6 +44,7 @@ def _stored(response_id: str, age: float = 0.0, status: str = "completed") -> St
         temperature=1.0,
         top_p=1.0,
         user=None,
+        text={"format": {"type": "text"}},
     )
     return StoredResponse(
         response, [{"role": "user", "content": "Hi"}], owner="alice", stored_at=time.monotonic() - age

@@ -87,8 +87,15 @@ def test_responses_text_format_streams_valid_json(client, model):
     schema = SCHEMAS["enum"]
     fmt = {"format": {"type": "json_schema", "name": "enum", "schema": schema, "strict": True}}
     with client.responses.stream(model=model, input="Pick a color and size.", text=fmt) as stream:
+        events = list(stream)
         final = stream.get_final_response()
     jsonschema.validate(json.loads(final.output_text), schema)
+    # the reply says which format it was held to, as clients read it to parse (LangChain's stream does)
+    assert events[0].response.text.format.type == final.text.format.type == "json_schema"
+    assert final.text.format.schema_ == schema and final.text.format.name == "enum"
+    assert client.responses.retrieve(final.id).text == final.text
+    plain = client.responses.create(model=model, input="Hi", max_output_tokens=2)
+    assert plain.text.format.type == "text"
 
 
 def test_completions_take_response_format_and_vllm_structured_outputs(client, model):

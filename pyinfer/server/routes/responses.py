@@ -82,6 +82,7 @@ async def create_response(request: Request, body: ResponsesBody) -> Response:
         tool_choice=_echo(body.tool_choice),
         parallel_tool_calls=tools.parallel_in(ctx.tool_support.format) if tools else True,
         truncation=body.truncation or "disabled",
+        text=body.text_echo(),
     )
     gen = ctx.generation(request, tokenizer, response.id, prompt_ids, params, tools)
     stored = StoredResponse(response, messages, owner=_caller(request))
