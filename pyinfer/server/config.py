@@ -18,7 +18,10 @@ from pyinfer.server.tool_formats import PARSER_CHOICES
 class ServerConfig:
     """Each field with an `option` is a flag of `pyinfer serve` (pyinfer/args.py)."""
 
-    host: str = field(default="0.0.0.0", metadata=option("address to listen on", aliases=("HOST",)))
+    host: str = field(  # loopback unless asked: a server without keys is open to whoever reaches it
+        default="127.0.0.1",
+        metadata=option("address to listen on (0.0.0.0: every interface)", aliases=("HOST",)),
+    )
     port: int = field(default=8000, metadata=option("port to listen on", aliases=("PORT",)))
     served_model_name: str | None = field(
         default=None,
