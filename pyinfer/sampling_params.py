@@ -134,8 +134,9 @@ def check_request(
     )
     completion = params.max_tokens or 1
     if len(prompt_token_ids) + completion > max_model_len:
+        prompt_fits = len(prompt_token_ids) < max_model_len  # else the prompt alone is too long
         raise SamplingParamsError(
-            "max_tokens" if params.max_tokens else param,
+            "max_tokens" if params.max_tokens and prompt_fits else param,
             f"too long: this model's maximum context length is {max_model_len} tokens, but "
             f"{len(prompt_token_ids)} prompt tokens + {completion} completion tokens were requested",
         )

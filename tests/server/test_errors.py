@@ -124,8 +124,11 @@ def test_context_length_exceeded(client, http, model):
         "count"
     ]
     assert f"{prompt_tokens} prompt tokens + 9000" in error["message"]
-    with pytest.raises(openai.BadRequestError):
-        client.completions.create(model=model, prompt="word " * 9000, max_tokens=1)
+    body = {"model": model, "prompt": "word " * 9000, "max_tokens": 1}  # the prompt alone is too long
+    error = assert_error(
+        http.post("/v1/completions", json=body), 400, param="prompt", contains="prompt too long"
+    )
+    assert error["code"] == "context_length_exceeded"
 
 
 @pytest.mark.parametrize(
