@@ -161,9 +161,12 @@ class ResponsesRequest(Body):
         items: list[dict[str, Any]] = []
         for item in self.input:
             if isinstance(item, InputMessage):
-                kind = "output_text" if item.role == "assistant" else "input_text"
-                parts = [{"type": kind, "text": item.content}] if isinstance(item.content, str) else None
-                items.append(_message_item(item.role, parts or [p.model_dump() for p in item.content or []]))
+                if isinstance(item.content, str):  # an assistant's earlier reply is output text
+                    kind = "output_text" if item.role == "assistant" else "input_text"
+                    parts = [{"type": kind, "text": item.content}]
+                else:
+                    parts = [part.model_dump() for part in item.content]
+                items.append(_message_item(item.role, parts))
             else:
                 prefix = "fc" if isinstance(item, FunctionCallInput) else "fco"
                 dumped = item.model_dump(exclude_none=True)
