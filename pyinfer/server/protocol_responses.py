@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -153,6 +154,27 @@ class ResponsesRequest(Body):
                 messages.append(item.template_dict())
         return messages
 
+    def input_items(self) -> list[dict[str, Any]]:
+        """The input as Responses items, each with an id (as GET .../input_items lists them)."""
+        if isinstance(self.input, str):
+            return [_message_item("user", [{"type": "input_text", "text": self.input}])]
+        items: list[dict[str, Any]] = []
+        for item in self.input:
+            if isinstance(item, InputMessage):
+                if isinstance(item.content, str):  # an assistant's earlier reply is output text
+                    kind = "output_text" if item.role == "assistant" else "input_text"
+                    parts = [{"type": kind, "text": item.content}]
+                else:
+                    parts = [part.model_dump() for part in item.content]
+                items.append(_message_item(item.role, parts))
+            else:
+                prefix = "fc" if isinstance(item, FunctionCallInput) else "fco"
+                dumped = item.model_dump(exclude_none=True)
+                items.append(
+                    {**dumped, "id": item.id or f"{prefix}_{uuid.uuid4().hex}", "status": "completed"}
+                )
+        return items
+
     def engine_params(self, defaults: dict[str, Any]) -> SamplingParams:
         try:
             return engine_sampling_params(
@@ -174,6 +196,16 @@ class ResponsesRequest(Body):
         """The reply's `text`: the format asked for, as given (clients read the reply's to parse it)."""
         given = self.text.format if self.text is not None else None
         return {"format": given.model_dump(by_alias=True, exclude_none=True) if given else {"type": "text"}}
+
+
+def _message_item(role: str, content: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "id": f"msg_{uuid.uuid4().hex}",
+        "type": "message",
+        "role": role,
+        "status": "completed",
+        "content": content,
+    }
 
 
 # ---- replies --------------------------------------------------------------------------------------
@@ -287,6 +319,16 @@ class ResponseEvent(BaseModel):
     model_config = ConfigDict(extra="allow")
     type: str
     sequence_number: int
+
+
+class InputItemList(BaseModel):
+    """A page of a response's input items."""
+
+    object: Literal["list"] = "list"
+    data: list[dict[str, Any]]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
 
 
 class ResponseDeleted(BaseModel):

@@ -21,6 +21,7 @@ class StoredResponse:
 
     response: ResponseObject
     messages: list[dict[str, Any]]  # chat-template messages before the reply, without instructions
+    input_items: list[dict[str, Any]]  # the request's own input, as Responses items with ids
     owner: str | None = None  # the API key's name that created it: only that key sees it
     stop: Callable[[], None] | None = None  # aborts its engine request; not stored, None once finished
     stored_at: float = field(default_factory=time.monotonic)  # one clock for all processes of the host
@@ -54,12 +55,14 @@ class ResponseStore:
             r.status,
             r.model_dump_json(),
             json.dumps(stored.messages),
+            json.dumps(stored.input_items),
             stored.stored_at,
         )
         with self.state.write() as db:  # serialized before: the write lock is held for the statements alone
             db.execute("DELETE FROM responses WHERE stored_at < ?", (time.monotonic() - self.max_age,))
             db.execute(
-                "INSERT INTO responses (id, owner, status, response, messages, stored_at) VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO responses (id, owner, status, response, messages, input_items, stored_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 row,
             )
             newest_dropped = "SELECT seq FROM responses ORDER BY seq DESC LIMIT 1 OFFSET ?"
@@ -75,16 +78,16 @@ class ResponseStore:
 
     def get(self, response_id: str) -> StoredResponse | None:
         row = self.state.db.execute(
-            "SELECT owner, status, response, messages, stored_at FROM responses"
+            "SELECT owner, status, response, messages, input_items, stored_at FROM responses"
             " WHERE id = ? AND stored_at >= ?",
             (response_id, time.monotonic() - self.max_age),
         ).fetchone()
         if row is None:
             return None
-        owner, status, response, messages, stored_at = row
+        owner, status, response, messages, input_items, stored_at = row
         obj = ResponseObject.model_validate_json(response)
         obj.status = status  # a cancel through any process writes the status alone
-        return StoredResponse(obj, json.loads(messages), owner, stored_at=stored_at)
+        return StoredResponse(obj, json.loads(messages), json.loads(input_items), owner, stored_at=stored_at)
 
     def delete(self, response_id: str) -> bool:
         return self.state.db.execute("DELETE FROM responses WHERE id = ?", (response_id,)).rowcount > 0

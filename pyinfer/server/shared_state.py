@@ -24,6 +24,7 @@ CREATE TABLE IF NOT EXISTS responses (
     status TEXT NOT NULL,     -- beside the JSON: a cancel changes it alone
     response TEXT NOT NULL,   -- the ResponseObject as JSON
     messages TEXT NOT NULL,   -- the conversation before the reply, as JSON
+    input_items TEXT NOT NULL, -- the request's own input, as Responses items in JSON
     stored_at REAL NOT NULL   -- time.monotonic() seconds
 );
 CREATE INDEX IF NOT EXISTS responses_by_age ON responses (stored_at);

@@ -136,6 +136,38 @@ def test_get_and_delete_stored_response(client, model):
         client.responses.delete(r.id)
 
 
+def test_input_items_list_the_response_s_own_input_as_the_client_pages_them(client, model, http):
+    first = respond(client, model, max_output_tokens=2)  # a string input: one user message
+    (item,) = client.responses.input_items.list(first.id).data
+    assert item.type == "message" and item.role == "user" and item.content[0].type == "input_text"
+    calls = [
+        {"role": "user", "content": "What is 2 + 2?"},
+        {"type": "function_call", "call_id": "c1", "name": "add", "arguments": '{"a": 2, "b": 2}'},
+        {"type": "function_call_output", "call_id": "c1", "output": "4"},
+        {"role": "assistant", "content": "It is 4."},
+        {"role": "user", "content": "And 3 + 3?"},
+    ]
+    r = client.responses.create(model=model, input=calls, previous_response_id=first.id, max_output_tokens=2)
+    listed = client.responses.input_items.list(r.id, order="asc")  # its own input, not the earlier turn's
+    assert [i.type for i in listed.data] == [
+        "message",
+        "function_call",
+        "function_call_output",
+        "message",
+        "message",
+    ]
+    assert listed.data[1].call_id == "c1" and listed.data[2].output == "4"
+    assert listed.data[3].content[0].type == "output_text" and listed.data[4].content[0].text == "And 3 + 3?"
+    newest_first = [i.id for i in client.responses.input_items.list(r.id).data]
+    assert newest_first == [i.id for i in listed.data][::-1]
+    pages = client.responses.input_items.list(r.id, limit=2, order="asc")  # the client follows the cursor
+    assert pages.has_more and [i.id for i in pages] == [i.id for i in listed.data]
+    refused = http.get(f"/v1/responses/{r.id}/input_items", params={"limit": 0})
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "limit"
+    with pytest.raises(openai.NotFoundError):
+        client.responses.input_items.list("resp_nothing")
+
+
 def test_store_false_is_not_kept(client, model):
     r = respond(client, model, max_output_tokens=2, store=False)
     assert r.store is False

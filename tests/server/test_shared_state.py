@@ -47,7 +47,18 @@ def _stored(response_id: str, age: float = 0.0, status: str = "completed") -> St
         text={"format": {"type": "text"}},
     )
     return StoredResponse(
-        response, [{"role": "user", "content": "Hi"}], owner="alice", stored_at=time.monotonic() - age
+        response,
+        [{"role": "user", "content": "Hi"}],
+        [
+            {
+                "id": "msg_1",
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": "Hi"}],
+            }
+        ],
+        owner="alice",
+        stored_at=time.monotonic() - age,
     )
 
 

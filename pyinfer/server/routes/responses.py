@@ -8,7 +8,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
@@ -21,6 +21,7 @@ from pyinfer.server.generation import Delta, Generation, usage
 from pyinfer.server.protocol_responses import (
     FunctionCallItem,
     IncompleteDetails,
+    InputItemList,
     ItemStatus,
     OutputItem,
     OutputMessage,
@@ -85,7 +86,7 @@ async def create_response(request: Request, body: ResponsesBody) -> Response:
         text=body.text_echo(),
     )
     gen = ctx.generation(request, tokenizer, response.id, prompt_ids, params, tools)
-    stored = StoredResponse(response, messages, owner=_caller(request))
+    stored = StoredResponse(response, messages, body.input_items(), owner=_caller(request))
     run = ResponseRun(stored, gen, ctx.responses if body.store else None)
     if body.stream:
         deltas = run.deltas()
@@ -99,6 +100,34 @@ async def create_response(request: Request, body: ResponsesBody) -> Response:
 @router.get("/v1/responses/{response_id}", response_model=None)
 async def retrieve_response(request: Request, response_id: str) -> Response:
     return json_response(_stored(request, response_id).response)
+
+
+@router.get("/v1/responses/{response_id}/input_items", response_model=None)
+async def list_input_items(
+    request: Request,
+    response_id: str,
+    limit: int = 20,
+    order: Literal["asc", "desc"] = "desc",
+    after: str | None = None,
+    before: str | None = None,
+) -> Response:
+    """The response's own input items, newest first unless `order=asc`, a page of `limit` (1-100) after
+    or before the item with the id given, as OpenAI lists them."""
+    if not 1 <= limit <= 100:
+        raise bad_request("limit must be between 1 and 100", param="limit")
+    items = _stored(request, response_id).input_items
+    items = items[::-1] if order == "desc" else items
+    ids = [item["id"] for item in items]
+    for cursor, param in ((after, "after"), (before, "before")):
+        if cursor is not None and cursor not in ids:
+            raise bad_request(f"No input item with id '{cursor}' in this response.", param=param)
+    start = ids.index(after) + 1 if after is not None else 0
+    end = ids.index(before) if before is not None else len(items)
+    page = items[start:end][:limit]
+    first, last = (page[0]["id"], page[-1]["id"]) if page else (None, None)
+    return json_response(
+        InputItemList(data=page, first_id=first, last_id=last, has_more=start + len(page) < end)
+    )
 
 
 @router.delete("/v1/responses/{response_id}", response_model=None)
