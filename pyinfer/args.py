@@ -96,7 +96,7 @@ def add_config_arguments(group: argparse._ArgumentGroup, config: type) -> None:
             continue
         kind = opt.parse or _base_type(hints[field.name])
         default = _default(field)
-        flag = opt.negated or opt.flag or _flag(field.name)
+        flag = opt.negated or _field_flag(field)
         names = (env_name(flag[2:]), *opt.aliases)
         env = " or ".join(names)
         if opt.negated is not None:  # on by default: the flag (or the variable, set true) turns it off
@@ -146,7 +146,7 @@ def config_from_args(config: type, args: argparse.Namespace, **extra: Any) -> An
             continue
         value = getattr(args, field.name)
         if opt.repeated:  # the flag not given: the variable's, else the default; commas part items
-            flag = opt.flag or _flag(field.name)
+            flag = _field_flag(field)
             # an empty item given on the command line is a mistake (--api-key= must not open the server)
             if value is not None and not all(item.strip() for v in value for item in v.split(",")):
                 raise SystemExit(f"error: {flag} was given an empty value")
@@ -156,13 +156,21 @@ def config_from_args(config: type, args: argparse.Namespace, **extra: Any) -> An
     try:
         return config(**values, **extra)
     except ValueError as e:  # a value out of its range: say which flag and variable set it, no traceback
-        flags = [
-            f.metadata["option"].flag or _flag(f.name)
-            for f in dataclasses.fields(config)
-            if "option" in f.metadata and f.name in str(e)
-        ]
-        where = f" ({flags[0]} or {env_name(flags[0][2:])})" if flags else ""
+        flag = next(
+            (
+                _field_flag(f)
+                for f in dataclasses.fields(config)
+                if "option" in f.metadata and f.name in str(e)
+            ),
+            None,
+        )
+        where = f" ({flag} or {env_name(flag[2:])})" if flag else ""
         raise SystemExit(f"error: {e}{where}") from None
+
+
+def _field_flag(field: dataclasses.Field) -> str:
+    """The flag that sets a field with an option (its own name, e.g. --api-key for api_keys, or the field's)."""
+    return field.metadata["option"].flag or _flag(field.name)
 
 
 def _flag(name: str) -> str:

@@ -140,7 +140,10 @@ class ServerContext:
         self.require_ready()
         if problem := body.unsupported():
             raise bad_request(problem[1], param=problem[0])
-        params = body.engine_params(self.request_defaults)
+        try:
+            params = body.engine_params(self.request_defaults)
+        except SamplingParamsError as e:  # named as the body names the reply's limit
+            raise e.named({"max_tokens": body.limit_param}) from None
         if params.priority and self.engine_config.scheduling_policy != "priority":
             raise bad_request(
                 "needs the server's priority scheduling (--scheduling-policy priority)", "priority"
@@ -271,8 +274,8 @@ class ServerContext:
     def _charge_tokens(self, request: Request, gens: list[Generation]) -> None:
         """Take the request's prompts plus `max_tokens` for each choice (the prompts alone without
         `max_tokens`) from the caller's allowance in one charge, or refuse it with a 429 (one that says
-        waiting will not help when the whole request is larger than the limit). The rate-limit middleware
-        settles the charge against what was used once the response has ended."""
+        waiting will not help when the whole request is larger than the limit). The charge is settled
+        against what was used once the response has ended, however it ends."""
         state = request.scope["state"]
         allowance = state.get("allowance")
         if allowance is None or allowance.tokens is None:
@@ -282,7 +285,11 @@ class ServerContext:
             self.rate_limits.charge_tokens(allowance, charged)
         except RateLimitExceeded as e:
             raise rate_limited(e, self.rate_limits.headers(allowance)) from None
-        state["token_charge"] = (gens, charged)
+
+        def settle() -> None:  # run by RequestContextMiddleware when the response has ended
+            self.rate_limits.settle_tokens(allowance, charged, sum(g.tokens_used for g in gens))
+
+        state.setdefault("at_end", []).append(settle)
 
     def _tool_parsers(self, tools: ToolRequest | None) -> Callable[[], ToolCallParser] | None:
         """A maker of one parser per choice of a reply, where the request offers tools."""

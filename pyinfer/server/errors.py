@@ -90,18 +90,16 @@ def validation_problem(errors: list[Any]) -> tuple[str, list[str], list[str]]:
         if err["loc"][-1:] == ("type",) and err["type"] in ("literal_error", "missing")
     ]
 
-    def passed_over(i: int) -> bool:
-        return any(
-            errors[i]["loc"][: len(branch)] == branch
-            and any(
-                len(untagged[j]) >= depth
-                for j in range(len(errors))
-                if errors[j]["loc"][: len(branch)] != branch
-            )
-            for branch, depth in mistagged
-        )
+    def under(i: int, branch: tuple) -> bool:
+        return errors[i]["loc"][: len(branch)] == branch
 
-    kept = [i for i in range(len(errors)) if not passed_over(i)] or list(range(len(errors)))
+    everything = range(len(errors))
+    passed_over = [
+        branch
+        for branch, depth in mistagged
+        if any(len(untagged[j]) >= depth for j in everything if not under(j, branch))
+    ]
+    kept = [i for i in everything if not any(under(i, b) for b in passed_over)] or list(everything)
     deepest = max(kept, key=lambda i: len(untagged[i]))
     loc = [str(p) for p in untagged[deepest]]
     messages = [errors[i]["msg"] for i in kept if untagged[i] == untagged[deepest]]

@@ -144,8 +144,8 @@ GENERATION_ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/responses")
 
 class RateLimitMiddleware:
     """Takes a request from the caller's allowance on the generation routes (a 429 when it is spent),
-    keeps the allowance in the request's state for the routes' token charges, writes what is left of it
-    into the response's headers, and settles the charges when the response has ended."""
+    keeps the allowance in the request's state for the routes' token charges (settled when the response
+    has ended, by the request's `at_end`), and writes what is left of it into the response's headers."""
 
     def __init__(self, app: ASGIApp, limiter: RateLimiter):
         self.app = app
@@ -171,12 +171,7 @@ class RateLimitMiddleware:
                     headers.setdefault(name, value)
             await send(message)
 
-        try:
-            await self.app(scope, receive, send_with_limits)
-        finally:  # the response has ended, however: the token charge against what was used
-            if (charge := state.pop("token_charge", None)) is not None:
-                gens, charged = charge
-                self.limiter.settle_tokens(allowance, charged, sum(g.tokens_used for g in gens))
+        await self.app(scope, receive, send_with_limits)
 
 
 class BodyLimitMiddleware:

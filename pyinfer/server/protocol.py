@@ -228,7 +228,7 @@ class ChatCompletionRequest(SamplingRequest, TemplateControls):
         try:
             return self.sampling_params(limit, defaults, (self.top_logprobs or 0) if self.logprobs else None)
         except SamplingParamsError as e:  # chat names the number of alternatives top_logprobs
-            raise e.named({"logprobs": "top_logprobs", "max_tokens": self.limit_param}) from None
+            raise e.named({"logprobs": "top_logprobs"}) from None
 
 
 CHAT_FIELDS_REFUSED = {

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pyinfer.sampling_params import SamplingParams, SamplingParamsError
+from pyinfer.sampling_params import SamplingParams
 from pyinfer.server.protocol import (
     ChatMessage,
     Performance,
@@ -176,17 +176,14 @@ class ResponsesRequest(Body):
         return items
 
     def engine_params(self, defaults: dict[str, Any]) -> SamplingParams:
-        try:
-            return engine_sampling_params(
-                defaults,
-                temperature=self.temperature,
-                top_p=self.top_p,
-                max_tokens=self.max_output_tokens,
-                structured=self.text.format.constraint() if self.text and self.text.format else None,
-                priority=self.priority,
-            )
-        except SamplingParamsError as e:
-            raise e.named({"max_tokens": self.limit_param}) from None
+        return engine_sampling_params(
+            defaults,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            max_tokens=self.max_output_tokens,
+            structured=self.text.format.constraint() if self.text and self.text.format else None,
+            priority=self.priority,
+        )
 
     @property
     def limit_param(self) -> str:
