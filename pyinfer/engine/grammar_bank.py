@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from pyinfer.sampling_params import SamplingParamsError, StructuredOutput
+from pyinfer.schema_support import unenforceable
 
 # Whitespace a JSON reply may put between two tokens of its structure: enough for any indentation a
 # model is likely to use, and a bound on the runs of spaces and newlines that loop until max_tokens.
@@ -61,6 +62,8 @@ class GrammarBank:
         xgrammar does not support."""
         start = time.perf_counter()
         kind, spec, compiler = constraint.kind, constraint.spec, self._compiler
+        if kind == "json" and (problem := unenforceable(_parsed(spec))):
+            raise SamplingParamsError(constraint.param, problem)
         try:
             if kind == "json":
                 compiled = compiler.compile_json_schema(
@@ -122,6 +125,14 @@ class GrammarBank:
     def __len__(self) -> int:
         """Matchers and compiled grammars kept."""
         return len(self._matchers) + len(self._grammars)
+
+
+def _parsed(spec: str) -> Any:
+    """A JSON schema's text parsed, or None where it is not JSON (xgrammar then says why)."""
+    try:
+        return json.loads(spec)
+    except ValueError:
+        return None
 
 
 def _reason(error: Exception) -> str:

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from pyinfer.sampling_params import SamplingParamsError, StructuredOutput
+from pyinfer.schema_support import unenforceable
 from pyinfer.server.protocol_base import Settings
 from pyinfer.server.tool_formats import ToolFormat
 from pyinfer.server.tool_grammar import structural_tag
@@ -99,6 +100,8 @@ class ToolRequest:
                 raise SamplingParamsError(
                     f"tools[{i}]", f"parameters of {f.name!r} must be a JSON schema of an object"
                 )
+            if f.parameters is not None and (problem := unenforceable(f.parameters, f"{f.name}.parameters")):
+                raise SamplingParamsError(f"tools[{i}]", problem)
         if named:
             if choice not in names:
                 raise SamplingParamsError(

@@ -142,6 +142,12 @@ def test_regex_choice_and_grammar(client, model):
     [
         ({"response_format": schema_format("bad", {"type": "objectx"})}, "response_format"),
         ({"response_format": {"type": "json_schema"}}, "response_format"),
+        # compiles, but the grammar would let replies break it
+        (
+            {"response_format": schema_format("tags", {"type": "array", "uniqueItems": True})},
+            "response_format",
+        ),
+        ({"structured_outputs": {"json": {"not": {"type": "string"}}}}, "structured_outputs.json"),
         ({"response_format": {"type": "xml"}}, "response_format"),
         ({"structured_outputs": {"regex": "("}}, "structured_outputs.regex"),
         ({"structured_outputs": {"grammar": "root ::= undefined_rule"}}, "structured_outputs.grammar"),

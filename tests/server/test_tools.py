@@ -270,6 +270,23 @@ def test_a_json_response_format_beside_tools_gives_calls_or_that_json(client, mo
             },
             "tools",
         ),
+        (  # a keyword the grammar would let a call break
+            {
+                "tools": [
+                    {
+                        "type": "function",
+                        "function": {
+                            "name": "f",
+                            "parameters": {
+                                "type": "object",
+                                "properties": {"ids": {"type": "array", "uniqueItems": True}},
+                            },
+                        },
+                    }
+                ]
+            },
+            "tools",
+        ),
         ({"tools": TOOLS, "structured_outputs": {"regex": "a+"}}, "structured_outputs"),
         ({"messages": [*QUESTION, {"role": "tool", "content": "no id"}]}, "messages"),
     ],

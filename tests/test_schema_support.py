@@ -1,0 +1,157 @@
+"""The schema check against xgrammar itself: what it refuses, xgrammar compiles yet lets a reply through
+that breaks the schema; what it passes (pydantic's and the openai client's schemas among them),
+xgrammar enforces."""
+
+import json
+from typing import Literal
+
+import jsonschema
+import pytest
+import xgrammar
+from openai.lib._pydantic import to_strict_json_schema
+from pydantic import BaseModel, Field
+from referencing import Registry, Resource
+from xgrammar.testing import _is_grammar_accept_string
+
+from pyinfer.schema_support import unenforceable
+
+PAIR = {"a": {"type": "integer"}, "b": {"type": "integer"}}
+DEFS = {"A": {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}}
+
+
+# what the external reference of the last refused schema names, for jsonschema to follow
+EXTERNAL = Registry().with_resource(
+    "http://example.com/s.json",
+    Resource.from_contents({"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "integer"}),
+)
+
+
+def breaks(text: str, schema: dict) -> bool:
+    return not jsonschema.Draft202012Validator(schema, registry=EXTERNAL).is_valid(json.loads(text))
+
+
+def grammar_accepts(schema: dict, text: str) -> bool:
+    grammar = xgrammar.Grammar.from_json_schema(json.dumps(schema), strict_mode=True)
+    return _is_grammar_accept_string(grammar, text)
+
+
+REFUSED = [  # (schema, a reply that breaks it, the keyword named)
+    ({"type": "array", "items": {"type": "integer"}, "uniqueItems": True}, "[1, 1]", "uniqueItems"),
+    ({"type": "string", "not": {"const": "a"}}, '"a"', "not"),
+    ({"type": "array", "items": {"type": "integer"}, "contains": {"const": 5}}, "[1]", "contains"),
+    (
+        {"type": "object", "properties": PAIR, "dependentRequired": {"a": ["b"]}},
+        '{"a": 1}',
+        "dependentRequired",
+    ),
+    (
+        {"type": "object", "properties": PAIR, "dependentSchemas": {"a": {"required": ["b"]}}},
+        '{"a": 1}',
+        "dependentSchemas",
+    ),
+    (
+        {
+            "type": "object",
+            "properties": PAIR,
+            "if": {"properties": {"a": {"const": 1}}},
+            "then": {"required": ["b"]},
+        },
+        '{"a": 1}',
+        "if",
+    ),
+    (
+        {"allOf": [{"type": "object", "properties": PAIR, "required": ["a"]}, {"required": ["b"]}]},
+        '{"a": 1}',
+        "allOf",
+    ),
+    ({"oneOf": [{"type": "integer"}, {"type": "number"}]}, "5", "oneOf"),
+    (
+        {
+            "oneOf": [
+                {"type": "object", "properties": {"k": {"const": "x"}}},
+                {"type": "object", "properties": {"k": {"const": "y"}}},
+            ]
+        },
+        "{}",
+        "oneOf",
+    ),
+    (
+        {"$defs": DEFS, "$ref": "#/$defs/A", "properties": PAIR, "required": ["b"]},
+        '{"a": 1}',
+        "beside `$ref`",
+    ),
+    (
+        {"type": "object", "properties": PAIR, "required": ["a"], "anyOf": [{"required": ["b"]}]},
+        '{"b": 1}',
+        "beside `anyOf`",
+    ),
+    (
+        {"type": "object", "properties": {"x": {"$ref": "http://example.com/s.json"}}},
+        '{"x": "anything"}',
+        "external",
+    ),
+]
+
+
+@pytest.mark.parametrize(("schema", "breaking", "named"), REFUSED)
+def test_what_the_grammar_lets_through_is_refused(schema, breaking, named):
+    # the reason for refusing: xgrammar lets through a reply that breaks the schema
+    assert grammar_accepts(schema, breaking) and breaks(breaking, schema)
+    problem = unenforceable(schema)
+    assert problem is not None and named in problem
+
+
+class Cat(BaseModel):
+    pet_type: Literal["cat"]
+    meows: int
+
+
+class Dog(BaseModel):
+    pet_type: Literal["dog"]
+    barks: float
+
+
+class Address(BaseModel):
+    street: str = Field(min_length=1, description="the street")
+    zip_code: str | None = None
+
+
+class Person(BaseModel):
+    name: str
+    age: int = Field(ge=0, le=150)
+    tags: list[str] = Field(default_factory=list, max_length=3)
+    home: Address = Field(description="where they live")
+    pet: Cat | Dog = Field(discriminator="pet_type")
+    kind: Literal["a", "b"] = "a"
+    friend: "Person | None" = None
+
+
+PASSED = [  # (schema, a reply that breaks it)
+    (
+        Person.model_json_schema(),
+        '{"name": "x", "age": 200, "home": {"street": "s"}, "pet": {"pet_type": "cat", "meows": 1}}',
+    ),
+    (
+        to_strict_json_schema(Person),
+        '{"name": "x", "age": 1, "tags": [], "home": {"street": "", "zip_code": null}, "pet": {"pet_type": "dog", "meows": 1}, "kind": "a", "friend": null}',
+    ),
+    ({"oneOf": [{"type": "integer"}, {"type": "string"}]}, "true"),
+    ({"allOf": [{"$ref": "#/$defs/A"}], "$defs": DEFS, "description": "one schema, annotated"}, "{}"),
+    (
+        {"type": "object", "properties": {"t": {"type": "array", "uniqueItems": False, "maxItems": 1}}},
+        '{"t": [1, 2]}',
+    ),
+]
+
+
+@pytest.mark.parametrize(("schema", "breaking"), PASSED)
+def test_what_the_grammar_enforces_is_passed(schema, breaking):
+    assert unenforceable(schema) is None
+    assert breaks(breaking, schema) and not grammar_accepts(schema, breaking)
+
+
+def test_the_problem_says_where_it_is():
+    schema = {"type": "object", "properties": {"tags": {"type": "array", "items": {"not": {"const": 1}}}}}
+    assert unenforceable(schema, "lookup.parameters") == (
+        "uses `not` at lookup.parameters.properties.tags.items, which the grammar cannot enforce"
+    )
