@@ -312,6 +312,12 @@ class AsyncEngineClient:
         and tells the process that sent it, whose generate() then ends as after its own abort()."""
         self._send(AbortRequest([request_id], anywhere=True))
 
+    def fail_all(self, error: Exception) -> None:
+        """Every request in flight ends by raising `error` in its generate() (which aborts it in the
+        engine while the engine lives)."""
+        for stream in self._streams.values():
+            stream.queue.put_nowait(error)
+
     async def stats(self) -> dict[str, Any]:
         """The engine's counters (running and waiting requests, KV cache and prefix cache use), and
         `requests`: each sequence in the engine with its state and token counts."""
@@ -379,8 +385,7 @@ class AsyncEngineClient:
         error = EngineDeadError(f"the engine process died ({how})")
         if not self._ready.done():
             self._ready.set_exception(error)
-        for stream in self._streams.values():
-            stream.queue.put_nowait(error)
+        self.fail_all(error)
         while self._stats_waiters:
             self._stats_waiters.popleft().set_exception(error)
         if self.on_death is not None:

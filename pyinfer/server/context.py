@@ -173,6 +173,18 @@ class ServerContext:
         error.headers = {"retry-after": "1"}
         return error
 
+    def end_in_flight(self) -> None:
+        """The drain's time is up: every generation still running ends now with an error (a stream with
+        an error event), rather than being cut off mid-reply when the HTTP server stops."""
+        if self.engine.num_requests:
+            log.warning("drain timeout: ending %d requests still in flight", self.engine.num_requests)
+        self.engine.fail_all(
+            unavailable(
+                "The server shut down before the request finished (its drain timeout ran out).",
+                "shutting_down",
+            )
+        )
+
     def require_ready(self) -> None:
         if self.engine.dead:
             raise OpenAIError(500, "the engine process has died", type="server_error", code="engine_dead")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import signal
 import socket
@@ -21,12 +22,19 @@ from pyinfer.server.context import ServerContext
 log = logging.getLogger("pyinfer.server")
 
 
-class DrainingServer(uvicorn.Server):
-    """uvicorn that tells the app when a signal starts the drain, so new work gets a 503."""
+# Seconds the HTTP server waits past the drain timeout for the streams that were then ended to send their
+# error events, before it cancels what is left.
+END_GRACE = 2.0
 
-    def __init__(self, config: uvicorn.Config, ctx: ServerContext):
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn that tells the app when a signal starts the drain, so new work gets a 503, and ends the
+    requests still in flight once the drain timeout runs out."""
+
+    def __init__(self, config: uvicorn.Config, ctx: ServerContext, drain_timeout: float):
         super().__init__(config)
         self.ctx = ctx
+        self.drain_timeout = drain_timeout
         ctx.on_fatal = self.stop
 
     def stop(self) -> None:
@@ -35,6 +43,8 @@ class DrainingServer(uvicorn.Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if not self.ctx.draining:
             log.info("received %s: draining in-flight requests", signal.Signals(sig).name)
+            loop = asyncio.get_running_loop()  # a signal handler runs on the loop's thread, between its steps
+            loop.call_soon_threadsafe(loop.call_later, self.drain_timeout, self.ctx.end_in_flight)
         self.ctx.draining = True
         super().handle_exit(sig, frame)
 
@@ -71,11 +81,11 @@ def run_uvicorn(app: FastAPI, config: ServerConfig, sockets: list[socket.socket]
         http="httptools",
         log_config=None,  # ours, from configure_logging
         access_log=False,  # RequestContextMiddleware writes one line per request
-        timeout_graceful_shutdown=config.drain_timeout,
+        timeout_graceful_shutdown=config.drain_timeout + END_GRACE,
     )
     # uvicorn re-raises the signal it drained for once it is done; by then we have shut down
     # cleanly and exit 0, so the re-raised signal must not kill us.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: None)
-    DrainingServer(uv_config, ctx).run(sockets=sockets)
+    DrainingServer(uv_config, ctx, config.drain_timeout).run(sockets=sockets)
     return 1 if ctx.fatal_error else 0

@@ -23,6 +23,15 @@ def servers(tmp_path_factory) -> dict[str, ServerProcess]:
         "engine_death": ServerProcess(folder / "engine_death.log", *flags),
         "orphan": ServerProcess(folder / "orphan.log", *flags, "--log-prompts"),
         "sigterm": ServerProcess(folder / "sigterm.log", *flags, "--dtype", "auto"),  # as `make serve`
+        "drain_timeout": ServerProcess(
+            folder / "drain_timeout.log",
+            "--num-kv-blocks",
+            "160",
+            "--log-format",
+            "json",
+            "--drain-timeout",
+            "1",
+        ),
     }
     with all_stopped(procs):
         srv = procs["sigterm"]
@@ -65,6 +74,29 @@ def test_sigterm_drains_in_flight_request_and_exits_0(servers):
     assert "prompts" not in access and "Once upon" not in srv.log()  # text only with --log-prompts
     # A quiet exit: no stray output (Triton's extension, if a CPU server imported it, reports leaks here)
     assert [line for line in srv.log().splitlines() if not line.startswith("{")] == []
+
+
+def test_requests_past_the_drain_timeout_end_with_an_error_and_the_server_exits_0(servers):
+    srv = servers["drain_timeout"]
+    body = {"prompt": "Tell me a long story.", "max_tokens": 900, "ignore_eos": True}
+    http = httpx.Client(base_url=srv.base_url, timeout=60)
+    whole = posted_in_background(http, "/v1/completions", body)
+    with httpx.stream(
+        "POST", f"{srv.base_url}/v1/completions", json={**body, "stream": True}, timeout=60
+    ) as r:
+        lines = r.iter_lines()
+        assert next(lines).startswith("data: ")
+        srv.proc.send_signal(signal.SIGTERM)
+        events = [line for line in lines if line]
+    # the stream had begun: it ends with an error event and [DONE], not a connection cut mid-reply
+    assert events[-1] == "data: [DONE]" and json.loads(events[-2][6:])["error"]["code"] == "shutting_down"
+    assert len(events) < 900
+    r = whole()
+    assert r.status_code == 503 and r.json()["error"]["code"] == "shutting_down"
+    assert srv.proc.wait(30) == 0
+    records = [json.loads(line) for line in srv.log().splitlines() if line.startswith("{")]
+    assert not [r for r in records if r["level"] == "ERROR"]  # nothing cancelled under the handlers
+    assert "drain timeout: ending 2 requests still in flight" in srv.log()
 
 
 def test_engine_death_fails_requests_and_exits_nonzero(servers):
