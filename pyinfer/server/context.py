@@ -257,8 +257,9 @@ class ServerContext:
             and self.engine.num_queued > 1
             and self.engine.queued_tokens + sum(map(len, prompts)) > limit
         ):
-            queued = self.engine.queued_tokens
-            raise self._shed("queue_full_tokens", f"{queued} prompt tokens are waiting (at most {limit})")
+            queued, asked = self.engine.queued_tokens, sum(map(len, prompts))
+            why = f"{queued} prompt tokens are waiting and this request brings {asked} (at most {limit} may wait)"
+            raise self._shed("queue_full_tokens", why)
         gens = [
             Generation(
                 self.engine,

@@ -145,7 +145,9 @@ GENERATION_ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/responses")
 class RateLimitMiddleware:
     """Takes a request from the caller's allowance on the generation routes (a 429 when it is spent),
     keeps the allowance in the request's state for the routes' token charges (settled when the response
-    has ended, by the request's `at_end`), and writes what is left of it into the response's headers."""
+    has ended, by the request's `at_end`), and writes what is left of it into the response's headers.
+    A request the server fails or refuses itself (a 5xx: overloaded, shutting down, its engine gone)
+    is given back, so that a client retrying an overloaded server is not then refused by its limit."""
 
     def __init__(self, app: ASGIApp, limiter: RateLimiter):
         self.app = app
@@ -166,6 +168,8 @@ class RateLimitMiddleware:
 
         async def send_with_limits(message: Message) -> None:
             if message["type"] == "http.response.start":
+                if message["status"] >= 500:
+                    self.limiter.refund_request(allowance)
                 headers = MutableHeaders(scope=message)
                 for name, value in self.limiter.headers(allowance).items():
                     headers.setdefault(name, value)

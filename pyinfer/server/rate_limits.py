@@ -124,6 +124,11 @@ class RateLimiter:
             raise RateLimitExceeded("requests", allowance.requests, wait)
         return allowance
 
+    def refund_request(self, allowance: Allowance) -> None:
+        """Give back the request admit_request took (the server, not the caller, refused it)."""
+        if allowance.requests is not None:
+            self._change(allowance.key, "requests", allowance.requests, lambda b: (b.settle(1), None))
+
     def charge_tokens(self, allowance: Allowance, tokens: int) -> None:
         if allowance.tokens is not None and (
             wait := self._take(allowance.key, "tokens", allowance.tokens, tokens)

@@ -3,6 +3,7 @@ key's limit leaving another key served, and token charges corrected by what was 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
@@ -11,7 +12,7 @@ import openai
 import pytest
 
 from pyinfer.server.rate_limits import Bucket, duration
-from tests.server.helpers import ServerProcess, assert_error, running_server
+from tests.server.helpers import ServerProcess, assert_error, running_server, wait_until
 
 KEYS = "sk-three three 3\nsk-six six 6\nsk-free free\nsk-tokens tokens 1000 400\n"
 
@@ -120,3 +121,49 @@ def _model(srv: ServerProcess) -> str:
     return httpx.get(f"{srv.base_url}/v1/models", headers={"Authorization": "Bearer sk-free"}).json()["data"][
         0
     ]["id"]
+
+
+@pytest.fixture(scope="module")
+def shedding(tmp_path_factory) -> Iterator[ServerProcess]:
+    flags = (
+        "--rate-limit-rpm",
+        "3",
+        "--max-num-seqs",
+        "1",
+        "--max-queued-requests",
+        "1",
+        "--num-kv-blocks",
+        "64",
+    )
+    with running_server(tmp_path_factory.mktemp("shed") / "server.log", *flags) as srv:
+        yield srv
+
+
+def test_a_request_the_server_refuses_for_its_own_reasons_is_given_back(shedding):
+    url = f"{shedding.base_url}/v1/completions"
+    first_token = threading.Event()
+
+    def long_stream() -> None:  # the one running request
+        body = {"prompt": "Tell me a long story.", "max_tokens": 100, "ignore_eos": True, "stream": True}
+        with httpx.stream("POST", url, json=body, timeout=120) as r:
+            for _ in r.iter_lines():
+                first_token.set()
+
+    threads = [threading.Thread(target=long_stream)]
+    threads.append(
+        threading.Thread(target=lambda: httpx.post(url, json={"prompt": "Hi", "max_tokens": 1}, timeout=120))
+    )
+    threads[0].start()
+    assert first_token.wait(60)
+    threads[1].start()  # the one waiting request: two of the three a minute are taken
+    wait_until(
+        lambda: httpx.get(f"{shedding.base_url}/v1/engine/stats").json()["num_requests_waiting"] == 1, 30
+    )
+    refused = httpx.post(url, json={"prompt": "Hi", "max_tokens": 1}, timeout=30)
+    assert assert_error(refused, 503)["code"] == "queue_full"
+    assert refused.headers["x-ratelimit-remaining-requests"] == "1"  # the refused request was given back
+    for thread in threads:
+        thread.join()
+    assert httpx.post(url, json={"prompt": "Hi", "max_tokens": 1}, timeout=30).status_code == 200  # not a 429
+    again = httpx.post(url, json={"prompt": "Hi", "max_tokens": 1}, timeout=30)
+    assert assert_error(again, 429)["type"] == "requests"  # the client's own refusals still count
