@@ -52,6 +52,7 @@ TOKEN_GAP_BUCKETS = (
     2.5,
 )
 FINISH_REASONS = ("stop", "length", "tool_calls", "abort")  # a choice's, as the API reports them
+SHED_CODES = ("queue_full", "queue_full_tokens")  # the error codes of load shedding's 503s
 
 
 class ServerMetrics:
@@ -106,6 +107,9 @@ class ServerMetrics:
         self._token_gap = self.inter_token.labels(model_name)
         self._e2e = self.e2e.labels(model_name)
         self._queue_time = self.queue_time.labels(model_name)
+        for code in SHED_CODES:
+            self.rejections.labels(model_name, code)
+        self.key_refusals.labels("", "401")  # no key, or an unknown one
         self.http_requests = Counter(
             "pyinfer:http_requests",
             "HTTP requests by method, route and status.",

@@ -93,7 +93,7 @@ def test_engine_gauges_and_cache_layout(http):
 
 @pytest.mark.parametrize("processes", ["one", "several"])
 def test_the_model_s_series_exist_before_their_first_event(tmp_path, processes):
-    """Each finish reason's count and each latency histogram, at zero before any request: in one API
+    """Each finish reason's count, each latency histogram and each refusal's count, at zero before any request: in one API
     process's registry and in several's shared files (a fresh interpreter: prometheus_client reads
     PROMETHEUS_MULTIPROC_DIR when it is imported)."""
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
@@ -123,3 +123,6 @@ def test_the_model_s_series_exist_before_their_first_event(tmp_path, processes):
         "e2e_request_latency_seconds",
     ):
         assert (f"pyinfer:{histogram}_count", (("model_name", "m"),), 0) in samples
+    for code in ("queue_full", "queue_full_tokens"):
+        assert ("pyinfer:request_rejections_total", (("code", code), ("model_name", "m")), 0) in samples
+    assert ("pyinfer:api_key_refusals_total", (("key", ""), ("status", "401")), 0) in samples
