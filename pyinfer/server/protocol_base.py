@@ -10,6 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"  # OpenAI's rule for the names of functions and response formats
+
 
 class Request(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)

@@ -10,13 +10,13 @@ from typing import Any, Literal
 from pydantic import Field
 
 from pyinfer.sampling_params import SamplingParamsError, StructuredOutput
-from pyinfer.server.protocol_base import Settings
+from pyinfer.server.protocol_base import NAME_PATTERN, Settings
 
 ANY_OBJECT = '{"type": "object"}'  # json_object: any JSON object, as OpenAI's JSON mode promises
 
 
 class JsonSchema(Settings):
-    name: str
+    name: str = Field(pattern=NAME_PATTERN)
     description: str | None = None
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
     strict: bool | None = None
@@ -37,12 +37,14 @@ class TextFormat(Settings):
     """The Responses API's text.format: the same choices, the schema's fields beside `type`."""
 
     type: Literal["text", "json_object", "json_schema"] = "text"
-    name: str | None = None
+    name: str | None = Field(default=None, pattern=NAME_PATTERN)  # required for json_schema
     description: str | None = None
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
     strict: bool | None = None
 
     def constraint(self) -> StructuredOutput | None:
+        if self.type == "json_schema" and self.name is None:
+            raise SamplingParamsError("text.format.name", "is required when text.format.type is json_schema")
         return _format_constraint(self.type, self.schema_, "text.format")
 
 

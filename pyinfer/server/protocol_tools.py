@@ -13,12 +13,12 @@ from pydantic import BaseModel, Field
 
 from pyinfer.sampling_params import SamplingParamsError, StructuredOutput
 from pyinfer.schema_support import unenforceable
-from pyinfer.server.protocol_base import Settings
+from pyinfer.server.protocol_base import NAME_PATTERN, Settings
 from pyinfer.server.tool_formats import ToolFormat
 from pyinfer.server.tool_grammar import structural_tag
 from pyinfer.server.tool_parser import BesidesCalls, ToolCallParser
 
-FUNCTION_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")  # as OpenAI checks them
+FUNCTION_NAME = re.compile(NAME_PATTERN)
 MAX_ARGUMENT_WHITESPACE = 16  # as for JSON output: no call loops on spaces until max_tokens
 
 

@@ -208,6 +208,43 @@ def test_a_setting_inside_the_body_that_nobody_knows_is_refused(http, model, rou
     assert where in assert_error(r, 400, param=field)["message"]
 
 
+SCHEMA = {"type": "object", "properties": {"a": {"type": "integer"}}}
+
+
+@pytest.mark.parametrize(
+    ("route", "field", "value", "param", "says"),
+    [
+        (
+            "responses",
+            "text",
+            {"format": {"type": "json_schema", "schema": SCHEMA}},
+            "text.format.name",
+            "required",
+        ),
+        (
+            "responses",
+            "text",
+            {"format": {"type": "json_schema", "name": "a b", "schema": SCHEMA}},
+            "text",
+            "pattern",
+        ),
+        (
+            "chat",
+            "response_format",
+            {"type": "json_schema", "json_schema": {"name": "a/b", "schema": SCHEMA}},
+            "response_format",
+            "pattern",
+        ),
+    ],
+)
+def test_a_response_format_is_named_as_openai_requires(http, model, route, field, value, param, says):
+    if route == "chat":
+        r = http.post("/v1/chat/completions", json=chat_body(model, **{field: value}))
+    else:
+        r = http.post("/v1/responses", json={"model": model, "input": "hi", field: value})
+    assert says in assert_error(r, 400, param=param)["message"]
+
+
 def test_a_malformed_item_of_a_union_is_named_by_the_kind_it_claims(http, model):
     """pydantic tries each kind of input item; the error is the one of the kind the item's type names."""
     body = {"model": model, "input": [{"type": "function_call_output", "call_id": "c1"}]}
