@@ -23,7 +23,7 @@ from pyinfer.server.config import ServerConfig
 from pyinfer.server.errors import OpenAIError, bad_request, rate_limited, unavailable
 from pyinfer.server.generation import Generation
 from pyinfer.server.prometheus import ServerMetrics
-from pyinfer.server.protocol_tools import ToolRequest
+from pyinfer.server.protocol_tools import ToolRequest, check_tool_results
 from pyinfer.server.rate_limits import RateLimiter, RateLimitExceeded
 from pyinfer.server.response_store import ResponseStore
 from pyinfer.server.shared_state import IN_MEMORY, SharedState
@@ -324,6 +324,7 @@ class ServerContext:
     ) -> list[int]:
         """The prompt of a conversation, with the tools it offers as the model is given them."""
         tokenizer = self.require_tokenizer()
+        check_tool_results(messages, param)
         messages, template_tools = chat_prompt(messages, tools, self.tool_support)
         try:
             if sum(len(m["content"]) for m in messages) <= INLINE_TOKENIZE_CHARS:

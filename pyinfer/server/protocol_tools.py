@@ -152,6 +152,20 @@ def _definition(function: FunctionDefinition) -> dict[str, Any]:
     return function.model_dump(exclude_none=True, exclude={"type"})
 
 
+def check_tool_results(messages: list[dict[str, Any]], param: str) -> None:
+    """Each tool result answers a call an earlier assistant message made (a 400 naming `param`, as at
+    OpenAI): a result of no call is a client's slip that would only mislead the model."""
+    calls: set[str] = set()
+    for message in messages:
+        calls.update(call["id"] for call in message.get("tool_calls") or ())
+        if message["role"] == "tool" and message.get("tool_call_id") not in calls:
+            raise SamplingParamsError(
+                param,
+                f"has a tool result for the call {message.get('tool_call_id')!r}, which no earlier "
+                "assistant message made",
+            )
+
+
 def template_tool_call(call_id: str, name: str, arguments: str) -> dict[str, Any]:
     """An earlier call as chat templates take it: arguments as an object where they parse as one."""
     try:

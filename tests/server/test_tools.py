@@ -289,6 +289,7 @@ def test_a_json_response_format_beside_tools_gives_calls_or_that_json(client, mo
         ),
         ({"tools": TOOLS, "structured_outputs": {"regex": "a+"}}, "structured_outputs"),
         ({"messages": [*QUESTION, {"role": "tool", "content": "no id"}]}, "messages"),
+        ({"messages": [*QUESTION, {"role": "tool", "content": "20C", "tool_call_id": "nope"}]}, "messages"),
     ],
 )
 @pytest.mark.parametrize("stream", [False, True])
@@ -339,6 +340,15 @@ def test_responses_function_calls_and_their_outputs(client, model):
     )
     assert sent_back.output_text and sent_back.output_text == continued.output_text
     assert sent_back.usage.input_tokens == continued.usage.input_tokens
+    with pytest.raises(openai.BadRequestError) as e:  # a result of a call neither input nor chain made
+        client.responses.create(
+            model=model,
+            previous_response_id=first.id,
+            input=[{**result, "call_id": "call_nope"}],
+            tools=RESPONSES_TOOLS,
+            max_output_tokens=30,
+        )
+    assert e.value.body["param"] == "input" and "call_nope" in e.value.body["message"]
 
 
 def test_responses_stream_function_call_events(client, model):
