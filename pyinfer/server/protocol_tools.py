@@ -9,7 +9,7 @@ import re
 from collections.abc import Callable
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from pyinfer.sampling_params import SamplingParamsError, StructuredOutput
 from pyinfer.schema_support import unenforceable
@@ -39,6 +39,15 @@ class ResponsesTool(FunctionDefinition):
     """The Responses API's function tool: the definition's fields beside `type`."""
 
     type: Literal["function"]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _served_kind(cls, data: Any) -> Any:
+        """Another kind of tool (web_search, file_search, ...) is named as such, not as a function
+        missing its name."""
+        if isinstance(data, dict) and data.get("type", "function") != "function":
+            raise ValueError(f"tools of type {data['type']!r} are not served here, only type 'function'")
+        return data
 
 
 class FunctionName(Settings):

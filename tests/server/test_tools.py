@@ -167,6 +167,9 @@ def test_the_streamed_call_equals_the_whole_one(client, model, parallel):
     assert [(c["name"], c["arguments"]) for c in calls] == [
         (c.function.name, c.function.arguments) for c in whole.message.tool_calls
     ]
+    with client.chat.completions.create(**body, stream=True) as stream:  # a reply of calls only...
+        first = next(iter(stream)).choices[0].delta
+    assert first.role == "assistant" and first.content is None  # ...opens with no content, as at OpenAI
 
 
 def test_arguments_with_braces_quotes_unicode_and_markup_survive(client, model):
@@ -379,6 +382,7 @@ def test_responses_refuse_tools_we_do_not_run(client, model):
     with pytest.raises(openai.BadRequestError) as e:
         client.responses.create(model=model, input="hi", tools=[{"type": "web_search"}])
     assert e.value.body["param"].startswith("tools")
+    assert "tools of type 'web_search' are not served here" in e.value.body["message"]
 
 
 # ---- the OpenAI Agents SDK --------------------------------------------------------------------------

@@ -54,7 +54,8 @@ async def create_chat_completion(request: Request, body: ChatBody) -> Response:
         deltas = run_all([gen])
         if params.structured is not None:
             deltas = await primed(request, deltas)
-        return event_stream(_chunks(gen, deltas, head, tokenizer, body.include_usage))
+        calls_only = tools is not None and tools.mode in ("required", "named")
+        return event_stream(_chunks(gen, deltas, head, tokenizer, body.include_usage, calls_only))
     await until_disconnected(request, drain(run_all([gen])))
     choices = [
         ChatChoice(
@@ -76,10 +77,11 @@ async def _chunks(
     head: dict[str, Any],
     tokenizer: Tokenizer,
     include_usage: bool,
+    calls_only: bool,  # the reply is tool calls: the role chunk carries no content, as at OpenAI
 ) -> AsyncIterator[str]:
     """Role chunks first, then one chunk per delta as tokens are sampled, usage, [DONE]."""
     for i in range(gen.params.n):
-        role = ChatDelta(role="assistant", content="")
+        role = ChatDelta(role="assistant", content=None if calls_only else "")
         yield sse(ChatCompletionChunk(**head, choices=[ChatChunkChoice(index=i, delta=role)]))
     plain = TextChunks(ChatCompletionChunk(**head, choices=[]), _text_choice)
     async with aclosing(deltas):
