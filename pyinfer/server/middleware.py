@@ -73,12 +73,15 @@ class RequestContextMiddleware:
         state["request_id"] = request_id
         start = time.perf_counter()
         status = 499  # unless a response starts: the client left first
+        whole = False  # the response's last body part was sent
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, whole
             if message["type"] == "http.response.start":
                 status = message["status"]
                 MutableHeaders(scope=message)["X-Request-Id"] = request_id
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                whole = True
             await send(message)
 
         try:
@@ -94,7 +97,7 @@ class RequestContextMiddleware:
                 if status in (401, 429):
                     key = getattr(state.get("api_key", ANONYMOUS if status == 429 else None), "name", "")
                     self.metrics.key_refusals.labels(key, str(status)).inc()
-            self._log(scope, route, status, ms, request_id)
+            self._log(scope, route, status, ms, request_id, cut_off=status != 499 and not whole)
 
     def _route_template(self, scope: Scope) -> str:
         """The route's template, not the path (a bounded set of metric labels): the one the router
@@ -104,7 +107,8 @@ class RequestContextMiddleware:
             route = next((r for r in self.routes if r.matches(scope)[0] is not Match.NONE), None)
         return getattr(route, "path", "unmatched")
 
-    def _log(self, scope: Scope, route: str, status: int, ms: float, request_id: str) -> None:
+    def _log(self, scope: Scope, route: str, status: int, ms: float, request_id: str, cut_off: bool) -> None:
+        """One access line; `cut_off`: the response began but never ended (the client left mid-stream)."""
         client = scope.get("client")
         state = scope["state"]
         fields = {
@@ -117,6 +121,8 @@ class RequestContextMiddleware:
             "client": f"{client[0]}:{client[1]}" if client else None,
             "api_key": getattr(state.get("api_key"), "name", None),  # its name, never the key
         }
+        if cut_off:
+            fields["cut_off"] = True
         generations = state.get("generations", [])
         if generations:  # what was sent to the engine (tokens, never text unless asked for)
             fields["prompt_tokens"] = sum(len(g.prompt_token_ids) for g in generations)
@@ -127,10 +133,11 @@ class RequestContextMiddleware:
         key = f" key={fields['api_key']}" if fields["api_key"] else ""
         tokens = f" tokens={fields['prompt_tokens']}+{fields['completion_tokens']}" if generations else ""
         access_log.info(
-            "%s %s %d %.1fms request_id=%s%s%s",
+            "%s %s %d%s %.1fms request_id=%s%s%s",
             scope["method"],
             scope["path"],
             status,
+            " cut off" if cut_off else "",
             ms,
             request_id,
             key,

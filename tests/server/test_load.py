@@ -49,13 +49,18 @@ def test_streaming_disconnect_frees_blocks(server, model, http):
         "ignore_eos": True,
         "stream": True,
     }
-    with httpx.stream("POST", f"{server.base_url}/v1/chat/completions", json=body, timeout=60) as r:
+    url, headers = f"{server.base_url}/v1/chat/completions", {"x-request-id": "left-mid-stream"}
+    with httpx.stream("POST", url, json=body, headers=headers, timeout=60) as r:
         lines = r.iter_lines()
         for _ in range(6):
             next(lines)
         busy = engine_stats(http)
         assert busy["num_requests_running"] == 1 and busy["kv_cache_free_blocks"] < busy["kv_cache_blocks"]
     wait_until(lambda: engine_idle(http), timeout=5)
+    # the access log tells the stream the client left from one it read to the end
+    wait_until(lambda: "request_id=left-mid-stream" in server.log(), timeout=5)
+    (line,) = [line for line in server.log().splitlines() if "request_id=left-mid-stream" in line]
+    assert "/v1/chat/completions 200 cut off " in line
 
 
 def test_non_streaming_disconnect_frees_blocks(server, model, http):
