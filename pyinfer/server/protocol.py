@@ -278,7 +278,11 @@ class TokenizeRequest(TemplateControls):
     model: str | None = None
     prompt: str | None = None
     messages: list[ChatMessage] | None = None
+    tools: list[ChatTool] | None = None  # with messages: counted as a chat request offering them is
     add_special_tokens: bool = True
+
+    def tool_request(self) -> ToolRequest | None:
+        return ToolRequest.of([t.function for t in self.tools or []], None, False, None)
 
 
 class DetokenizeRequest(Body):

@@ -80,6 +80,11 @@ def test_tokenize_and_detokenize(http, model):
     assert http.post("/detokenize", json={"tokens": r["tokens"]}).json() == {"prompt": "Hello world"}
     chat = http.post("/tokenize", json={"messages": [{"role": "user", "content": "Hello world"}]}).json()
     assert chat["count"] > r["count"]  # the chat template adds its markers
+    tool = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+    messages = [{"role": "user", "content": "Hello world"}]
+    offered = http.post("/tokenize", json={"messages": messages, "tools": [tool]}).json()
+    assert offered["count"] > chat["count"]  # the tools' prompt counted, as a chat request offering them
+    assert http.post("/tokenize", json={"prompt": "Hello", "tools": [tool]}).status_code == 400
     assert http.post("/tokenize", json={}).status_code == 400
     assert http.post("/detokenize", json={"tokens": [-1]}).status_code == 400
 

@@ -24,9 +24,13 @@ async def tokenize(request: Request, body: TokenizeBody) -> dict[str, Any]:
     ctx.require_ready()
     if (body.prompt is None) == (body.messages is None):
         raise bad_request("give either prompt or messages", param="prompt")
+    if body.tools is not None and body.messages is None:
+        raise bad_request(
+            "tools need messages: they are given to the model through the chat template", "tools"
+        )
     if body.messages is not None:
         messages = [m.template_dict() for m in body.messages]
-        tokens = await ctx.encode_chat(messages, options=body.template_options())
+        tokens = await ctx.encode_chat(messages, body.tool_request(), options=body.template_options())
     else:
         tokens = await ctx.encode(body.prompt or "", body.add_special_tokens)
     assert ctx.engine.ready is not None
