@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 import anyio
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.routing import Route
 
 from pyinfer import __version__
 from pyinfer.config import EngineConfig
@@ -92,7 +93,8 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, limit=config.max_request_body)  # before anything reads it
     app.add_middleware(
         RequestContextMiddleware,
-        routes=routes,
+        # FastAPI's own pages (/docs, /openapi.json; plain routes of the app's router) too
+        routes=[*routes, *(r for r in app.router.routes if isinstance(r, Route))],
         metrics=ctx.metrics,
         log_prompts=config.log_prompts,
     )

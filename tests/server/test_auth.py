@@ -105,6 +105,23 @@ def test_a_refused_request_is_counted_under_its_route_and_as_a_key_refusal(keyed
     wait_until(lambda: counted() == (before[0] + 1, before[1] + 1), 5)
 
 
+def test_fastapi_s_own_pages_refused_are_counted_under_their_routes(keyed_server):
+    def counted(route: str) -> float:
+        text = httpx.get(f"{keyed_server.base_url}/metrics").text
+        samples = [s for f in text_string_to_metric_families(text) for s in f.samples]
+        labels = {"method": "GET", "route": route, "status": "401"}
+        return sum(
+            s.value
+            for s in samples
+            if s.name == "pyinfer:http_requests_total" and s.labels.items() >= labels.items()
+        )
+
+    before = {route: counted(route) for route in ("/docs", "/openapi.json")}
+    for route in before:
+        assert httpx.get(f"{keyed_server.base_url}{route}").status_code == 401
+    wait_until(lambda: all(counted(route) == n + 1 for route, n in before.items()), 5)
+
+
 def test_a_key_taken_out_of_the_file_stops_working_without_a_restart(keyed_server, key_file):
     bob = client(keyed_server, "sk-bob")
     assert bob.models.list().data
