@@ -377,7 +377,7 @@ class AsyncEngineClient:
             how = f"exit code {code}"
         else:
             await process_exit(self.link.core_pid)
-            how = "it was started by the launcher"
+            how = "the launcher started it and logs its exit code"
         if self._closing:
             return
         log.error("engine core exited unexpectedly (%s)", how)
