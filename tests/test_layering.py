@@ -1,7 +1,8 @@
 """The layering DESIGN.md promises, checked on every import in the package (those inside functions and
 TYPE_CHECKING blocks too): server -> engine client and messages -> engine -> models -> attention ->
 layers -> kernels, with torch-free base modules (settings, flags, logging, the heap's freeze, sampling
-parameters, the tokenizer and detokenizer) that any layer may use. No arrow may run back up."""
+parameters, what the grammar can enforce of a JSON schema, the tokenizer and detokenizer) that any layer
+may use. No arrow may run back up."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ BASE = {
     "pyinfer.logs",
     "pyinfer.heap",
     "pyinfer.sampling_params",
+    "pyinfer.schema_support",
     "pyinfer.detokenizer",
     "pyinfer.tokenizer",
     "pyinfer.generation_config",
