@@ -17,11 +17,13 @@ class StructuredOutput(msgspec.Struct, kw_only=True, frozen=True):
     """A constraint the output must satisfy, compiled to a grammar in the engine: `spec` is a JSON
     schema as JSON text (kind json), a regular expression (regex), a JSON list of strings (choice), an
     EBNF grammar (grammar) or xgrammar's structural tag as JSON (structural_tag: tool calls). `param`
-    is the request field it came from, for error messages."""
+    is the request field it came from, for error messages. `strict`: a JSON schema using what the grammar
+    cannot enforce is refused; otherwise (OpenAI's formats without strict) the rest of it is enforced."""
 
     kind: str
     spec: str
     param: str = "response_format"
+    strict: bool = True
 
 
 class SamplingParams(msgspec.Struct, kw_only=True):

@@ -72,7 +72,10 @@ PRIMITIVES = frozenset({"object", "array", "string", "number", "boolean", "null"
 def unenforceable(schema: Any, where: str = "schema") -> str | None:
     """The first use in `schema` (named `where`) that the grammar cannot enforce, described with where it
     is; None if every keyword it uses is enforced."""
-    return _find(schema, schema, where)
+    try:
+        return _find(schema, schema, where)
+    except RecursionError:
+        return f"nests {where} too deeply to check"
 
 
 def _find(node: Any, root: Any, where: str) -> str | None:
@@ -86,6 +89,12 @@ def _find(node: Any, root: Any, where: str) -> str | None:
     ref = node.get("$ref")
     if isinstance(ref, str) and not ref.startswith("#"):
         return f"has the external $ref {ref!r} at {where}; only references inside the schema (#...) resolve"
+    lengths = sorted({"minLength", "maxLength"} & node.keys())
+    if lengths and ("pattern" in node or "format" in node):
+        shape = "pattern" if "pattern" in node else "format"
+        return f"puts {_names(lengths)} beside `{shape}` at {where}; the grammar enforces the {shape} alone there"
+    if "multipleOf" in node and node.get("type") != "integer":
+        return f"uses `multipleOf` at {where} on a number that may have a fraction, which the grammar cannot enforce"
     combinators = [key for key in COMBINATORS if key in node]
     if combinators:
         beside = sorted((ASSERTIONS & node.keys()) | set(combinators[1:]))
@@ -145,6 +154,8 @@ def _apart(a: Any, b: Any, root: Any) -> bool:
     values_a, values_b = _values(a), _values(b)
     if values_a is not None and values_b is not None and not values_a & values_b:
         return True
+    if _requires_unknown(a, b) or _requires_unknown(b, a):
+        return True
     shared = set(a.get("required") or ()) & set(b.get("required") or ())
     for name in shared:
         values_a = _values(_resolve((a.get("properties") or {}).get(name), root))
@@ -152,6 +163,14 @@ def _apart(a: Any, b: Any, root: Any) -> bool:
         if values_a is not None and values_b is not None and not values_a & values_b:
             return True
     return False
+
+
+def _requires_unknown(a: dict, b: dict) -> bool:
+    """Whether `a` requires a property that `b` cannot have: one `b` does not define, where `b` allows
+    no others (the grammar compiles schemas strictly: an object has only the properties it defines)."""
+    if b.get("additionalProperties", False) is not False or "patternProperties" in b:
+        return False
+    return bool(set(a.get("required") or ()) - set(b.get("properties") or {}))
 
 
 def _types(schema: dict) -> set[str] | None:

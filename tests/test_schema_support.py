@@ -19,7 +19,7 @@ PAIR = {"a": {"type": "integer"}, "b": {"type": "integer"}}
 DEFS = {"A": {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}}
 
 
-# what the external reference of the last refused schema names, for jsonschema to follow
+# what the external reference among the refused schemas names, for jsonschema to follow
 EXTERNAL = Registry().with_resource(
     "http://example.com/s.json",
     Resource.from_contents({"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "integer"}),
@@ -90,6 +90,9 @@ REFUSED = [  # (schema, a reply that breaks it, the keyword named)
         '{"x": "anything"}',
         "external",
     ),
+    ({"type": "string", "pattern": "^[a-z]+$", "minLength": 3}, '"a"', "beside `pattern`"),
+    ({"type": "string", "format": "email", "maxLength": 5}, '"abcdef@x.com"', "beside `format`"),
+    ({"type": "number", "multipleOf": 0.5}, "0.3", "multipleOf"),
 ]
 
 
@@ -109,6 +112,20 @@ class Cat(BaseModel):
 class Dog(BaseModel):
     pet_type: Literal["dog"]
     barks: float
+
+
+class Fish(BaseModel):  # a union's tag with a default: not required, yet the branches stay apart
+    kind: Literal["fish"] = "fish"
+    fins: int
+
+
+class Bird(BaseModel):
+    kind: Literal["bird"] = "bird"
+    wings: int
+
+
+class Pond(BaseModel):
+    animal: Fish | Bird = Field(discriminator="kind")
 
 
 class Address(BaseModel):
@@ -136,6 +153,7 @@ PASSED = [  # (schema, a reply that breaks it)
         '{"name": "x", "age": 1, "tags": [], "home": {"street": "", "zip_code": null}, "pet": {"pet_type": "dog", "meows": 1}, "kind": "a", "friend": null}',
     ),
     ({"oneOf": [{"type": "integer"}, {"type": "string"}]}, "true"),
+    (Pond.model_json_schema(), '{"animal": {"fins": 1, "wings": 2}}'),
     ({"allOf": [{"$ref": "#/$defs/A"}], "$defs": DEFS, "description": "one schema, annotated"}, "{}"),
     (
         {"type": "object", "properties": {"t": {"type": "array", "uniqueItems": False, "maxItems": 1}}},

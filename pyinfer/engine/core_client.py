@@ -164,6 +164,7 @@ class AsyncEngineClient:
         self.others_queued = 0  # the other API processes' requests waiting, as the core last told
         self.others_queued_tokens = 0
         self._stats_waiters: deque[asyncio.Future[dict[str, Any]]] = deque()
+        self._failure: Callable[[], Exception] | None = None  # set by fail_all: what new requests raise
         self._closing = False
         self._proc: asyncio.subprocess.Process | None = None
         self._tasks: list[asyncio.Task] = []
@@ -267,6 +268,8 @@ class AsyncEngineClient:
     ) -> AsyncIterator[SeqOutput]:
         """Outputs of every choice of one request until all finish; aborts the request if left early."""
         self._check_alive()
+        if self._failure is not None:
+            raise self._failure()
         stream = _Stream(params.n, len(prompt_token_ids))
         self._streams[request_id] = stream
         self._queue(stream, +1)
@@ -312,11 +315,12 @@ class AsyncEngineClient:
         and tells the process that sent it, whose generate() then ends as after its own abort()."""
         self._send(AbortRequest([request_id], anywhere=True))
 
-    def fail_all(self, error: Exception) -> None:
-        """Every request in flight ends by raising `error` in its generate() (which aborts it in the
-        engine while the engine lives)."""
+    def fail_all(self, error_of: Callable[[], Exception]) -> None:
+        """Every request in flight, and any sent from now on, ends by raising a fresh `error_of()` in its
+        generate() (which aborts it in the engine while the engine lives)."""
+        self._failure = error_of
         for stream in self._streams.values():
-            stream.queue.put_nowait(error)
+            stream.queue.put_nowait(error_of())
 
     async def stats(self) -> dict[str, Any]:
         """The engine's counters (running and waiting requests, KV cache and prefix cache use), and
@@ -385,7 +389,7 @@ class AsyncEngineClient:
         error = EngineDeadError(f"the engine process died ({how})")
         if not self._ready.done():
             self._ready.set_exception(error)
-        self.fail_all(error)
+        self.fail_all(lambda: EngineDeadError(f"the engine process died ({how})"))
         while self._stats_waiters:
             self._stats_waiters.popleft().set_exception(error)
         if self.on_death is not None:

@@ -6,6 +6,7 @@ A bank lives in the engine's process or in a grammar worker process (engine/gram
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from typing import Any
@@ -14,6 +15,8 @@ import torch
 
 from pyinfer.sampling_params import SamplingParamsError, StructuredOutput
 from pyinfer.schema_support import unenforceable
+
+log = logging.getLogger(__name__)
 
 # Whitespace a JSON reply may put between two tokens of its structure: enough for any indentation a
 # model is likely to use, and a bound on the runs of spaces and newlines that loop until max_tokens.
@@ -63,7 +66,9 @@ class GrammarBank:
         start = time.perf_counter()
         kind, spec, compiler = constraint.kind, constraint.spec, self._compiler
         if kind == "json" and (problem := unenforceable(_parsed(spec))):
-            raise SamplingParamsError(constraint.param, problem)
+            if constraint.strict:
+                raise SamplingParamsError(constraint.param, problem)
+            log.info("%s %s; not strict: the rest is enforced", constraint.param, problem)
         try:
             if kind == "json":
                 compiled = compiler.compile_json_schema(

@@ -58,8 +58,10 @@ def main() -> None:
             _, number, makes, accepts, fills, drops, turn = message
             reply(("stepped", number, bank.step(makes, accepts, fills, drops, masks[turn])))
         else:
-            _, key, kind, spec, param = message
-            compiler.submit(compile_one, key, StructuredOutput(kind=kind, spec=spec, param=param))
+            _, key, kind, spec, param, strict = message
+            compiler.submit(
+                compile_one, key, StructuredOutput(kind=kind, spec=spec, param=param, strict=strict)
+            )
     compiler.shutdown(wait=False, cancel_futures=True)  # no one is left to hear of them
     os._exit(0)  # without waiting for a compile under way
 

@@ -93,7 +93,7 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, limit=config.max_request_body)  # before anything reads it
     app.add_middleware(
         RequestContextMiddleware,
-        # FastAPI's own pages (/docs, /openapi.json; plain routes of the app's router) too
+        # and FastAPI's own pages (/docs, /openapi.json), the starlette Routes of the app's router
         routes=[*routes, *(r for r in app.router.routes if isinstance(r, Route))],
         metrics=ctx.metrics,
         log_prompts=config.log_prompts,

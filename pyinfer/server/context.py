@@ -23,7 +23,7 @@ from pyinfer.server.config import ServerConfig
 from pyinfer.server.errors import OpenAIError, bad_request, rate_limited, unavailable
 from pyinfer.server.generation import Generation
 from pyinfer.server.prometheus import ServerMetrics
-from pyinfer.server.protocol_tools import ToolRequest, check_tool_results
+from pyinfer.server.protocol_tools import ToolRequest
 from pyinfer.server.rate_limits import RateLimiter, RateLimitExceeded
 from pyinfer.server.response_store import ResponseStore
 from pyinfer.server.shared_state import IN_MEMORY, SharedState
@@ -174,12 +174,12 @@ class ServerContext:
         return error
 
     def end_in_flight(self) -> None:
-        """The drain's time is up: every generation still running ends now with an error (a stream with
-        an error event), rather than being cut off mid-reply when the HTTP server stops."""
+        """The drain's time is up: every generation still running, or sent from now on, ends with an error
+        (a stream with an error event), rather than being cut off mid-reply when the HTTP server stops."""
         if self.engine.num_requests:
             log.warning("drain timeout: ending %d requests still in flight", self.engine.num_requests)
         self.engine.fail_all(
-            unavailable(
+            lambda: unavailable(
                 "The server shut down before the request finished (its drain timeout ran out).",
                 "shutting_down",
             )
@@ -324,7 +324,6 @@ class ServerContext:
     ) -> list[int]:
         """The prompt of a conversation, with the tools it offers as the model is given them."""
         tokenizer = self.require_tokenizer()
-        check_tool_results(messages, param)
         messages, template_tools = chat_prompt(messages, tools, self.tool_support)
         try:
             if sum(len(m["content"]) for m in messages) <= INLINE_TOKENIZE_CHARS:

@@ -80,9 +80,9 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 MutableHeaders(scope=message)["X-Request-Id"] = request_id
-            elif message["type"] == "http.response.body" and not message.get("more_body", False):
-                whole = True
             await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                whole = True
 
         try:
             await self.app(scope, receive, send_with_id)
@@ -108,7 +108,8 @@ class RequestContextMiddleware:
         return getattr(route, "path", "unmatched")
 
     def _log(self, scope: Scope, route: str, status: int, ms: float, request_id: str, cut_off: bool) -> None:
-        """One access line; `cut_off`: the response began but never ended (the client left mid-stream)."""
+        """One access line; `cut_off`: the response began but never ended (the client left mid-stream, or
+        the server stopped it)."""
         client = scope.get("client")
         state = scope["state"]
         fields = {
@@ -153,8 +154,9 @@ class RateLimitMiddleware:
     """Takes a request from the caller's allowance on the generation routes (a 429 when it is spent),
     keeps the allowance in the request's state for the routes' token charges (settled when the response
     has ended, by the request's `at_end`), and writes what is left of it into the response's headers.
-    A request the server fails or refuses itself (a 5xx: overloaded, shutting down, its engine gone)
-    is given back, so that a client retrying an overloaded server is not then refused by its limit."""
+    A request the server refuses for its own reasons before generating anything for it (a 5xx:
+    overloaded, shutting down, its engine gone) is given back, so that a client retrying an overloaded
+    server is not then refused by its limit; one that ran (a 504 timeout) counts."""
 
     def __init__(self, app: ASGIApp, limiter: RateLimiter):
         self.app = app
@@ -175,7 +177,7 @@ class RateLimitMiddleware:
 
         async def send_with_limits(message: Message) -> None:
             if message["type"] == "http.response.start":
-                if message["status"] >= 500:
+                if message["status"] >= 500 and not any(g.started for g in state.get("generations", [])):
                     self.limiter.refund_request(allowance)
                 headers = MutableHeaders(scope=message)
                 for name, value in self.limiter.headers(allowance).items():

@@ -282,6 +282,7 @@ class TokenizeRequest(TemplateControls):
     add_special_tokens: bool = True
 
     def tool_request(self) -> ToolRequest | None:
+        """The tools as a chat request offering them under tool_choice auto gives them the model."""
         return ToolRequest.of([t.function for t in self.tools or []], None, False, None)
 
 

@@ -30,7 +30,8 @@ class ResponseFormat(Settings):
 
     def constraint(self) -> StructuredOutput | None:
         schema = self.json_schema.schema_ if self.json_schema else None
-        return _format_constraint(self.type, schema, "response_format")
+        strict = self.json_schema is not None and self.json_schema.strict is True
+        return _format_constraint(self.type, schema, "response_format", strict)
 
 
 class TextFormat(Settings):
@@ -45,7 +46,7 @@ class TextFormat(Settings):
     def constraint(self) -> StructuredOutput | None:
         if self.type == "json_schema" and self.name is None:
             raise SamplingParamsError("text.format.name", "is required when text.format.type is json_schema")
-        return _format_constraint(self.type, self.schema_, "text.format")
+        return _format_constraint(self.type, self.schema_, "text.format", self.strict is True)
 
 
 class StructuredOutputs(Settings):
@@ -88,7 +89,9 @@ class StructuredOutputs(Settings):
         return StructuredOutput(kind=name, spec=value, param=param)
 
 
-def _format_constraint(kind: str, schema: dict[str, Any] | None, param: str) -> StructuredOutput | None:
+def _format_constraint(
+    kind: str, schema: dict[str, Any] | None, param: str, strict: bool
+) -> StructuredOutput | None:
     """OpenAI's output formats: text (none), json_object (any object), json_schema (its schema)."""
     if kind == "text":
         return None
@@ -96,7 +99,7 @@ def _format_constraint(kind: str, schema: dict[str, Any] | None, param: str) -> 
         return StructuredOutput(kind="json", spec=ANY_OBJECT, param=param)
     if schema is None:
         raise SamplingParamsError(param, "of type json_schema needs a schema")
-    return StructuredOutput(kind="json", spec=json.dumps(schema), param=param)
+    return StructuredOutput(kind="json", spec=json.dumps(schema), param=param, strict=strict)
 
 
 def one_constraint(*constraints: StructuredOutput | None) -> StructuredOutput | None:

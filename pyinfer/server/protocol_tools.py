@@ -98,7 +98,7 @@ class ToolRequest:
             return None
         names = [f.name for f in functions]
         for i, name in enumerate(names):
-            if not FUNCTION_NAME.match(name):
+            if not FUNCTION_NAME.fullmatch(name):  # not match: `$` would let a trailing newline through
                 raise SamplingParamsError(
                     f"tools[{i}]", f"function name {name!r} must match {FUNCTION_NAME.pattern}"
                 )
@@ -109,8 +109,6 @@ class ToolRequest:
                 raise SamplingParamsError(
                     f"tools[{i}]", f"parameters of {f.name!r} must be a JSON schema of an object"
                 )
-            if f.parameters is not None and (problem := unenforceable(f.parameters, f"{f.name}.parameters")):
-                raise SamplingParamsError(f"tools[{i}]", problem)
         if named:
             if choice not in names:
                 raise SamplingParamsError(
@@ -139,6 +137,15 @@ class ToolRequest:
             raise SamplingParamsError(
                 output.param.split(".")[0], "cannot be combined with tools, but a JSON schema can"
             )
+        for i, f in enumerate(self.functions):  # strict tools: what the grammar cannot enforce is refused
+            if (
+                f.strict
+                and f.parameters is not None
+                and (problem := unenforceable(f.parameters, f"{f.name}.parameters"))
+            ):
+                raise SamplingParamsError(f"tools[{i}]", problem)
+        if output is not None and output.strict and (problem := unenforceable(json.loads(output.spec))):
+            raise SamplingParamsError(output.param, problem)
         callable_ = [f for f in self.functions if self.name in (None, f.name)]
         if output is not None and self.mode == "auto":
             self.besides_calls = "json"
@@ -170,8 +177,8 @@ def check_tool_results(messages: list[dict[str, Any]], param: str) -> None:
         if message["role"] == "tool" and message.get("tool_call_id") not in calls:
             raise SamplingParamsError(
                 param,
-                f"has a tool result for the call {message.get('tool_call_id')!r}, which no earlier "
-                "assistant message made",
+                f"has a tool result for the call {message.get('tool_call_id')!r}, which no earlier call in "
+                "the conversation made",
             )
 
 

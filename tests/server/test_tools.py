@@ -284,11 +284,26 @@ def test_a_json_response_format_beside_tools_gives_calls_or_that_json(client, mo
                                 "type": "object",
                                 "properties": {"ids": {"type": "array", "uniqueItems": True}},
                             },
+                            "strict": True,
                         },
                     }
                 ]
             },
             "tools",
+        ),
+        (  # a strict JSON output beside the tools, which the grammar would let break
+            {
+                "tools": TOOLS,
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {
+                        "name": "tags",
+                        "schema": {"type": "array", "uniqueItems": True},
+                        "strict": True,
+                    },
+                },
+            },
+            "response_format",
         ),
         ({"tools": TOOLS, "structured_outputs": {"regex": "a+"}}, "structured_outputs"),
         ({"messages": [*QUESTION, {"role": "tool", "content": "no id"}]}, "messages"),

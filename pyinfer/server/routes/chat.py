@@ -21,7 +21,7 @@ from pyinfer.server.protocol import (
     ChatCompletionRequest,
     ChatDelta,
 )
-from pyinfer.server.protocol_tools import FunctionCallDelta, ToolCallChunk
+from pyinfer.server.protocol_tools import FunctionCallDelta, ToolCallChunk, check_tool_results
 from pyinfer.server.routes.common import (
     DONE,
     TextChunks,
@@ -46,6 +46,7 @@ async def create_chat_completion(request: Request, body: ChatBody) -> Response:
     ctx = server_context(request)
     params, tokenizer, tools = ctx.admit(request, body)
     messages = [m.template_dict() for m in body.messages]
+    check_tool_results(messages, "messages")
     prompt_ids = await ctx.encode_chat(messages, tools, options=body.template_options())
     ctx.check_prompt(prompt_ids, params, body, param="messages")
     head = reply_head("chatcmpl", ctx.model_name)

@@ -33,7 +33,7 @@ from pyinfer.server.protocol_responses import (
     ResponsesRequest,
     ResponseUsage,
 )
-from pyinfer.server.protocol_tools import ToolRequest
+from pyinfer.server.protocol_tools import ToolRequest, check_tool_results
 from pyinfer.server.response_store import ResponseStore, StoredResponse
 from pyinfer.server.routes.common import (
     drain,
@@ -61,6 +61,7 @@ async def create_response(request: Request, body: ResponsesBody) -> Response:
     ctx = server_context(request)
     params, tokenizer, tools = ctx.admit(request, body)
     messages = _earlier_turns(request, body.previous_response_id) + body.messages()
+    check_tool_results(messages, "input")
     system = [{"role": "system", "content": body.instructions}] if body.instructions else []
     prompt_ids = await ctx.encode_chat(system + messages, tools, param="input")
     if body.truncation == "auto":
