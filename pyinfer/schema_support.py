@@ -5,7 +5,12 @@ error but lets replies through that break them, so a constraint that uses them i
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
+
+from pyinfer.sampling_params import SamplingParamsError
+
+log = logging.getLogger(__name__)
 
 NEVER_ENFORCED = frozenset(
     {
@@ -67,6 +72,16 @@ SUBSCHEMAS = (
 )
 SUBSCHEMA_LISTS = ("allOf", "anyOf", "oneOf", "prefixItems", "items")
 PRIMITIVES = frozenset({"object", "array", "string", "number", "boolean", "null"})
+
+
+def check_enforceable(schema: Any, param: str, strict: bool, where: str = "schema") -> None:
+    """A strict schema the grammar cannot wholly enforce is refused (naming the request's `param`); one
+    not strict promises best effort, as at OpenAI: the grammar enforces the rest, and the log says what
+    it leaves."""
+    if problem := unenforceable(schema, where):
+        if strict:
+            raise SamplingParamsError(param, problem)
+        log.info("%s %s; not strict: the rest is enforced", param, problem)
 
 
 def unenforceable(schema: Any, where: str = "schema") -> str | None:

@@ -267,8 +267,7 @@ class AsyncEngineClient:
         place: QueuePlace | None = None,  # the place its admission held, which its stream takes over
     ) -> AsyncIterator[SeqOutput]:
         """Outputs of every choice of one request until all finish; aborts the request if left early."""
-        self._check_alive()
-        if self._failure is not None:
+        if self._failure is not None:  # the engine died (fail_all), or the drain's time ran out
             raise self._failure()
         stream = _Stream(params.n, len(prompt_token_ids))
         self._streams[request_id] = stream
@@ -386,10 +385,11 @@ class AsyncEngineClient:
             return
         log.error("engine core exited unexpectedly (%s)", how)
         self.dead = True
-        error = EngineDeadError(f"the engine process died ({how})")
+        message = f"the engine process died ({how})"
+        error = EngineDeadError(message)
         if not self._ready.done():
             self._ready.set_exception(error)
-        self.fail_all(lambda: EngineDeadError(f"the engine process died ({how})"))
+        self.fail_all(lambda: EngineDeadError(message))
         while self._stats_waiters:
             self._stats_waiters.popleft().set_exception(error)
         if self.on_death is not None:

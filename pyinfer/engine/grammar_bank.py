@@ -6,7 +6,6 @@ A bank lives in the engine's process or in a grammar worker process (engine/gram
 from __future__ import annotations
 
 import json
-import logging
 import re
 import time
 from typing import Any
@@ -14,9 +13,7 @@ from typing import Any
 import torch
 
 from pyinfer.sampling_params import SamplingParamsError, StructuredOutput
-from pyinfer.schema_support import unenforceable
-
-log = logging.getLogger(__name__)
+from pyinfer.schema_support import check_enforceable
 
 # Whitespace a JSON reply may put between two tokens of its structure: enough for any indentation a
 # model is likely to use, and a bound on the runs of spaces and newlines that loop until max_tokens.
@@ -61,14 +58,12 @@ class GrammarBank:
 
     def compile(self, key: int, constraint: StructuredOutput) -> None:
         """Compiles a request's constraint and keeps it under `key` for `make_matchers`; raises
-        SamplingParamsError (naming the request's field) for a constraint that is invalid or uses what
-        xgrammar does not support."""
+        SamplingParamsError (naming the request's field) for a constraint that is invalid, uses what
+        xgrammar does not support, or (strict) is a JSON schema the grammar cannot wholly enforce."""
         start = time.perf_counter()
         kind, spec, compiler = constraint.kind, constraint.spec, self._compiler
-        if kind == "json" and (problem := unenforceable(_parsed(spec))):
-            if constraint.strict:
-                raise SamplingParamsError(constraint.param, problem)
-            log.info("%s %s; not strict: the rest is enforced", constraint.param, problem)
+        if kind == "json":
+            check_enforceable(_parsed(spec), constraint.param, constraint.strict)
         try:
             if kind == "json":
                 compiled = compiler.compile_json_schema(

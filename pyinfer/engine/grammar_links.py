@@ -206,7 +206,7 @@ class WorkerLink:
         self._send(info_json)
 
     def compile(self, key: int, constraint: StructuredOutput, future: Future) -> None:
-        self._send(("compile", key, constraint.kind, constraint.spec, constraint.param, constraint.strict))
+        self._send(("compile", key, constraint))
 
     def step(
         self, makes: Makes, accepts: Pairs, fills: Pairs, drops: list[int], turn: int, bitmask: torch.Tensor

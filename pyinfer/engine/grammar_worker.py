@@ -58,10 +58,8 @@ def main() -> None:
             _, number, makes, accepts, fills, drops, turn = message
             reply(("stepped", number, bank.step(makes, accepts, fills, drops, masks[turn])))
         else:
-            _, key, kind, spec, param, strict = message
-            compiler.submit(
-                compile_one, key, StructuredOutput(kind=kind, spec=spec, param=param, strict=strict)
-            )
+            _, key, constraint = message
+            compiler.submit(compile_one, key, constraint)
     compiler.shutdown(wait=False, cancel_futures=True)  # no one is left to hear of them
     os._exit(0)  # without waiting for a compile under way
 

@@ -250,14 +250,13 @@ class ServerContext:
         timeout): shed if the queue's prompt tokens would pass their bound, else held in the request's
         queue place; charged to the caller's allowance together, and counted in the access log."""
         place: QueuePlace = request.scope["state"]["queue_place"]
-        limit = self.config.max_queued_tokens
+        limit, asked, queued = (
+            self.config.max_queued_tokens,
+            sum(map(len, prompts)),
+            self.engine.queued_tokens,
+        )
         # only other requests' tokens refuse it: a request over the bound alone is served when none waits
-        if (
-            limit is not None
-            and self.engine.num_queued > 1
-            and self.engine.queued_tokens + sum(map(len, prompts)) > limit
-        ):
-            queued, asked = self.engine.queued_tokens, sum(map(len, prompts))
+        if limit is not None and self.engine.num_queued > 1 and queued + asked > limit:
             why = f"{queued} prompt tokens are waiting and this request brings {asked} (at most {limit} may wait)"
             raise self._shed("queue_full_tokens", why)
         gens = [
@@ -276,7 +275,7 @@ class ServerContext:
             for i, (request_id, prompt_ids) in enumerate(zip(request_ids, prompts, strict=True))
         ]
         self._charge_tokens(request, gens)
-        place.add_tokens(sum(map(len, prompts)))
+        place.add_tokens(asked)
         request.scope["state"].setdefault("generations", []).extend(gens)
         return gens
 

@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, model_validator
 
 from pyinfer.sampling_params import SamplingParamsError, StructuredOutput
-from pyinfer.schema_support import unenforceable
+from pyinfer.schema_support import check_enforceable
 from pyinfer.server.protocol_base import NAME_PATTERN, Settings
 from pyinfer.server.tool_formats import ToolFormat
 from pyinfer.server.tool_grammar import structural_tag
@@ -137,15 +137,11 @@ class ToolRequest:
             raise SamplingParamsError(
                 output.param.split(".")[0], "cannot be combined with tools, but a JSON schema can"
             )
-        for i, f in enumerate(self.functions):  # strict tools: what the grammar cannot enforce is refused
-            if (
-                f.strict
-                and f.parameters is not None
-                and (problem := unenforceable(f.parameters, f"{f.name}.parameters"))
-            ):
-                raise SamplingParamsError(f"tools[{i}]", problem)
-        if output is not None and output.strict and (problem := unenforceable(json.loads(output.spec))):
-            raise SamplingParamsError(output.param, problem)
+        for i, f in enumerate(self.functions):
+            if f.parameters is not None:
+                check_enforceable(f.parameters, f"tools[{i}]", f.strict is True, f"{f.name}.parameters")
+        if output is not None:
+            check_enforceable(json.loads(output.spec), output.param, output.strict)
         callable_ = [f for f in self.functions if self.name in (None, f.name)]
         if output is not None and self.mode == "auto":
             self.besides_calls = "json"

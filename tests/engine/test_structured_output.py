@@ -185,6 +185,16 @@ def test_grammar_workers_give_what_the_engine_process_gives(smollm2_llm, workers
     with pytest.raises(SamplingParamsError, match="not a valid constraint") as e:
         workers_llm.generate(["Hi"], SamplingParams(max_tokens=4, structured=bad))
     assert e.value.param == "structured_outputs.regex" and not engine.has_unfinished()
+    # the constraint crosses to the worker whole: strict, a schema the grammar cannot enforce is refused;
+    # not strict, it is served
+    tags = '{"type": "array", "items": {"type": "integer"}, "maxItems": 2, "uniqueItems": true}'
+    with pytest.raises(SamplingParamsError, match="uniqueItems") as e:
+        workers_llm.generate(
+            ["Hi"], SamplingParams(max_tokens=4, structured=StructuredOutput(kind="json", spec=tags))
+        )
+    assert e.value.param == "response_format" and not engine.has_unfinished()
+    lenient = StructuredOutput(kind="json", spec=tags, strict=False)
+    assert workers_llm.generate(["Hi"], SamplingParams(max_tokens=4, structured=lenient))[0].outputs
     assert engine.stats()["grammar_compile_seconds"] > 0
 
 
