@@ -6,6 +6,8 @@ the start of a stop string that the next token could complete.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
+
 from pyinfer.tokenizer import Tokenizer
 
 
@@ -23,22 +25,26 @@ class IncrementalDetokenizer:
         self.skip_special_tokens = skip_special_tokens
         self.hold = max((len(s) for s in self.stop), default=1) - 1  # chars that may begin a stop string
         self.token_ids: list[int] = []
+        self.starts: list[int] = []  # where each token's text starts in self.text
         self.text = ""
         self.emitted = 0  # characters of self.text already released
         self.prefix_offset = 0
         self.read_offset = 0
         self.stopped_by: str | None = None  # the stop string that ended the text
+        self.finished = False
 
     def add(self, token_ids: list[int], finished: bool = False) -> str:
         """Feed new tokens; returns the text delta that is now final."""
         if self.stopped_by is None:
             for token in token_ids:
                 self.token_ids.append(token)
+                self.starts.append(len(self.text))
                 self._decode_next()
                 if self._find_stop():
                     break
             if finished and self.stopped_by is None:
                 self._flush()
+        self.finished = self.finished or finished
         end = (
             len(self.text)
             if finished or self.stopped_by is not None
@@ -47,6 +53,18 @@ class IncrementalDetokenizer:
         delta = self.text[self.emitted : end]
         self.emitted = end
         return delta
+
+    @property
+    def final_tokens(self) -> int:
+        """How many of the tokens are settled in the reply: their text all released (or the reply over),
+        and beginning before the cut where a stop string ended it (those after it are not the reply's)."""
+        if self.stopped_by is not None:
+            return bisect_left(self.starts, len(self.text))
+        if self.finished:
+            return len(self.starts)
+        # a token's text ends where the next one's starts; the last one's where the text does
+        settled = max(bisect_right(self.starts, self.emitted, 1) - 1, 0)
+        return settled + (settled == len(self.starts) - 1 and len(self.text) <= self.emitted)
 
     def _decode_next(self) -> None:
         skip = self.skip_special_tokens

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
+import json
 import logging
 import os
 import shutil
@@ -83,8 +85,42 @@ class Tokenizer:
         return len(ids) == 1 and text not in self.hf.decode(ids, skip_special_tokens=True)
 
     def token_text(self, token_id: int) -> str:
-        """The text of one token as OpenAI logprobs show it."""
-        return self.hf.decode([token_id])
+        """The text of one token as OpenAI logprobs show it: bytes that are not whole UTF-8 characters
+        (a piece of an emoji) written as `\\xf0`, so that tokens stay told apart."""
+        return self.token_bytes(token_id).decode("utf-8", errors="backslashreplace")
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The bytes one token adds to the text, which decoding it alone turns into U+FFFD where they
+        are part of a character."""
+        added = self.hf.added_tokens_decoder.get(token_id)
+        if added is not None:
+            return added.content.encode()
+        piece = self.hf.convert_ids_to_tokens(token_id)
+        kind, table = self._vocabulary_kind
+        if kind == "byte_level":
+            try:
+                return bytes(table[c] for c in piece)
+            except KeyError:  # not spelled in byte-level stand-ins after all
+                return piece.encode()
+        if kind == "byte_fallback":
+            if len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
+                return bytes([int(piece[3:5], 16)])
+            return piece.replace("\u2581", " ").encode()
+        return self.hf.decode([token_id]).encode()
+
+    @functools.cached_property
+    def _vocabulary_kind(self) -> tuple[str, dict[str, int]]:
+        """How the vocabulary spells bytes: "byte_level" (GPT-2's printable stand-ins, with the map back),
+        "byte_fallback" (SentencePiece's `<0xAB>` pieces), or "text" (pieces are text)."""
+        backend = getattr(self.hf, "backend_tokenizer", None)
+        decoder = json.dumps(json.loads(backend.to_str()).get("decoder")) if backend is not None else ""
+        if '"ByteLevel"' in decoder:
+            from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+            return "byte_level", {c: b for b, c in bytes_to_unicode().items()}
+        if '"ByteFallback"' in decoder:
+            return "byte_fallback", {}
+        return "text", {}
 
     def render_chat(
         self,

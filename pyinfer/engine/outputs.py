@@ -26,7 +26,8 @@ class ChoiceOutput:
         default=None, repr=False, compare=False
     )  # None: ids only
     token_ids: list[int] = field(default_factory=list)
-    logprobs: list[TokenLogprob] | None = None  # None unless asked for
+    logprobs: list[TokenLogprob] | None = None  # None unless asked for; only settled tokens' (below)
+    held_logprobs: list[TokenLogprob] = field(default_factory=list, repr=False, compare=False)
     finish_reason: str | None = None
     metrics: RequestMetrics | None = None  # the engine's, with its final output
 
@@ -51,10 +52,24 @@ class ChoiceOutput:
                 stop_engine, finish = finish is None, "stop"
         self.token_ids.extend(tokens)
         if logprobs is not None:
-            self.logprobs = self.logprobs or []
-            self.logprobs.extend(logprobs)
+            logprobs = self._settled_logprobs(logprobs, finish is not None)
         self.finish_reason = finish
         self.metrics = out.metrics
         if finish is not None:
             self.detokenizer = None  # done with it (and the results of LLM.generate stay light)
         return Added(text, len(tokens), logprobs, stop_engine)
+
+    def _settled_logprobs(self, logprobs: list[TokenLogprob], finished: bool) -> list[TokenLogprob]:
+        """The logprobs to give out now: a token's once its text is (text held back as the possible start
+        of a stop string holds them too). Tokens that are not the reply's text have none: those past a
+        stop string's cut, and the model's stop token, as at OpenAI."""
+        held = self.held_logprobs
+        held.extend(logprobs)
+        self.logprobs = self.logprobs or []
+        if self.detokenizer is None:  # ids only: every token is the reply's
+            settled = len(held)
+        else:
+            settled = self.detokenizer.final_tokens - len(self.logprobs)
+        out, self.held_logprobs = held[:settled], [] if finished else held[settled:]
+        self.logprobs.extend(out)
+        return out

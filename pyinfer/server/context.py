@@ -168,7 +168,7 @@ class ServerContext:
 
     def _shed(self, code: str, why: str) -> OpenAIError:
         """A request refused because the queue is full: a 503 the client may retry in a moment."""
-        self.metrics.rejections.labels(self.model_name, code).inc()
+        self.metrics.sheds[code].inc()  # a code missing from SHED_CODES fails here
         error = unavailable(f"The server is overloaded: {why}. Retry shortly.", code)
         error.headers = {"retry-after": "1"}
         return error

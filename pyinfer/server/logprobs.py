@@ -9,8 +9,9 @@ from pyinfer.tokenizer import Tokenizer
 
 def chat_logprobs(tokenizer: Tokenizer, logprobs: list[TokenLogprob]) -> ChatLogprobs:
     def top(token_id: int, logprob: float) -> TopLogprob:
-        text = tokenizer.token_text(token_id)
-        return TopLogprob(token=text, logprob=logprob, bytes=list(text.encode()))
+        return TopLogprob(
+            token=tokenizer.token_text(token_id), logprob=logprob, bytes=list(tokenizer.token_bytes(token_id))
+        )
 
     content = []
     for lp in logprobs:
@@ -25,10 +26,10 @@ def completion_logprobs(
     """`offset`: where the first token's text starts in the choice's text."""
     out = CompletionLogprobs()
     for lp in logprobs:
-        text = tokenizer.token_text(lp.token_id)
-        out.tokens.append(text)
+        out.tokens.append(tokenizer.token_text(lp.token_id))
         out.token_logprobs.append(lp.logprob)
         out.top_logprobs.append({tokenizer.token_text(t): p for t, p in lp.top})
         out.text_offset.append(offset)
-        offset += len(text)
+        # the characters the token begins: a character split over tokens counts at its first byte's
+        offset += sum((b & 0xC0) != 0x80 for b in tokenizer.token_bytes(lp.token_id))
     return out

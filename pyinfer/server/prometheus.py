@@ -107,8 +107,7 @@ class ServerMetrics:
         self._token_gap = self.inter_token.labels(model_name)
         self._e2e = self.e2e.labels(model_name)
         self._queue_time = self.queue_time.labels(model_name)
-        for code in SHED_CODES:
-            self.rejections.labels(model_name, code)
+        self.sheds = {code: self.rejections.labels(model_name, code) for code in SHED_CODES}
         self.key_refusals.labels("", "401")  # no key, or an unknown one
         self.http_requests = Counter(
             "pyinfer:http_requests",

@@ -30,3 +30,50 @@ def test_without_a_stop_string_every_token_counts_and_the_end_is_the_engine_s(sm
     last = choice.add(SeqOutput(request_id="r", index=0, new_token_ids=ids[1:], finish_reason="length"))
     assert first.text + last.text == "Hello there" and not last.stop_engine
     assert choice.num_tokens == len(ids) and choice.finish_reason == "length" and choice.logprobs is None
+
+
+def test_logprobs_come_with_their_text_and_stop_where_a_stop_string_cuts_it(smollm2_path):
+    tokenizer = load_tokenizer(smollm2_path, "gguf")
+    ids = tokenizer.encode("1\n2\n3\n4\n5\n6", add_special_tokens=False)
+    choice = ChoiceOutput(0, IncrementalDetokenizer(tokenizer, stop=["3\n4"]))
+    streamed_text, streamed_logprobs = "", []
+    for t in ids:  # one token an output, as a stream sees them
+        added = choice.add(
+            SeqOutput(request_id="r", index=0, new_token_ids=[t], logprobs=[TokenLogprob(t, -1.0, [])])
+        )
+        if added is None:
+            break
+        streamed_text += added.text
+        streamed_logprobs += added.logprobs
+        # never a token's logprob before its text: held back text ("3", "3\n") holds its tokens' too
+        assert "".join(tokenizer.token_text(lp.token_id) for lp in streamed_logprobs) == streamed_text
+    assert streamed_text == "1\n2\n" and choice.finish_reason == "stop"
+    assert streamed_logprobs == choice.logprobs and len(choice.logprobs) < choice.num_tokens
+
+
+def test_a_stop_string_kept_in_the_output_keeps_its_tokens_logprobs(smollm2_path):
+    tokenizer = load_tokenizer(smollm2_path, "gguf")
+    ids = tokenizer.encode("1\n2\n3\n4\n5\n6", add_special_tokens=False)
+    choice = ChoiceOutput(0, IncrementalDetokenizer(tokenizer, stop=["3\n4"], include_stop_str=True))
+    for t in ids:
+        if (
+            choice.add(
+                SeqOutput(request_id="r", index=0, new_token_ids=[t], logprobs=[TokenLogprob(t, -1.0, [])])
+            )
+            is None
+        ):
+            break
+    assert "".join(tokenizer.token_text(lp.token_id) for lp in choice.logprobs) == "1\n2\n3\n4"
+
+
+def test_a_token_s_bytes_are_its_own_where_it_holds_part_of_a_character(smollm2_path):
+    tokenizer = load_tokenizer(smollm2_path, "gguf")
+    text = "🐤🐞 ünï hi"
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    assert b"".join(tokenizer.token_bytes(t) for t in ids) == text.encode()
+    partial = [t for t in ids if "\ufffd" in tokenizer.decode([t])]
+    assert partial, "the emoji should need tokens that hold parts of a character"
+    shown = [tokenizer.token_text(t) for t in partial]
+    assert all("\\x" in s and "\ufffd" not in s for s in shown) and len(set(shown)) == len(set(partial))
+    assert tokenizer.token_text(tokenizer.encode(" hi", add_special_tokens=False)[0]) == " hi"
+    assert tokenizer.token_text(2) == "<|im_end|>"

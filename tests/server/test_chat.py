@@ -182,6 +182,44 @@ def test_logprobs_streaming(client, model):
     assert len(entries) == 5 and all(len(e.top_logprobs) == 1 for e in entries)
 
 
+def test_logprobs_cover_the_text_a_stop_string_leaves(client, model):
+    text = chat(client, model, temperature=0, max_tokens=16).choices[0].message.content
+    stop = text[4:9]  # over more than one token, so some are held back and some fall past the cut
+    whole = chat(client, model, temperature=0, max_tokens=16, stop=stop, logprobs=True)
+    content = whole.choices[0].message.content
+    assert content == text[: text.index(stop)] and whole.choices[0].finish_reason == "stop"
+    assert _just_cover(content, [t.token for t in whole.choices[0].logprobs.content])
+    chunks, streamed = stream_chat(client, model, temperature=0, max_tokens=16, stop=stop, logprobs=True)
+    tokens = [
+        e.token for c in chunks if c.choices and c.choices[0].logprobs for e in c.choices[0].logprobs.content
+    ]
+    assert streamed == content and _just_cover(content, tokens)
+
+
+def _just_cover(text: str, tokens: list[str]) -> bool:
+    """Whether the tokens spell the text and no more than a last token that the cut went through."""
+    spelled = "".join(tokens)
+    return spelled.startswith(text) and len(spelled) - len(tokens[-1]) < len(text)
+
+
+def test_logprobs_give_each_token_s_own_bytes_inside_a_character(client, model):
+    schema = {"type": "object", "properties": {"a": {"const": "🐤🐞"}}, "required": ["a"]}
+    r = chat(
+        client,
+        model,
+        max_tokens=24,
+        logprobs=True,
+        top_logprobs=2,
+        response_format={"type": "json_schema", "json_schema": {"name": "e", "schema": schema}},
+    )
+    content = r.choices[0].logprobs.content
+    assert b"".join(bytes(t.bytes) for t in content) == r.choices[0].message.content.encode()
+    partial = [t for t in content if "\\x" in t.token]
+    assert partial and all("\ufffd" not in t.token for t in content)
+    for t in partial:
+        assert bytes(t.bytes).decode("utf-8", errors="backslashreplace") == t.token
+
+
 def test_content_parts_and_developer_role(client, model):
     parts = [{"type": "text", "text": "Write one sentence "}, {"type": "text", "text": "about the sea."}]
     a = chat(client, model, temperature=0, messages=[{"role": "user", "content": parts}])
