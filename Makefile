@@ -7,7 +7,6 @@ PY := $(VENV)/bin/python
 endif
 STAMP := $(dir $(PY)).pyinfer-installed
 TORCH_VERSION ?= 2.13.0
-PORT ?= 8000
 
 .PHONY: install browser serve test lint format
 install: $(STAMP)
@@ -21,8 +20,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pyinfer.bench.int4_paths
 	@touch $@
 
+# `make serve PORT=8001 ARGS="--model path"`; without PORT, the server's own default or PYINFER_PORT
 serve: install
-	$(PY) -m pyinfer serve --port $(PORT)
+	$(PY) -m pyinfer serve $(if $(PORT),--port $(PORT)) $(ARGS)
 
 # The UI tests drive Debian's Chromium: installed here where we may (root, apt); elsewhere the test run
 # ends with a line saying they were skipped and how to enable them.

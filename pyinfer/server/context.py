@@ -146,7 +146,7 @@ class ServerContext:
             raise e.named({"max_tokens": body.limit_param}) from None
         if params.priority and self.engine_config.scheduling_policy != "priority":
             raise bad_request(
-                "needs the server's priority scheduling (--scheduling-policy priority)", "priority"
+                "priority needs the server's priority scheduling (--scheduling-policy priority)", "priority"
             )
         tools = body.tool_request()
         if tools is not None and tools.active:

@@ -142,7 +142,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, e: Exception) -> JSONResponse:
         assert isinstance(e, HTTPException)
         kind = "invalid_request_error" if e.status_code < 500 else "server_error"
-        return OpenAIError(e.status_code, str(e.detail), type=kind).response()
+        # a 405's Allow header, which HTTP requires, is among the exception's headers
+        return OpenAIError(e.status_code, str(e.detail), type=kind, headers=dict(e.headers or {})).response()
 
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(HTTPException, http_error)

@@ -67,6 +67,12 @@ class SamplingRequest(Body):
             self.structured_outputs.constraint() if self.structured_outputs else None,
         )
 
+    def unsupported(self) -> tuple[str, str] | None:
+        """(param, message) for what the request asks that is not served, rather than ignore in silence."""
+        if self.stream_options is not None and not self.stream:  # as OpenAI: it would do nothing
+            return "stream_options", "stream_options is only allowed when stream is true"
+        return None
+
     @property
     def include_usage(self) -> bool:
         return self.stream_options is not None and self.stream_options.include_usage
@@ -122,10 +128,28 @@ class TextPart(Request):
     type: Literal["text"]
     text: str
 
+    @property
+    def said(self) -> str:
+        return self.text
+
+
+class RefusalPart(Request):
+    """An assistant's earlier refusal, as OpenAI's replies carry it."""
+
+    type: Literal["refusal"]
+    refusal: str
+
+    @property
+    def said(self) -> str:
+        return self.refusal
+
+
+ContentPart = Annotated[TextPart | RefusalPart, Field(discriminator="type")]
+
 
 class ChatMessage(Request):
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | Annotated[list[TextPart], Field(min_length=1)] | None = (
+    content: str | Annotated[list[ContentPart], Field(min_length=1)] | None = (
         None  # no parts: a 400, as at OpenAI
     )
     name: str | None = None
@@ -140,13 +164,16 @@ class ChatMessage(Request):
             raise ValueError("only an assistant message may have tool_calls")
         if self.content is None and self.role != "assistant":  # an assistant's may be only its calls
             raise ValueError(f"a message of role {self.role} needs content")
+        parts = [] if isinstance(self.content, str) else self.content or []
+        if self.role != "assistant" and any(isinstance(p, RefusalPart) for p in parts):
+            raise ValueError("only an assistant message may have a refusal part")
         return self
 
     def template_dict(self) -> dict[str, Any]:
         """The message as chat templates take it: `developer` is a system role, parts joined, calls'
         arguments as objects (templates write them with tojson)."""
         content = (
-            self.content if isinstance(self.content, str) else "".join(p.text for p in self.content or [])
+            self.content if isinstance(self.content, str) else "".join(p.said for p in self.content or [])
         )
         message: dict[str, Any] = {
             "role": "system" if self.role == "developer" else self.role,
@@ -210,13 +237,17 @@ class ChatCompletionRequest(SamplingRequest, TemplateControls):
         )
 
     def unsupported(self) -> tuple[str, str] | None:
-        """(param, message) for a feature we do not serve yet, rather than ignore in silence."""
+        if problem := super().unsupported():
+            return problem
         if self.top_logprobs and not self.logprobs:
-            return "top_logprobs", "needs logprobs set to true"
+            return "top_logprobs", "top_logprobs needs logprobs set to true"
         if self.continue_final_message and self.add_generation_prompt:
-            return "continue_final_message", "needs add_generation_prompt set to false"
+            return "continue_final_message", "continue_final_message needs add_generation_prompt set to false"
         if self.continue_final_message and self.messages[-1].role != "assistant":
-            return "continue_final_message", "needs an assistant message last, to continue"
+            return (
+                "continue_final_message",
+                "continue_final_message needs an assistant message last, to continue",
+            )
         return self.refused_fields(CHAT_FIELDS_REFUSED, also_no_op={"reasoning_effort": "none"})
 
     @property
@@ -234,7 +265,7 @@ class ChatCompletionRequest(SamplingRequest, TemplateControls):
 CHAT_FIELDS_REFUSED = {
     "store": "stored chat completions are not kept by this server",
     "reasoning_effort": "this server's models do not reason before answering",
-    "verbosity": "is not supported",
+    "verbosity": "not supported",
     "audio": "audio output is not supported",
     "prediction": "predicted outputs are not supported",
     "web_search_options": "web search is not supported",
@@ -258,13 +289,14 @@ class CompletionRequest(SamplingRequest):
         return list(p)
 
     def unsupported(self) -> tuple[str, str] | None:
-        """(param, message) for a feature we do not serve yet, rather than ignore in silence."""
+        if problem := super().unsupported():
+            return problem
         if self.echo and self.logprobs is not None:
             return "echo", "echo with logprobs is not supported: prompt logprobs are not computed"
         if self.best_of is not None and self.best_of != (self.n or 1):
-            return "best_of", "is not supported: ask for n choices and pick among them"
+            return "best_of", "best_of other than n is not supported: ask for n choices and pick among them"
         if self.suffix:
-            return "suffix", "is not supported: no model here fills in the middle"
+            return "suffix", "suffix is not supported: no model here fills in the middle"
         return None
 
     def engine_params(self, defaults: dict[str, Any]) -> SamplingParams:

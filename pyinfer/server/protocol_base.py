@@ -37,7 +37,7 @@ class Body(Request):
         for name, why in refused.items():
             value = getattr(self, name)
             if not is_no_op(value) and value != (also_no_op or {}).get(name, None):
-                return name, why
+                return name, f"{name}: {why}"
         return None
 
 

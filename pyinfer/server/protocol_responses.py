@@ -12,6 +12,7 @@ from pyinfer.server.protocol import (
     ChatMessage,
     Performance,
     Request,
+    TextPart,
     Usage,
     engine_sampling_params,
 )
@@ -27,9 +28,8 @@ from pyinfer.server.protocol_tools import (
 
 
 # ---- requests -------------------------------------------------------------------------------------
-class InputText(Request):
-    type: Literal["input_text", "output_text"]
-    text: str
+class InputText(TextPart):
+    type: Literal["input_text", "output_text"]  # type: ignore[assignment]  # Responses' names for text
 
 
 class InputMessage(ChatMessage):
@@ -75,10 +75,10 @@ class TextConfig(Settings):
 RESPONSES_FIELDS_REFUSED = {
     "include": "extra output data (logprobs, search results, encrypted reasoning) is not supported",
     "top_logprobs": "logprobs are not supported on the Responses API: use chat completions",
-    "max_tool_calls": "is not supported",
+    "max_tool_calls": "not supported",
     "conversation": "conversations are not kept by this server: use previous_response_id",
     "prompt": "stored prompt templates are not supported",
-    "context_management": "is not supported",
+    "context_management": "not supported",
 }
 
 
@@ -89,7 +89,7 @@ class ResponsesRequest(Body):
     max_output_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None
-    store: bool = True
+    store: bool | None = True  # null is OpenAI's default: kept (the openai SDK sends it for store=None)
     previous_response_id: str | None = None
     metadata: dict[str, str] | None = None
     user: str | None = None
@@ -116,6 +116,11 @@ class ResponsesRequest(Body):
     conversation: Any = None
     prompt: Any = None
     context_management: Any = None
+
+    @property
+    def kept(self) -> bool:
+        """Whether the response is stored, to be retrieved and continued."""
+        return self.store is not False
 
     def tool_request(self) -> ToolRequest | None:
         choice, named = self.tool_choice, isinstance(self.tool_choice, ResponsesNamedToolChoice)

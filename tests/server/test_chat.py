@@ -231,6 +231,26 @@ def test_content_parts_and_developer_role(client, model):
     assert c.choices[0].message.content
 
 
+def test_an_assistant_s_refusal_part_is_part_of_the_conversation(client, model, http):
+    said = [
+        {"role": "user", "content": "Tell me a secret."},
+        {"role": "assistant", "content": [{"type": "refusal", "refusal": "I cannot share that."}]},
+        {"role": "user", "content": "Why not?"},
+    ]
+    as_text = [said[0], {"role": "assistant", "content": "I cannot share that."}, said[2]]
+    count = http.post("/tokenize", json={"messages": said})
+    assert (
+        count.status_code == 200 and count.json() == http.post("/tokenize", json={"messages": as_text}).json()
+    )
+    assert chat(client, model, messages=said, max_tokens=2).choices[0].message.content
+    refused = {"role": "user", "content": [{"type": "refusal", "refusal": "no"}]}
+    r = http.post("/v1/chat/completions", json={"model": model, "messages": [refused], "max_tokens": 2})
+    assert (
+        r.status_code == 400
+        and "only an assistant message may have a refusal" in r.json()["error"]["message"]
+    )
+
+
 def test_sampling_fields_accepted(client, model):
     r = chat(
         client,

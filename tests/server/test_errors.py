@@ -94,7 +94,18 @@ def test_logprobs_limits(http, model):
     body = {"model": model, "prompt": "hi", "logprobs": 21, "max_tokens": 1}
     assert_error(http.post("/v1/completions", json=body), 400, param="logprobs")
     body = chat_body(model, top_logprobs=2)
-    assert_error(http.post("/v1/chat/completions", json=body), 400, param="top_logprobs")
+    error = assert_error(http.post("/v1/chat/completions", json=body), 400, param="top_logprobs")
+    assert "top_logprobs needs logprobs" in error["message"]
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
+def test_stream_options_without_a_stream_is_refused_as_openai_does(http, model, path):
+    body = chat_body(model, stream_options={"include_usage": True})
+    if path == "/v1/completions":
+        body = {"model": model, "prompt": "hi", "max_tokens": 2, "stream_options": {"include_usage": True}}
+    error = assert_error(http.post(path, json=body), 400, param="stream_options")
+    assert "only allowed when stream is true" in error["message"]
+    assert http.post(path, json=body | {"stream": True}).status_code == 200
 
 
 def test_unsupported_features_are_refused_not_ignored(http, model):
@@ -261,7 +272,10 @@ def test_a_malformed_item_of_a_union_is_named_by_the_kind_it_claims(http, model)
         400,
         "messages",
     )
-    assert error["message"] == "Invalid request: messages.0.content.0.type: Input should be 'text'"
+    assert error["message"] == (
+        "Invalid request: messages.0.content.0: Input tag 'image_url' found using 'type' does not match any "
+        "of the expected tags: 'text', 'refusal'"
+    )
 
 
 def test_openai_hints_are_accepted_and_features_we_lack_refused(http, model):
@@ -271,7 +285,10 @@ def test_openai_hints_are_accepted_and_features_we_lack_refused(http, model):
     refused = [("store", True), ("reasoning_effort", "low"), ("audio", {"voice": "x"}), ("audio", {})]
     refused += [("web_search_options", {}), ("prediction", {})]  # {} turns web search on at OpenAI
     for field, value in refused:
-        assert_error(http.post("/v1/chat/completions", json=chat_body(model, **{field: value})), 400, field)
+        error = assert_error(
+            http.post("/v1/chat/completions", json=chat_body(model, **{field: value})), 400, field
+        )
+        assert field in error["message"]  # the message says what it is about, not only the param
     assert_error(http.post("/v1/chat/completions", json=chat_body(model, modalities=["audio"])), 400)
     ok = {"model": model, "input": "hi", "max_output_tokens": 1, "include": [], "truncation": "disabled"}
     assert http.post("/v1/responses", json=ok | {"reasoning": {"effort": None}}).status_code == 200
@@ -281,10 +298,13 @@ def test_openai_hints_are_accepted_and_features_we_lack_refused(http, model):
     assert_error(http.post("/v1/responses", json=ok | {"max_tool_calls": 0}), 400, "max_tool_calls")
     body = {"model": model, "prompt": "hi", "max_tokens": 1}
     assert http.post("/v1/completions", json=body | {"best_of": 1}).status_code == 200
-    assert_error(http.post("/v1/completions", json=body | {"best_of": 3}), 400, "best_of")
-    assert_error(http.post("/v1/completions", json=body | {"suffix": "end"}), 400, "suffix")
+    for field, value in [("best_of", 3), ("suffix", "end")]:
+        error = assert_error(http.post("/v1/completions", json=body | {field: value}), 400, field)
+        assert field in error["message"]
 
 
 def test_unknown_route_and_method(http):
     assert_error(http.get("/v1/nothing-here"), 404)
-    assert_error(http.get("/v1/chat/completions"), 405)
+    wrong_method = http.get("/v1/chat/completions")
+    assert_error(wrong_method, 405)
+    assert wrong_method.headers["allow"] == "POST"  # as HTTP requires of a 405

@@ -177,6 +177,14 @@ def test_store_false_is_not_kept(client, model):
         respond(client, model, max_output_tokens=2, previous_response_id=r.id)
 
 
+def test_store_null_is_openai_s_default_kept(client, model, http):
+    r = http.post(
+        "/v1/responses", json={"model": model, "input": QUESTION, "max_output_tokens": 2, "store": None}
+    )
+    assert r.status_code == 200 and r.json()["store"] is True
+    assert client.responses.retrieve(r.json()["id"]).id == r.json()["id"]
+
+
 def test_unknown_id_is_a_404_in_openai_shape(client, model, http):
     r = http.get("/v1/responses/resp_unknown")
     assert r.status_code == 404

@@ -76,7 +76,7 @@ async def create_response(request: Request, body: ResponsesBody) -> Response:
         max_output_tokens=body.max_output_tokens,
         metadata=body.metadata or {},
         previous_response_id=body.previous_response_id,
-        store=body.store,
+        store=body.kept,
         temperature=params.temperature,
         top_p=params.top_p,
         user=body.user,
@@ -88,7 +88,7 @@ async def create_response(request: Request, body: ResponsesBody) -> Response:
     )
     gen = ctx.generation(request, tokenizer, response.id, prompt_ids, params, tools)
     stored = StoredResponse(response, messages, body.input_items(), owner=_caller(request))
-    run = ResponseRun(stored, gen, ctx.responses if body.store else None)
+    run = ResponseRun(stored, gen, ctx.responses if body.kept else None)
     if body.stream:
         deltas = run.deltas()
         if params.structured is not None:
