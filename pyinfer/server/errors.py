@@ -100,6 +100,13 @@ def validation_problem(errors: list[Any]) -> tuple[str, list[str], list[str]]:
         if any(len(untagged[j]) >= depth for j in everything if not under(j, branch))
     ]
     kept = [i for i in everything if not any(under(i, b) for b in passed_over)] or list(everything)
+    if passed_over and all(len(untagged[i]) <= min(d for _, d in mistagged) for i in kept):
+        # the value's `type` is none of the kinds' (an item of a kind not served): say which types there are
+        kept = [
+            i
+            for i in everything
+            if errors[i]["loc"][-1:] == ("type",) and errors[i]["type"] == "literal_error"
+        ]
     deepest = max(kept, key=lambda i: len(untagged[i]))
     loc = [str(p) for p in untagged[deepest]]
     messages = [errors[i]["msg"] for i in kept if untagged[i] == untagged[deepest]]

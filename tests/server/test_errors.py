@@ -261,6 +261,10 @@ def test_a_malformed_item_of_a_union_is_named_by_the_kind_it_claims(http, model)
     body = {"model": model, "input": [{"type": "function_call_output", "call_id": "c1"}]}
     error = assert_error(http.post("/v1/responses", json=body), 400, param="input")
     assert error["message"] == "Missing required parameter: 'input.0.output'"
+    body = {"model": model, "input": [{"type": "item_reference", "id": "msg_1"}]}  # a kind not served
+    error = assert_error(http.post("/v1/responses", json=body), 400, param="input")
+    assert error["message"].startswith("Invalid request: input.0.type: Input should be 'message'")
+    assert "'function_call_output'" in error["message"]
     body = {"model": model, "input": [{"role": "user", "content": 5}]}
     error = assert_error(http.post("/v1/responses", json=body), 400, param="input")
     assert error["message"].startswith("Invalid request: input.0.content: Input should be a valid string")

@@ -197,6 +197,29 @@ def test_a_function_named_like_a_mode_is_called_by_name(client, model):
     assert [c.function.name for c in reply.choices[0].message.tool_calls] == ["none"]
 
 
+@pytest.mark.parametrize("parameters", [None, {}])
+def test_a_function_without_parameters_is_called_with_none(client, model, parameters):
+    now = {"type": "function", "function": {"name": "now", "description": "The time now, with the date."}}
+    if parameters is not None:
+        now["function"]["parameters"] = parameters
+    for seed in range(4):
+        reply = client.chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": "What time and date is it in Tokyo?"}],
+            tools=[now],
+            tool_choice="required",
+            parallel_tool_calls=False,
+            temperature=1.0,
+            seed=seed,
+            max_tokens=40,
+        )
+        assert reply.choices[0].finish_reason == "tool_calls"
+        calls = reply.choices[0].message.tool_calls
+        assert calls and all(
+            c.function.name == "now" and json.loads(c.function.arguments) == {} for c in calls
+        )
+
+
 def test_a_full_round_trip_call_result_answer(client, model):
     first = (
         client.chat.completions.create(
