@@ -15,8 +15,8 @@ from pyinfer.sampling_params import SamplingParams, SamplingParamsError, Structu
 from pyinfer.server.protocol_base import Body, Request, Settings
 from pyinfer.server.protocol_structured import ResponseFormat, StructuredOutputs, one_constraint
 from pyinfer.server.protocol_tools import (
-    ChatNamedToolChoice,
     ChatTool,
+    ChatToolChoice,
     ToolCall,
     ToolCallChunk,
     ToolChoiceMode,
@@ -209,7 +209,7 @@ class ChatCompletionRequest(SamplingRequest, TemplateControls):
     logprobs: bool | None = False
     top_logprobs: int | None = None
     tools: list[ChatTool] | None = None
-    tool_choice: ToolChoiceMode | ChatNamedToolChoice | None = None
+    tool_choice: ToolChoiceMode | ChatToolChoice | None = None
     parallel_tool_calls: bool | None = None
     # OpenAI's hints that change nothing in a reply: accepted
     metadata: dict[str, str] | None = None
@@ -230,11 +230,8 @@ class ChatCompletionRequest(SamplingRequest, TemplateControls):
     function_call: Any = None
 
     def tool_request(self) -> ToolRequest | None:
-        choice, named = self.tool_choice, isinstance(self.tool_choice, ChatNamedToolChoice)
         functions = [t.function for t in self.tools or []]
-        return ToolRequest.of(
-            functions, choice.function.name if named else choice, named, self.parallel_tool_calls
-        )
+        return ToolRequest.of(functions, self.tool_choice, self.parallel_tool_calls)
 
     def unsupported(self) -> tuple[str, str] | None:
         if problem := super().unsupported():
@@ -315,7 +312,7 @@ class TokenizeRequest(TemplateControls):
 
     def tool_request(self) -> ToolRequest | None:
         """The tools as a chat request offering them under tool_choice auto gives them the model."""
-        return ToolRequest.of([t.function for t in self.tools or []], None, False, None)
+        return ToolRequest.of([t.function for t in self.tools or []], None, None)
 
 
 class DetokenizeRequest(Body):

@@ -19,8 +19,8 @@ from pyinfer.server.protocol import (
 from pyinfer.server.protocol_base import Body, Settings
 from pyinfer.server.protocol_structured import TextFormat
 from pyinfer.server.protocol_tools import (
-    ResponsesNamedToolChoice,
     ResponsesTool,
+    ResponsesToolChoice,
     ToolChoiceMode,
     ToolRequest,
     template_tool_call,
@@ -97,7 +97,7 @@ class ResponsesRequest(Body):
     background: bool | None = False
     priority: int | None = None  # under --scheduling-policy priority: lower runs first
     tools: list[ResponsesTool] | None = None
-    tool_choice: ToolChoiceMode | ResponsesNamedToolChoice | None = None
+    tool_choice: ToolChoiceMode | ResponsesToolChoice | None = None
     parallel_tool_calls: bool | None = None
     text: TextConfig | None = None
     stream_options: dict[str, Any] | None = None  # its one field hides chunk sizes: nothing to hide here
@@ -123,8 +123,7 @@ class ResponsesRequest(Body):
         return self.store is not False
 
     def tool_request(self) -> ToolRequest | None:
-        choice, named = self.tool_choice, isinstance(self.tool_choice, ResponsesNamedToolChoice)
-        return ToolRequest.of(self.tools, choice.name if named else choice, named, self.parallel_tool_calls)
+        return ToolRequest.of(self.tools, self.tool_choice, self.parallel_tool_calls)
 
     def unsupported(self) -> tuple[str, str] | None:
         """(param, message) for a feature we do not serve yet, rather than ignore in silence."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -58,25 +58,65 @@ class ChatNamedToolChoice(Settings):
     type: Literal["function"]
     function: FunctionName
 
+    def selection(self) -> tuple[str, list[str]]:
+        """(mode, the functions the model may call)"""
+        return "named", [self.function.name]
+
+
+class ChatAllowedTools(Settings):
+    mode: Literal["auto", "required"]
+    tools: list[ChatNamedToolChoice] = Field(min_length=1)
+
+
+class ChatAllowedToolsChoice(Settings):
+    """All the tools stay in the prompt (and its cached prefix); the model may call only these."""
+
+    type: Literal["allowed_tools"]
+    allowed_tools: ChatAllowedTools
+
+    def selection(self) -> tuple[str, list[str]]:
+        return self.allowed_tools.mode, [t.function.name for t in self.allowed_tools.tools]
+
 
 class ResponsesNamedToolChoice(Settings):
     type: Literal["function"]
     name: str
 
+    def selection(self) -> tuple[str, list[str]]:
+        return "named", [self.name]
+
+
+class ResponsesAllowedToolsChoice(Settings):
+    type: Literal["allowed_tools"]
+    mode: Literal["auto", "required"]
+    tools: list[ResponsesNamedToolChoice] = Field(min_length=1)
+
+    def selection(self) -> tuple[str, list[str]]:
+        return self.mode, [t.name for t in self.tools]
+
 
 ToolChoiceMode = Literal["none", "auto", "required"]
+ChatToolChoice = Annotated[ChatNamedToolChoice | ChatAllowedToolsChoice, Field(discriminator="type")]
+ResponsesToolChoice = Annotated[
+    ResponsesNamedToolChoice | ResponsesAllowedToolsChoice, Field(discriminator="type")
+]
 
 
 class ToolRequest:
     """A request's tools and how it lets the model use them: `mode` none (it answers in text), auto,
-    required, or named (it must call the function `name`); `parallel` None: the format's default."""
+    required, or named (it must call the one function `allowed` names); `allowed` None: any of them;
+    `parallel` None: the format's default."""
 
     def __init__(
-        self, functions: list[FunctionDefinition], mode: str, name: str | None, parallel: bool | None
+        self,
+        functions: list[FunctionDefinition],
+        mode: str,
+        allowed: list[str] | None,
+        parallel: bool | None,
     ):
         self.functions = functions
         self.mode = mode
-        self.name = name
+        self.allowed = allowed
         self.parallel = parallel
         self.besides_calls: BesidesCalls = "text" if mode == "auto" else "nothing"  # constraint() may widen
 
@@ -84,12 +124,11 @@ class ToolRequest:
     def of(
         cls,
         functions: list[FunctionDefinition] | None,
-        choice: ToolChoiceMode | str | None,
-        named: bool,
+        choice: ToolChoiceMode | ChatToolChoice | ResponsesToolChoice | None,
         parallel: bool | None,
     ) -> ToolRequest | None:
-        """The request's tools, checked (a 400 naming `tools`, `tool_choice` or `parallel_tool_calls`);
-        `choice` is a mode, or with `named` a function's name. None without tools."""
+        """The request's tools, checked (a 400 naming `tools`, `tool_choice` or `parallel_tool_calls`).
+        None without tools."""
         functions = functions or []
         if not functions:
             for param, given in (("tool_choice", choice), ("parallel_tool_calls", parallel)):
@@ -109,13 +148,15 @@ class ToolRequest:
                 raise SamplingParamsError(
                     f"tools[{i}]", f"parameters of {f.name!r} must be a JSON schema of an object"
                 )
-        if named:
-            if choice not in names:
+        if choice is None or isinstance(choice, str):
+            return cls(functions, choice or "auto", None, parallel)
+        mode, allowed = choice.selection()
+        for name in allowed:
+            if name not in names:
                 raise SamplingParamsError(
-                    "tool_choice", f"names the function {choice!r}, which is not among the tools"
+                    "tool_choice", f"names the function {name!r}, which is not among the tools"
                 )
-            return cls(functions, "named", choice, parallel)
-        return cls(functions, choice or "auto", None, parallel)
+        return cls(functions, mode, allowed, parallel)
 
     @property
     def active(self) -> bool:
@@ -142,7 +183,7 @@ class ToolRequest:
                 check_enforceable(f.parameters, f"tools[{i}]", f.strict is True, f"{f.name}.parameters")
         if output is not None:
             check_enforceable(json.loads(output.spec), output.param, output.strict)
-        callable_ = [f for f in self.functions if self.name in (None, f.name)]
+        callable_ = [f for f in self.functions if self.allowed is None or f.name in self.allowed]
         if output is not None and self.mode == "auto":
             self.besides_calls = "json"
         spec = structural_tag(

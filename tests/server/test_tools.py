@@ -329,6 +329,26 @@ def test_a_json_response_format_beside_tools_gives_calls_or_that_json(client, mo
             "response_format",
         ),
         ({"tools": TOOLS, "structured_outputs": {"regex": "a+"}}, "structured_outputs"),
+        (  # allowed tools must be among the tools
+            {
+                "tools": TOOLS,
+                "tool_choice": {
+                    "type": "allowed_tools",
+                    "allowed_tools": {
+                        "mode": "auto",
+                        "tools": [{"type": "function", "function": {"name": "x"}}],
+                    },
+                },
+            },
+            "tool_choice",
+        ),
+        (
+            {
+                "tools": TOOLS,
+                "tool_choice": {"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": []}},
+            },
+            "tool_choice",
+        ),
         ({"messages": [*QUESTION, {"role": "tool", "content": "no id"}]}, "messages"),
         ({"messages": [*QUESTION, {"role": "tool", "content": "20C", "tool_call_id": "nope"}]}, "messages"),
     ],
@@ -338,6 +358,41 @@ def test_bad_tools_are_a_400_naming_the_field(http, model, body, param, stream):
     body = {"model": model, "messages": QUESTION, "max_tokens": 5, "stream": stream, **body}
     error = assert_error(http.post("/v1/chat/completions", json=body), 400)
     assert error["param"].split(".")[0].split("[")[0] == param
+
+
+@pytest.mark.parametrize("mode", ["required", "auto"])
+def test_allowed_tools_keep_every_tool_in_the_prompt_and_let_only_those_be_called(client, http, model, mode):
+    allowed = {
+        "type": "allowed_tools",
+        "allowed_tools": {"mode": mode, "tools": [{"type": "function", "function": {"name": "search"}}]},
+    }
+    counted = http.post("/tokenize", json={"messages": QUESTION, "tools": TOOLS})
+    assert counted.status_code == 200, counted.text
+    count = counted.json()["count"]
+
+    def ask(seed: int) -> openai.types.chat.ChatCompletion:
+        return client.chat.completions.create(
+            model=model,
+            messages=QUESTION,
+            tools=TOOLS,
+            tool_choice=allowed,
+            parallel_tool_calls=False,
+            temperature=1.0,
+            seed=seed,
+            max_tokens=120,
+        )
+
+    with ThreadPoolExecutor(8) as pool:
+        replies = list(pool.map(ask, range(8)))
+    for reply in replies:
+        message = reply.choices[0].message
+        if mode == "required":
+            assert reply.choices[0].finish_reason == "tool_calls" and message.content is None
+        # never get_weather, which the question asks for (under auto, this model mostly answers in text)
+        for call in message.tool_calls or []:
+            assert call.function.name == "search"
+            jsonschema.validate(json.loads(call.function.arguments), SCHEMAS["search"])
+        assert reply.usage.prompt_tokens > count  # both tools, and a line naming the allowed one
 
 
 # ---- the Responses API -----------------------------------------------------------------------------
@@ -390,6 +445,20 @@ def test_responses_function_calls_and_their_outputs(client, model):
             max_output_tokens=30,
         )
     assert e.value.body["param"] == "input" and "call_nope" in e.value.body["message"]
+
+
+def test_responses_allowed_tools(client, model):
+    choice = {"type": "allowed_tools", "mode": "required", "tools": [{"type": "function", "name": "search"}]}
+    r = client.responses.create(
+        model=model,
+        input="What is the weather in Paris?",
+        tools=RESPONSES_TOOLS,
+        tool_choice=choice,
+        parallel_tool_calls=False,
+        max_output_tokens=120,
+    )
+    assert r.output and all(item.type == "function_call" and item.name == "search" for item in r.output)
+    assert r.tool_choice.type == "allowed_tools" and r.tool_choice.mode == "required"
 
 
 def test_responses_stream_function_call_events(client, model):
