@@ -20,9 +20,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pyinfer.bench.int4_paths
 	@touch $@
 
-# `make serve PORT=8001 ARGS="--model path"`; without PORT, the server's own default or PYINFER_PORT
+# `make serve PORT=8001 ARGS="--model path"`. Only a PORT given to make becomes --port: one in the
+# environment (set by many hosts) is read by the server after PYINFER_PORT, as the README says.
 serve: install
-	$(PY) -m pyinfer serve $(if $(PORT),--port $(PORT)) $(ARGS)
+	$(PY) -m pyinfer serve $(if $(filter command line,$(origin PORT)),--port $(PORT)) $(ARGS)
 
 # The UI tests drive Debian's Chromium: installed here where we may (root, apt); elsewhere the test run
 # ends with a line saying they were skipped and how to enable them.

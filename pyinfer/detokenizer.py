@@ -62,9 +62,11 @@ class IncrementalDetokenizer:
             return bisect_left(self.starts, len(self.text))
         if self.finished:
             return len(self.starts)
-        # a token's text ends where the next one's starts; the last one's where the text does
+        # a token's text ends where the next one's starts; the last one's where the text does. Tokens from
+        # read_offset on are not in the text yet (they end in part of a character).
         settled = max(bisect_right(self.starts, self.emitted, 1) - 1, 0)
-        return settled + (settled == len(self.starts) - 1 and len(self.text) <= self.emitted)
+        settled += settled == len(self.starts) - 1 and len(self.text) <= self.emitted
+        return min(settled, self.read_offset)
 
     def _decode_next(self) -> None:
         skip = self.skip_special_tokens

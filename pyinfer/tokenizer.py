@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
-import json
 import logging
 import os
 import shutil
@@ -92,9 +91,9 @@ class Tokenizer:
     def token_bytes(self, token_id: int) -> bytes:
         """The bytes one token adds to the text, which decoding it alone turns into U+FFFD where they
         are part of a character."""
-        added = self.hf.added_tokens_decoder.get(token_id)
+        added = self._added_bytes.get(token_id)
         if added is not None:
-            return added.content.encode()
+            return added
         piece = self.hf.convert_ids_to_tokens(token_id)
         kind, table = self._vocabulary_kind
         if kind == "byte_level":
@@ -109,11 +108,22 @@ class Tokenizer:
         return self.hf.decode([token_id]).encode()
 
     @functools.cached_property
+    def special_ids(self) -> frozenset[int]:
+        """The special tokens, whose text decoding with skip_special_tokens leaves out."""
+        return frozenset(i for i, t in self.hf.added_tokens_decoder.items() if t.special)
+
+    @functools.cached_property
+    def _added_bytes(self) -> dict[int, bytes]:
+        """The added tokens' text (transformers builds its map of them anew at each look-up)."""
+        return {i: t.content.encode() for i, t in self.hf.added_tokens_decoder.items()}
+
+    @functools.cached_property
     def _vocabulary_kind(self) -> tuple[str, dict[str, int]]:
         """How the vocabulary spells bytes: "byte_level" (GPT-2's printable stand-ins, with the map back),
         "byte_fallback" (SentencePiece's `<0xAB>` pieces), or "text" (pieces are text)."""
         backend = getattr(self.hf, "backend_tokenizer", None)
-        decoder = json.dumps(json.loads(backend.to_str()).get("decoder")) if backend is not None else ""
+        found = backend.decoder if backend is not None else None
+        decoder = found.__getstate__().decode() if found is not None else ""  # its JSON, with any it chains
         if '"ByteLevel"' in decoder:
             from transformers.convert_slow_tokenizer import bytes_to_unicode
 

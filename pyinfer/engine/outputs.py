@@ -27,7 +27,7 @@ class ChoiceOutput:
     )  # None: ids only
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[TokenLogprob] | None = None  # None unless asked for; only settled tokens' (below)
-    held_logprobs: list[TokenLogprob] = field(default_factory=list, repr=False, compare=False)
+    held_logprobs: list[TokenLogprob] = field(default_factory=list, init=False, repr=False, compare=False)
     finish_reason: str | None = None
     metrics: RequestMetrics | None = None  # the engine's, with its final output
 
@@ -62,14 +62,14 @@ class ChoiceOutput:
     def _settled_logprobs(self, logprobs: list[TokenLogprob], finished: bool) -> list[TokenLogprob]:
         """The logprobs to give out now: a token's once its text is (text held back as the possible start
         of a stop string holds them too). Tokens that are not the reply's text have none: those past a
-        stop string's cut, and the model's stop token, as at OpenAI."""
+        stop string's cut, and the model's stop token. Without a detokenizer (ids only), every token's."""
         held = self.held_logprobs
         held.extend(logprobs)
         self.logprobs = self.logprobs or []
-        if self.detokenizer is None:  # ids only: every token is the reply's
+        if self.detokenizer is None:
             settled = len(held)
-        else:
-            settled = self.detokenizer.final_tokens - len(self.logprobs)
+        else:  # a token of no text of its own, given out before a cut at its place, stays given
+            settled = max(self.detokenizer.final_tokens - len(self.logprobs), 0)
         out, self.held_logprobs = held[:settled], [] if finished else held[settled:]
         self.logprobs.extend(out)
         return out

@@ -106,7 +106,7 @@ def validation_problem(errors: list[Any]) -> tuple[str, list[str], list[str]]:
             i
             for i in everything
             if errors[i]["loc"][-1:] == ("type",) and errors[i]["type"] == "literal_error"
-        ]
+        ] or kept
     deepest = max(kept, key=lambda i: len(untagged[i]))
     loc = [str(p) for p in untagged[deepest]]
     messages = [errors[i]["msg"] for i in kept if untagged[i] == untagged[deepest]]

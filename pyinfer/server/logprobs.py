@@ -21,15 +21,18 @@ def chat_logprobs(tokenizer: Tokenizer, logprobs: list[TokenLogprob]) -> ChatLog
 
 
 def completion_logprobs(
-    tokenizer: Tokenizer, logprobs: list[TokenLogprob], offset: int
-) -> CompletionLogprobs:
-    """`offset`: where the first token's text starts in the choice's text."""
+    tokenizer: Tokenizer, logprobs: list[TokenLogprob], offset: int, skip_special_tokens: bool
+) -> tuple[CompletionLogprobs, int]:
+    """The logprobs, with each token's `text_offset` counted on from `offset` (where the first token's
+    text starts in the choice's text); and where the text after the last token starts."""
     out = CompletionLogprobs()
     for lp in logprobs:
-        out.tokens.append(tokenizer.token_text(lp.token_id))
+        token = tokenizer.token_bytes(lp.token_id)
+        out.tokens.append(token.decode("utf-8", errors="backslashreplace"))
         out.token_logprobs.append(lp.logprob)
         out.top_logprobs.append({tokenizer.token_text(t): p for t, p in lp.top})
         out.text_offset.append(offset)
-        # the characters the token begins: a character split over tokens counts at its first byte's
-        offset += sum((b & 0xC0) != 0x80 for b in tokenizer.token_bytes(lp.token_id))
-    return out
+        if not (skip_special_tokens and lp.token_id in tokenizer.special_ids):  # else not in the text
+            # the characters the token begins: a character split over tokens counts at its first byte's
+            offset += sum((b & 0xC0) != 0x80 for b in token)
+    return out, offset

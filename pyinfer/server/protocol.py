@@ -124,13 +124,18 @@ def engine_sampling_params(defaults: dict[str, Any], **given: Any) -> SamplingPa
     return SamplingParams(**{"max_tokens": None, **with_defaults(defaults, **given)})
 
 
-class TextPart(Request):
-    type: Literal["text"]
+class TextContent(Request):
+    """A part of a message's content that is text, whatever the API calls its type."""
+
     text: str
 
     @property
     def said(self) -> str:
         return self.text
+
+
+class TextPart(TextContent):
+    type: Literal["text"]
 
 
 class RefusalPart(Request):
@@ -144,7 +149,7 @@ class RefusalPart(Request):
         return self.refusal
 
 
-ContentPart = Annotated[TextPart | RefusalPart, Field(discriminator="type")]
+ContentPart = TextPart | RefusalPart  # not tagged by `type`: pydantic would put the tag in errors' places
 
 
 class ChatMessage(Request):

@@ -11,8 +11,9 @@ from pyinfer.sampling_params import SamplingParams
 from pyinfer.server.protocol import (
     ChatMessage,
     Performance,
+    RefusalPart,
     Request,
-    TextPart,
+    TextContent,
     Usage,
     engine_sampling_params,
 )
@@ -28,8 +29,8 @@ from pyinfer.server.protocol_tools import (
 
 
 # ---- requests -------------------------------------------------------------------------------------
-class InputText(TextPart):
-    type: Literal["input_text", "output_text"]  # type: ignore[assignment]  # Responses' names for text
+class InputText(TextContent):
+    type: Literal["input_text", "output_text"]
 
 
 class InputMessage(ChatMessage):
@@ -38,7 +39,7 @@ class InputMessage(ChatMessage):
 
     type: Literal["message"] = "message"
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[InputText]
+    content: str | list[InputText | RefusalPart]
     tool_calls: None = None
     tool_call_id: None = None
 
@@ -133,7 +134,7 @@ class ResponsesRequest(Body):
             k: v for k, v in (self.reasoning or {}).items() if v is not None and (k, v) != ("effort", "none")
         }
         if asked:  # {"effort": null} or "none" asks for what these models do anyway
-            return "reasoning", "this server's models do not reason before answering"
+            return "reasoning", "reasoning: this server's models do not reason before answering"
         if self.text is not None and self.text.verbosity is not None:
             return "text", "text.verbosity is not supported"
         return self.refused_fields(RESPONSES_FIELDS_REFUSED)

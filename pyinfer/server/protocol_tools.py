@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -96,10 +96,8 @@ class ResponsesAllowedToolsChoice(Settings):
 
 
 ToolChoiceMode = Literal["none", "auto", "required"]
-ChatToolChoice = Annotated[ChatNamedToolChoice | ChatAllowedToolsChoice, Field(discriminator="type")]
-ResponsesToolChoice = Annotated[
-    ResponsesNamedToolChoice | ResponsesAllowedToolsChoice, Field(discriminator="type")
-]
+ChatToolChoice = ChatNamedToolChoice | ChatAllowedToolsChoice
+ResponsesToolChoice = ResponsesNamedToolChoice | ResponsesAllowedToolsChoice
 
 
 class ToolRequest:

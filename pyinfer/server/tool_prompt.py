@@ -27,7 +27,6 @@ its arguments, and nothing after the blocks:
 When you have what you need, answer in plain text instead."""
 TOOL_RESULT = "<tool_response>\n{content}\n</tool_response>"
 MUST_CALL = {"required": "Call at least one function now.", "named": "Call the function {name} now."}
-ONLY = "You may call only these functions: {names}."
 
 
 def chat_prompt(
@@ -48,13 +47,12 @@ def _instructions(offered: list[dict[str, Any]], tools: ToolRequest, fmt: ToolFo
     text = GENERIC_INSTRUCTIONS.format(
         tools="\n".join(json.dumps(t["function"]) for t in offered), example=example
     )
-    if tools.mode == "named":
-        assert tools.allowed is not None
-        return f"{text}\n" + MUST_CALL["named"].format(name=tools.allowed[0])
-    if tools.allowed is not None:
-        text += "\n" + ONLY.format(names=", ".join(tools.allowed))
+    # allowed_tools is left to the grammar: naming them here would change the prompt's cached prefix
     if tools.mode == "required":
         text += "\n" + MUST_CALL["required"]
+    elif tools.mode == "named":
+        assert tools.allowed is not None
+        text += "\n" + MUST_CALL["named"].format(name=tools.allowed[0])
     return text
 
 

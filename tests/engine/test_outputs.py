@@ -77,3 +77,44 @@ def test_a_token_s_bytes_are_its_own_where_it_holds_part_of_a_character(smollm2_
     assert all("\\x" in s and "\ufffd" not in s for s in shown) and len(set(shown)) == len(set(partial))
     assert tokenizer.token_text(tokenizer.encode(" hi", add_special_tokens=False)[0]) == " hi"
     assert tokenizer.token_text(2) == "<|im_end|>"
+
+
+def _fed_one_by_one(tokenizer, choice: ChoiceOutput, ids: list[int]) -> tuple[str, list[TokenLogprob]]:
+    """The text and logprobs a stream gives out, feeding one token an output."""
+    text, logprobs = "", []
+    for t in ids:
+        added = choice.add(
+            SeqOutput(request_id="r", index=0, new_token_ids=[t], logprobs=[TokenLogprob(t, -1.0, [])])
+        )
+        if added is None:
+            break
+        text += added.text
+        logprobs += added.logprobs
+    return text, logprobs
+
+
+def test_a_character_split_over_tokens_gives_their_logprobs_with_it(smollm2_path):
+    tokenizer = load_tokenizer(smollm2_path, "gguf")
+    ids = tokenizer.encode("a🐤\nb", add_special_tokens=False)
+    choice = ChoiceOutput(0, IncrementalDetokenizer(tokenizer, stop=["\n"]))
+    seen = []
+    for t in ids:
+        added = choice.add(
+            SeqOutput(request_id="r", index=0, new_token_ids=[t], logprobs=[TokenLogprob(t, -1.0, [])])
+        )
+        if added is None:
+            break
+        seen.append((added.text, [lp.token_id for lp in added.logprobs]))
+        if added.logprobs:  # the bytes given so far make whole characters, the text given so far
+            given = b"".join(tokenizer.token_bytes(i) for _, lps in seen for i in lps)
+            assert given.decode() == "".join(text for text, _ in seen)
+    assert "".join(text for text, _ in seen) == "a🐤"
+
+
+def test_a_token_of_no_text_before_a_cut_at_the_start_gives_no_other_token_s_logprob(smollm2_path):
+    tokenizer = load_tokenizer(smollm2_path, "gguf")
+    ids = [1, *tokenizer.encode("ab cd ef", add_special_tokens=False)]  # <|im_start|>: skipped, no text
+    text, logprobs = _fed_one_by_one(
+        tokenizer, ChoiceOutput(0, IncrementalDetokenizer(tokenizer, stop=["ab c"])), ids
+    )
+    assert text == "" and [lp.token_id for lp in logprobs] in ([], [1])

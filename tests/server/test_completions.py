@@ -70,6 +70,18 @@ def test_logprobs(client, model):
         assert max(top, key=top.get) == token  # greedy
 
 
+def test_streamed_logprobs_offsets_equal_the_whole_reply_s_under_a_stop_string(client, model):
+    text = complete(client, model, temperature=0, max_tokens=16).choices[0].text
+    stop = text[6:11]  # held back while it may begin, so logprobs trail the text sent
+    whole = complete(client, model, temperature=0, max_tokens=16, logprobs=1, stop=stop).choices[0]
+    chunks = list(complete(client, model, temperature=0, max_tokens=16, logprobs=1, stop=stop, stream=True))
+    streamed = [lp for c in chunks if c.choices and c.choices[0].logprobs for lp in [c.choices[0].logprobs]]
+    offsets = [o for lp in streamed for o in lp.text_offset]
+    assert offsets == whole.logprobs.text_offset == sorted(offsets) and offsets[0] == 0
+    assert [t for lp in streamed for t in lp.tokens] == whole.logprobs.tokens
+    assert "".join(whole.logprobs.tokens).startswith(whole.text) and whole.text == text[: text.index(stop)]
+
+
 def test_stop_string(client, model):
     text = complete(client, model, temperature=0, max_tokens=16).choices[0].text
     stop = text[3:7]

@@ -277,8 +277,7 @@ def test_a_malformed_item_of_a_union_is_named_by_the_kind_it_claims(http, model)
         "messages",
     )
     assert error["message"] == (
-        "Invalid request: messages.0.content.0: Input tag 'image_url' found using 'type' does not match any "
-        "of the expected tags: 'text', 'refusal'"
+        "Invalid request: messages.0.content.0.type: Input should be 'text', or Input should be 'refusal'"
     )
 
 

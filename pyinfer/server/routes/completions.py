@@ -50,13 +50,17 @@ async def create_completion(request: Request, body: CompletionBody) -> Response:
         deltas = run_all(gens)
         if params.structured is not None:
             deltas = await primed(request, deltas)
-        return event_stream(_chunks(gens, deltas, echoes, head, tokenizer, body.include_usage))
+        return event_stream(
+            _chunks(gens, deltas, echoes, head, tokenizer, body.include_usage, params.skip_special_tokens)
+        )
     await until_disconnected(request, drain(run_all(gens)))
     choices = [
         CompletionChoice(
             index=gen.index_offset + c.index,
             text=echo + c.text,
-            logprobs=completion_logprobs(tokenizer, c.logprobs or [], len(echo))
+            logprobs=completion_logprobs(tokenizer, c.logprobs or [], len(echo), params.skip_special_tokens)[
+                0
+            ]
             if params.logprobs is not None
             else None,
             finish_reason=c.finish_reason,
@@ -74,9 +78,12 @@ async def _chunks(
     head: dict[str, Any],
     tokenizer: Tokenizer,
     include_usage: bool,
+    skip_special_tokens: bool,
 ) -> AsyncIterator[str]:
     """The echoed prompts first, then one chunk per delta as tokens are sampled, usage, [DONE]."""
-    offsets = {}  # choice index -> length of its text so far, for logprobs' text_offset
+    # choice index -> where the text of its next logprob token starts (logprobs trail text held back
+    # as the possible start of a stop string, so this is not the length of the text sent)
+    offsets = {}
     for gen, echo in zip(gens, echoes, strict=True):
         for c in gen.choices:
             offsets[gen.index_offset + c.index] = len(echo)
@@ -87,11 +94,11 @@ async def _chunks(
     async with aclosing(deltas):
         async for d in deltas:
             if not d.logprobs:
-                offsets[d.index] += len(d.text)
                 yield plain.event(d.index, d.text, d.finish_reason)
                 continue
-            logprobs = completion_logprobs(tokenizer, d.logprobs, offsets[d.index])
-            offsets[d.index] += len(d.text)
+            logprobs, offsets[d.index] = completion_logprobs(
+                tokenizer, d.logprobs, offsets[d.index], skip_special_tokens
+            )
             choice = CompletionChoice(
                 index=d.index, text=d.text, logprobs=logprobs, finish_reason=d.finish_reason
             )
