@@ -87,6 +87,15 @@ def env_default(
         return BadVariable(f"environment variable {name}={value!r} is not {what}")
 
 
+def env_switch(name: str) -> bool | None:
+    """A switch read from the environment outside the flags (as the kernels' are): true, false, or None
+    where unset; a value that is neither stops the start, naming it."""
+    value = env_default((name,), None, bool)
+    if isinstance(value, BadVariable):
+        raise SystemExit(value.message)
+    return value
+
+
 def add_config_arguments(group: argparse._ArgumentGroup, config: type) -> None:
     """A flag for every field of the dataclass `config` that has an option."""
     hints = typing.get_type_hints(config)
@@ -100,11 +109,12 @@ def add_config_arguments(group: argparse._ArgumentGroup, config: type) -> None:
         names = (env_name(flag[2:]), *opt.aliases)
         env = " or ".join(names)
         if opt.negated is not None:  # on by default: the flag (or the variable, set true) turns it off
+            turned_off = env_default(names, not default, bool)
             group.add_argument(
                 opt.negated,
                 dest=field.name,
                 action="store_false",
-                default=not env_default(names, not default, bool),
+                default=turned_off if isinstance(turned_off, BadVariable) else not turned_off,
                 help=f"{opt.help} (env {env})",
             )
         elif kind is bool:

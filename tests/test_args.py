@@ -12,6 +12,7 @@ import sys
 
 import pytest
 
+from pyinfer.args import env_switch
 from pyinfer.config import EngineConfig, add_engine_arguments, engine_config_from_args
 from pyinfer.server import config as server_config
 from pyinfer.server.config import (
@@ -66,11 +67,17 @@ def test_a_variable_that_does_not_parse_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("PYINFER_LOG_PROMPTS", "maybe")
     with pytest.raises(SystemExit, match="PYINFER_LOG_PROMPTS"):
         parse([])
+    monkeypatch.delenv("PYINFER_LOG_PROMPTS")
+    monkeypatch.setenv("PYINFER_NO_OVERLAP", "maybe")  # a flag that turns something off: not taken as set
+    with pytest.raises(SystemExit, match="PYINFER_NO_OVERLAP='maybe' is not a valid bool"):
+        parse([])
 
 
 def test_a_value_out_of_range_stops_the_start_naming_its_flag_and_variable(monkeypatch):
     with pytest.raises(SystemExit, match=re.escape("(--rate-limit-rpm or PYINFER_RATE_LIMIT_RPM)")):
         parse(["--rate-limit-rpm", "-5"])
+    with pytest.raises(SystemExit, match=re.escape("port must be between 0 and 65535, not 73799")):
+        parse(["--port", "73799"])  # which the socket would bind as 8263
     monkeypatch.setenv("PYINFER_MAX_QUEUED_REQUESTS", "-1")
     with pytest.raises(
         SystemExit, match=r"max_queued_requests must be at least 1 .*PYINFER_MAX_QUEUED_REQUESTS"
@@ -141,3 +148,14 @@ def test_parsing_a_serve_command_line_imports_no_torch():
         "assert build_parser().parse_args(argv).base_url == 'http://127.0.0.1:1'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_switches_read_outside_the_flags_take_the_same_words_and_refuse_others(monkeypatch):
+    monkeypatch.delenv("PYINFER_DISABLE_CPU_KERNELS", raising=False)
+    assert env_switch("PYINFER_DISABLE_CPU_KERNELS") is None
+    for word, meant in [("yes", True), ("1", True), ("Off", False), ("0", False)]:
+        monkeypatch.setenv("PYINFER_DISABLE_CPU_KERNELS", word)
+        assert env_switch("PYINFER_DISABLE_CPU_KERNELS") is meant
+    monkeypatch.setenv("PYINFER_DISABLE_CPU_KERNELS", "maybe")
+    with pytest.raises(SystemExit, match="PYINFER_DISABLE_CPU_KERNELS='maybe' is not a valid bool"):
+        env_switch("PYINFER_DISABLE_CPU_KERNELS")

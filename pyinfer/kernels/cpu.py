@@ -24,6 +24,7 @@ from types import ModuleType
 
 import torch
 
+from pyinfer.args import env_switch
 from pyinfer.logs import announce_if_slow
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ HEADERS = sorted(CSRC.glob("*.h"))  # what they share: not compiled on their own
 @functools.cache
 def cpu_ops() -> ModuleType | None:
     """The compiled module, or None where it cannot be built (or PYINFER_DISABLE_CPU_KERNELS=1)."""
-    if os.environ.get("PYINFER_DISABLE_CPU_KERNELS") == "1":
+    if env_switch("PYINFER_DISABLE_CPU_KERNELS"):
         return None
     try:
         from torch.utils.cpp_extension import load
@@ -82,9 +83,9 @@ def integer_kernels_choice() -> bool | None:
     """Whether our integer kernels serve quantized weights on this processor where torch has fast int4
     kernels too: PYINFER_INTEGER_KERNELS (1 or 0) if set, else what `python -m pyinfer.bench.int4_paths`
     measured here (`make install` runs it) and kept beside this build; None where neither says."""
-    forced = os.environ.get("PYINFER_INTEGER_KERNELS")
-    if forced in ("0", "1"):
-        return forced == "1"
+    forced = env_switch("PYINFER_INTEGER_KERNELS")
+    if forced is not None:
+        return forced
     try:
         kept = json.loads(_choice_record().read_text())
         return kept["integer_kernels"] if kept["source"] == _source_hash() else None
@@ -120,12 +121,15 @@ def cpu_has_bf16() -> bool:
 
 
 def _build_dir() -> Path:
-    """Where this processor's build (and what was measured of it) is kept: in PYINFER_PREBUILT_KERNELS_DIR
+    """Where this processor's build of these sources (and what was measured of it) is kept: in PYINFER_PREBUILT_KERNELS_DIR
     (a container image's read-only tree) when that holds this processor's build, else in torch's cache."""
     from torch.utils.cpp_extension import get_default_build_root
 
     version = f"py{sys.version_info.major}{sys.version_info.minor}_torch{torch.__version__}"
-    name = f"pyinfer_cpu_ops_{_processor_id()}"
+    # one build per source folder too: ninja's rules name the sources' paths, so two checkouts (a clone
+    # beside a worktree) sharing one build would each rebuild it at the other's every start
+    checkout = hashlib.sha256(str(CSRC).encode()).hexdigest()[:6]
+    name = f"pyinfer_cpu_ops_{_processor_id()}_{checkout}"
     if prebuilt_root := os.environ.get("PYINFER_PREBUILT_KERNELS_DIR"):
         prebuilt = Path(prebuilt_root) / version / name
         if (prebuilt / f"{name}.so").exists():

@@ -172,6 +172,8 @@ class ServerConfig:
     )
 
     def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:  # the socket would take it modulo 65536, and bind another port
+            raise ValueError(f"port must be between 0 and 65535, not {self.port}")
         if self.log_format not in ("text", "json"):
             raise ValueError(f"log_format must be text or json, not {self.log_format!r}")
         if self.tool_call_parser not in PARSER_CHOICES:
