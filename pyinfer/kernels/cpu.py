@@ -121,8 +121,9 @@ def cpu_has_bf16() -> bool:
 
 
 def _build_dir() -> Path:
-    """Where this processor's build of these sources (and what was measured of it) is kept: in PYINFER_PREBUILT_KERNELS_DIR
-    (a container image's read-only tree) when that holds this processor's build, else in torch's cache."""
+    """Where this processor's build of these sources (and what was measured of it) is kept: in
+    PYINFER_PREBUILT_KERNELS_DIR (a container image's read-only tree) when that holds this processor's
+    build, else in torch's cache."""
     from torch.utils.cpp_extension import get_default_build_root
 
     version = f"py{sys.version_info.major}{sys.version_info.minor}_torch{torch.__version__}"
