@@ -55,6 +55,12 @@ def _direct_decode(hf: Any) -> Any:
 IMPORT_LOCK = threading.RLock()
 
 
+def shown_token(token: bytes) -> str:
+    """A token's bytes as logprobs show them: bytes that are not whole UTF-8 characters (a piece of an
+    emoji) written as `\\xf0`, so that tokens stay told apart."""
+    return token.decode("utf-8", errors="backslashreplace")
+
+
 class Tokenizer:
     def __init__(self, path: str):
         p = Path(path)
@@ -84,9 +90,8 @@ class Tokenizer:
         return len(ids) == 1 and text not in self.hf.decode(ids, skip_special_tokens=True)
 
     def token_text(self, token_id: int) -> str:
-        """The text of one token as OpenAI logprobs show it: bytes that are not whole UTF-8 characters
-        (a piece of an emoji) written as `\\xf0`, so that tokens stay told apart."""
-        return self.token_bytes(token_id).decode("utf-8", errors="backslashreplace")
+        """The text of one token as OpenAI logprobs show it (see shown_token)."""
+        return shown_token(self.token_bytes(token_id))
 
     def token_bytes(self, token_id: int) -> bytes:
         """The bytes one token adds to the text, which decoding it alone turns into U+FFFD where they

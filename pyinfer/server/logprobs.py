@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from pyinfer.engine.messages import TokenLogprob
 from pyinfer.server.protocol import ChatLogprobs, ChatTokenLogprob, CompletionLogprobs, TopLogprob
-from pyinfer.tokenizer import Tokenizer
+from pyinfer.tokenizer import Tokenizer, shown_token
 
 
 def chat_logprobs(tokenizer: Tokenizer, logprobs: list[TokenLogprob]) -> ChatLogprobs:
     def top(token_id: int, logprob: float) -> TopLogprob:
-        return TopLogprob(
-            token=tokenizer.token_text(token_id), logprob=logprob, bytes=list(tokenizer.token_bytes(token_id))
-        )
+        token = tokenizer.token_bytes(token_id)
+        return TopLogprob(token=shown_token(token), logprob=logprob, bytes=list(token))
 
     content = []
     for lp in logprobs:
@@ -28,7 +27,7 @@ def completion_logprobs(
     out = CompletionLogprobs()
     for lp in logprobs:
         token = tokenizer.token_bytes(lp.token_id)
-        out.tokens.append(token.decode("utf-8", errors="backslashreplace"))
+        out.tokens.append(shown_token(token))
         out.token_logprobs.append(lp.logprob)
         out.top_logprobs.append({tokenizer.token_text(t): p for t, p in lp.top})
         out.text_offset.append(offset)

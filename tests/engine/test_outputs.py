@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from pyinfer.detokenizer import IncrementalDetokenizer
 from pyinfer.engine.messages import SeqOutput, TokenLogprob
-from pyinfer.engine.outputs import ChoiceOutput
+from pyinfer.engine.outputs import Added, ChoiceOutput
 from pyinfer.tokenizer import load_tokenizer
 
 
@@ -32,17 +34,24 @@ def test_without_a_stop_string_every_token_counts_and_the_end_is_the_engine_s(sm
     assert choice.num_tokens == len(ids) and choice.finish_reason == "length" and choice.logprobs is None
 
 
+def _one_token_an_output(choice: ChoiceOutput, ids: list[int]) -> Iterator[Added]:
+    """What the choice gives out as a stream sees it, one token (with its logprob) an output, until it
+    ends at a stop string."""
+    for t in ids:
+        added = choice.add(
+            SeqOutput(request_id="r", index=0, new_token_ids=[t], logprobs=[TokenLogprob(t, -1.0, [])])
+        )
+        if added is None:
+            return
+        yield added
+
+
 def test_logprobs_come_with_their_text_and_stop_where_a_stop_string_cuts_it(smollm2_path):
     tokenizer = load_tokenizer(smollm2_path, "gguf")
     ids = tokenizer.encode("1\n2\n3\n4\n5\n6", add_special_tokens=False)
     choice = ChoiceOutput(0, IncrementalDetokenizer(tokenizer, stop=["3\n4"]))
     streamed_text, streamed_logprobs = "", []
-    for t in ids:  # one token an output, as a stream sees them
-        added = choice.add(
-            SeqOutput(request_id="r", index=0, new_token_ids=[t], logprobs=[TokenLogprob(t, -1.0, [])])
-        )
-        if added is None:
-            break
+    for added in _one_token_an_output(choice, ids):
         streamed_text += added.text
         streamed_logprobs += added.logprobs
         # never a token's logprob before its text: held back text ("3", "3\n") holds its tokens' too
@@ -55,14 +64,8 @@ def test_a_stop_string_kept_in_the_output_keeps_its_tokens_logprobs(smollm2_path
     tokenizer = load_tokenizer(smollm2_path, "gguf")
     ids = tokenizer.encode("1\n2\n3\n4\n5\n6", add_special_tokens=False)
     choice = ChoiceOutput(0, IncrementalDetokenizer(tokenizer, stop=["3\n4"], include_stop_str=True))
-    for t in ids:
-        if (
-            choice.add(
-                SeqOutput(request_id="r", index=0, new_token_ids=[t], logprobs=[TokenLogprob(t, -1.0, [])])
-            )
-            is None
-        ):
-            break
+    for _ in _one_token_an_output(choice, ids):
+        pass
     assert "".join(tokenizer.token_text(lp.token_id) for lp in choice.logprobs) == "1\n2\n3\n4"
 
 
@@ -79,42 +82,22 @@ def test_a_token_s_bytes_are_its_own_where_it_holds_part_of_a_character(smollm2_
     assert tokenizer.token_text(2) == "<|im_end|>"
 
 
-def _fed_one_by_one(tokenizer, choice: ChoiceOutput, ids: list[int]) -> tuple[str, list[TokenLogprob]]:
-    """The text and logprobs a stream gives out, feeding one token an output."""
-    text, logprobs = "", []
-    for t in ids:
-        added = choice.add(
-            SeqOutput(request_id="r", index=0, new_token_ids=[t], logprobs=[TokenLogprob(t, -1.0, [])])
-        )
-        if added is None:
-            break
-        text += added.text
-        logprobs += added.logprobs
-    return text, logprobs
-
-
 def test_a_character_split_over_tokens_gives_their_logprobs_with_it(smollm2_path):
     tokenizer = load_tokenizer(smollm2_path, "gguf")
     ids = tokenizer.encode("a🐤\nb", add_special_tokens=False)
-    choice = ChoiceOutput(0, IncrementalDetokenizer(tokenizer, stop=["\n"]))
-    seen = []
-    for t in ids:
-        added = choice.add(
-            SeqOutput(request_id="r", index=0, new_token_ids=[t], logprobs=[TokenLogprob(t, -1.0, [])])
-        )
-        if added is None:
-            break
-        seen.append((added.text, [lp.token_id for lp in added.logprobs]))
-        if added.logprobs:  # the bytes given so far make whole characters, the text given so far
-            given = b"".join(tokenizer.token_bytes(i) for _, lps in seen for i in lps)
-            assert given.decode() == "".join(text for text, _ in seen)
-    assert "".join(text for text, _ in seen) == "a🐤"
+    text, given = "", b""
+    for added in _one_token_an_output(ChoiceOutput(0, IncrementalDetokenizer(tokenizer, stop=["\n"])), ids):
+        text += added.text
+        given += b"".join(tokenizer.token_bytes(lp.token_id) for lp in added.logprobs)
+        if added.logprobs:  # the bytes given so far make whole characters: the text given so far
+            assert given.decode() == text
+    assert text == "a🐤"
 
 
 def test_a_token_of_no_text_before_a_cut_at_the_start_gives_no_other_token_s_logprob(smollm2_path):
     tokenizer = load_tokenizer(smollm2_path, "gguf")
     ids = [1, *tokenizer.encode("ab cd ef", add_special_tokens=False)]  # <|im_start|>: skipped, no text
-    text, logprobs = _fed_one_by_one(
-        tokenizer, ChoiceOutput(0, IncrementalDetokenizer(tokenizer, stop=["ab c"])), ids
-    )
-    assert text == "" and [lp.token_id for lp in logprobs] in ([], [1])
+    choice = ChoiceOutput(0, IncrementalDetokenizer(tokenizer, stop=["ab c"]))
+    outputs = list(_one_token_an_output(choice, ids))
+    assert "".join(a.text for a in outputs) == ""
+    assert [lp.token_id for a in outputs for lp in a.logprobs] in ([], [1])

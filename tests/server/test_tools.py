@@ -70,8 +70,10 @@ def assert_valid_calls(message) -> None:
         jsonschema.validate(json.loads(call.function.arguments), SCHEMAS[call.function.name])
 
 
-def test_required_and_named_choices_give_valid_calls_every_time(client, model):
-    def ask(seed: int, choice) -> openai.types.chat.ChatCompletion:
+def sampled_replies(client, model, choice, count: int) -> list[openai.types.chat.ChatCompletion]:
+    """`count` replies to the weather question under `choice`, sampled (temperature 1) with seeds 0, 1, ..."""
+
+    def ask(seed: int) -> openai.types.chat.ChatCompletion:
         return client.chat.completions.create(
             model=model,
             messages=QUESTION,
@@ -83,11 +85,13 @@ def test_required_and_named_choices_give_valid_calls_every_time(client, model):
             max_tokens=120,
         )
 
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(ask, range(count)))
+
+
+def test_required_and_named_choices_give_valid_calls_every_time(client, model):
     named = {"type": "function", "function": {"name": "search"}}
-    with ThreadPoolExecutor(20) as pool:
-        replies = list(pool.map(ask, range(20), ["required"] * 20)) + list(
-            pool.map(ask, range(20), [named] * 20)
-        )
+    replies = sampled_replies(client, model, "required", 20) + sampled_replies(client, model, named, 20)
     for reply in replies:
         choice = reply.choices[0]
         assert choice.finish_reason == "tool_calls"
@@ -370,20 +374,7 @@ def test_allowed_tools_keep_every_tool_in_the_prompt_and_let_only_those_be_calle
     assert counted.status_code == 200, counted.text
     count = counted.json()["count"]
 
-    def ask(seed: int) -> openai.types.chat.ChatCompletion:
-        return client.chat.completions.create(
-            model=model,
-            messages=QUESTION,
-            tools=TOOLS,
-            tool_choice=allowed,
-            parallel_tool_calls=False,
-            temperature=1.0,
-            seed=seed,
-            max_tokens=120,
-        )
-
-    with ThreadPoolExecutor(8) as pool:
-        replies = list(pool.map(ask, range(8)))
+    replies = sampled_replies(client, model, allowed, 8)
     for reply in replies:
         message = reply.choices[0].message
         if mode == "required":
