@@ -139,7 +139,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(argv).parse_args(argv)
     check_variables(args)  # the chosen command's flags only
-    args.func(args)
+    try:
+        args.func(args)
+    except KeyboardInterrupt:  # Ctrl-C while loading or generating: stop, no traceback
+        sys.exit(130)
+    except (FileNotFoundError, ValueError) as e:  # a missing model or a value it cannot take
+        print(f"pyinfer {args.command}: error: {e}", file=sys.stderr)
+        sys.exit(2)  # as `pyinfer serve` exits for the same errors
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -191,7 +192,7 @@ async def _run(args: argparse.Namespace, base_url: str) -> tuple[list[Result], f
     async with httpx.AsyncClient(base_url=base, headers=headers, timeout=None, limits=limits) as client:
         model = args.model
         if model is None:
-            model = (await client.get("/models")).json()["data"][0]["id"]
+            model = (await client.get("/models")).raise_for_status().json()["data"][0]["id"]
         if args.warmup:
             warm = argparse.Namespace(**{**vars(args), "seed": args.seed + 7919, "num_prompts": args.warmup})
             for prompt, _ in _prompts(warm):
@@ -292,6 +293,15 @@ def _measure(args: argparse.Namespace, base_url: str) -> dict:
     return summary
 
 
+def _measure_or_exit(args: argparse.Namespace, base_url: str) -> dict:
+    """_measure, exiting with a message where the server cannot be reached or refuses its model list (a
+    request that fails once the run is going is counted as failed instead)."""
+    try:
+        return _measure(args, base_url)
+    except httpx.HTTPError as e:
+        sys.exit(f"pyinfer bench serve: cannot reach {base_url}: {e}")
+
+
 def print_comparison(ours: dict, theirs: dict) -> None:
     """Ratios with 'better' > 1 on every row: throughput ours/theirs, latencies theirs/ours."""
     print(f"\n{'':28}{'this':>12}{'compared':>12}{'ratio':>8}")
@@ -310,9 +320,9 @@ def print_comparison(ours: dict, theirs: dict) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    summary = _measure(args, args.base_url)
+    summary = _measure_or_exit(args, args.base_url)
     if args.compare_url:
-        other = _measure(args, args.compare_url)
+        other = _measure_or_exit(args, args.compare_url)
         print_comparison(summary, other)
         summary = {"this": summary, "compared": other}
     write_json(args.output_json, summary)

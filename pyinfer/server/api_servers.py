@@ -38,11 +38,9 @@ log = logging.getLogger("pyinfer.server")
 SHUTDOWN_GRACE = 15.0  # seconds the core may take to stop once the API processes have gone
 
 
-def serve_with_api_processes(config: ServerConfig, engine_config: EngineConfig) -> int:
-    """Run N API processes and the engine core until they stop; returns the exit code."""
+def serve_with_api_processes(config: ServerConfig, engine_config: EngineConfig, listener: socket.socket) -> int:
+    """Run N API processes serving `listener` and the engine core until they stop; returns the exit code."""
     ApiKeys(config.api_keys, config.api_key_file)  # a bad key file fails here, before anything starts
-    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
-    listener = socket.create_server((config.host, config.port), family=family, backlog=2048)
     run_dir = Path(tempfile.mkdtemp(prefix="pyinfer-api-"))
     try:
         return Launcher(config, engine_config, listener, run_dir).run()

@@ -58,25 +58,36 @@ def serve_main(args: argparse.Namespace) -> None:
         engine_config = engine_config_from_args(args)
         if config.api_server_count is None:
             config = replace(config, api_server_count=default_api_server_count(engine_config.device))
+        listener = bind_listener(config)  # before anything starts: a port in use stops the start at once
         if config.api_server_count > 1:
             from pyinfer.server.api_servers import serve_with_api_processes
 
-            sys.exit(serve_with_api_processes(config, engine_config))
+            sys.exit(serve_with_api_processes(config, engine_config, listener))
         app = create_app(config, engine_config)
-    except (FileNotFoundError, ValueError) as e:
+    except (OSError, ValueError) as e:  # a missing model, a port in use, a value the engine cannot take
         log.error("%s", e)
         sys.exit(2)
-    sys.exit(run_uvicorn(app, config))
+    sys.exit(run_uvicorn(app, config, sockets=[listener]))
 
 
-def run_uvicorn(app: FastAPI, config: ServerConfig, sockets: list[socket.socket] | None = None) -> int:
-    """Serve the app until a signal drains it or something it needs is gone; returns the exit code.
-    sockets: listen there (bound by another process) instead of on the config's host and port."""
+def bind_listener(config: ServerConfig) -> socket.socket:
+    """The server's listening socket on the config's host and port."""
+    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+    try:
+        listener = socket.create_server((config.host, config.port), family=family, backlog=2048)
+    except OSError as e:
+        raise OSError(f"cannot listen on {config.host}:{config.port}: {e.strerror or e}") from e
+    host, port = listener.getsockname()[:2]
+    log.info("listening on http://%s:%d", f"[{host}]" if ":" in host else host, port)
+    return listener
+
+
+def run_uvicorn(app: FastAPI, config: ServerConfig, sockets: list[socket.socket]) -> int:
+    """Serve the app on `sockets` (bound by this process or the launcher) until a signal drains it or
+    something it needs is gone; returns the exit code."""
     ctx: ServerContext = app.state.ctx
     uv_config = uvicorn.Config(
         app,
-        host=config.host,
-        port=config.port,
         loop="uvloop",
         http="httptools",
         log_config=None,  # ours, from configure_logging

@@ -8,6 +8,9 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
+import socket
+import subprocess
+import sys
 
 import httpx
 import pytest
@@ -136,3 +139,15 @@ def test_engine_exits_when_the_server_is_killed(servers):
     srv.proc.kill()
     srv.proc.wait(10)
     engine.wait(10)  # raises TimeoutExpired if it lives on
+
+
+@pytest.mark.parametrize("api_processes", ["1", "2"])
+def test_a_port_in_use_stops_the_start_before_the_engine_starts(api_processes):
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        cmd = [sys.executable, "-m", "pyinfer", "serve", "--device", "cpu", "--host", "127.0.0.1"]
+        cmd += ["--port", str(port), "--api-server-count", api_processes]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in done.stderr
+    assert "engine core" not in done.stderr and "Traceback" not in done.stderr

@@ -1,0 +1,26 @@
+"""The command line's answer to ordinary mistakes: a message and an exit code, never a traceback."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from pyinfer.cli import main
+
+
+def test_a_missing_model_is_a_message_and_exit_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["generate", "hi", "--model", str(tmp_path / "no-such-model")])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pyinfer generate: error: model ") and "not found" in err
+    assert "Traceback" not in err
+
+
+def test_bench_serve_names_a_server_it_cannot_reach():
+    with socket.socket() as s:  # a port nothing listens on once closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(SystemExit, match=rf"cannot reach http://127.0.0.1:{port}"):
+        main(["bench", "serve", "--base-url", f"http://127.0.0.1:{port}", "--num-prompts", "1"])
