@@ -38,7 +38,9 @@ log = logging.getLogger("pyinfer.server")
 SHUTDOWN_GRACE = 15.0  # seconds the core may take to stop once the API processes have gone
 
 
-def serve_with_api_processes(config: ServerConfig, engine_config: EngineConfig, listener: socket.socket) -> int:
+def serve_with_api_processes(
+    config: ServerConfig, engine_config: EngineConfig, listener: socket.socket
+) -> int:
     """Run N API processes serving `listener` and the engine core until they stop; returns the exit code."""
     ApiKeys(config.api_keys, config.api_key_file)  # a bad key file fails here, before anything starts
     run_dir = Path(tempfile.mkdtemp(prefix="pyinfer-api-"))
