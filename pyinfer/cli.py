@@ -7,6 +7,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 from pyinfer.args import add_config_arguments, check_variables, option
 from pyinfer.config import add_engine_arguments, engine_config_from_args
@@ -136,16 +137,26 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """Run the command; a mistake in what it was given is one line on stderr and exit code 2, as argparse
+    gives for a bad flag, and Ctrl-C is exit code 130, never a traceback."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(argv).parse_args(argv)
-    check_variables(args)  # the chosen command's flags only
     try:
+        check_variables(args)  # the chosen command's flags only
         args.func(args)
-    except KeyboardInterrupt:  # Ctrl-C while loading or generating: stop, no traceback
+    except KeyboardInterrupt:
         sys.exit(130)
-    except (FileNotFoundError, ValueError) as e:  # a missing model or a value it cannot take
-        print(f"pyinfer {args.command}: error: {e}", file=sys.stderr)
-        sys.exit(2)  # as `pyinfer serve` exits for the same errors
+    except (FileNotFoundError, ValueError) as e:  # a missing model or a value the engine cannot take
+        _stop(f"pyinfer {args.command}: error: {e}")
+    except SystemExit as e:
+        if not isinstance(e.code, str):
+            raise
+        _stop(e.code)  # a setting's own message
+
+
+def _stop(message: str) -> NoReturn:
+    print(message, file=sys.stderr)
+    sys.exit(2)
 
 
 if __name__ == "__main__":

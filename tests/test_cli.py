@@ -18,9 +18,19 @@ def test_a_missing_model_is_a_message_and_exit_2(tmp_path, capsys):
     assert "Traceback" not in err
 
 
-def test_bench_serve_names_a_server_it_cannot_reach():
+def test_bench_serve_names_a_server_it_cannot_reach(capsys):
     with socket.socket() as s:  # a port nothing listens on once closed
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with pytest.raises(SystemExit, match=rf"cannot reach http://127.0.0.1:{port}"):
+    with pytest.raises(SystemExit) as stopped:
         main(["bench", "serve", "--base-url", f"http://127.0.0.1:{port}", "--num-prompts", "1"])
+    assert stopped.value.code == 2
+    assert f"cannot reach http://127.0.0.1:{port}" in capsys.readouterr().err
+
+
+def test_a_bad_variable_exits_2_as_a_bad_flag_does(monkeypatch, capsys):
+    monkeypatch.setenv("PYINFER_MAX_TOKENS", "many")
+    with pytest.raises(SystemExit) as stopped:
+        main(["generate", "hi"])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == "environment variable PYINFER_MAX_TOKENS='many' is not a valid int\n"

@@ -260,8 +260,10 @@ def test_bad_quantization_values_name_the_parameter(monkeypatch, capsys):
         main(["generate", "hi", "--quantization", "fp8"])
     assert "--quantization" in capsys.readouterr().err
     monkeypatch.setenv("PYINFER_QUANTIZATION", "fp8")
-    with pytest.raises(SystemExit, match="PYINFER_QUANTIZATION='fp8' is not one of none, int8, int4"):
+    with pytest.raises(SystemExit) as stopped:
         main(["generate", "hi"])
+    assert stopped.value.code == 2
+    assert "PYINFER_QUANTIZATION='fp8' is not one of none, int8, int4" in capsys.readouterr().err
 
 
 def test_quantization_on_a_gpu_is_a_clear_error(bigram_llama):
