@@ -53,10 +53,12 @@ def env_name(name: str) -> str:
     return ENV_PREFIX + name.replace("-", "_").upper()
 
 
-def env_value(names: tuple[str, ...]) -> tuple[str, str] | None:
-    """(name, value) of the first of `names` set to something in the environment."""
+def env_value(names: tuple[str, ...], keep_empty: bool = False) -> tuple[str, str] | None:
+    """(name, value) of the first of `names` set to something in the environment (or, `keep_empty`, set
+    at all)."""
     for name in names:
-        if value := os.environ.get(name):
+        value = os.environ.get(name)
+        if value or (keep_empty and value is not None):
             return name, value
     return None
 
@@ -66,17 +68,20 @@ def env_default(
 ) -> Any:
     """The flag's default: the first variable of `names` that is set, read as `kind` (and one of
     `choices`, where given), else `default`; a BadVariable where the variable does not parse."""
-    found = env_value(names)
+    found = env_value(names, keep_empty=kind is list)  # an empty list is refused, as its flag's empty value
     if found is None:
         return default
     name, value = found
+    if kind is list and not all(item.strip() for item in value.split(",")):
+        # PYINFER_API_KEY set from a secret that came through empty must not leave the server open
+        return BadVariable(f"environment variable {name}={value!r} holds an empty item")
     try:
         if kind is bool:
             if value.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
                 raise ValueError(value)
             return value.lower() in ("1", "true", "yes", "on")
         if kind is list:
-            return [item.strip() for item in value.split(",") if item.strip()]
+            return [item.strip() for item in value.split(",")]
         parsed = kind(value)
         if choices is not None and parsed not in choices:
             raise ValueError(value)

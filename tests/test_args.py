@@ -93,6 +93,20 @@ def test_an_empty_api_key_stops_the_start_rather_than_open_the_server(given):
         parse(given)
 
 
+@pytest.mark.parametrize("variable", ["PYINFER_API_KEY", "API_KEY"])
+@pytest.mark.parametrize("value", ["", " , ", "sk-a,"])
+def test_an_api_key_variable_set_empty_stops_the_start_too(monkeypatch, variable, value):
+    """A secret that came through empty must not leave the server open."""
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SystemExit, match=f"{variable}='{value}' holds an empty item"):
+        parse([])
+
+
+def test_api_keys_from_the_variable_are_its_items(monkeypatch):
+    monkeypatch.setenv("PYINFER_API_KEY", "sk-a, sk-b")
+    assert parse([])[1].api_keys == ["sk-a", "sk-b"]
+
+
 def test_choices_hold_for_variables_too_and_log_levels_take_any_case(monkeypatch):
     assert parse(["--log-level", "INFO"])[1].log_level == "info"
     monkeypatch.setenv("PYINFER_LOG_LEVEL", "WARNING")

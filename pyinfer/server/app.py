@@ -75,13 +75,14 @@ def create_app(
     # Middleware, innermost first: unexpected errors answered inside everything else, so that they carry its
     # headers; rate limits (which need the key) inside API keys, both inside CORS, so that preflight requests
     # pass without a key and refusals carry CORS headers, and inside the request id, so that they carry one.
+    # The body's limit applies before anything reads the body, but only to callers with a key: one without
+    # is refused before their body is read at all.
     app.add_middleware(InternalErrorMiddleware)
     app.add_middleware(RateLimitMiddleware, limiter=ctx.rate_limits)
-    app.add_middleware(
-        ApiKeyMiddleware,
-        keys=ApiKeys(config.api_keys, config.api_key_file),
-        protect_metrics=config.protect_metrics,
-    )
+    app.add_middleware(BodyLimitMiddleware, limit=config.max_request_body)
+    keys = ApiKeys(config.api_keys, config.api_key_file)
+    _log_access(keys, config)
+    app.add_middleware(ApiKeyMiddleware, keys=keys, protect_metrics=config.protect_metrics)
     if config.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -90,7 +91,6 @@ def create_app(
             allow_headers=["*"],
             expose_headers=["X-Request-Id", *RATE_LIMIT_HEADERS],
         )
-    app.add_middleware(BodyLimitMiddleware, limit=config.max_request_body)  # before anything reads it
     app.add_middleware(
         RequestContextMiddleware,
         # and FastAPI's own pages (/docs, /openapi.json), the starlette Routes of the app's router
@@ -99,6 +99,16 @@ def create_app(
         log_prompts=config.log_prompts,
     )
     return app
+
+
+def _log_access(keys: ApiKeys, config: ServerConfig) -> None:
+    """Say at start whether a key is needed, so that keys that did not arrive are seen."""
+    if keys.enabled:
+        log.info("API keys required: %s", keys.describe())
+    elif config.protect_metrics:
+        log.warning("--protect-metrics without API keys: /metrics and every other route are open")
+    elif config.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("no API keys: every route is open to whoever reaches %s:%d", config.host, config.port)
 
 
 async def _load_streaming_backend() -> None:

@@ -1,7 +1,8 @@
 """API keys: who may call the API, and under which name their use is counted and logged.
 
 Keys come from `--api-key` (any number of them) and `--api-key-file`: one key a line as
-`key [name [requests-per-minute [tokens-per-minute]]]`, `#` starting a comment. The file is read again
+`key [name [requests-per-minute [tokens-per-minute]]]`, `#` starting a comment; a key without a name is
+named by a fingerprint of itself (`key-` and 8 hex digits of its SHA-256). The file is read again
 whenever it changes, so that a key taken out of it stops working without a restart (a file that no
 longer parses keeps the keys it last gave, and says why in the log). Keys are compared in constant
 time, against every known key whatever matched.
@@ -9,6 +10,7 @@ time, against every known key whatever matched.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import os
@@ -35,7 +37,7 @@ class ApiKey:
 
 class ApiKeys:
     def __init__(self, keys: list[str], file: str | None = None):
-        self._given = {key: ApiKey(f"key-{i + 1}") for i, key in enumerate(keys)}
+        self._given = {key: ApiKey(fingerprint(key)) for key in keys}
         self._file = Path(file) if file else None
         self._file_keys: dict[str, ApiKey] = {}
         self._file_stamp: tuple[int, int, int] | None = None
@@ -46,6 +48,11 @@ class ApiKeys:
     @property
     def enabled(self) -> bool:
         return bool(self._given) or self._file is not None
+
+    def describe(self) -> str:
+        given = f"{len(self._given)} given by flag or variable" if self._given else ""
+        read = f"{len(self._file_keys)} from {self._file}" if self._file is not None else ""
+        return ", ".join(part for part in (given, read) if part)
 
     def lookup(self, token: str) -> ApiKey | None:
         """The key `token` is, if it is one."""
@@ -65,7 +72,10 @@ class ApiKeys:
         return st.st_mtime_ns, st.st_ino, st.st_size
 
     def _checked(self, file_keys: dict[str, ApiKey]) -> dict[str, ApiKey]:
-        """The file's keys, if their names are not the flags' keys' (limits and logs go by name)."""
+        """The file's keys, if neither they nor their names are the flags' keys' (limits, stored
+        Responses and logs go by name)."""
+        if file_keys.keys() & self._given.keys():
+            raise ValueError("a key in the file is given by --api-key too")
         clash = {k.name for k in file_keys.values()} & {k.name for k in self._given.values()}
         if clash:
             raise ValueError(f"key names {sorted(clash)} are taken by --api-key keys")
@@ -99,13 +109,21 @@ def parse_key_file(text: str, path: Path) -> dict[str, ApiKey]:
             raise ValueError(f"{path}:{number}: the limits must be whole numbers") from None
         if any(limit < 1 for limit in limits):
             raise ValueError(f"{path}:{number}: the limits must be at least 1")
-        name = fields[1] if len(fields) > 1 else f"{path.name}:{number}"
+        if fields[0] in keys:
+            raise ValueError(f"{path}:{number}: this key is given on an earlier line too")
+        name = fields[1] if len(fields) > 1 else fingerprint(fields[0])
         if any(k.name == name for k in keys.values()):
             raise ValueError(
                 f"{path}:{number}: the name {name!r} is given twice (limits and logs go by name)"
             )
         keys[fields[0]] = ApiKey(name, *limits)
     return keys
+
+
+def fingerprint(key: str) -> str:
+    """The name of a key given without one: from the key itself, so that it stays the key's, whatever
+    lines or flags come and go around it (stored Responses and rate limits belong to the name)."""
+    return "key-" + hashlib.sha256(key.encode()).hexdigest()[:8]
 
 
 class ApiKeyMiddleware:

@@ -4,6 +4,7 @@ stay open, and a key file edited while the server runs."""
 from __future__ import annotations
 
 import os
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,14 +14,14 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pyinfer.server.auth import ApiKey, ApiKeyMiddleware, ApiKeys, parse_key_file
+from pyinfer.server.auth import ApiKey, ApiKeyMiddleware, ApiKeys, fingerprint, parse_key_file
 from tests.server.helpers import ServerProcess, assert_error, running_server, wait_until
 
 
 @pytest.fixture(scope="module")
 def key_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("keys") / "keys.txt"
-    path.write_text("# team keys\nsk-alice alice\nsk-bob bob  # trailing comment\n")
+    path.write_text("# team keys\nsk-alice alice\nsk-bob bob  # trailing comment\nsk-dave\nsk-erin\n")
     return path
 
 
@@ -77,6 +78,7 @@ def test_the_access_log_names_the_key_never_the_key(keyed_server):
     client(keyed_server, "sk-alice").models.list()
     wait_until(lambda: "/v1/models 200" in keyed_server.log() and " key=alice" in keyed_server.log(), 5)
     assert "sk-alice" not in keyed_server.log()
+    assert "API keys required: 1 given by flag or variable, 4 from " in keyed_server.log()
 
 
 def test_a_refused_request_is_counted_under_its_route_and_as_a_key_refusal(keyed_server):
@@ -145,16 +147,21 @@ def test_a_key_taken_out_of_the_file_stops_working_without_a_restart(keyed_serve
 def test_key_files_parse_or_fail_naming_the_line(tmp_path):
     path = tmp_path / "k"
     keys = parse_key_file("a\n  \n# c\nb bob\n", path)
-    assert {k: v.name for k, v in keys.items()} == {"a": "k:1", "b": "bob"}
+    assert {k: v.name for k, v in keys.items()} == {"a": fingerprint("a"), "b": "bob"}
     with pytest.raises(ValueError, match="k:2"):
         parse_key_file("a\nb c d e f\n", path)
     with pytest.raises(ValueError, match="k:2: the name 'x' is given twice"):
         parse_key_file("a x\nb x\n", path)
+    with pytest.raises(ValueError, match="k:3: this key is given on an earlier line too"):
+        parse_key_file("a x\nb\na y\n", path)
     assert parse_key_file("a alice 60 1000\n", path)["a"] == ApiKey("alice", 60, 1000)
     path.write_text("x\n")
-    assert ApiKeys([], str(path)).lookup("x").name == "k:1"
-    path.write_text("x key-1\n")
+    assert ApiKeys([], str(path)).lookup("x").name == fingerprint("x")
+    path.write_text(f"x {fingerprint('y')}\n")
     with pytest.raises(ValueError, match="taken by --api-key keys"):
+        ApiKeys(["y"], str(path))
+    path.write_text("y\n")
+    with pytest.raises(ValueError, match="given by --api-key too"):
         ApiKeys(["y"], str(path))
     assert ApiKeys(["y"]).lookup("x") is None and not ApiKeys([]).enabled
 
@@ -181,3 +188,35 @@ def test_a_stored_response_is_seen_only_with_the_key_that_made_it(keyed_server):
     with pytest.raises(openai.NotFoundError):
         bob.responses.delete(made.id)
     alice.responses.delete(made.id)
+
+
+def test_a_key_without_a_name_keeps_its_own_when_lines_above_it_go(keyed_server, key_file):
+    """Named by line, erin's key would take dave's name, and with it his stored Responses, once his line
+    went."""
+    dave, erin = client(keyed_server, "sk-dave"), client(keyed_server, "sk-erin")
+    model = dave.models.list().data[0].id
+    made = dave.responses.create(model=model, input="my secret is 42", max_output_tokens=2)
+    original = key_file.read_text()
+    try:
+        key_file.write_text(original.replace("sk-dave\n", ""))
+        os.utime(key_file, (time.time() + 20, time.time() + 20))
+        with pytest.raises(openai.AuthenticationError):
+            dave.models.list()
+        with pytest.raises(openai.NotFoundError):
+            erin.responses.input_items.list(made.id)
+    finally:
+        key_file.write_text(original)
+        os.utime(key_file, (time.time() + 25, time.time() + 25))
+    assert dave.responses.input_items.list(made.id).data[0].content[0].text == "my secret is 42"
+
+
+def test_a_caller_without_a_key_is_refused_before_its_body_is_read(keyed_server):
+    """A chunked body is read whole before its size is known; one from a caller without a key must not be,
+    or any caller could make the server hold the largest body allowed, again and again."""
+    port = int(keyed_server.base_url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Transfer-Encoding: chunked\r\n\r\n10\r\n{"messages": [  \r\n'  # and the rest never comes
+        )
+        assert s.recv(4096).startswith(b"HTTP/1.1 401 ")
