@@ -164,6 +164,7 @@ class AsyncEngineClient:
         self.others_queued = 0  # the other API processes' requests waiting, as the core last told
         self.others_queued_tokens = 0
         self._stats_waiters: deque[asyncio.Future[dict[str, Any]]] = deque()
+        self._last_stats: tuple[float, dict[str, Any]] | None = None  # (when, what) the core last answered
         self._failure: Callable[[], Exception] | None = None  # set by fail_all: what new requests raise
         self._closing = False
         self._proc: asyncio.subprocess.Process | None = None
@@ -321,14 +322,23 @@ class AsyncEngineClient:
         for stream in self._streams.values():
             stream.queue.put_nowait(error_of())
 
-    async def stats(self) -> dict[str, Any]:
+    async def stats(self, patience: float | None = None) -> dict[str, Any]:
         """The engine's counters (running and waiting requests, KV cache and prefix cache use), and
-        `requests`: each sequence in the engine with its state and token counts."""
+        `requests`: each sequence in the engine with its state and token counts. The core answers
+        between steps, so a long step (a large prefill on a CPU) holds the answer back: `patience` is
+        how many seconds to wait before taking the core's last answer instead (its age in `stats_age_s`;
+        a TimeoutError if it never answered); None waits for this one."""
         self._check_alive()
         waiter = asyncio.get_running_loop().create_future()
         self._stats_waiters.append(waiter)
         self._send(StatsRequest())
-        return await waiter
+        try:
+            return await asyncio.wait_for(asyncio.shield(waiter), patience)
+        except TimeoutError:
+            if self._last_stats is None:
+                raise
+            at, stats = self._last_stats
+            return {**stats, "stats_age_s": round(time.monotonic() - at, 3)}
 
     # ---- plumbing -------------------------------------------------------------------------------
     def _queue(self, stream: _Stream, sign: int) -> None:
@@ -365,9 +375,11 @@ class AsyncEngineClient:
                     if (stream := self._streams.get(rid)) is not None:
                         stream.queue.put_nowait(RequestRejected(text, param))
                 case EngineStats(stats=stats, requests=requests):
+                    answer = {**stats, "requests": msgspec.to_builtins(requests), "stats_age_s": 0.0}
+                    self._last_stats = (time.monotonic(), answer)
                     waiter = self._stats_waiters.popleft()
                     if not waiter.done():
-                        waiter.set_result({**stats, "requests": msgspec.to_builtins(requests)})
+                        waiter.set_result(answer)
                 case EngineReady():
                     self.ready = message
                     self._ready.set_result(message)
@@ -391,7 +403,8 @@ class AsyncEngineClient:
             self._ready.set_exception(error)
         self.fail_all(lambda: EngineDeadError(message))
         while self._stats_waiters:
-            self._stats_waiters.popleft().set_exception(error)
+            if not (waiter := self._stats_waiters.popleft()).done():
+                waiter.set_exception(error)
         if self.on_death is not None:
             self.on_death()
 

@@ -279,9 +279,10 @@ class ServerContext:
         request.scope["state"].setdefault("generations", []).extend(gens)
         return gens
 
-    async def stats(self) -> dict[str, Any]:
-        """The engine's counters with the ones this API process keeps."""
-        return {**await self.engine.stats(), "num_tool_call_parse_failures": self.num_tool_call_failures}
+    async def stats(self, patience: float) -> dict[str, Any]:
+        """The engine's counters with the ones this API process keeps (`patience`: EngineClient.stats')."""
+        engine = await self.engine.stats(patience)
+        return {**engine, "num_tool_call_parse_failures": self.num_tool_call_failures}
 
     def _charge_tokens(self, request: Request, gens: list[Generation]) -> None:
         """Take the request's prompts plus `max_tokens` for each choice (the prompts alone without

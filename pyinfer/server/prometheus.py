@@ -159,6 +159,12 @@ ENGINE_METRICS = [
     (GaugeMetricFamily, "num_requests_running", "num_requests_running", "Sequences in the running batch."),
     (GaugeMetricFamily, "num_requests_waiting", "num_requests_waiting", "Sequences waiting to be scheduled."),
     (GaugeMetricFamily, "kv_cache_usage_perc", "kv_cache_usage", "KV-cache use, 0 to 1."),
+    (
+        GaugeMetricFamily,
+        "engine_stats_age_seconds",
+        "stats_age_s",
+        "Age of these engine figures: 0 unless a long engine step held its answer back past the scrape's wait.",
+    ),
     *(
         (CounterMetricFamily, name, name, doc)
         for name, doc in {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import httpx
 import pytest
@@ -126,3 +127,21 @@ def test_the_model_s_series_exist_before_their_first_event(tmp_path, processes):
     for code in ("queue_full", "queue_full_tokens"):
         assert ("pyinfer:request_rejections_total", (("code", code), ("model_name", "m")), 0) in samples
     assert ("pyinfer:api_key_refusals_total", (("key", ""), ("status", "401")), 0) in samples
+
+
+def test_a_scrape_does_not_wait_out_an_engine_step(server, http):
+    """The core answers between steps; one held up (here stopped) must not hold the scrape past a second
+    or so: the last figures come, with their age."""
+    assert value(scrape(http), "pyinfer:engine_stats_age_seconds") == 0
+    engine = server.engine_process()
+    engine.suspend()
+    try:
+        start = time.monotonic()
+        samples = scrape(http)
+        took = time.monotonic() - start
+    finally:
+        engine.resume()
+    assert 1.0 <= took < 5.0
+    assert value(samples, "pyinfer:engine_stats_age_seconds") >= 1.0
+    assert any(n == "pyinfer:num_requests_running" for n, _ in samples)
+    assert http.get("/v1/engine/stats").json()["stats_age_s"] == 0  # the core answers again, at once
