@@ -118,6 +118,12 @@ class Tokenizer:
         return frozenset(i for i, t in self.hf.added_tokens_decoder.items() if t.special)
 
     @functools.cached_property
+    def max_token_chars(self) -> int:
+        """The most characters of text one token can stand for: the longest piece of the vocabulary
+        (a byte-level piece has a character for each byte, a SentencePiece one for each character)."""
+        return max(map(len, self.hf.get_vocab()))
+
+    @functools.cached_property
     def _added_bytes(self) -> dict[int, bytes]:
         """The added tokens' text (transformers builds its map of them anew at each look-up)."""
         return {i: t.content.encode() for i, t in self.hf.added_tokens_decoder.items()}

@@ -218,6 +218,19 @@ class ServerContext:
         except SamplingParamsError as e:
             raise e.named({"max_tokens": body.limit_param}) from None
 
+    def refuse_unfittable(self, chars: int, param: str) -> None:
+        """Refuse, before tokenizing it, a prompt of `chars` characters that cannot fit the context
+        whatever its tokens, since none stands for more than the tokenizer's longest piece: tokenizing
+        megabytes takes seconds that a request bound to be refused must not take."""
+        ready, tokenizer = self.engine.ready, self.require_tokenizer()
+        assert ready is not None
+        if chars > ready.max_model_len * tokenizer.max_token_chars:
+            raise SamplingParamsError(
+                param,
+                f"too long: this model's maximum context length is {ready.max_model_len} tokens, and "
+                f"{chars} characters of text make more tokens than that",
+            )
+
     # ---- tokenization, off the event loop when it is long ---------------------------------------
     async def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         tokenizer = self.require_tokenizer()
@@ -321,12 +334,17 @@ class ServerContext:
         tools: ToolRequest | None = None,
         param: str = "messages",
         options: TemplateOptions = DEFAULT_TEMPLATE,
+        may_be_cut: bool = False,
     ) -> list[int]:
-        """The prompt of a conversation, with the tools it offers as the model is given them."""
+        """The prompt of a conversation, with the tools it offers as the model is given them; one that
+        cannot fit is refused before it is tokenized, unless it `may_be_cut` (truncation) to fit."""
         tokenizer = self.require_tokenizer()
         messages, template_tools = chat_prompt(messages, tools, self.tool_support)
+        chars = sum(len(m["content"]) for m in messages)
+        if not may_be_cut:
+            self.refuse_unfittable(chars, param)
         try:
-            if sum(len(m["content"]) for m in messages) <= INLINE_TOKENIZE_CHARS:
+            if chars <= INLINE_TOKENIZE_CHARS:
                 return tokenizer.encode_chat(messages, template_tools, options)
             return await asyncio.to_thread(tokenizer.encode_chat, messages, template_tools, options)
         except TemplateVariableClash as e:

@@ -143,6 +143,25 @@ def test_context_length_exceeded(client, http, model):
 
 
 @pytest.mark.parametrize(
+    "route, field, param",
+    [
+        ("/v1/chat/completions", "messages", "messages"),
+        ("/v1/completions", "prompt", "prompt"),
+        ("/v1/responses", "input", "input"),
+    ],
+)
+def test_a_text_too_long_for_any_tokenization_is_refused_before_it_is_tokenized(
+    http, model, route, field, param
+):
+    text = "ab " * 700_000  # 2.1 M characters: past 8,192 tokens of the tokenizer's longest piece
+    given = [{"role": "user", "content": text}] if field == "messages" else text
+    error = assert_error(
+        http.post(route, json={"model": model, field: given}), 400, param=param, contains="characters of text"
+    )
+    assert error["code"] == "context_length_exceeded"
+
+
+@pytest.mark.parametrize(
     ("path", "field", "value"),
     [
         ("/v1/chat/completions", "max_completion_tokens", 9000),  # past the context

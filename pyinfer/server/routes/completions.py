@@ -39,6 +39,8 @@ async def create_completion(request: Request, body: CompletionBody) -> Response:
     prompts = body.prompts()
     if not prompts:
         raise SamplingParamsError("prompt", "must not be empty")
+    for text in (p for p in prompts if isinstance(p, str)):
+        ctx.refuse_unfittable(len(text), "prompt")
     prompt_ids = [p if isinstance(p, list) else await ctx.encode(p) for p in prompts]
     for ids in prompt_ids:
         ctx.check_prompt(ids, params, body)

@@ -63,8 +63,9 @@ async def create_response(request: Request, body: ResponsesBody) -> Response:
     messages = _earlier_turns(request, body.previous_response_id) + body.messages()
     check_tool_results(messages, "input")
     system = [{"role": "system", "content": body.instructions}] if body.instructions else []
-    prompt_ids = await ctx.encode_chat(system + messages, tools, param="input")
-    if body.truncation == "auto":
+    cut = body.truncation == "auto"
+    prompt_ids = await ctx.encode_chat(system + messages, tools, param="input", may_be_cut=cut)
+    if cut:
         prompt_ids = await _truncated(ctx, system, messages, tools, params, prompt_ids)
     ctx.check_prompt(prompt_ids, params, body, param="input")
     response = ResponseObject(
