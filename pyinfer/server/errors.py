@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException
 from pyinfer.engine.core_client import EngineDeadError, RequestRejected
 from pyinfer.sampling_params import SamplingParamsError
 from pyinfer.server.protocol import ErrorDetail, ErrorResponse
+from pyinfer.server.protocol_base import UNSUPPORTED
 from pyinfer.server.rate_limits import RateLimitExceeded
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,9 @@ def validation_problem(errors: list[Any]) -> tuple[str, list[str], list[str]]:
     `type` tag the value lacks or does not match is passed over where another kind got as deep; then the
     deepest error is chosen (the kind that matched furthest), with the other kinds' messages at its place."""
     untagged = [[p for p in err["loc"] if p != "body" and not _union_tag(p)] for err in errors]
+    for i, err in enumerate(errors):  # a value understood but not served: that is the problem, whatever else
+        if err["type"] == UNSUPPORTED:
+            return err["type"], [str(p) for p in untagged[i]], [err["msg"]]
     mistagged = [
         (err["loc"][:-1], len(untagged[i]) - 1)
         for i, err in enumerate(errors)
@@ -100,7 +104,9 @@ def validation_problem(errors: list[Any]) -> tuple[str, list[str], list[str]]:
         if any(len(untagged[j]) >= depth for j in everything if not under(j, branch))
     ]
     kept = [i for i in everything if not any(under(i, b) for b in passed_over)] or list(everything)
-    if passed_over and all(len(untagged[i]) <= min(d for _, d in mistagged) for i in kept):
+    if passed_over and all(
+        len(untagged[i]) <= max(d for b, d in mistagged if b in passed_over) for i in kept
+    ):
         # the value's `type` is none of the kinds' (an item of a kind not served): say which types there are
         kept = [
             i

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from pyinfer.generation_config import with_defaults
 from pyinfer.sampling_params import SamplingParams, SamplingParamsError, StructuredOutput
-from pyinfer.server.protocol_base import Body, Request, Settings
+from pyinfer.server.protocol_base import UNSUPPORTED, Body, Request, Settings
 from pyinfer.server.protocol_structured import ResponseFormat, StructuredOutputs, one_constraint
 from pyinfer.server.protocol_tools import (
     ChatTool,
@@ -149,7 +150,23 @@ class RefusalPart(Request):
         return self.refusal
 
 
-ContentPart = TextPart | RefusalPart  # not tagged by `type`: pydantic would put the tag in errors' places
+MEDIA_PARTS = ("image_url", "input_audio", "file", "input_image", "input_file", "video_url")
+
+
+def refuse_media(part: Any) -> Any:
+    """An image, audio or file part (chat's and the Responses API's names) is refused by name, since the
+    models served read text only; anything else is left to the union of text parts to judge."""
+    if isinstance(part, dict) and part.get("type") in MEDIA_PARTS:
+        raise PydanticCustomError(
+            UNSUPPORTED,
+            "content parts of type '{kind}' are not supported: this server's model reads text only",
+            {"kind": part["type"]},
+        )
+    return part
+
+
+# not tagged by `type`: pydantic would put the tag in errors' places
+ContentPart = Annotated[TextPart | RefusalPart, BeforeValidator(refuse_media)]
 
 
 class ChatMessage(Request):

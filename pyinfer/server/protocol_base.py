@@ -13,6 +13,9 @@ from pydantic import BaseModel, ConfigDict
 NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"  # OpenAI's rule for the names of functions and response formats
 
 
+UNSUPPORTED = "unsupported"  # the error type of a value understood but not served: reported before the rest
+
+
 class Request(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
 

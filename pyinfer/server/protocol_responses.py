@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from pyinfer.sampling_params import SamplingParams
 from pyinfer.server.protocol import (
@@ -16,6 +16,7 @@ from pyinfer.server.protocol import (
     TextContent,
     Usage,
     engine_sampling_params,
+    refuse_media,
 )
 from pyinfer.server.protocol_base import Body, Settings
 from pyinfer.server.protocol_structured import TextFormat
@@ -39,7 +40,7 @@ class InputMessage(ChatMessage):
 
     type: Literal["message"] = "message"
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[InputText | RefusalPart]
+    content: str | list[Annotated[InputText | RefusalPart, BeforeValidator(refuse_media)]]
     tool_calls: None = None
     tool_call_id: None = None
 

@@ -287,16 +287,43 @@ def test_a_malformed_item_of_a_union_is_named_by_the_kind_it_claims(http, model)
     body = {"model": model, "input": [{"role": "user", "content": 5}]}
     error = assert_error(http.post("/v1/responses", json=body), 400, param="input")
     assert error["message"].startswith("Invalid request: input.0.content: Input should be a valid string")
-    image = [{"type": "image_url", "image_url": {"url": "http://x/y.png"}}]  # a list, of a kind not served
+    bogus = [{"type": "audio_clip", "data": "x"}]  # a list, of parts of a kind no API has
     error = assert_error(
         http.post(
-            "/v1/chat/completions", json=chat_body(model, messages=[{"role": "user", "content": image}])
+            "/v1/chat/completions", json=chat_body(model, messages=[{"role": "user", "content": bogus}])
         ),
         400,
         "messages",
     )
     assert error["message"] == (
         "Invalid request: messages.0.content.0.type: Input should be 'text', or Input should be 'refusal'"
+    )
+    body = {"model": model, "input": [{"role": "user", "content": [{"type": "audio_clip", "data": "x"}]}]}
+    error = assert_error(http.post("/v1/responses", json=body), 400, param="input")
+    assert error["message"] == (
+        "Invalid request: input.0.content.0.type: Input should be 'input_text' or 'output_text', "
+        "or Input should be 'refusal'"
+    )
+
+
+@pytest.mark.parametrize(
+    "route, part",
+    [
+        ("/v1/chat/completions", {"type": "image_url", "image_url": {"url": "http://x/y.png"}}),
+        ("/v1/chat/completions", {"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}),
+        ("/v1/responses", {"type": "input_image", "image_url": "https://x/y.png"}),
+        ("/v1/responses", {"type": "input_file", "file_id": "file-1"}),
+    ],
+)
+def test_an_image_audio_or_file_part_is_refused_by_name(http, model, route, part):
+    """The models served read text: a part they cannot is named as not supported, not as malformed."""
+    content = [{"type": "input_text" if route == "/v1/responses" else "text", "text": "What is this?"}, part]
+    field = "input" if route == "/v1/responses" else "messages"
+    body = {"model": model, field: [{"role": "user", "content": content}]}
+    error = assert_error(http.post(route, json=body), 400, param=field)
+    assert error["message"] == (
+        f"Invalid request: {field}.0.content.1: content parts of type '{part['type']}' are not supported: "
+        "this server's model reads text only"
     )
 
 
