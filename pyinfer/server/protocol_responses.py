@@ -125,6 +125,10 @@ class ResponsesRequest(Body):
         return self.store is not False
 
     def tool_request(self) -> ToolRequest | None:
+        if not self.tools and self.tool_choice in (None, "auto", "none"):
+            # Unlike chat, the Responses API takes these without tools (the Agents SDK sends `tools: []`
+            # with whatever its settings hold): there is nothing to call either way.
+            return None
         return ToolRequest.of(self.tools, self.tool_choice, self.parallel_tool_calls)
 
     def unsupported(self) -> tuple[str, str] | None:

@@ -357,3 +357,15 @@ def test_unknown_route_and_method(http):
     wrong_method = http.get("/v1/chat/completions")
     assert_error(wrong_method, 405)
     assert wrong_method.headers["allow"] == "POST"  # as HTTP requires of a 405
+
+
+def test_tool_settings_without_tools_are_taken_by_responses_and_refused_by_chat(http, model):
+    """OpenAI's chat refuses tool_choice without tools; its Responses API takes auto and none (the Agents
+    SDK sends `tools: []` with its settings' tool_choice and parallel_tool_calls)."""
+    asked = {"model": model, "input": "hi", "max_output_tokens": 2, "tools": []}
+    for choice in ("auto", "none"):
+        r = http.post("/v1/responses", json=asked | {"tool_choice": choice, "parallel_tool_calls": True})
+        assert r.status_code == 200 and r.json()["status"] == "incomplete", r.text
+    assert_error(http.post("/v1/responses", json=asked | {"tool_choice": "required"}), 400, "tool_choice")
+    body = chat_body(model, tool_choice="auto")
+    assert_error(http.post("/v1/chat/completions", json=body), 400, "tool_choice")
