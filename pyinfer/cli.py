@@ -140,7 +140,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Run the command; a mistake in what it was given is one line on stderr and exit code 2, as argparse
     gives for a bad flag, and Ctrl-C is exit code 130, never a traceback."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser(argv).parse_args(argv)
+    parser = build_parser(argv)
+    _name_the_command_parser(parser)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # told with the command's own usage, not the top level's
+        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         check_variables(args)  # the chosen command's flags only
         args.func(args)
@@ -152,6 +156,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         if not isinstance(e.code, str):
             raise
         _stop(e.code)  # a setting's own message
+
+
+def _name_the_command_parser(parser: argparse.ArgumentParser) -> None:
+    """Give every (sub)command's parser itself as `command_parser`, the innermost one winning."""
+    for action in parser._subparsers._group_actions if parser._subparsers else []:
+        for sub in action.choices.values():
+            sub.set_defaults(command_parser=sub)
+            _name_the_command_parser(sub)
 
 
 def _stop(message: str) -> NoReturn:

@@ -34,3 +34,14 @@ def test_a_bad_variable_exits_2_as_a_bad_flag_does(monkeypatch, capsys):
         main(["generate", "hi"])
     assert stopped.value.code == 2
     assert capsys.readouterr().err == "environment variable PYINFER_MAX_TOKENS='many' is not a valid int\n"
+
+
+def test_an_unknown_flag_is_told_with_the_command_s_own_usage(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["serve", "--modle", "x"])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("usage: pyinfer serve ")
+        and "pyinfer serve: error: unrecognized arguments: --modle x" in err
+    )

@@ -15,6 +15,9 @@ import pyinfer
 
 def test_health(http):
     assert http.get("/health").json() == {"status": "healthy", "service": "pyinfer"}
+    for probe in ("/health", "/ready"):  # as some load balancers send it: the status, no body
+        r = http.head(probe)
+        assert r.status_code == 200 and r.content == b""
 
 
 def test_ready(http):

@@ -11,13 +11,14 @@ from pyinfer.server.context import server_context
 router = APIRouter()
 
 
-@router.get("/health")
+# HEAD too: some load balancers' and uptime checkers' probes send it
+@router.api_route("/health", methods=["GET", "HEAD"])
 async def health() -> dict[str, str]:
     """The process answers; says nothing about the model (see /ready)."""
     return {"status": "healthy", "service": "pyinfer"}
 
 
-@router.get("/ready", response_model=None)
+@router.api_route("/ready", methods=["GET", "HEAD"], response_model=None)
 async def ready(request: Request) -> JSONResponse:
     """200 once the model is loaded and the engine is alive; 503 while loading, draining or dead."""
     ctx = server_context(request)
