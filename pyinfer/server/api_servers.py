@@ -72,7 +72,7 @@ class Launcher:
         self.core = subprocess.Popen(
             core_command(engine_config, links, read_fd, log_args),
             pass_fds=(read_fd,),
-            start_new_session=True,  # Ctrl-C in a terminal reaches the API processes, which drain
+            start_new_session=True,  # stopped by its lifeline, once the API processes have drained
         )
         os.close(read_fd)
         env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(run_dir / "metrics")}
@@ -83,8 +83,11 @@ class Launcher:
                 pass_fds=(listener.fileno(),),
                 stdin=subprocess.PIPE,
                 env=env,
+                # a terminal's Ctrl-C reaches only us, and we pass each signal on once: a second Ctrl-C
+                # is a second signal to them (end what is in flight now), not two signals at the first
+                start_new_session=True,
             )
-            with contextlib.suppress(BrokenPipeError):  # one a terminal's Ctrl-C stopped already
+            with contextlib.suppress(BrokenPipeError):  # one a signal stopped already
                 worker.stdin.write(msgspec.json.encode(spec))
                 worker.stdin.close()
             self.running[worker.pid] = i
@@ -107,15 +110,17 @@ class Launcher:
             self.lifeline = None
 
     def _forward(self, sig: int, _frame: object) -> None:
-        log.info("received %s: the API processes drain", signal.Signals(sig).name)
+        """Pass the signal on as it came: the API processes drain at the first, and a second SIGINT
+        (Ctrl-C again) ends what they have in flight."""
+        log.info("received %s: passed on to the API processes", signal.Signals(sig).name)
         self.stopping = True
-        self._signal_api_processes()
+        self._signal_api_processes(sig)
 
-    def _signal_api_processes(self) -> None:
+    def _signal_api_processes(self, sig: int = signal.SIGTERM) -> None:
         # by pid, never through Popen (which would reap them behind os.wait's back)
         for pid in list(self.running):
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
+                os.kill(pid, sig)
 
     def _wait_for_api_processes(self) -> None:
         """The first to fail, or the core's death, stops the rest."""
@@ -132,8 +137,8 @@ class Launcher:
                     self.failed = True
                     self._signal_api_processes()  # they see it too, and fail what is in flight
                 continue
-            # asked to stop, one still starting dies of the SIGTERM rather than draining: nothing to drain
-            clean = code == 0 or (self.stopping and code == -signal.SIGTERM)
+            # asked to stop, one still starting dies of the signal rather than draining: nothing to drain
+            clean = code == 0 or (self.stopping and code in (-signal.SIGTERM, -signal.SIGINT))
             if self.running.pop(pid, None) is not None and not clean and not self.failed:
                 log.error("API process %d exited with code %d: stopping the others", pid, code)
                 self.failed = True

@@ -173,16 +173,14 @@ class ServerContext:
         error.headers = {"retry-after": "1"}
         return error
 
-    def end_in_flight(self) -> None:
-        """The drain's time is up: every generation still running, or sent from now on, ends with an error
-        (a stream with an error event), rather than being cut off mid-reply when the HTTP server stops."""
+    def end_in_flight(self, why: str = "its drain timeout ran out") -> None:
+        """The drain is over (`why`): every generation still running, or sent from now on, ends with an
+        error (a stream with an error event), rather than being cut off mid-reply when the HTTP server
+        stops."""
         if self.engine.num_requests:
-            log.warning("drain timeout: ending %d requests still in flight", self.engine.num_requests)
+            log.warning("%s: ending %d requests still in flight", why, self.engine.num_requests)
         self.engine.fail_all(
-            lambda: unavailable(
-                "The server shut down before the request finished (its drain timeout ran out).",
-                "shutting_down",
-            )
+            lambda: unavailable(f"The server shut down before the request finished ({why}).", "shutting_down")
         )
 
     def require_ready(self) -> None:

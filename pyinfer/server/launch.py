@@ -35,18 +35,35 @@ class DrainingServer(uvicorn.Server):
         super().__init__(config)
         self.ctx = ctx
         self.drain_timeout = drain_timeout
+        self.interrupts = 0  # SIGINTs received after the drain began
+        self.forced = False  # stopped without ending what was in flight
         ctx.on_fatal = self.stop
 
     def stop(self) -> None:
         self.should_exit = True
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """The first signal drains. Ctrl-C again (SIGINT: systemd's stop may send every process SIGTERM
+        while the launcher passes its own on, so a second SIGTERM means nothing) ends what is in flight
+        now, each request with its error, as the drain timeout would; a third stops at once."""
+        name = signal.Signals(sig).name
+        loop = asyncio.get_running_loop()  # a signal handler runs on the loop's thread, between its steps
         if not self.ctx.draining:
-            log.info("received %s: draining in-flight requests", signal.Signals(sig).name)
-            loop = asyncio.get_running_loop()  # a signal handler runs on the loop's thread, between its steps
+            log.info("received %s: draining in-flight requests", name)
             loop.call_soon_threadsafe(loop.call_later, self.drain_timeout, self.ctx.end_in_flight)
-        self.ctx.draining = True
-        super().handle_exit(sig, frame)
+            self.ctx.draining = True
+            super().handle_exit(sig, frame)
+            return
+        if sig != signal.SIGINT:
+            return
+        self.interrupts += 1
+        if self.interrupts == 1:
+            log.warning("received SIGINT again: ending the requests in flight now")
+            loop.call_soon_threadsafe(self.ctx.end_in_flight, "a second Ctrl-C asked to stop now")
+        else:
+            log.warning("received SIGINT a third time: stopping at once")
+            self.forced = True
+            super().handle_exit(sig, frame)  # uvicorn's forced exit
 
 
 def serve_main(args: argparse.Namespace) -> None:
@@ -98,5 +115,6 @@ def run_uvicorn(app: FastAPI, config: ServerConfig, sockets: list[socket.socket]
     # cleanly and exit 0, so the re-raised signal must not kill us.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: None)
-    DrainingServer(uv_config, ctx, config.drain_timeout).run(sockets=sockets)
-    return 1 if ctx.fatal_error else 0
+    server = DrainingServer(uv_config, ctx, config.drain_timeout)
+    server.run(sockets=sockets)
+    return 1 if ctx.fatal_error or server.forced else 0

@@ -15,7 +15,14 @@ import sys
 import httpx
 import pytest
 
-from tests.server.helpers import ServerProcess, all_stopped, engine_stats, posted_in_background, wait_until
+from tests.server.helpers import (
+    ServerProcess,
+    all_stopped,
+    engine_stats,
+    posted_in_background,
+    running_server,
+    wait_until,
+)
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +106,7 @@ def test_requests_past_the_drain_timeout_end_with_an_error_and_the_server_exits_
     assert srv.proc.wait(30) == 0
     records = [json.loads(line) for line in srv.log().splitlines() if line.startswith("{")]
     assert not [r for r in records if r["level"] == "ERROR"]  # nothing cancelled under the handlers
-    assert "drain timeout: ending 2 requests still in flight" in srv.log()
+    assert "its drain timeout ran out: ending 2 requests still in flight" in srv.log()
 
 
 def test_engine_death_fails_requests_and_exits_nonzero(servers):
@@ -151,3 +158,21 @@ def test_a_port_in_use_stops_the_start_before_the_engine_starts(api_processes):
     assert done.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in done.stderr
     assert "engine core" not in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("api_processes", ["1", "2"])
+def test_a_second_ctrl_c_ends_the_streams_in_flight_at_once_each_with_its_error(tmp_path, api_processes):
+    flags = ("--num-kv-blocks", "160", "--drain-timeout", "120", "--api-server-count", api_processes)
+    with running_server(tmp_path / "server.log", *flags) as srv:
+        body = {"prompt": "Tell me a long story.", "max_tokens": 2000, "ignore_eos": True, "stream": True}
+        with httpx.stream("POST", f"{srv.base_url}/v1/completions", json=body, timeout=60) as r:
+            lines = (line for line in r.iter_lines() if line)
+            assert next(lines).startswith("data: ")
+            srv.proc.send_signal(signal.SIGINT)  # drains: the stream goes on
+            assert "choices" in next(lines) and "choices" in next(lines)
+            srv.proc.send_signal(signal.SIGINT)  # now
+            events = list(lines)
+        assert events[-1] == "data: [DONE]"
+        assert json.loads(events[-2][6:])["error"]["code"] == "shutting_down"
+        assert "a second Ctrl-C asked to stop now" in json.loads(events[-2][6:])["error"]["message"]
+        assert srv.proc.wait(30) == 0
