@@ -22,6 +22,7 @@ BASE = {
     "pyinfer.tokenizer",
     "pyinfer.generation_config",
     "pyinfer.model_files",
+    "pyinfer.run_dirs",
 }
 LAYERS = [  # bottom first: a module may import its own layer's and those below it
     ("base", lambda m: m in BASE),
@@ -36,9 +37,15 @@ LAYERS = [  # bottom first: a module may import its own layer's and those below 
 ]
 # The package's front door, `from pyinfer import LLM`: imported only when asked for (pyinfer/__init__.py).
 FRONT_DOOR = {("pyinfer", "pyinfer.engine.llm")}
-# What the server may use of the engine: the client of the engine-core process, its messages, and the
-# per-choice output processing it shares with the offline LLM.
-ENGINE_CLIENT = ("pyinfer.engine.core_client", "pyinfer.engine.messages", "pyinfer.engine.outputs")
+# What the server may use of the engine: the client of the engine-core process, its messages, the board
+# of queued requests its API processes share, and the per-choice output processing it shares with the
+# offline LLM.
+ENGINE_CLIENT = (
+    "pyinfer.engine.core_client",
+    "pyinfer.engine.messages",
+    "pyinfer.engine.queue_board",
+    "pyinfer.engine.outputs",
+)
 
 
 def layer(module: str) -> int:

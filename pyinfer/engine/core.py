@@ -24,7 +24,6 @@ import zmq
 
 from pyinfer.config import EngineConfig
 from pyinfer.engine.engine import LLMEngine
-from pyinfer.engine.link_queues import LinkQueues
 from pyinfer.engine.messages import (
     RECONNECT_MS,
     AbortChoice,
@@ -70,7 +69,6 @@ class EngineCore:
             self.outputs.append(push)
         self.open_links = set(range(len(links)))  # those that have not said Shutdown
         self.owner: dict[str, int] = {}  # request id -> the link it came in on, while the engine has it
-        self.queues = LinkQueues(len(links))
         # A cancel through another API process may overtake the request it cancels (sent by its own
         # process a moment later): such a request is aborted as it arrives. Most ids here are of requests
         # that had finished, and never come; request ids are unique.
@@ -96,7 +94,6 @@ class EngineCore:
             for link, socket in enumerate(self.inputs):
                 if socket in events:
                     self.drain_input(link)
-            self.tell_queues()
             if self.running and self.engine.has_unfinished():
                 self.send_outputs(self.engine.step())
                 for rid, error in self.engine.pop_rejected():
@@ -108,7 +105,6 @@ class EngineCore:
         by_link: dict[int, list[SeqOutput]] = {}
         finished = set()  # forgotten only after the loop: several choices of one may end in this step
         for out in outputs:
-            self.queues.remove(out.request_id)  # waits no more, from its first output on
             link = self.owner.get(out.request_id)
             if link is not None:
                 by_link.setdefault(link, []).append(out)
@@ -118,14 +114,7 @@ class EngineCore:
             if not self.engine.has_request(rid):
                 del self.owner[rid]
         for link, outs in by_link.items():
-            self.send(StepOutputs(outs, *self.queues.others(link)), link)
-        self.tell_queues()
-
-    def tell_queues(self) -> None:
-        """Each link still open whose figure of the others' waiting requests changed: the new one."""
-        for link in self.open_links:
-            if self.queues.changed(link):
-                self.send(StepOutputs([], *self.queues.others(link)), link)
+            self.send(StepOutputs(outs), link)
 
     def abort(self, request_id: str, link: int, anywhere: bool) -> None:
         """Stop a request, whichever link asks; its owner, if another, hears that it ended."""
@@ -137,13 +126,11 @@ class EngineCore:
                     self.unseen_aborts.popitem(last=False)
             return
         self.engine.abort(request_id)
-        self.queues.remove(request_id)
         if owner != link:
             self.send(Aborted(request_id), owner)
 
     def reject(self, request_id: str, error: ValueError) -> None:
         """Tell the server the engine refused a request, naming the field at fault where known."""
-        self.queues.remove(request_id)
         link = self.owner.pop(request_id, None)
         if link is not None:
             message = Rejected(request_id=request_id, message=str(error), param=getattr(error, "param", None))
@@ -175,8 +162,6 @@ class EngineCore:
                     self.engine.add_request(rid, ids, params)
                 except ValueError as e:
                     self.reject(rid, e)
-                else:
-                    self.queues.add(rid, link, len(ids))
             case AbortRequest(request_ids=ids, anywhere=anywhere):
                 for rid in ids:
                     self.abort(rid, link, anywhere)
@@ -184,9 +169,7 @@ class EngineCore:
                 self.engine.abort(rid, index)
                 if not self.engine.has_request(rid):
                     self.owner.pop(rid, None)
-                    self.queues.remove(rid)
             case StatsRequest():
-                self.tell_queues()  # first: whoever reads this answer finds every link told
                 states = [RequestState(**s) for s in self.engine.request_states()]
                 self.send(EngineStats(self.stats(), states), link)
             case Shutdown():

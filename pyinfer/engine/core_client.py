@@ -13,7 +13,6 @@ import logging
 import os
 import shutil
 import sys
-import tempfile
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -40,6 +39,8 @@ from pyinfer.engine.messages import (
     StatsRequest,
     StepOutputs,
 )
+from pyinfer.engine.queue_board import QueueBoard
+from pyinfer.run_dirs import make_run_dir
 from pyinfer.sampling_params import SamplingParams
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,8 @@ class EngineLink:
     input: str  # requests go to the core here
     output: str  # its outputs come back here
     core_pid: int
+    queue_board: str  # the API processes' QueueBoard file
+    slot: int  # this process's place on it
 
 
 class EngineDeadError(RuntimeError):
@@ -124,20 +127,18 @@ class QueuePlace:
         self._client = client
         self.holds_request = True
         self.tokens = 0  # prompt tokens held: known and not yet sent
-        client.own_queued += 1
+        client.count_queued(1, 0)
 
     def add_tokens(self, n: int) -> None:
         self.tokens += n
-        self._client.own_queued_tokens += n
+        self._client.count_queued(0, n)
 
     def hand_over(self, tokens: int) -> None:
         """A prompt of `tokens` tokens was sent: its stream counts it (and the request) now."""
         tokens = min(tokens, self.tokens)
         self.tokens -= tokens
-        self._client.own_queued_tokens -= tokens
-        if self.holds_request:
-            self.holds_request = False
-            self._client.own_queued -= 1
+        self._client.count_queued(-1 if self.holds_request else 0, -tokens)
+        self.holds_request = False
 
     def release(self) -> None:
         """The response has ended: nothing of it waits to be sent any more."""
@@ -161,8 +162,8 @@ class AsyncEngineClient:
         self._streams: dict[str, _Stream] = {}
         self.own_queued = 0  # requests admitted or sent that have no output yet (QueuePlace)
         self.own_queued_tokens = 0  # their prompt tokens
-        self.others_queued = 0  # the other API processes' requests waiting, as the core last told
-        self.others_queued_tokens = 0
+        # the other API processes' figures, where there are others
+        self._board = QueueBoard(link.queue_board, link.slot) if link is not None else None
         self._stats_waiters: deque[asyncio.Future[dict[str, Any]]] = deque()
         self._last_stats: tuple[float, dict[str, Any]] | None = None  # (when, what) the core last answered
         self._failure: Callable[[], Exception] | None = None  # set by fail_all: what new requests raise
@@ -178,13 +179,20 @@ class AsyncEngineClient:
 
     @property
     def num_queued(self) -> int:
-        """Requests waiting for their first output: ours, and the other API processes' (none with one)."""
-        return self.own_queued + self.others_queued
+        """Requests admitted and waiting for their first output: ours, and the other API processes'."""
+        return self.own_queued + (self._board.others()[0] if self._board is not None else 0)
 
     @property
     def queued_tokens(self) -> int:
         """The prompt tokens of those."""
-        return self.own_queued_tokens + self.others_queued_tokens
+        return self.own_queued_tokens + (self._board.others()[1] if self._board is not None else 0)
+
+    def count_queued(self, requests: int, tokens: int) -> None:
+        """Add to our queued requests and their prompt tokens, posting the figures for the others."""
+        self.own_queued += requests
+        self.own_queued_tokens += tokens
+        if self._board is not None:
+            self._board.publish(self.own_queued, self.own_queued_tokens)
 
     @property
     def num_requests(self) -> int:
@@ -196,7 +204,7 @@ class AsyncEngineClient:
         """Start the engine-core process, or attach to the link's; returns at once (see wait_ready)."""
         self._ready = asyncio.get_running_loop().create_future()
         if self.link is None:
-            self._dir = tempfile.mkdtemp(prefix="pyinfer-")
+            self._dir = make_run_dir("core-")
             to_core, from_core = f"ipc://{self._dir}/to-core", f"ipc://{self._dir}/from-core"
         else:
             to_core, from_core = self.link.input, self.link.output
@@ -344,8 +352,7 @@ class AsyncEngineClient:
     def _queue(self, stream: _Stream, sign: int) -> None:
         """Count `stream` into (+1) or out of (-1) the requests that wait for their first output."""
         stream.queued = sign > 0
-        self.own_queued += sign
-        self.own_queued_tokens += sign * stream.prompt_tokens
+        self.count_queued(sign, sign * stream.prompt_tokens)
 
     def _send(self, message: msgspec.Struct) -> None:
         # With no high-water mark a PUSH send never blocks: the returned future is already done.
@@ -361,8 +368,6 @@ class AsyncEngineClient:
             message = decoder.decode(await self._from_core.recv(copy=False))
             match message:
                 case StepOutputs(outputs=outputs):
-                    self.others_queued = message.others_waiting
-                    self.others_queued_tokens = message.others_waiting_tokens
                     for out in outputs:
                         if (stream := self._streams.get(out.request_id)) is not None:
                             if stream.queued:

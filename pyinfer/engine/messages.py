@@ -88,14 +88,10 @@ class EngineReady(msgspec.Struct, tag="ready", kw_only=True):
     num_kv_blocks: int
 
 
-class StepOutputs(msgspec.Struct, tag="outputs", omit_defaults=True):
-    """All outputs of one engine step for one link (none, where only the queue changed), and the
-    requests of the other links waiting for their first output, with their prompt tokens: each API
-    process sheds load against the whole queue."""
+class StepOutputs(msgspec.Struct, tag="outputs"):
+    """All outputs of one engine step for one link."""
 
     outputs: list[SeqOutput]
-    others_waiting: int = 0
-    others_waiting_tokens: int = 0
 
 
 class Aborted(msgspec.Struct, tag="aborted"):

@@ -21,13 +21,14 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import msgspec
 
 from pyinfer.config import EngineConfig
 from pyinfer.engine.core_client import EngineLink, core_command
+from pyinfer.engine.queue_board import QueueBoard
+from pyinfer.run_dirs import make_run_dir
 from pyinfer.server.api_process import Spec
 from pyinfer.server.auth import ApiKeys
 from pyinfer.server.config import ServerConfig
@@ -43,7 +44,7 @@ def serve_with_api_processes(
 ) -> int:
     """Run N API processes serving `listener` and the engine core until they stop; returns the exit code."""
     ApiKeys(config.api_keys, config.api_key_file)  # a bad key file fails here, before anything starts
-    run_dir = Path(tempfile.mkdtemp(prefix="pyinfer-api-"))
+    run_dir = make_run_dir("api-")
     try:
         return Launcher(config, engine_config, listener, run_dir).run()
     finally:
@@ -62,6 +63,8 @@ class Launcher:
         (run_dir / "metrics").mkdir()
         shared_state = str(run_dir / "shared.sqlite")
         SharedState(shared_state).close()  # made once here: the API processes open it as it is, all at once
+        queue_board = str(run_dir / "queue-board")
+        QueueBoard.create(queue_board, config.api_server_count)
         links = [  # (requests, outputs) addresses of each API process's link
             (f"ipc://{run_dir}/to-core-{i}", f"ipc://{run_dir}/from-core-{i}")
             for i in range(config.api_server_count)
@@ -77,7 +80,8 @@ class Launcher:
         os.close(read_fd)
         env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(run_dir / "metrics")}
         for i, link in enumerate(links):
-            spec = Spec(i, config, engine_config, EngineLink(*link, self.core.pid), os.getpid(), shared_state)
+            engine_link = EngineLink(*link, self.core.pid, queue_board, i)
+            spec = Spec(i, config, engine_config, engine_link, os.getpid(), shared_state)
             worker = subprocess.Popen(
                 [sys.executable, "-m", "pyinfer.server.api_process", "--fd", str(listener.fileno())],
                 pass_fds=(listener.fileno(),),

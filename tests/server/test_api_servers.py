@@ -272,3 +272,25 @@ def test_the_queue_limit_counts_the_waiting_requests_of_both_processes(servers):
     wait_until(lambda: engine_idle(http), timeout=30)
     for client in [http, *clients]:
         client.close()
+
+
+def test_a_burst_through_both_processes_is_held_to_the_queue_limit(servers):
+    """Requests admitted at once in both processes see each other at admission, before the engine core
+    has heard of them: each process alone let the bound's worth in (4 of 12 against a bound of 2)."""
+    srv = servers["limits"]
+    long = {"prompt": "Once upon a time", "max_tokens": 900, "ignore_eos": True, "stream": True}
+    short = {"prompt": "Hi", "max_tokens": 2}
+    http = httpx.Client(base_url=srv.base_url, timeout=120, headers=UNLIMITED)
+    with fresh(srv, UNLIMITED) as first, first.stream("POST", "/v1/completions", json=long) as r:
+        assert next(r.iter_lines()).startswith("data: ")  # the one sequence the engine takes
+        clients = [fresh(srv, UNLIMITED) for _ in range(12)]
+        with ThreadPoolExecutor(12) as pool:
+            answers = list(pool.map(lambda c: c.post("/v1/completions", json=short), clients))
+    codes = [a.status_code for a in answers]
+    assert set(codes) == {200, 503}
+    # two may pass the bound together only by admitting in the same microseconds
+    assert codes.count(200) <= 3, codes
+    assert {served_by(srv, a.headers["x-request-id"]) for a in answers} == {"0", "1"}
+    wait_until(lambda: engine_idle(http), timeout=30)
+    for client in [http, *clients]:
+        client.close()
