@@ -27,6 +27,9 @@ class Option:
     repeated: bool = False  # a list: the flag repeats; its variable separates items with commas
     flag: str | None = None  # the flag's name where it is not the field's, e.g. --api-key for api_keys
     parse: Callable[[str], Any] | None = None  # how a value is read, where not by the field's type
+    # a key, or where keys come from: its variable set but empty (or, a list, with an empty item) is a
+    # secret that came through empty, and must not leave the server open
+    guards: bool = False
 
 
 class BadVariable(NamedTuple):
@@ -37,9 +40,11 @@ class BadVariable(NamedTuple):
 
 
 def check_variables(args: argparse.Namespace) -> None:
-    """Stop, naming the variable, if any of the command's flags took a default that did not parse."""
-    for value in vars(args).values():
-        if isinstance(value, BadVariable):
+    """Stop, naming the variable, if any of the command's flags took a default that did not parse (a
+    repeated flag's variable, kept beside it as `<name>_env`, only where the flag was not given)."""
+    for name, value in vars(args).items():
+        overridden = name.endswith("_env") and getattr(args, name.removesuffix("_env"), None) is not None
+        if isinstance(value, BadVariable) and not overridden:
             raise SystemExit(value.message)
 
 
@@ -64,24 +69,28 @@ def env_value(names: tuple[str, ...], keep_empty: bool = False) -> tuple[str, st
 
 
 def env_default(
-    names: tuple[str, ...], default: Any, kind: Callable[[str], Any], choices: tuple[str, ...] | None = None
+    names: tuple[str, ...],
+    default: Any,
+    kind: Callable[[str], Any],
+    choices: tuple[str, ...] | None = None,
+    guards: bool = False,
 ) -> Any:
     """The flag's default: the first variable of `names` that is set, read as `kind` (and one of
-    `choices`, where given), else `default`; a BadVariable where the variable does not parse."""
-    found = env_value(names, keep_empty=kind is list)  # an empty list is refused, as its flag's empty value
+    `choices`, where given), else `default`; a BadVariable where the variable does not parse, or (a
+    field that `guards` the server) is set but empty."""
+    found = env_value(names, keep_empty=guards)
     if found is None:
         return default
     name, value = found
-    if kind is list and not all(item.strip() for item in value.split(",")):
-        # PYINFER_API_KEY set from a secret that came through empty must not leave the server open
-        return BadVariable(f"environment variable {name}={value!r} holds an empty item")
+    if guards and not all(item.strip() for item in (value.split(",") if kind is list else [value])):
+        return BadVariable(f"environment variable {name}={value!r} is empty or holds an empty item")
     try:
         if kind is bool:
             if value.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
                 raise ValueError(value)
             return value.lower() in ("1", "true", "yes", "on")
         if kind is list:
-            return [item.strip() for item in value.split(",")]
+            return [item.strip() for item in value.split(",") if item.strip()]
         parsed = kind(value)
         if choices is not None and parsed not in choices:
             raise ValueError(value)
@@ -138,7 +147,8 @@ def add_config_arguments(group: argparse._ArgumentGroup, config: type) -> None:
                 default=None,
                 help=f"{opt.help} (env {env}, comma-separated)",
             )
-            group.set_defaults(**{f"{field.name}_env": env_default(names, list(default or []), list)})
+            from_env = env_default(names, list(default or []), list, guards=opt.guards)
+            group.set_defaults(**{f"{field.name}_env": from_env})
         else:
             shown = f"; default {default}" if default not in (None, "") else ""
             group.add_argument(
@@ -146,7 +156,7 @@ def add_config_arguments(group: argparse._ArgumentGroup, config: type) -> None:
                 dest=field.name,
                 type=kind,
                 choices=opt.choices,
-                default=env_default(names, default, kind, opt.choices),
+                default=env_default(names, default, kind, opt.choices, opt.guards),
                 help=f"{opt.help} (env {env}{shown})",
             )
 

@@ -112,22 +112,23 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     from pyinfer.server.config import add_server_arguments
 
     add_server_arguments(serve)
-    serve.set_defaults(func=cmd_serve)
+    serve.set_defaults(func=cmd_serve, command_parser=serve)  # each command's parser: its usage in errors
 
     gen = sub.add_parser("generate", help="complete one prompt and print the text as it comes")
     gen.add_argument("prompt")
     gen.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
     add_engine_arguments(gen)
     add_sampling_arguments(gen)
-    gen.set_defaults(func=cmd_generate)
+    gen.set_defaults(func=cmd_generate, command_parser=gen)
 
     chat = sub.add_parser("chat", help="interactive chat in the terminal")
     chat.add_argument("--system", default=None, help="system prompt")
     add_engine_arguments(chat)
     add_sampling_arguments(chat)
-    chat.set_defaults(func=cmd_chat)
+    chat.set_defaults(func=cmd_chat, command_parser=chat)
 
     bench = sub.add_parser("bench", help="benchmarks: latency, throughput, serve")
+    bench.set_defaults(command_parser=bench)
     if argv is None or list(argv[:1]) == ["bench"]:
         from pyinfer.bench import add_bench_subcommands
 
@@ -140,9 +141,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Run the command; a mistake in what it was given is one line on stderr and exit code 2, as argparse
     gives for a bad flag, and Ctrl-C is exit code 130, never a traceback."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(argv)
-    _name_the_command_parser(parser)
-    args, unknown = parser.parse_known_args(argv)
+    args, unknown = build_parser(argv).parse_known_args(argv)
     if unknown:  # told with the command's own usage, not the top level's
         args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
@@ -156,14 +155,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         if not isinstance(e.code, str):
             raise
         _stop(e.code)  # a setting's own message
-
-
-def _name_the_command_parser(parser: argparse.ArgumentParser) -> None:
-    """Give every (sub)command's parser itself as `command_parser`, the innermost one winning."""
-    for action in parser._subparsers._group_actions if parser._subparsers else []:
-        for sub in action.choices.values():
-            sub.set_defaults(command_parser=sub)
-            _name_the_command_parser(sub)
 
 
 def _stop(message: str) -> NoReturn:

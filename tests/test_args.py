@@ -93,13 +93,26 @@ def test_an_empty_api_key_stops_the_start_rather_than_open_the_server(given):
         parse(given)
 
 
-@pytest.mark.parametrize("variable", ["PYINFER_API_KEY", "API_KEY"])
-@pytest.mark.parametrize("value", ["", " , ", "sk-a,"])
-def test_an_api_key_variable_set_empty_stops_the_start_too(monkeypatch, variable, value):
+@pytest.mark.parametrize(
+    "variable, value",
+    [
+        *((name, value) for name in ("PYINFER_API_KEY", "API_KEY") for value in ("", " , ", "sk-a,")),
+        ("PYINFER_API_KEY_FILE", ""),
+        ("API_KEY_FILE", " "),
+    ],
+)
+def test_a_key_variable_set_empty_stops_the_start_too(monkeypatch, variable, value):
     """A secret that came through empty must not leave the server open."""
     monkeypatch.setenv(variable, value)
-    with pytest.raises(SystemExit, match=f"{variable}='{value}' holds an empty item"):
+    with pytest.raises(SystemExit, match=f"{variable}='{value}' is empty or holds an empty item"):
         parse([])
+
+
+def test_other_lists_take_an_empty_variable_and_a_flag_overrides_a_bad_one(monkeypatch):
+    monkeypatch.setenv("CORS_ORIGINS", "")
+    assert parse([])[1].cors_origins == []
+    monkeypatch.setenv("PYINFER_API_KEY", "")
+    assert parse(["--api-key", "sk-a"])[1].api_keys == ["sk-a"]
 
 
 def test_api_keys_from_the_variable_are_its_items(monkeypatch):

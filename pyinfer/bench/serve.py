@@ -298,8 +298,12 @@ def _measure_or_exit(args: argparse.Namespace, base_url: str) -> dict:
     request that fails once the run is going is counted as failed instead)."""
     try:
         return _measure(args, base_url)
-    except httpx.HTTPError as e:
+    except httpx.TransportError as e:
         sys.exit(f"pyinfer bench serve: cannot reach {base_url}: {e}")
+    except httpx.HTTPStatusError as e:
+        sys.exit(
+            f"pyinfer bench serve: {base_url} refused its model list: {e.response.status_code} {e.response.text}"
+        )
 
 
 def print_comparison(ours: dict, theirs: dict) -> None:

@@ -330,12 +330,12 @@ class AsyncEngineClient:
         for stream in self._streams.values():
             stream.queue.put_nowait(error_of())
 
-    async def stats(self, patience: float | None = None) -> dict[str, Any]:
+    async def stats(self, patience: float) -> dict[str, Any]:
         """The engine's counters (running and waiting requests, KV cache and prefix cache use), and
         `requests`: each sequence in the engine with its state and token counts. The core answers
         between steps, so a long step (a large prefill on a CPU) holds the answer back: `patience` is
         how many seconds to wait before taking the core's last answer instead (its age in `stats_age_s`;
-        a TimeoutError if it never answered); None waits for this one."""
+        a TimeoutError if it never answered)."""
         self._check_alive()
         waiter = asyncio.get_running_loop().create_future()
         self._stats_waiters.append(waiter)

@@ -5,6 +5,7 @@ come on stdin (they hold the API keys, which a command line would show every loc
 from __future__ import annotations
 
 import argparse
+import signal
 import socket
 import sys
 
@@ -29,8 +30,13 @@ class Spec(msgspec.Struct):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--fd", type=int, required=True, help="the listening socket")
+    parser.add_argument(
+        "--fd", type=int, action="append", required=True, help="a listening socket (repeated)"
+    )
     args = parser.parse_args()
+    # Until uvicorn's handlers are in, a signal the launcher passes on stops this process quietly (it is
+    # counted as clean once a stop was asked for): nothing here has a request to drain yet.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     spec = msgspec.json.decode(sys.stdin.buffer.read(), type=Spec)
     configure_logging(spec.server.log_level, spec.server.log_format, tag=f"[api-{spec.index}] ")
     from pyinfer.server.app import create_app
@@ -40,8 +46,8 @@ def main() -> None:
     # Ready, then, when the engine is (its EngineReady reaches every API process at once): none answers
     # a 503 while another, ready, has told a load balancer /ready.
     app.state.ctx.load_tokenizer()
-    listener = socket.socket(fileno=args.fd)  # its own family (TCP: each connection gets TCP_NODELAY)
-    sys.exit(run_uvicorn(app, spec.server, sockets=[listener]))
+    listeners = [socket.socket(fileno=fd) for fd in args.fd]  # their own family (TCP: TCP_NODELAY)
+    sys.exit(run_uvicorn(app, spec.server, sockets=listeners))
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ from pyinfer.engine.core_client import EngineLink, core_command
 from pyinfer.engine.queue_board import QueueBoard
 from pyinfer.run_dirs import make_run_dir
 from pyinfer.server.api_process import Spec
-from pyinfer.server.auth import ApiKeys
 from pyinfer.server.config import ServerConfig
 from pyinfer.server.shared_state import SharedState
 
@@ -40,20 +39,24 @@ SHUTDOWN_GRACE = 15.0  # seconds the core may take to stop once the API processe
 
 
 def serve_with_api_processes(
-    config: ServerConfig, engine_config: EngineConfig, listener: socket.socket
+    config: ServerConfig, engine_config: EngineConfig, listeners: list[socket.socket]
 ) -> int:
-    """Run N API processes serving `listener` and the engine core until they stop; returns the exit code."""
-    ApiKeys(config.api_keys, config.api_key_file)  # a bad key file fails here, before anything starts
+    """Run N API processes serving `listeners` and the engine core until they stop; returns the exit
+    code."""
     run_dir = make_run_dir("api-")
     try:
-        return Launcher(config, engine_config, listener, run_dir).run()
+        return Launcher(config, engine_config, listeners, run_dir).run()
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
 class Launcher:
     def __init__(
-        self, config: ServerConfig, engine_config: EngineConfig, listener: socket.socket, run_dir: Path
+        self,
+        config: ServerConfig,
+        engine_config: EngineConfig,
+        listeners: list[socket.socket],
+        run_dir: Path,
     ):
         self.failed = False
         self.stopping = False  # a signal asked for the stop
@@ -83,8 +86,9 @@ class Launcher:
             engine_link = EngineLink(*link, self.core.pid, queue_board, i)
             spec = Spec(i, config, engine_config, engine_link, os.getpid(), shared_state)
             worker = subprocess.Popen(
-                [sys.executable, "-m", "pyinfer.server.api_process", "--fd", str(listener.fileno())],
-                pass_fds=(listener.fileno(),),
+                [sys.executable, "-m", "pyinfer.server.api_process"]
+                + [arg for sock in listeners for arg in ("--fd", str(sock.fileno()))],
+                pass_fds=[sock.fileno() for sock in listeners],
                 stdin=subprocess.PIPE,
                 env=env,
                 # a terminal's Ctrl-C reaches only us, and we pass each signal on once: a second Ctrl-C
@@ -97,7 +101,8 @@ class Launcher:
             self.running[worker.pid] = i
             if self.stopping:  # a signal came while we started them
                 self._signal_api_processes()
-        listener.close()  # the API processes hold it
+        for sock in listeners:
+            sock.close()  # the API processes hold them
         log.info("engine core (pid %d) and %d API processes started", self.core.pid, len(links))
 
     def run(self) -> int:

@@ -75,13 +75,13 @@ def create_app(
     # Middleware, innermost first: unexpected errors answered inside everything else, so that they carry its
     # headers; rate limits (which need the key) inside API keys, both inside CORS, so that preflight requests
     # pass without a key and refusals carry CORS headers, and inside the request id, so that they carry one.
-    # The body's limit applies before anything reads the body, but only to callers with a key: one without
-    # is refused before their body is read at all.
+    # The body's limit applies before anything reads the body, but only to callers with a key and within
+    # their rate limit: the others are refused before their body is read at all.
     app.add_middleware(InternalErrorMiddleware)
-    app.add_middleware(RateLimitMiddleware, limiter=ctx.rate_limits)
     app.add_middleware(BodyLimitMiddleware, limit=config.max_request_body)
-    keys = ApiKeys(config.api_keys, config.api_key_file)
-    _log_access(keys, config)
+    app.add_middleware(RateLimitMiddleware, limiter=ctx.rate_limits)
+    keys = ApiKeys(config.api_keys, config.api_key_file, config.key_name_salt)
+    _log_key_policy(keys, config)
     app.add_middleware(ApiKeyMiddleware, keys=keys, protect_metrics=config.protect_metrics)
     if config.cors_origins:
         app.add_middleware(
@@ -101,7 +101,7 @@ def create_app(
     return app
 
 
-def _log_access(keys: ApiKeys, config: ServerConfig) -> None:
+def _log_key_policy(keys: ApiKeys, config: ServerConfig) -> None:
     """Say at start whether a key is needed, so that keys that did not arrive are seen."""
     if keys.enabled:
         log.info("API keys required: %s", keys.describe())

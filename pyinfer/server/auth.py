@@ -2,7 +2,8 @@
 
 Keys come from `--api-key` (any number of them) and `--api-key-file`: one key a line as
 `key [name [requests-per-minute [tokens-per-minute]]]`, `#` starting a comment; a key without a name is
-named by a fingerprint of itself (`key-` and 8 hex digits of its SHA-256). The file is read again
+named by a fingerprint of itself (`key-` and 8 hex digits of its HMAC under a salt drawn for the run, so
+that the name tells nothing of a weak key). The file is read again
 whenever it changes, so that a key taken out of it stops working without a restart (a file that no
 longer parses keeps the keys it last gave, and says why in the log). Keys are compared in constant
 time, against every known key whatever matched.
@@ -36,13 +37,16 @@ class ApiKey:
 
 
 class ApiKeys:
-    def __init__(self, keys: list[str], file: str | None = None):
-        self._given = {key: ApiKey(fingerprint(key)) for key in keys}
+    def __init__(self, keys: list[str], file: str | None = None, salt: str = ""):
+        if len(set(keys)) != len(keys):
+            raise ValueError("a key is given twice by --api-key (or PYINFER_API_KEY)")
+        self._salt = salt
+        self._given = {key: ApiKey(fingerprint(key, salt)) for key in keys}
         self._file = Path(file) if file else None
         self._file_keys: dict[str, ApiKey] = {}
         self._file_stamp: tuple[int, int, int] | None = None
         if self._file is not None:  # a bad file fails start-up
-            self._file_keys = self._checked(parse_key_file(self._file.read_text(), self._file))
+            self._file_keys = self._checked(parse_key_file(self._file.read_text(), self._file, salt))
             self._file_stamp = self._stamp()
 
     @property
@@ -86,7 +90,7 @@ class ApiKeys:
             return
         self._file_stamp = stamp
         try:
-            self._file_keys = self._checked(parse_key_file(self._file.read_text(), self._file))
+            self._file_keys = self._checked(parse_key_file(self._file.read_text(), self._file, self._salt))
             log.info("API key file %s read again: %d keys", self._file, len(self._file_keys))
         except FileNotFoundError:
             self._file_keys = {}
@@ -95,7 +99,7 @@ class ApiKeys:
             log.error("API key file %s not read again, its earlier keys kept: %s", self._file, e)
 
 
-def parse_key_file(text: str, path: Path) -> dict[str, ApiKey]:
+def parse_key_file(text: str, path: Path, salt: str = "") -> dict[str, ApiKey]:
     keys: dict[str, ApiKey] = {}
     for number, line in enumerate(text.splitlines(), 1):
         fields = line.split("#", 1)[0].split()
@@ -111,7 +115,7 @@ def parse_key_file(text: str, path: Path) -> dict[str, ApiKey]:
             raise ValueError(f"{path}:{number}: the limits must be at least 1")
         if fields[0] in keys:
             raise ValueError(f"{path}:{number}: this key is given on an earlier line too")
-        name = fields[1] if len(fields) > 1 else fingerprint(fields[0])
+        name = fields[1] if len(fields) > 1 else fingerprint(fields[0], salt)
         if any(k.name == name for k in keys.values()):
             raise ValueError(
                 f"{path}:{number}: the name {name!r} is given twice (limits and logs go by name)"
@@ -120,10 +124,11 @@ def parse_key_file(text: str, path: Path) -> dict[str, ApiKey]:
     return keys
 
 
-def fingerprint(key: str) -> str:
-    """The name of a key given without one: from the key itself, so that it stays the key's, whatever
-    lines or flags come and go around it (stored Responses and rate limits belong to the name)."""
-    return "key-" + hashlib.sha256(key.encode()).hexdigest()[:8]
+def fingerprint(key: str, salt: str) -> str:
+    """The name of a key given without one: from the key itself, so that it stays the key's whatever
+    lines or flags come and go around it (stored Responses and rate limits belong to the name), salted so
+    that it cannot confirm a guess of the key."""
+    return "key-" + hmac.new(salt.encode(), key.encode(), hashlib.sha256).hexdigest()[:8]
 
 
 class ApiKeyMiddleware:

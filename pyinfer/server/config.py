@@ -6,6 +6,7 @@ import argparse
 import ctypes
 import importlib.util
 import re
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,6 +112,7 @@ class ServerConfig:
             aliases=("API_KEY",),
             repeated=True,
             flag="--api-key",
+            guards=True,
         ),
     )
     api_key_file: str | None = field(
@@ -119,8 +121,11 @@ class ServerConfig:
             "keys one a line, `key [name [requests-per-minute [tokens-per-minute]]]`; read again when it "
             "changes, so a removed key stops working without a restart",
             aliases=("API_KEY_FILE",),
+            guards=True,
         ),
     )
+    # what names keys given without a name: random for each run, shared by its API processes
+    key_name_salt: str = field(default_factory=lambda: secrets.token_hex(16), compare=False, repr=False)
     protect_metrics: bool = field(
         default=False,
         metadata=option(

@@ -332,14 +332,15 @@ class ServerContext:
         tools: ToolRequest | None = None,
         param: str = "messages",
         options: TemplateOptions = DEFAULT_TEMPLATE,
-        may_be_cut: bool = False,
+        must_fit: bool = False,
     ) -> list[int]:
         """The prompt of a conversation, with the tools it offers as the model is given them; one that
-        cannot fit is refused before it is tokenized, unless it `may_be_cut` (truncation) to fit."""
+        `must_fit` the context (to be generated from, not cut or counted) and cannot is refused before it
+        is tokenized."""
         tokenizer = self.require_tokenizer()
         messages, template_tools = chat_prompt(messages, tools, self.tool_support)
         chars = sum(len(m["content"]) for m in messages)
-        if not may_be_cut:
+        if must_fit:
             self.refuse_unfittable(chars, param)
         try:
             if chars <= INLINE_TOKENIZE_CHARS:

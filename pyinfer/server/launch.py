@@ -16,6 +16,7 @@ from fastapi import FastAPI
 
 from pyinfer.config import engine_config_from_args
 from pyinfer.logs import configure_logging
+from pyinfer.server.auth import ApiKeys
 from pyinfer.server.config import ServerConfig, default_api_server_count, server_config_from_args
 from pyinfer.server.context import ServerContext
 
@@ -71,32 +72,37 @@ def serve_main(args: argparse.Namespace) -> None:
 
     config = server_config_from_args(args)
     configure_logging(config.log_level, config.log_format)
-    try:
+    try:  # what stops a start, before anything starts: exit 2, with the reason
         engine_config = engine_config_from_args(args)
         if config.api_server_count is None:
             config = replace(config, api_server_count=default_api_server_count(engine_config.device))
-        listener = bind_listener(config)  # before anything starts: a port in use stops the start at once
-        if config.api_server_count > 1:
-            from pyinfer.server.api_servers import serve_with_api_processes
-
-            sys.exit(serve_with_api_processes(config, engine_config, listener))
-        app = create_app(config, engine_config)
-    except (OSError, ValueError) as e:  # a missing model, a port in use, a value the engine cannot take
+        ApiKeys(config.api_keys, config.api_key_file)
+        listeners = bind_listeners(config)
+        app = create_app(config, engine_config) if config.api_server_count == 1 else None
+    except (OSError, ValueError) as e:  # a missing model, bad keys, a port in use, a value out of range
         log.error("%s", e)
         sys.exit(2)
-    sys.exit(run_uvicorn(app, config, sockets=[listener]))
+    if app is None:
+        from pyinfer.server.api_servers import serve_with_api_processes
+
+        sys.exit(serve_with_api_processes(config, engine_config, listeners))
+    sys.exit(run_uvicorn(app, config, sockets=listeners))
 
 
-def bind_listener(config: ServerConfig) -> socket.socket:
-    """The server's listening socket on the config's host and port."""
-    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+def bind_listeners(config: ServerConfig) -> list[socket.socket]:
+    """Sockets listening on each address of the config's host (a name such as localhost may stand for
+    both 127.0.0.1 and ::1), at its port."""
     try:
-        listener = socket.create_server((config.host, config.port), family=family, backlog=2048)
+        found = socket.getaddrinfo(config.host, config.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        listeners = []
+        for family, *_, address in dict.fromkeys(found):
+            listeners.append(socket.create_server(address, family=family, backlog=2048))
     except OSError as e:
         raise OSError(f"cannot listen on {config.host}:{config.port}: {e.strerror or e}") from e
-    host, port = listener.getsockname()[:2]
-    log.info("listening on http://%s:%d", f"[{host}]" if ":" in host else host, port)
-    return listener
+    for sock in listeners:
+        host, port = sock.getsockname()[:2]
+        log.info("listening on http://%s:%d", f"[{host}]" if ":" in host else host, port)
+    return listeners
 
 
 def run_uvicorn(app: FastAPI, config: ServerConfig, sockets: list[socket.socket]) -> int:

@@ -165,8 +165,9 @@ def refuse_media(part: Any) -> Any:
     return part
 
 
+MEDIA_REFUSED = BeforeValidator(refuse_media)  # on a content part's union: before any kind is tried
 # not tagged by `type`: pydantic would put the tag in errors' places
-ContentPart = Annotated[TextPart | RefusalPart, BeforeValidator(refuse_media)]
+ContentPart = Annotated[TextPart | RefusalPart, MEDIA_REFUSED]
 
 
 class ChatMessage(Request):

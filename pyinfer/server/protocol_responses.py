@@ -5,10 +5,11 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from pyinfer.sampling_params import SamplingParams
 from pyinfer.server.protocol import (
+    MEDIA_REFUSED,
     ChatMessage,
     Performance,
     RefusalPart,
@@ -16,7 +17,6 @@ from pyinfer.server.protocol import (
     TextContent,
     Usage,
     engine_sampling_params,
-    refuse_media,
 )
 from pyinfer.server.protocol_base import Body, Settings
 from pyinfer.server.protocol_structured import TextFormat
@@ -40,7 +40,7 @@ class InputMessage(ChatMessage):
 
     type: Literal["message"] = "message"
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[Annotated[InputText | RefusalPart, BeforeValidator(refuse_media)]]
+    content: str | list[Annotated[InputText | RefusalPart, MEDIA_REFUSED]]
     tool_calls: None = None
     tool_call_id: None = None
 

@@ -147,7 +147,8 @@ def test_a_key_taken_out_of_the_file_stops_working_without_a_restart(keyed_serve
 def test_key_files_parse_or_fail_naming_the_line(tmp_path):
     path = tmp_path / "k"
     keys = parse_key_file("a\n  \n# c\nb bob\n", path)
-    assert {k: v.name for k, v in keys.items()} == {"a": fingerprint("a"), "b": "bob"}
+    assert {k: v.name for k, v in keys.items()} == {"a": fingerprint("a", ""), "b": "bob"}
+    assert parse_key_file("a\n", path, "salt")["a"].name == fingerprint("a", "salt") != fingerprint("a", "")
     with pytest.raises(ValueError, match="k:2"):
         parse_key_file("a\nb c d e f\n", path)
     with pytest.raises(ValueError, match="k:2: the name 'x' is given twice"):
@@ -156,14 +157,16 @@ def test_key_files_parse_or_fail_naming_the_line(tmp_path):
         parse_key_file("a x\nb\na y\n", path)
     assert parse_key_file("a alice 60 1000\n", path)["a"] == ApiKey("alice", 60, 1000)
     path.write_text("x\n")
-    assert ApiKeys([], str(path)).lookup("x").name == fingerprint("x")
-    path.write_text(f"x {fingerprint('y')}\n")
+    assert ApiKeys([], str(path)).lookup("x").name == fingerprint("x", "")
+    path.write_text(f"x {fingerprint('y', '')}\n")
     with pytest.raises(ValueError, match="taken by --api-key keys"):
         ApiKeys(["y"], str(path))
     path.write_text("y\n")
     with pytest.raises(ValueError, match="given by --api-key too"):
         ApiKeys(["y"], str(path))
     assert ApiKeys(["y"]).lookup("x") is None and not ApiKeys([]).enabled
+    with pytest.raises(ValueError, match="a key is given twice by --api-key"):
+        ApiKeys(["y", "y"])
 
 
 def test_metrics_need_a_key_only_when_protected():

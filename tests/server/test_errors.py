@@ -161,6 +161,23 @@ def test_a_text_too_long_for_any_tokenization_is_refused_before_it_is_tokenized(
     assert error["code"] == "context_length_exceeded"
 
 
+def test_a_text_too_long_to_fit_is_still_counted_and_cut(http, model):
+    """/tokenize counts what does not fit, and Responses' truncation auto cuts it: neither is refused by
+    its length before tokenizing."""
+    text = "ab " * 240_000  # 720,000 characters: past 8,192 tokens of the longest piece
+    counted = http.post("/tokenize", json={"messages": [{"role": "user", "content": text}]})
+    assert counted.status_code == 200 and counted.json()["count"] > 8192
+    turns = [
+        {"role": "user", "content": text},
+        {"role": "assistant", "content": "Noted."},
+        {"role": "user", "content": "Say hi."},
+    ]
+    r = http.post(
+        "/v1/responses", json={"model": model, "input": turns, "max_output_tokens": 2, "truncation": "auto"}
+    )
+    assert r.status_code == 200 and r.json()["usage"]["input_tokens"] < 100, r.text
+
+
 @pytest.mark.parametrize(
     ("path", "field", "value"),
     [

@@ -169,7 +169,7 @@ def test_a_second_ctrl_c_ends_the_streams_in_flight_at_once_each_with_its_error(
             lines = (line for line in r.iter_lines() if line)
             assert next(lines).startswith("data: ")
             srv.proc.send_signal(signal.SIGINT)  # drains: the stream goes on
-            assert "choices" in next(lines) and "choices" in next(lines)
+            assert all("choices" in next(lines) for _ in range(40))
             srv.proc.send_signal(signal.SIGINT)  # now
             events = list(lines)
         assert events[-1] == "data: [DONE]"

@@ -47,7 +47,7 @@ async def create_chat_completion(request: Request, body: ChatBody) -> Response:
     params, tokenizer, tools = ctx.admit(request, body)
     messages = [m.template_dict() for m in body.messages]
     check_tool_results(messages, "messages")
-    prompt_ids = await ctx.encode_chat(messages, tools, options=body.template_options())
+    prompt_ids = await ctx.encode_chat(messages, tools, options=body.template_options(), must_fit=True)
     ctx.check_prompt(prompt_ids, params, body, param="messages")
     head = reply_head("chatcmpl", ctx.model_name)
     gen = ctx.generation(request, tokenizer, head["id"], prompt_ids, params, tools)

@@ -11,14 +11,17 @@ from pyinfer.server.context import server_context
 router = APIRouter()
 
 
-# HEAD too: some load balancers' and uptime checkers' probes send it
-@router.api_route("/health", methods=["GET", "HEAD"])
+# HEAD too, as some load balancers' and uptime checkers' probes send it (left out of the OpenAPI schema,
+# where it would repeat GET's operation id)
+@router.get("/health")
+@router.head("/health", include_in_schema=False)
 async def health() -> dict[str, str]:
     """The process answers; says nothing about the model (see /ready)."""
     return {"status": "healthy", "service": "pyinfer"}
 
 
-@router.api_route("/ready", methods=["GET", "HEAD"], response_model=None)
+@router.get("/ready", response_model=None)
+@router.head("/ready", response_model=None, include_in_schema=False)
 async def ready(request: Request) -> JSONResponse:
     """200 once the model is loaded and the engine is alive; 503 while loading, draining or dead."""
     ctx = server_context(request)

@@ -13,6 +13,7 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from pyinfer.server.context import server_context
+from pyinfer.server.errors import unavailable
 
 router = APIRouter()
 
@@ -34,7 +35,10 @@ async def engine_stats(request: Request) -> dict[str, Any]:
     """Running and waiting requests, KV-cache blocks and prefix-cache hits, requests in flight here."""
     ctx = server_context(request)
     ctx.require_ready()
-    stats = await ctx.stats(STATS_PATIENCE)
+    try:
+        stats = await ctx.stats(STATS_PATIENCE)
+    except TimeoutError:
+        raise unavailable(f"the engine has not answered in {STATS_PATIENCE:.0f} s", "engine_busy") from None
     return {**stats, "num_requests_in_flight": ctx.engine.num_requests, "timestamp": time.time()}
 
 

@@ -64,7 +64,7 @@ async def create_response(request: Request, body: ResponsesBody) -> Response:
     check_tool_results(messages, "input")
     system = [{"role": "system", "content": body.instructions}] if body.instructions else []
     cut = body.truncation == "auto"
-    prompt_ids = await ctx.encode_chat(system + messages, tools, param="input", may_be_cut=cut)
+    prompt_ids = await ctx.encode_chat(system + messages, tools, param="input", must_fit=not cut)
     if cut:
         prompt_ids = await _truncated(ctx, system, messages, tools, params, prompt_ids)
     ctx.check_prompt(prompt_ids, params, body, param="input")
@@ -361,7 +361,8 @@ async def _truncated(
             low = mid + 1
     if fitting is not None:
         return fitting
-    return await ctx.encode_chat(system + messages[turns[-1] :], tools, param="input")  # refused as too long
+    # the last turn alone: refused as too long
+    return await ctx.encode_chat(system + messages[turns[-1] :], tools, param="input", must_fit=True)
 
 
 def _earlier_turns(request: Request, previous_id: str | None) -> list[dict[str, str]]:
