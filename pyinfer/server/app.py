@@ -81,7 +81,6 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, limit=config.max_request_body)
     app.add_middleware(RateLimitMiddleware, limiter=ctx.rate_limits)
     keys = ApiKeys(config.api_keys, config.api_key_file, config.key_name_salt)
-    _log_key_policy(keys, config)
     app.add_middleware(ApiKeyMiddleware, keys=keys, protect_metrics=config.protect_metrics)
     if config.cors_origins:
         app.add_middleware(
@@ -99,16 +98,6 @@ def create_app(
         log_prompts=config.log_prompts,
     )
     return app
-
-
-def _log_key_policy(keys: ApiKeys, config: ServerConfig) -> None:
-    """Say at start whether a key is needed, so that keys that did not arrive are seen."""
-    if keys.enabled:
-        log.info("API keys required: %s", keys.describe())
-    elif config.protect_metrics:
-        log.warning("--protect-metrics without API keys: /metrics and every other route are open")
-    elif config.host not in ("127.0.0.1", "localhost", "::1"):
-        log.warning("no API keys: every route is open to whoever reaches %s:%d", config.host, config.port)
 
 
 async def _load_streaming_backend() -> None:

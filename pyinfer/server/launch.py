@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
 import signal
 import socket
@@ -76,8 +77,9 @@ def serve_main(args: argparse.Namespace) -> None:
         engine_config = engine_config_from_args(args)
         if config.api_server_count is None:
             config = replace(config, api_server_count=default_api_server_count(engine_config.device))
-        ApiKeys(config.api_keys, config.api_key_file)
+        keys = ApiKeys(config.api_keys, config.api_key_file)
         listeners = bind_listeners(config)
+        log_key_policy(keys, config, listeners)
         app = create_app(config, engine_config) if config.api_server_count == 1 else None
     except (OSError, ValueError) as e:  # a missing model, bad keys, a port in use, a value out of range
         log.error("%s", e)
@@ -103,6 +105,16 @@ def bind_listeners(config: ServerConfig) -> list[socket.socket]:
         host, port = sock.getsockname()[:2]
         log.info("listening on http://%s:%d", f"[{host}]" if ":" in host else host, port)
     return listeners
+
+
+def log_key_policy(keys: ApiKeys, config: ServerConfig, listeners: list[socket.socket]) -> None:
+    """Say once at start whether a key is needed, so that keys that did not arrive are seen."""
+    if keys.enabled:
+        log.info("API keys required: %s", keys.describe())
+    elif config.protect_metrics:
+        log.warning("--protect-metrics without API keys: /metrics and every other route are open")
+    elif not all(ipaddress.ip_address(sock.getsockname()[0]).is_loopback for sock in listeners):
+        log.warning("no API keys: every route is open to whoever reaches %s", config.host)
 
 
 def run_uvicorn(app: FastAPI, config: ServerConfig, sockets: list[socket.socket]) -> int:

@@ -3,6 +3,7 @@ stay open, and a key file edited while the server runs."""
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -15,6 +16,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pyinfer.server.auth import ApiKey, ApiKeyMiddleware, ApiKeys, fingerprint, parse_key_file
+from pyinfer.server.config import ServerConfig
+from pyinfer.server.launch import log_key_policy
 from tests.server.helpers import ServerProcess, assert_error, running_server, wait_until
 
 
@@ -223,3 +226,16 @@ def test_a_caller_without_a_key_is_refused_before_its_body_is_read(keyed_server)
             b'Transfer-Encoding: chunked\r\n\r\n10\r\n{"messages": [  \r\n'  # and the rest never comes
         )
         assert s.recv(4096).startswith(b"HTTP/1.1 401 ")
+
+
+def test_the_start_warns_of_a_server_open_beyond_loopback(caplog):
+    caplog.set_level(logging.INFO, logger="pyinfer.server")
+    with socket.create_server(("0.0.0.0", 0)) as anywhere, socket.create_server(("127.0.0.1", 0)) as local:
+        log_key_policy(ApiKeys([]), ServerConfig(host="0.0.0.0"), [anywhere])
+        log_key_policy(ApiKeys([]), ServerConfig(), [local])
+        log_key_policy(ApiKeys(["k"]), ServerConfig(host="0.0.0.0"), [anywhere])
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "pyinfer.server"]
+    assert said == [
+        ("WARNING", "no API keys: every route is open to whoever reaches 0.0.0.0"),
+        ("INFO", "API keys required: 1 given by flag or variable"),
+    ]
