@@ -9,7 +9,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 
 from pyinfer.detokenizer import IncrementalDetokenizer
-from pyinfer.engine.core_client import AsyncEngineClient, QueuePlace
+from pyinfer.engine.core_client import AsyncEngineClient, EngineDeadError, QueuePlace
 from pyinfer.engine.messages import RequestMetrics, SeqOutput, TokenLogprob
 from pyinfer.engine.outputs import ChoiceOutput
 from pyinfer.sampling_params import SamplingParams
@@ -104,6 +104,7 @@ class Generation:
         self.timeout = timeout
         self.queue_place = queue_place
         self.started = False  # sent to the engine
+        self.error: str | None = None  # the code of the error that ended it, for the access log
 
     async def run(self) -> AsyncIterator[Delta]:
         """Deltas as tokens arrive; leaving early aborts the request in the engine."""
@@ -133,6 +134,9 @@ class Generation:
                     delta = self._apply(out)
                     if delta is not None:
                         yield delta
+        except (OpenAIError, EngineDeadError) as e:  # a stream that began is still a 200: say why it ended
+            self.error = (e.detail.code or e.detail.type) if isinstance(e, OpenAIError) else "engine_dead"
+            raise
         finally:
             if self.metrics is not None:
                 self.metrics.observe(self, time.perf_counter() - self.sent_at)

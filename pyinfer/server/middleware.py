@@ -128,13 +128,16 @@ class RequestContextMiddleware:
         if generations:  # what was sent to the engine (tokens, never text unless asked for)
             fields["prompt_tokens"] = sum(len(g.prompt_token_ids) for g in generations)
             fields["completion_tokens"] = sum(c.num_tokens for g in generations for c in g.choices)
+            if errors := sorted({g.error for g in generations if g.error}):  # a stream ended by an error
+                fields["error"] = ",".join(errors)
             if self.log_prompts:
                 fields["prompts"] = [g.prompt_text() for g in generations]
                 fields["outputs"] = [c.text for g in generations for c in g.choices]
         key = f" key={fields['api_key']}" if fields["api_key"] else ""
         tokens = f" tokens={fields['prompt_tokens']}+{fields['completion_tokens']}" if generations else ""
+        error = f" error={fields['error']}" if "error" in fields else ""
         access_log.info(
-            "%s %s %d%s %.1fms request_id=%s%s%s",
+            "%s %s %d%s %.1fms request_id=%s%s%s%s",
             scope["method"],
             scope["path"],
             status,
@@ -143,6 +146,7 @@ class RequestContextMiddleware:
             request_id,
             key,
             tokens,
+            error,
             extra={"fields": fields},
         )
 

@@ -107,6 +107,8 @@ def test_requests_past_the_drain_timeout_end_with_an_error_and_the_server_exits_
     records = [json.loads(line) for line in srv.log().splitlines() if line.startswith("{")]
     assert not [r for r in records if r["level"] == "ERROR"]  # nothing cancelled under the handlers
     assert "its drain timeout ran out: ending 2 requests still in flight" in srv.log()
+    streamed = [r for r in records if r.get("path") == "/v1/completions" and r.get("status") == 200]
+    assert [r["error"] for r in streamed] == ["shutting_down"]  # a 200 whose stream ended in an error
 
 
 def test_engine_death_fails_requests_and_exits_nonzero(servers):
