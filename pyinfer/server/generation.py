@@ -13,7 +13,7 @@ from pyinfer.engine.core_client import AsyncEngineClient, EngineDeadError, Queue
 from pyinfer.engine.messages import RequestMetrics, SeqOutput, TokenLogprob
 from pyinfer.engine.outputs import ChoiceOutput
 from pyinfer.sampling_params import SamplingParams
-from pyinfer.server.errors import OpenAIError
+from pyinfer.server.errors import OpenAIError, from_exception
 from pyinfer.server.prometheus import ServerMetrics
 from pyinfer.server.protocol import Performance, PromptTokensDetails, Usage
 from pyinfer.server.protocol_tools import FunctionCall, ToolCall
@@ -135,7 +135,8 @@ class Generation:
                     if delta is not None:
                         yield delta
         except (OpenAIError, EngineDeadError) as e:  # a stream that began is still a 200: say why it ended
-            self.error = (e.detail.code or e.detail.type) if isinstance(e, OpenAIError) else "engine_dead"
+            detail = from_exception(e).detail
+            self.error = detail.code or detail.type
             raise
         finally:
             if self.metrics is not None:
