@@ -7,6 +7,8 @@ import hashlib
 import inspect
 import logging
 import os
+import re
+import secrets
 import shutil
 import tempfile
 import threading
@@ -190,8 +192,64 @@ class Tokenizer:
         tools: list[dict[str, Any]] | None = None,
         options: TemplateOptions = DEFAULT_TEMPLATE,
     ) -> list[int]:
+        """The prompt's tokens. A special token's text in the messages or tools is tokenized as text: the
+        template's markup is the only control token, so a user cannot close their turn and open a system
+        one by writing `<|im_end|>`."""
+        masks = _SpecialMasks(self._special_pattern)
+        masked_messages, masked_tools = masks.apply(messages), masks.apply(tools)
+        if not masks.texts:  # the common case: tokenized whole, as transformers would
+            return self.encode(self.render_chat(messages, tools, options), add_special_tokens=False)
         # The template already holds BOS and other special tokens.
-        return self.encode(self.render_chat(messages, tools, options), add_special_tokens=False)
+        pieces = masks.pattern.split(self.render_chat(masked_messages, masked_tools, options))
+        ids: list[int] = []
+        for i, piece in enumerate(pieces):  # template text, then a masked text's index, in turn
+            if i % 2 == 0:
+                ids += self.encode(piece, add_special_tokens=False)
+            else:
+                ids += self._text_only_backend.encode(masks.texts[int(piece)], add_special_tokens=False).ids
+        return ids
+
+    @functools.cached_property
+    def _special_pattern(self) -> re.Pattern[str] | None:
+        """Any special token's text (the longest first, where one begins another)."""
+        texts = sorted({t.content for t in self.hf.added_tokens_decoder.values() if t.special}, key=len)
+        return re.compile("|".join(map(re.escape, reversed(texts)))) if texts else None
+
+    @functools.cached_property
+    def _text_only_backend(self) -> Any:
+        """A copy of the tokenizer that reads special tokens' text as text (the setting is the backend's
+        own state, so the shared one is left alone: other threads tokenize with it)."""
+        from tokenizers import Tokenizer as Backend
+
+        backend = Backend.from_str(self.hf.backend_tokenizer.to_str())
+        backend.encode_special_tokens = True
+        return backend
+
+
+class _SpecialMasks:
+    """Special tokens' text in a client's strings, each replaced by a mark of letters and digits that
+    templates leave as it is (even through tojson), to be found again in the rendered prompt."""
+
+    def __init__(self, special: re.Pattern[str] | None):
+        self.special = special
+        self.texts: list[str] = []  # what each mark stands for, by its number
+        nonce = secrets.token_hex(8)
+        self.pattern = re.compile(f"PYINFERMASK{nonce}N([0-9]+)E")
+        self._mark = f"PYINFERMASK{nonce}N{{}}E"
+
+    def apply(self, value: Any) -> Any:
+        """`value` (JSON-like) with every string's special-token text masked."""
+        if isinstance(value, str):
+            return value if self.special is None else self.special.sub(self._masked, value)
+        if isinstance(value, dict):
+            return {key: self.apply(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [self.apply(item) for item in value]
+        return value
+
+    def _masked(self, match: re.Match[str]) -> str:
+        self.texts.append(match.group())
+        return self._mark.format(len(self.texts) - 1)
 
 
 def tokenizer_cache_dir() -> Path:
