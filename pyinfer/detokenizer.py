@@ -2,6 +2,10 @@
 
 Text is released only when it is final: not ending in a partial UTF-8 character and not possibly
 the start of a stop string that the next token could complete.
+
+Stop strings are sought in the reply's content only, as OpenAI's apply to the content and never to a
+tool call: where the reply may hold call markup, the text from its first trigger on (with the
+whitespace before it, which is not content either) is left alone.
 """
 
 from __future__ import annotations
@@ -9,6 +13,19 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 
 from pyinfer.tokenizer import Tokenizer
+
+WHITESPACE = " \t\r\n"
+
+
+def longest_start_at_end(text: str, strings: list[str] | tuple[str, ...]) -> int:
+    """The length of the longest end of `text` that one of `strings` begins with (all of it excluded)."""
+    best = 0
+    for string in strings:
+        for n in range(min(len(string) - 1, len(text)), best, -1):
+            if text.endswith(string[:n]):
+                best = n
+                break
+    return best
 
 
 class IncrementalDetokenizer:
@@ -18,9 +35,13 @@ class IncrementalDetokenizer:
         stop: list[str] | None = None,
         include_stop_str: bool = False,
         skip_special_tokens: bool = True,
+        markup: tuple[str, ...] = (),  # triggers of tool-call markup, where the content ends
     ):
         self.tokenizer = tokenizer
         self.stop = stop or []
+        self.markup = markup
+        self.markup_at: int | None = None  # where the first trigger (and the whitespace before it) begins
+        self._markup_sought = 0  # the text searched for a trigger so far
         self.include_stop_str = include_stop_str
         self.skip_special_tokens = skip_special_tokens
         self.hold = max((len(s) for s in self.stop), default=1) - 1  # chars that may begin a stop string
@@ -45,11 +66,10 @@ class IncrementalDetokenizer:
             if finished and self.stopped_by is None:
                 self._flush()
         self.finished = self.finished or finished
-        end = (
-            len(self.text)
-            if finished or self.stopped_by is not None
-            else max(self.emitted, len(self.text) - self.hold)
-        )
+        if finished or self.stopped_by is not None:
+            end = len(self.text)
+        else:  # content that may yet turn out to be markup is held too: a stop string may still end there
+            end = max(self.emitted, min(len(self.text) - self.hold, self._content_end(finished=False)))
         delta = self.text[self.emitted : end]
         self.emitted = end
         return delta
@@ -84,13 +104,31 @@ class IncrementalDetokenizer:
         full = self.tokenizer.decode(self.token_ids[self.prefix_offset :], skip)
         self.text += full[len(prefix) :]
         self.prefix_offset = self.read_offset = len(self.token_ids)
-        self._find_stop()
+        self._find_stop(finished=True)
 
-    def _find_stop(self) -> bool:
+    def _content_end(self, finished: bool) -> int:
+        """Where the content ends, as far as is known: at the first trigger of markup, or (but at the
+        end) where the text's end may be whitespace before one or a trigger's start."""
+        if not self.markup:
+            return len(self.text)
+        if self.markup_at is None:
+            start = max(0, self._markup_sought - max(map(len, self.markup)) + 1)
+            found = [i for trigger in self.markup if (i := self.text.find(trigger, start)) >= 0]
+            self._markup_sought = len(self.text)
+            if found:
+                self.markup_at = len(self.text[: min(found)].rstrip(WHITESPACE))
+        if self.markup_at is not None:
+            return self.markup_at
+        if finished:
+            return len(self.text)
+        undecided = self.text[: len(self.text) - longest_start_at_end(self.text, self.markup)]
+        return len(undecided.rstrip(WHITESPACE))
+
+    def _find_stop(self, finished: bool = False) -> bool:
         if not self.stop:
             return False
-        start = max(0, self.emitted - self.hold)
-        hits = [(i, s) for s in self.stop if (i := self.text.find(s, start)) >= 0]
+        start, end = max(0, self.emitted - self.hold), self._content_end(finished)
+        hits = [(i, s) for s in self.stop if (i := self.text.find(s, start, end)) >= 0]
         if not hits:
             return False
         pos, stop = min(hits)

@@ -88,16 +88,7 @@ class Generation:
         self.prompt_token_ids = prompt_token_ids
         self.params = params
         self.index_offset = index_offset
-        self.choices = [
-            Choice(
-                i,
-                IncrementalDetokenizer(
-                    tokenizer, params.stop, params.include_stop_str_in_output, params.skip_special_tokens
-                ),
-                parser=tool_parser() if tool_parser else None,
-            )
-            for i in range(params.n)
-        ]
+        self.choices = [self._choice(i, tool_parser() if tool_parser else None) for i in range(params.n)]
         self.num_cached_tokens = 0
         self.sent_at = time.perf_counter()
         self.metrics = metrics
@@ -105,6 +96,20 @@ class Generation:
         self.queue_place = queue_place
         self.started = False  # sent to the engine
         self.error: str | None = None  # the code of the error that ended it, for the access log
+
+    def _choice(self, index: int, parser: ToolCallParser | None) -> Choice:
+        """A choice whose stop strings apply to its content only: never within a tool call's markup, and
+        not at all where the reply may hold nothing but calls."""
+        params = self.params
+        stop = [] if parser is not None and parser.besides_calls == "nothing" else params.stop
+        detokenizer = IncrementalDetokenizer(
+            self.tokenizer,
+            stop,
+            params.include_stop_str_in_output,
+            params.skip_special_tokens,
+            markup=parser.triggers if parser is not None else (),
+        )
+        return Choice(index, detokenizer, parser=parser)
 
     async def run(self) -> AsyncIterator[Delta]:
         """Deltas as tokens arrive; leaving early aborts the request in the engine."""

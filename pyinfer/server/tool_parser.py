@@ -14,9 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from pyinfer.detokenizer import WHITESPACE, longest_start_at_end
 from pyinfer.server.tool_formats import ToolFormat
 
-WHITESPACE = " \t\r\n"
 # What a reply may hold besides calls, as its grammar allows: nothing (tool_choice required or named),
 # text until a call (auto), or JSON for the response format's schema instead of calls (auto with one)
 BesidesCalls = Literal["nothing", "text", "json"]
@@ -67,7 +67,7 @@ class ToolCallParser:
         self.on_failure = on_failure  # told of call markup that did not parse as a call of a known tool
         self.besides_calls = besides_calls
         self.num_calls = 0
-        self._triggers = [t for t in (*fmt.triggers, fmt.object_trigger) if t]
+        self.triggers = tuple(t for t in (*fmt.triggers, fmt.object_trigger) if t)  # what opens calls
         self._held = ""  # content not yet emitted: a possible trigger's start, or whitespace before a call
         self._call: _CallReader | None = None
         self._after_call = False  # nothing but separators since the last call closed
@@ -122,7 +122,7 @@ class ToolCallParser:
                 self._held = text
                 return ""
             text = rest
-        found = [(i, t) for t in self._triggers if (i := text.find(t)) >= 0]
+        found = [(i, t) for t in self.triggers if (i := text.find(t)) >= 0]
         if found:
             at, trigger = min(found)
             before = text[:at].rstrip(WHITESPACE)
@@ -131,7 +131,7 @@ class ToolCallParser:
             by_object = trigger == self.fmt.object_trigger
             self._call = _CallReader(self, text[len(before) : at], trigger, by_object)
             return text[at:] if by_object else text[at + len(trigger) :]
-        keep = len(text) - _longest_trigger_start(text, self._triggers)
+        keep = len(text) - longest_start_at_end(text, self.triggers)
         while keep > 0 and text[keep - 1] in WHITESPACE:
             keep -= 1
         self._emit(text[:keep], out)
@@ -148,17 +148,6 @@ class ToolCallParser:
         self.num_calls += 1
         out.calls.append(ToolCallDelta(index, id=self.fmt.call_id(), name=name))
         return index
-
-
-def _longest_trigger_start(text: str, triggers: list[str]) -> int:
-    """The length of the longest end of `text` that some trigger begins with."""
-    best = 0
-    for trigger in triggers:
-        for n in range(min(len(trigger) - 1, len(text)), best, -1):
-            if text.endswith(trigger[:n]):
-                best = n
-                break
-    return best
 
 
 class _CallReader:

@@ -61,3 +61,23 @@ def test_decode_is_what_transformers_decodes(tokenizer):
     for ids in cases:
         for skip in (True, False):
             assert tokenizer.decode(ids, skip) == tokenizer.hf.decode(ids, skip_special_tokens=skip)
+
+
+CALL = '<tool_call>\n{"name": "f", "arguments": {"city": "Paris"}}\n</tool_call>'
+
+
+@pytest.mark.parametrize(
+    ("text", "stop", "reply"),
+    [
+        ("Let me check.\n" + CALL, ["\n", "<", "Paris", '"'], None),  # nothing in the content
+        ("Let me check.\n" + CALL, ["check"], "Let me "),
+        ("line one\nline two " + CALL, ["\n"], "line one"),  # a newline of the content
+        ("a < b, then " + CALL, ["<"], "a "),  # not a trigger's start after all
+        ("a <tool_ca", ["<"], "a "),  # cut off: what was held is content
+        ("the end\n", ["\n"], "the end"),  # whitespace at the end that no call followed
+    ],
+)
+def test_stop_strings_apply_to_content_not_to_call_markup(tokenizer, text, stop, reply):
+    pieces, detok = stream(tokenizer, text, stop=stop, markup=("<tool_call>",))
+    assert "".join(pieces) == (text if reply is None else reply)
+    assert (detok.stopped_by is None) == (reply is None)

@@ -132,6 +132,29 @@ def test_a_reply_cut_off_inside_its_calls_puts_no_markup_in_content(client, mode
     assert names  # at 40 tokens a call was named
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_stop_strings_never_cut_a_call(client, model, stream):
+    """Stop strings apply to the content, as at OpenAI: never within a call's markup or arguments
+    (agent frameworks send stops such as a newline)."""
+    stop = ["\n", "<", "Paris", '"']
+    for choice in ("required", {"type": "function", "function": {"name": "get_weather"}}, "auto"):
+        body = dict(model=model, messages=QUESTION, tools=TOOLS, tool_choice=choice, temperature=0)
+        body.update(max_tokens=80, stop=stop, parallel_tool_calls=False)
+        if stream:
+            content, calls, finish = streamed_calls(client.chat.completions.create(**body, stream=True))
+        else:
+            reply = client.chat.completions.create(**body).choices[0]
+            content, finish = reply.message.content or "", reply.finish_reason
+            calls = [
+                {"name": c.function.name, "arguments": c.function.arguments}
+                for c in reply.message.tool_calls or ()
+            ]
+        assert not any(s in content for s in stop), choice
+        if choice != "auto" or calls:
+            assert finish == "tool_calls" and len(calls) == 1, choice
+            jsonschema.validate(json.loads(calls[0]["arguments"]), SCHEMAS[calls[0]["name"]])
+
+
 def test_none_gives_text_and_auto_may_answer_in_text(client, model):
     reply = client.chat.completions.create(
         model=model, messages=QUESTION, tools=TOOLS, tool_choice="none", max_tokens=20
