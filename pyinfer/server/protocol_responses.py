@@ -7,10 +7,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pyinfer.sampling_params import SamplingParams
+from pyinfer.sampling_params import SamplingParams, SamplingParamsError
 from pyinfer.server.protocol import (
     MEDIA_REFUSED,
     ChatMessage,
+    ChatTokenLogprob,
     Performance,
     RefusalPart,
     Request,
@@ -74,9 +75,8 @@ class TextConfig(Settings):
     verbosity: Literal["low", "medium", "high"] | None = None  # refused when set, as chat's `verbosity` is
 
 
+LOGPROBS_INCLUDED = "message.output_text.logprobs"  # the one `include` served: the output text's logprobs
 RESPONSES_FIELDS_REFUSED = {
-    "include": "extra output data (logprobs, search results, encrypted reasoning) is not supported",
-    "top_logprobs": "logprobs are not supported on the Responses API: use chat completions",
     "max_tool_calls": "not supported",
     "conversation": "conversations are not kept by this server: use previous_response_id",
     "prompt": "stored prompt templates are not supported",
@@ -111,9 +111,9 @@ class ResponsesRequest(Body):
     safety_identifier: str | None = None
     truncation: Literal["auto", "disabled"] | None = None  # auto: the oldest turns dropped to fit
     # OpenAI's features this server does not have: refused when set
-    include: list[str] | None = None
+    include: list[str] | None = None  # only LOGPROBS_INCLUDED
+    top_logprobs: int | None = None  # alternatives a token; given, the logprobs are included
     reasoning: dict[str, Any] | None = None
-    top_logprobs: int | None = None
     max_tool_calls: int | None = None
     conversation: Any = None
     prompt: Any = None
@@ -142,6 +142,8 @@ class ResponsesRequest(Body):
             return "reasoning", "reasoning: this server's models do not reason before answering"
         if self.text is not None and self.text.verbosity is not None:
             return "text", "text.verbosity is not supported"
+        if other := sorted(set(self.include or ()) - {LOGPROBS_INCLUDED}):
+            return "include", f"include: only {LOGPROBS_INCLUDED} is served here, not {', '.join(other)}"
         return self.refused_fields(RESPONSES_FIELDS_REFUSED)
 
     def messages(self) -> list[dict[str, Any]]:
@@ -186,14 +188,25 @@ class ResponsesRequest(Body):
         return items
 
     def engine_params(self, defaults: dict[str, Any]) -> SamplingParams:
-        return engine_sampling_params(
-            defaults,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            max_tokens=self.max_output_tokens,
-            structured=self.text.format.constraint() if self.text and self.text.format else None,
-            priority=self.priority,
-        )
+        try:
+            return engine_sampling_params(
+                defaults,
+                temperature=self.temperature,
+                top_p=self.top_p,
+                max_tokens=self.max_output_tokens,
+                structured=self.text.format.constraint() if self.text and self.text.format else None,
+                priority=self.priority,
+                logprobs=self.logprobs,
+            )
+        except SamplingParamsError as e:  # the number of alternatives is top_logprobs here
+            raise e.named({"logprobs": "top_logprobs"}) from None
+
+    @property
+    def logprobs(self) -> int | None:
+        """The alternatives a token for the output text's logprobs; None where they are not asked for."""
+        if self.top_logprobs is None and LOGPROBS_INCLUDED not in (self.include or ()):
+            return None
+        return self.top_logprobs or 0
 
     @property
     def limit_param(self) -> str:
@@ -220,7 +233,7 @@ class OutputText(BaseModel):
     type: Literal["output_text"] = "output_text"
     text: str
     annotations: list[Any] = Field(default_factory=list)
-    logprobs: list[Any] = Field(default_factory=list)
+    logprobs: list[ChatTokenLogprob] = Field(default_factory=list)  # where asked for (include)
 
 
 class OutputMessage(BaseModel):

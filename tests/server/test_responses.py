@@ -230,7 +230,49 @@ def test_disconnect_aborts_and_marks_the_stored_response(client, model, http):
     assert client.responses.retrieve(response_id).status == "cancelled"
 
 
+LOGPROBS = "message.output_text.logprobs"
+
+
+def test_logprobs_of_the_output_text_where_included(client, model):
+    reply = respond(client, model, include=[LOGPROBS], top_logprobs=2)
+    (text,) = reply.output[0].content
+    assert text.logprobs and all(len(t.top_logprobs) == 2 and t.logprob <= 0 for t in text.logprobs)
+    assert b"".join(bytes(t.bytes) for t in text.logprobs).decode() == text.text
+    assert all(t.top_logprobs[0].token == t.token for t in text.logprobs)  # greedy: the likeliest
+    assert respond(client, model, include=[LOGPROBS]).output[0].content[0].logprobs[0].top_logprobs == []
+    assert respond(client, model).output[0].content[0].logprobs == []  # not asked for
+    # beside tools, where the call parser holds text back: the text's logprobs still match it, the
+    # calls' markup has none
+    tool = {"type": "function", "name": "lookup", "parameters": {"type": "object", "properties": {}}}
+    for question in (QUESTION, "Look up the weather with the tool."):
+        for item in respond(client, model, input=question, tools=[tool], top_logprobs=0).output:
+            if item.type == "message":
+                (part,) = item.content
+                assert b"".join(bytes(t.bytes) for t in part.logprobs).decode() == part.text
+    # streamed: each delta's logprobs are its text's, and the done event's are the whole text's
+    events = list(respond(client, model, top_logprobs=1, stream=True))
+    deltas = [e for e in events if e.type == "response.output_text.delta"]
+    for delta in deltas:
+        assert b"".join(bytes(t.bytes) for t in delta.logprobs).decode() == delta.delta
+    (done,) = [e for e in events if e.type == "response.output_text.done"]
+    final = events[-1].response.output[0].content[0].logprobs
+
+    def dumped(logprobs) -> list[dict]:  # the SDK's types for the events' and the output's differ
+        return [t.model_dump() for t in logprobs]
+
+    assert dumped(t for d in deltas for t in d.logprobs) == dumped(done.logprobs) == dumped(final)
+    assert [t.token for t in done.logprobs] == [t.token for t in text.logprobs]  # the same greedy reply
+    # (its logprobs within the batch's arithmetic: this one may read the first's cached prefix)
+    assert [t.logprob for t in done.logprobs] == pytest.approx([t.logprob for t in text.logprobs], abs=0.05)
+
+
 def test_unsupported_features_are_a_clear_400(client, model):
+    with pytest.raises(openai.BadRequestError, match=r"reasoning\.encrypted_content") as e:
+        respond(client, model, include=[LOGPROBS, "reasoning.encrypted_content"])
+    assert e.value.body["param"] == "include"
+    with pytest.raises(openai.BadRequestError) as e:
+        respond(client, model, top_logprobs=21)
+    assert e.value.body["param"] == "top_logprobs"
     with pytest.raises(openai.BadRequestError, match="not supported yet") as e:
         respond(client, model, extra_body={"background": True})
     assert e.value.body["param"] == "background"

@@ -7,17 +7,20 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
+from pyinfer.engine.messages import TokenLogprob
 from pyinfer.sampling_params import SamplingParams
 from pyinfer.server.context import ServerContext, server_context
 from pyinfer.server.errors import OpenAIError, bad_request, from_exception
 from pyinfer.server.generation import Delta, Generation, usage
+from pyinfer.server.logprobs import chat_logprobs
+from pyinfer.server.protocol import ChatTokenLogprob
 from pyinfer.server.protocol_responses import (
     FunctionCallItem,
     IncompleteDetails,
@@ -167,6 +170,7 @@ class ReplyItem:
     id: str
     call: int | None = None
     text: str = ""
+    logprobs: list[ChatTokenLogprob] = field(default_factory=list)  # its text's, where asked for
 
 
 class ResponseRun:
@@ -176,6 +180,8 @@ class ResponseRun:
 
     def __init__(self, stored: StoredResponse, gen: Generation, store: ResponseStore | None):
         self.stored = stored
+        self.tokenizer = gen.tokenizer
+        self._held_logprobs: list[TokenLogprob] = []  # of text the parser holds back
         self.response = stored.response
         self.gen = gen
         self.store = store
@@ -192,8 +198,11 @@ class ResponseRun:
             if self.response.status == "in_progress":  # not cancelled before it began
                 async with aclosing(self.gen.run()) as deltas:
                     async for delta in deltas:
+                        delta = self._text_logprobs(delta)
                         if delta.text:
-                            self._message().text += delta.text
+                            message = self._message()
+                            message.text += delta.text
+                            message.logprobs += self.shown(delta.logprobs)
                         for call in delta.tool_calls:
                             if call.id is not None:
                                 self.items.append(ReplyItem(_function_call_id(call.id), call.index))
@@ -205,6 +214,22 @@ class ResponseRun:
             if not self.items:  # a reply with neither text nor calls is an empty message
                 self._message()
             self._finish(failure)
+
+    def _text_logprobs(self, delta: Delta) -> Delta:
+        """The delta with the logprobs of its text: those of earlier deltas without text (held back by
+        the tool-call parser) join the next text; call markup's are dropped (a function call item has
+        none), and so are those of a delta that holds a call."""
+        if delta.tool_calls:
+            self._held_logprobs = []
+            return replace(delta, logprobs=None)
+        self._held_logprobs += delta.logprobs or ()
+        if not delta.text:
+            return replace(delta, logprobs=None)
+        logprobs, self._held_logprobs = self._held_logprobs, []
+        return replace(delta, logprobs=logprobs or None)
+
+    def shown(self, logprobs: list[TokenLogprob] | None) -> list[ChatTokenLogprob]:
+        return chat_logprobs(self.tokenizer, logprobs).content if logprobs else []
 
     def _message(self) -> ReplyItem:
         """The message item text goes to: the last item, or a new one after a call."""
@@ -220,7 +245,7 @@ class ResponseRun:
         """Output item `at`, whole; one in progress is empty (its text or arguments stream in events)."""
         item = self.items[at]
         if item.call is None:
-            parts = [] if status == "in_progress" else [OutputText(text=item.text)]
+            parts = [] if status == "in_progress" else [OutputText(text=item.text, logprobs=item.logprobs)]
             return OutputMessage(id=item.id, status=status, content=parts)
         call = self.gen.choices[0].tool_calls[item.call]
         arguments = "" if status == "in_progress" else call.function.arguments
@@ -274,7 +299,8 @@ async def _events(run: ResponseRun, deltas: AsyncIterator[Delta]) -> AsyncIterat
 
     def closed(at: int, item: OutputItem) -> Iterator[str]:
         if isinstance(item, OutputMessage):
-            yield event("response.output_text.done", **text_at(at), text=item.content[0].text, logprobs=[])
+            text = item.content[0]
+            yield event("response.output_text.done", **text_at(at), text=text.text, logprobs=text.logprobs)
             yield event("response.content_part.done", **text_at(at), part=item.content[0])
         else:
             where = {"item_id": item.id, "output_index": at}
@@ -302,8 +328,9 @@ async def _events(run: ResponseRun, deltas: AsyncIterator[Delta]) -> AsyncIterat
                 num_open = len(run.items)
                 if d.text:
                     last_message = max(i for i, item in enumerate(run.items) if item.call is None)
+                    logprobs = run.shown(d.logprobs)
                     yield event(
-                        "response.output_text.delta", **text_at(last_message), delta=d.text, logprobs=[]
+                        "response.output_text.delta", **text_at(last_message), delta=d.text, logprobs=logprobs
                     )
                 for call in d.tool_calls:
                     if call.arguments:
