@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import types
 import typing
 from collections.abc import Callable
@@ -181,14 +182,12 @@ def config_from_args(config: type, args: argparse.Namespace, **extra: Any) -> An
     try:
         return config(**values, **extra)
     except ValueError as e:  # a value out of its range: say which flag and variable set it, no traceback
-        flag = next(
-            (
-                _field_flag(f)
-                for f in dataclasses.fields(config)
-                if "option" in f.metadata and f.name in str(e)
-            ),
-            None,
-        )
+        named = [  # the field the message names first, as a whole word (max_model_len is not model)
+            (found.start(), _field_flag(f))
+            for f in dataclasses.fields(config)
+            if "option" in f.metadata and (found := re.search(rf"\b{f.name}\b", str(e)))
+        ]
+        flag = min(named)[1] if named else None
         where = f" ({flag} or {env_name(flag[2:])})" if flag else ""
         raise SystemExit(f"error: {e}{where}") from None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from dataclasses import dataclass, field, replace
 
 from pyinfer.args import add_config_arguments, config_from_args, option
@@ -13,6 +14,14 @@ QUANTIZATIONS = ("none", "int8", "int4")  # weight-only, on the CPU
 # Batch limits where not set, by device: (max_num_seqs, max_num_batched_tokens). A GPU's decode step
 # costs about the same for 1 or 256 sequences; a CPU's cores are busy far sooner.
 BATCH_DEFAULTS = {"cuda": (256, 8192), "cpu": (64, 2048)}
+# The shortest context served: the warm-up's requests need it, and no chat fits in less.
+MIN_MODEL_LEN = 32
+# A start refused for its settings: the engine core's exit code (and the server's), as for a bad flag.
+SETTINGS_REFUSED = 2
+
+
+class SettingsError(ValueError):
+    """Settings that cannot work with the model loaded (found once it is: its length, the KV cache)."""
 
 
 @dataclass
@@ -52,7 +61,12 @@ class EngineConfig:
         ),
     )
     max_model_len: int | None = field(
-        default=None, metadata=option("context length limit", aliases=("MAX_MODEL_LEN",))
+        default=None,
+        metadata=option(
+            "context length served; more than the model's positions or the KV cache's tokens stops the "
+            "start (default: the model's, as far as the KV cache holds)",
+            aliases=("MAX_MODEL_LEN",),
+        ),
     )
     max_num_seqs: int | None = field(  # None: BATCH_DEFAULTS for the device
         default=None,
@@ -182,16 +196,24 @@ class EngineConfig:
             raise ValueError(f"scheduling_policy must be fcfs or priority, not {self.scheduling_policy!r}")
         if not 0.0 < self.gpu_memory_utilization <= 1.0:
             raise ValueError("gpu_memory_utilization must be in (0, 1]")
-        if self.max_model_len is not None and self.max_model_len < 1:
-            raise ValueError("max_model_len must be at least 1")
+        if self.max_model_len is not None and self.max_model_len < MIN_MODEL_LEN:
+            raise ValueError(f"max_model_len must be at least {MIN_MODEL_LEN}")
+        if self.device is not None and not re.fullmatch(r"cpu|cuda(:[0-9]+)?", self.device):
+            raise ValueError(f"device must be cpu, cuda or cuda:N, not {self.device!r}")
+        if self.num_kv_blocks is not None and self.num_kv_blocks < 1:
+            raise ValueError("num_kv_blocks must be at least 1 (leave it out for a cache sized to memory)")
+        if not self.kv_cache_memory_gb > 0:
+            raise ValueError("kv_cache_memory_gb must be more than 0")
         for name in ("kv_events_endpoint", "kv_events_replay_endpoint"):
             address = getattr(self, name)
             if address is not None and "://" not in address:
                 raise ValueError(f"{name} must be a ZMQ address such as tcp://*:5557, not {address!r}")
         if self.kv_events_replay_endpoint and not self.kv_events_endpoint:
             raise ValueError("kv_events_replay_endpoint needs kv_events_endpoint")
-        if self.kv_events_buffer_steps < 1 or self.kv_events_hwm < 0:
-            raise ValueError("kv_events_buffer_steps must be at least 1 and kv_events_hwm at least 0")
+        if self.kv_events_buffer_steps < 1:
+            raise ValueError("kv_events_buffer_steps must be at least 1")
+        if self.kv_events_hwm < 0:
+            raise ValueError("kv_events_hwm must be at least 0")
 
     def for_device(self, device_type: str) -> EngineConfig:
         """This config with the batch limits it leaves unset filled in for the device."""

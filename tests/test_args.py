@@ -86,6 +86,28 @@ def test_a_value_out_of_range_stops_the_start_naming_its_flag_and_variable(monke
 
 
 @pytest.mark.parametrize(
+    "given, message",
+    [
+        (
+            ["--max-model-len", "0"],
+            "max_model_len must be at least 32 (--max-model-len or PYINFER_MAX_MODEL_LEN)",
+        ),
+        (
+            ["--kv-events-hwm", "-1"],
+            "kv_events_hwm must be at least 0 (--kv-events-hwm or PYINFER_KV_EVENTS_HWM)",
+        ),
+        (["--device", "gpu"], "device must be cpu, cuda or cuda:N, not 'gpu' (--device"),
+        (["--num-kv-blocks", "0"], "num_kv_blocks must be at least 1 (leave it out"),
+        (["--kv-cache-memory-gb", "-1"], "kv_cache_memory_gb must be more than 0 (--kv-cache-memory-gb"),
+    ],
+)
+def test_engine_values_out_of_range_stop_the_start_naming_their_own_flag(given, message):
+    """A flag is named by the whole field name the message gives first (max_model_len is not --model)."""
+    with pytest.raises(SystemExit, match=re.escape(message)):
+        parse(given)
+
+
+@pytest.mark.parametrize(
     "given", [["--api-key="], ["--api-key", "a", "--api-key", ""], ["--api-key", "a,,b"]]
 )
 def test_an_empty_api_key_stops_the_start_rather_than_open_the_server(given):

@@ -22,7 +22,7 @@ from collections import OrderedDict
 import msgspec
 import zmq
 
-from pyinfer.config import EngineConfig
+from pyinfer.config import SETTINGS_REFUSED, EngineConfig, SettingsError
 from pyinfer.engine.engine import LLMEngine
 from pyinfer.engine.messages import (
     RECONNECT_MS,
@@ -202,7 +202,7 @@ class EngineCore:
         self.ctx.term()
 
 
-def main() -> None:
+def main() -> int | None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", required=True, help="EngineConfig as JSON")
     parser.add_argument(
@@ -225,7 +225,11 @@ def main() -> None:
             ),
         )
     config = msgspec.json.decode(args.config, type=EngineConfig)
-    engine = LLMEngine(config)
+    try:
+        engine = LLMEngine(config)
+    except SettingsError as e:  # one line, and the exit code of a bad flag, for the server to pass on
+        log.error("%s", e)
+        return SETTINGS_REFUSED
     engine.warm_up()
     if len(args.input) != len(args.output):
         parser.error("one --output for each --input")

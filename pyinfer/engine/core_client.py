@@ -23,7 +23,7 @@ import msgspec
 import zmq
 import zmq.asyncio
 
-from pyinfer.config import EngineConfig
+from pyinfer.config import SETTINGS_REFUSED, EngineConfig
 from pyinfer.engine.messages import (
     RECONNECT_MS,
     AbortChoice,
@@ -158,6 +158,7 @@ class AsyncEngineClient:
         self.log_args = ("--log-level", log_level, "--log-format", log_format)
         self.ready: EngineReady | None = None
         self.dead = False
+        self.settings_refused = False  # the core we started refused its settings (it said why)
         self.on_death: Callable[[], None] | None = None
         self._streams: dict[str, _Stream] = {}
         self.own_queued = 0  # requests admitted or sent that have no output yet (QueuePlace)
@@ -392,6 +393,7 @@ class AsyncEngineClient:
 
     async def _watch(self) -> None:
         """Wait for the core to exit; if that was not asked for, fail everything in flight."""
+        code = None
         if self.link is None:
             code = await self._proc.wait()
             how = f"exit code {code}"
@@ -400,7 +402,11 @@ class AsyncEngineClient:
             how = "the launcher started it and logs its exit code"
         if self._closing:
             return
-        log.error("engine core exited unexpectedly (%s)", how)
+        self.settings_refused = self.link is None and self.ready is None and code == SETTINGS_REFUSED
+        if self.settings_refused:
+            log.error("the engine core refused its settings")
+        else:
+            log.error("engine core exited unexpectedly (%s)", how)
         self.dead = True
         message = f"the engine process died ({how})"
         error = EngineDeadError(message)

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from pyinfer.attention.metadata import AttentionMetadata
 from pyinfer.attention.torch_backend import TorchAttentionBackend
-from pyinfer.config import EngineConfig
+from pyinfer.config import MIN_MODEL_LEN, EngineConfig, SettingsError
 from pyinfer.distributed import SINGLE, ParallelGroup
 from pyinfer.distributed.step_channel import StepSender
 from pyinfer.engine.cpu_decode import FusedCpuDecode
@@ -119,7 +119,7 @@ class ModelRunner:
         self.num_blocks = self._num_kv_blocks()
         self._allocate_kv_cache(self.num_blocks)
         self._log_kv_cache(time.perf_counter() - sizing)
-        self.max_model_len = min(self._context_limit, self.num_blocks * self.block_size)
+        self.max_model_len = self._served_length()
         self.fused_decode = FusedCpuDecode.for_model(model)
         self.graphs = None
         if self.uses_graphs:
@@ -140,6 +140,37 @@ class ModelRunner:
         """The longest context the config and the model allow, before the KV cache's size caps it."""
         longest = self.model.config.max_position_embeddings
         return min(self.config.max_model_len or longest, longest)
+
+    def _served_length(self) -> int:
+        """The longest context served: --max-model-len where given, refused past the model's positions
+        or the KV cache's tokens, as vLLM refuses them (a client would meet the cut as 400s); else the
+        model's, as far as the cache holds, said in the log where that is less."""
+        positions = self.model.config.max_position_embeddings
+        capacity = self.num_blocks * self.block_size
+        asked = self.config.max_model_len
+        if asked is not None and asked > positions:
+            raise SettingsError(f"--max-model-len {asked} is more than the model's {positions} positions")
+        if capacity < (asked or MIN_MODEL_LEN):
+            raise SettingsError(
+                f"the KV cache holds {capacity} tokens, less than "
+                + (f"--max-model-len {asked}" if asked else f"the shortest context served ({MIN_MODEL_LEN})")
+                + f": raise {self._cache_size_flag} (or lower --max-model-len)"
+            )
+        if asked is None and capacity < positions:
+            log.warning(
+                "max_model_len %d: all the KV cache holds, under the model's %d positions (raise %s for more)",
+                capacity,
+                positions,
+                self._cache_size_flag,
+            )
+        return asked or min(positions, capacity)
+
+    @property
+    def _cache_size_flag(self) -> str:
+        """The flag that sizes the KV cache here."""
+        if self.config.num_kv_blocks:
+            return "--num-kv-blocks"
+        return "--gpu-memory-utilization" if self.is_cuda else "--kv-cache-memory-gb"
 
     @property
     def uses_graphs(self) -> bool:
@@ -188,9 +219,7 @@ class ModelRunner:
         # the scheduler's block ids must exist on every rank: the smallest rank's count
         num_blocks = self.group.min(int(budget // self._block_bytes()))
         if num_blocks < 1:
-            raise RuntimeError(
-                "no memory left for the KV cache: lower the model size or raise the memory budget"
-            )
+            raise SettingsError(f"no memory is left for the KV cache: raise {self._cache_size_flag}")
         return num_blocks
 
     def _profile_run(self) -> None:

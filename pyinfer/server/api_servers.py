@@ -25,7 +25,7 @@ from pathlib import Path
 
 import msgspec
 
-from pyinfer.config import EngineConfig
+from pyinfer.config import SETTINGS_REFUSED, EngineConfig
 from pyinfer.engine.core_client import EngineLink, core_command
 from pyinfer.engine.queue_board import QueueBoard
 from pyinfer.run_dirs import make_run_dir
@@ -111,6 +111,8 @@ class Launcher:
             self._stop_core()
         finally:
             self._close_lifeline()
+        if self.core.returncode == SETTINGS_REFUSED:  # before it was ready: it said why
+            return SETTINGS_REFUSED
         return 1 if self.failed else 0
 
     def _close_lifeline(self) -> None:
@@ -142,7 +144,8 @@ class Launcher:
             if pid == self.core.pid:
                 self.core.returncode = code
                 if not self.stopping:
-                    log.error("engine core exited (code %d): stopping the API processes", code)
+                    why = "refused its settings" if code == SETTINGS_REFUSED else f"exited (code {code})"
+                    log.error("engine core %s: stopping the API processes", why)
                     self.failed = True
                     self._signal_api_processes()  # they see it too, and fail what is in flight
                 continue

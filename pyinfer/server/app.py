@@ -96,6 +96,7 @@ def create_app(
         routes=[*routes, *(r for r in app.router.routes if isinstance(r, Route))],
         metrics=ctx.metrics,
         log_prompts=config.log_prompts,
+        log_format=config.log_format,
     )
     return app
 

@@ -10,15 +10,22 @@ import signal
 import socket
 import sys
 from dataclasses import replace
+from pathlib import Path
 from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
 
-from pyinfer.config import engine_config_from_args
+from pyinfer.config import SETTINGS_REFUSED, EngineConfig, engine_config_from_args
 from pyinfer.logs import configure_logging
+from pyinfer.model_files import resolve_model
 from pyinfer.server.auth import ApiKeys
-from pyinfer.server.config import ServerConfig, default_api_server_count, server_config_from_args
+from pyinfer.server.config import (
+    ServerConfig,
+    cuda_device_visible,
+    default_api_server_count,
+    server_config_from_args,
+)
 from pyinfer.server.context import ServerContext
 
 log = logging.getLogger("pyinfer.server")
@@ -75,20 +82,31 @@ def serve_main(args: argparse.Namespace) -> None:
     configure_logging(config.log_level, config.log_format)
     try:  # what stops a start, before anything starts: exit 2, with the reason
         engine_config = engine_config_from_args(args)
+        check_engine_start(engine_config)
         if config.api_server_count is None:
             config = replace(config, api_server_count=default_api_server_count(engine_config.device))
         keys = ApiKeys(config.api_keys, config.api_key_file)
+        app = create_app(config, engine_config) if config.api_server_count == 1 else None
         listeners = bind_listeners(config)
         log_key_policy(keys, config, listeners)
-        app = create_app(config, engine_config) if config.api_server_count == 1 else None
     except (OSError, ValueError) as e:  # a missing model, bad keys, a port in use, a value out of range
         log.error("%s", e)
-        sys.exit(2)
+        sys.exit(SETTINGS_REFUSED)
     if app is None:
         from pyinfer.server.api_servers import serve_with_api_processes
 
         sys.exit(serve_with_api_processes(config, engine_config, listeners))
     sys.exit(run_uvicorn(app, config, sockets=listeners))
+
+
+def check_engine_start(config: EngineConfig) -> None:
+    """What the engine core would fail on once started (after seconds of loading, in its own process):
+    a model or tokenizer not there, a GPU asked for where none is seen."""
+    resolve_model(config.model, config.load_format)
+    if config.tokenizer is not None and not Path(config.tokenizer).exists():
+        raise FileNotFoundError(f"--tokenizer {config.tokenizer!r} not found: give a tokenizer folder")
+    if config.device is not None and config.device.startswith("cuda") and not cuda_device_visible():
+        raise ValueError(f"--device {config.device}: no GPU is visible to a CUDA build of torch here")
 
 
 def bind_listeners(config: ServerConfig) -> list[socket.socket]:
@@ -135,4 +153,6 @@ def run_uvicorn(app: FastAPI, config: ServerConfig, sockets: list[socket.socket]
         signal.signal(sig, lambda *_: None)
     server = DrainingServer(uv_config, ctx, config.drain_timeout)
     server.run(sockets=sockets)
+    if ctx.engine.settings_refused:  # a start that could not go ahead, like a bad flag's
+        return SETTINGS_REFUSED
     return 1 if ctx.fatal_error or server.forced else 0

@@ -7,6 +7,7 @@ Plain ASGI rather than BaseHTTPMiddleware, so streaming replies and disconnect d
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -57,11 +58,15 @@ class RequestContextMiddleware:
         routes: list[BaseRoute],
         metrics: ServerMetrics | None = None,
         log_prompts: bool = False,
+        log_format: str = "text",
     ):
         self.app = app
         self.routes = routes  # the app's, to name what a middleware refused before routing
         self.metrics = metrics  # counts requests by method, route and status
         self.log_prompts = log_prompts  # the access log carries prompt and output text too
+        # text lines carry them in the line, as JSON strings (a newline in a prompt stays on the line);
+        # JSON records as fields of their own
+        self.prompts_in_line = log_prompts and log_format == "text"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -136,6 +141,8 @@ class RequestContextMiddleware:
         key = f" key={fields['api_key']}" if fields["api_key"] else ""
         tokens = f" tokens={fields['prompt_tokens']}+{fields['completion_tokens']}" if generations else ""
         error = f" error={fields['error']}" if "error" in fields else ""
+        if self.prompts_in_line and generations:
+            error += f" prompts={json.dumps(fields['prompts'])} outputs={json.dumps(fields['outputs'])}"
         access_log.info(
             "%s %s %d%s %.1fms request_id=%s%s%s%s",
             scope["method"],

@@ -8,7 +8,14 @@ import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+    multiprocess,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -52,6 +59,11 @@ TOKEN_GAP_BUCKETS = (
     2.5,
 )
 FINISH_REASONS = ("stop", "length", "tool_calls", "abort")  # a choice's, as the API reports them
+# No `_created` series: only one process's registry has them (several API processes' shared files do not),
+# so they would nearly double the series and make dashboards differ by --api-server-count; vLLM leaves
+# them out too
+disable_created_metrics()
+
 SHED_CODES = ("queue_full", "queue_full_tokens")  # the error codes of load shedding's 503s
 
 

@@ -15,6 +15,7 @@ import sys
 import httpx
 import pytest
 
+from pyinfer.server.config import cuda_device_visible
 from tests.server.helpers import (
     ServerProcess,
     all_stopped,
@@ -137,6 +138,17 @@ def test_log_prompts_puts_prompt_and_output_text_into_the_access_log(servers):
     assert access["completion_tokens"] == r["usage"]["completion_tokens"]
 
 
+def test_log_prompts_in_text_format_puts_them_on_the_access_line_as_json_strings(tmp_path):
+    with running_server(tmp_path / "server.log", "--num-kv-blocks", "64", "--log-prompts") as srv:
+        body = {"prompt": "Once upon\na time", "max_tokens": 3, "temperature": 0}
+        text = httpx.post(f"{srv.base_url}/v1/completions", json=body, timeout=60).json()["choices"][0][
+            "text"
+        ]
+        wait_until(lambda: "POST /v1/completions 200" in srv.log(), timeout=5)
+    (line,) = [line for line in srv.log().splitlines() if "POST /v1/completions 200" in line]
+    assert line.endswith(f"prompts={json.dumps([body['prompt']])} outputs={json.dumps([text])}")
+
+
 def access_records(srv: ServerProcess, path: str) -> list[dict]:
     records = [json.loads(line) for line in srv.log().splitlines() if line.startswith("{")]
     return [r for r in records if r["logger"] == "pyinfer.access" and r.get("path") == path]
@@ -160,6 +172,50 @@ def test_a_port_in_use_stops_the_start_before_the_engine_starts(api_processes):
     assert done.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in done.stderr
     assert "engine core" not in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    "flags, said",
+    [
+        (["--tokenizer", "/nowhere"], "--tokenizer '/nowhere' not found"),
+        pytest.param(
+            ["--device", "cuda"],
+            "--device cuda: no GPU is visible",
+            marks=pytest.mark.skipif(cuda_device_visible(), reason="a GPU is visible here"),
+        ),
+        (["--model", "/nowhere.gguf"], "model '/nowhere.gguf' not found"),
+    ],
+)
+def test_what_the_engine_would_fail_on_stops_the_start_before_it_starts(flags, said):
+    cmd = [sys.executable, "-m", "pyinfer", "serve", "--port", "0", "--api-server-count", "2", *flags]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and said in done.stderr
+    assert "engine core" not in done.stderr and "listening on" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    "api_processes, flags, said",
+    [
+        (
+            "1",
+            ["--max-model-len", "100000"],
+            "--max-model-len 100000 is more than the model's 8192 positions",
+        ),
+        (
+            "2",
+            ["--num-kv-blocks", "8", "--max-model-len", "1024"],
+            "the KV cache holds 128 tokens, less than --max-model-len 1024: raise --num-kv-blocks",
+        ),
+    ],
+)
+def test_settings_the_loaded_model_cannot_serve_are_refused_not_cut_in_silence(api_processes, flags, said):
+    """As vLLM: a context the operator asked for is served in full or the start fails, saying why."""
+    cmd = [sys.executable, "-m", "pyinfer", "serve", "--device", "cpu", "--port", "0"]
+    done = subprocess.run(
+        [*cmd, "--api-server-count", api_processes, *flags], capture_output=True, text=True, timeout=180
+    )
+    assert done.returncode == 2 and said in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 @pytest.mark.parametrize("api_processes", ["1", "2"])

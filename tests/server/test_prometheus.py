@@ -127,6 +127,8 @@ def test_the_model_s_series_exist_before_their_first_event(tmp_path, processes):
     for code in ("queue_full", "queue_full_tokens"):
         assert ("pyinfer:request_rejections_total", (("code", code), ("model_name", "m")), 0) in samples
     assert ("pyinfer:api_key_refusals_total", (("key", ""), ("status", "401")), 0) in samples
+    # the same series either way: no `_created` ones, which only one process's registry would have
+    assert not [name for name, _, _ in samples if name.endswith("_created")]
 
 
 def test_a_scrape_does_not_wait_out_an_engine_step(server, http):
