@@ -143,7 +143,11 @@ class RequestContextMiddleware:
         error = f" error={fields['error']}" if "error" in fields else ""
         if self.prompts_in_line and generations:
             error += f" prompts={json.dumps(fields['prompts'])} outputs={json.dumps(fields['outputs'])}"
-        access_log.info(
+        # a probe's or a scrape's success, every few seconds from kubelet and Prometheus, at debug level:
+        # at info it would be most of the log; a failed one stays at info
+        level = logging.DEBUG if route in QUIET_ROUTES and status < 400 else logging.INFO
+        access_log.log(
+            level,
             "%s %s %d%s %.1fms request_id=%s%s%s%s",
             scope["method"],
             scope["path"],
@@ -158,6 +162,7 @@ class RequestContextMiddleware:
         )
 
 
+QUIET_ROUTES = ("/health", "/ready", "/metrics")  # whose successes the access log writes at debug level
 GENERATION_ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/responses")
 
 

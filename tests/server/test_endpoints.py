@@ -117,6 +117,15 @@ def test_access_log_line(server, http):
         time.sleep(0.05)
     assert len(lines) == 1
     assert "pyinfer.access" in lines[0] and "GET /version 200" in lines[0]
+    # probes and scrapes that succeed are logged at debug level only: every few seconds, they would be
+    # most of the log
+    for path in ("/health", "/ready", "/metrics"):
+        http.get(path, headers={"X-Request-Id": f"quiet-probe-{path[1:]}"})
+    http.get("/version", headers={"X-Request-Id": "after-probes"})
+    wait_for_line = time.monotonic() + 5
+    while "after-probes" not in server.log() and time.monotonic() < wait_for_line:
+        time.sleep(0.05)
+    assert "after-probes" in server.log() and "quiet-probe" not in server.log()
 
 
 def test_cors(http):
