@@ -16,8 +16,10 @@ QUANTIZATIONS = ("none", "int8", "int4")  # weight-only, on the CPU
 BATCH_DEFAULTS = {"cuda": (256, 8192), "cpu": (64, 2048)}
 # The shortest context served: the warm-up's requests need it, and no chat fits in less.
 MIN_MODEL_LEN = 32
-# A start refused for its settings: the engine core's exit code (and the server's), as for a bad flag.
+# A start refused for its settings: the server's exit code, as for a bad flag; and the engine core's, which
+# the server passes on as that (sysexits' EX_CONFIG: not argparse's 2, which a bad core command gives)
 SETTINGS_REFUSED = 2
+CORE_SETTINGS_REFUSED = 78
 
 
 class SettingsError(ValueError):

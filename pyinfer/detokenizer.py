@@ -4,8 +4,8 @@ Text is released only when it is final: not ending in a partial UTF-8 character 
 the start of a stop string that the next token could complete.
 
 Stop strings are sought in the reply's content only, as OpenAI's apply to the content and never to a
-tool call: where the reply may hold call markup, the text from its first trigger on (with the
-whitespace before it, which is not content either) is left alone.
+tool call: where the reply may hold call markup, no stop string is sought from its first trigger on
+(nor in the whitespace before it, which is not content either), and the text is released as it comes.
 """
 
 from __future__ import annotations
@@ -66,8 +66,8 @@ class IncrementalDetokenizer:
             if finished and self.stopped_by is None:
                 self._flush()
         self.finished = self.finished or finished
-        if finished or self.stopped_by is not None:
-            end = len(self.text)
+        if finished or self.stopped_by is not None or not self.stop or self.markup_at is not None:
+            end = len(self.text)  # no stop string can end it any more: everything is released
         else:  # content that may yet turn out to be markup is held too: a stop string may still end there
             end = max(self.emitted, min(len(self.text) - self.hold, self._content_end(finished=False)))
         delta = self.text[self.emitted : end]
@@ -116,13 +116,18 @@ class IncrementalDetokenizer:
             found = [i for trigger in self.markup if (i := self.text.find(trigger, start)) >= 0]
             self._markup_sought = len(self.text)
             if found:
-                self.markup_at = len(self.text[: min(found)].rstrip(WHITESPACE))
+                self.markup_at = self._before_whitespace(min(found))
         if self.markup_at is not None:
             return self.markup_at
         if finished:
             return len(self.text)
-        undecided = self.text[: len(self.text) - longest_start_at_end(self.text, self.markup)]
-        return len(undecided.rstrip(WHITESPACE))
+        return self._before_whitespace(len(self.text) - longest_start_at_end(self.text, self.markup))
+
+    def _before_whitespace(self, end: int) -> int:
+        """Where the whitespace that ends the text before `end` begins (walked back, not copied)."""
+        while end > 0 and self.text[end - 1] in WHITESPACE:
+            end -= 1
+        return end
 
     def _find_stop(self, finished: bool = False) -> bool:
         if not self.stop:

@@ -12,7 +12,7 @@ import secrets
 import shutil
 import tempfile
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -192,15 +192,16 @@ class Tokenizer:
         tools: list[dict[str, Any]] | None = None,
         options: TemplateOptions = DEFAULT_TEMPLATE,
     ) -> list[int]:
-        """The prompt's tokens. A special token's text in the messages or tools is tokenized as text: the
-        template's markup is the only control token, so a user cannot close their turn and open a system
-        one by writing `<|im_end|>`."""
+        """The prompt's tokens. A special token's text in the messages, the tools or the template's
+        variables is tokenized as text: the template's markup is the only control token, so a user
+        cannot close their turn and open a system one by writing `<|im_end|>`."""
         masks = _SpecialMasks(self._special_pattern)
         masked_messages, masked_tools = masks.apply(messages), masks.apply(tools)
+        masked_options = replace(options, variables=masks.apply(options.variables))  # chat_template_kwargs
         if not masks.texts:  # the common case: tokenized whole, as transformers would
             return self.encode(self.render_chat(messages, tools, options), add_special_tokens=False)
         # The template already holds BOS and other special tokens.
-        pieces = masks.pattern.split(self.render_chat(masked_messages, masked_tools, options))
+        pieces = masks.pattern.split(self.render_chat(masked_messages, masked_tools, masked_options))
         ids: list[int] = []
         for i, piece in enumerate(pieces):  # template text, then a masked text's index, in turn
             if i % 2 == 0:

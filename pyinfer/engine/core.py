@@ -22,7 +22,7 @@ from collections import OrderedDict
 import msgspec
 import zmq
 
-from pyinfer.config import SETTINGS_REFUSED, EngineConfig, SettingsError
+from pyinfer.config import CORE_SETTINGS_REFUSED, EngineConfig, SettingsError
 from pyinfer.engine.engine import LLMEngine
 from pyinfer.engine.messages import (
     RECONNECT_MS,
@@ -227,9 +227,9 @@ def main() -> int | None:
     config = msgspec.json.decode(args.config, type=EngineConfig)
     try:
         engine = LLMEngine(config)
-    except SettingsError as e:  # one line, and the exit code of a bad flag, for the server to pass on
+    except SettingsError as e:  # one line, and an exit code the server passes on as a bad flag's
         log.error("%s", e)
-        return SETTINGS_REFUSED
+        return CORE_SETTINGS_REFUSED
     engine.warm_up()
     if len(args.input) != len(args.output):
         parser.error("one --output for each --input")

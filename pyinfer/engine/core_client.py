@@ -23,7 +23,7 @@ import msgspec
 import zmq
 import zmq.asyncio
 
-from pyinfer.config import SETTINGS_REFUSED, EngineConfig
+from pyinfer.config import CORE_SETTINGS_REFUSED, EngineConfig
 from pyinfer.engine.messages import (
     RECONNECT_MS,
     AbortChoice,
@@ -402,7 +402,7 @@ class AsyncEngineClient:
             how = "the launcher started it and logs its exit code"
         if self._closing:
             return
-        self.settings_refused = self.link is None and self.ready is None and code == SETTINGS_REFUSED
+        self.settings_refused = self.link is None and code == CORE_SETTINGS_REFUSED
         if self.settings_refused:
             log.error("the engine core refused its settings")
         else:

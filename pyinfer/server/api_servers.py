@@ -25,7 +25,7 @@ from pathlib import Path
 
 import msgspec
 
-from pyinfer.config import SETTINGS_REFUSED, EngineConfig
+from pyinfer.config import CORE_SETTINGS_REFUSED, SETTINGS_REFUSED, EngineConfig
 from pyinfer.engine.core_client import EngineLink, core_command
 from pyinfer.engine.queue_board import QueueBoard
 from pyinfer.run_dirs import make_run_dir
@@ -111,7 +111,7 @@ class Launcher:
             self._stop_core()
         finally:
             self._close_lifeline()
-        if self.core.returncode == SETTINGS_REFUSED:  # before it was ready: it said why
+        if self.core.returncode == CORE_SETTINGS_REFUSED:  # it said why: a start refused, as a bad flag's
             return SETTINGS_REFUSED
         return 1 if self.failed else 0
 
@@ -144,7 +144,7 @@ class Launcher:
             if pid == self.core.pid:
                 self.core.returncode = code
                 if not self.stopping:
-                    why = "refused its settings" if code == SETTINGS_REFUSED else f"exited (code {code})"
+                    why = "refused its settings" if code == CORE_SETTINGS_REFUSED else f"exited (code {code})"
                     log.error("engine core %s: stopping the API processes", why)
                     self.failed = True
                     self._signal_api_processes()  # they see it too, and fail what is in flight

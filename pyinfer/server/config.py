@@ -213,17 +213,22 @@ def default_api_server_count(device: str | None) -> int:
 
 
 def cuda_device_visible() -> bool:
-    """Whether the engine's default device will be a GPU: torch built for CUDA, and a device the CUDA
-    driver sees. Asked without importing torch, which the launcher never does; children are exec'd, so
-    the driver's state here goes nowhere."""
+    """Whether the engine's default device will be a GPU."""
+    return cuda_device_count() > 0
+
+
+def cuda_device_count() -> int:
+    """The GPUs torch could use: none unless it is built for CUDA, else those the CUDA driver sees. Asked
+    without importing torch, which the launcher never does; children are exec'd, so the driver's state
+    here goes nowhere."""
     if not torch_built_for_cuda():
-        return False
+        return 0
     try:
         driver = ctypes.CDLL("libcuda.so.1")
     except OSError:
-        return False
+        return 0
     count = ctypes.c_int(0)
-    return driver.cuInit(0) == 0 and driver.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0
+    return count.value if driver.cuInit(0) == 0 and driver.cuDeviceGetCount(ctypes.byref(count)) == 0 else 0
 
 
 def torch_built_for_cuda() -> bool:

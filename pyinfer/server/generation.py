@@ -107,7 +107,7 @@ class Generation:
             stop,
             params.include_stop_str_in_output,
             params.skip_special_tokens,
-            markup=parser.triggers if parser is not None else (),
+            markup=parser.triggers if parser is not None and stop else (),
         )
         return Choice(index, detokenizer, parser=parser)
 

@@ -22,7 +22,7 @@ from pyinfer.model_files import resolve_model
 from pyinfer.server.auth import ApiKeys
 from pyinfer.server.config import (
     ServerConfig,
-    cuda_device_visible,
+    cuda_device_count,
     default_api_server_count,
     server_config_from_args,
 )
@@ -105,8 +105,11 @@ def check_engine_start(config: EngineConfig) -> None:
     resolve_model(config.model, config.load_format)
     if config.tokenizer is not None and not Path(config.tokenizer).exists():
         raise FileNotFoundError(f"--tokenizer {config.tokenizer!r} not found: give a tokenizer folder")
-    if config.device is not None and config.device.startswith("cuda") and not cuda_device_visible():
-        raise ValueError(f"--device {config.device}: no GPU is visible to a CUDA build of torch here")
+    if config.device is not None and config.device.startswith("cuda"):
+        index = int(config.device.partition(":")[2] or 0)
+        if (count := cuda_device_count()) <= index:
+            seen = {0: "no GPU is", 1: "1 GPU is"}.get(count, f"{count} GPUs are")
+            raise ValueError(f"--device {config.device}: {seen} visible to a CUDA build of torch here")
 
 
 def bind_listeners(config: ServerConfig) -> list[socket.socket]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -81,3 +82,13 @@ def test_stop_strings_apply_to_content_not_to_call_markup(tokenizer, text, stop,
     pieces, detok = stream(tokenizer, text, stop=stop, markup=("<tool_call>",))
     assert "".join(pieces) == (text if reply is None else reply)
     assert (detok.stopped_by is None) == (reply is None)
+
+
+@pytest.mark.parametrize("stop", [[], ["\n"]])
+def test_call_markup_is_released_as_it_comes(tokenizer, stop):
+    """No stop string applies past a trigger: nothing there is held back for one (a call streams)."""
+    pieces, _ = stream(tokenizer, "Sure. " + CALL, stop=stop, markup=("<tool_call>",))
+    assert "".join(pieces) == "Sure. " + CALL
+    starts = itertools.accumulate((len(piece) for piece in pieces), initial=0)
+    in_call = [piece for piece, at in zip(pieces, starts, strict=False) if piece and at > len("Sure. ")]
+    assert len(in_call) > 10  # token by token, not all at the end

@@ -140,13 +140,17 @@ def test_log_prompts_puts_prompt_and_output_text_into_the_access_log(servers):
 
 def test_log_prompts_in_text_format_puts_them_on_the_access_line_as_json_strings(tmp_path):
     with running_server(tmp_path / "server.log", "--num-kv-blocks", "64", "--log-prompts") as srv:
-        body = {"prompt": "Once upon\na time", "max_tokens": 3, "temperature": 0}
+        body = {"prompt": "Once upon\na time in Zürich", "max_tokens": 3, "temperature": 0}
         text = httpx.post(f"{srv.base_url}/v1/completions", json=body, timeout=60).json()["choices"][0][
             "text"
         ]
         wait_until(lambda: "POST /v1/completions 200" in srv.log(), timeout=5)
     (line,) = [line for line in srv.log().splitlines() if "POST /v1/completions 200" in line]
-    assert line.endswith(f"prompts={json.dumps([body['prompt']])} outputs={json.dumps([text])}")
+    prompts, outputs = (
+        json.dumps([body["prompt"]], ensure_ascii=False),
+        json.dumps([text], ensure_ascii=False),
+    )
+    assert line.endswith(f"prompts={prompts} outputs={outputs}") and "Zürich" in line
 
 
 def access_records(srv: ServerProcess, path: str) -> list[dict]:

@@ -202,7 +202,8 @@ class ResponseRun:
                         if delta.text:
                             message = self._message()
                             message.text += delta.text
-                            message.logprobs += self.shown(delta.logprobs)
+                            if delta.logprobs:
+                                message.logprobs += chat_logprobs(self.tokenizer, delta.logprobs).content
                         for call in delta.tool_calls:
                             if call.id is not None:
                                 self.items.append(ReplyItem(_function_call_id(call.id), call.index))
@@ -218,18 +219,19 @@ class ResponseRun:
     def _text_logprobs(self, delta: Delta) -> Delta:
         """The delta with the logprobs of its text: those of earlier deltas without text (held back by
         the tool-call parser) join the next text; call markup's are dropped (a function call item has
-        none), and so are those of a delta that holds a call."""
-        if delta.tool_calls:
-            self._held_logprobs = []
-            return replace(delta, logprobs=None)
+        none)."""
         self._held_logprobs += delta.logprobs or ()
-        if not delta.text:
+        if not delta.text and not delta.tool_calls:
             return replace(delta, logprobs=None)
         logprobs, self._held_logprobs = self._held_logprobs, []
+        if delta.tool_calls:  # the text before a call: the tokens that spell it, not the markup's after
+            size, covered = len(delta.text.encode()), 0
+            for n, logprob in enumerate(logprobs):
+                if covered >= size:
+                    logprobs = logprobs[:n]
+                    break
+                covered += len(self.tokenizer.token_bytes(logprob.token_id))
         return replace(delta, logprobs=logprobs or None)
-
-    def shown(self, logprobs: list[TokenLogprob] | None) -> list[ChatTokenLogprob]:
-        return chat_logprobs(self.tokenizer, logprobs).content if logprobs else []
 
     def _message(self) -> ReplyItem:
         """The message item text goes to: the last item, or a new one after a call."""
@@ -328,7 +330,8 @@ async def _events(run: ResponseRun, deltas: AsyncIterator[Delta]) -> AsyncIterat
                 num_open = len(run.items)
                 if d.text:
                     last_message = max(i for i, item in enumerate(run.items) if item.call is None)
-                    logprobs = run.shown(d.logprobs)
+                    given = run.items[last_message].logprobs  # this delta's text's are its last ones
+                    logprobs = given[len(given) - len(d.logprobs or ()) :]
                     yield event(
                         "response.output_text.delta", **text_at(last_message), delta=d.text, logprobs=logprobs
                     )
