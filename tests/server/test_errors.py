@@ -358,7 +358,7 @@ def test_openai_hints_are_accepted_and_features_we_lack_refused(http, model):
     assert_error(http.post("/v1/chat/completions", json=chat_body(model, modalities=["audio"])), 400)
     ok = {"model": model, "input": "hi", "max_output_tokens": 1, "include": [], "truncation": "disabled"}
     assert http.post("/v1/responses", json=ok | {"reasoning": {"effort": None}}).status_code == 200
-    for field, value in [("include", ["message.output_text.logprobs"]), ("reasoning", {"effort": "low"})]:
+    for field, value in [("include", ["reasoning.encrypted_content"]), ("reasoning", {"effort": "low"})]:
         assert_error(http.post("/v1/responses", json=ok | {field: value}), 400, field)
     assert_error(http.post("/v1/responses", json=ok | {"truncation": "middle"}), 400, "truncation")
     assert_error(http.post("/v1/responses", json=ok | {"max_tool_calls": 0}), 400, "max_tool_calls")
