@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import os
 import re
 import types
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 ENV_PREFIX = "PYINFER_"
+OPTION_VARIABLES: set[str] = set()  # every flag's PYINFER_ variable, gathered as the parsers are built
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,20 @@ def check_variables(args: argparse.Namespace) -> None:
         overridden = name.endswith("_env") and getattr(args, name.removesuffix("_env"), None) is not None
         if isinstance(value, BadVariable) and not overridden:
             raise SystemExit(value.message)
+
+
+def mistyped_variables() -> list[tuple[str, str]]:
+    """(name, the flag's variable it likely meant) for each PYINFER_ variable set that no flag reads but
+    one nearly does: a typo would otherwise change nothing in silence. (Others, such as the kernels'
+    switches, are read where they apply.)"""
+    unread = [
+        name for name in sorted(os.environ) if name.startswith(ENV_PREFIX) and name not in OPTION_VARIABLES
+    ]
+    return [
+        (name, close[0])
+        for name in unread
+        if (close := difflib.get_close_matches(name, OPTION_VARIABLES, n=1, cutoff=0.85))
+    ]
 
 
 def option(help: str, **kwargs: Any) -> dict[str, Option]:
@@ -122,6 +138,7 @@ def add_config_arguments(group: argparse._ArgumentGroup, config: type) -> None:
         default = _default(field)
         flag = opt.negated or _field_flag(field)
         names = (env_name(flag[2:]), *opt.aliases)
+        OPTION_VARIABLES.add(names[0])
         env = " or ".join(names)
         if opt.negated is not None:  # on by default: the flag (or the variable, set true) turns it off
             turned_off = env_default(names, not default, bool)

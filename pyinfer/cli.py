@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NoReturn
 
-from pyinfer.args import add_config_arguments, check_variables, option
+from pyinfer.args import add_config_arguments, check_variables, mistyped_variables, option
 from pyinfer.config import add_engine_arguments, engine_config_from_args
 from pyinfer.generation_config import GENERATION_CONFIG_HELP
 
@@ -146,6 +146,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         check_variables(args)  # the chosen command's flags only
+        for name, meant in mistyped_variables():
+            print(
+                f"pyinfer {args.command}: warning: {name} is not a setting (did you mean {meant}?)",
+                file=sys.stderr,
+            )
         args.func(args)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -36,6 +36,16 @@ def test_a_bad_variable_exits_2_as_a_bad_flag_does(monkeypatch, capsys):
     assert capsys.readouterr().err == "environment variable PYINFER_MAX_TOKENS='many' is not a valid int\n"
 
 
+def test_a_mistyped_variable_is_warned_of_not_ignored_in_silence(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("PYINFER_MAX_NUM_SEQ", "4")  # PYINFER_MAX_NUM_SEQS meant
+    monkeypatch.setenv("PYINFER_DISABLE_CPU_KERNELS", "0")  # a kernel switch: read where it applies
+    with pytest.raises(SystemExit):
+        main(["generate", "hi", "--model", str(tmp_path / "no-such-model")])
+    err = capsys.readouterr().err
+    assert "warning: PYINFER_MAX_NUM_SEQ is not a setting (did you mean PYINFER_MAX_NUM_SEQS?)" in err
+    assert "PYINFER_DISABLE_CPU_KERNELS" not in err
+
+
 def test_an_unknown_flag_is_told_with_the_command_s_own_usage(capsys):
     with pytest.raises(SystemExit) as stopped:
         main(["serve", "--modle", "x"])
