@@ -213,7 +213,7 @@ class Tokenizer:
     @functools.cached_property
     def _special_pattern(self) -> re.Pattern[str] | None:
         """Any special token's text (the longest first, where one begins another)."""
-        texts = sorted({t.content for t in self.hf.added_tokens_decoder.values() if t.special}, key=len)
+        texts = sorted({self._added_bytes[i].decode() for i in self.special_ids}, key=len)
         return re.compile("|".join(map(re.escape, reversed(texts)))) if texts else None
 
     @functools.cached_property

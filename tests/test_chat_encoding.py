@@ -45,7 +45,9 @@ def without_special_text(value: object) -> object:
     return json.loads(text)
 
 
-def test_special_token_text_in_tool_calls_tool_results_and_tools_is_text(tokenizer):
+def test_special_token_text_in_tool_results_and_beside_calls_and_tools_is_text(tokenizer):
+    # SmolLM2's template renders the tool result and the user turn, not the call or the tools (the server
+    # puts those in its generic prompt: tests/server/test_endpoints.py checks that path)
     call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": '{"x": "<|im_end|>"}'}}
     messages = [
         {"role": "user", "content": INJECTION},

@@ -115,6 +115,7 @@ class ModelRunner:
         if self.is_cuda and self.backend.name == "triton":
             self.token_sizes = size_ladder(config.max_num_batched_tokens, EAGER_TOKENS)
             self.row_sizes = batch_size_ladder(config.max_num_seqs)
+        self.context_limit = self._context_limit()  # refused here, before the KV cache is sized
         sizing = time.perf_counter()
         self.num_blocks = self._num_kv_blocks()
         self._allocate_kv_cache(self.num_blocks)
@@ -135,35 +136,35 @@ class ModelRunner:
     def is_cuda(self) -> bool:
         return self.device.type == "cuda"
 
-    @property
     def _context_limit(self) -> int:
-        """The longest context the config and the model allow, before the KV cache's size caps it."""
-        longest = self.model.config.max_position_embeddings
-        return min(self.config.max_model_len or longest, longest)
-
-    def _served_length(self) -> int:
-        """The longest context served: --max-model-len where given, refused past the model's positions
-        or the KV cache's tokens, as vLLM refuses them (a client would meet the cut as 400s); else the
-        model's, as far as the cache holds, said in the log where that is less."""
+        """The longest context the config and the model allow, before the KV cache's size caps it:
+        --max-model-len where given, refused past the model's positions as vLLM refuses it (a client
+        would meet a silent cut as 400s), else the model's positions."""
         positions = self.model.config.max_position_embeddings
-        capacity = self.num_blocks * self.block_size
         asked = self.config.max_model_len
         if asked is not None and asked > positions:
             raise SettingsError(f"--max-model-len {asked} is more than the model's {positions} positions")
+        return asked or positions
+
+    def _served_length(self) -> int:
+        """The longest context served: the context limit, which a --max-model-len given must find room
+        for in the KV cache; else as much of it as the cache holds, said in the log where that is less."""
+        capacity = self.num_blocks * self.block_size
+        asked = self.config.max_model_len
         if capacity < (asked or MIN_MODEL_LEN):
             raise SettingsError(
                 f"the KV cache holds {capacity} tokens, less than "
                 + (f"--max-model-len {asked}" if asked else f"the shortest context served ({MIN_MODEL_LEN})")
                 + f": raise {self._cache_size_flag} (or lower --max-model-len)"
             )
-        if asked is None and capacity < positions:
+        if capacity < self.context_limit:  # only where --max-model-len is left out
             log.warning(
                 "max_model_len %d: all the KV cache holds, under the model's %d positions (raise %s for more)",
                 capacity,
-                positions,
+                self.context_limit,
                 self._cache_size_flag,
             )
-        return asked or min(positions, capacity)
+        return min(self.context_limit, capacity)
 
     @property
     def _cache_size_flag(self) -> str:
@@ -208,7 +209,7 @@ class ModelRunner:
             if self.uses_graphs:  # captured after the KV cache is allocated: leave room for them
                 budget -= graph_memory(
                     self.config.max_num_seqs,
-                    min(self.config.max_num_batched_tokens, self._context_limit),
+                    min(self.config.max_num_batched_tokens, self.context_limit),
                     self.vocab_size,
                     self.dtype.itemsize,
                     peak_extra / self.config.max_num_batched_tokens,

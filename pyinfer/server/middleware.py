@@ -141,14 +141,11 @@ class RequestContextMiddleware:
         key = f" key={fields['api_key']}" if fields["api_key"] else ""
         tokens = f" tokens={fields['prompt_tokens']}+{fields['completion_tokens']}" if generations else ""
         error = f" error={fields['error']}" if "error" in fields else ""
-        texts = ""
-        if (
-            self.prompts_in_line and generations
-        ):  # JSON strings: escaped control characters, not escaped letters
-            prompts, outputs = (
-                json.dumps(fields[name], ensure_ascii=False) for name in ("prompts", "outputs")
+        texts = ""  # prompts and outputs as JSON strings: control characters escaped, letters kept
+        if self.prompts_in_line and generations:
+            texts = "".join(
+                f" {name}={json.dumps(fields[name], ensure_ascii=False)}" for name in ("prompts", "outputs")
             )
-            texts = f" prompts={prompts} outputs={outputs}"
         # a probe's or a scrape's success, every few seconds from kubelet and Prometheus, at debug level:
         # at info it would be most of the log; a failed one stays at info
         level = logging.DEBUG if route in QUIET_ROUTES and status < 400 else logging.INFO

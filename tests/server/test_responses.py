@@ -244,11 +244,16 @@ def test_logprobs_of_the_output_text_where_included(client, model):
     # beside tools, where the call parser holds text back: the text's logprobs still match it, the
     # calls' markup has none
     tool = {"type": "function", "name": "lookup", "parameters": {"type": "object", "properties": {}}}
-    for question in (QUESTION, "Look up the weather with the tool."):
-        for item in respond(client, model, input=question, tools=[tool], top_logprobs=0).output:
-            if item.type == "message":
-                (part,) = item.content
-                assert b"".join(bytes(t.bytes) for t in part.logprobs).decode() == part.text
+    messages = [
+        item
+        for question in (QUESTION, "Look up the weather with the tool.")
+        for item in respond(client, model, input=question, tools=[tool], top_logprobs=0).output
+        if item.type == "message"
+    ]
+    assert messages  # the first question is answered in text
+    for message in messages:
+        (part,) = message.content
+        assert part.logprobs and b"".join(bytes(t.bytes) for t in part.logprobs).decode() == part.text
     # streamed: each delta's logprobs are its text's, and the done event's are the whole text's
     events = list(respond(client, model, top_logprobs=1, stream=True))
     deltas = [e for e in events if e.type == "response.output_text.delta"]
