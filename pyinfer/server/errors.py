@@ -144,6 +144,37 @@ def from_exception(e: Exception) -> OpenAIError:
     return OpenAIError(500, f"internal server error: {type(e).__name__}", type="server_error")
 
 
+# OpenAI's APIs that this server does not have, by their paths' first part after /v1/: a client pointed
+# here for one of them (LangChain's OpenAIEmbeddings, say) is told so rather than only "not found"
+UNSERVED_APIS = {
+    "embeddings": "embeddings",
+    "audio": "audio",
+    "images": "images",
+    "moderations": "moderations",
+    "files": "files",
+    "uploads": "uploads",
+    "batches": "batch",
+    "fine_tuning": "fine-tuning",
+    "vector_stores": "vector stores",
+    "assistants": "assistants",
+    "threads": "threads",
+    "realtime": "realtime",
+    "conversations": "conversations",
+    "containers": "containers",
+    "evals": "evals",
+    "videos": "videos",
+}
+
+
+def not_found_message(request: Request) -> str:
+    """OpenAI's words for a path it does not serve, and which of its APIs the path is, if it is one."""
+    message = f"Invalid URL ({request.method} {request.url.path})"
+    parts = request.url.path.strip("/").split("/")
+    if len(parts) > 1 and parts[0] == "v1" and (api := UNSERVED_APIS.get(parts[1])):
+        message += f": this server does not serve OpenAI's {api} API"
+    return message
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def openai_error(request: Request, e: Exception) -> JSONResponse:
         return from_exception(e).response()
@@ -155,8 +186,9 @@ def install_error_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, e: Exception) -> JSONResponse:
         assert isinstance(e, HTTPException)
         kind = "invalid_request_error" if e.status_code < 500 else "server_error"
+        message = not_found_message(request) if e.status_code == 404 else str(e.detail)
         # a 405's Allow header, which HTTP requires, is among the exception's headers
-        return OpenAIError(e.status_code, str(e.detail), type=kind, headers=dict(e.headers or {})).response()
+        return OpenAIError(e.status_code, message, type=kind, headers=dict(e.headers or {})).response()
 
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(HTTPException, http_error)

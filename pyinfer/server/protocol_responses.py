@@ -84,6 +84,10 @@ RESPONSES_FIELDS_REFUSED = {
 }
 
 
+class ResponsesStreamOptions(Settings):
+    include_obfuscation: Literal[False] | None = None  # no padding is added to events (true is a 400)
+
+
 class ResponsesRequest(Body):
     model: str | None = None
     input: str | list[InputItem]
@@ -102,7 +106,7 @@ class ResponsesRequest(Body):
     tool_choice: ToolChoiceMode | ResponsesToolChoice | None = None
     parallel_tool_calls: bool | None = None
     text: TextConfig | None = None
-    stream_options: dict[str, Any] | None = None  # its one field hides chunk sizes: nothing to hide here
+    stream_options: ResponsesStreamOptions | None = None
     # OpenAI's hints that change nothing in a reply: accepted
     service_tier: str | None = None
     prompt_cache_key: str | None = None  # prefixes are cached whatever the key
@@ -135,6 +139,8 @@ class ResponsesRequest(Body):
         """(param, message) for a feature we do not serve yet, rather than ignore in silence."""
         if self.background:
             return "background", "background responses are not supported yet"
+        if self.stream_options is not None and not self.stream:  # as OpenAI: it would do nothing
+            return "stream_options", "stream_options is only allowed when stream is true"
         asked = {
             k: v for k, v in (self.reasoning or {}).items() if v is not None and (k, v) != ("effort", "none")
         }

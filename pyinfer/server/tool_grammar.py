@@ -24,9 +24,10 @@ def structural_tag(
 
     def tag(function: dict[str, Any]) -> dict[str, Any]:
         begin = f'{fmt.call_begin}{{"name": {json.dumps(function["name"])}, "{fmt.arguments_key}": '
-        # no parameters (left out or {}): an empty parameter list, as OpenAI documents, not any object
-        schema = function.get("parameters") or {"type": "object", "properties": {}}
-        content = {"type": "json_schema", "json_schema": schema, "max_whitespace_cnt": max_whitespace}
+        if schema := function.get("parameters"):
+            content = {"type": "json_schema", "json_schema": schema, "max_whitespace_cnt": max_whitespace}
+        else:  # no parameters (left out or {}): an empty argument list, as OpenAI documents, written `{}`
+            content = {"type": "const_string", "value": "{}"}
         return {"type": "tag", "begin": begin, "content": content, "end": "}" + fmt.call_end}
 
     one_call = not parallel or mode == "named"

@@ -98,11 +98,13 @@ def test_logprobs_limits(http, model):
     assert "top_logprobs needs logprobs" in error["message"]
 
 
-@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions", "/v1/responses"])
 def test_stream_options_without_a_stream_is_refused_as_openai_does(http, model, path):
     body = chat_body(model, stream_options={"include_usage": True})
     if path == "/v1/completions":
         body = {"model": model, "prompt": "hi", "max_tokens": 2, "stream_options": {"include_usage": True}}
+    if path == "/v1/responses":
+        body = {"model": model, "input": "hi", "max_output_tokens": 2, "stream_options": {}}
     error = assert_error(http.post(path, json=body), 400, param="stream_options")
     assert "only allowed when stream is true" in error["message"]
     assert http.post(path, json=body | {"stream": True}).status_code == 200
@@ -243,6 +245,8 @@ def test_unknown_fields_are_refused_as_openai_does(http, model):
         ("chat", "tool_choice", {"type": "function", "function": {"name": "f", "x": 1}}, "tool_choice"),
         ("responses", "text", {"format": {"type": "json_object", "strict": True, "nme": "a"}}, "nme"),
         ("responses", "text", {"verbosity": "low"}, "text.verbosity"),
+        ("responses", "stream_options", {"include_usage": True}, "stream_options.include_usage"),
+        ("responses", "stream_options", {"include_obfuscation": True}, "stream_options.include_obfuscation"),
         ("responses", "tools", [{"type": "function", "name": "f", "params": {}}], "tools.0.params"),
     ],
 )
@@ -251,7 +255,8 @@ def test_a_setting_inside_the_body_that_nobody_knows_is_refused(http, model, rou
     if route == "chat":
         r = http.post("/v1/chat/completions", json=chat_body(model, **{field: value}))
     else:
-        r = http.post("/v1/responses", json={"model": model, "input": "hi", field: value})
+        body = {"model": model, "input": "hi", field: value}
+        r = http.post("/v1/responses", json=body | ({"stream": True} if field == "stream_options" else {}))
     assert where in assert_error(r, 400, param=field)["message"]
 
 
@@ -369,8 +374,13 @@ def test_openai_hints_are_accepted_and_features_we_lack_refused(http, model):
         assert field in error["message"]
 
 
-def test_unknown_route_and_method(http):
-    assert_error(http.get("/v1/nothing-here"), 404)
+def test_unknown_route_and_method(http, client, model):
+    assert_error(http.get("/v1/nothing-here"), 404, contains="Invalid URL (GET /v1/nothing-here)")
+    with pytest.raises(openai.NotFoundError) as e:  # LangChain's OpenAIEmbeddings, pointed here
+        client.embeddings.create(model=model, input="hi")
+    assert e.value.body["message"] == (
+        "Invalid URL (POST /v1/embeddings): this server does not serve OpenAI's embeddings API"
+    )
     wrong_method = http.get("/v1/chat/completions")
     assert_error(wrong_method, 405)
     assert wrong_method.headers["allow"] == "POST"  # as HTTP requires of a 405

@@ -104,7 +104,7 @@ def test_required_and_named_choices_give_valid_calls_every_time(client, model):
 @pytest.mark.parametrize("stream", [False, True])
 def test_a_reply_cut_off_inside_its_calls_puts_no_markup_in_content(client, model, stream):
     """max_tokens ending a forced call before its name (and, in a second call, before its name too): no
-    markup in content, a call named keeps what it wrote, finish_reason length."""
+    content or markup in it, a call named keeps what it wrote, finish_reason length."""
     for max_tokens in (1, 3, 5, 40):
         reply = client.chat.completions.create(
             model=model,
@@ -125,7 +125,8 @@ def test_a_reply_cut_off_inside_its_calls_puts_no_markup_in_content(client, mode
                     finish = chunk.choices[0].finish_reason or finish
         else:
             message = reply.choices[0].message
-            content, finish = message.content or "", reply.choices[0].finish_reason
+            assert message.content is None  # a reply of calls only has no content, even cut off
+            content, finish = "", reply.choices[0].finish_reason
             names = [c.function.name for c in message.tool_calls or ()]
         assert (content, finish) == ("", "length"), max_tokens
         assert set(names) <= {"get_weather", "search"}
@@ -245,9 +246,7 @@ def test_a_function_without_parameters_is_called_with_none(client, model, parame
         )
         assert reply.choices[0].finish_reason == "tool_calls"
         calls = reply.choices[0].message.tool_calls
-        assert calls and all(
-            c.function.name == "now" and json.loads(c.function.arguments) == {} for c in calls
-        )
+        assert calls and all(c.function.name == "now" and c.function.arguments == "{}" for c in calls)
 
 
 def test_a_full_round_trip_call_result_answer(client, model):

@@ -51,18 +51,18 @@ async def create_chat_completion(request: Request, body: ChatBody) -> Response:
     ctx.check_prompt(prompt_ids, params, body, param="messages")
     head = reply_head("chatcmpl", ctx.model_name)
     gen = ctx.generation(request, tokenizer, head["id"], prompt_ids, params, tools)
+    calls_only = tools is not None and tools.mode in ("required", "named")  # no content, as at OpenAI
     if body.stream:
         deltas = run_all([gen])
         if params.structured is not None:
             deltas = await primed(request, deltas)
-        calls_only = tools is not None and tools.mode in ("required", "named")
         return event_stream(_chunks(gen, deltas, head, tokenizer, body.include_usage, calls_only))
     await until_disconnected(request, drain(run_all([gen])))
     choices = [
         ChatChoice(
             index=c.index,
             message=AssistantMessage(
-                content=c.text or None if c.tool_calls else c.text, tool_calls=c.tool_calls
+                content=c.text or None if c.tool_calls or calls_only else c.text, tool_calls=c.tool_calls
             ),
             logprobs=chat_logprobs(tokenizer, c.logprobs or []) if params.logprobs is not None else None,
             finish_reason=c.finish_reason,
@@ -78,7 +78,7 @@ async def _chunks(
     head: dict[str, Any],
     tokenizer: Tokenizer,
     include_usage: bool,
-    calls_only: bool,  # the reply is tool calls: the role chunk carries no content, as at OpenAI
+    calls_only: bool,  # the reply is tool calls: the role chunk carries no content
 ) -> AsyncIterator[str]:
     """Role chunks first, then one chunk per delta as tokens are sampled, usage, [DONE]."""
     for i in range(gen.params.n):
