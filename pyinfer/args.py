@@ -99,8 +99,11 @@ def env_default(
     if found is None:
         return default
     name, value = found
-    if guards and not all(item.strip() for item in (value.split(",") if kind is list else [value])):
-        return BadVariable(f"environment variable {name}={value!r} is empty or holds an empty item")
+    items = value.split(",") if kind is list else [value]
+    if guards and not all(item.strip() for item in items):  # its value is a secret: not in the message
+        empty = [str(i + 1) for i, item in enumerate(items) if not item.strip()]
+        which = f" ({'items' if len(empty) > 1 else 'item'} {', '.join(empty)})" if len(items) > 1 else ""
+        return BadVariable(f"environment variable {name} is empty or holds an empty item{which}")
     try:
         if kind is bool:
             if value.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from typing import NoReturn
 from pyinfer.args import add_config_arguments, check_variables, mistyped_variables, option
 from pyinfer.config import add_engine_arguments, engine_config_from_args
 from pyinfer.generation_config import GENERATION_CONFIG_HELP
+from pyinfer.logs import JsonFormatter
 
 
 @dataclass
@@ -147,10 +149,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         check_variables(args)  # the chosen command's flags only
         for name, meant in mistyped_variables():
-            print(
-                f"pyinfer {args.command}: warning: {name} is not a setting (did you mean {meant}?)",
-                file=sys.stderr,
-            )
+            _warn(args, f"{name} is not a setting (did you mean {meant}?)")
         args.func(args)
     except KeyboardInterrupt:
         sys.exit(130)
@@ -160,6 +159,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         if not isinstance(e.code, str):
             raise
         _stop(e.code)  # a setting's own message
+
+
+def _warn(args: argparse.Namespace, message: str) -> None:
+    """A warning before logging is set up, in the log's format (a log shipper reads JSON lines only)."""
+    if getattr(args, "log_format", "text") == "json":
+        record = logging.LogRecord("pyinfer", logging.WARNING, __file__, 0, message, None, None)
+        print(JsonFormatter().format(record), file=sys.stderr)
+    else:
+        print(f"pyinfer {args.command}: warning: {message}", file=sys.stderr)
 
 
 def _stop(message: str) -> NoReturn:

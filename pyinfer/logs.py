@@ -11,11 +11,16 @@ from contextlib import contextmanager
 
 
 class JsonFormatter(logging.Formatter):
+    def __init__(self, process: str = ""):
+        super().__init__()
+        self.process = {"process": process} if process else {}  # which of the server's processes wrote it
+
     def format(self, record: logging.LogRecord) -> str:
         entry = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname,
+            **self.process,
             "logger": record.name,
             "message": record.getMessage(),
             **getattr(record, "fields", {}),
@@ -25,11 +30,13 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
-def configure_logging(level: str, fmt: str, tag: str = "") -> None:
-    """Route every logger (uvicorn's too) through one handler on stderr."""
+def configure_logging(level: str, fmt: str, process: str = "") -> None:
+    """Route every logger (uvicorn's too) through one handler on stderr; `process` names the server's
+    process that logs (`api-0`, `engine-core`), as `[api-0]` in a text line or a JSON record's field."""
     handler = logging.StreamHandler()
+    tag = f"[{process}] " if process else ""
     text = f"%(asctime)s %(levelname)s {tag}%(name)s: %(message)s"
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(text))
+    handler.setFormatter(JsonFormatter(process) if fmt == "json" else logging.Formatter(text))
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level.upper())

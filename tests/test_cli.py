@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 
 import pytest
@@ -44,6 +45,14 @@ def test_a_mistyped_variable_is_warned_of_not_ignored_in_silence(monkeypatch, ca
     err = capsys.readouterr().err
     assert "warning: PYINFER_MAX_NUM_SEQ is not a setting (did you mean PYINFER_MAX_NUM_SEQS?)" in err
     assert "PYINFER_DISABLE_CPU_KERNELS" not in err
+
+
+def test_the_warning_is_a_json_line_where_the_log_is_json(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("PYINFER_MAX_NUM_SEQ", "4")
+    with pytest.raises(SystemExit):
+        main(["serve", "--log-format", "json", "--model", str(tmp_path / "no-such-model")])
+    warning = json.loads(capsys.readouterr().err.splitlines()[0])
+    assert warning["level"] == "WARNING" and "PYINFER_MAX_NUM_SEQ is not a setting" in warning["message"]
 
 
 def test_an_unknown_flag_is_told_with_the_command_s_own_usage(capsys):

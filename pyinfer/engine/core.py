@@ -214,7 +214,7 @@ def main() -> int | None:
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--log-format", default="text", choices=["text", "json"])
     args = parser.parse_args()
-    configure_logging(args.log_level, args.log_format, tag="[engine-core] ")
+    configure_logging(args.log_level, args.log_format, process="engine-core")
     # Stopped by its API processes (Shutdown, once they have drained) or their launcher's death, never by
     # a signal to the whole group (systemd's default stop): that would cut the streams they drain.
     for sig in (signal.SIGTERM, signal.SIGINT):

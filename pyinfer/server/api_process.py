@@ -38,7 +38,7 @@ def main() -> None:
     # counted as clean once a stop was asked for): nothing here has a request to drain yet.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     spec = msgspec.json.decode(sys.stdin.buffer.read(), type=Spec)
-    configure_logging(spec.server.log_level, spec.server.log_format, tag=f"[api-{spec.index}] ")
+    configure_logging(spec.server.log_level, spec.server.log_format, process=f"api-{spec.index}")
     from pyinfer.server.app import create_app
     from pyinfer.server.launch import run_uvicorn
 

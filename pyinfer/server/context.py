@@ -169,9 +169,7 @@ class ServerContext:
     def _shed(self, code: str, why: str) -> OpenAIError:
         """A request refused because the queue is full: a 503 the client may retry in a moment."""
         self.metrics.sheds[code].inc()  # a code missing from SHED_CODES fails here
-        error = unavailable(f"The server is overloaded: {why}. Retry shortly.", code)
-        error.headers = {"retry-after": "1"}
-        return error
+        return unavailable(f"The server is overloaded: {why}. Retry shortly.", code, retry_after_s=1)
 
     def end_in_flight(self, why: str = "its drain timeout ran out") -> None:
         """The drain is over (`why`): every generation still running, or sent from now on, ends with an
@@ -189,7 +187,9 @@ class ServerContext:
         if self.draining:
             raise unavailable("the server is shutting down", "shutting_down")
         if not self.ready:
-            raise unavailable("the model is still loading; retry when /ready says so", "model_loading")
+            raise unavailable(
+                "the model is still loading; retry when /ready says so", "model_loading", retry_after_s=5
+            )
 
     def require_tokenizer(self) -> Tokenizer:
         if self.tokenizer is None:

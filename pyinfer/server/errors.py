@@ -50,8 +50,10 @@ def bad_request(message: str, param: str | None = None, code: str | None = None)
     return OpenAIError(400, message, param=param, code=code)
 
 
-def unavailable(message: str, code: str) -> OpenAIError:
-    return OpenAIError(503, message, type="server_error", code=code)
+def unavailable(message: str, code: str, retry_after_s: int | None = None) -> OpenAIError:
+    """A 503; with `retry_after_s`, one the client may retry then (the openai client waits it out)."""
+    headers = {"retry-after": str(retry_after_s)} if retry_after_s is not None else None
+    return OpenAIError(503, message, type="server_error", code=code, headers=headers)
 
 
 def rate_limited(e: RateLimitExceeded, headers: dict[str, str]) -> OpenAIError:

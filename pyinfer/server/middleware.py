@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import uuid
 
@@ -21,6 +22,9 @@ from pyinfer.server.prometheus import ServerMetrics
 from pyinfer.server.rate_limits import ANONYMOUS, RateLimiter, RateLimitExceeded
 
 access_log = logging.getLogger("pyinfer.access")
+# A client's X-Request-Id is kept if it is one word of these: a space would let it write fields of its own
+# (`key=...`) into the text access line
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}")
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
@@ -73,7 +77,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         given = Headers(scope=scope).get("x-request-id", "")
-        request_id = given if 0 < len(given) <= 128 and given.isprintable() else uuid.uuid4().hex
+        request_id = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         start = time.perf_counter()

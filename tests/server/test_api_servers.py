@@ -274,6 +274,34 @@ def test_the_queue_limit_counts_the_waiting_requests_of_both_processes(servers):
         client.close()
 
 
+def test_a_waiting_stream_sends_its_first_chunk_with_its_first_token(servers):
+    """The role chunk comes with the first output, not at admission: a client timing its first chunk
+    times the first token, not the queue (as OpenAI's and vLLM's do)."""
+    srv = servers["limits"]
+    long = {"prompt": "Once upon a time", "max_tokens": 900, "ignore_eos": True, "stream": True}
+    chat = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3, "stream": True}
+    http = httpx.Client(base_url=srv.base_url, timeout=120, headers=UNLIMITED)
+    lines: list[str] = []
+
+    def read_chat() -> None:
+        with fresh(srv, UNLIMITED) as client, client.stream("POST", "/v1/chat/completions", json=chat) as r:
+            lines.extend(line for line in r.iter_lines() if line)
+
+    with ThreadPoolExecutor(1) as pool:
+        with fresh(srv, UNLIMITED) as first, first.stream("POST", "/v1/completions", json=long) as r:
+            running = r.iter_lines()  # held: a dropped iterator closes the stream
+            assert next(running).startswith("data: ")  # the one sequence the engine takes
+            reader = pool.submit(read_chat)
+            wait_until(lambda: engine_stats(http)["num_requests_waiting"] == 1, timeout=30)
+            time.sleep(0.5)
+            assert lines == []  # waiting: nothing sent yet
+        reader.result(timeout=60)  # the long one gone, the chat ran
+    chunks = [json.loads(line[6:]) for line in lines if line.startswith("data: {")]
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant" and lines[-1] == "data: [DONE]"
+    wait_until(lambda: engine_idle(http), timeout=30)
+    http.close()
+
+
 def test_a_burst_through_both_processes_is_held_to_the_queue_limit(servers):
     """Requests admitted at once in both processes see each other at admission, before the engine core
     has heard of them: each process alone let the bound's worth in (4 of 12 against a bound of 2)."""
@@ -282,7 +310,8 @@ def test_a_burst_through_both_processes_is_held_to_the_queue_limit(servers):
     short = {"prompt": "Hi", "max_tokens": 2}
     http = httpx.Client(base_url=srv.base_url, timeout=120, headers=UNLIMITED)
     with fresh(srv, UNLIMITED) as first, first.stream("POST", "/v1/completions", json=long) as r:
-        assert next(r.iter_lines()).startswith("data: ")  # the one sequence the engine takes
+        running = r.iter_lines()  # held: a dropped iterator closes the stream
+        assert next(running).startswith("data: ")  # the one sequence the engine takes
         clients = [fresh(srv, UNLIMITED) for _ in range(12)]
         with ThreadPoolExecutor(12) as pool:
             answers = list(pool.map(lambda c: c.post("/v1/completions", json=short), clients))

@@ -105,6 +105,9 @@ def test_request_id(http):
     r = http.get("/health")
     assert len(r.headers["x-request-id"]) == 32
     assert http.get("/health", headers={"X-Request-Id": "abc-123"}).headers["x-request-id"] == "abc-123"
+    # one word only: with a space a client could add fields of its own to the text access line
+    forged = http.get("/health", headers={"X-Request-Id": "abc key=alice tokens=1+1"}).headers["x-request-id"]
+    assert len(forged) == 32 and " " not in forged
     assert "x-request-id" in http.post("/v1/completions", content=b"{").headers  # errors carry one too
 
 

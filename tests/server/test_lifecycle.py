@@ -61,6 +61,7 @@ def test_503_while_loading(servers):
     ready, chat = servers["sigterm"].while_loading
     assert ready.status_code == 503 and ready.json() == {"status": "loading", "model_loaded": False}
     assert chat.status_code == 503 and chat.json()["error"]["code"] == "model_loading"
+    assert int(chat.headers["retry-after"]) > 0  # the openai client waits that long before it tries again
 
 
 def test_sigterm_drains_in_flight_request_and_exits_0(servers):
@@ -82,6 +83,10 @@ def test_sigterm_drains_in_flight_request_and_exits_0(servers):
     (access,) = access_records(srv, "/v1/completions")
     assert access["route"] == "/v1/completions" and access["status"] == 200
     assert access["prompt_tokens"] == 4 and access["completion_tokens"] == 30
+    # each record names the process that wrote it, as a text line's [api-0] does
+    records = [json.loads(line) for line in srv.log().splitlines() if line.startswith("{")]
+    assert "engine-core" in {r.get("process") for r in records}
+    assert "process" not in access  # one API process: the server's own, untagged as in a text line
     assert "prompts" not in access and "Once upon" not in srv.log()  # text only with --log-prompts
     # A quiet exit: no stray output (Triton's extension, if a CPU server imported it, reports leaks here)
     assert [line for line in srv.log().splitlines() if not line.startswith("{")] == []

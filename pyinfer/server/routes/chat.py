@@ -80,23 +80,30 @@ async def _chunks(
     include_usage: bool,
     calls_only: bool,  # the reply is tool calls: the role chunk carries no content
 ) -> AsyncIterator[str]:
-    """Role chunks first, then one chunk per delta as tokens are sampled, usage, [DONE]."""
-    for i in range(gen.params.n):
-        role = ChatDelta(role="assistant", content=None if calls_only else "")
-        yield sse(ChatCompletionChunk(**head, choices=[ChatChunkChoice(index=i, delta=role)]))
+    """Role chunks with the first output, then one chunk per delta as tokens are sampled, usage, [DONE]."""
     plain = TextChunks(ChatCompletionChunk(**head, choices=[]), _text_choice)
+
+    def event(d: Delta) -> str | bytes:
+        if not d.logprobs and not d.tool_calls:
+            return plain.event(d.index, d.text or None, d.finish_reason)
+        choice = ChatChunkChoice(
+            index=d.index,
+            delta=ChatDelta(content=d.text or None, tool_calls=[_chunk(t) for t in d.tool_calls] or None),
+            logprobs=chat_logprobs(tokenizer, d.logprobs) if d.logprobs else None,
+            finish_reason=d.finish_reason,
+        )
+        return sse(ChatCompletionChunk(**head, choices=[choice]))
+
     async with aclosing(deltas):
+        # not before: a client timing its first chunk times the first token, not the queue (as OpenAI's)
+        first = await anext(deltas, None)
+        for i in range(gen.params.n):
+            role = ChatDelta(role="assistant", content=None if calls_only else "")
+            yield sse(ChatCompletionChunk(**head, choices=[ChatChunkChoice(index=i, delta=role)]))
+        if first is not None:
+            yield event(first)
         async for d in deltas:
-            if not d.logprobs and not d.tool_calls:
-                yield plain.event(d.index, d.text or None, d.finish_reason)
-                continue
-            choice = ChatChunkChoice(
-                index=d.index,
-                delta=ChatDelta(content=d.text or None, tool_calls=[_chunk(t) for t in d.tool_calls] or None),
-                logprobs=chat_logprobs(tokenizer, d.logprobs) if d.logprobs else None,
-                finish_reason=d.finish_reason,
-            )
-            yield sse(ChatCompletionChunk(**head, choices=[choice]))
+            yield event(d)
     if include_usage:
         yield sse(ChatCompletionChunk(**head, choices=[], usage=usage([gen])))
     yield DONE
