@@ -102,8 +102,10 @@ def env_default(
     items = value.split(",") if kind is list else [value]
     if guards and not all(item.strip() for item in items):  # its value is a secret: not in the message
         empty = [str(i + 1) for i, item in enumerate(items) if not item.strip()]
-        which = f" ({'items' if len(empty) > 1 else 'item'} {', '.join(empty)})" if len(items) > 1 else ""
-        return BadVariable(f"environment variable {name} is empty or holds an empty item{which}")
+        if len(empty) == len(items):
+            return BadVariable(f"environment variable {name} is empty")
+        which = f"{'items' if len(empty) > 1 else 'item'} {', '.join(empty)}"
+        return BadVariable(f"environment variable {name} holds an empty item ({which})")
     try:
         if kind is bool:
             if value.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):

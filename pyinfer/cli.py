@@ -154,24 +154,29 @@ def main(argv: Sequence[str] | None = None) -> None:
     except KeyboardInterrupt:
         sys.exit(130)
     except (FileNotFoundError, ValueError) as e:  # a missing model or a value the engine cannot take
-        _stop(f"pyinfer {args.command}: error: {e}")
+        _stop(args, f"pyinfer {args.command}: error: {e}")
     except SystemExit as e:
         if not isinstance(e.code, str):
             raise
-        _stop(e.code)  # a setting's own message
+        _stop(args, e.code)  # a setting's own message
+
+
+def _say(args: argparse.Namespace, level: int, message: str, line: str) -> None:
+    """`message` on stderr before logging is set up: a JSON record where the log is JSON (a log shipper
+    reads JSON lines only), else `line`."""
+    if getattr(args, "log_format", "text") == "json":
+        record = logging.LogRecord("pyinfer", level, __file__, 0, message, None, None)
+        print(JsonFormatter().format(record), file=sys.stderr)
+    else:
+        print(line, file=sys.stderr)
 
 
 def _warn(args: argparse.Namespace, message: str) -> None:
-    """A warning before logging is set up, in the log's format (a log shipper reads JSON lines only)."""
-    if getattr(args, "log_format", "text") == "json":
-        record = logging.LogRecord("pyinfer", logging.WARNING, __file__, 0, message, None, None)
-        print(JsonFormatter().format(record), file=sys.stderr)
-    else:
-        print(f"pyinfer {args.command}: warning: {message}", file=sys.stderr)
+    _say(args, logging.WARNING, message, f"pyinfer {args.command}: warning: {message}")
 
 
-def _stop(message: str) -> NoReturn:
-    print(message, file=sys.stderr)
+def _stop(args: argparse.Namespace, message: str) -> NoReturn:
+    _say(args, logging.ERROR, message, message)
     sys.exit(2)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
 
 import pytest
@@ -47,12 +48,28 @@ def test_a_mistyped_variable_is_warned_of_not_ignored_in_silence(monkeypatch, ca
     assert "PYINFER_DISABLE_CPU_KERNELS" not in err
 
 
-def test_the_warning_is_a_json_line_where_the_log_is_json(monkeypatch, capsys, tmp_path):
+@pytest.fixture
+def kept_logging():
+    """The root logger as it was: `serve` sets its handler on the test's stderr, closed after it."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers, root.level = handlers, level
+
+
+def test_every_line_is_json_where_the_log_is_json(monkeypatch, capsys, tmp_path, kept_logging):
     monkeypatch.setenv("PYINFER_MAX_NUM_SEQ", "4")
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as stopped:
         main(["serve", "--log-format", "json", "--model", str(tmp_path / "no-such-model")])
-    warning = json.loads(capsys.readouterr().err.splitlines()[0])
+    assert stopped.value.code == 2
+    warning, *rest = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
     assert warning["level"] == "WARNING" and "PYINFER_MAX_NUM_SEQ is not a setting" in warning["message"]
+    assert rest and "no-such-model" in rest[-1]["message"]  # the error that stopped the start
+    monkeypatch.setenv("PYINFER_API_KEY", "sk-a,")
+    with pytest.raises(SystemExit):
+        main(["serve", "--log-format", "json"])
+    (*_, error) = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert error["level"] == "ERROR" and error["message"].endswith("holds an empty item (item 2)")
 
 
 def test_an_unknown_flag_is_told_with_the_command_s_own_usage(capsys):

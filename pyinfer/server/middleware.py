@@ -24,7 +24,7 @@ from pyinfer.server.rate_limits import ANONYMOUS, RateLimiter, RateLimitExceeded
 access_log = logging.getLogger("pyinfer.access")
 # A client's X-Request-Id is kept if it is one word of these: a space would let it write fields of its own
 # (`key=...`) into the text access line
-REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}")
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=@#-]{1,128}")  # `#`: Kong's uuid#counter
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 

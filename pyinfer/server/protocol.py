@@ -28,9 +28,23 @@ from pyinfer.tokenizer import TemplateOptions
 
 
 # ---- requests -------------------------------------------------------------------------------------
-class StreamOptions(Settings):
+class ResponsesStreamOptions(Settings):
+    """The Responses API's stream_options; chat's add include_usage."""
+
+    include_obfuscation: Literal[False] | None = None  # no padding is added to events (true is a 400)
+
+
+class StreamOptions(ResponsesStreamOptions):
     include_usage: bool = False
-    include_obfuscation: Literal[False] | None = None  # no padding is added to chunks (true is a 400)
+
+
+def stream_options_unused(
+    stream: bool | None, options: ResponsesStreamOptions | None
+) -> tuple[str, str] | None:
+    """(param, message) for stream_options without a stream, where it would do nothing (a 400 at OpenAI)."""
+    if options is not None and not stream:
+        return "stream_options", "stream_options is only allowed when stream is true"
+    return None
 
 
 class SamplingRequest(Body):
@@ -70,9 +84,7 @@ class SamplingRequest(Body):
 
     def unsupported(self) -> tuple[str, str] | None:
         """(param, message) for what the request asks that is not served, rather than ignore in silence."""
-        if self.stream_options is not None and not self.stream:  # as OpenAI: it would do nothing
-            return "stream_options", "stream_options is only allowed when stream is true"
-        return None
+        return stream_options_unused(self.stream, self.stream_options)
 
     @property
     def include_usage(self) -> bool:

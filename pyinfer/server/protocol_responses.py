@@ -15,9 +15,11 @@ from pyinfer.server.protocol import (
     Performance,
     RefusalPart,
     Request,
+    ResponsesStreamOptions,
     TextContent,
     Usage,
     engine_sampling_params,
+    stream_options_unused,
 )
 from pyinfer.server.protocol_base import Body, Settings
 from pyinfer.server.protocol_structured import TextFormat
@@ -84,10 +86,6 @@ RESPONSES_FIELDS_REFUSED = {
 }
 
 
-class ResponsesStreamOptions(Settings):
-    include_obfuscation: Literal[False] | None = None  # no padding is added to events (true is a 400)
-
-
 class ResponsesRequest(Body):
     model: str | None = None
     input: str | list[InputItem]
@@ -139,8 +137,8 @@ class ResponsesRequest(Body):
         """(param, message) for a feature we do not serve yet, rather than ignore in silence."""
         if self.background:
             return "background", "background responses are not supported yet"
-        if self.stream_options is not None and not self.stream:  # as OpenAI: it would do nothing
-            return "stream_options", "stream_options is only allowed when stream is true"
+        if unused := stream_options_unused(self.stream, self.stream_options):
+            return unused
         asked = {
             k: v for k, v in (self.reasoning or {}).items() if v is not None and (k, v) != ("effort", "none")
         }

@@ -24,10 +24,11 @@ def structural_tag(
 
     def tag(function: dict[str, Any]) -> dict[str, Any]:
         begin = f'{fmt.call_begin}{{"name": {json.dumps(function["name"])}, "{fmt.arguments_key}": '
-        if schema := function.get("parameters"):
-            content = {"type": "json_schema", "json_schema": schema, "max_whitespace_cnt": max_whitespace}
-        else:  # no parameters (left out or {}): an empty argument list, as OpenAI documents, written `{}`
+        schema = function.get("parameters")
+        if takes_nothing(schema):  # an empty argument list, as OpenAI documents, written `{}`
             content = {"type": "const_string", "value": "{}"}
+        else:
+            content = {"type": "json_schema", "json_schema": schema, "max_whitespace_cnt": max_whitespace}
         return {"type": "tag", "begin": begin, "content": content, "end": "}" + fmt.call_end}
 
     one_call = not parallel or mode == "named"
@@ -51,6 +52,33 @@ def structural_tag(
     else:
         turn = _triggered(tags, fmt, one_call)
     return json.dumps({"type": "structural_tag", "format": turn})
+
+
+# what a schema of no parameters may say besides: it is an object, of no properties, none required
+EMPTY_OBJECT_WORDS = {
+    "type",
+    "properties",
+    "required",
+    "additionalProperties",
+    "title",
+    "description",
+    "$schema",
+}
+
+
+def takes_nothing(parameters: dict[str, Any] | None) -> bool:
+    """Whether a function's `parameters` admit only the empty object: left out, `{}`, or an object of no
+    properties and none other allowed (as SDKs describe a function of no arguments; xgrammar reads a
+    missing additionalProperties as false)."""
+    if not parameters:
+        return True
+    return (
+        parameters.keys() <= EMPTY_OBJECT_WORDS
+        and parameters.get("type") == "object"
+        and not parameters.get("properties")
+        and not parameters.get("required")
+        and parameters.get("additionalProperties") in (None, False)
+    )
 
 
 def _triggered(tags: list[dict[str, Any]], fmt: ToolFormat, one_call: bool) -> dict[str, Any]:

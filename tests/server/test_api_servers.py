@@ -280,14 +280,13 @@ def test_a_waiting_stream_sends_its_first_chunk_with_its_first_token(servers):
     srv = servers["limits"]
     long = {"prompt": "Once upon a time", "max_tokens": 900, "ignore_eos": True, "stream": True}
     chat = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3, "stream": True}
-    http = httpx.Client(base_url=srv.base_url, timeout=120, headers=UNLIMITED)
     lines: list[str] = []
 
     def read_chat() -> None:
         with fresh(srv, UNLIMITED) as client, client.stream("POST", "/v1/chat/completions", json=chat) as r:
             lines.extend(line for line in r.iter_lines() if line)
 
-    with ThreadPoolExecutor(1) as pool:
+    with ThreadPoolExecutor(1) as pool, fresh(srv, UNLIMITED) as http:
         with fresh(srv, UNLIMITED) as first, first.stream("POST", "/v1/completions", json=long) as r:
             running = r.iter_lines()  # held: a dropped iterator closes the stream
             assert next(running).startswith("data: ")  # the one sequence the engine takes
@@ -296,10 +295,9 @@ def test_a_waiting_stream_sends_its_first_chunk_with_its_first_token(servers):
             time.sleep(0.5)
             assert lines == []  # waiting: nothing sent yet
         reader.result(timeout=60)  # the long one gone, the chat ran
+        wait_until(lambda: engine_idle(http), timeout=30)
     chunks = [json.loads(line[6:]) for line in lines if line.startswith("data: {")]
     assert chunks[0]["choices"][0]["delta"]["role"] == "assistant" and lines[-1] == "data: [DONE]"
-    wait_until(lambda: engine_idle(http), timeout=30)
-    http.close()
 
 
 def test_a_burst_through_both_processes_is_held_to_the_queue_limit(servers):

@@ -6,7 +6,7 @@ import pytest
 import xgrammar as xgr
 
 from pyinfer.server.tool_formats import FORMATS
-from pyinfer.server.tool_grammar import structural_tag
+from pyinfer.server.tool_grammar import structural_tag, takes_nothing
 from tests.server.test_tool_parser import parse
 
 
@@ -60,3 +60,37 @@ def test_the_grammar_admits_exactly_the_calls_the_parser_reads(grammar_compiler,
     answer = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
     assert accepts(grammar_compiler, spec("auto", text_schema=answer), '{"answer": "sunny"}')
     assert not accepts(grammar_compiler, spec("auto", text_schema=answer), "Just text.")
+
+
+NO_PARAMETERS = [
+    None,
+    {},
+    {"type": "object", "properties": {}},
+    {"type": "object", "properties": {}, "required": [], "additionalProperties": False},
+]
+
+
+@pytest.mark.parametrize("parameters", NO_PARAMETERS, ids=["left-out", "empty", "no-properties", "strict"])
+@pytest.mark.parametrize("fmt", FORMATS.values(), ids=FORMATS)
+def test_a_function_of_no_parameters_is_called_with_exactly_an_empty_object(
+    grammar_compiler, fmt, parameters
+):
+    now = {"name": "now"} | ({"parameters": parameters} if parameters is not None else {})
+    for mode in ("required", "auto"):
+        spec = structural_tag(fmt, [now], mode, True, 16)
+        assert accepts(grammar_compiler, spec, fmt.write_calls([("now", {}), ("now", {})]))
+        spaced = fmt.write_calls([("now", {})]).replace("{}", "{ }")
+        assert "{ }" in spaced and not accepts(grammar_compiler, spec, spaced)
+    assert parse(fmt, fmt.write_calls([("now", {})]), 1, names={"now"})[1] == [
+        {"name": "now", "arguments": {}}
+    ]
+
+
+def test_a_schema_that_admits_arguments_is_no_empty_list():
+    assert takes_nothing({"type": "object", "properties": {}, "additionalProperties": False})
+    for admits in (
+        {"type": "object"} | {"additionalProperties": True},
+        {"type": "object", "properties": {"a": {"type": "string"}}},
+        {"type": "object", "patternProperties": {"^a": {}}},
+    ):
+        assert not takes_nothing(admits), admits

@@ -62,7 +62,7 @@ async def create_chat_completion(request: Request, body: ChatBody) -> Response:
         ChatChoice(
             index=c.index,
             message=AssistantMessage(
-                content=c.text or None if c.tool_calls or calls_only else c.text, tool_calls=c.tool_calls
+                content=(c.text or None) if (c.tool_calls or calls_only) else c.text, tool_calls=c.tool_calls
             ),
             logprobs=chat_logprobs(tokenizer, c.logprobs or []) if params.logprobs is not None else None,
             finish_reason=c.finish_reason,
@@ -95,7 +95,8 @@ async def _chunks(
         return sse(ChatCompletionChunk(**head, choices=[choice]))
 
     async with aclosing(deltas):
-        # not before: a client timing its first chunk times the first token, not the queue (as OpenAI's)
+        # not before: a client timing its first chunk times the first token, not the queue (as OpenAI's).
+        # An error before it (the drain's end, a timeout) is the stream's only event, its status long sent.
         first = await anext(deltas, None)
         for i in range(gen.params.n):
             role = ChatDelta(role="assistant", content=None if calls_only else "")
