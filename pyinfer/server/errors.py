@@ -148,32 +148,34 @@ def from_exception(e: Exception) -> OpenAIError:
 
 # OpenAI's APIs that this server does not have, by their paths' first part after /v1/: a client pointed
 # here for one of them (LangChain's OpenAIEmbeddings, say) is told so rather than only "not found"
-UNSERVED_APIS = {
-    "embeddings": "embeddings",
-    "audio": "audio",
-    "images": "images",
-    "moderations": "moderations",
-    "files": "files",
-    "uploads": "uploads",
-    "batches": "batch",
-    "fine_tuning": "fine-tuning",
-    "vector_stores": "vector stores",
-    "assistants": "assistants",
-    "threads": "threads",
-    "realtime": "realtime",
-    "conversations": "conversations",
-    "containers": "containers",
-    "evals": "evals",
-    "videos": "videos",
-}
+UNSERVED_APIS = frozenset(
+    [
+        "embeddings",
+        "audio",
+        "images",
+        "moderations",
+        "files",
+        "uploads",
+        "batches",
+        "fine_tuning",
+        "vector_stores",
+        "assistants",
+        "threads",
+        "realtime",
+        "conversations",
+        "containers",
+        "evals",
+        "videos",
+    ]
+)
 
 
 def not_found_message(request: Request) -> str:
     """OpenAI's words for a path it does not serve, and which of its APIs the path is, if it is one."""
     message = f"Invalid URL ({request.method} {request.url.path})"
     parts = request.url.path.strip("/").split("/")
-    if len(parts) > 1 and parts[0] == "v1" and (api := UNSERVED_APIS.get(parts[1])):
-        message += f": this server does not serve OpenAI's {api} API"
+    if len(parts) > 1 and parts[0] == "v1" and parts[1] in UNSERVED_APIS:
+        message += f": this server does not serve OpenAI's {parts[1].replace('_', ' ')} API"
     return message
 
 
