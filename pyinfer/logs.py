@@ -42,6 +42,13 @@ def configure_logging(level: str, fmt: str, process: str = "") -> None:
     root.setLevel(level.upper())
 
 
+def configured_format() -> str:
+    """The format configure_logging set for this process ("text" if it was not called), for a process
+    it starts to log alike."""
+    json_handlers = [h for h in logging.getLogger().handlers if isinstance(h.formatter, JsonFormatter)]
+    return "json" if json_handlers else "text"
+
+
 @contextmanager
 def announce_if_slow(log: logging.Logger, after_s: float, what: str) -> Iterator[None]:
     """Says `what` is under way if it is still going after `after_s` seconds, and then when it ends: work

@@ -25,6 +25,7 @@ from pyinfer.config import EngineConfig
 from pyinfer.distributed import check_split, init_group
 from pyinfer.distributed.step_channel import StepSender
 from pyinfer.engine.model_setup import rank_device
+from pyinfer.logs import configured_format
 from pyinfer.models.loader import load_config
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class WorkerSpec(msgspec.Struct):
     steps_socket: int
     rank0_fd: int  # read end of a pipe rank 0 holds open: EOF once rank 0 is gone
     log_level: str
+    log_format: str
 
 
 class TensorParallelWorkers:
@@ -78,6 +80,7 @@ class TensorParallelWorkers:
                     socket_fd,
                     rank0_read,
                     level,
+                    configured_format(),
                 )
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "pyinfer.engine.tp_worker"],

@@ -35,7 +35,7 @@ def exit_with_rank0(fd: int) -> None:
 
 def main() -> None:
     spec = msgspec.json.decode(sys.stdin.buffer.read(), type=WorkerSpec)
-    configure_logging(spec.log_level, "text", process=f"tp-rank-{spec.rank}")
+    configure_logging(spec.log_level, spec.log_format, process=f"tp-rank-{spec.rank}")
     for sig in (signal.SIGTERM, signal.SIGINT):  # rank 0 stops this process, or its death does
         signal.signal(sig, signal.SIG_IGN)
     threading.Thread(target=exit_with_rank0, args=(spec.rank0_fd,), daemon=True).start()

@@ -1,9 +1,11 @@
 """`pyinfer serve --tensor-parallel-size 2` (the embedded SmolLM2 in float32, gloo on the CPU): replies equal
 one rank's, streamed or not, with logprobs within float32's rounding; a client that leaves frees its
 blocks; SIGTERM drains and exits 0; a rank killed mid-run fails the requests, takes the group down and
-the server exits non-zero within seconds; no process is left behind."""
+the server exits non-zero within seconds; no process is left behind; every rank logs in the server's format."""
 
 from __future__ import annotations
+
+import json
 
 import psutil
 import pytest
@@ -26,7 +28,8 @@ PROMPTS = ["The capital of France is", "def fibonacci(n):", "Once upon a time"]
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory) -> dict[str, ServerProcess]:
     folder = tmp_path_factory.mktemp("tensor_parallel")
-    procs = {name: ServerProcess(folder / f"{name}.log", *FLAGS) for name in ("serve", "sigterm", "death")}
+    extra = {"serve": (), "sigterm": (), "death": ("--log-format", "json")}
+    procs = {name: ServerProcess(folder / f"{name}.log", *FLAGS, *flags) for name, flags in extra.items()}
     with all_stopped(procs):
         for srv in procs.values():
             srv.wait_ready()
@@ -70,4 +73,8 @@ def test_sigterm_drains_and_exits_0_leaving_no_rank_behind(servers):
 def test_a_rank_killed_mid_run_takes_the_group_down_within_seconds(servers):
     srv = servers["death"]
     assert_a_death_fails_requests_and_every_process_exits(srv, lambda: rank_1(srv), timeout=15)
-    assert "tensor-parallel rank 1" in srv.log() and "exited with code -9" in srv.log()
+    records = [json.loads(line) for line in srv.log().splitlines() if line.strip()]  # every line JSON
+    assert any(r.get("process") == "tp-rank-1" and "ready" in r["message"] for r in records)
+    assert any(
+        "tensor-parallel rank 1" in r["message"] and "exited with code -9" in r["message"] for r in records
+    )
