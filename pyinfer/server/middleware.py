@@ -155,13 +155,14 @@ class RequestContextMiddleware:
         level = logging.DEBUG if route in QUIET_ROUTES and status < 400 else logging.INFO
         access_log.log(
             level,
-            "%s %s %d%s %.1fms request_id=%s%s%s%s%s",
+            "%s %s %d%s %.1fms request_id=%s client=%s%s%s%s%s",
             scope["method"],
             scope["path"],
             status,
             " cut off" if cut_off else "",
             ms,
             request_id,
+            fields["client"] or "-",
             key,
             tokens,
             error,

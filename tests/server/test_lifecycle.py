@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -156,6 +157,7 @@ def test_log_prompts_in_text_format_puts_them_on_the_access_line_as_json_strings
         json.dumps([text], ensure_ascii=False),
     )
     assert line.endswith(f"prompts={prompts} outputs={outputs}") and "Zürich" in line
+    assert re.search(r" client=127\.0\.0\.1:\d+ ", line)  # who sent it, as the JSON record's `client`
 
 
 def access_records(srv: ServerProcess, path: str) -> list[dict]:
