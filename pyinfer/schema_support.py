@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import re
 from typing import Any
+from urllib.parse import unquote
 
 from pyinfer.sampling_params import SamplingParamsError
 
@@ -61,6 +64,9 @@ ASSERTIONS = frozenset(
         "unevaluatedItems",
     }
 )
+# Keywords beside which the grammar writes an object's keys freely (every key not in `properties`): it
+# cannot keep such a key from coming twice, and a JSON parser keeps the last of the two
+OPEN_KEYS = ("additionalProperties", "unevaluatedProperties", "patternProperties", "propertyNames")
 SUBSCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions")
 SUBSCHEMAS = (
     "additionalProperties",
@@ -88,12 +94,13 @@ def unenforceable(schema: Any, where: str = "schema") -> str | None:
     """The first use in `schema` (named `where`) that the grammar cannot enforce, described with where it
     is; None if every keyword it uses is enforced."""
     try:
-        return _find(schema, schema, where)
+        return _find(schema, schema, where, set())
     except RecursionError:
         return f"nests {where} too deeply to check"
 
 
-def _find(node: Any, root: Any, where: str) -> str | None:
+def _find(node: Any, root: Any, where: str, followed: set[str]) -> str | None:
+    """`followed`: the references whose targets were checked already (a recursive schema refers back)."""
     if not isinstance(node, dict):
         return None
     refused = sorted(NEVER_ENFORCED & node.keys()) + (
@@ -102,12 +109,22 @@ def _find(node: Any, root: Any, where: str) -> str | None:
     if refused:
         return f"uses `{refused[0]}` at {where}, which the grammar cannot enforce"
     ref = node.get("$ref")
-    if isinstance(ref, str) and not ref.startswith("#"):
-        return f"has the external $ref {ref!r} at {where}; only references inside the schema (#...) resolve"
-    lengths = sorted({"minLength", "maxLength"} & node.keys())
-    if lengths and ("pattern" in node or "format" in node):
-        shape = "pattern" if "pattern" in node else "format"
+    if isinstance(ref, str) and (found := _find_behind(ref, root, where, followed)):
+        return found
+    if opened := [key for key in OPEN_KEYS if _opens(node, key)]:
+        return (
+            f"lets the object at {where} have keys its `properties` do not name ({_names(opened)}); the "
+            "grammar cannot keep such a key from coming twice (set additionalProperties to false)"
+        )
+    if problem := _unwritten_required(node, where):
+        return problem
+    shapes = [key for key in ("pattern", "format") if key in node]
+    lengths = sorted({"minLength", "maxLength"} & node.keys()) + shapes[:-1]
+    if lengths and shapes:
+        shape = shapes[-1]
         return f"puts {_names(lengths)} beside `{shape}` at {where}; the grammar enforces the {shape} alone there"
+    if problem := _values_problem(node, where):
+        return problem
     if "multipleOf" in node and node.get("type") != "integer":
         return f"uses `multipleOf` at {where} on a number that may have a fraction, which the grammar cannot enforce"
     combinators = [key for key in COMBINATORS if key in node]
@@ -125,24 +142,138 @@ def _find(node: Any, root: Any, where: str) -> str | None:
             f"uses `oneOf` at {where} with branches that may overlap; the grammar enforces it as "
             "`anyOf` (use anyOf, or tell the branches apart by type or by a required const property)"
         )
-    return _find_in_subschemas(node, root, where)
+    return _find_in_subschemas(node, root, where, followed)
 
 
-def _find_in_subschemas(node: dict, root: Any, where: str) -> str | None:
+def _find_in_subschemas(node: dict, root: Any, where: str, followed: set[str]) -> str | None:
     for key in SUBSCHEMA_MAPS:
         if isinstance(node.get(key), dict):
             for name, sub in node[key].items():
-                if found := _find(sub, root, f"{where}.{key}.{name}"):
+                if found := _find(sub, root, f"{where}.{key}.{name}", followed):
                     return found
     for key in SUBSCHEMAS:
-        if isinstance(node.get(key), dict) and (found := _find(node[key], root, f"{where}.{key}")):
+        if isinstance(node.get(key), dict) and (found := _find(node[key], root, f"{where}.{key}", followed)):
             return found
     for key in SUBSCHEMA_LISTS:
         if isinstance(node.get(key), list):
             for i, sub in enumerate(node[key]):
-                if found := _find(sub, root, f"{where}.{key}[{i}]"):
+                if found := _find(sub, root, f"{where}.{key}[{i}]", followed):
                     return found
     return None
+
+
+def _find_behind(ref: str, root: Any, where: str, followed: set[str]) -> str | None:
+    """What the grammar cannot enforce in the target of `ref` (met at `where`), wherever in the schema it
+    lies: under `$defs` or any other key (`#/components/schemas/...`)."""
+    if not ref.startswith("#"):
+        return f"has the external $ref {ref!r} at {where}; only references inside the schema (#...) resolve"
+    if ref != "#" and not ref.startswith("#/"):
+        return (
+            f"has the $ref {ref!r} at {where}, a named anchor the grammar cannot follow; refer by JSON "
+            "pointer (#/$defs/name)"
+        )
+    if ref in followed:
+        return None
+    followed.add(ref)
+    target = _pointed(root, ref)
+    return None if target is None else _find(target, root, ref, followed)  # none: xgrammar says it is missing
+
+
+def _opens(node: dict, key: str) -> bool:
+    """Whether `key` lets the object at `node` have keys beyond its `properties`."""
+    if key not in node:
+        return False
+    if key == "propertyNames":  # names the keys others let in; alone, the grammar lets any in
+        return node.get("additionalProperties") is not False
+    return node[key] not in (False, {}) if key == "patternProperties" else node[key] is not False
+
+
+def _unwritten_required(node: dict, where: str) -> str | None:
+    """A property `required` at `node` that its `properties` do not define: the grammar writes only the
+    properties defined, so never that one."""
+    required, defined = node.get("required"), node.get("properties")
+    if not isinstance(required, list) or not isinstance(defined, dict | None):
+        return None
+    if missing := [name for name in required if name not in (defined or {})]:
+        return (
+            f"requires `{missing[0]}` at {where}, which its `properties` do not define; the grammar writes "
+            "only the properties defined"
+        )
+    return None
+
+
+def _values_problem(node: dict, where: str) -> str | None:
+    """A `const` or `enum` is all the grammar enforces where it stands: a keyword beside it that one of
+    its values breaks (or that this check cannot read) is not enforced."""
+    values = [node["const"]] if "const" in node else node.get("enum")
+    if not isinstance(values, list):
+        return None
+    listed = "const" if "const" in node else "enum"
+    for key in sorted((ASSERTIONS - {listed}) & node.keys()):
+        for value in values:
+            try:
+                passes = _passes(value, key, node[key])
+            except (TypeError, ValueError, ArithmeticError, re.error):
+                passes = None
+            if passes is None:
+                return (
+                    f"puts `{key}` beside `{listed}` at {where}; the grammar enforces the `{listed}` alone "
+                    "there (list only the values allowed)"
+                )
+            if not passes:
+                shown = json.dumps(value)
+                shown = shown if len(shown) <= 40 else f"{shown[:37]}..."
+                return (
+                    f"allows {shown} in its `{listed}` at {where}, which its `{key}` refuses; "
+                    f"the grammar enforces the `{listed}` alone there (list only the values allowed)"
+                )
+    return None
+
+
+def _passes(value: Any, key: str, arg: Any) -> bool | None:
+    """Whether `value` passes the keyword `key: arg`; None for a keyword this check does not read."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    bounds = {
+        "minimum": lambda: value >= arg,
+        "maximum": lambda: value <= arg,
+        "exclusiveMinimum": lambda: value > arg,
+        "exclusiveMaximum": lambda: value < arg,
+        "multipleOf": lambda: math.isclose(value / arg, round(value / arg), abs_tol=1e-9),
+    }
+    sizes = {
+        "minLength": (str, lambda: len(value) >= arg),
+        "maxLength": (str, lambda: len(value) <= arg),
+        "pattern": (str, lambda: re.search(arg, value) is not None),
+        "minItems": (list, lambda: len(value) >= arg),
+        "maxItems": (list, lambda: len(value) <= arg),
+        "minProperties": (dict, lambda: len(value) >= arg),
+        "maxProperties": (dict, lambda: len(value) <= arg),
+        "required": (dict, lambda: all(name in value for name in arg)),
+    }
+    if key == "type":
+        return any(_is_type(value, name) for name in ([arg] if isinstance(arg, str) else arg))
+    if key in ("const", "enum"):
+        allowed = [arg] if key == "const" else arg
+        return json.dumps(value, sort_keys=True) in {json.dumps(a, sort_keys=True) for a in allowed}
+    if key in bounds:
+        if isinstance(arg, bool):  # draft 4's boolean exclusiveMinimum
+            return None
+        return not number or bounds[key]()
+    if key in sizes:
+        kind, test = sizes[key]
+        return not isinstance(value, kind) or test()
+    return None
+
+
+def _is_type(value: Any, name: str) -> bool:
+    if name == "integer":  # 1.0 is one too
+        return (isinstance(value, int) and not isinstance(value, bool)) or (
+            isinstance(value, float) and value.is_integer()
+        )
+    kinds = {"number": int | float, "string": str, "boolean": bool, "null": type(None), "object": dict}
+    if name == "number":
+        return isinstance(value, kinds["number"]) and not isinstance(value, bool)
+    return isinstance(value, list) if name == "array" else isinstance(value, kinds.get(name, ()))
 
 
 def _names(keys: list[str]) -> str:
@@ -169,7 +300,7 @@ def _apart(a: Any, b: Any, root: Any) -> bool:
     values_a, values_b = _values(a), _values(b)
     if values_a is not None and values_b is not None and not values_a & values_b:
         return True
-    if _requires_unknown(a, b) or _requires_unknown(b, a):
+    if _lacks_required(a, b) and _lacks_required(b, a):
         return True
     shared = set(a.get("required") or ()) & set(b.get("required") or ())
     for name in shared:
@@ -180,12 +311,12 @@ def _apart(a: Any, b: Any, root: Any) -> bool:
     return False
 
 
-def _requires_unknown(a: dict, b: dict) -> bool:
-    """Whether `a` requires a property that `b` cannot have: one `b` does not define, where `b` allows
-    no others (the grammar compiles schemas strictly: an object has only the properties it defines)."""
-    if b.get("additionalProperties", False) is not False or "patternProperties" in b:
+def _lacks_required(a: dict, b: dict) -> bool:
+    """Whether no object the grammar writes for `a` has every property `b` requires: the grammar writes
+    only the properties `a` defines (unless it is open to others), and `b` requires one it does not."""
+    if any(_opens(a, key) for key in OPEN_KEYS):
         return False
-    return bool(set(a.get("required") or ()) - set(b.get("properties") or {}))
+    return bool(set(b.get("required") or ()) - set(a.get("properties") or {}))
 
 
 def _types(schema: dict) -> set[str] | None:
@@ -209,15 +340,25 @@ def _values(schema: Any) -> set[str] | None:
 
 def _resolve(schema: Any, root: Any) -> Any:
     """A branch given as a reference inside the schema, looked up (one level); anything else as it is."""
-    if not isinstance(schema, dict):
+    if not isinstance(schema, dict) or not isinstance(schema.get("$ref"), str):
         return schema
-    ref = schema.get("$ref")
-    if not isinstance(ref, str) or not ref.startswith("#/"):
-        return schema
+    target = _pointed(root, schema["$ref"])
+    return schema if target is None else target
+
+
+def _pointed(root: Any, ref: str) -> Any:
+    """What the JSON pointer `ref` (`#` or `#/a/b`) names in `root`; None if it names nothing."""
+    if ref == "#":
+        return root
+    if not ref.startswith("#/"):
+        return None
     target: Any = root
     for part in ref[2:].split("/"):
-        part = part.replace("~1", "/").replace("~0", "~")
-        if not isinstance(target, dict) or part not in target:
-            return schema
-        target = target[part]
+        part = unquote(part).replace("~1", "/").replace("~0", "~")  # a URI fragment, then a pointer
+        if isinstance(target, list) and part.isdigit() and int(part) < len(target):
+            target = target[int(part)]
+        elif isinstance(target, dict) and part in target:
+            target = target[part]
+        else:
+            return None
     return target

@@ -19,6 +19,17 @@ PAIR = {"a": {"type": "integer"}, "b": {"type": "integer"}}
 DEFS = {"A": {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}}
 
 
+def closed(properties: dict, **beside) -> dict:
+    """An object of `properties`, all required and no others (OpenAI's strict shape), with `beside` at its top."""
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties),
+        "additionalProperties": False,
+        **beside,
+    }
+
+
 # what the external reference among the refused schemas names, for jsonschema to follow
 EXTERNAL = Registry().with_resource(
     "http://example.com/s.json",
@@ -93,6 +104,66 @@ REFUSED = [  # (schema, a reply that breaks it, the keyword named)
     ({"type": "string", "pattern": "^[a-z]+$", "minLength": 3}, '"a"', "beside `pattern`"),
     ({"type": "string", "format": "email", "maxLength": 5}, '"abcdef@x.com"', "beside `format`"),
     ({"type": "number", "multipleOf": 0.5}, "0.3", "multipleOf"),
+    # keys beyond `properties` may come twice; a JSON parser keeps the last
+    (
+        {"type": "object", "additionalProperties": {"type": "integer"}, "minProperties": 2},
+        '{"x": 1, "x": 2}',
+        "additionalProperties",
+    ),
+    (
+        {"type": "object", "properties": PAIR, "additionalProperties": True, "minProperties": 3},
+        '{"a": 1, "c": 1, "c": 2}',
+        "additionalProperties",
+    ),
+    (
+        {"type": "object", "propertyNames": {"enum": ["k"]}, "minProperties": 2},
+        '{"k": 1, "k": 2}',
+        "propertyNames",
+    ),
+    (
+        {"type": "object", "patternProperties": {"^k": {"type": "string"}}, "minProperties": 2},
+        '{"k": "a", "k": "b"}',
+        "patternProperties",
+    ),
+    # what a reference's target holds, wherever it lies; a named anchor, which the grammar cannot follow
+    (
+        closed(
+            {"tags": {"$ref": "#/components/schemas/Tags"}},
+            components={
+                "schemas": {"Tags": {"type": "array", "items": {"enum": ["a"]}, "uniqueItems": True}}
+            },
+        ),
+        '{"tags": ["a", "a"]}',
+        "uniqueItems",
+    ),
+    (closed({"a": {"$ref": "#/x"}}, x={"type": "integer", "not": {"const": 1}}), '{"a": 1}', "not"),
+    (
+        closed({"a": {"$ref": "#num"}}, **{"$defs": {"n": {"$anchor": "num", "type": "integer"}}}),
+        '{"a": {"b": 1}}',
+        "anchor",
+    ),
+    # a const or enum is all the grammar enforces where it stands
+    ({"type": "integer", "enum": [1, 50], "maximum": 10}, "50", "`maximum`"),
+    ({"type": "string", "enum": ["a", "bbbbbb"], "maxLength": 2}, '"bbbbbb"', "`maxLength`"),
+    ({"type": "string", "const": "hello", "pattern": "^x"}, '"hello"', "`pattern`"),
+    ({"type": "integer", "const": "hello"}, '"hello"', "`type`"),
+    ({"type": "string", "pattern": "^[a-z]+$", "format": "email"}, '"bob@example.com"', "beside `format`"),
+    (
+        {"type": "object", "properties": PAIR, "required": ["a", "c"], "additionalProperties": False},
+        '{"a": 1}',
+        "requires `c`",
+    ),
+    # JSON Schema lets a branch have properties it does not name: {"x": 1} matches both
+    (
+        {
+            "oneOf": [
+                {"type": "object", "properties": {"x": {"type": "integer"}}, "required": ["x"]},
+                {"type": "object", "properties": {"y": {"type": "integer"}}},
+            ]
+        },
+        '{"x": 1}',
+        "oneOf",
+    ),
 ]
 
 
@@ -158,6 +229,13 @@ PASSED = [  # (schema, a reply that breaks it)
     (
         {"type": "object", "properties": {"t": {"type": "array", "uniqueItems": False, "maxItems": 1}}},
         '{"t": [1, 2]}',
+    ),
+    ({"type": "string", "enum": ["a", "b"], "maxLength": 1}, '"c"'),  # every listed value passes the rest
+    ({"type": "integer", "const": 5, "minimum": 0}, "6"),
+    (closed({"next": {"anyOf": [{"$ref": "#"}, {"type": "null"}]}}), '{"next": 1}'),  # refers to itself
+    (
+        closed({"a": {"$ref": "#/components/schemas/A%20B"}}, components={"schemas": {"A B": DEFS["A"]}}),
+        '{"a": {}}',
     ),
 ]
 
