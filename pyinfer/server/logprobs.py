@@ -27,9 +27,13 @@ def completion_logprobs(
     out = CompletionLogprobs()
     for lp in logprobs:
         token = tokenizer.token_bytes(lp.token_id)
-        out.tokens.append(shown_token(token))
+        shown = shown_token(token)
+        out.tokens.append(shown)
         out.token_logprobs.append(lp.logprob)
-        out.top_logprobs.append({tokenizer.token_text(t): p for t, p in lp.top})
+        # the sampled token always among them, as OpenAI and vLLM give it: up to logprobs + 1 entries
+        top = {tokenizer.token_text(t): p for t, p in lp.top}
+        top.setdefault(shown, lp.logprob)
+        out.top_logprobs.append(top)
         out.text_offset.append(offset)
         if not (skip_special_tokens and lp.token_id in tokenizer.special_ids):  # else not in the text
             # the characters the token begins: a character split over tokens counts at its first byte's

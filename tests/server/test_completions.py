@@ -70,6 +70,19 @@ def test_logprobs(client, model):
         assert max(top, key=top.get) == token  # greedy
 
 
+def test_top_logprobs_hold_the_sampled_token_even_outside_the_top(client, model):
+    # at temperature 2 most sampled tokens are not the likeliest one: up to logprobs + 1 entries
+    r = complete(client, model, temperature=2.0, seed=3, max_tokens=12, logprobs=1)
+    lp = r.choices[0].logprobs
+    outside = 0
+    for token, logprob, top in zip(lp.tokens, lp.token_logprobs, lp.top_logprobs, strict=True):
+        assert top[token] == logprob and 1 <= len(top) <= 2
+        outside += len(top) == 2
+    assert outside > 0  # the case at issue came up
+    sampled_only = complete(client, model, temperature=0, max_tokens=3, logprobs=0).choices[0].logprobs
+    assert [list(top) for top in sampled_only.top_logprobs] == [[t] for t in sampled_only.tokens]
+
+
 def test_streamed_logprobs_offsets_equal_the_whole_reply_s_under_a_stop_string(client, model):
     text = complete(client, model, temperature=0, max_tokens=16).choices[0].text
     stop = text[6:11]  # held back while it may begin, so logprobs trail the text sent
