@@ -191,6 +191,7 @@ class EngineCore:
             eos_token_ids=list(e.model_config.eos_token_ids),
             block_size=e.config.block_size,
             num_kv_blocks=e.block_manager.num_blocks,
+            stats=self.stats(),
         )
 
     def close(self) -> None:

@@ -166,7 +166,8 @@ class AsyncEngineClient:
         # the other API processes' figures, where there are others
         self._board = QueueBoard(link.queue_board, link.slot) if link is not None else None
         self._stats_waiters: deque[asyncio.Future[dict[str, Any]]] = deque()
-        self._last_stats: tuple[float, dict[str, Any]] | None = None  # (when, what) the core last answered
+        # (when, what) the core last answered; its ready message holds the first figures
+        self._last_stats: tuple[float, dict[str, Any]] = (time.monotonic(), {})
         self._failure: Callable[[], Exception] | None = None  # set by fail_all: what new requests raise
         self._closing = False
         self._proc: asyncio.subprocess.Process | None = None
@@ -335,8 +336,8 @@ class AsyncEngineClient:
         """The engine's counters (running and waiting requests, KV cache and prefix cache use), and
         `requests`: each sequence in the engine with its state and token counts. The core answers
         between steps, so a long step (a large prefill on a CPU) holds the answer back: `patience` is
-        how many seconds to wait before taking the core's last answer instead (its age in `stats_age_s`;
-        a TimeoutError if it never answered)."""
+        how many seconds to wait before taking the core's last answer instead (its age in `stats_age_s`,
+        counted from ready if it has not answered since: a core that hangs at once shows its age too)."""
         self._check_alive()
         waiter = asyncio.get_running_loop().create_future()
         self._stats_waiters.append(waiter)
@@ -344,8 +345,6 @@ class AsyncEngineClient:
         try:
             return await asyncio.wait_for(asyncio.shield(waiter), patience)
         except TimeoutError:
-            if self._last_stats is None:
-                raise
             at, stats = self._last_stats
             return {**stats, "stats_age_s": round(time.monotonic() - at, 3)}
 
@@ -386,7 +385,8 @@ class AsyncEngineClient:
                     waiter = self._stats_waiters.popleft()
                     if not waiter.done():
                         waiter.set_result(answer)
-                case EngineReady():
+                case EngineReady(stats=stats):
+                    self._last_stats = (time.monotonic(), {**stats, "requests": [], "stats_age_s": 0.0})
                     self.ready = message
                     self._ready.set_result(message)
                     log.info("engine ready: %s, max_model_len %d", message.model_path, message.max_model_len)

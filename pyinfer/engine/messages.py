@@ -86,6 +86,7 @@ class EngineReady(msgspec.Struct, tag="ready", kw_only=True):
     eos_token_ids: list[int]
     block_size: int
     num_kv_blocks: int
+    stats: dict[str, float]  # the counters at ready: what a scrape shows until the core answers one
 
 
 class StepOutputs(msgspec.Struct, tag="outputs"):

@@ -11,6 +11,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.server.helpers import running_server
+
 
 def scrape(http: httpx.Client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """Every sample: (name, sorted labels) -> value."""
@@ -147,3 +149,20 @@ def test_a_scrape_does_not_wait_out_an_engine_step(server, http):
     assert value(samples, "pyinfer:engine_stats_age_seconds") >= 1.0
     assert any(n == "pyinfer:num_requests_running" for n, _ in samples)
     assert http.get("/v1/engine/stats").json()["stats_age_s"] == 0  # the core answers again, at once
+
+
+def test_an_engine_that_hangs_before_any_scrape_still_shows_its_figures_and_their_age(tmp_path):
+    """The alert on the figures' age must fire for an engine that stops before its first answer too: its
+    ready message gave the first figures, aged from then."""
+    with running_server(tmp_path / "server.log", "--num-kv-blocks", "64") as srv:
+        engine = srv.engine_process()
+        engine.suspend()
+        try:
+            with httpx.Client(base_url=srv.base_url, timeout=30) as http:
+                first, second = scrape(http), scrape(http)
+        finally:
+            engine.resume()
+    for name in ("num_requests_running", "num_requests_waiting", "kv_cache_usage_perc"):
+        assert any(n == f"pyinfer:{name}" for n, _ in first), name
+    first_age = value(first, "pyinfer:engine_stats_age_seconds")
+    assert 1.0 <= first_age < value(second, "pyinfer:engine_stats_age_seconds")

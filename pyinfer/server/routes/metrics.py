@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from typing import Any
 
@@ -13,7 +12,6 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from pyinfer.server.context import server_context
-from pyinfer.server.errors import unavailable
 
 router = APIRouter()
 
@@ -35,10 +33,7 @@ async def engine_stats(request: Request) -> dict[str, Any]:
     """Running and waiting requests, KV-cache blocks and prefix-cache hits, requests in flight here."""
     ctx = server_context(request)
     ctx.require_ready()
-    try:
-        stats = await ctx.stats(STATS_PATIENCE)
-    except TimeoutError:
-        raise unavailable(f"the engine has not answered in {STATS_PATIENCE:.0f} s", "engine_busy") from None
+    stats = await ctx.stats(STATS_PATIENCE)
     return {**stats, "num_requests_in_flight": ctx.engine.num_requests, "timestamp": time.time()}
 
 
@@ -49,7 +44,6 @@ async def prometheus_metrics(request: Request) -> Response:
     ctx = server_context(request)
     engine = None
     if ctx.ready and (ready := ctx.engine.ready) is not None:
-        with contextlib.suppress(TimeoutError):  # never answered yet: the figures this process keeps only
-            stats = await ctx.stats(SCRAPE_PATIENCE)
-            engine = ctx.metrics.engine_collector(stats, ready.block_size, ready.num_kv_blocks)
+        stats = await ctx.stats(SCRAPE_PATIENCE)
+        engine = ctx.metrics.engine_collector(stats, ready.block_size, ready.num_kv_blocks)
     return Response(ctx.metrics.exposition(engine), media_type=CONTENT_TYPE_LATEST)
