@@ -167,6 +167,13 @@ class ServerConfig:
         default=16 * 2**20,
         metadata=option("largest request body in bytes; larger is a 413", aliases=("MAX_REQUEST_BODY",)),
     )
+    read_timeout: float = field(
+        default=60.0,
+        metadata=option(
+            "seconds a request's next bytes (of its line, headers or body) may take to arrive; past them it "
+            "is answered 408 and its connection closed"
+        ),
+    )
     request_timeout: float | None = field(
         default=None,
         metadata=option(
@@ -192,6 +199,8 @@ class ServerConfig:
                 raise ValueError(f"{name} must be at least 1 a minute")
         if self.request_timeout is not None and self.request_timeout <= 0:
             raise ValueError("request_timeout must be positive")
+        if self.read_timeout <= 0:
+            raise ValueError("read_timeout must be positive")
         for name in ("max_queued_requests", "max_queued_tokens", "max_request_body"):
             if (value := getattr(self, name)) is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import ipaddress
 import logging
 import signal
@@ -27,6 +28,7 @@ from pyinfer.server.config import (
     server_config_from_args,
 )
 from pyinfer.server.context import ServerContext
+from pyinfer.server.http_protocol import BoundedHttpToolsProtocol
 
 log = logging.getLogger("pyinfer.server")
 
@@ -145,7 +147,7 @@ def run_uvicorn(app: FastAPI, config: ServerConfig, sockets: list[socket.socket]
     uv_config = uvicorn.Config(
         app,
         loop="uvloop",
-        http="httptools",
+        http=functools.partial(BoundedHttpToolsProtocol, read_timeout_s=config.read_timeout),
         log_config=None,  # ours, from configure_logging
         access_log=False,  # RequestContextMiddleware writes one line per request
         timeout_graceful_shutdown=config.drain_timeout + END_GRACE,
