@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 from typing import Any
 from urllib.parse import unquote
 
@@ -97,10 +96,12 @@ def unenforceable(schema: Any, where: str = "schema") -> str | None:
         return _find(schema, schema, where, set())
     except RecursionError:
         return f"nests {where} too deeply to check"
+    except (TypeError, AttributeError, ValueError) as e:  # a shape no JSON schema has, in a place not read
+        return f"holds in {where} what this check cannot read ({e})"
 
 
-def _find(node: Any, root: Any, where: str, followed: set[str]) -> str | None:
-    """`followed`: the references whose targets were checked already (a recursive schema refers back)."""
+def _find(node: Any, root: Any, where: str, followed: set[int]) -> str | None:
+    """`followed`: the ids of the references' targets checked already (a recursive schema refers back)."""
     if not isinstance(node, dict):
         return None
     refused = sorted(NEVER_ENFORCED & node.keys()) + (
@@ -145,7 +146,7 @@ def _find(node: Any, root: Any, where: str, followed: set[str]) -> str | None:
     return _find_in_subschemas(node, root, where, followed)
 
 
-def _find_in_subschemas(node: dict, root: Any, where: str, followed: set[str]) -> str | None:
+def _find_in_subschemas(node: dict, root: Any, where: str, followed: set[int]) -> str | None:
     for key in SUBSCHEMA_MAPS:
         if isinstance(node.get(key), dict):
             for name, sub in node[key].items():
@@ -162,7 +163,7 @@ def _find_in_subschemas(node: dict, root: Any, where: str, followed: set[str]) -
     return None
 
 
-def _find_behind(ref: str, root: Any, where: str, followed: set[str]) -> str | None:
+def _find_behind(ref: str, root: Any, where: str, followed: set[int]) -> str | None:
     """What the grammar cannot enforce in the target of `ref` (met at `where`), wherever in the schema it
     lies: under `$defs` or any other key (`#/components/schemas/...`)."""
     if not ref.startswith("#"):
@@ -172,11 +173,11 @@ def _find_behind(ref: str, root: Any, where: str, followed: set[str]) -> str | N
             f"has the $ref {ref!r} at {where}, a named anchor the grammar cannot follow; refer by JSON "
             "pointer (#/$defs/name)"
         )
-    if ref in followed:
-        return None
-    followed.add(ref)
     target = _pointed(root, ref)
-    return None if target is None else _find(target, root, ref, followed)  # none: xgrammar says it is missing
+    if target is None or id(target) in followed:  # none: xgrammar says it is missing
+        return None
+    followed.add(id(target))  # by what it names: one target has many spellings (#/$defs/a, #/%24defs/a)
+    return _find(target, root, ref, followed)
 
 
 def _opens(node: dict, key: str) -> bool:
@@ -191,15 +192,22 @@ def _opens(node: dict, key: str) -> bool:
 def _unwritten_required(node: dict, where: str) -> str | None:
     """A property `required` at `node` that its `properties` do not define: the grammar writes only the
     properties defined, so never that one."""
-    required, defined = node.get("required"), node.get("properties")
-    if not isinstance(required, list) or not isinstance(defined, dict | None):
-        return None
-    if missing := [name for name in required if name not in (defined or {})]:
+    if missing := sorted(_required(node) - _properties(node).keys()):
         return (
             f"requires `{missing[0]}` at {where}, which its `properties` do not define; the grammar writes "
             "only the properties defined"
         )
     return None
+
+
+def _required(schema: dict) -> set[str]:
+    names = schema.get("required")
+    return {name for name in names if isinstance(name, str)} if isinstance(names, list) else set()
+
+
+def _properties(schema: dict) -> dict[str, Any]:
+    properties = schema.get("properties")
+    return properties if isinstance(properties, dict) else {}
 
 
 def _values_problem(node: dict, where: str) -> str | None:
@@ -213,7 +221,7 @@ def _values_problem(node: dict, where: str) -> str | None:
         for value in values:
             try:
                 passes = _passes(value, key, node[key])
-            except (TypeError, ValueError, ArithmeticError, re.error):
+            except (TypeError, ValueError, ArithmeticError):
                 passes = None
             if passes is None:
                 return (
@@ -231,19 +239,23 @@ def _values_problem(node: dict, where: str) -> str | None:
 
 
 def _passes(value: Any, key: str, arg: Any) -> bool | None:
-    """Whether `value` passes the keyword `key: arg`; None for a keyword this check does not read."""
+    """Whether `value` passes the keyword `key: arg`; None for a keyword this check does not read (a
+    `pattern` among them: a client's regex is never run here, where it could take any time)."""
     number = isinstance(value, int | float) and not isinstance(value, bool)
     bounds = {
         "minimum": lambda: value >= arg,
         "maximum": lambda: value <= arg,
         "exclusiveMinimum": lambda: value > arg,
         "exclusiveMaximum": lambda: value < arg,
-        "multipleOf": lambda: math.isclose(value / arg, round(value / arg), abs_tol=1e-9),
+        "multipleOf": lambda: (
+            value % arg == 0
+            if isinstance(value, int) and isinstance(arg, int)
+            else math.isclose(value / arg, round(value / arg), abs_tol=1e-9)
+        ),
     }
     sizes = {
         "minLength": (str, lambda: len(value) >= arg),
         "maxLength": (str, lambda: len(value) <= arg),
-        "pattern": (str, lambda: re.search(arg, value) is not None),
         "minItems": (list, lambda: len(value) >= arg),
         "maxItems": (list, lambda: len(value) <= arg),
         "minProperties": (dict, lambda: len(value) >= arg),
@@ -300,29 +312,33 @@ def _apart(a: Any, b: Any, root: Any) -> bool:
     values_a, values_b = _values(a), _values(b)
     if values_a is not None and values_b is not None and not values_a & values_b:
         return True
-    if _lacks_required(a, b) and _lacks_required(b, a):
+    if _breaks(a, b) and _breaks(b, a):
         return True
-    shared = set(a.get("required") or ()) & set(b.get("required") or ())
-    for name in shared:
-        values_a = _values(_resolve((a.get("properties") or {}).get(name), root))
-        values_b = _values(_resolve((b.get("properties") or {}).get(name), root))
+    for name in _required(a) & _required(b):
+        values_a = _values(_resolve(_properties(a).get(name), root))
+        values_b = _values(_resolve(_properties(b).get(name), root))
         if values_a is not None and values_b is not None and not values_a & values_b:
             return True
     return False
 
 
-def _lacks_required(a: dict, b: dict) -> bool:
-    """Whether no object the grammar writes for `a` has every property `b` requires: the grammar writes
-    only the properties `a` defines (unless it is open to others), and `b` requires one it does not."""
-    if any(_opens(a, key) for key in OPEN_KEYS):
-        return False
-    return bool(set(b.get("required") or ()) - set(a.get("properties") or {}))
+def _breaks(a: dict, b: dict) -> bool:
+    """Whether every object the grammar writes for `a` breaks `b`: `b` requires a property `a` does not
+    define (the grammar writes only those, unless `a` is open to others), or `b` allows no property
+    beyond its own and `a` requires one of another name."""
+    if not any(_opens(a, key) for key in OPEN_KEYS) and _required(b) - _properties(a).keys():
+        return True
+    closed = b.get("additionalProperties") is False and not b.get("patternProperties")
+    return closed and bool(_required(a) - _properties(b).keys())
 
 
 def _types(schema: dict) -> set[str] | None:
     declared = schema.get("type")
-    types = {declared} if isinstance(declared, str) else set(declared) if isinstance(declared, list) else None
-    if types is None or not types <= PRIMITIVES | {"integer"}:
+    names = [declared] if isinstance(declared, str) else declared if isinstance(declared, list) else None
+    if names is None or not all(isinstance(name, str) for name in names):
+        return None
+    types = set(names)
+    if not types <= PRIMITIVES | {"integer"}:
         return None
     return {"number" if t == "integer" else t for t in types}  # an integer is also a number
 
