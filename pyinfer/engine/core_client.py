@@ -166,7 +166,8 @@ class AsyncEngineClient:
         # the other API processes' figures, where there are others
         self._board = QueueBoard(link.queue_board, link.slot) if link is not None else None
         self._stats_waiters: deque[asyncio.Future[dict[str, Any]]] = deque()
-        # (when, what) the core last answered; its ready message holds the first figures
+        # (when, what) the core last answered; its ready message holds the first figures, and nothing
+        # asks for them before ready, so this placeholder is never shown
         self._last_stats: tuple[float, dict[str, Any]] = (time.monotonic(), {})
         self._failure: Callable[[], Exception] | None = None  # set by fail_all: what new requests raise
         self._closing = False

@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from pyinfer.engine.core_client import EngineDeadError, RequestRejected
 from pyinfer.sampling_params import SamplingParamsError
@@ -140,7 +141,7 @@ def from_exception(e: Exception) -> OpenAIError:
             return OpenAIError(500, str(e), type="server_error", code="engine_dead")
         case ValidationError():
             return from_validation_error(e)
-        case ClientDisconnected():  # nobody reads it; the access log shows 499 as nginx does
+        case ClientDisconnected() | ClientDisconnect():  # nobody reads it; logged 499 as nginx does
             return OpenAIError(499, "client disconnected", code="client_disconnected")
     log.exception("internal error", exc_info=e)
     return OpenAIError(500, f"internal server error: {type(e).__name__}", type="server_error")
@@ -202,5 +203,6 @@ def install_error_handlers(app: FastAPI) -> None:
         RequestRejected,
         EngineDeadError,
         ClientDisconnected,
+        ClientDisconnect,  # starlette's, from a body the client stopped sending
     ):  # anything else: InternalErrorMiddleware
         app.add_exception_handler(exc, openai_error)

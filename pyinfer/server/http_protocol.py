@@ -1,54 +1,96 @@
-"""uvicorn's httptools protocol with the bounds an open port needs and it lacks: a request whose line and
-headers pass MAX_HEAD_BYTES is answered 431, and one whose next bytes (of its head or its body) do not
-come within the read timeout is answered 408; either closes the connection, as nginx does. Without them
-a client could grow the process by a header it never ends, or hold connections open with requests it
-never finishes, before any key is checked."""
+"""uvicorn's httptools protocol with the bounds an open port needs and it lacks, as nginx sets them: a
+request whose line and headers pass MAX_HEAD_BYTES is answered 431; one whose head is not whole within
+the read timeout of its first byte (or of the connection's opening), or whose body's next bytes do not
+come within it, is answered 408; either closes the connection. Without them a client could grow the
+process by a header it never ends, or hold connections open with requests it never finishes, before any
+key is checked."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
+from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from pyinfer.server.errors import OpenAIError
+from pyinfer.server.middleware import client_address
+
 log = logging.getLogger(__name__)
 
 MAX_HEAD_BYTES = 64 * 2**10  # nginx's large_client_header_buffers allow 32 KiB a line, 4 of them
-REASONS = {408: "Request Timeout", 431: "Request Header Fields Too Large"}
 # After a refusal the connection reads (and drops) what the client still sends, for at most this long,
 # before it closes: a close with unread bytes is a reset, which can destroy the refusal unread
 LINGER_S = 2.0
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
-    def __init__(self, *args: Any, read_timeout_s: float, **kwargs: Any):
+    """`read_timeout_s`: the head's deadline and the body's longest gap; `on_refusal(status)`: counts a
+    request refused before its head was whole (one refused later is counted as its route's)."""
+
+    def __init__(self, *args: Any, read_timeout_s: float, on_refusal: Callable[[int], None], **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.read_timeout_s = read_timeout_s
-        self._head_bytes = 0  # of the request head being read; 0 once it is whole
+        self.on_refusal = on_refusal
+        self._head_bytes = 0  # received since the head being read began, for one never ended
         self._in_body = False  # a request's head is whole and its body is not
         self._read_timer: asyncio.TimerHandle | None = None
-        self._refused = False  # answered 408 or 431: what still comes is dropped until the close
+        self._refused = False  # answered 408 or 431 (or about to be): what still comes is dropped
+        self._pending: tuple[int, str] | None = None  # a refusal that waits for the answer before it
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_read_timer()  # a connection that never sends a byte is timed out too
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
-        if not self._in_body:
+        if self._in_body:
+            self._arm_read_timer()  # the body's bound is on the gap between its reads
+        else:
             self._head_bytes += len(data)
-        self._arm_read_timer()
-        super().data_received(data)  # whole heads and bodies met in `data` reset the two above
-        if self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
+        super().data_received(data)  # a head made whole in `data` resets the count
+        if self._head_bytes > MAX_HEAD_BYTES and not self._refused:
             self._refuse(431, f"the request's line and headers pass {MAX_HEAD_BYTES // 2**10} KiB")
 
+    # Once refused, the rest of the bytes already being parsed make no request: uvicorn's callbacks would
+    # look for one
+    def on_message_begin(self) -> None:
+        if self._refused:
+            return
+        super().on_message_begin()
+        if self._read_timer is None:  # the head's deadline runs from its first byte
+            self._arm_read_timer()
+
     def on_headers_complete(self) -> None:
-        self._head_bytes, self._in_body = 0, True
+        if self._refused:
+            return
+        self._head_bytes = 0
+        head = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        if head > MAX_HEAD_BYTES:  # whole, yet too large: it is not served
+            self._refuse(431, f"the request's line and headers pass {MAX_HEAD_BYTES // 2**10} KiB")
+            return
+        self._in_body = True
+        self._arm_read_timer()
         super().on_headers_complete()
 
+    def on_body(self, body: bytes) -> None:
+        if not self._refused:
+            super().on_body(body)
+
     def on_message_complete(self) -> None:
+        if self._refused:
+            return
         self._in_body = False
         self._cancel_read_timer()
         super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._pending is not None:
+            self._answer(*self._pending)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_read_timer()
@@ -63,37 +105,45 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._read_timer.cancel()
             self._read_timer = None
 
+    def _answering(self) -> bool:
+        """Whether an answer to an earlier request on this connection is still under way."""
+        return not self._in_body and self.cycle is not None and not self.cycle.response_complete
+
     def _read_timed_out(self) -> None:
         self._read_timer = None
         if self.transport.is_closing() or self._refused:
             return
         # not the client's wait: reading paused (a body the app has not taken yet, a pipelined request),
-        # or a request's head begun while the one before it is still being answered
-        answering = not self._in_body and self.cycle is not None and not self.cycle.response_complete
-        if self.flow.read_paused or answering:
+        # or a pipelined request's head begun while the one before it is still being answered
+        if self.flow.read_paused or self._answering():
             self._arm_read_timer()
             return
-        if self.cycle is not None and self._in_body and self.cycle.response_started:
-            self.transport.close()  # its answer began: no status can be sent now
-            return
-        self._refuse(408, f"the request's next bytes did not come within {self.read_timeout_s:g} s")
+        message = f"the request did not arrive within {self.read_timeout_s:g} s"
+        if self._in_body:  # the app waits for this body: it sees the client leave, recorded as a 408
+            self.cycle.scope["state"]["read_timed_out"] = True
+            if self.cycle.response_started:  # it answered already: no status can be sent now
+                self.transport.close()
+                return
+        self._refuse(408, message)
 
     def _refuse(self, status: int, message: str) -> None:
-        """An OpenAI-style error with `status`, then the connection closed."""
-        log.info("%s from %s: %s; connection closed", status, _address(self.client), message)
-        error = {"message": message, "type": "invalid_request_error", "param": None, "code": None}
-        body = json.dumps({"error": error}).encode()
-        head = (
-            f"HTTP/1.1 {status} {REASONS[status]}\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
-        )
-        self.transport.write(head.encode() + body)
+        """An OpenAI-style error with `status`, after the answer under way if there is one; then the
+        connection closes."""
         self._refused = True
         self._cancel_read_timer()
+        if not self._in_body:
+            self.on_refusal(status)
+        log.info("%d to %s: %s; connection closed", status, client_address(self.client) or "-", message)
+        if self._answering():
+            self._pending = (status, message)
+        else:
+            self._answer(status, message)
+
+    def _answer(self, status: int, message: str) -> None:
+        response = OpenAIError(status, message).response()
+        head = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}"]
+        head += [f"{name}: {value}" for name, value in response.headers.items() if name != "connection"]
+        self.transport.write(("\r\n".join([*head, "connection: close", "", ""])).encode() + response.body)
         if self.transport.can_write_eof():
             self.transport.write_eof()
         self.loop.call_later(LINGER_S, self.transport.close)
-
-
-def _address(client: tuple[str, int] | None) -> str:
-    return f"{client[0]}:{client[1]}" if client else "-"

@@ -147,7 +147,11 @@ def run_uvicorn(app: FastAPI, config: ServerConfig, sockets: list[socket.socket]
     uv_config = uvicorn.Config(
         app,
         loop="uvloop",
-        http=functools.partial(BoundedHttpToolsProtocol, read_timeout_s=config.read_timeout),
+        http=functools.partial(
+            BoundedHttpToolsProtocol,
+            read_timeout_s=config.read_timeout,
+            on_refusal=ctx.metrics.refused_unread,
+        ),
         log_config=None,  # ours, from configure_logging
         access_log=False,  # RequestContextMiddleware writes one line per request
         timeout_graceful_shutdown=config.drain_timeout + END_GRACE,

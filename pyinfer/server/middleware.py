@@ -98,6 +98,8 @@ class RequestContextMiddleware:
         finally:
             for release in state.pop("at_end", []):  # what the request held until its response ended
                 release()
+            if status == 499 and state.get("read_timed_out"):  # the server answered it (http_protocol.py)
+                status = 408
             ms = (time.perf_counter() - start) * 1e3
             route = self._route_template(scope)
             if self.metrics is not None:
@@ -119,7 +121,6 @@ class RequestContextMiddleware:
     def _log(self, scope: Scope, route: str, status: int, ms: float, request_id: str, cut_off: bool) -> None:
         """One access line; `cut_off`: the response began but never ended (the client left mid-stream, or
         the server stopped it)."""
-        client = scope.get("client")
         state = scope["state"]
         fields = {
             "method": scope["method"],
@@ -128,7 +129,7 @@ class RequestContextMiddleware:
             "status": status,
             "duration_ms": round(ms, 1),
             "request_id": request_id,
-            "client": f"{client[0]}:{client[1]}" if client else None,
+            "client": client_address(scope.get("client")),
             "api_key": getattr(state.get("api_key"), "name", None),  # its name, never the key
         }
         if cut_off:
@@ -169,6 +170,11 @@ class RequestContextMiddleware:
             texts,
             extra={"fields": fields},
         )
+
+
+def client_address(client: tuple[str, int] | None) -> str | None:
+    """`host:port` of the client of an ASGI scope (or a protocol), None where unknown."""
+    return f"{client[0]}:{client[1]}" if client else None
 
 
 QUIET_ROUTES = ("/health", "/ready", "/metrics")  # whose successes the access log writes at debug level

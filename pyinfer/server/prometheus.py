@@ -128,6 +128,11 @@ class ServerMetrics:
             registry=self.registry,
         )
 
+    def refused_unread(self, status: int) -> None:
+        """A request the HTTP layer refused before its head was whole (a 431 or 408): no method or route
+        of its own is known."""
+        self.http_requests.labels("other", "unmatched", str(status)).inc()
+
     def observe(self, gen: Generation, seconds: float) -> None:
         """A finished generation's figures (its `seconds` from arrival to its last token)."""
         self._prompt_tokens.inc(len(gen.prompt_token_ids))
@@ -175,7 +180,8 @@ ENGINE_METRICS = [
         GaugeMetricFamily,
         "engine_stats_age_seconds",
         "stats_age_s",
-        "Age of these engine figures: 0 unless a long engine step held its answer back past the scrape's wait.",
+        "Age of these engine figures: 0 unless a long engine step held its answer back past the scrape's "
+        "wait (counted from ready if the engine has answered none since).",
     ),
     *(
         (CounterMetricFamily, name, name, doc)

@@ -1,17 +1,21 @@
 """Bounds on what a client may make the server hold before any key is checked: a request head past
-64 KiB is a 431, a request whose next bytes do not come within `--read-timeout` is a 408; either closes
-its connection, and the server goes on serving. A slow client that keeps sending is not cut off."""
+64 KiB is a 431, whole or not; a head not whole within `--read-timeout` of its first byte (or of the
+connection's opening), or a body whose next bytes do not come within it, is a 408. Either closes its
+connection only, is logged and counted, and the server goes on serving. A body sent slowly but steadily
+is served, and an answer longer than the timeout keeps its keep-alive connection."""
 
 from __future__ import annotations
 
+import http.client
 import json
+import select
 import socket
 import time
 
 import httpx
 import pytest
 
-from tests.server.helpers import ServerProcess, running_server
+from tests.server.helpers import ServerProcess, running_server, wait_until
 
 READ_TIMEOUT_S = 2.0
 
@@ -24,8 +28,7 @@ def server(tmp_path_factory) -> ServerProcess:
 
 
 def connect(srv: ServerProcess) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", srv.port), timeout=READ_TIMEOUT_S * 5)
-    return sock
+    return socket.create_connection(("127.0.0.1", srv.port), timeout=READ_TIMEOUT_S * 5)
 
 
 def read_all(sock: socket.socket) -> bytes:
@@ -41,16 +44,29 @@ def status_and_error(reply: bytes) -> tuple[int, dict]:
     return int(head.split()[1]), json.loads(body)["error"]
 
 
+def refusals(srv: ServerProcess, status: int) -> float:
+    """How many requests /metrics counts refused with `status`, on any route."""
+    text = httpx.get(f"{srv.base_url}/metrics", timeout=10).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("pyinfer:http_requests_total{") and f'status="{status}"' in line
+    )
+
+
 def serves(srv: ServerProcess) -> bool:
     return httpx.get(f"{srv.base_url}/health", timeout=5).status_code == 200
 
 
-def test_a_head_past_64_kib_is_a_431_and_closes_only_its_connection(server):
+@pytest.mark.parametrize("ended", [False, True], ids=["never-ended", "whole-in-one-write"])
+def test_a_head_past_64_kib_is_a_431_and_closes_only_its_connection(server, ended):
+    before = refusals(server, 431)
+    big = b"a" * (65 * 1024 if ended else 1 << 20)
     with connect(server) as sock:
-        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (1 << 20))  # never ended
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + big + (b"\r\n\r\n" if ended else b""))
         status, error = status_and_error(read_all(sock))
     assert status == 431 and "64 KiB" in error["message"] and error["type"] == "invalid_request_error"
-    assert serves(server)
+    assert serves(server) and refusals(server, 431) == before + 1
 
 
 def test_a_head_under_the_bound_is_served(server):
@@ -61,36 +77,93 @@ def test_a_head_under_the_bound_is_served(server):
         assert read_all(sock).startswith(b"HTTP/1.1 200")
 
 
+def trickled_head(sock: socket.socket) -> None:
+    """A head sent a byte every half timeout (each gap short, the whole longer than the timeout), until
+    the server answers."""
+    for byte in b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n":
+        sock.sendall(bytes([byte]))
+        if select.select([sock], [], [], READ_TIMEOUT_S / 2)[0]:
+            return
+
+
 @pytest.mark.parametrize(
-    "begun",
+    "begin",
     [
-        b"GET /health HTTP/1.1\r\nHost: x\r\n",  # a head never ended
-        b'POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"model":',
+        lambda sock: None,  # a connection that sends nothing
+        lambda sock: sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n"),  # a head never ended
+        trickled_head,
     ],
-    ids=["head", "body"],
+    ids=["silent", "head", "trickled-head"],
 )
-def test_a_request_that_stops_arriving_is_a_408_after_the_read_timeout(server, begun):
+def test_a_head_not_whole_within_the_read_timeout_is_a_408(server, begin):
+    before = refusals(server, 408)
     with connect(server) as sock:
         start = time.monotonic()
-        sock.sendall(begun)
+        begin(sock)
         status, error = status_and_error(read_all(sock))
         waited = time.monotonic() - start
     assert status == 408 and error["type"] == "invalid_request_error"
     assert READ_TIMEOUT_S <= waited < READ_TIMEOUT_S + 3
-    assert serves(server)
+    assert serves(server) and refusals(server, 408) == before + 1
 
 
-def test_a_slow_client_that_keeps_sending_is_served(server):
-    body = json.dumps({"prompt": "Hi", "max_tokens": 2, "temperature": 0}).encode()
-    request = (
-        b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
-        + body
-    )
-    pieces = [request[i : i + len(request) // 4 + 1] for i in range(0, len(request), len(request) // 4 + 1)]
+def test_a_body_that_stops_arriving_is_a_408_logged_and_counted_as_one(server):
+    before = refusals(server, 408)
     with connect(server) as sock:
-        for piece in pieces:  # the whole takes about twice the read timeout, each gap half of it
-            sock.sendall(piece)
+        sock.sendall(
+            b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'X-Request-Id: stalled-body\r\nContent-Length: 1000\r\n\r\n{"model":'
+        )
+        status, _ = status_and_error(read_all(sock))
+    assert status == 408
+    wait_until(lambda: "request_id=stalled-body" in server.log(), timeout=10)
+    (line,) = [line for line in server.log().splitlines() if "request_id=stalled-body" in line]
+    assert "POST /v1/completions 408" in line
+    assert "internal error" not in server.log()
+    assert serves(server) and refusals(server, 408) == before + 1
+
+
+def test_a_body_sent_slowly_but_steadily_is_served(server):
+    body = json.dumps({"prompt": "Hi", "max_tokens": 2, "temperature": 0}).encode()
+    head = b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    head += f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+    with connect(server) as sock:
+        sock.sendall(head)
+        for i in range(0, len(body), len(body) // 4 + 1):  # the whole body takes twice the timeout
             time.sleep(READ_TIMEOUT_S / 2)
+            sock.sendall(body[i : i + len(body) // 4 + 1])
         reply = read_all(sock)
     assert reply.startswith(b"HTTP/1.1 200") and b'"text"' in reply
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_answer_longer_than_the_timeout_keeps_its_connection(server, stream):
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    body = {"prompt": "Once upon a time", "max_tokens": 400, "ignore_eos": True, "stream": stream}
+    start = time.monotonic()
+    conn.request("POST", "/v1/completions", json.dumps(body), {"Content-Type": "application/json"})
+    first = conn.getresponse()
+    text = first.read()
+    assert first.status == 200 and time.monotonic() - start > READ_TIMEOUT_S
+    assert (b"data: [DONE]" in text) if stream else json.loads(text)["usage"]["completion_tokens"] == 400
+    port = conn.sock.getsockname()[1]
+    conn.request("GET", "/health")
+    second = conn.getresponse()
+    assert (
+        second.status == 200 and second.read() and conn.sock.getsockname()[1] == port
+    )  # the same connection
+    conn.close()
+
+
+def test_a_pipelined_refusal_waits_for_the_answer_before_it(server):
+    body = json.dumps({"prompt": "Hi", "max_tokens": 64, "ignore_eos": True, "stream": True}).encode()
+    streamed = b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    streamed += f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+    with connect(server) as sock:
+        sock.sendall(streamed)
+        sock.recv(1)  # its answer has begun
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (70 * 1024) + b"\r\n\r\n")
+        reply = read_all(sock)
+    answer, _, refusal = reply.partition(b"data: [DONE]\n\n")
+    assert answer.count(b'"text"') == 64 and b"431" not in answer  # the stream whole, nothing inside it
+    assert refusal.startswith(b"\r\n0\r\n\r\nHTTP/1.1 431 ")  # its last chunk, then the refusal
