@@ -63,6 +63,28 @@ ASSERTIONS = frozenset(
         "unevaluatedItems",
     }
 )
+DATA_KEYS = ("const", "enum", "default", "examples")  # values, not schemas: never rewritten
+# The formats xgrammar writes (it ignores others), and those of them whose value may be empty
+KNOWN_FORMATS = frozenset(
+    {
+        "date-time",
+        "date",
+        "time",
+        "duration",
+        "email",
+        "hostname",
+        "ipv4",
+        "ipv6",
+        "uri",
+        "uri-reference",
+        "uri-template",
+        "uuid",
+        "json-pointer",
+        "relative-json-pointer",
+    }
+)
+MAY_BE_EMPTY = frozenset({"uri-reference", "uri-template", "json-pointer"})
+STEP_SPAN = 10_000  # bounds further apart than this, and xgrammar drops an integer's multipleOf
 # Keywords beside which the grammar writes an object's keys freely (every key not in `properties`): it
 # cannot keep such a key from coming twice, and a JSON parser keeps the last of the two
 OPEN_KEYS = ("additionalProperties", "unevaluatedProperties", "patternProperties", "propertyNames")
@@ -77,6 +99,29 @@ SUBSCHEMAS = (
 )
 SUBSCHEMA_LISTS = ("allOf", "anyOf", "oneOf", "prefixItems", "items")
 PRIMITIVES = frozenset({"object", "array", "string", "number", "boolean", "null"})
+
+
+def for_grammar(schema: Any) -> Any:
+    """`schema` as the grammar is given it: a string bounded by its length alone gets the same bound as a
+    `pattern` instead, which xgrammar writes without raw control characters (its length rule lets a tab
+    through, which no JSON parser reads)."""
+    try:
+        return _rewritten(schema)
+    except RecursionError:  # nested too deeply to rewrite: xgrammar takes it as it is
+        return schema
+
+
+def _rewritten(schema: Any) -> Any:
+    if isinstance(schema, list):
+        return [_rewritten(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: value if key in DATA_KEYS else _rewritten(value) for key, value in schema.items()}
+    lengths = {key: out.pop(key) for key in ("minLength", "maxLength") if isinstance(out.get(key), int)}
+    if not lengths or "pattern" in out or out.get("format") in KNOWN_FORMATS or out.get("type") != "string":
+        return {**out, **lengths}  # the check decides about lengths beside a pattern or format
+    low, high = lengths.get("minLength", 0), lengths.get("maxLength", "")
+    return {**out, "pattern": f"^.{{{low},{high}}}$"}
 
 
 def check_enforceable(schema: Any, param: str, strict: bool, where: str = "schema") -> None:
@@ -112,22 +157,10 @@ def _find(node: Any, root: Any, where: str, followed: set[int]) -> str | None:
     ref = node.get("$ref")
     if isinstance(ref, str) and (found := _find_behind(ref, root, where, followed)):
         return found
-    if opened := [key for key in OPEN_KEYS if _opens(node, key)]:
-        return (
-            f"lets the object at {where} have keys its `properties` do not name ({_names(opened)}); the "
-            "grammar cannot keep such a key from coming twice (set additionalProperties to false)"
-        )
-    if problem := _unwritten_required(node, where):
+    if problem := _open_keys_problem(node, where) or _unwritten_required(node, where):
         return problem
-    shapes = [key for key in ("pattern", "format") if key in node]
-    lengths = sorted({"minLength", "maxLength"} & node.keys()) + shapes[:-1]
-    if lengths and shapes:
-        shape = shapes[-1]
-        return f"puts {_names(lengths)} beside `{shape}` at {where}; the grammar enforces the {shape} alone there"
-    if problem := _values_problem(node, where):
+    if problem := _string_problem(node, where) or _values_problem(node, where) or _step_problem(node, where):
         return problem
-    if "multipleOf" in node and node.get("type") != "integer":
-        return f"uses `multipleOf` at {where} on a number that may have a fraction, which the grammar cannot enforce"
     combinators = [key for key in COMBINATORS if key in node]
     if combinators:
         beside = sorted((ASSERTIONS & node.keys()) | set(combinators[1:]))
@@ -178,6 +211,59 @@ def _find_behind(ref: str, root: Any, where: str, followed: set[int]) -> str | N
         return None
     followed.add(id(target))  # by what it names: one target has many spellings (#/$defs/a, #/%24defs/a)
     return _find(target, root, ref, followed)
+
+
+def _open_keys_problem(node: dict, where: str) -> str | None:
+    """Keys the grammar writes freely (beyond `properties`) may repeat one another or a defined one (written
+    escaped, as `\\u0061` for `a`), and a JSON parser keeps the last: harmless in an object of free keys
+    alone, unless it needs several. `propertyNames` the grammar does not hold every key to."""
+    if "propertyNames" in node:
+        return f"uses `propertyNames` at {where}, which the grammar does not hold every key to"
+    opened = [key for key in OPEN_KEYS if _opens(node, key)]
+    min_properties = node.get("minProperties")
+    several = isinstance(min_properties, int) and min_properties >= 2
+    if opened and (_properties(node) or several or "patternProperties" in opened):
+        return (
+            f"lets the object at {where} have keys its `properties` do not name ({_names(opened)}); the "
+            "grammar cannot keep such a key from repeating another (set additionalProperties to false)"
+        )
+    return None
+
+
+def _string_problem(node: dict, where: str) -> str | None:
+    """Beside a `format` the grammar knows, it enforces the format alone (a value of most formats is
+    never empty, so `minLength` 1 holds anyway); beside a `pattern`, the pattern alone."""
+    beside = sorted({"minLength", "maxLength", "pattern"} & node.keys())
+    fmt = node.get("format")
+    if fmt in KNOWN_FORMATS:
+        min_length = node.get("minLength")
+        if fmt not in MAY_BE_EMPTY and isinstance(min_length, int) and min_length <= 1:
+            beside.remove("minLength")
+        if beside:
+            return f"puts {_names(beside)} beside `format` at {where}; the grammar enforces the format alone there"
+    elif "pattern" in node and (lengths := [key for key in beside if key != "pattern"]):
+        return f"puts {_names(lengths)} beside `pattern` at {where}; the grammar enforces the pattern alone there"
+    return None
+
+
+def _step_problem(node: dict, where: str) -> str | None:
+    """`multipleOf` the grammar enforces on integers by a whole step, unbounded or between bounds less
+    than STEP_SPAN apart."""
+    if "multipleOf" not in node:
+        return None
+    step = node["multipleOf"]
+    if node.get("type") != "integer" or not isinstance(step, int):
+        return f"uses `multipleOf` at {where} with a step or on a number that may have a fraction, which the grammar cannot enforce"
+    lower = next((node[key] for key in ("minimum", "exclusiveMinimum") if key in node), None)
+    upper = next((node[key] for key in ("maximum", "exclusiveMaximum") if key in node), None)
+    if (lower, upper) == (None, None):
+        return None
+    if lower is None or upper is None or not upper - lower < STEP_SPAN:
+        return (
+            f"puts `multipleOf` beside bounds at {where} that are not both there and less than {STEP_SPAN:,} "
+            "apart; the grammar enforces the bounds alone there"
+        )
+    return None
 
 
 def _opens(node: dict, key: str) -> bool:
@@ -266,7 +352,7 @@ def _passes(value: Any, key: str, arg: Any) -> bool | None:
         return any(_is_type(value, name) for name in ([arg] if isinstance(arg, str) else arg))
     if key in ("const", "enum"):
         allowed = [arg] if key == "const" else arg
-        return json.dumps(value, sort_keys=True) in {json.dumps(a, sort_keys=True) for a in allowed}
+        return _json_text(value) in {_json_text(a) for a in allowed}
     if key in bounds:
         if isinstance(arg, bool):  # draft 4's boolean exclusiveMinimum
             return None
@@ -312,6 +398,8 @@ def _apart(a: Any, b: Any, root: Any) -> bool:
     values_a, values_b = _values(a), _values(b)
     if values_a is not None and values_b is not None and not values_a & values_b:
         return True
+    if not {_frozen(types_a), _frozen(types_b)} <= {None, frozenset({"object"})}:
+        return False  # both may be something else than an object: the rest tells objects apart only
     if _breaks(a, b) and _breaks(b, a):
         return True
     for name in _required(a) & _required(b):
@@ -320,6 +408,10 @@ def _apart(a: Any, b: Any, root: Any) -> bool:
         if values_a is not None and values_b is not None and not values_a & values_b:
             return True
     return False
+
+
+def _frozen(types: set[str] | None) -> frozenset[str] | None:
+    return None if types is None else frozenset(types)
 
 
 def _breaks(a: dict, b: dict) -> bool:
@@ -348,10 +440,23 @@ def _values(schema: Any) -> set[str] | None:
     if not isinstance(schema, dict):
         return None
     if "const" in schema:
-        return {json.dumps(schema["const"], sort_keys=True)}
+        return {_json_text(schema["const"])}
     if isinstance(schema.get("enum"), list):
-        return {json.dumps(value, sort_keys=True) for value in schema["enum"]}
+        return {_json_text(value) for value in schema["enum"]}
     return None
+
+
+def _json_text(value: Any) -> str:
+    """One text for equal JSON values: keys sorted, and 1.0 written as 1 (JSON Schema counts them equal)."""
+
+    def whole(v: Any) -> Any:
+        if isinstance(v, float) and v.is_integer():
+            return int(v)
+        if isinstance(v, dict):
+            return {key: whole(item) for key, item in v.items()}
+        return [whole(item) for item in v] if isinstance(v, list) else v
+
+    return json.dumps(whole(value), sort_keys=True)
 
 
 def _resolve(schema: Any, root: Any) -> Any:

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from referencing import Registry, Resource
 from xgrammar.testing import _is_grammar_accept_string
 
-from pyinfer.schema_support import unenforceable
+from pyinfer.schema_support import for_grammar, unenforceable
 
 PAIR = {"a": {"type": "integer"}, "b": {"type": "integer"}}
 DEFS = {"A": {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}}
@@ -159,6 +159,39 @@ REFUSED = [  # (schema, a reply that breaks it, the keyword named)
         '"ab"',
         "`pattern`",
     ),  # a client's regex is not run
+    ({"type": "integer", "minimum": 0, "multipleOf": 5}, "3", "`multipleOf`"),  # one bound: the step dropped
+    ({"type": "integer", "minimum": 0, "maximum": 10000, "multipleOf": 2}, "1", "`multipleOf`"),
+    (
+        {
+            "type": "object",
+            "properties": {"ab": {}},
+            "additionalProperties": False,
+            "propertyNames": {"maxLength": 1},
+        },
+        '{"ab": 1}',
+        "propertyNames",
+    ),
+    (  # a free key may be a defined one, escaped
+        {
+            "type": "object",
+            "properties": {"a": {"type": "string"}},
+            "additionalProperties": {"type": "integer"},
+        },
+        '{"a": "x", "\\u0061": 1}',
+        "additionalProperties",
+    ),
+    ({"type": "string", "format": "uri", "maxLength": 10}, '"http://a.bc/defghijk"', "beside `format`"),
+    (  # both branches may be null
+        {
+            "oneOf": [
+                {"type": ["object", "null"], "properties": {"x": {"type": "integer"}}, "required": ["x"]},
+                {"type": ["object", "null"], "properties": {"y": {"type": "integer"}}, "required": ["y"]},
+            ]
+        },
+        "null",
+        "oneOf",
+    ),
+    ({"oneOf": [{"const": 1}, {"const": 1.0}]}, "1", "oneOf"),  # equal values in JSON Schema
     # JSON Schema lets a branch have properties it does not name: {"x": 1} matches both
     (
         {
@@ -246,6 +279,13 @@ PASSED = [  # (schema, a reply that breaks it)
         '{"x": 1, "y": "s"}',
     ),
     ({"type": "string", "enum": ["a", "b"], "maxLength": 1}, '"c"'),  # every listed value passes the rest
+    (
+        {"type": "object", "additionalProperties": {"type": "integer"}},
+        '{"a": "x"}',
+    ),  # free keys alone (dict[str, int])
+    ({"type": "string", "format": "uri", "minLength": 1}, '""'),  # a URI is never empty (pydantic's AnyUrl)
+    ({"type": "string", "format": "password", "minLength": 8}, '"abc"'),  # a format xgrammar ignores
+    ({"type": "integer", "minimum": 0, "maximum": 100, "multipleOf": 5}, "3"),
     ({"type": "integer", "const": 5, "minimum": 0}, "6"),
     (closed({"next": {"anyOf": [{"$ref": "#"}, {"type": "null"}]}}), '{"next": 1}'),  # refers to itself
     (
@@ -287,3 +327,24 @@ ODD = [  # shapes no valid schema has, in places the check reads: a finding or n
 def test_odd_shapes_are_read_without_an_exception(schema):
     # the check's last resort (an exception caught) names what it "cannot read": none of these reach it
     assert "cannot read" not in (unenforceable(schema) or "")
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "string", "maxLength": 5},
+        {"type": "string", "minLength": 2, "maxLength": 5},
+        {
+            "type": "object",
+            "properties": {"s": {"anyOf": [{"type": "string", "minLength": 2, "maxLength": 5}]}},
+        },
+    ],
+)
+def test_a_length_bounded_string_is_given_to_the_grammar_without_raw_control_characters(schema):
+    wrap = (lambda text: f'{{"s": {text}}}') if schema["type"] == "object" else (lambda text: text)
+    tab = wrap('"a\tb"')  # a raw tab: no JSON parser reads it
+    assert grammar_accepts(schema, tab)  # xgrammar's length rule lets it through
+    given = for_grammar(schema)
+    assert not grammar_accepts(given, tab)
+    assert grammar_accepts(given, wrap('"ab"')) and grammar_accepts(given, wrap('"abcde"'))
+    assert not grammar_accepts(given, wrap('"abcdef"'))

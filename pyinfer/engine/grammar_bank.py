@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from pyinfer.sampling_params import SamplingParamsError, StructuredOutput
-from pyinfer.schema_support import check_enforceable
+from pyinfer.schema_support import check_enforceable, for_grammar
 
 # Whitespace a JSON reply may put between two tokens of its structure: enough for any indentation a
 # model is likely to use, and a bound on the runs of spaces and newlines that loop until max_tokens.
@@ -62,8 +62,9 @@ class GrammarBank:
         xgrammar does not support, or (strict) is a JSON schema the grammar cannot wholly enforce."""
         start = time.perf_counter()
         kind, spec, compiler = constraint.kind, constraint.spec, self._compiler
-        if kind == "json":
-            check_enforceable(_parsed(spec), constraint.param, constraint.strict)
+        if kind == "json" and (schema := _parsed(spec)) is not None:  # else xgrammar says why it is not JSON
+            check_enforceable(schema, constraint.param, constraint.strict)
+            spec = json.dumps(for_grammar(schema))
         try:
             if kind == "json":
                 compiled = compiler.compile_json_schema(

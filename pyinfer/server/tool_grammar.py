@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from pyinfer.schema_support import for_grammar
 from pyinfer.server.tool_formats import ToolFormat
 
 
@@ -28,7 +29,11 @@ def structural_tag(
         if takes_nothing(schema):  # an empty argument list, as OpenAI documents, written `{}`
             content = {"type": "const_string", "value": "{}"}
         else:
-            content = {"type": "json_schema", "json_schema": schema, "max_whitespace_cnt": max_whitespace}
+            content = {
+                "type": "json_schema",
+                "json_schema": for_grammar(schema),
+                "max_whitespace_cnt": max_whitespace,
+            }
         return {"type": "tag", "begin": begin, "content": content, "end": "}" + fmt.call_end}
 
     one_call = not parallel or mode == "named"
@@ -45,7 +50,11 @@ def structural_tag(
     if mode != "auto":
         turn = calls
     elif text_schema is not None:
-        text = {"type": "json_schema", "json_schema": text_schema, "max_whitespace_cnt": max_whitespace}
+        text = {
+            "type": "json_schema",
+            "json_schema": for_grammar(text_schema),
+            "max_whitespace_cnt": max_whitespace,
+        }
         turn = {"type": "or", "elements": [calls, text]}
     elif fmt.block_begin:
         turn = _triggered([calls], fmt, one_call=True)

@@ -276,3 +276,17 @@ def test_overlapped_steps_give_what_steps_in_turn_give_constrained_or_not(smollm
     assert overlapped == in_turn
     for text in overlapped[0::2]:
         jsonschema.validate(json.loads(text), schema)
+
+
+def test_a_length_bounded_string_stays_json_when_the_model_wants_a_raw_tab(smollm2_llm):
+    # a raw tab pushed to the top of every step: xgrammar's own length rule would let it into the string
+    (tab,) = smollm2_llm.tokenizer.encode("\t", add_special_tokens=False)
+    schema = {"type": "object", "properties": {"s": {"type": "string", "maxLength": 8}}, "required": ["s"]}
+    params = SamplingParams(
+        temperature=0,
+        max_tokens=40,
+        logit_bias={tab: 100.0},
+        structured=StructuredOutput(kind="json", spec=json.dumps(schema)),
+    )
+    (result,) = smollm2_llm.generate(["A JSON object:"], params)
+    jsonschema.validate(json.loads(result.outputs[0].text), schema)

@@ -94,3 +94,17 @@ def test_a_schema_that_admits_arguments_is_no_empty_list():
         {"type": "object", "patternProperties": {"^a": {}}},
     ):
         assert not takes_nothing(admits), admits
+
+
+@pytest.mark.parametrize("fmt", FORMATS.values(), ids=FORMATS)
+def test_a_length_bounded_argument_holds_no_raw_control_character(grammar_compiler, fmt):
+    # xgrammar's own length rule lets a raw tab through: the call would not be JSON
+    note = {
+        "name": "note",
+        "parameters": {"type": "object", "properties": {"text": {"type": "string", "maxLength": 5}}},
+    }
+    spec = structural_tag(fmt, [note], "required", False, 16)
+    assert accepts(grammar_compiler, spec, fmt.write_calls([("note", {"text": "a b"})]))
+    with_tab = fmt.write_calls([("note", {"text": "a b"})]).replace("a b", "a\tb")
+    assert "a\tb" in with_tab and not accepts(grammar_compiler, spec, with_tab)
+    assert not accepts(grammar_compiler, spec, fmt.write_calls([("note", {"text": "abcdef"})]))
