@@ -381,16 +381,21 @@ class AsyncEngineClient:
                     if (stream := self._streams.get(rid)) is not None:
                         stream.queue.put_nowait(RequestRejected(text, param))
                 case EngineStats(stats=stats, requests=requests):
-                    answer = {**stats, "requests": msgspec.to_builtins(requests), "stats_age_s": 0.0}
-                    self._last_stats = (time.monotonic(), answer)
+                    answer = self._keep_stats(stats, msgspec.to_builtins(requests))
                     waiter = self._stats_waiters.popleft()
                     if not waiter.done():
                         waiter.set_result(answer)
                 case EngineReady(stats=stats):
-                    self._last_stats = (time.monotonic(), {**stats, "requests": [], "stats_age_s": 0.0})
+                    self._keep_stats(stats, [])
                     self.ready = message
                     self._ready.set_result(message)
                     log.info("engine ready: %s, max_model_len %d", message.model_path, message.max_model_len)
+
+    def _keep_stats(self, stats: dict[str, Any], requests: list[Any]) -> dict[str, Any]:
+        """The core's fresh figures as `stats()` answers them, kept as its last ones."""
+        answer = {**stats, "requests": requests, "stats_age_s": 0.0}
+        self._last_stats = (time.monotonic(), answer)
+        return answer
 
     async def _watch(self) -> None:
         """Wait for the core to exit; if that was not asked for, fail everything in flight."""

@@ -21,6 +21,7 @@ from pyinfer.server.middleware import client_address
 log = logging.getLogger(__name__)
 
 MAX_HEAD_BYTES = 64 * 2**10  # nginx's large_client_header_buffers allow 32 KiB a line, 4 of them
+HEAD_TOO_LARGE = f"the request's line and headers pass {MAX_HEAD_BYTES // 2**10} KiB"
 # After a refusal the connection reads (and drops) what the client still sends, for at most this long,
 # before it closes: a close with unread bytes is a reset, which can destroy the refusal unread
 LINGER_S = 2.0
@@ -53,7 +54,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._head_bytes += len(data)
         super().data_received(data)  # a head made whole in `data` resets the count
         if self._head_bytes > MAX_HEAD_BYTES and not self._refused:
-            self._refuse(431, f"the request's line and headers pass {MAX_HEAD_BYTES // 2**10} KiB")
+            self._refuse(431, HEAD_TOO_LARGE)
 
     # Once refused, the rest of the bytes already being parsed make no request: uvicorn's callbacks would
     # look for one
@@ -70,7 +71,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         head = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
         if head > MAX_HEAD_BYTES:  # whole, yet too large: it is not served
-            self._refuse(431, f"the request's line and headers pass {MAX_HEAD_BYTES // 2**10} KiB")
+            self._refuse(431, HEAD_TOO_LARGE)
             return
         self._in_body = True
         self._arm_read_timer()

@@ -52,18 +52,21 @@ def test_a_full_queue_refuses_at_once_and_counts_it(bounded):
         return elapsed
 
     threads = [threading.Thread(target=long_stream), threading.Thread(target=waiting)]
-    threads[0].start()
-    assert first_token.wait(60)
-    threads[1].start()
-    wait_until(lambda: num_waiting() == 1, 30)
-    refused("word " * 400, "queue_full_tokens")  # a few tokens wait already: 400 more pass 300
-    threads.append(threading.Thread(target=waiting))
-    threads[-1].start()
-    wait_until(lambda: num_waiting() == 2, 30)
-    times = [refused("And me?", "queue_full") for _ in range(10)]  # two wait: refused before tokenizing
-    assert statistics.median(times) < 0.05, times
-    for thread in threads:
-        thread.join(120)
+    try:
+        threads[0].start()
+        assert first_token.wait(60)
+        threads[1].start()
+        wait_until(lambda: num_waiting() == 1, 30)
+        refused("word " * 400, "queue_full_tokens")  # a few tokens wait already: 400 more pass 300
+        threads.append(threading.Thread(target=waiting))
+        threads[-1].start()
+        wait_until(lambda: num_waiting() == 2, 30)
+        times = [refused("And me?", "queue_full") for _ in range(10)]  # two wait: refused before tokenizing
+        assert statistics.median(times) < 0.05, times
+    finally:  # a failure above must not leave the queue full for the module's other tests
+        for thread in threads:
+            if thread.ident is not None:  # started
+                thread.join(120)
     assert httpx.post(url, json={"prompt": "word " * 400, "max_tokens": 1}, timeout=60).status_code == 200
     rejections = {
         s.labels["code"]: s.value
