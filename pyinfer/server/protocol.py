@@ -437,6 +437,12 @@ class ChatCompletionChunk(BaseModel):
     usage: Usage | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
+class ChatCompletionChunkWithUsage(ChatCompletionChunk):
+    """A chunk of a stream that asked for usage: as at OpenAI, every chunk has the key, null but the last."""
+
+    usage: Usage | None = None
+
+
 class CompletionLogprobs(BaseModel):
     tokens: list[str] = Field(default_factory=list)
     token_logprobs: list[float] = Field(default_factory=list)
@@ -458,6 +464,12 @@ class Completion(BaseModel):
     model: str
     choices: list[CompletionChoice]
     usage: Usage | None = Field(default=None, exclude_if=lambda v: v is None)
+
+
+class CompletionChunkWithUsage(Completion):
+    """A chunk of a completions stream that asked for usage: every chunk has the key, null but the last."""
+
+    usage: Usage | None = None
 
 
 class ModelCard(BaseModel):

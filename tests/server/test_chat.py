@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import uuid
 
 import httpx
@@ -77,6 +78,20 @@ def test_streaming_chunks(client, model):
 def test_streaming_without_include_usage_has_no_usage(client, model):
     chunks, _ = stream_chat(client, model, temperature=0, max_tokens=3)
     assert all(c.usage is None for c in chunks)
+
+
+@pytest.mark.parametrize("include_usage", [False, True])
+def test_usage_key_on_the_wire(server, model, include_usage):
+    """As OpenAI documents: with include_usage every chunk has `usage`, null but the last; without, none."""
+    body = {"model": model, "messages": MESSAGES, "max_tokens": 3, "stream": True}
+    if include_usage:
+        body["stream_options"] = {"include_usage": True}
+    with httpx.stream("POST", f"{server.base_url}/v1/chat/completions", json=body, timeout=60) as r:
+        chunks = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
+    if include_usage:
+        assert all(c["usage"] is None for c in chunks[:-1]) and chunks[-1]["usage"]["completion_tokens"] == 3
+    else:
+        assert all("usage" not in c for c in chunks)
 
 
 def test_streamed_text_equals_whole_text(client, model):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 PROMPT = "The capital of France is"
 
 
@@ -31,6 +33,16 @@ def test_streamed_text_equals_whole_text(client, model):
 def test_streaming_usage_chunk(client, model):
     chunks = list(complete(client, model, max_tokens=4, stream=True, stream_options={"include_usage": True}))
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 4
+
+
+def test_usage_key_on_the_wire(http, model):
+    """With include_usage every chunk, echo included, has `usage`: null but the last."""
+    body = {"model": model, "prompt": PROMPT, "max_tokens": 4, "echo": True, "stream": True}
+    body["stream_options"] = {"include_usage": True}
+    with http.stream("POST", "/v1/completions", json=body) as r:
+        chunks = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
+    assert chunks[0]["choices"][0]["text"] == PROMPT
+    assert all(c["usage"] is None for c in chunks[:-1]) and chunks[-1]["usage"]["completion_tokens"] == 4
 
 
 def test_token_id_prompt_equals_text_prompt(client, model, http):

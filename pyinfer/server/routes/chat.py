@@ -18,6 +18,7 @@ from pyinfer.server.protocol import (
     ChatChunkChoice,
     ChatCompletion,
     ChatCompletionChunk,
+    ChatCompletionChunkWithUsage,
     ChatCompletionRequest,
     ChatDelta,
 )
@@ -81,7 +82,8 @@ async def _chunks(
     calls_only: bool,  # the reply is tool calls: the role chunk carries no content
 ) -> AsyncIterator[str]:
     """Role chunks with the first output, then one chunk per delta as tokens are sampled, usage, [DONE]."""
-    plain = TextChunks(ChatCompletionChunk(**head, choices=[]), _text_choice)
+    Chunk = ChatCompletionChunkWithUsage if include_usage else ChatCompletionChunk
+    plain = TextChunks(Chunk(**head, choices=[]), _text_choice)
 
     def event(d: Delta) -> str | bytes:
         if not d.logprobs and not d.tool_calls:
@@ -92,7 +94,7 @@ async def _chunks(
             logprobs=chat_logprobs(tokenizer, d.logprobs) if d.logprobs else None,
             finish_reason=d.finish_reason,
         )
-        return sse(ChatCompletionChunk(**head, choices=[choice]))
+        return sse(Chunk(**head, choices=[choice]))
 
     async with aclosing(deltas):
         # not before: a client timing its first chunk times the first token, not the queue (as OpenAI's).
@@ -100,13 +102,13 @@ async def _chunks(
         first = await anext(deltas, None)
         for i in range(gen.params.n):
             role = ChatDelta(role="assistant", content=None if calls_only else "")
-            yield sse(ChatCompletionChunk(**head, choices=[ChatChunkChoice(index=i, delta=role)]))
+            yield sse(Chunk(**head, choices=[ChatChunkChoice(index=i, delta=role)]))
         if first is not None:
             yield event(first)
         async for d in deltas:
             yield event(d)
     if include_usage:
-        yield sse(ChatCompletionChunk(**head, choices=[], usage=usage([gen])))
+        yield sse(Chunk(**head, choices=[], usage=usage([gen])))
     yield DONE
 
 

@@ -13,7 +13,7 @@ from pyinfer.sampling_params import SamplingParamsError
 from pyinfer.server.context import server_context
 from pyinfer.server.generation import Delta, Generation, run_all, usage
 from pyinfer.server.logprobs import completion_logprobs
-from pyinfer.server.protocol import Completion, CompletionChoice, CompletionRequest
+from pyinfer.server.protocol import Completion, CompletionChoice, CompletionChunkWithUsage, CompletionRequest
 from pyinfer.server.routes.common import (
     DONE,
     TextChunks,
@@ -86,13 +86,14 @@ async def _chunks(
     # choice index -> where the text of its next logprob token starts (logprobs trail text held back
     # as the possible start of a stop string, so this is not the length of the text sent)
     offsets = {}
+    Chunk = CompletionChunkWithUsage if include_usage else Completion
     for gen, echo in zip(gens, echoes, strict=True):
         for c in gen.choices:
             offsets[gen.index_offset + c.index] = len(echo)
             if echo:
                 choice = CompletionChoice(index=gen.index_offset + c.index, text=echo, finish_reason=None)
-                yield sse(Completion(**head, choices=[choice]))
-    plain = TextChunks(Completion(**head, choices=[]), _text_choice)
+                yield sse(Chunk(**head, choices=[choice]))
+    plain = TextChunks(Chunk(**head, choices=[]), _text_choice)
     async with aclosing(deltas):
         async for d in deltas:
             if not d.logprobs:
@@ -104,9 +105,9 @@ async def _chunks(
             choice = CompletionChoice(
                 index=d.index, text=d.text, logprobs=logprobs, finish_reason=d.finish_reason
             )
-            yield sse(Completion(**head, choices=[choice]))
+            yield sse(Chunk(**head, choices=[choice]))
     if include_usage:
-        yield sse(Completion(**head, choices=[], usage=usage(gens)))
+        yield sse(Chunk(**head, choices=[], usage=usage(gens)))
     yield DONE
 
 
