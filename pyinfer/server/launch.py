@@ -89,8 +89,8 @@ def serve_main(args: argparse.Namespace) -> None:
             config = replace(config, api_server_count=default_api_server_count(engine_config.device))
         keys = ApiKeys(config.api_keys, config.api_key_file)
         app = create_app(config, engine_config) if config.api_server_count == 1 else None
-        listeners = bind_listeners(config)
-        log_key_policy(keys, config, listeners)
+        listeners = bind_listeners(config, config.api_server_count)
+        log_key_policy(keys, config, listeners[0])
     except (OSError, ValueError) as e:  # a missing model, bad keys, a port in use, a value out of range
         log.error("%s", e)
         sys.exit(SETTINGS_REFUSED)
@@ -98,7 +98,7 @@ def serve_main(args: argparse.Namespace) -> None:
         from pyinfer.server.api_servers import serve_with_api_processes
 
         sys.exit(serve_with_api_processes(config, engine_config, listeners))
-    sys.exit(run_uvicorn(app, config, sockets=listeners))
+    sys.exit(run_uvicorn(app, config, sockets=listeners[0]))
 
 
 def check_engine_start(config: EngineConfig) -> None:
@@ -114,20 +114,30 @@ def check_engine_start(config: EngineConfig) -> None:
             raise ValueError(f"--device {config.device}: {seen} visible to a CUDA build of torch here")
 
 
-def bind_listeners(config: ServerConfig) -> list[socket.socket]:
-    """Sockets listening on each address of the config's host (a name such as localhost may stand for
-    both 127.0.0.1 and ::1), at its port."""
+def bind_listeners(config: ServerConfig, count: int = 1) -> list[list[socket.socket]]:
+    """For each of `count` API processes, sockets listening on each address of the config's host (a name
+    such as localhost may stand for both 127.0.0.1 and ::1), at its port. Several processes get a socket
+    each (SO_REUSEPORT), among which the kernel spreads new connections evenly: on one shared socket the
+    process that wakes first accepts nearly a whole burst."""
     try:
         found = socket.getaddrinfo(config.host, config.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        listeners = []
-        for family, *_, address in dict.fromkeys(found):
-            listeners.append(socket.create_server(address, family=family, backlog=2048))
+        per_address = [_listeners(family, address, count) for family, *_, address in dict.fromkeys(found)]
     except OSError as e:
         raise OSError(f"cannot listen on {config.host}:{config.port}: {e.strerror or e}") from e
-    for sock in listeners:
+    for sock, *_ in per_address:
         host, port = sock.getsockname()[:2]
         log.info("listening on http://%s:%d", f"[{host}]" if ":" in host else host, port)
-    return listeners
+    return [list(sockets) for sockets in zip(*per_address, strict=True)]
+
+
+def _listeners(family: socket.AddressFamily, address: tuple, count: int) -> list[socket.socket]:
+    """`count` sockets listening at `address`. A port that another server holds, even one sharing it among
+    its own processes, is refused: a plain socket is bound there first, which any listener blocks."""
+    if count == 1:
+        return [socket.create_server(address, family=family, backlog=2048)]
+    with socket.create_server(address, family=family) as probe:  # free? (port 0: which port)
+        address = (address[0], probe.getsockname()[1], *address[2:])
+    return [socket.create_server(address, family=family, backlog=2048, reuse_port=True) for _ in range(count)]
 
 
 def log_key_policy(keys: ApiKeys, config: ServerConfig, listeners: list[socket.socket]) -> None:

@@ -173,9 +173,11 @@ def test_engine_exits_when_the_server_is_killed(servers):
     engine.wait(10)  # raises TimeoutExpired if it lives on
 
 
-@pytest.mark.parametrize("api_processes", ["1", "2"])
-def test_a_port_in_use_stops_the_start_before_the_engine_starts(api_processes):
-    with socket.create_server(("127.0.0.1", 0)) as taken:
+@pytest.mark.parametrize(("api_processes", "shared"), [("1", False), ("2", False), ("2", True)])
+def test_a_port_in_use_stops_the_start_before_the_engine_starts(api_processes, shared):
+    """`shared`: the port is held as another server of several API processes holds it (SO_REUSEPORT),
+    which a socket of ours with that option could join unnoticed."""
+    with socket.create_server(("127.0.0.1", 0), reuse_port=shared) as taken:
         port = taken.getsockname()[1]
         cmd = [sys.executable, "-m", "pyinfer", "serve", "--device", "cpu", "--host", "127.0.0.1"]
         cmd += ["--port", str(port), "--api-server-count", api_processes]
