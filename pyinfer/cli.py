@@ -102,11 +102,19 @@ def cmd_chat(args: argparse.Namespace) -> None:
         messages.append({"role": "assistant", "content": "".join(reply)})
 
 
+class OneLineErrors(argparse.ArgumentParser):
+    """A mistake on the command line is one line naming the command; its usage, some fifty flags for
+    `serve`, is left to `--help`."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The parser for the command line `argv` (None: for any). The benchmarks' own options are added only
     for `pyinfer bench`: their modules import torch, which would hold every `pyinfer serve` back seconds
     before it launches the engine core."""
-    parser = argparse.ArgumentParser(prog="pyinfer", description=__doc__)
+    parser = OneLineErrors(prog="pyinfer", description=__doc__)  # its commands' parsers are of its class
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="OpenAI-compatible HTTP server with the web UI")
@@ -144,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     gives for a bad flag, and Ctrl-C is exit code 130, never a traceback."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args, unknown = build_parser(argv).parse_known_args(argv)
-    if unknown:  # told with the command's own usage, not the top level's
+    if unknown:  # told by the command's own parser, not the top level's
         args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         check_variables(args)  # the chosen command's flags only

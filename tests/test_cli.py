@@ -72,12 +72,17 @@ def test_every_line_is_json_where_the_log_is_json(monkeypatch, capsys, tmp_path,
     assert error["level"] == "ERROR" and error["message"].endswith("holds an empty item (item 2)")
 
 
-def test_an_unknown_flag_is_told_with_the_command_s_own_usage(capsys):
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["serve", "--modle", "x"], "unrecognized arguments: --modle x"),
+        (["serve", "--max-num-seqs", "abc"], "argument --max-num-seqs: invalid int value: 'abc'"),
+        (["bench", "serve", "--num-prompts", "x"], "argument --num-prompts: invalid int value: 'x'"),
+    ],
+)
+def test_a_bad_flag_is_one_line_naming_the_command(capsys, argv, said):
     with pytest.raises(SystemExit) as stopped:
-        main(["serve", "--modle", "x"])
+        main(argv)
     assert stopped.value.code == 2
-    err = capsys.readouterr().err
-    assert (
-        err.startswith("usage: pyinfer serve ")
-        and "pyinfer serve: error: unrecognized arguments: --modle x" in err
-    )
+    command = " ".join(["pyinfer", *argv[: 2 if argv[0] == "bench" else 1]])
+    assert capsys.readouterr().err == f"{command}: error: {said} (see {command} --help)\n"
