@@ -2,11 +2,13 @@
 # Builds deploy/Dockerfile with podman and runs the image as a cluster would: an arbitrary non-root UID in
 # group 0, a read-only root with tmpfs for the cache and /tmp. Checks /ready, the web UI, /metrics, chat
 # completions through the official openai client, and that SIGTERM drains and exits 0 within the grace period.
-# Run as root from anywhere: bash deploy/test-image.sh. Settings: PORT, GRACE, IMAGE, BASE, READY_TIMEOUT.
+# Run as root from anywhere: bash deploy/test-image.sh. Settings: PORT, GRACE, IMAGE, BASE, READY_TIMEOUT,
+# INDEX_PORT (where a local torch wheel is served, when PyTorch's index is out of reach).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PORT=${PORT:-18080}
+INDEX_PORT=${INDEX_PORT:-18081}  # fixed: the index's URL is a build argument, part of the torch layer's cache key
 GRACE=${GRACE:-40}  # podman stop's grace: above the server's default drain (PYINFER_DRAIN_TIMEOUT, 30 s)
 IMAGE=${IMAGE:-localhost/pyinfer:cpu}
 BASE=${BASE:-localhost/debian:bookworm-slim}
@@ -53,11 +55,12 @@ if ! python3 -c "import urllib.request as u; u.urlopen('https://download.pytorch
   wheel=$(find "${PIP_FIND_LINKS:-/opt/wheels}" -maxdepth 1 -name "torch-$TORCH_VERSION+cpu-cp311-*x86_64.whl" | head -1)
   [ -n "$wheel" ] || fail "PyTorch's CPU index is unreachable and no local torch-$TORCH_VERSION+cpu wheel was found"
   mkdir -p "$WORK/index/torch" && ln -s "$wheel" "$WORK/index/torch/"
-  index_port=$(python3 -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
-  python3 -m http.server --bind 127.0.0.1 --directory "$WORK/index" "$index_port" >/dev/null 2>&1 &
+  python3 -c "import socket; socket.create_server(('127.0.0.1', $INDEX_PORT)).close()" 2>/dev/null \
+    || fail "port $INDEX_PORT is in use: set INDEX_PORT"
+  python3 -m http.server --bind 127.0.0.1 --directory "$WORK/index" "$INDEX_PORT" >/dev/null 2>&1 &
   INDEX_PID=$!
-  build_args+=(--build-arg "TORCH_INDEX_URL=http://127.0.0.1:$index_port/")
-  say "PyTorch's index unreachable: serving $(basename "$wheel") on 127.0.0.1:$index_port"
+  build_args+=(--build-arg "TORCH_INDEX_URL=http://127.0.0.1:$INDEX_PORT/")
+  say "PyTorch's index unreachable: serving $(basename "$wheel") on 127.0.0.1:$INDEX_PORT"
 fi
 
 # The host's CA bundle for pip, for where a TLS-inspecting proxy stands between this machine and PyPI.
@@ -101,8 +104,15 @@ grep -q "^pyinfer:num_requests_waiting" <<<"$(curl -sf "$url/metrics")" || fail 
 say "prebuilt kernels in use; HEALTHCHECK, web UI and /metrics answer"
 
 # 6. A chat completion with the official client, and one under a JSON schema (xgrammar, without Triton).
+# The client: the checkout's .venv where `make install` made one, else one of its own.
+client=.venv/bin/python
+if ! "$client" -c "import openai" 2>/dev/null; then
+  say "installing the openai client"
+  python3 -m venv "$WORK/client" && "$WORK/client/bin/pip" install -q openai >/dev/null || fail "pip install openai"
+  client=$WORK/client/bin/python
+fi
 t=$SECONDS
-.venv/bin/python - "$url/v1" <<'EOF' || fail "chat completion"
+"$client" - "$url/v1" <<'EOF' || fail "chat completion"
 import json
 import sys
 
