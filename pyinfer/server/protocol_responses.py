@@ -179,9 +179,9 @@ class ResponsesRequest(Body):
             if isinstance(item, InputMessage):
                 if isinstance(item.content, str):  # an assistant's earlier reply is output text
                     kind = "output_text" if item.role == "assistant" else "input_text"
-                    parts = [{"type": kind, "text": item.content}]
+                    parts = [_listed_part(kind, item.content)]
                 else:
-                    parts = [part.model_dump() for part in item.content]
+                    parts = [_listed_part(part.type, part.text) for part in item.content]
                 items.append(_message_item(item.role, parts))
             else:
                 prefix = "fc" if isinstance(item, FunctionCallInput) else "fco"
@@ -220,6 +220,11 @@ class ResponsesRequest(Body):
         """The reply's `text`: the format asked for, as given (clients read the reply's to parse it)."""
         given = self.text.format if self.text is not None else None
         return {"format": given.model_dump(by_alias=True, exclude_none=True) if given else {"type": "text"}}
+
+
+def _listed_part(kind: str, text: str) -> dict[str, Any]:
+    """A message's part as input_items lists it: output text carries its (here no) annotations, as OpenAI's."""
+    return {"type": kind, "text": text} | ({"annotations": []} if kind == "output_text" else {})
 
 
 def _message_item(role: str, content: list[dict[str, Any]]) -> dict[str, Any]:

@@ -7,8 +7,12 @@ import uuid
 
 import openai
 import pytest
+from openai.types.responses import ResponseItem
+from pydantic import TypeAdapter
 
 from tests.server.helpers import engine_idle, wait_until
+
+LOGPROBS = "message.output_text.logprobs"
 
 QUESTION = "What is the capital of France?"  # SmolLM2 answers in 8 tokens, then stops
 SEA = "Write one sentence about the sea."
@@ -129,6 +133,10 @@ def test_get_and_delete_stored_response(client, model):
     got = client.responses.retrieve(r.id)
     assert got.id == r.id and got.status == r.status and got.output_text == r.output_text
     assert got.usage.output_tokens == 3
+    for asked in ({"stream": True}, {"include": [LOGPROBS]}):  # what a stored response cannot give
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.responses.retrieve(r.id, **asked)
+        assert refused.value.body["param"] == next(iter(asked))
     client.responses.delete(r.id)
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve(r.id)
@@ -158,6 +166,11 @@ def test_input_items_list_the_response_s_own_input_as_the_client_pages_them(clie
     ]
     assert listed.data[1].call_id == "c1" and listed.data[2].output == "4"
     assert listed.data[3].content[0].type == "output_text" and listed.data[4].content[0].text == "And 3 + 3?"
+    raw = http.get(f"/v1/responses/{r.id}/input_items", params={"order": "asc"}).json()["data"]
+    for item in raw:  # whole by the SDK's own types (an output text's annotations among them)
+        TypeAdapter(ResponseItem).validate_python(item)
+    with pytest.raises(openai.BadRequestError):
+        client.responses.input_items.list(r.id, include=[LOGPROBS])
     newest_first = [i.id for i in client.responses.input_items.list(r.id).data]
     assert newest_first == [i.id for i in listed.data][::-1]
     pages = client.responses.input_items.list(r.id, limit=2, order="asc")  # the client follows the cursor
@@ -228,9 +241,6 @@ def test_disconnect_aborts_and_marks_the_stored_response(client, model, http):
         next(e for e in events if e.type == "response.output_text.delta")
     wait_until(lambda: engine_idle(http), timeout=5)
     assert client.responses.retrieve(response_id).status == "cancelled"
-
-
-LOGPROBS = "message.output_text.logprobs"
 
 
 def test_logprobs_of_the_output_text_where_included(client, model):

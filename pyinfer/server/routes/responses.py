@@ -103,7 +103,12 @@ async def create_response(request: Request, body: ResponsesBody) -> Response:
 
 
 @router.get("/v1/responses/{response_id}", response_model=None)
-async def retrieve_response(request: Request, response_id: str) -> Response:
+async def retrieve_response(request: Request, response_id: str, stream: bool = False) -> Response:
+    """The stored response, whole. OpenAI's `stream` (with `starting_after`) replays a background response's
+    events, which this server does not keep: asked for, it is a 400, not a JSON answer the client never reads."""
+    if stream:
+        raise bad_request("stream: a stored response is given whole; its events are not kept", param="stream")
+    _refuse_include(request)
     return json_response(_stored(request, response_id).response)
 
 
@@ -118,6 +123,7 @@ async def list_input_items(
 ) -> Response:
     """The response's own input items, newest first unless `order=asc`, a page of `limit` (1-100) after
     or before the item with the id given, as OpenAI lists them."""
+    _refuse_include(request)
     if not 1 <= limit <= 100:
         raise bad_request("limit must be between 1 and 100", param="limit")
     items = _stored(request, response_id).input_items
@@ -412,6 +418,15 @@ def _earlier_turns(request: Request, previous_id: str | None) -> list[dict[str, 
             f"Previous response with id '{previous_id}' is still in progress.", param="previous_response_id"
         )
     return previous.conversation()
+
+
+def _refuse_include(request: Request) -> None:
+    """OpenAI's `include` on a GET adds fields to what was stored; here it is given as it was made."""
+    if "include" in request.query_params or "include[]" in request.query_params:
+        raise bad_request(
+            "include: a stored response is given as it was made (ask for logprobs when creating it)",
+            param="include",
+        )
 
 
 def _stored(request: Request, response_id: str) -> StoredResponse:
