@@ -114,11 +114,11 @@ def check_engine_start(config: EngineConfig) -> None:
             raise ValueError(f"--device {config.device}: {seen} visible to a CUDA build of torch here")
 
 
-def bind_listeners(config: ServerConfig, count: int = 1) -> list[list[socket.socket]]:
+def bind_listeners(config: ServerConfig, count: int) -> list[list[socket.socket]]:
     """For each of `count` API processes, sockets listening on each address of the config's host (a name
     such as localhost may stand for both 127.0.0.1 and ::1), at its port. Several processes get a socket
-    each (SO_REUSEPORT), among which the kernel spreads new connections evenly: on one shared socket the
-    process that wakes first accepts nearly a whole burst."""
+    each (SO_REUSEPORT), among which the kernel deals new connections out evenly: on one shared socket the
+    process that woke first often accepted most of a burst."""
     try:
         found = socket.getaddrinfo(config.host, config.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
         per_address = [_listeners(family, address, count) for family, *_, address in dict.fromkeys(found)]
