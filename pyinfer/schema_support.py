@@ -104,7 +104,8 @@ PRIMITIVES = frozenset({"object", "array", "string", "number", "boolean", "null"
 def for_grammar(schema: Any) -> Any:
     """`schema` as the grammar is given it: a string bounded by its length alone gets the same bound as a
     `pattern` instead, which xgrammar writes without raw control characters (its length rule lets a tab
-    through, which no JSON parser reads)."""
+    through, which no JSON parser reads); an integer's fractional bounds become the whole numbers they
+    allow (xgrammar refuses them as invalid, which JSON Schema does not)."""
     try:
         return _rewritten(schema)
     except RecursionError:  # nested too deeply to rewrite: xgrammar takes it as it is
@@ -117,11 +118,33 @@ def _rewritten(schema: Any) -> Any:
     if not isinstance(schema, dict):
         return schema
     out = {key: value if key in DATA_KEYS else _rewritten(value) for key, value in schema.items()}
+    kinds = out.get("type")
+    if kinds == "integer" or (isinstance(kinds, list) and "integer" in kinds and "number" not in kinds):
+        out = _whole_bounds(out)
     lengths = {key: out.pop(key) for key in ("minLength", "maxLength") if isinstance(out.get(key), int)}
     if not lengths or "pattern" in out or out.get("format") in KNOWN_FORMATS or out.get("type") != "string":
         return {**out, **lengths}  # the check decides about lengths beside a pattern or format
     low, high = lengths.get("minLength", 0), lengths.get("maxLength", "")
     return {**out, "pattern": f"^.{{{low},{high}}}$"}
+
+
+def _whole_bounds(schema: dict[str, Any]) -> dict[str, Any]:
+    """An integer schema's fractional bounds as the inclusive whole-number bounds they allow."""
+    out = dict(schema)
+    whole = {  # key -> (the inclusive key it becomes, the whole number a fraction there allows)
+        "minimum": ("minimum", math.ceil),
+        "maximum": ("maximum", math.floor),
+        "exclusiveMinimum": ("minimum", lambda x: math.floor(x) + 1),
+        "exclusiveMaximum": ("maximum", lambda x: math.ceil(x) - 1),
+    }
+    for key, (inclusive, allowed) in whole.items():
+        bound = out.get(key)
+        if isinstance(bound, float) and math.isfinite(bound):
+            del out[key]
+            value = allowed(bound)
+            tighter = max if inclusive == "minimum" else min
+            out[inclusive] = tighter(value, out[inclusive]) if isinstance(out.get(inclusive), int) else value
+    return out
 
 
 def check_enforceable(schema: Any, param: str, strict: bool, where: str = "schema") -> None:
@@ -149,8 +172,9 @@ def _find(node: Any, root: Any, where: str, followed: set[int]) -> str | None:
     """`followed`: the ids of the references' targets checked already (a recursive schema refers back)."""
     if not isinstance(node, dict):
         return None
+    at_most_one = isinstance(node.get("maxItems"), int) and node["maxItems"] <= 1  # unique however written
     refused = sorted(NEVER_ENFORCED & node.keys()) + (
-        ["uniqueItems"] if node.get("uniqueItems") is True else []
+        ["uniqueItems"] if node.get("uniqueItems") is True and not at_most_one else []
     )
     if refused:
         return f"uses `{refused[0]}` at {where}, which the grammar cannot enforce"

@@ -348,3 +348,28 @@ def test_a_length_bounded_string_is_given_to_the_grammar_without_raw_control_cha
     assert not grammar_accepts(given, tab)
     assert grammar_accepts(given, wrap('"ab"')) and grammar_accepts(given, wrap('"abcde"'))
     assert not grammar_accepts(given, wrap('"abcdef"'))
+
+
+@pytest.mark.parametrize(
+    ("schema", "allowed", "breaking"),
+    [
+        ({"type": "integer", "minimum": 0.5, "maximum": 3.5}, ["1", "3"], ["0", "4"]),
+        ({"type": "integer", "exclusiveMinimum": -1.5, "exclusiveMaximum": 2.0}, ["-1", "1"], ["-2", "2"]),
+        ({"type": "integer", "minimum": 3, "exclusiveMinimum": 0.5}, ["3"], ["2"]),  # the tighter holds
+        ({"type": ["integer", "null"], "maximum": 2.5}, ["2", "null"], ["3"]),
+    ],
+)
+def test_an_integer_s_fractional_bounds_reach_the_grammar_as_the_whole_numbers_they_allow(
+    schema, allowed, breaking
+):
+    with pytest.raises(RuntimeError):  # xgrammar refuses them as invalid; JSON Schema does not
+        grammar_accepts(schema, allowed[0])
+    given = for_grammar(schema)
+    assert all(grammar_accepts(given, text) and not breaks(text, schema) for text in allowed)
+    assert all(not grammar_accepts(given, text) and breaks(text, schema) for text in breaking)
+
+
+def test_unique_items_of_at_most_one_item_are_passed():
+    schema = {"type": "array", "items": {"type": "integer"}, "uniqueItems": True, "maxItems": 1}
+    assert unenforceable(schema) is None
+    assert breaks("[1, 1]", schema) and not grammar_accepts(schema, "[1, 1]")  # maxItems holds it
