@@ -117,9 +117,12 @@ class BlockManager:
             h = hash((parent, tokens))
             block = self.blocks[seq.block_table[i]]
             block.hash, block.token_ids = h, tokens
-            # A block whose hash another block holds already is a duplicate, not findable: no event
-            if self.cached.setdefault(h, block.id) == block.id and self.kv_events is not None:
-                self._record_stored(parent if i else None, h, tokens)
+            # A block whose hash another block holds already is a duplicate, not findable: not written
+            if self.cached.setdefault(h, block.id) == block.id:
+                if i < seq.num_prompt_tokens // self.block_size:
+                    seq.num_cache_written_tokens += self.block_size
+                if self.kv_events is not None:
+                    self._record_stored(parent if i else None, h, tokens)
             seq.block_hashes.append(h)
 
     def free_seq(self, seq: Sequence) -> None:

@@ -375,6 +375,7 @@ class LLMEngine:
                 logprobs=None if logprob is None else [logprob],
                 num_prompt_tokens=seq.num_prompt_tokens,
                 num_cached_tokens=seq.num_cached_tokens or 0,
+                num_cache_written_tokens=seq.num_cache_written_tokens,
             )
             reason = self._finish_reason(seq, token, pos + 1)
             if reason is not None:

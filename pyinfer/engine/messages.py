@@ -54,6 +54,7 @@ class SeqOutput(msgspec.Struct, kw_only=True):
     stop_token_id: int | None = None  # the token that ended it, for finish_reason stop
     num_prompt_tokens: int = 0
     num_cached_tokens: int = 0
+    num_cache_written_tokens: int = 0  # prompt tokens it made findable in the prefix cache
     metrics: RequestMetrics | None = None  # on the final output only
     error: str | None = None
 

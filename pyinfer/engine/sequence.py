@@ -48,6 +48,7 @@ class Sequence:
         self.block_hashes: list[int] = []  # hashes of this sequence's full blocks, in order
         self.num_computed_tokens = 0  # tokens whose KV is in the cache
         self.num_cached_tokens: int | None = None  # prompt tokens served from the prefix cache
+        self.num_cache_written_tokens = 0  # prompt tokens this sequence made findable in the prefix cache
         self.finish_reason: str | None = None
         self.siblings: list[Sequence] = []  # choices 1..n-1, admitted once this one's prompt is in the cache
         self.num_preemptions = 0

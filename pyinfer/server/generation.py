@@ -90,6 +90,7 @@ class Generation:
         self.index_offset = index_offset
         self.choices = [self._choice(i, tool_parser() if tool_parser else None) for i in range(params.n)]
         self.num_cached_tokens = 0
+        self.num_cache_written_tokens = 0
         self.sent_at = time.perf_counter()
         self.metrics = metrics
         self.timeout = timeout
@@ -170,8 +171,9 @@ class Generation:
                 self.metrics.token_gap(0.0)
         choice.first_token_at = choice.first_token_at or now
         choice.last_token_at = now
-        if out.index == 0:
+        if out.index == 0:  # the choice that computes the prompt; the others find it cached
             self.num_cached_tokens = out.num_cached_tokens
+            self.num_cache_written_tokens = out.num_cache_written_tokens
         finish = choice.finish_reason
         parsed = Parsed(content=added.text)
         if choice.parser is not None:
@@ -227,7 +229,8 @@ def usage(generations: list[Generation]) -> Usage:
         completion_tokens=completion,
         total_tokens=prompt + completion,
         prompt_tokens_details=PromptTokensDetails(
-            cached_tokens=sum(g.num_cached_tokens for g in generations)
+            cached_tokens=sum(g.num_cached_tokens for g in generations),
+            cache_write_tokens=sum(g.num_cache_written_tokens for g in generations),
         ),
         performance=performance(generations),
     )

@@ -369,6 +369,7 @@ class Performance(BaseModel):
 
 class PromptTokensDetails(BaseModel):
     cached_tokens: int = 0
+    cache_write_tokens: int = 0  # computed here and left findable in the prefix cache for later prompts
 
 
 class Usage(BaseModel):

@@ -270,6 +270,7 @@ OutputItem = OutputMessage | FunctionCallItem
 
 class InputTokensDetails(BaseModel):
     cached_tokens: int
+    cache_write_tokens: int
 
 
 class OutputTokensDetails(BaseModel):
@@ -289,7 +290,10 @@ class ResponseUsage(BaseModel):
         """Chat usage in the Responses API's names."""
         return cls(
             input_tokens=usage.prompt_tokens,
-            input_tokens_details=InputTokensDetails(cached_tokens=usage.prompt_tokens_details.cached_tokens),
+            input_tokens_details=InputTokensDetails(
+                cached_tokens=usage.prompt_tokens_details.cached_tokens,
+                cache_write_tokens=usage.prompt_tokens_details.cache_write_tokens,
+            ),
             output_tokens=usage.completion_tokens,
             output_tokens_details=OutputTokensDetails(),
             total_tokens=usage.total_tokens,

@@ -68,3 +68,20 @@ def test_capacity_failure_takes_nothing():
     s = seq(list(range(12)))
     assert not bm.ensure_capacity(s, 12)
     assert s.block_table == [] and bm.num_free_blocks == 2
+
+
+def test_prompt_blocks_made_findable_count_as_written_once():
+    bm = BlockManager(8, BS)
+    a = seq(list(range(8)))
+    compute(bm, a)
+    assert a.num_cache_written_tokens == 8
+    again = seq(list(range(8)))
+    compute(bm, again)  # its last block is computed again, and already findable: a duplicate
+    assert again.num_cached_tokens == 4 and again.num_cache_written_tokens == 0
+    b = seq(list(range(50, 55)))  # one whole prompt block
+    compute(bm, b)
+    b.token_ids.extend([60, 61, 62])  # output completes the second block: not the prompt's
+    assert bm.ensure_capacity(b, b.num_tokens)
+    b.num_computed_tokens = b.num_tokens
+    bm.register_full_blocks(b, b.num_tokens)
+    assert len(b.block_hashes) == 2 and b.num_cache_written_tokens == 4

@@ -57,8 +57,10 @@ def test_cached_tokens_zero_on_miss_then_whole_blocks_on_repeat(client, model):
     first = chat(client, model, messages=messages, temperature=0, max_tokens=2)
     second = chat(client, model, messages=messages, temperature=0, max_tokens=2)
     assert first.usage.prompt_tokens_details.cached_tokens == 0
+    assert first.usage.prompt_tokens_details.cache_write_tokens == first.usage.prompt_tokens // 16 * 16
     cached = second.usage.prompt_tokens_details.cached_tokens
     assert cached > 0 and cached % 16 == 0 and cached <= second.usage.prompt_tokens
+    assert second.usage.prompt_tokens_details.cache_write_tokens == 0
 
 
 def test_streaming_chunks(client, model):

@@ -7,7 +7,7 @@ import uuid
 
 import openai
 import pytest
-from openai.types.responses import ResponseItem
+from openai.types.responses import Response, ResponseItem
 from pydantic import TypeAdapter
 
 from tests.server.helpers import engine_idle, wait_until
@@ -46,6 +46,9 @@ def test_string_input_completes(client, model):
     assert u.output_tokens == 8 and u.total_tokens == u.input_tokens + 8
     assert u.output_tokens_details.reasoning_tokens == 0 and u.input_tokens_details.cached_tokens >= 0
     assert u.model_extra["performance"]["decode_iterations"] == 7
+    assert (
+        Response.model_validate(r.model_dump()) == r
+    )  # whole by the SDK's type: its required fields all there
 
 
 def test_list_of_message_items_equals_string_input(client, model):
@@ -333,23 +336,27 @@ def _chat_streamed(client, model, system: str) -> tuple[int, int]:
         stream_options={"include_usage": True},
     )
     usage = next(c.usage for c in chunks if c.usage)
-    return usage.prompt_tokens_details.cached_tokens, usage.prompt_tokens
+    details = usage.prompt_tokens_details
+    return details.cached_tokens, details.cache_write_tokens, usage.prompt_tokens
 
 
 def _completion(client, model, system: str) -> tuple[int, int]:
     usage = client.completions.create(model=model, prompt=system, max_tokens=2).usage
-    return usage.prompt_tokens_details.cached_tokens, usage.prompt_tokens
+    details = usage.prompt_tokens_details
+    return details.cached_tokens, details.cache_write_tokens, usage.prompt_tokens
 
 
 def _response(client, model, system: str) -> tuple[int, int]:
     usage = client.responses.create(model=model, instructions=system, input="Hi", max_output_tokens=2).usage
-    return usage.input_tokens_details.cached_tokens, usage.input_tokens
+    details = usage.input_tokens_details
+    return details.cached_tokens, details.cache_write_tokens, usage.input_tokens
 
 
 @pytest.mark.parametrize("api", [_chat_streamed, _completion, _response])
 def test_cached_tokens_zero_on_miss_then_whole_blocks_on_repeat(client, model, api):
+    """The first request writes its prompt's whole blocks to the prefix cache; the second reads them."""
     system = f"{uuid.uuid4().hex} " + "You know the long history of ships and the sea. " * 6  # a first miss
-    first_cached, _ = api(client, model, system)
-    second_cached, prompt_tokens = api(client, model, system)
-    assert first_cached == 0
-    assert 0 < second_cached <= prompt_tokens and second_cached % 16 == 0
+    first_cached, first_written, prompt_tokens = api(client, model, system)
+    second_cached, second_written, _ = api(client, model, system)
+    assert first_cached == 0 and first_written == prompt_tokens // 16 * 16 > 0
+    assert 0 < second_cached <= prompt_tokens and second_cached % 16 == 0 and second_written == 0
