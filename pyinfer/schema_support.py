@@ -99,13 +99,13 @@ SUBSCHEMAS = (
 )
 SUBSCHEMA_LISTS = ("allOf", "anyOf", "oneOf", "prefixItems", "items")
 PRIMITIVES = frozenset({"object", "array", "string", "number", "boolean", "null"})
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # the integers xgrammar's bounds may name
 
 
 def for_grammar(schema: Any) -> Any:
     """`schema` as the grammar is given it: a string bounded by its length alone gets the same bound as a
     `pattern` instead, which xgrammar writes without raw control characters (its length rule lets a tab
-    through, which no JSON parser reads); an integer's fractional bounds become the whole numbers they
-    allow (xgrammar refuses them as invalid, which JSON Schema does not)."""
+    through, which no JSON parser reads); an integer's bounds become whole numbers within 64 bits."""
     try:
         return _rewritten(schema)
     except RecursionError:  # nested too deeply to rewrite: xgrammar takes it as it is
@@ -119,7 +119,9 @@ def _rewritten(schema: Any) -> Any:
         return schema
     out = {key: value if key in DATA_KEYS else _rewritten(value) for key, value in schema.items()}
     kinds = out.get("type")
-    if kinds == "integer" or (isinstance(kinds, list) and "integer" in kinds and "number" not in kinds):
+    if isinstance(kinds, list) and "integer" in kinds and "number" in kinds:  # number holds every integer
+        out["type"] = kinds = [kind for kind in kinds if kind != "integer"]
+    if kinds == "integer" or (isinstance(kinds, list) and "integer" in kinds):
         out = _whole_bounds(out)
     lengths = {key: out.pop(key) for key in ("minLength", "maxLength") if isinstance(out.get(key), int)}
     if not lengths or "pattern" in out or out.get("format") in KNOWN_FORMATS or out.get("type") != "string":
@@ -129,9 +131,11 @@ def _rewritten(schema: Any) -> Any:
 
 
 def _whole_bounds(schema: dict[str, Any]) -> dict[str, Any]:
-    """An integer schema's fractional bounds as the inclusive whole-number bounds they allow."""
+    """An integer schema's bounds as xgrammar takes them: whole numbers (it refuses a fraction as invalid,
+    which JSON Schema does not: a fraction becomes the whole number it allows) within 64 bits (it refuses
+    more: a bound past them that allows all of them becomes their edge)."""
     out = dict(schema)
-    whole = {  # key -> (the inclusive key it becomes, the whole number a fraction there allows)
+    whole = {  # key -> (the inclusive key it becomes, the whole number it allows)
         "minimum": ("minimum", math.ceil),
         "maximum": ("maximum", math.floor),
         "exclusiveMinimum": ("minimum", lambda x: math.floor(x) + 1),
@@ -139,11 +143,18 @@ def _whole_bounds(schema: dict[str, Any]) -> dict[str, Any]:
     }
     for key, (inclusive, allowed) in whole.items():
         bound = out.get(key)
-        if isinstance(bound, float) and math.isfinite(bound):
-            del out[key]
-            value = allowed(bound)
-            tighter = max if inclusive == "minimum" else min
-            out[inclusive] = tighter(value, out[inclusive]) if isinstance(out.get(inclusive), int) else value
+        if isinstance(bound, bool) or not isinstance(bound, int | float) or not math.isfinite(bound):
+            continue  # not a bound: the check and the grammar say so
+        if isinstance(bound, int) and INT64_MIN <= bound <= INT64_MAX:
+            continue  # taken as it is
+        del out[key]
+        value = allowed(bound)
+        if inclusive == "minimum":
+            value = INT64_MIN if value < INT64_MIN else value
+            out["minimum"] = max(value, out["minimum"]) if isinstance(out.get("minimum"), int) else value
+        else:
+            value = INT64_MAX if value > INT64_MAX else value
+            out["maximum"] = min(value, out["maximum"]) if isinstance(out.get("maximum"), int) else value
     return out
 
 
