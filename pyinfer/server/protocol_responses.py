@@ -173,16 +173,14 @@ class ResponsesRequest(Body):
     def input_items(self) -> list[dict[str, Any]]:
         """The input as Responses items, each with an id (as GET .../input_items lists them)."""
         if isinstance(self.input, str):
-            return [_message_item("user", [{"type": "input_text", "text": self.input}])]
+            return [_message_item("user", [self.input])]
         items: list[dict[str, Any]] = []
         for item in self.input:
             if isinstance(item, InputMessage):
-                if isinstance(item.content, str):  # an assistant's earlier reply is output text
-                    kind = "output_text" if item.role == "assistant" else "input_text"
-                    parts = [_listed_part(kind, item.content)]
-                else:
-                    parts = [_listed_part(part.type, part.text) for part in item.content]
-                items.append(_message_item(item.role, parts))
+                texts = (
+                    [item.content] if isinstance(item.content, str) else [part.text for part in item.content]
+                )
+                items.append(_message_item(item.role, texts))
             else:
                 prefix = "fc" if isinstance(item, FunctionCallInput) else "fco"
                 dumped = item.model_dump(exclude_none=True)
@@ -222,18 +220,21 @@ class ResponsesRequest(Body):
         return {"format": given.model_dump(by_alias=True, exclude_none=True) if given else {"type": "text"}}
 
 
-def _listed_part(kind: str, text: str) -> dict[str, Any]:
-    """A message's part as input_items lists it: output text carries its (here no) annotations, as OpenAI's."""
-    return {"type": kind, "text": text} | ({"annotations": []} if kind == "output_text" else {})
-
-
-def _message_item(role: str, content: list[dict[str, Any]]) -> dict[str, Any]:
+def _message_item(role: str, texts: list[str]) -> dict[str, Any]:
+    """A message of the input as input_items lists it, as OpenAI does: an assistant's parts are output
+    text, with its (here no) annotations; every other role's are input text."""
+    parts = [
+        {"type": "output_text", "text": text, "annotations": []}
+        if role == "assistant"
+        else {"type": "input_text", "text": text}
+        for text in texts
+    ]
     return {
         "id": f"msg_{uuid.uuid4().hex}",
         "type": "message",
         "role": role,
         "status": "completed",
-        "content": content,
+        "content": parts,
     }
 
 

@@ -136,10 +136,15 @@ def test_get_and_delete_stored_response(client, model):
     got = client.responses.retrieve(r.id)
     assert got.id == r.id and got.status == r.status and got.output_text == r.output_text
     assert got.usage.output_tokens == 3
-    for asked in ({"stream": True}, {"include": [LOGPROBS]}):  # what a stored response cannot give
+    for asked in ({"stream": True}, {"include": [LOGPROBS]}):  # what this stored response cannot give
         with pytest.raises(openai.BadRequestError) as refused:
             client.responses.retrieve(r.id, **asked)
         assert refused.value.body["param"] == next(iter(asked))
+    with_logprobs = respond(client, model, max_output_tokens=3, include=[LOGPROBS])
+    again = client.responses.retrieve(with_logprobs.id, include=[LOGPROBS])  # as it was made
+    assert len(again.output[0].content[0].logprobs) == 3
+    with pytest.raises(openai.NotFoundError):  # an unknown id is not found, whatever is asked of it
+        client.responses.retrieve("resp_nothing", stream=True)
     client.responses.delete(r.id)
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve(r.id)
@@ -182,6 +187,20 @@ def test_input_items_list_the_response_s_own_input_as_the_client_pages_them(clie
     assert refused.status_code == 400 and refused.json()["error"]["param"] == "limit"
     with pytest.raises(openai.NotFoundError):
         client.responses.input_items.list("resp_nothing")
+
+
+def test_input_items_list_each_role_s_parts_as_openai_does(client, model, http):
+    """An assistant's parts are output text, every other role's input text, whatever type they came as."""
+    given = [
+        {"role": "user", "content": [{"type": "output_text", "text": "Hi."}]},
+        {"role": "assistant", "content": [{"type": "input_text", "text": "Hello."}]},
+        {"role": "user", "content": "Bye."},
+    ]
+    r = client.responses.create(model=model, input=given, max_output_tokens=2)
+    listed = http.get(f"/v1/responses/{r.id}/input_items", params={"order": "asc"}).json()["data"]
+    assert [item["content"][0]["type"] for item in listed] == ["input_text", "output_text", "input_text"]
+    for item in listed:
+        TypeAdapter(ResponseItem).validate_python(item)
 
 
 def test_store_false_is_not_kept(client, model):

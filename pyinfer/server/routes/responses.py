@@ -22,6 +22,7 @@ from pyinfer.server.generation import Delta, Generation, usage
 from pyinfer.server.logprobs import chat_logprobs
 from pyinfer.server.protocol import ChatTokenLogprob
 from pyinfer.server.protocol_responses import (
+    LOGPROBS_INCLUDED,
     FunctionCallItem,
     IncompleteDetails,
     InputItemList,
@@ -104,12 +105,14 @@ async def create_response(request: Request, body: ResponsesBody) -> Response:
 
 @router.get("/v1/responses/{response_id}", response_model=None)
 async def retrieve_response(request: Request, response_id: str, stream: bool = False) -> Response:
-    """The stored response, whole. OpenAI's `stream` (with `starting_after`) replays a background response's
-    events, which this server does not keep: asked for, it is a 400, not a JSON answer the client never reads."""
+    """The stored response, whole. OpenAI's `stream` (with `starting_after`) replays a background
+    response's events, which this server does not keep: asked for, it is a 400, not a JSON answer that
+    the client reads as no events."""
+    stored = _stored(request, response_id)
     if stream:
         raise bad_request("stream: a stored response is given whole; its events are not kept", param="stream")
-    _refuse_include(request)
-    return json_response(_stored(request, response_id).response)
+    _check_include(request, stored)
+    return json_response(stored.response)
 
 
 @router.get("/v1/responses/{response_id}/input_items", response_model=None)
@@ -123,10 +126,11 @@ async def list_input_items(
 ) -> Response:
     """The response's own input items, newest first unless `order=asc`, a page of `limit` (1-100) after
     or before the item with the id given, as OpenAI lists them."""
-    _refuse_include(request)
     if not 1 <= limit <= 100:
         raise bad_request("limit must be between 1 and 100", param="limit")
-    items = _stored(request, response_id).input_items
+    stored = _stored(request, response_id)
+    _check_include(request, None)
+    items = stored.input_items
     items = items[::-1] if order == "desc" else items
     ids = [item["id"] for item in items]
     for cursor, param in ((after, "after"), (before, "before")):
@@ -420,13 +424,22 @@ def _earlier_turns(request: Request, previous_id: str | None) -> list[dict[str, 
     return previous.conversation()
 
 
-def _refuse_include(request: Request) -> None:
-    """OpenAI's `include` on a GET adds fields to what was stored; here it is given as it was made."""
-    if "include" in request.query_params or "include[]" in request.query_params:
-        raise bad_request(
-            "include: a stored response is given as it was made (ask for logprobs when creating it)",
-            param="include",
-        )
+def _check_include(request: Request, stored: StoredResponse | None) -> None:
+    """OpenAI's `include` on a GET asks for fields beside those stored. Here that is a retrieved
+    response's output logprobs, and only where it was made with them (`stored`; None for input items,
+    which have none of the fields `include` names): anything else is a 400, not an answer without them."""
+    asked = set(request.query_params.getlist("include") + request.query_params.getlist("include[]"))
+    if not asked or (stored is not None and asked == {LOGPROBS_INCLUDED} and _has_logprobs(stored)):
+        return
+    raise bad_request(
+        f"include: {', '.join(sorted(asked))} was not asked for when this response was made", param="include"
+    )
+
+
+def _has_logprobs(stored: StoredResponse) -> bool:
+    """Whether the response was made with its output text's logprobs (text without them was not)."""
+    messages = (item for item in stored.response.output if item.type == "message")
+    return all(part.logprobs or not part.text for item in messages for part in item.content)
 
 
 def _stored(request: Request, response_id: str) -> StoredResponse:
