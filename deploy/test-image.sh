@@ -8,7 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PORT=${PORT:-18080}
-INDEX_PORT=${INDEX_PORT:-18081}  # fixed: the index's URL is a build argument, part of the torch layer's cache key
+# Fixed: the index's URL is a build argument, part of the torch layer's cache key (a random port rebuilt it).
+INDEX_PORT=${INDEX_PORT:-18081}
 GRACE=${GRACE:-40}  # podman stop's grace: above the server's default drain (PYINFER_DRAIN_TIMEOUT, 30 s)
 IMAGE=${IMAGE:-localhost/pyinfer:cpu}
 BASE=${BASE:-localhost/debian:bookworm-slim}
@@ -108,7 +109,8 @@ say "prebuilt kernels in use; HEALTHCHECK, web UI and /metrics answer"
 client=.venv/bin/python
 if ! "$client" -c "import openai" 2>/dev/null; then
   say "installing the openai client"
-  python3 -m venv "$WORK/client" && "$WORK/client/bin/pip" install -q openai >/dev/null || fail "pip install openai"
+  python3 -m venv "$WORK/client" || fail "python3 -m venv"
+  "$WORK/client/bin/pip" install -q openai >/dev/null || fail "pip install openai"
   client=$WORK/client/bin/python
 fi
 t=$SECONDS

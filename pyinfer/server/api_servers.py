@@ -3,8 +3,8 @@
 One Python process streaming every token of every request runs out of CPU before the GPU does. The
 launcher (this process) binds the port, starts the engine core with one ZMQ link per API process and
 then the API processes, each serving its own socket on the port (the kernel spreads connections among
-them) and attached to its own link. It forwards SIGTERM/SIGINT to them (each drains its own requests), stops the
-core once they are all gone, and exits non-zero if any of them or the core ended badly. The core exits
+them) and attached to its own link. It forwards SIGTERM/SIGINT to them (each drains its own requests),
+stops the core once they are all gone, and exits non-zero if any of them or the core ended badly. The core exits
 if the launcher dies; an API process exits if the core or the launcher dies. Counters for /metrics are
 kept in files that any of them sums (prometheus_client's multiprocess mode); stored Responses and rate
 limits in one SQLite database (shared_state.py); the queue limits count the core's whole queue, which

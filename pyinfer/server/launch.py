@@ -131,15 +131,14 @@ def bind_listeners(config: ServerConfig, count: int) -> list[list[socket.socket]
 
 
 def _listeners(family: socket.AddressFamily, address: tuple, count: int) -> list[socket.socket]:
-    """`count` sockets listening at `address`. A port that another server holds, even one sharing it among
+    """`count` sockets listening at `address`. A port another server listens on, even one sharing it among
     its own processes, is refused: a plain socket is bound there first (never listening, so that no client
-    is reset by it), which any listener blocks."""
+    is reset by it), which any listener blocks. It takes SO_REUSEADDR as the listeners do: a connection of
+    an earlier server still in TIME_WAIT holds nothing."""
     if count == 1:
         return [socket.create_server(address, family=family, backlog=2048)]
     with socket.socket(family, socket.SOCK_STREAM) as probe:  # free? (port 0: which port)
-        probe.setsockopt(
-            socket.SOL_SOCKET, socket.SO_REUSEADDR, 1
-        )  # as the listeners: TIME_WAIT is no holder
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6:
             probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         probe.bind(address)

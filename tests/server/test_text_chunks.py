@@ -8,9 +8,11 @@ import pytest
 from pyinfer.server.protocol import (
     ChatChunkChoice,
     ChatCompletionChunk,
+    ChatCompletionChunkWithUsage,
     ChatDelta,
     Completion,
     CompletionChoice,
+    CompletionChunkWithUsage,
 )
 from pyinfer.server.routes import chat, completions
 from pyinfer.server.routes.common import TextChunks, reply_head, sse
@@ -26,19 +28,21 @@ TEXTS = [
 ]
 
 
+@pytest.mark.parametrize("chunk", [Completion, CompletionChunkWithUsage])  # with usage: "usage": null
 @pytest.mark.parametrize("finish", [None, "stop", "length"])
 @pytest.mark.parametrize("text", TEXTS)
-def test_completion_text_chunks_are_the_models_json(text, finish):
+def test_completion_text_chunks_are_the_models_json(text, finish, chunk):
     head = reply_head("cmpl", 'a "model"/name')
-    plain = TextChunks(Completion(**head, choices=[]), completions._text_choice)
-    model = Completion(**head, choices=[CompletionChoice(index=3, text=text, finish_reason=finish)])
+    plain = TextChunks(chunk(**head, choices=[]), completions._text_choice)
+    model = chunk(**head, choices=[CompletionChoice(index=3, text=text, finish_reason=finish)])
     assert plain.event(3, text, finish) == sse(model).encode()
 
 
+@pytest.mark.parametrize("chunk", [ChatCompletionChunk, ChatCompletionChunkWithUsage])
 @pytest.mark.parametrize("finish", [None, "stop", "length"])
 @pytest.mark.parametrize("text", TEXTS)
-def test_chat_text_chunks_are_the_models_json(text, finish):
+def test_chat_text_chunks_are_the_models_json(text, finish, chunk):
     head = reply_head("chatcmpl", "m")
-    plain = TextChunks(ChatCompletionChunk(**head, choices=[]), chat._text_choice)
+    plain = TextChunks(chunk(**head, choices=[]), chat._text_choice)
     choice = ChatChunkChoice(index=1, delta=ChatDelta(content=text or None), finish_reason=finish)
-    assert plain.event(1, text or None, finish) == sse(ChatCompletionChunk(**head, choices=[choice])).encode()
+    assert plain.event(1, text or None, finish) == sse(chunk(**head, choices=[choice])).encode()
