@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import sys
 from collections.abc import Sequence
@@ -102,12 +103,21 @@ def cmd_chat(args: argparse.Namespace) -> None:
         messages.append({"role": "assistant", "content": "".join(reply)})
 
 
+class CommandLineError(Exception):
+    """A mistake on the command line; `log_format`: the format its command logs in by default."""
+
+    def __init__(self, line: str, log_format: str | None):
+        super().__init__(line)
+        self.log_format = log_format
+
+
 class OneLineErrors(argparse.ArgumentParser):
-    """A mistake on the command line is one line naming the command; its usage, some fifty flags for
-    `serve`, is left to `--help`."""
+    """A mistake on the command line is one line naming the command (`main` writes it in the log's format);
+    its usage, some fifty flags for `serve`, is left to `--help`."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        line = f"{self.prog}: error: {message} (see {self.prog} --help)"
+        raise CommandLineError(line, self.get_default("log_format"))  # the environment's, where it has one
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
@@ -151,9 +161,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Run the command; a mistake in what it was given is one line on stderr and exit code 2, as argparse
     gives for a bad flag, and Ctrl-C is exit code 130, never a traceback."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    args, unknown = build_parser(argv).parse_known_args(argv)
-    if unknown:  # told by the command's own parser, not the top level's
-        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    try:
+        args, unknown = build_parser(argv).parse_known_args(argv)
+        if unknown:  # told by the command's own parser, not the top level's
+            args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    except CommandLineError as e:
+        _stop(argparse.Namespace(log_format=_flag_value(argv, "--log-format") or e.log_format), str(e))
     try:
         check_variables(args)  # the chosen command's flags only
         for name, meant in mistyped_variables():
@@ -167,6 +180,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         if not isinstance(e.code, str):
             raise
         _stop(args, e.code)  # a setting's own message
+
+
+def _flag_value(argv: list[str], flag: str) -> str | None:
+    """The value `argv` gives `flag` (`--flag value` or `--flag=value`), the last where it is given twice."""
+    value = None
+    for arg, following in itertools.pairwise([*argv, None]):
+        if arg == flag:
+            value = following
+        elif arg.startswith(f"{flag}="):
+            value = arg.partition("=")[2]
+    return value
 
 
 def _say(args: argparse.Namespace, level: int, message: str, line: str) -> None:

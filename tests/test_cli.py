@@ -72,6 +72,18 @@ def test_every_line_is_json_where_the_log_is_json(monkeypatch, capsys, tmp_path,
     assert error["level"] == "ERROR" and error["message"].endswith("holds an empty item (item 2)")
 
 
+@pytest.mark.parametrize("asked", [["--log-format", "json"], ["--log-format=json"], []])
+def test_a_bad_flag_is_a_json_line_where_the_log_is_json(monkeypatch, capsys, asked):
+    if not asked:
+        monkeypatch.setenv("PYINFER_LOG_FORMAT", "json")
+    with pytest.raises(SystemExit) as stopped:
+        main(["serve", *asked, "--max-num-seqs", "abc"])
+    assert stopped.value.code == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    record = json.loads(line)
+    assert record["level"] == "ERROR" and "--max-num-seqs: invalid int value: 'abc'" in record["message"]
+
+
 @pytest.mark.parametrize(
     ("argv", "said"),
     [
