@@ -143,6 +143,8 @@ def test_get_and_delete_stored_response(client, model):
     with_logprobs = respond(client, model, max_output_tokens=3, include=[LOGPROBS])
     again = client.responses.retrieve(with_logprobs.id, include=[LOGPROBS])  # as it was made
     assert len(again.output[0].content[0].logprobs) == 3
+    plain = client.responses.retrieve(with_logprobs.id)  # include adds them, as at OpenAI
+    assert plain.output[0].content[0].logprobs == [] and plain.output_text == with_logprobs.output_text
     with pytest.raises(openai.NotFoundError):  # an unknown id is not found, whatever is asked of it
         client.responses.retrieve("resp_nothing", stream=True)
     client.responses.delete(r.id)

@@ -111,8 +111,9 @@ async def retrieve_response(request: Request, response_id: str, stream: bool = F
     stored = _stored(request, response_id)
     if stream:
         raise bad_request("stream: a stored response is given whole; its events are not kept", param="stream")
-    _check_include(request, stored)
-    return json_response(stored.response)
+    if _included(request, stored):
+        return json_response(stored.response)
+    return json_response(_without_logprobs(stored.response))
 
 
 @router.get("/v1/responses/{response_id}/input_items", response_model=None)
@@ -129,7 +130,7 @@ async def list_input_items(
     if not 1 <= limit <= 100:
         raise bad_request("limit must be between 1 and 100", param="limit")
     stored = _stored(request, response_id)
-    _check_include(request, None)
+    _included(request, None)
     items = stored.input_items
     items = items[::-1] if order == "desc" else items
     ids = [item["id"] for item in items]
@@ -424,13 +425,15 @@ def _earlier_turns(request: Request, previous_id: str | None) -> list[dict[str, 
     return previous.conversation()
 
 
-def _check_include(request: Request, stored: StoredResponse | None) -> None:
-    """OpenAI's `include` on a GET asks for fields beside those stored. Here that is a retrieved
-    response's output logprobs, and only where it was made with them (`stored`; None for input items,
-    which have none of the fields `include` names): anything else is a 400, not an answer without them."""
+def _included(request: Request, stored: StoredResponse | None) -> bool:
+    """Whether a GET asks (`include`) for a retrieved response's output logprobs, as at OpenAI the only
+    way to have them there. Only a response made with them has them (`stored`; None for input items,
+    which have none of the fields `include` names): anything else asked for is a 400."""
     asked = set(request.query_params.getlist("include") + request.query_params.getlist("include[]"))
-    if not asked or (stored is not None and asked == {LOGPROBS_INCLUDED} and _has_logprobs(stored)):
-        return
+    if not asked:
+        return False
+    if stored is not None and asked == {LOGPROBS_INCLUDED} and _has_logprobs(stored):
+        return True
     raise bad_request(
         f"include: {', '.join(sorted(asked))} was not asked for when this response was made", param="include"
     )
@@ -440,6 +443,19 @@ def _has_logprobs(stored: StoredResponse) -> bool:
     """Whether the response was made with its output text's logprobs (text without them was not)."""
     messages = (item for item in stored.response.output if item.type == "message")
     return all(part.logprobs or not part.text for item in messages for part in item.content)
+
+
+def _without_logprobs(response: ResponseObject) -> ResponseObject:
+    """The response as a GET without `include` gives it: its output text without logprobs."""
+
+    def bare(item: OutputItem) -> OutputItem:
+        if item.type != "message":
+            return item
+        return item.model_copy(
+            update={"content": [part.model_copy(update={"logprobs": []}) for part in item.content]}
+        )
+
+    return response.model_copy(update={"output": [bare(item) for item in response.output]})
 
 
 def _stored(request: Request, response_id: str) -> StoredResponse:
