@@ -179,7 +179,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except SystemExit as e:
         if not isinstance(e.code, str):
             raise
-        _stop(args, e.code)  # a setting's own message
+        _stop(
+            args, f"pyinfer {args.command}: error: {e.code.removeprefix('error: ')}"
+        )  # a setting's own message
 
 
 def _flag_value(argv: list[str], flag: str) -> str | None:

@@ -35,7 +35,8 @@ def test_a_bad_variable_exits_2_as_a_bad_flag_does(monkeypatch, capsys):
     with pytest.raises(SystemExit) as stopped:
         main(["generate", "hi"])
     assert stopped.value.code == 2
-    assert capsys.readouterr().err == "environment variable PYINFER_MAX_TOKENS='many' is not a valid int\n"
+    said = "pyinfer generate: error: environment variable PYINFER_MAX_TOKENS='many' is not a valid int\n"
+    assert capsys.readouterr().err == said  # one line, shaped as a bad flag's
 
 
 def test_a_mistyped_variable_is_warned_of_not_ignored_in_silence(monkeypatch, capsys, tmp_path):
