@@ -2,9 +2,9 @@
 
 One Python process streaming every token of every request runs out of CPU before the GPU does. The
 launcher (this process) binds the port, starts the engine core with one ZMQ link per API process and
-then the API processes, each serving its own socket on the port (the kernel spreads connections among
-them) and attached to its own link. It forwards SIGTERM/SIGINT to them (each drains its own requests),
-stops the core once they are all gone, and exits non-zero if any of them or the core ended badly. The core exits
+then the API processes, each serving the shared socket (the kernel spreads connections among them) and
+attached to its own link. It forwards SIGTERM/SIGINT to them (each drains its own requests), stops the
+core once they are all gone, and exits non-zero if any of them or the core ended badly. The core exits
 if the launcher dies; an API process exits if the core or the launcher dies. Counters for /metrics are
 kept in files that any of them sums (prometheus_client's multiprocess mode); stored Responses and rate
 limits in one SQLite database (shared_state.py); the queue limits count the core's whole queue, which
@@ -39,10 +39,10 @@ SHUTDOWN_GRACE = 15.0  # seconds the core may take to stop once the API processe
 
 
 def serve_with_api_processes(
-    config: ServerConfig, engine_config: EngineConfig, listeners: list[list[socket.socket]]
+    config: ServerConfig, engine_config: EngineConfig, listeners: list[socket.socket]
 ) -> int:
-    """Run N API processes, the i-th serving `listeners[i]`, and the engine core until they stop; returns
-    the exit code."""
+    """Run N API processes serving `listeners` and the engine core until they stop; returns the exit
+    code."""
     run_dir = make_run_dir("api-")
     try:
         return Launcher(config, engine_config, listeners, run_dir).run()
@@ -55,7 +55,7 @@ class Launcher:
         self,
         config: ServerConfig,
         engine_config: EngineConfig,
-        listeners: list[list[socket.socket]],
+        listeners: list[socket.socket],
         run_dir: Path,
     ):
         self.failed = False
@@ -82,13 +82,13 @@ class Launcher:
         )
         os.close(read_fd)
         env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(run_dir / "metrics")}
-        for i, (link, sockets) in enumerate(zip(links, listeners, strict=True)):
+        for i, link in enumerate(links):
             engine_link = EngineLink(*link, self.core.pid, queue_board, i)
             spec = Spec(i, config, engine_config, engine_link, os.getpid(), shared_state)
             worker = subprocess.Popen(
                 [sys.executable, "-m", "pyinfer.server.api_process"]
-                + [arg for sock in sockets for arg in ("--fd", str(sock.fileno()))],
-                pass_fds=[sock.fileno() for sock in sockets],
+                + [arg for sock in listeners for arg in ("--fd", str(sock.fileno()))],
+                pass_fds=[sock.fileno() for sock in listeners],
                 stdin=subprocess.PIPE,
                 env=env,
                 # a terminal's Ctrl-C reaches only us, and we pass each signal on once: a second Ctrl-C
@@ -101,7 +101,7 @@ class Launcher:
             self.running[worker.pid] = i
             if self.stopping:  # a signal came while we started them
                 self._signal_api_processes()
-        for sock in (sock for sockets in listeners for sock in sockets):
+        for sock in listeners:
             sock.close()  # the API processes hold them
         log.info("engine core (pid %d) and %d API processes started", self.core.pid, len(links))
 

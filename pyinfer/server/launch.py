@@ -89,8 +89,8 @@ def serve_main(args: argparse.Namespace) -> None:
             config = replace(config, api_server_count=default_api_server_count(engine_config.device))
         keys = ApiKeys(config.api_keys, config.api_key_file)
         app = create_app(config, engine_config) if config.api_server_count == 1 else None
-        listeners = bind_listeners(config, config.api_server_count)
-        log_key_policy(keys, config, listeners[0])
+        listeners = bind_listeners(config)
+        log_key_policy(keys, config, listeners)
     except (OSError, ValueError) as e:  # a missing model, bad keys, a port in use, a value out of range
         log.error("%s", e)
         sys.exit(SETTINGS_REFUSED)
@@ -98,7 +98,7 @@ def serve_main(args: argparse.Namespace) -> None:
         from pyinfer.server.api_servers import serve_with_api_processes
 
         sys.exit(serve_with_api_processes(config, engine_config, listeners))
-    sys.exit(run_uvicorn(app, config, sockets=listeners[0]))
+    sys.exit(run_uvicorn(app, config, sockets=listeners))
 
 
 def check_engine_start(config: EngineConfig) -> None:
@@ -114,36 +114,20 @@ def check_engine_start(config: EngineConfig) -> None:
             raise ValueError(f"--device {config.device}: {seen} visible to a CUDA build of torch here")
 
 
-def bind_listeners(config: ServerConfig, count: int) -> list[list[socket.socket]]:
-    """For each of `count` API processes, sockets listening on each address of the config's host (a name
-    such as localhost may stand for both 127.0.0.1 and ::1), at its port. Several processes get a socket
-    each (SO_REUSEPORT), among which the kernel deals new connections out evenly: on one shared socket the
-    process that woke first often accepted most of a burst."""
+def bind_listeners(config: ServerConfig) -> list[socket.socket]:
+    """Sockets listening on each address of the config's host (a name such as localhost may stand for
+    both 127.0.0.1 and ::1), at its port."""
     try:
         found = socket.getaddrinfo(config.host, config.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        per_address = [_listeners(family, address, count) for family, *_, address in dict.fromkeys(found)]
+        listeners = []
+        for family, *_, address in dict.fromkeys(found):
+            listeners.append(socket.create_server(address, family=family, backlog=2048))
     except OSError as e:
         raise OSError(f"cannot listen on {config.host}:{config.port}: {e.strerror or e}") from e
-    for sock, *_ in per_address:
+    for sock in listeners:
         host, port = sock.getsockname()[:2]
         log.info("listening on http://%s:%d", f"[{host}]" if ":" in host else host, port)
-    return [list(sockets) for sockets in zip(*per_address, strict=True)]
-
-
-def _listeners(family: socket.AddressFamily, address: tuple, count: int) -> list[socket.socket]:
-    """`count` sockets listening at `address`. A port another server listens on, even one sharing it among
-    its own processes, is refused: a plain socket is bound there first (never listening, so that no client
-    is reset by it), which any listener blocks. It takes SO_REUSEADDR as the listeners do: a connection of
-    an earlier server still in TIME_WAIT holds nothing."""
-    if count == 1:
-        return [socket.create_server(address, family=family, backlog=2048)]
-    with socket.socket(family, socket.SOCK_STREAM) as probe:  # free? (port 0: which port)
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        probe.bind(address)
-        address = (address[0], probe.getsockname()[1], *address[2:])
-    return [socket.create_server(address, family=family, backlog=2048, reuse_port=True) for _ in range(count)]
+    return listeners
 
 
 def log_key_policy(keys: ApiKeys, config: ServerConfig, listeners: list[socket.socket]) -> None:

@@ -175,8 +175,8 @@ def test_engine_exits_when_the_server_is_killed(servers):
 
 @pytest.mark.parametrize(("api_processes", "shared"), [("1", False), ("2", False), ("2", True)])
 def test_a_port_in_use_stops_the_start_before_the_engine_starts(api_processes, shared):
-    """`shared`: the port is held as another server of several API processes holds it (SO_REUSEPORT),
-    which a socket of ours with that option could join unnoticed."""
+    """`shared`: the port is held as servers that share it among processes hold it (SO_REUSEPORT, as
+    nginx's reuseport and vLLM do), which a socket of ours with that option would join unnoticed."""
     with socket.create_server(("127.0.0.1", 0), reuse_port=shared) as taken:
         port = taken.getsockname()[1]
         cmd = [sys.executable, "-m", "pyinfer", "serve", "--device", "cpu", "--host", "127.0.0.1"]
