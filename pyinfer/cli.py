@@ -179,9 +179,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     except SystemExit as e:
         if not isinstance(e.code, str):
             raise
-        _stop(
-            args, f"pyinfer {args.command}: error: {e.code.removeprefix('error: ')}"
-        )  # a setting's own message
+        said = e.code.removeprefix("error: ")  # a setting's own message, shaped as argparse's
+        _stop(args, f"pyinfer {args.command}: error: {said}")
 
 
 def _flag_value(argv: list[str], flag: str) -> str | None:

@@ -434,9 +434,10 @@ def _included(request: Request, stored: StoredResponse | None) -> bool:
         return False
     if stored is not None and asked == {LOGPROBS_INCLUDED} and _has_logprobs(stored):
         return True
-    raise bad_request(
-        f"include: {', '.join(sorted(asked))} was not asked for when this response was made", param="include"
-    )
+    names = ", ".join(sorted(asked))
+    if stored is None:
+        raise bad_request(f"include: input items have none of {names}", param="include")
+    raise bad_request(f"include: {names} was not asked for when this response was made", param="include")
 
 
 def _has_logprobs(stored: StoredResponse) -> bool:
