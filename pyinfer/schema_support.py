@@ -100,6 +100,14 @@ SUBSCHEMAS = (
 SUBSCHEMA_LISTS = ("allOf", "anyOf", "oneOf", "prefixItems", "items")
 PRIMITIVES = frozenset({"object", "array", "string", "number", "boolean", "null"})
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # the integers xgrammar's bounds may name
+# An integer's bound -> (the inclusive bound it becomes, the whole number it allows, the tighter of two
+# such bounds, the 64-bit edge)
+WHOLE_BOUNDS = {
+    "minimum": ("minimum", math.ceil, max, INT64_MIN),
+    "maximum": ("maximum", math.floor, min, INT64_MAX),
+    "exclusiveMinimum": ("minimum", lambda x: math.floor(x) + 1, max, INT64_MIN),
+    "exclusiveMaximum": ("maximum", lambda x: math.ceil(x) - 1, min, INT64_MAX),
+}
 
 
 def for_grammar(schema: Any) -> Any:
@@ -135,26 +143,15 @@ def _whole_bounds(schema: dict[str, Any]) -> dict[str, Any]:
     which JSON Schema does not: a fraction becomes the whole number it allows) within 64 bits (it refuses
     more: a bound past them that allows all of them becomes their edge)."""
     out = dict(schema)
-    whole = {  # key -> (the inclusive key it becomes, the whole number it allows)
-        "minimum": ("minimum", math.ceil),
-        "maximum": ("maximum", math.floor),
-        "exclusiveMinimum": ("minimum", lambda x: math.floor(x) + 1),
-        "exclusiveMaximum": ("maximum", lambda x: math.ceil(x) - 1),
-    }
-    for key, (inclusive, allowed) in whole.items():
+    for key, (inclusive, allowed, tighter, edge) in WHOLE_BOUNDS.items():
         bound = out.get(key)
         if isinstance(bound, bool) or not isinstance(bound, int | float) or not math.isfinite(bound):
             continue  # not a bound: the check and the grammar say so
         if isinstance(bound, int) and INT64_MIN <= bound <= INT64_MAX:
             continue  # taken as it is
         del out[key]
-        value = allowed(bound)
-        if inclusive == "minimum":
-            value = INT64_MIN if value < INT64_MIN else value
-            out["minimum"] = max(value, out["minimum"]) if isinstance(out.get("minimum"), int) else value
-        else:
-            value = INT64_MAX if value > INT64_MAX else value
-            out["maximum"] = min(value, out["maximum"]) if isinstance(out.get("maximum"), int) else value
+        value = tighter(allowed(bound), edge)
+        out[inclusive] = tighter(value, out[inclusive]) if isinstance(out.get(inclusive), int) else value
     return out
 
 
