@@ -165,7 +165,8 @@ class AsyncEngineClient:
         self.own_queued_tokens = 0  # their prompt tokens
         # the other API processes' figures, where there are others
         self._board = QueueBoard(link.queue_board, link.slot) if link is not None else None
-        self._stats_waiters: deque[asyncio.Future[dict[str, Any]]] = deque()
+        # (when asked, answer) of each question for the core's figures, oldest first: it answers in order
+        self._stats_waiters: deque[tuple[float, asyncio.Future[dict[str, Any]]]] = deque()
         # (when, what) the core last answered; its ready message holds the first figures, and nothing
         # asks for them before ready, so this placeholder is never shown
         self._last_stats: tuple[float, dict[str, Any]] = (time.monotonic(), {})
@@ -340,16 +341,29 @@ class AsyncEngineClient:
         how many seconds to wait before taking the core's last answer instead (its age in `stats_age_s`,
         counted from ready if it has not answered since: a core that hangs at once shows its age too)."""
         self._check_alive()
-        waiter = asyncio.get_running_loop().create_future()
-        self._stats_waiters.append(waiter)
-        self._send(StatsRequest())
+        waiter = self._ask_stats()
         try:
             return await asyncio.wait_for(asyncio.shield(waiter), patience)
         except TimeoutError:
             at, stats = self._last_stats
             return {**stats, "stats_age_s": round(time.monotonic() - at, 3)}
 
+    def unanswered_for(self) -> float:
+        """Seconds the core has left its oldest question unanswered (it answers between steps, so a core
+        that hangs leaves it open); a question is asked if none is open, so that one idle is found too."""
+        if not self._stats_waiters:
+            self._ask_stats()
+        return time.monotonic() - self._stats_waiters[0][0]
+
     # ---- plumbing -------------------------------------------------------------------------------
+    def _ask_stats(self) -> asyncio.Future[dict[str, Any]]:
+        waiter = asyncio.get_running_loop().create_future()
+        # its error read here: a probe's question, or one whose asker stopped waiting, has nobody to read it
+        waiter.add_done_callback(lambda done: done.cancelled() or done.exception())
+        self._stats_waiters.append((time.monotonic(), waiter))
+        self._send(StatsRequest())
+        return waiter
+
     def _queue(self, stream: _Stream, sign: int) -> None:
         """Count `stream` into (+1) or out of (-1) the requests that wait for their first output."""
         stream.queued = sign > 0
@@ -382,7 +396,7 @@ class AsyncEngineClient:
                         stream.queue.put_nowait(RequestRejected(text, param))
                 case EngineStats(stats=stats, requests=requests):
                     answer = self._keep_stats(stats, msgspec.to_builtins(requests))
-                    waiter = self._stats_waiters.popleft()
+                    _, waiter = self._stats_waiters.popleft()
                     if not waiter.done():
                         waiter.set_result(answer)
                 case EngineReady(stats=stats):
@@ -420,7 +434,7 @@ class AsyncEngineClient:
             self._ready.set_exception(error)
         self.fail_all(lambda: EngineDeadError(message))
         while self._stats_waiters:
-            if not (waiter := self._stats_waiters.popleft()).done():
+            if not (waiter := self._stats_waiters.popleft()[1]).done():
                 waiter.set_exception(error)
         if self.on_death is not None:
             self.on_death()

@@ -94,6 +94,15 @@ class ServerConfig:
             "seconds in-flight requests may take to finish on SIGTERM/SIGINT", aliases=("DRAIN_TIMEOUT",)
         ),
     )
+    engine_hang_timeout: float | None = field(  # None: default_hang_timeout
+        default=None,
+        metadata=option(
+            "seconds the engine may leave a question unanswered (it answers between steps) before /health "
+            "and /ready answer 503, so that a liveness probe restarts a hung server; 0: never (default: 60 "
+            "on a GPU, 600 on the CPU, where one step of a long prompt can take minutes)",
+            aliases=("ENGINE_HANG_TIMEOUT",),
+        ),
+    )
     max_stored_responses: int = field(
         default=1000,
         metadata=option(
@@ -206,8 +215,9 @@ class ServerConfig:
                 raise ValueError(f"{name} must be at least 1")
         if self.api_server_count is not None and self.api_server_count < 1:
             raise ValueError("api_server_count must be at least 1")
-        if self.drain_timeout < 0:
-            raise ValueError("drain_timeout must not be negative")
+        for name in ("drain_timeout", "engine_hang_timeout"):
+            if (value := getattr(self, name)) is not None and value < 0:
+                raise ValueError(f"{name} must not be negative")
         if self.max_stored_responses < 0:
             raise ValueError("max_stored_responses must not be negative")
         if self.stored_response_ttl <= 0:
@@ -219,6 +229,11 @@ def default_api_server_count(device: str | None) -> int:
     better: bench/results/2026-12-05-h100-session11.md), else 1."""
     on_gpu = device.startswith("cuda") if device else cuda_device_visible()
     return 2 if on_gpu else 1
+
+
+def default_hang_timeout(device: str) -> float:
+    """Seconds a ready engine on `device` may leave a question unanswered before it counts as hung."""
+    return 60.0 if device.startswith("cuda") else 600.0
 
 
 def cuda_device_visible() -> bool:

@@ -19,7 +19,7 @@ from pyinfer.generation_config import describe, generation_defaults, with_defaul
 from pyinfer.heap import freeze_heap
 from pyinfer.model_files import resolve_model
 from pyinfer.sampling_params import SamplingParams, SamplingParamsError, check_request
-from pyinfer.server.config import ServerConfig
+from pyinfer.server.config import ServerConfig, default_hang_timeout
 from pyinfer.server.errors import OpenAIError, bad_request, rate_limited, unavailable
 from pyinfer.server.generation import Generation
 from pyinfer.server.prometheus import ServerMetrics
@@ -130,6 +130,19 @@ class ServerContext:
     @property
     def ready(self) -> bool:
         return self.engine.ready is not None and self.tokenizer_loaded and not self.engine.dead
+
+    def engine_hung_for(self) -> float | None:
+        """Seconds the ready engine has left a question unanswered, where that is past the hang timeout;
+        None while it answers (or loads, or the check is off)."""
+        if not self.ready or (ready := self.engine.ready) is None:
+            return None
+        timeout = self.config.engine_hang_timeout
+        if timeout is None:
+            timeout = default_hang_timeout(ready.device)
+        if not timeout:
+            return None
+        silent = self.engine.unanswered_for()
+        return silent if silent >= timeout else None
 
     # ---- checks routes make before generating ---------------------------------------------------
     def admit(self, request: Request, body: GenerationRequest) -> Admitted:

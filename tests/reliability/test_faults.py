@@ -1,5 +1,5 @@
-"""Faults: clients that leave at random points, SIGTERM under load, an engine killed under load. None may
-leave a request running, a KV block held, or a process behind."""
+"""Faults: clients that leave at random points, SIGTERM under load, an engine killed under load, an engine
+that hangs. None may leave a request running, a KV block held, or a process behind."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import pytest
 from tests.server.helpers import ServerProcess, all_stopped, engine_idle, engine_stats, wait_until
 
 DISCONNECTS = 100
+FAULTS = ("sigterm", "killed", "hung")
 
 
 def test_100_clients_leaving_at_random_points_leave_nothing_behind(sturdy, sturdy_http, tally):
@@ -86,18 +87,19 @@ def streams_in_flight(srv: ServerProcess, count: int, max_tokens: int) -> tuple[
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory):
-    """Two servers for the process faults, loading together."""
+def servers(tmp_path_factory):
+    """A server for each process fault, loading together; the one whose engine hangs calls it hung soon."""
     folder = tmp_path_factory.mktemp("faults")
-    flags = ("--num-kv-blocks", "256", "--max-num-seqs", "16", "--log-format", "json")
-    with all_stopped({n: ServerProcess(folder / f"{n}.log", *flags) for n in ("sigterm", "killed")}) as procs:
+    flags = {n: ("--num-kv-blocks", "256", "--max-num-seqs", "16", "--log-format", "json") for n in FAULTS}
+    flags["hung"] += ("--engine-hang-timeout", "2")
+    with all_stopped({n: ServerProcess(folder / f"{n}.log", *flags[n]) for n in FAULTS}) as procs:
         for srv in procs.values():
             srv.wait_ready()
         yield procs
 
 
-def test_sigterm_under_load_drains_every_stream_and_exits_0(pair, tally):
-    srv = pair["sigterm"]
+def test_sigterm_under_load_drains_every_stream_and_exits_0(servers, tally):
+    srv = servers["sigterm"]
     engine = srv.engine_process()
     results, threads = streams_in_flight(srv, 16, max_tokens=40)
     srv.proc.send_signal(signal.SIGTERM)
@@ -116,8 +118,8 @@ def test_sigterm_under_load_drains_every_stream_and_exits_0(pair, tally):
     tally["SIGTERM under load: streams drained"] += len(results)
 
 
-def test_a_killed_engine_fails_every_request_cleanly_and_exits_nonzero(pair, tally):
-    srv = pair["killed"]
+def test_a_killed_engine_fails_every_request_cleanly_and_exits_nonzero(servers, tally):
+    srv = servers["killed"]
     engine = srv.engine_process()
     results, threads = streams_in_flight(srv, 8, max_tokens=400)
     plain: dict[str, httpx.Response] = {}
@@ -141,3 +143,23 @@ def test_a_killed_engine_fails_every_request_cleanly_and_exits_nonzero(pair, tal
         assert any('"engine_dead"' in e for e in events), events[-3:]
     assert srv.proc.wait(30) != 0
     tally["engine kills under load: requests failed cleanly"] += len(results) + 1
+
+
+def test_a_hung_engine_fails_health_and_ready_until_it_answers_again(servers):
+    srv = servers["hung"]
+    engine = srv.engine_process()
+    probe = {path: f"{srv.base_url}{path}" for path in ("/health", "/ready")}
+    assert [httpx.get(url, timeout=5).status_code for url in probe.values()] == [200, 200]
+    engine.suspend()  # SIGSTOP: alive, answering nothing, as a core stuck in a step
+    try:
+        wait_until(lambda: httpx.get(probe["/health"], timeout=5).status_code == 503, 30, interval=0.5)
+        for url in probe.values():
+            r = httpx.get(url, timeout=5)  # at once, though the engine answers nothing
+            assert r.status_code == 503 and r.json()["status"] == "engine_hung", r.text
+            assert "has not answered for" in r.json()["detail"]
+    finally:
+        engine.resume()
+    wait_until(lambda: httpx.get(probe["/health"], timeout=5).status_code == 200, 30, interval=0.2)
+    assert httpx.get(probe["/ready"], timeout=5).status_code == 200
+    body = {"prompt": "Hello", "max_tokens": 4}
+    assert httpx.post(f"{srv.base_url}/v1/completions", json=body, timeout=60).status_code == 200

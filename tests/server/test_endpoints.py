@@ -15,7 +15,7 @@ import pyinfer
 
 def test_health(http):
     assert http.get("/health").json() == {"status": "healthy", "service": "pyinfer"}
-    assert [http.head(probe).status_code for probe in ("/health", "/ready")] == [200, 200]
+    assert [http.head(probe).status_code for probe in ("/health", "/ready", "/metrics")] == [200] * 3
 
 
 def test_ready(http):

@@ -38,6 +38,7 @@ async def engine_stats(request: Request) -> dict[str, Any]:
 
 
 @router.get("/metrics", response_model=None)
+@router.head("/metrics", response_model=None, include_in_schema=False)
 async def prometheus_metrics(request: Request) -> Response:
     """Prometheus' text format; the engine's figures are read from it now, or its last answer where a
     step holds this one back (absent while it loads)."""
