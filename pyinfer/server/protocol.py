@@ -13,7 +13,7 @@ from pydantic_core import PydanticCustomError
 
 from pyinfer.generation_config import with_defaults
 from pyinfer.sampling_params import SamplingParams, SamplingParamsError, StructuredOutput
-from pyinfer.server.protocol_base import UNSUPPORTED, Body, Request, Settings
+from pyinfer.server.protocol_base import UNSUPPORTED, Body, Metadata, Request, Settings, Temperature
 from pyinfer.server.protocol_structured import ResponseFormat, StructuredOutputs, one_constraint
 from pyinfer.server.protocol_tools import (
     ChatTool,
@@ -52,7 +52,7 @@ class SamplingRequest(Body):
 
     model: str | None = None
     max_tokens: int | None = None
-    temperature: float | None = None
+    temperature: Temperature | None = None
     top_p: float | None = None
     top_k: int | None = None
     min_p: float | None = None
@@ -247,7 +247,7 @@ class ChatCompletionRequest(SamplingRequest, TemplateControls):
     tool_choice: ToolChoiceMode | ChatToolChoice | None = None
     parallel_tool_calls: bool | None = None
     # OpenAI's hints that change nothing in a reply: accepted
-    metadata: dict[str, str] | None = None
+    metadata: Metadata | None = None
     service_tier: str | None = None
     prompt_cache_key: str | None = None  # prefixes are cached whatever the key
     prompt_cache_retention: str | None = None

@@ -6,11 +6,18 @@ conversation ignore them (clients send replies' objects back, with fields such a
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"  # OpenAI's rule for the names of functions and response formats
+
+# OpenAI's bounds: up to 16 pairs, keys of up to 64 characters, values of up to 512 (Responses keep them)
+Metadata = Annotated[
+    dict[Annotated[str, StringConstraints(max_length=64)], Annotated[str, StringConstraints(max_length=512)]],
+    Field(max_length=16),
+]
+Temperature = Annotated[float, Field(ge=0, le=2)]  # OpenAI's range; the engine itself takes any above 0
 
 
 UNSUPPORTED = "unsupported"  # the error type of a value understood but not served: reported before the rest

@@ -21,7 +21,7 @@ from pyinfer.server.protocol import (
     engine_sampling_params,
     stream_options_unused,
 )
-from pyinfer.server.protocol_base import Body, Settings
+from pyinfer.server.protocol_base import Body, Metadata, Settings, Temperature
 from pyinfer.server.protocol_structured import TextFormat
 from pyinfer.server.protocol_tools import (
     ResponsesTool,
@@ -91,11 +91,11 @@ class ResponsesRequest(Body):
     input: str | list[InputItem]
     instructions: str | None = None
     max_output_tokens: int | None = None
-    temperature: float | None = None
+    temperature: Temperature | None = None
     top_p: float | None = None
     store: bool | None = True  # null is OpenAI's default: kept (the openai SDK sends it for store=None)
     previous_response_id: str | None = None
-    metadata: dict[str, str] | None = None
+    metadata: Metadata | None = None
     user: str | None = None
     stream: bool | None = False
     background: bool | None = False
@@ -335,6 +335,10 @@ class ResponseObject(BaseModel):
     store: bool
     temperature: float
     top_p: float
+    top_logprobs: int = 0
+    service_tier: str = "default"  # the one way this server serves, whatever tier was asked
+    prompt_cache_key: str | None = None
+    safety_identifier: str | None = None
     text: dict[str, Any]
     tool_choice: str | dict[str, Any] = "auto"
     tools: list[dict[str, Any]] = Field(default_factory=list)

@@ -37,6 +37,18 @@ def test_models(client, model):
         client.models.retrieve("gpt-4o")
 
 
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions", "/v1/responses"])
+def test_a_request_that_leaves_out_the_model_gets_the_one_served(http, model, path):
+    body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    if path == "/v1/completions":
+        body = {"prompt": "hi", "max_tokens": 2}
+    if path == "/v1/responses":
+        body = {"input": "hi", "max_output_tokens": 16}
+    for named in ({}, {"model": None}):
+        r = http.post(path, json=body | named)
+        assert r.status_code == 200 and r.json()["model"] == model, r.text
+
+
 def test_requests_that_leave_sampling_out_take_the_model_s_defaults(client, model):
     question = [{"role": "user", "content": "What is the capital of France?"}]
     r = client.chat.completions.create(model=model, messages=question, max_tokens=12)

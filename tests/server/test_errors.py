@@ -45,6 +45,10 @@ def test_wrong_type(http, model, field, value):
     ("field", "value"),
     [
         ("temperature", -1),
+        ("temperature", 2.5),  # OpenAI's range is [0, 2]
+        ("metadata", {f"k{i}": "v" for i in range(17)}),  # OpenAI's: 16 pairs, keys of 64, values of 512
+        ("metadata", {"k" * 65: "v"}),
+        ("metadata", {"k": "v" * 513}),
         ("top_p", 0),
         ("top_p", 1.5),
         ("n", 0),

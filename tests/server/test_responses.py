@@ -34,7 +34,8 @@ def respond(client, model, **kwargs):
 
 
 def test_string_input_completes(client, model):
-    r = respond(client, model, metadata={"k": "v"}, user="tester")
+    echoed = {"prompt_cache_key": "k1", "safety_identifier": "s1", "service_tier": "auto"}
+    r = respond(client, model, metadata={"k": "v"}, user="tester", **echoed)
     assert r.id.startswith("resp_") and r.object == "response" and r.model == model and r.created_at > 0
     assert r.status == "completed" and r.incomplete_details is None and r.completed_at >= r.created_at
     (message,) = r.output
@@ -42,6 +43,7 @@ def test_string_input_completes(client, model):
     assert message.id.startswith("msg_") and [p.type for p in message.content] == ["output_text"]
     assert "Paris" in r.output_text
     assert r.metadata == {"k": "v"} and r.user == "tester" and r.store is True and r.temperature == 0
+    assert (r.prompt_cache_key, r.safety_identifier, r.service_tier, r.top_logprobs) == ("k1", "s1", "default", 0)
     u = r.usage
     assert u.output_tokens == 8 and u.total_tokens == u.input_tokens + 8
     assert u.output_tokens_details.reasoning_tokens == 0 and u.input_tokens_details.cached_tokens >= 0
@@ -328,6 +330,10 @@ def test_unknown_fields_and_bad_types_refused(client, model):
     with pytest.raises(openai.BadRequestError) as e:
         respond(client, model, max_output_tokens=0)
     assert e.value.body["param"] == "max_output_tokens"
+    for field, value in [("temperature", 5), ("metadata", {f"k{i}": "v" for i in range(17)})]:
+        with pytest.raises(openai.BadRequestError) as e:
+            respond(client, model, **{field: value})
+        assert e.value.body["param"] == field
 
 
 def test_truncation_auto_drops_the_oldest_turns_to_fit(client, model):
