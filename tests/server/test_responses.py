@@ -43,7 +43,8 @@ def test_string_input_completes(client, model):
     assert message.id.startswith("msg_") and [p.type for p in message.content] == ["output_text"]
     assert "Paris" in r.output_text
     assert r.metadata == {"k": "v"} and r.user == "tester" and r.store is True and r.temperature == 0
-    assert (r.prompt_cache_key, r.safety_identifier, r.service_tier, r.top_logprobs) == ("k1", "s1", "default", 0)
+    echoes = (r.prompt_cache_key, r.safety_identifier, r.service_tier, r.top_logprobs)
+    assert echoes == ("k1", "s1", "default", 0)
     u = r.usage
     assert u.output_tokens == 8 and u.total_tokens == u.input_tokens + 8
     assert u.output_tokens_details.reasoning_tokens == 0 and u.input_tokens_details.cached_tokens >= 0
