@@ -138,6 +138,38 @@ def _rewritten(schema: Any) -> Any:
     return {**out, "pattern": f"^.{{{low},{high}}}$"}
 
 
+def strict_normalized(schema: Any) -> Any:
+    """`schema` as OpenAI's strict mode takes it: every object's properties all required, and no keys
+    beyond them where the object says nothing of others (the Responses API so reads a function's
+    parameters given without `strict`)."""
+    try:
+        return _closed(schema)
+    except RecursionError:  # nested too deeply to rewrite: enforced as written
+        return schema
+
+
+def _closed(node: Any) -> Any:
+    if not isinstance(node, dict):
+        return node
+    out = dict(node)
+    for key in SUBSCHEMA_MAPS:
+        if isinstance(out.get(key), dict):
+            out[key] = {name: _closed(sub) for name, sub in out[key].items()}
+    for key in SUBSCHEMAS:
+        if isinstance(out.get(key), dict):
+            out[key] = _closed(out[key])
+    for key in SUBSCHEMA_LISTS:
+        if isinstance(out.get(key), list):
+            out[key] = [_closed(sub) for sub in out[key]]
+    kinds = out.get("type")
+    if kinds == "object" or (isinstance(kinds, list) and "object" in kinds) or "properties" in out:
+        if isinstance(out.get("properties"), dict):
+            out["required"] = list(out["properties"])
+        if not any(key in out for key in OPEN_KEYS):
+            out["additionalProperties"] = False
+    return out
+
+
 def _whole_bounds(schema: dict[str, Any]) -> dict[str, Any]:
     """An integer schema's bounds as xgrammar takes them: whole numbers (it refuses a fraction as invalid,
     which JSON Schema does not: a fraction becomes the whole number it allows) within 64 bits (it refuses

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from referencing import Registry, Resource
 from xgrammar.testing import _is_grammar_accept_string
 
-from pyinfer.schema_support import for_grammar, unenforceable
+from pyinfer.schema_support import for_grammar, strict_normalized, unenforceable
 
 PAIR = {"a": {"type": "integer"}, "b": {"type": "integer"}}
 DEFS = {"A": {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}}
@@ -377,3 +377,26 @@ def test_unique_items_of_at_most_one_item_are_passed():
     schema = {"type": "array", "items": {"type": "integer"}, "uniqueItems": True, "maxItems": 1}
     assert unenforceable(schema) is None
     assert breaks("[1, 1]", schema) and not grammar_accepts(schema, "[1, 1]")  # maxItems holds it
+
+
+def test_strict_normalized_closes_every_object_and_requires_every_property():
+    item = {"type": "object", "properties": {"properties": {"type": "string"}, "n": {"type": "integer"}}}
+    schema = {
+        "type": "object",
+        "properties": {
+            "items": {"type": "array", "items": {"$ref": "#/$defs/item"}},
+            "note": {"type": "string"},
+        },
+        "required": ["items"],
+        "$defs": {"item": item},
+        "anyOf": [{"properties": {"a": {"const": {"properties": {}}}}}],
+    }
+    out = strict_normalized(schema)
+    assert out["required"] == ["items", "note"] and out["additionalProperties"] is False
+    assert out["$defs"]["item"] == item | {"required": ["properties", "n"], "additionalProperties": False}
+    branch = out["anyOf"][0]
+    assert branch["required"] == ["a"] and branch["properties"]["a"] == {"const": {"properties": {}}}  # data
+    assert out["properties"]["items"] == schema["properties"]["items"]  # an array, and a $ref: untouched
+    free = {"type": "object", "properties": {"k": {}}, "additionalProperties": {"type": "integer"}}
+    assert strict_normalized(free) == free | {"required": ["k"]}  # says what other keys may be: kept
+    assert schema["required"] == ["items"] and "additionalProperties" not in item  # the input unchanged

@@ -9,10 +9,10 @@ import re
 from collections.abc import Callable
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, PrivateAttr, model_validator
 
 from pyinfer.sampling_params import SamplingParamsError, StructuredOutput
-from pyinfer.schema_support import check_enforceable
+from pyinfer.schema_support import check_enforceable, strict_normalized
 from pyinfer.server.protocol_base import NAME_PATTERN, Settings
 from pyinfer.server.tool_formats import ToolFormat
 from pyinfer.server.tool_grammar import structural_tag
@@ -27,7 +27,12 @@ class FunctionDefinition(Settings):
     name: str
     description: str | None = None
     parameters: dict[str, Any] | None = None
-    strict: bool | None = None
+    strict: bool | None = None  # chat's default: not strict
+
+    @property
+    def refuses_unenforceable(self) -> bool:
+        """Whether parameters the grammar cannot wholly enforce are a 400 (else enforced as far as it can)."""
+        return self.strict is True
 
 
 class ChatTool(Settings):
@@ -36,9 +41,24 @@ class ChatTool(Settings):
 
 
 class ResponsesTool(FunctionDefinition):
-    """The Responses API's function tool: the definition's fields beside `type`."""
+    """The Responses API's function tool: the definition's fields beside `type`. Without `strict` it is
+    strict, as at OpenAI: its parameters normalized (every property required, no keys beyond them where
+    an object says nothing of them) and enforced as far as the grammar can; `strict: false` opts out."""
 
     type: Literal["function"]
+    _strict_by_default: bool = PrivateAttr(False)
+
+    @model_validator(mode="after")
+    def _strict_unless_told(self) -> ResponsesTool:
+        if self.strict is None:
+            self.strict, self._strict_by_default = True, True
+            if self.parameters is not None:
+                self.parameters = strict_normalized(self.parameters)
+        return self
+
+    @property
+    def refuses_unenforceable(self) -> bool:
+        return self.strict is True and not self._strict_by_default
 
     @model_validator(mode="before")
     @classmethod
@@ -178,7 +198,7 @@ class ToolRequest:
             )
         for i, f in enumerate(self.functions):
             if f.parameters is not None:
-                check_enforceable(f.parameters, f"tools[{i}]", f.strict is True, f"{f.name}.parameters")
+                check_enforceable(f.parameters, f"tools[{i}]", f.refuses_unenforceable, f"{f.name}.parameters")
         if output is not None:
             check_enforceable(json.loads(output.spec), output.param, output.strict)
         callable_ = [f for f in self.functions if self.allowed is None or f.name in self.allowed]

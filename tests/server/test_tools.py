@@ -502,6 +502,35 @@ def test_responses_stream_function_call_events(client, model):
     assert added.item.type == "function_call" and added.item.name == call.name and added.item.id == call.id
 
 
+def test_a_responses_function_without_strict_is_strict_as_at_openai(client, model):
+    """Left out, `strict` is true in the Responses API: every property required, no other keys, though
+    the schema made `unit` optional and said nothing of others; `strict: false` keeps the schema as is."""
+    loose = {
+        "type": "object",
+        "properties": {
+            "city": {"type": "string", "maxLength": 40},
+            "unit": {"enum": ["celsius", "fahrenheit"]},
+        },
+        "required": ["city"],
+    }
+    closed = loose | {"required": ["city", "unit"], "additionalProperties": False}
+    tool = {"type": "function", "name": "get_weather", "parameters": loose}
+    asked = dict(input="What is the weather in Paris?", tool_choice="required", parallel_tool_calls=False)
+    for _ in range(3):
+        r = client.responses.create(model=model, tools=[tool], max_output_tokens=60, temperature=1.0, **asked)
+        (call,) = r.output
+        jsonschema.validate(json.loads(call.arguments), closed)
+    assert r.tools[0].strict is True and r.tools[0].parameters == closed
+    r = client.responses.create(model=model, tools=[tool | {"strict": False}], max_output_tokens=60, **asked)
+    assert r.tools[0].strict is False and r.tools[0].parameters == loose
+    # what the grammar cannot enforce: refused when strict is asked for, enforced as far as it can when not
+    unenforceable = {**tool, "parameters": loose | {"not": {"required": ["unit"]}}}
+    r = client.responses.create(model=model, tools=[unenforceable], max_output_tokens=60, **asked)
+    assert r.status == "completed"
+    with pytest.raises(openai.BadRequestError, match="`not`"):
+        client.responses.create(model=model, tools=[unenforceable | {"strict": True}], **asked)
+
+
 def test_responses_refuse_tools_we_do_not_run(client, model):
     with pytest.raises(openai.BadRequestError) as e:
         client.responses.create(model=model, input="hi", tools=[{"type": "web_search"}])
