@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import openai
 import pytest
 
@@ -15,6 +17,25 @@ def chat_body(model: str, **fields) -> dict:
 def test_malformed_json(http):
     r = http.post("/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"})
     assert_error(r, 400, contains="JSON")
+
+
+@pytest.mark.parametrize(
+    "declared", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data"]
+)
+def test_a_body_declared_as_other_than_json_is_a_415(http, model, declared):
+    """What a web page may post to any site without a preflight: never served as JSON (nor generated)."""
+    body = json.dumps(chat_body(model)).encode()
+    for path in ("/v1/chat/completions", "/v1/completions", "/v1/responses", "/tokenize"):
+        error = assert_error(http.post(path, content=body, headers={"content-type": declared}), 415)
+        assert declared in error["message"]
+    for accepted in ("application/json; charset=utf-8", "Application/JSON", "application/vnd.api+json"):
+        assert (
+            http.post("/v1/chat/completions", content=body, headers={"content-type": accepted}).status_code
+            == 200
+        )
+    assert (
+        http.post("/v1/chat/completions", content=body).status_code == 200
+    )  # none declared: not a browser's
 
 
 def test_empty_body(http):

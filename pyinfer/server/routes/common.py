@@ -14,7 +14,7 @@ from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 
-from pyinfer.server.errors import ClientDisconnected, from_exception, from_validation_error
+from pyinfer.server.errors import ClientDisconnected, OpenAIError, from_exception, from_validation_error
 from pyinfer.server.protocol import ErrorResponse
 
 M = TypeVar("M", bound=BaseModel)
@@ -24,9 +24,16 @@ DONE = "data: [DONE]\n\n"
 
 
 def json_body(model: type[M]) -> Callable[[Request], Awaitable[M]]:
-    """A dependency that parses the body as `model`; bad JSON or fields are a 400 in OpenAI's shape."""
+    """A dependency that parses the body as `model`; bad JSON or fields are a 400 in OpenAI's shape, and a
+    body declared as something other than JSON a 415: a web page may send any site a text/plain or form
+    POST without asking first, so reading those as JSON would let any page drive a server without keys."""
 
     async def parse(request: Request) -> M:
+        declared = request.headers.get("content-type")
+        if declared is not None and not is_json(declared):
+            raise OpenAIError(
+                415, f"the body must be JSON, sent as Content-Type: application/json, not {declared!r}"
+            )
         try:
             return model.model_validate_json(await request.body())
         except ValidationError as e:
@@ -34,6 +41,12 @@ def json_body(model: type[M]) -> Callable[[Request], Awaitable[M]]:
 
     parse.body_model = model  # type: ignore[attr-defined]  # for the OpenAPI document (server/openapi.py)
     return parse
+
+
+def is_json(content_type: str) -> bool:
+    """application/json, or a type of its family (application/merge-patch+json), with any parameters."""
+    kind = content_type.split(";", 1)[0].strip().lower()
+    return kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json"))
 
 
 def reply_head(prefix: str, model: str) -> dict[str, Any]:
