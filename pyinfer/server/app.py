@@ -67,10 +67,12 @@ def create_app(
     app = FastAPI(title="PyInfer", version=__version__, lifespan=lifespan)
     app.state.ctx = ctx
     app.state.system_metrics = SystemMetrics(_gpu_index(engine_config.device))
-    install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
     routes = [route for router in ROUTERS for route in router.routes]
+    # and FastAPI's own pages (/docs, /openapi.json), the starlette Routes of the app's router
+    served = [*routes, *(r for r in app.router.routes if isinstance(r, Route))]
+    install_error_handlers(app, served)
     install_openapi(app, routes)
     # Middleware, innermost first: unexpected errors answered inside everything else, so that they carry its
     # headers; rate limits (which need the key) inside API keys, both inside CORS, so that preflight requests
@@ -92,8 +94,7 @@ def create_app(
         )
     app.add_middleware(
         RequestContextMiddleware,
-        # and FastAPI's own pages (/docs, /openapi.json), the starlette Routes of the app's router
-        routes=[*routes, *(r for r in app.router.routes if isinstance(r, Route))],
+        routes=served,
         metrics=ctx.metrics,
         log_prompts=config.log_prompts,
         log_format=config.log_format,

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
+from starlette.routing import BaseRoute, Match
 
 from pyinfer.engine.core_client import EngineDeadError, RequestRejected
 from pyinfer.sampling_params import SamplingParamsError
@@ -180,7 +181,19 @@ def not_found_message(request: Request) -> str:
     return message
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def allowed_methods(request: Request, routes: list[BaseRoute]) -> list[str]:
+    """The methods `routes` (the app's) take at the request's path: the route that refused it names only
+    its own, and a path's GET and HEAD may be two routes."""
+    methods: set[str] = set()
+    for route in routes:
+        if route.matches(request.scope)[0] != Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return sorted(methods)
+
+
+def install_error_handlers(app: FastAPI, routes: list[BaseRoute]) -> None:
+    """OpenAI's error shape for every error the app raises; `routes`: the app's, for a 405's Allow."""
+
     async def openai_error(request: Request, e: Exception) -> JSONResponse:
         return from_exception(e).response()
 
@@ -192,8 +205,10 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(e, HTTPException)
         kind = "invalid_request_error" if e.status_code < 500 else "server_error"
         message = not_found_message(request) if e.status_code == 404 else str(e.detail)
-        # a 405's Allow header, which HTTP requires, is among the exception's headers
-        return OpenAIError(e.status_code, message, type=kind, headers=dict(e.headers or {})).response()
+        headers = dict(e.headers or {})
+        if e.status_code == 405:  # HTTP requires Allow, naming every method the path takes
+            headers["Allow"] = ", ".join(allowed_methods(request, routes))
+        return OpenAIError(e.status_code, message, type=kind, headers=headers).response()
 
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(HTTPException, http_error)

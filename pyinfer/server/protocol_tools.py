@@ -198,7 +198,9 @@ class ToolRequest:
             )
         for i, f in enumerate(self.functions):
             if f.parameters is not None:
-                check_enforceable(f.parameters, f"tools[{i}]", f.refuses_unenforceable, f"{f.name}.parameters")
+                check_enforceable(
+                    f.parameters, f"tools[{i}]", f.refuses_unenforceable, f"{f.name}.parameters"
+                )
         if output is not None:
             check_enforceable(json.loads(output.spec), output.param, output.strict)
         callable_ = [f for f in self.functions if self.allowed is None or f.name in self.allowed]

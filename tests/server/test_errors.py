@@ -409,6 +409,10 @@ def test_unknown_route_and_method(http, client, model):
     wrong_method = http.get("/v1/chat/completions")
     assert_error(wrong_method, 405)
     assert wrong_method.headers["allow"] == "POST"  # as HTTP requires of a 405
+    for path in ("/health", "/ready", "/metrics"):  # each a GET route and a HEAD route: both named
+        assert http.put(path).headers["allow"] == "GET, HEAD"
+    assert http.delete("/v1/responses/resp_x/cancel").headers["allow"] == "POST"
+    assert http.put("/v1/responses/resp_x").headers["allow"] == "DELETE, GET"
 
 
 def test_tool_settings_without_tools_are_taken_by_responses_and_refused_by_chat(http, model):
