@@ -3,7 +3,7 @@ request whose line and headers pass MAX_HEAD_BYTES is answered 431; one whose he
 the read timeout of its first byte (or of the connection's opening), or whose body's next bytes do not
 come within it, is answered 408; either closes the connection. Without them a client could grow the
 process by a header it never ends, or hold connections open with requests it never finishes, before any
-key is checked."""
+key is checked. Bytes that are not HTTP get the same kind of answer: an OpenAI-style 400, counted."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0  # received since the head being read began, for one never ended
         self._in_body = False  # a request's head is whole and its body is not
         self._read_timer: asyncio.TimerHandle | None = None
-        self._refused = False  # answered 408 or 431 (or about to be): what still comes is dropped
+        self._refused = False  # answered 400, 408 or 431 (or about to be): what still comes is dropped
         self._pending: tuple[int, str] | None = None  # a refusal that waits for the answer before it
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -87,6 +87,14 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._in_body = False
         self._cancel_read_timer()
         super().on_message_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to bytes that are not HTTP (a plain-text 400, counted nowhere), as the other
+        refusals are: in OpenAI's shape, logged, counted, the connection closed."""
+        if self._in_body and self.cycle is not None and self.cycle.response_started:
+            self.transport.close()  # the app answered already: no status can be sent now
+            return
+        self._refuse(400, "the request is not valid HTTP")
 
     def on_response_complete(self) -> None:
         super().on_response_complete()

@@ -69,6 +69,26 @@ def test_a_head_past_64_kib_is_a_431_and_closes_only_its_connection(server, ende
     assert serves(server) and refusals(server, 431) == before + 1
 
 
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"FOO /health HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /health HTTP/1.1\r\nNo colon\r\n\r\n",
+    ],
+    ids=["no-request-line", "unknown-method", "header-without-colon"],
+)
+def test_bytes_that_are_not_http_get_an_openai_400_counted_as_unmatched(server, garbage):
+    before = refusals(server, 400)
+    with connect(server) as sock:
+        sock.sendall(garbage)
+        status, error = status_and_error(read_all(sock))
+    assert status == 400 and error["message"] == "the request is not valid HTTP"
+    assert serves(server) and refusals(server, 400) == before + 1
+    text = httpx.get(f"{server.base_url}/metrics", timeout=10).text
+    assert 'pyinfer:http_requests_total{method="other",route="unmatched",status="400"}' in text
+
+
 def test_a_head_under_the_bound_is_served(server):
     with connect(server) as sock:
         sock.sendall(
