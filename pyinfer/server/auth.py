@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import logging
 import os
 from dataclasses import dataclass
@@ -102,7 +103,7 @@ class ApiKeys:
 def parse_key_file(text: str, path: Path, salt: str = "") -> dict[str, ApiKey]:
     keys: dict[str, ApiKey] = {}
     for number, line in enumerate(text.splitlines(), 1):
-        fields = line.split("#", 1)[0].split()
+        fields = uncommented(line.split())
         if not fields:
             continue
         if len(fields) > 4:
@@ -122,6 +123,12 @@ def parse_key_file(text: str, path: Path, salt: str = "") -> dict[str, ApiKey]:
             )
         keys[fields[0]] = ApiKey(name, *limits)
     return keys
+
+
+def uncommented(fields: list[str]) -> list[str]:
+    """A key file line's fields before its comment, which begins with a field that begins with `#`: a `#`
+    inside a key is the key's (cutting the key there would let its start in, and lose its name and limits)."""
+    return list(itertools.takewhile(lambda field: not field.startswith("#"), fields))
 
 
 def fingerprint(key: str, salt: str) -> str:

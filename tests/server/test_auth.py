@@ -159,6 +159,9 @@ def test_key_files_parse_or_fail_naming_the_line(tmp_path):
     with pytest.raises(ValueError, match="k:3: this key is given on an earlier line too"):
         parse_key_file("a x\nb\na y\n", path)
     assert parse_key_file("a alice 60 1000\n", path)["a"] == ApiKey("alice", 60, 1000)
+    # a comment begins with a field: a `#` inside a key is the key's, not the start of a comment
+    commented = parse_key_file("sk-abc#123 alice 5 # the web app\n\t# off: sk-old\nb#\n", path)
+    assert commented == {"sk-abc#123": ApiKey("alice", 5), "b#": ApiKey(fingerprint("b#", ""))}
     path.write_text("x\n")
     assert ApiKeys([], str(path)).lookup("x").name == fingerprint("x", "")
     path.write_text(f"x {fingerprint('y', '')}\n")
