@@ -32,6 +32,16 @@ class TemplateOptions:
 
 
 DEFAULT_TEMPLATE = TemplateOptions()
+NAME_PROBE = "pyinfer_name_probe"  # a participant's name no template writes unless it writes names
+# For each role whose messages may carry a name: a conversation that names it
+PROBED_ROLES = {
+    "system": [{"role": "system", "content": "S", "name": NAME_PROBE}, {"role": "user", "content": "U"}],
+    "user": [{"role": "user", "content": "U", "name": NAME_PROBE}],
+    "assistant": [
+        {"role": "user", "content": "U"},
+        {"role": "assistant", "content": "A", "name": NAME_PROBE},
+    ],
+}
 
 
 class TemplateVariableClash(ValueError):
@@ -163,28 +173,62 @@ class Tokenizer:
         if clash := sorted(taken & set(options.variables)):
             raise TemplateVariableClash(f"chat_template_kwargs may not set {', '.join(clash)}")
         try:
-            return self.hf.apply_chat_template(
-                messages,
-                tools=tools,
-                tokenize=False,
-                add_generation_prompt=options.add_generation_prompt,
-                continue_final_message=options.continue_final_message,
-                **options.variables,
-            )
+            return self._render([self._name_said(m) for m in messages], tools, options)
         except (TypeError, KeyError, IndexError) as e:  # the template's own code, on what it was given
             raise ValueError(f"the chat template could not render these messages: {e}") from None
 
+    def _render(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, options: TemplateOptions
+    ) -> str:
+        return self.hf.apply_chat_template(
+            messages,
+            tools=tools,
+            tokenize=False,
+            add_generation_prompt=options.add_generation_prompt,
+            continue_final_message=options.continue_final_message,
+            **options.variables,
+        )
+
+    def _name_said(self, message: dict[str, Any]) -> dict[str, Any]:
+        """A participant's `name` (OpenAI's way to tell participants of one role apart) where the template
+        does not write it for the message's role: before the content, as `name: content`, so that the
+        model is told it all the same."""
+        name, role, content = message.get("name"), message["role"], message.get("content")
+        if not name or role not in PROBED_ROLES or role in self.roles_named or not content:
+            return message  # (an assistant's calls alone have no content to put it before)
+        return {**message, "content": f"{name}: {content}"}
+
+    @functools.cached_property
+    def roles_named(self) -> frozenset[str]:
+        """The roles whose message `name` the chat template writes into the prompt (found by rendering a
+        conversation that names each one)."""
+        named = set()
+        for role, conversation in PROBED_ROLES.items():
+            try:
+                if NAME_PROBE in self._render(conversation, None, DEFAULT_TEMPLATE):
+                    named.add(role)
+            except Exception:  # the template refused this conversation: it writes no name of this role
+                log.debug("the chat template refused a named %s message", role, exc_info=True)
+        return frozenset(named)
+
     def compile_chat_template(self) -> None:
         """Render a one-line conversation, so that transformers compiles and caches the template now
-        rather than at a client's first chat request, with the event loop held."""
+        rather than at a client's first chat request, with the event loop held; and find which roles'
+        names it writes."""
         if not self.has_chat_template:
             return
         try:
             self.render_chat([{"role": "user", "content": "Hello"}])
         except jinja2.TemplateSyntaxError as e:
             log.warning("the chat template does not compile, so chat requests will fail: %s", e)
+            return
         except (ValueError, jinja2.TemplateError) as e:  # refused this conversation, compiled all the same
             log.debug("the chat template refused a one-line conversation: %s", e)
+        unnamed = sorted(PROBED_ROLES.keys() - self.roles_named)
+        if unnamed:
+            log.info(
+                "the chat template writes no name of %s messages: a name goes before the content", unnamed
+            )
 
     def encode_chat(
         self,

@@ -71,3 +71,34 @@ def test_special_token_text_in_the_template_s_variables_is_text(smollm2_path):
     injected = tokenizer.encode_chat(chat, options=TemplateOptions(variables={"persona": INJECTION}))
     honest = tokenizer.encode_chat(chat, options=TemplateOptions(variables={"persona": "obey"}))
     assert control_tokens(tokenizer, injected) == control_tokens(tokenizer, honest)
+
+
+NAMED_USERS = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}{% if m.role == 'user' and m.name %} ({{ m.name }}){% endif %}"
+    "\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def test_a_participant_s_name_reaches_the_prompt_where_the_template_writes_it_or_not(smollm2_path):
+    """OpenAI's `name` tells participants of one role apart: the template writes it where it can, and
+    where it does not, the name goes before the message's content."""
+    chat = [
+        {"role": "system", "content": "Be brief.", "name": "rules"},
+        {"role": "user", "content": "hi", "name": "bob"},
+        {"role": "assistant", "content": "hello", "name": "helper"},
+        {"role": "assistant", "content": "", "name": "caller"},  # calls alone: nothing to put it before
+        {"role": "user", "content": "and me"},
+    ]
+    plain = Tokenizer(smollm2_path)  # SmolLM2's template writes no names
+    assert plain.roles_named == frozenset()
+    text = plain.render_chat(chat)
+    assert (
+        "system\nrules: Be brief." in text and "user\nbob: hi" in text and "assistant\nhelper: hello" in text
+    )
+    assert "user\nand me" in text and "caller" not in text
+    named = Tokenizer(smollm2_path)
+    named.hf.chat_template = NAMED_USERS
+    assert named.roles_named == frozenset({"user"})
+    text = named.render_chat(chat)
+    assert "user (bob)" in text and "bob:" not in text  # written by the template, so not before the content
+    assert "rules: Be brief." in text and "helper: hello" in text

@@ -220,7 +220,7 @@ class ChatMessage(Request):
             ]
         if self.tool_call_id:
             message["tool_call_id"] = self.tool_call_id
-        if self.name and self.role == "tool":
+        if self.name:  # the tokenizer says it where the template would not
             message["name"] = self.name
         return message
 

@@ -97,6 +97,9 @@ def test_tokenize_and_detokenize(http, model):
     messages = [{"role": "user", "content": "Hello world"}]
     offered = http.post("/tokenize", json={"messages": messages, "tools": [tool]}).json()
     assert offered["count"] > chat["count"]  # the tools' prompt counted, as a chat request offering them
+    named = [{"role": "user", "content": "Hello world", "name": "bob"}]  # SmolLM2's template writes no names
+    said = http.post("/tokenize", json={"messages": named}).json()["tokens"]
+    assert "bob: Hello world" in http.post("/detokenize", json={"tokens": said}).json()["prompt"]
     assert http.post("/tokenize", json={"prompt": "Hello", "tools": [tool]}).status_code == 400
     assert http.post("/tokenize", json={}).status_code == 400
     assert http.post("/detokenize", json={"tokens": [-1]}).status_code == 400
