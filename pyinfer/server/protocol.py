@@ -263,6 +263,7 @@ class ChatCompletionRequest(SamplingRequest, TemplateControls):
     web_search_options: Any = None
     functions: Any = None
     function_call: Any = None
+    moderation: Any = None
 
     def tool_request(self) -> ToolRequest | None:
         functions = [t.function for t in self.tools or []]
@@ -294,6 +295,7 @@ class ChatCompletionRequest(SamplingRequest, TemplateControls):
             raise e.named({"logprobs": "top_logprobs"}) from None
 
 
+MODERATION_REFUSED = "this server runs no moderation on input or output"
 CHAT_FIELDS_REFUSED = {
     "store": "stored chat completions are not kept by this server",
     "reasoning_effort": "this server's models do not reason before answering",
@@ -303,6 +305,7 @@ CHAT_FIELDS_REFUSED = {
     "web_search_options": "web search is not supported",
     "functions": "the deprecated functions field is not supported: use tools",
     "function_call": "the deprecated function_call field is not supported: use tool_choice",
+    "moderation": MODERATION_REFUSED,
 }
 
 

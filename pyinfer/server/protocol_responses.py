@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pyinfer.sampling_params import SamplingParams, SamplingParamsError
 from pyinfer.server.protocol import (
     MEDIA_REFUSED,
+    MODERATION_REFUSED,
     ChatMessage,
     ChatTokenLogprob,
     Performance,
@@ -83,6 +84,10 @@ RESPONSES_FIELDS_REFUSED = {
     "conversation": "conversations are not kept by this server: use previous_response_id",
     "prompt": "stored prompt templates are not supported",
     "context_management": "not supported",
+    "moderation": MODERATION_REFUSED,
+    "background_options": "background responses are not run by this server",
+    "image": "image generation is not supported",
+    "access_programs": "not supported",
 }
 
 
@@ -120,6 +125,10 @@ class ResponsesRequest(Body):
     conversation: Any = None
     prompt: Any = None
     context_management: Any = None
+    moderation: Any = None
+    background_options: Any = None
+    image: Any = None
+    access_programs: Any = None
 
     @property
     def kept(self) -> bool:

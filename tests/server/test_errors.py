@@ -380,6 +380,8 @@ def test_openai_hints_are_accepted_and_features_we_lack_refused(http, model):
     assert http.post("/v1/chat/completions", json=chat_body(model, **hints)).status_code == 200
     refused = [("store", True), ("reasoning_effort", "low"), ("audio", {"voice": "x"}), ("audio", {})]
     refused += [("web_search_options", {}), ("prediction", {})]  # {} turns web search on at OpenAI
+    refused += [("moderation", {"model": "omni-moderation-latest"})]
+    assert http.post("/v1/chat/completions", json=chat_body(model, moderation=None)).status_code == 200
     for field, value in refused:
         error = assert_error(
             http.post("/v1/chat/completions", json=chat_body(model, **{field: value})), 400, field
@@ -392,6 +394,15 @@ def test_openai_hints_are_accepted_and_features_we_lack_refused(http, model):
         assert_error(http.post("/v1/responses", json=ok | {field: value}), 400, field)
     assert_error(http.post("/v1/responses", json=ok | {"truncation": "middle"}), 400, "truncation")
     assert_error(http.post("/v1/responses", json=ok | {"max_tool_calls": 0}), 400, "max_tool_calls")
+    newer = {"moderation": {}, "background_options": {}, "image": {"size": "auto"}, "access_programs": {}}
+    for (
+        field,
+        value,
+    ) in newer.items():  # the SDK's newest fields: a feature asked for is refused, null is none
+        assert (
+            field in assert_error(http.post("/v1/responses", json=ok | {field: value}), 400, field)["message"]
+        )
+        assert http.post("/v1/responses", json=ok | {field: None}).status_code == 200
     body = {"model": model, "prompt": "hi", "max_tokens": 1}
     assert http.post("/v1/completions", json=body | {"best_of": 1}).status_code == 200
     for field, value in [("best_of", 3), ("suffix", "end")]:
