@@ -46,10 +46,21 @@ class ResponsesTool(FunctionDefinition):
     an object says nothing of them) and enforced as far as the grammar can; `strict: false` opts out."""
 
     type: Literal["function"]
+    output_schema: dict[str, Any] | None = None  # what its output holds: shown to the model with the rest
+    # how OpenAI may call it, beyond a call in the reply (the only way here): their no-op values taken
+    defer_loading: bool | None = None
+    allowed_callers: list[Literal["direct", "programmatic"]] | None = None
+    async_: bool | None = Field(None, alias="async")
     _strict_by_default: bool = PrivateAttr(False)
 
     @model_validator(mode="after")
     def _strict_unless_told(self) -> ResponsesTool:
+        if self.defer_loading:
+            raise ValueError("defer_loading: tools loaded by a tool search are not supported")
+        if self.allowed_callers is not None and "direct" not in self.allowed_callers:
+            raise ValueError("allowed_callers: only direct calls, in the reply, are made here")
+        if self.async_:
+            raise ValueError("async: asynchronous function calls are not supported")
         if self.strict is None:
             self.strict, self._strict_by_default = True, True
             if self.parameters is not None:
@@ -221,8 +232,11 @@ class ToolRequest:
 
 
 def _definition(function: FunctionDefinition) -> dict[str, Any]:
-    """The function's definition without the Responses API's `type` beside it."""
-    return function.model_dump(exclude_none=True, exclude={"type"})
+    """The function's definition as the model is shown it: without the Responses API's `type` beside it
+    and the ways of calling it that change nothing here."""
+    return function.model_dump(
+        exclude_none=True, exclude={"type", "defer_loading", "allowed_callers", "async_"}
+    )
 
 
 def check_tool_results(messages: list[dict[str, Any]], param: str) -> None:

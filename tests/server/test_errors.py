@@ -394,6 +394,20 @@ def test_openai_hints_are_accepted_and_features_we_lack_refused(http, model):
         assert_error(http.post("/v1/responses", json=ok | {field: value}), 400, field)
     assert_error(http.post("/v1/responses", json=ok | {"truncation": "middle"}), 400, "truncation")
     assert_error(http.post("/v1/responses", json=ok | {"max_tool_calls": 0}), 400, "max_tool_calls")
+    tool = {
+        "type": "function",
+        "name": "f",
+        "parameters": None,
+        "strict": None,
+        "output_schema": {"type": "string"},
+    }
+    taken = {"defer_loading": False, "allowed_callers": ["direct", "programmatic"], "async": False}
+    r = http.post("/v1/responses", json=ok | {"tools": [tool | taken]})
+    echoed = {k: v for k, v in tool.items() if v is not None} | taken | {"strict": True}
+    assert r.status_code == 200 and r.json()["tools"] == [echoed]
+    for field, value in [("defer_loading", True), ("allowed_callers", ["programmatic"]), ("async", True)]:
+        error = assert_error(http.post("/v1/responses", json=ok | {"tools": [tool | {field: value}]}), 400)
+        assert error["param"].startswith("tools") and field in error["message"]
     newer = {"moderation": {}, "background_options": {}, "image": {"size": "auto"}, "access_programs": {}}
     for (
         field,

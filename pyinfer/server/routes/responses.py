@@ -88,7 +88,7 @@ async def create_response(request: Request, body: ResponsesBody) -> Response:
         prompt_cache_key=body.prompt_cache_key,
         safety_identifier=body.safety_identifier,
         user=body.user,
-        tools=[t.model_dump(exclude_none=True) for t in body.tools or []],
+        tools=[t.model_dump(by_alias=True, exclude_none=True) for t in body.tools or []],
         tool_choice=_echo(body.tool_choice),
         parallel_tool_calls=tools.parallel_in(ctx.tool_support.format) if tools else True,
         truncation=body.truncation or "disabled",
