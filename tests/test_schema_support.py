@@ -381,22 +381,20 @@ def test_unique_items_of_at_most_one_item_are_passed():
 
 def test_strict_normalized_closes_every_object_and_requires_every_property():
     item = {"type": "object", "properties": {"properties": {"type": "string"}, "n": {"type": "integer"}}}
+    choice = {"anyOf": [{"properties": {"a": {"const": {"properties": {}}}}}, {"type": "null"}]}
     schema = {
         "type": "object",
-        "properties": {
-            "items": {"type": "array", "items": {"$ref": "#/$defs/item"}},
-            "note": {"type": "string"},
-        },
+        "properties": {"items": {"type": "array", "items": {"$ref": "#/$defs/item"}}, "choice": choice},
         "required": ["items"],
         "$defs": {"item": item},
-        "anyOf": [{"properties": {"a": {"const": {"properties": {}}}}}],
     }
     out = strict_normalized(schema)
-    assert out["required"] == ["items", "note"] and out["additionalProperties"] is False
+    assert out["required"] == ["items", "choice"] and out["additionalProperties"] is False
     assert out["$defs"]["item"] == item | {"required": ["properties", "n"], "additionalProperties": False}
-    branch = out["anyOf"][0]
+    branch = out["properties"]["choice"]["anyOf"][0]
     assert branch["required"] == ["a"] and branch["properties"]["a"] == {"const": {"properties": {}}}  # data
     assert out["properties"]["items"] == schema["properties"]["items"]  # an array, and a $ref: untouched
+    assert unenforceable(out) is None
     free = {"type": "object", "properties": {"k": {}}, "additionalProperties": {"type": "integer"}}
     assert strict_normalized(free) == free | {"required": ["k"]}  # says what other keys may be: kept
     assert schema["required"] == ["items"] and "additionalProperties" not in item  # the input unchanged

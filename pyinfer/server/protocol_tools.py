@@ -9,10 +9,10 @@ import re
 from collections.abc import Callable
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from pyinfer.sampling_params import SamplingParamsError, StructuredOutput
-from pyinfer.schema_support import check_enforceable, strict_normalized
+from pyinfer.schema_support import check_enforceable, strict_normalized, unenforceable
 from pyinfer.server.protocol_base import NAME_PATTERN, Settings
 from pyinfer.server.tool_formats import ToolFormat
 from pyinfer.server.tool_grammar import structural_tag
@@ -29,11 +29,6 @@ class FunctionDefinition(Settings):
     parameters: dict[str, Any] | None = None
     strict: bool | None = None  # chat's default: not strict
 
-    @property
-    def refuses_unenforceable(self) -> bool:
-        """Whether parameters the grammar cannot wholly enforce are a 400 (else enforced as far as it can)."""
-        return self.strict is True
-
 
 class ChatTool(Settings):
     type: Literal["function"]
@@ -42,8 +37,9 @@ class ChatTool(Settings):
 
 class ResponsesTool(FunctionDefinition):
     """The Responses API's function tool: the definition's fields beside `type`. Without `strict` it is
-    strict, as at OpenAI: its parameters normalized (every property required, no keys beyond them where
-    an object says nothing of them) and enforced as far as the grammar can; `strict: false` opts out."""
+    strict where its parameters can be, as at OpenAI: normalized (every property required, no keys beyond
+    them where an object says nothing of them); where the normalized schema is not one the grammar wholly
+    enforces, the parameters stay as written and the tool is not strict. `strict: false` opts out."""
 
     type: Literal["function"]
     output_schema: dict[str, Any] | None = None  # what its output holds: shown to the model with the rest
@@ -51,25 +47,25 @@ class ResponsesTool(FunctionDefinition):
     defer_loading: bool | None = None
     allowed_callers: list[Literal["direct", "programmatic"]] | None = None
     async_: bool | None = Field(None, alias="async")
-    _strict_by_default: bool = PrivateAttr(False)
 
     @model_validator(mode="after")
-    def _strict_unless_told(self) -> ResponsesTool:
+    def _direct_calls_only(self) -> ResponsesTool:
         if self.defer_loading:
             raise ValueError("defer_loading: tools loaded by a tool search are not supported")
         if self.allowed_callers is not None and "direct" not in self.allowed_callers:
             raise ValueError("allowed_callers: only direct calls, in the reply, are made here")
         if self.async_:
             raise ValueError("async: asynchronous function calls are not supported")
-        if self.strict is None:
-            self.strict, self._strict_by_default = True, True
-            if self.parameters is not None:
-                self.parameters = strict_normalized(self.parameters)
         return self
 
-    @property
-    def refuses_unenforceable(self) -> bool:
-        return self.strict is True and not self._strict_by_default
+    @model_validator(mode="after")
+    def _strict_where_it_can_be(self) -> ResponsesTool:
+        if self.strict is None:
+            normalized = strict_normalized(self.parameters or {})
+            self.strict = unenforceable(normalized) is None
+            if self.strict and self.parameters is not None:
+                self.parameters = normalized
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -209,9 +205,7 @@ class ToolRequest:
             )
         for i, f in enumerate(self.functions):
             if f.parameters is not None:
-                check_enforceable(
-                    f.parameters, f"tools[{i}]", f.refuses_unenforceable, f"{f.name}.parameters"
-                )
+                check_enforceable(f.parameters, f"tools[{i}]", f.strict is True, f"{f.name}.parameters")
         if output is not None:
             check_enforceable(json.loads(output.spec), output.param, output.strict)
         callable_ = [f for f in self.functions if self.allowed is None or f.name in self.allowed]
