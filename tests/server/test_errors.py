@@ -33,9 +33,11 @@ def test_a_body_declared_as_other_than_json_is_a_415(http, model, declared):
             http.post("/v1/chat/completions", content=body, headers={"content-type": accepted}).status_code
             == 200
         )
-    assert (
-        http.post("/v1/chat/completions", content=body).status_code == 200
-    )  # none declared: not a browser's
+    assert http.post("/v1/chat/completions", content=body).status_code == 200  # none declared, by no page
+    from_a_page = {
+        "origin": "https://elsewhere.example"
+    }  # a page's fetch of a bare ArrayBuffer declares none
+    assert_error(http.post("/v1/chat/completions", content=body, headers=from_a_page), 415)
 
 
 def test_empty_body(http):

@@ -25,11 +25,14 @@ DONE = "data: [DONE]\n\n"
 
 def json_body(model: type[M]) -> Callable[[Request], Awaitable[M]]:
     """A dependency that parses the body as `model`; bad JSON or fields are a 400 in OpenAI's shape, and a
-    body declared as something other than JSON a 415: a web page may send any site a text/plain or form
-    POST without asking first, so reading those as JSON would let any page drive a server without keys."""
+    body not declared as JSON a 415: a web page may send any site a text/plain or form POST, or one with
+    no type (a bare ArrayBuffer), without asking first, so reading those as JSON would let any page drive
+    a server without keys. Only a request from no page (no Origin) may leave the type out."""
 
     async def parse(request: Request) -> M:
         declared = request.headers.get("content-type")
+        if declared is None and "origin" in request.headers:
+            raise OpenAIError(415, "the body must be JSON, sent as Content-Type: application/json")
         if declared is not None and not is_json(declared):
             raise OpenAIError(
                 415, f"the body must be JSON, sent as Content-Type: application/json, not {declared!r}"
