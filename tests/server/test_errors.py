@@ -34,9 +34,8 @@ def test_a_body_declared_as_other_than_json_is_a_415(http, model, declared):
             == 200
         )
     assert http.post("/v1/chat/completions", content=body).status_code == 200  # none declared, by no page
-    from_a_page = {
-        "origin": "https://elsewhere.example"
-    }  # a page's fetch of a bare ArrayBuffer declares none
+    # a page's fetch of a bare ArrayBuffer declares none
+    from_a_page = {"origin": "https://elsewhere.example"}
     assert_error(http.post("/v1/chat/completions", content=body, headers=from_a_page), 415)
 
 
