@@ -91,14 +91,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to bytes that are not HTTP (a plain-text 400, counted nowhere), as the other
         refusals are: in OpenAI's shape, logged, counted, the connection closed."""
-        if self._in_body and self.cycle is not None and self.cycle.response_started:
-            self.transport.close()  # the app answered already: no status can be sent now
-            return
         self._refuse(400, "the request is not valid HTTP")
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if self._pending is not None:
+        if self._pending is not None and not self._answering():  # after every request before it
             self._answer(*self._pending)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -127,20 +124,22 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self.flow.read_paused or self._answering():
             self._arm_read_timer()
             return
-        message = f"the request did not arrive within {self.read_timeout_s:g} s"
-        if self._in_body:  # the app waits for this body: it sees the client leave, recorded as a 408
-            self.cycle.scope["state"]["read_timed_out"] = True
-            if self.cycle.response_started:  # it answered already: no status can be sent now
-                self.transport.close()
-                return
-        self._refuse(408, message)
+        self._refuse(408, f"the request did not arrive within {self.read_timeout_s:g} s")
 
     def _refuse(self, status: int, message: str) -> None:
         """An OpenAI-style error with `status`, after the answer under way if there is one; then the
-        connection closes."""
+        connection closes. A request whose body it cuts short is told its client left, and is logged and
+        counted with `status`."""
         self._refused = True
         self._cancel_read_timer()
-        if not self._in_body:
+        if self._in_body:
+            self.cycle.scope["state"]["refused_status"] = status
+            self.cycle.disconnected = True  # the app stops waiting for the body at once
+            self.cycle.message_event.set()
+            if self.cycle.response_started:  # it answered already: no status can be sent now
+                self.transport.close()
+                return
+        else:
             self.on_refusal(status)
         log.info("%d to %s: %s; connection closed", status, client_address(self.client) or "-", message)
         if self._answering():

@@ -98,8 +98,8 @@ class RequestContextMiddleware:
         finally:
             for release in state.pop("at_end", []):  # what the request held until its response ended
                 release()
-            if status == 499 and state.get("read_timed_out"):  # the server answered it (http_protocol.py)
-                status = 408
+            if status == 499 and "refused_status" in state:  # the server answered it (http_protocol.py)
+                status = state["refused_status"]
             ms = (time.perf_counter() - start) * 1e3
             route = self._route_template(scope)
             if self.metrics is not None:

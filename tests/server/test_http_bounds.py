@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import select
 import socket
 import time
@@ -187,3 +188,31 @@ def test_a_pipelined_refusal_waits_for_the_answer_before_it(server):
     answer, _, refusal = reply.partition(b"data: [DONE]\n\n")
     assert answer.count(b'"text"') == 64 and b"431" not in answer  # the stream whole, nothing inside it
     assert refusal.startswith(b"\r\n0\r\n\r\nHTTP/1.1 431 ")  # its last chunk, then the refusal
+
+
+def test_a_refusal_after_two_pipelined_requests_waits_for_both_answers(server):
+    body = json.dumps({"prompt": "Hi", "max_tokens": 32, "ignore_eos": True}).encode()
+    first = b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    first += f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+    with connect(server) as sock:
+        sock.sendall(first + b"GET /version HTTP/1.1\r\nHost: x\r\n\r\n" + b"GARBAGE\r\n\r\n")
+        reply = read_all(sock)
+    statuses = [
+        int(status) for status in re.findall(rb"HTTP/1\.1 (\d{3}) ", reply)
+    ]  # a body runs into the next
+    assert statuses == [200, 200, 400] and b'"version"' in reply
+
+
+def test_bytes_that_are_not_http_inside_a_body_are_a_400_logged_and_counted_as_one(server):
+    before = refusals(server, 400)
+    with connect(server) as sock:
+        sock.sendall(
+            b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'X-Request-Id: bad-chunk\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{"mod\r\nZZ\r\n'
+        )
+        status, error = status_and_error(read_all(sock))
+    assert status == 400 and error["message"] == "the request is not valid HTTP"
+    wait_until(lambda: "request_id=bad-chunk" in server.log(), timeout=10)
+    (line,) = [line for line in server.log().splitlines() if "request_id=bad-chunk" in line]
+    assert "POST /v1/completions 400" in line
+    assert serves(server) and refusals(server, 400) == before + 1
