@@ -33,6 +33,7 @@ class TemplateOptions:
 
 DEFAULT_TEMPLATE = TemplateOptions()
 NAME_PROBE = "pyinfer_name_probe"  # a participant's name no template writes unless it writes names
+NAME_PROBE_TOOLS = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
 # For each role whose messages may carry a name: a conversation that names it
 PROBED_ROLES = {
     "system": [{"role": "system", "content": "S", "name": NAME_PROBE}, {"role": "user", "content": "U"}],
@@ -173,7 +174,7 @@ class Tokenizer:
         if clash := sorted(taken & set(options.variables)):
             raise TemplateVariableClash(f"chat_template_kwargs may not set {', '.join(clash)}")
         try:
-            return self._render([self._name_said(m) for m in messages], tools, options)
+            return self._render([self._name_said(m, tools is not None) for m in messages], tools, options)
         except (TypeError, KeyError, IndexError) as e:  # the template's own code, on what it was given
             raise ValueError(f"the chat template could not render these messages: {e}") from None
 
@@ -189,23 +190,34 @@ class Tokenizer:
             **options.variables,
         )
 
-    def _name_said(self, message: dict[str, Any]) -> dict[str, Any]:
+    def _name_said(self, message: dict[str, Any], with_tools: bool) -> dict[str, Any]:
         """A participant's `name` (OpenAI's way to tell participants of one role apart) where the template
         does not write it for the message's role: before the content, as `name: content`, so that the
         model is told it all the same."""
         name, role, content = message.get("name"), message["role"], message.get("content")
-        if not name or role not in PROBED_ROLES or role in self.roles_named or not content:
+        named = self.roles_named_with_tools if with_tools else self.roles_named
+        if not name or role not in PROBED_ROLES or role in named or not content:
             return message  # (an assistant's calls alone have no content to put it before)
-        return {**message, "content": f"{name}: {content}"}
+        said = {k: v for k, v in message.items() if k != "name"}  # a template may refuse names it lacks
+        return said | {"content": f"{name}: {content}"}
 
     @functools.cached_property
     def roles_named(self) -> frozenset[str]:
-        """The roles whose message `name` the chat template writes into the prompt (found by rendering a
-        conversation that names each one)."""
+        """The roles whose message `name` the chat template writes into the prompt."""
+        return self._probe_names(None)
+
+    @functools.cached_property
+    def roles_named_with_tools(self) -> frozenset[str]:
+        """The same where tools are given, which a template may render by another of its variants."""
+        return self._probe_names(NAME_PROBE_TOOLS)
+
+    def _probe_names(self, tools: list[dict[str, Any]] | None) -> frozenset[str]:
+        """The roles whose name comes out of a conversation that names each (in any case: a template
+        may write it upper-cased)."""
         named = set()
         for role, conversation in PROBED_ROLES.items():
             try:
-                if NAME_PROBE in self._render(conversation, None, DEFAULT_TEMPLATE):
+                if NAME_PROBE in self._render(conversation, tools, DEFAULT_TEMPLATE).lower():
                     named.add(role)
             except Exception:  # the template refused this conversation: it writes no name of this role
                 log.debug("the chat template refused a named %s message", role, exc_info=True)
@@ -224,10 +236,11 @@ class Tokenizer:
             return
         except (ValueError, jinja2.TemplateError) as e:  # refused this conversation, compiled all the same
             log.debug("the chat template refused a one-line conversation: %s", e)
-        unnamed = sorted(PROBED_ROLES.keys() - self.roles_named)
+        unnamed = sorted(PROBED_ROLES.keys() - (self.roles_named & self.roles_named_with_tools))
         if unnamed:
             log.info(
-                "the chat template writes no name of %s messages: a name goes before the content", unnamed
+                "the chat template does not always write the names of %s messages: there a name goes before the content",
+                unnamed,
             )
 
     def encode_chat(

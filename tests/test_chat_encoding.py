@@ -102,3 +102,36 @@ def test_a_participant_s_name_reaches_the_prompt_where_the_template_writes_it_or
     text = named.render_chat(chat)
     assert "user (bob)" in text and "bob:" not in text  # written by the template, so not before the content
     assert "rules: Be brief." in text and "helper: hello" in text
+
+
+@pytest.mark.parametrize(
+    "template, said",
+    [
+        # written upper-cased: found all the same, so not said twice
+        (NAMED_USERS.replace("{{ m.name }}", "{{ m.name | upper }}"), "user (BOB)"),
+        # refused outright: the name is said in the content and the message given without it
+        (
+            "{% for m in messages %}{% if m.name is defined %}{{ raise_exception('no names') }}{% endif %}"
+            "{{ m.role }}: {{ m.content }}\n{% endfor %}",
+            "user: bob: hi",
+        ),
+    ],
+    ids=["upper-cased", "refused"],
+)
+def test_templates_that_transform_or_refuse_names(smollm2_path, template, said):
+    tokenizer = Tokenizer(smollm2_path)
+    tokenizer.hf.chat_template = template
+    text = tokenizer.render_chat([{"role": "user", "content": "hi", "name": "bob"}])
+    assert said in text and text.lower().count("bob") == 1
+
+
+def test_a_template_s_tool_variant_is_probed_for_names_of_its_own(smollm2_path):
+    tokenizer = Tokenizer(smollm2_path)
+    tokenizer.hf.chat_template = {
+        "default": NAMED_USERS,
+        "tool_use": NAMED_USERS.replace(" ({{ m.name }})", ""),
+    }
+    assert tokenizer.roles_named == {"user"} and tokenizer.roles_named_with_tools == frozenset()
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    # (the newline after the role is trimmed away with the block before it)
+    assert "userbob: hi" in tokenizer.render_chat([{"role": "user", "content": "hi", "name": "bob"}], tools)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pyinfer.sampling_params import SamplingParams, SamplingParamsError
 from pyinfer.server.protocol import (
@@ -47,6 +47,12 @@ class InputMessage(ChatMessage):
     content: str | list[Annotated[InputText | RefusalPart, MEDIA_REFUSED]]
     tool_calls: None = None
     tool_call_id: None = None
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _no_name(cls, name: Any) -> None:
+        """Responses' messages have no `name` (chat's does): ignored as other fields they do not use."""
+        return None
 
 
 class FunctionCallInput(Request):

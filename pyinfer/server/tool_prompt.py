@@ -78,7 +78,7 @@ def _generic_history(messages: list[dict[str, Any]], fmt: ToolFormat) -> list[di
                 [(c["function"]["name"], c["function"]["arguments"]) for c in m["tool_calls"]]
             )
             content = "\n".join([m["content"], calls] if m["content"] else [calls])
-            out.append({"role": m["role"], "content": content})
+            out.append({k: v for k, v in m.items() if k != "tool_calls"} | {"content": content})  # name kept
         else:
             out.append(m)
     return [{k: v for k, v in m.items() if k != "tool_results"} for m in out]

@@ -100,6 +100,14 @@ def test_tokenize_and_detokenize(http, model):
     named = [{"role": "user", "content": "Hello world", "name": "bob"}]  # SmolLM2's template writes no names
     said = http.post("/tokenize", json={"messages": named}).json()["tokens"]
     assert "bob: Hello world" in http.post("/detokenize", json={"tokens": said}).json()["prompt"]
+    call = {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+    history = [
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": "Looking.", "name": "helper", "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "c1", "content": "Sunny"},
+    ]
+    said = http.post("/tokenize", json={"messages": history, "tools": [tool]}).json()["tokens"]
+    assert "helper: Looking." in http.post("/detokenize", json={"tokens": said}).json()["prompt"]
     assert http.post("/tokenize", json={"prompt": "Hello", "tools": [tool]}).status_code == 400
     assert http.post("/tokenize", json={}).status_code == 400
     assert http.post("/detokenize", json={"tokens": [-1]}).status_code == 400
