@@ -106,6 +106,8 @@ def parse_key_file(text: str, path: Path, salt: str = "") -> dict[str, ApiKey]:
         fields = uncommented(line.split())
         if not fields:
             continue
+        if any("#" in field for field in fields):  # a comment written without a space before it, perhaps
+            log.warning("%s:%d: a `#` inside a field is part of it; a comment begins with ` #`", path, number)
         if len(fields) > 4:
             raise ValueError(f"{path}:{number}: expected `key [name [rpm [tpm]]]`, got {len(fields)} fields")
         try:

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.routing import BaseRoute, Match
+from starlette.types import Scope
 
 from pyinfer.engine.core_client import EngineDeadError, RequestRejected
 from pyinfer.sampling_params import SamplingParamsError
@@ -181,14 +182,21 @@ def not_found_message(request: Request) -> str:
     return message
 
 
+def routes_at(routes: list[BaseRoute], scope: Scope) -> list[BaseRoute]:
+    """Those of `routes` whose path the request's is, whatever their methods."""
+    return [route for route in routes if route.matches(scope)[0] is not Match.NONE]
+
+
 def allowed_methods(request: Request, routes: list[BaseRoute]) -> list[str]:
     """The methods `routes` (the app's) take at the request's path: the route that refused it names only
     its own, and a path's GET and HEAD may be two routes."""
-    methods: set[str] = set()
-    for route in routes:
-        if route.matches(request.scope)[0] != Match.NONE:
-            methods.update(getattr(route, "methods", None) or ())
-    return sorted(methods)
+    return sorted(
+        {
+            method
+            for route in routes_at(routes, request.scope)
+            for method in getattr(route, "methods", None) or ()
+        }
+    )
 
 
 def install_error_handlers(app: FastAPI, routes: list[BaseRoute]) -> None:

@@ -14,10 +14,10 @@ import time
 import uuid
 
 from starlette.datastructures import Headers, MutableHeaders
-from starlette.routing import BaseRoute, Match
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pyinfer.server.errors import OpenAIError, from_exception, rate_limited
+from pyinfer.server.errors import OpenAIError, from_exception, rate_limited, routes_at
 from pyinfer.server.prometheus import ServerMetrics
 from pyinfer.server.rate_limits import ANONYMOUS, RateLimiter, RateLimitExceeded
 
@@ -115,7 +115,7 @@ class RequestContextMiddleware:
         chose, or for a request a middleware refused before routing, the one it would have chosen."""
         route = scope.get("route")
         if route is None:  # PARTIAL: the path matches but not the method
-            route = next((r for r in self.routes if r.matches(scope)[0] is not Match.NONE), None)
+            route = next(iter(routes_at(self.routes, scope)), None)
         return getattr(route, "path", "unmatched")
 
     def _log(self, scope: Scope, route: str, status: int, ms: float, request_id: str, cut_off: bool) -> None:
