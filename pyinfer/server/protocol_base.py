@@ -17,7 +17,8 @@ Metadata = Annotated[
     dict[Annotated[str, StringConstraints(max_length=64)], Annotated[str, StringConstraints(max_length=512)]],
     Field(max_length=16),
 ]
-Temperature = Annotated[float, Field(ge=0, le=2)]  # OpenAI's range; the engine itself takes any from 0
+# OpenAI's range; the engine itself takes any from 0
+Temperature = Annotated[float, Field(ge=0, le=2, allow_inf_nan=False)]
 
 
 UNSUPPORTED = "unsupported"  # the error type of a value understood but not served: reported before the rest
