@@ -20,7 +20,7 @@ from tests.server.helpers import free_port
 @pytest.fixture(scope="module")
 def base_url() -> Iterator[str]:
     app = FastAPI()
-    install_error_handlers(app)
+    install_error_handlers(app, app.routes)  # the list the routes below join
 
     @app.get("/fails")
     async def fails() -> dict:
