@@ -195,9 +195,10 @@ class Tokenizer:
         does not write it for the message's role: before the content, as `name: content`, so that the
         model is told it all the same."""
         name, role, content = message.get("name"), message["role"], message.get("content")
-        named = self.roles_named_with_tools if with_tools else self.roles_named
-        if not name or role not in PROBED_ROLES or role in named or not content:
+        if not name or role not in PROBED_ROLES or not content:
             return message  # (an assistant's calls alone have no content to put it before)
+        if role in (self.roles_named_with_tools if with_tools else self.roles_named):
+            return message
         said = {k: v for k, v in message.items() if k != "name"}  # a template may refuse names it lacks
         return said | {"content": f"{name}: {content}"}
 
@@ -239,7 +240,8 @@ class Tokenizer:
         unnamed = sorted(PROBED_ROLES.keys() - (self.roles_named & self.roles_named_with_tools))
         if unnamed:
             log.info(
-                "the chat template does not always write the names of %s messages: there a name goes before the content",
+                "the chat template does not always write the names of %s messages: there a name goes "
+                "before the content",
                 unnamed,
             )
 
