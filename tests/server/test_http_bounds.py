@@ -55,6 +55,13 @@ def refusals(srv: ServerProcess, status: int) -> float:
     )
 
 
+def access_line(srv: ServerProcess, request_id: str) -> str:
+    """The one access-log line of the request with `request_id`, once it is written."""
+    wait_until(lambda: f"request_id={request_id}" in srv.log(), timeout=10)
+    (line,) = [line for line in srv.log().splitlines() if f"request_id={request_id}" in line]
+    return line
+
+
 def serves(srv: ServerProcess) -> bool:
     return httpx.get(f"{srv.base_url}/health", timeout=5).status_code == 200
 
@@ -137,9 +144,7 @@ def test_a_body_that_stops_arriving_is_a_408_logged_and_counted_as_one(server):
         )
         status, _ = status_and_error(read_all(sock))
     assert status == 408
-    wait_until(lambda: "request_id=stalled-body" in server.log(), timeout=10)
-    (line,) = [line for line in server.log().splitlines() if "request_id=stalled-body" in line]
-    assert "POST /v1/completions 408" in line
+    assert "POST /v1/completions 408" in access_line(server, "stalled-body")
     assert "internal error" not in server.log()
     assert serves(server) and refusals(server, 408) == before + 1
 
@@ -197,9 +202,8 @@ def test_a_refusal_after_two_pipelined_requests_waits_for_both_answers(server):
     with connect(server) as sock:
         sock.sendall(first + b"GET /version HTTP/1.1\r\nHost: x\r\n\r\n" + b"GARBAGE\r\n\r\n")
         reply = read_all(sock)
-    statuses = [
-        int(status) for status in re.findall(rb"HTTP/1\.1 (\d{3}) ", reply)
-    ]  # a body runs into the next
+    # each answer's head follows the body before it on the same line
+    statuses = [int(status) for status in re.findall(rb"HTTP/1\.1 (\d{3}) ", reply)]
     assert statuses == [200, 200, 400] and b'"version"' in reply
 
 
@@ -212,7 +216,5 @@ def test_bytes_that_are_not_http_inside_a_body_are_a_400_logged_and_counted_as_o
         )
         status, error = status_and_error(read_all(sock))
     assert status == 400 and error["message"] == "the request is not valid HTTP"
-    wait_until(lambda: "request_id=bad-chunk" in server.log(), timeout=10)
-    (line,) = [line for line in server.log().splitlines() if "request_id=bad-chunk" in line]
-    assert "POST /v1/completions 400" in line
+    assert "POST /v1/completions 400" in access_line(server, "bad-chunk")
     assert serves(server) and refusals(server, 400) == before + 1
