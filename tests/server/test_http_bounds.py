@@ -165,13 +165,14 @@ def test_a_body_sent_slowly_but_steadily_is_served(server):
 @pytest.mark.parametrize("stream", [False, True])
 def test_an_answer_longer_than_the_timeout_keeps_its_connection(server, stream):
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
-    body = {"prompt": "Once upon a time", "max_tokens": 400, "ignore_eos": True, "stream": stream}
+    # 150 tokens: several read timeouts long at this suite's float32 speed (about 16 tokens/s on 2 cores)
+    body = {"prompt": "Once upon a time", "max_tokens": 150, "ignore_eos": True, "stream": stream}
     start = time.monotonic()
     conn.request("POST", "/v1/completions", json.dumps(body), {"Content-Type": "application/json"})
     first = conn.getresponse()
     text = first.read()
     assert first.status == 200 and time.monotonic() - start > READ_TIMEOUT_S
-    assert (b"data: [DONE]" in text) if stream else json.loads(text)["usage"]["completion_tokens"] == 400
+    assert (b"data: [DONE]" in text) if stream else json.loads(text)["usage"]["completion_tokens"] == 150
     port = conn.sock.getsockname()[1]
     conn.request("GET", "/health")
     second = conn.getresponse()
