@@ -31,6 +31,7 @@ from pyinfer.attention.backend import AttentionBackend
 from pyinfer.attention.metadata import AttentionMetadata
 from pyinfer.engine.cuda_runtime import cuda_runtime
 from pyinfer.kernels import triton_enabled
+from pyinfer.kernels.compile_ahead import compiling_ahead
 from pyinfer.models.llama import LlamaForCausalLM
 
 log = logging.getLogger(__name__)
@@ -170,9 +171,15 @@ class CudaGraphs:
         torch.cuda.empty_cache()  # capture empties the cache too: measure around what the graphs keep
         free_before = torch.cuda.mem_get_info(dev)[0]
         pool = torch.cuda.graph_pool_handle()
+        prefill_sizes, decode_sizes = prefill_size_ladder(tokens), batch_size_ladder(max_num_seqs)
         with torch.inference_mode():
-            self.prefill = GraphLadder(prefill_size_ladder(tokens), self._prefill_forward, pool, dev)
-            self.decode = GraphLadder(batch_size_ladder(max_num_seqs), self._decode_forward, pool, dev)
+            with compiling_ahead("the CUDA graphs"):
+                for size in prefill_sizes:
+                    self._prefill_forward(size)
+                for size in decode_sizes:
+                    self._decode_forward(size)
+            self.prefill = GraphLadder(prefill_sizes, self._prefill_forward, pool, dev)
+            self.decode = GraphLadder(decode_sizes, self._decode_forward, pool, dev)
         torch.cuda.synchronize(dev)
         torch.cuda.empty_cache()
         log.info(

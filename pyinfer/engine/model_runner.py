@@ -25,6 +25,7 @@ from pyinfer.engine.scheduler import SchedulerOutput
 from pyinfer.engine.sequence import Sequence
 from pyinfer.engine.step_plan import StepPlan, plan_step
 from pyinfer.kernels import triton_enabled
+from pyinfer.kernels.compile_ahead import compiling_ahead
 from pyinfer.layers.embedding import LMHead
 from pyinfer.layers.linear import LinearBase
 from pyinfer.layers.sampler import Sampler, SamplerOutput
@@ -240,12 +241,19 @@ class ModelRunner:
             query_start_loc=torch.tensor([0, n], device=self.device),
             max_query_len=n,
         )
-        with torch.inference_mode():
-            # the token budget may pass the model's longest position: wrap the positions round
-            positions = torch.arange(n, device=self.device) % self.model.config.max_position_embeddings
+        # the token budget may pass the model's longest position: wrap the positions round
+        positions = torch.arange(n, device=self.device) % self.model.config.max_position_embeddings
+        rows = slice(-self.config.max_num_seqs, None)
+
+        def prefill() -> None:
             x, residual = self.model(ids, positions, meta)
-            rows = slice(-self.config.max_num_seqs, None)
             self.model.compute_logits(x[rows], residual[rows])
+
+        with torch.inference_mode():
+            if self.backend.name == "triton":
+                with compiling_ahead("the KV cache sizing's prefill"):
+                    prefill()
+            prefill()
         torch.cuda.synchronize(self.device)
         self._allocate_kv_cache(0)
 

@@ -240,6 +240,39 @@ def test_decode_kernel_compiles_once_for_every_split_count_and_input_alignment()
     assert compiled_variants(_decode_kernel) == before + 1
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_pass_compiled_ahead_runs_no_kernel_and_then_compiles_none():
+    """The start-up's passes run once within compiling_ahead: their launches only compile, all of
+    them before it ends, so the pass run for real compiles nothing on a client's time."""
+    from pyinfer.kernels.compile_ahead import compiling_ahead
+    from pyinfer.kernels.prefill_attention import _prefill_kernel
+
+    dtype = torch.float16  # a dtype no other prefill test launches: its variants are new here
+    query_lens, seq_lens = [40, 3], [40, 19]
+    cache, tables = paged_setup(seq_lens, 2, 64, "cuda", dtype, seed=11)
+    q = torch.randn(sum(query_lens), 8, 64).to("cuda", dtype)
+    starts = torch.tensor([0, 40, 43], dtype=torch.int32, device="cuda")
+    lens = torch.tensor(seq_lens, dtype=torch.int32, device="cuda")
+    configs = [(16, 64, 4, 2), (64, 64, 4, 2)]  # two variants
+    outs = [torch.zeros_like(q) for _ in configs]
+
+    def attend() -> None:
+        for config, out in zip(configs, outs, strict=True):
+            prefill_attention(q, cache, tables, starts, lens, 40, 0.125, out=out, config=config)
+
+    before = compiled_variants(_prefill_kernel)
+    with compiling_ahead("a test"):
+        attend()
+    assert compiled_variants(_prefill_kernel) == before + 2
+    assert all(not out.any() for out in outs)  # nothing ran
+    attend()
+    assert compiled_variants(_prefill_kernel) == before + 2
+    ref = reference(q, cache, tables, query_lens, seq_lens, 0.125)
+    for out in outs:
+        torch.testing.assert_close(out.float(), ref, atol=2e-2, rtol=2e-2)
+
+
 def test_triton_backend_leaves_padding_rows_past_the_step_s_tokens_alone(device, dtype):
     """The model runner pads an eager step's token count on the GPU: the rows past the step's tokens
     neither write the cache nor change what the step's own rows attend to."""
