@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -453,6 +454,9 @@ class ModelRunner:
             if k is None:
                 results.append(None)
                 continue
-            top = list(zip(top_ids[row][:k], top_lps[row][:k], strict=True)) if k and top_ids else []
+            # a token the constraint or min_tokens forbids has probability 0 (-inf, which JSON cannot
+            # carry): left out, so the list may be shorter than k
+            pairs = zip(top_ids[row][:k], top_lps[row][:k], strict=True) if k and top_ids else ()
+            top = [(token, lp) for token, lp in pairs if lp != -math.inf]
             results.append(TokenLogprob(token_ids[row], chosen[row], top))
         return results

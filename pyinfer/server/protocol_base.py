@@ -53,6 +53,6 @@ class Body(Request):
 
 
 def is_no_op(value: Any) -> bool:
-    """Absent, false, an empty list or string. A 0 is a value (max_tool_calls: 0 forbids tool calls), and
-    so is {} (web_search_options: {} turns web search on at OpenAI)."""
+    """Absent, false, an empty list or string. A 0 is a value, and so is {} (web_search_options: {} turns
+    web search on at OpenAI)."""
     return value is None or value is False or (isinstance(value, list | str) and not value)

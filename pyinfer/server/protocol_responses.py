@@ -86,7 +86,6 @@ class TextConfig(Settings):
 
 LOGPROBS_INCLUDED = "message.output_text.logprobs"  # the one `include` served: the output text's logprobs
 RESPONSES_FIELDS_REFUSED = {
-    "max_tool_calls": "not supported",
     "conversation": "conversations are not kept by this server: use previous_response_id",
     "prompt": "stored prompt templates are not supported",
     "context_management": "not supported",
@@ -123,11 +122,12 @@ class ResponsesRequest(Body):
     prompt_cache_options: dict[str, Any] | None = None
     safety_identifier: str | None = None
     truncation: Literal["auto", "disabled"] | None = None  # auto: the oldest turns dropped to fit
+    # bounds the calls of OpenAI's built-in tools (function calls are not counted): none run here
+    max_tool_calls: Annotated[int, Field(ge=0)] | None = None
     # OpenAI's features this server does not have: refused when set
     include: list[str] | None = None  # only LOGPROBS_INCLUDED
     top_logprobs: int | None = None  # alternatives a token; given, the logprobs are included
     reasoning: dict[str, Any] | None = None
-    max_tool_calls: int | None = None
     conversation: Any = None
     prompt: Any = None
     context_management: Any = None
@@ -351,6 +351,7 @@ class ResponseObject(BaseModel):
     temperature: float
     top_p: float
     top_logprobs: int = 0
+    max_tool_calls: int | None = None
     service_tier: str = "default"  # the one way this server serves, whatever tier was asked
     prompt_cache_key: str | None = None
     safety_identifier: str | None = None

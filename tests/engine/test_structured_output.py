@@ -58,8 +58,19 @@ def test_a_repeated_prompt_from_the_prefix_cache_is_constrained_too(smollm2_llm)
     assert second.outputs[0].text == first.outputs[0].text
     assert re.fullmatch(r"[a-z]{3,6}-\d{2}", first.outputs[0].text)
     # logprobs are the masked distribution's: the first token's alternatives can only open the regex
-    alternatives = [t for t, lp in first.outputs[0].logprobs[0].top if math.isfinite(lp)]
+    alternatives = [t for t, _ in first.outputs[0].logprobs[0].top]
     assert alternatives and all(re.match(r"[a-z]", smollm2_llm.tokenizer.decode([t])) for t in alternatives)
+
+
+def test_tokens_a_constraint_forbids_are_left_out_of_the_top_logprobs(smollm2_llm):
+    """A forbidden token's logprob is -inf, which JSON cannot carry (it went out as null, which the
+    SDKs' float fields do not take): the list holds the allowed tokens only, fewer than asked."""
+    only = StructuredOutput(kind="regex", spec="ok", param="structured_outputs.regex")
+    params = SamplingParams(temperature=0, max_tokens=5, structured=only, logprobs=5)
+    (result,) = smollm2_llm.generate(["Say ok:"], params)
+    assert result.outputs[0].text == "ok"
+    for step in result.outputs[0].logprobs:
+        assert 1 <= len(step.top) < 5 and all(math.isfinite(lp) for _, lp in step.top)
 
 
 @pytest.mark.parametrize(

@@ -34,7 +34,13 @@ def respond(client, model, **kwargs):
 
 
 def test_string_input_completes(client, model):
-    echoed = {"prompt_cache_key": "k1", "safety_identifier": "s1", "service_tier": "auto"}
+    # max_tool_calls bounds built-in tools' calls, which this server has none of
+    echoed = {
+        "prompt_cache_key": "k1",
+        "safety_identifier": "s1",
+        "service_tier": "auto",
+        "max_tool_calls": 0,
+    }
     r = respond(client, model, metadata={"k": "v"}, user="tester", **echoed)
     assert r.id.startswith("resp_") and r.object == "response" and r.model == model and r.created_at > 0
     assert r.status == "completed" and r.incomplete_details is None and r.completed_at >= r.created_at
@@ -43,8 +49,8 @@ def test_string_input_completes(client, model):
     assert message.id.startswith("msg_") and [p.type for p in message.content] == ["output_text"]
     assert "Paris" in r.output_text
     assert r.metadata == {"k": "v"} and r.user == "tester" and r.store is True and r.temperature == 0
-    echoes = (r.prompt_cache_key, r.safety_identifier, r.service_tier, r.top_logprobs)
-    assert echoes == ("k1", "s1", "default", 0)
+    echoes = (r.prompt_cache_key, r.safety_identifier, r.service_tier, r.top_logprobs, r.max_tool_calls)
+    assert echoes == ("k1", "s1", "default", 0, 0)
     u = r.usage
     assert u.output_tokens == 8 and u.total_tokens == u.input_tokens + 8
     assert u.output_tokens_details.reasoning_tokens == 0 and u.input_tokens_details.cached_tokens >= 0

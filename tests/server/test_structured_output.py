@@ -130,6 +130,17 @@ def test_regex_choice_and_grammar(client, model):
             "no",
             "maybe",
         }
+    # the tokens the grammar forbids (-inf) are left out of top_logprobs: they went out as null
+    r = client.chat.completions.create(
+        model=model,
+        messages=QUESTION,
+        max_tokens=5,
+        logprobs=True,
+        top_logprobs=5,
+        extra_body={"structured_outputs": {"choice": ["yes", "no"]}},
+    )
+    tops = [top for token in r.choices[0].logprobs.content for top in token.top_logprobs]
+    assert tops and all(isinstance(top.logprob, float) for top in tops)
     # at most three terms: an unbounded sum may run to max_tokens at temperature 1, cut off unclosed
     grammar = 'root ::= "(" expr ")"\nexpr ::= num | num op num | num op num op num\nop ::= "+" | "*"\nnum ::= [1-9] [0-9]?'
     for seed in (4, 5, 6):

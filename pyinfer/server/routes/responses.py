@@ -85,6 +85,7 @@ async def create_response(request: Request, body: ResponsesBody) -> Response:
         temperature=params.temperature,
         top_p=params.top_p,
         top_logprobs=body.top_logprobs or 0,
+        max_tool_calls=body.max_tool_calls,
         prompt_cache_key=body.prompt_cache_key,
         safety_identifier=body.safety_identifier,
         user=body.user,
