@@ -1,11 +1,10 @@
 """Compiling a pass's Triton kernel variants together, on a thread pool, before the pass runs.
 
-Triton compiles a variant at its first launch, one after another on one core: a start-up's passes
-(the KV cache sizing's prefill, each CUDA graph's warm-up) met dozens of them that way. A pass run
-once within `compiling_ahead()` launches nothing: each launch hands its variant to Triton's
-asynchronous compile mode instead, the compiles run side by side (the compiler's passes and ptxas
-leave the GIL), and on leaving, every variant is in Triton's in-memory cache. Run again outside, the
-pass then compiles nothing."""
+Triton compiles a variant at its first launch, so a start-up's passes (the KV cache sizing's prefill,
+each CUDA graph's warm-up) compiled theirs one after another on one core. A pass run once within
+`compiling_ahead()` launches nothing: each launch hands its variant to Triton's asynchronous compile
+mode instead, the compiles run side by side (ptxas is a process of its own), and on leaving, every
+variant is in Triton's in-memory cache. Run again outside, the pass then compiles nothing."""
 
 from __future__ import annotations
 
@@ -30,7 +29,7 @@ def compiling_ahead(what: str) -> Iterator[None]:
     """Within: every Triton launch compiles its kernel variant on a thread pool and does not run, so
     the tensors it would write keep what they held (run only passes whose results are thrown away).
     On leaving: waits for the compiles, and logs how many there were. what: the pass, for the log."""
-    # the asynchronous compile mode is Triton's own (PyTorch's compiler uses it), if not yet public
+    # the asynchronous compile mode is Triton's own, if not yet public
     from triton.runtime._async_compile import AsyncCompileMode
     from triton.runtime.jit import KernelInterface
 
