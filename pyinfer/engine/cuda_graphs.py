@@ -173,10 +173,10 @@ class CudaGraphs:
         pool = torch.cuda.graph_pool_handle()
         prefill_sizes, decode_sizes = prefill_size_ladder(tokens), batch_size_ladder(max_num_seqs)
         with torch.inference_mode():
-            with compiling_ahead("the CUDA graphs"):
-                for size in prefill_sizes:
+            with compiling_ahead("the CUDA graphs", for_capture=True):
+                for size in reversed(prefill_sizes):  # largest first, as captured: workspaces grow once
                     self._prefill_forward(size)
-                for size in decode_sizes:
+                for size in reversed(decode_sizes):
                     self._decode_forward(size)
             self.prefill = GraphLadder(prefill_sizes, self._prefill_forward, pool, dev)
             self.decode = GraphLadder(decode_sizes, self._decode_forward, pool, dev)

@@ -457,6 +457,6 @@ class ModelRunner:
             # a token the constraint or min_tokens forbids has probability 0 (-inf, which JSON cannot
             # carry): left out, so the list may be shorter than k
             pairs = zip(top_ids[row][:k], top_lps[row][:k], strict=True) if k and top_ids else ()
-            top = [(token, lp) for token, lp in pairs if lp != -math.inf]
+            top = [(token, lp) for token, lp in pairs if math.isfinite(lp)]
             results.append(TokenLogprob(token_ids[row], chosen[row], top))
         return results

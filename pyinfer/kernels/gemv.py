@@ -16,6 +16,7 @@ import triton
 import triton.language as tl
 
 from pyinfer.kernels import num_sms
+from pyinfer.kernels.compile_ahead import capturing_graph
 from pyinfer.kernels.pdl import pdl_args, pdl_wait
 
 # what happens to x before the product (the norms last: PROLOGUE >= NORM tests for either)
@@ -160,15 +161,15 @@ def _gemv_kernel(
 
 
 def use_gemv(x: torch.Tensor, weight: torch.Tensor | None) -> bool:
-    """Whether the fused GEMV runs here: one row and a dense row-major weight, inside a CUDA graph being
-    captured (launched eagerly from Python, a Triton kernel costs tens of microseconds of host time,
-    more than it saves)."""
+    """Whether the fused GEMV runs here: one row and a dense row-major weight, in a CUDA graph
+    (launched eagerly from Python, a Triton kernel costs tens of microseconds of host time, more than
+    it saves)."""
     return (
         weight is not None
         and x.numel() == x.shape[-1]
         and weight.stride(1) == 1
         and x.is_cuda
-        and torch.cuda.is_current_stream_capturing()
+        and capturing_graph()
     )
 
 

@@ -19,6 +19,11 @@ def dtype() -> torch.dtype:
     return torch.bfloat16 if torch.cuda.is_available() else torch.float32
 
 
+def compiled_variants(kernel) -> int:
+    """Variants of a Triton kernel compiled in this process, on every device."""
+    return sum(len(caches[0]) for caches in kernel.device_caches.values())
+
+
 def tolerance(dtype: torch.dtype) -> dict:
     return {"atol": 2e-2, "rtol": 2e-2} if dtype == torch.bfloat16 else {"atol": 1e-4, "rtol": 1e-4}
 

@@ -11,7 +11,7 @@ from pyinfer.kernels.prefill_attention import prefill_attention
 from pyinfer.kernels.rotary_store import rotary_store
 from pyinfer.layers.rotary import RotaryEmbedding
 from tests.conftest import LLAMA3_SCALING
-from tests.kernels.conftest import rotate_half_split, tolerance
+from tests.kernels.conftest import compiled_variants, rotate_half_split, tolerance
 
 PAGE = 16
 
@@ -207,11 +207,6 @@ def test_kernels_at_real_sizes(heads, kv_heads, head_dim):
     )
     ref = reference(q, cache, tables, qlens, slens, head_dim**-0.5)
     torch.testing.assert_close(out.float(), ref, atol=2e-2, rtol=2e-2)
-
-
-def compiled_variants(kernel) -> int:
-    """Variants of a Triton kernel compiled in this process, on every device."""
-    return sum(len(caches[0]) for caches in kernel.device_caches.values())
 
 
 def at_offset(t: torch.Tensor, offset: int) -> torch.Tensor:

@@ -8,7 +8,7 @@ import torch
 from pyinfer.kernels.gemv import gemv, norm_gemv, use_gemv
 from pyinfer.layers.activation import SiluAndMul
 from pyinfer.layers.norm import RMSNorm
-from tests.kernels.conftest import tolerance
+from tests.kernels.conftest import compiled_variants, tolerance
 
 # (258, 2100): 65 tiles of 4 rows over the interpreter's 3 programs, 2 chunks of K each, so the prefetch
 # of the next chunk crosses both chunks and tiles; the others are one chunk (K <= 2048) of odd widths.
@@ -89,6 +89,34 @@ def test_gemv_is_chosen_for_one_row_in_a_captured_graph_only():
         chosen.append(use_gemv(torch.randn(2, 128, device="cuda", dtype=torch.bfloat16), weight))
         chosen.append(use_gemv(x, None))
     assert chosen == [True, False, False]  # one row; two rows and quantized weights keep their matmul
+
+
+@pytest.mark.gpu
+def test_a_pass_compiled_ahead_of_capture_compiles_the_capture_s_gemv():
+    """The CUDA graphs' pass compiled ahead chooses the kernels their capture chooses: the one-row GEMV's
+    variants compile before the capture, not one by one inside it."""
+    from pyinfer.kernels.compile_ahead import compiling_ahead
+    from pyinfer.kernels.gemv import _gemv_kernel
+
+    weight = torch.randn(64, 128, device="cuda", dtype=torch.float16)  # fp16: a variant no test compiled
+    x = torch.randn(1, 128, device="cuda", dtype=torch.float16)
+
+    def product() -> torch.Tensor:
+        return gemv(x, weight) if use_gemv(x, weight) else x @ weight.T
+
+    before = compiled_variants(_gemv_kernel)
+    with compiling_ahead("a test"):  # not ahead of a capture: the eager choice, cuBLAS
+        product()
+    assert compiled_variants(_gemv_kernel) == before
+    with compiling_ahead("a test", for_capture=True):
+        product()
+    assert compiled_variants(_gemv_kernel) == before + 1
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        y = product()
+    assert compiled_variants(_gemv_kernel) == before + 1
+    graph.replay()
+    torch.testing.assert_close(y.float(), x.float() @ weight.float().T, atol=2e-2, rtol=2e-2)
 
 
 @pytest.mark.gpu

@@ -162,17 +162,25 @@ def test_a_body_sent_slowly_but_steadily_is_served(server):
     assert reply.startswith(b"HTTP/1.1 200") and b'"text"' in reply
 
 
+def tokens_lasting(server: ServerProcess, seconds: float) -> int:
+    """A max_tokens whose answer takes about `seconds` on this machine, from a 16-token answer's time."""
+    body = {"prompt": "Once upon a time", "max_tokens": 16, "ignore_eos": True}
+    start = time.monotonic()
+    assert httpx.post(f"{server.base_url}/v1/completions", json=body, timeout=60).status_code == 200
+    return max(16, int(16 * seconds / (time.monotonic() - start)))
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_an_answer_longer_than_the_timeout_keeps_its_connection(server, stream):
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
-    # 150 tokens: several read timeouts long at this suite's float32 speed (about 16 tokens/s on 2 cores)
-    body = {"prompt": "Once upon a time", "max_tokens": 150, "ignore_eos": True, "stream": stream}
+    tokens = tokens_lasting(server, 3 * READ_TIMEOUT_S)
+    body = {"prompt": "Once upon a time", "max_tokens": tokens, "ignore_eos": True, "stream": stream}
     start = time.monotonic()
     conn.request("POST", "/v1/completions", json.dumps(body), {"Content-Type": "application/json"})
     first = conn.getresponse()
     text = first.read()
     assert first.status == 200 and time.monotonic() - start > READ_TIMEOUT_S
-    assert (b"data: [DONE]" in text) if stream else json.loads(text)["usage"]["completion_tokens"] == 150
+    assert (b"data: [DONE]" in text) if stream else json.loads(text)["usage"]["completion_tokens"] == tokens
     port = conn.sock.getsockname()[1]
     conn.request("GET", "/health")
     second = conn.getresponse()
