@@ -307,18 +307,17 @@ def test_a_burst_through_both_processes_is_held_to_the_queue_limit(servers):
     long = {"prompt": "Once upon a time", "max_tokens": 900, "ignore_eos": True, "stream": True}
     short = {"prompt": "Hi", "max_tokens": 2}
     http = httpx.Client(base_url=srv.base_url, timeout=120, headers=UNLIMITED)
-    with fresh(srv, UNLIMITED) as first, first.stream("POST", "/v1/completions", json=long) as r:
-        running = r.iter_lines()  # held: a dropped iterator closes the stream
-        assert next(running).startswith("data: ")  # the one sequence the engine takes
-        clients = [fresh(srv, UNLIMITED) for _ in range(12)]
-        pool = ThreadPoolExecutor(12)
-        sent = [pool.submit(c.post, "/v1/completions", json=short) for c in clients]
-        # the refused are answered at once, the admitted wait behind the long stream: once the
-        # refusals are in, it is closed (its request aborted) rather than run to its end
-        wait_until(lambda: sum(f.done() for f in sent) >= len(sent) - 3, timeout=60)
-        time.sleep(1)  # a straggler meets admission too while the long stream still runs
-    answers = [f.result() for f in sent]
-    pool.shutdown()
+    clients = [fresh(srv, UNLIMITED) for _ in range(12)]
+    with ThreadPoolExecutor(12) as pool:
+        with fresh(srv, UNLIMITED) as first, first.stream("POST", "/v1/completions", json=long) as r:
+            running = r.iter_lines()  # held: a dropped iterator closes the stream
+            assert next(running).startswith("data: ")  # the one sequence the engine takes
+            sent = [pool.submit(c.post, "/v1/completions", json=short) for c in clients]
+            # the refused are answered at once, the admitted wait behind the long stream: once the
+            # refusals are in, it is closed (its request aborted) rather than run to its end
+            wait_until(lambda: sum(f.done() for f in sent) >= len(sent) - 3, timeout=60)
+            time.sleep(1)  # a straggler meets admission too while the long stream still runs
+        answers = [f.result() for f in sent]
     codes = [a.status_code for a in answers]
     assert set(codes) == {200, 503}
     # two may pass the bound together only by admitting in the same microseconds
