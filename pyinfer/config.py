@@ -133,6 +133,15 @@ class EngineConfig:
             aliases=("GRAMMAR_WORKERS",),
         ),
     )
+    max_json_whitespace: int = field(
+        default=16,
+        metadata=option(
+            "whitespace characters constrained JSON (response formats, tool call arguments) may put "
+            "between two of its tokens: enough for indentation, a bound on runs of spaces that loop to "
+            "max_tokens; 1 keeps it compact (small models pad with whitespace)",
+            aliases=("MAX_JSON_WHITESPACE",),
+        ),
+    )
     scheduling_policy: str = field(
         default="fcfs",
         metadata=option(
@@ -194,6 +203,8 @@ class EngineConfig:
                 raise ValueError(f"{name} must be at least 1")
         if self.grammar_workers is not None and self.grammar_workers < 0:
             raise ValueError("grammar_workers must be at least 0")
+        if self.max_json_whitespace < 1:
+            raise ValueError("max_json_whitespace must be at least 1")
         if self.scheduling_policy not in ("fcfs", "priority"):
             raise ValueError(f"scheduling_policy must be fcfs or priority, not {self.scheduling_policy!r}")
         if not 0.0 < self.gpu_memory_utilization <= 1.0:

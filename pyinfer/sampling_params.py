@@ -18,12 +18,15 @@ class StructuredOutput(msgspec.Struct, kw_only=True, frozen=True):
     schema as JSON text (kind json), a regular expression (regex), a JSON list of strings (choice), an
     EBNF grammar (grammar) or xgrammar's structural tag as JSON (structural_tag: tool calls). `param`
     is the request field it came from, for error messages. `strict`: a JSON schema using what the grammar
-    cannot enforce is refused; otherwise (OpenAI's formats without strict) the rest of it is enforced."""
+    cannot enforce is refused; otherwise (OpenAI's formats without strict) the rest of it is enforced.
+    `max_whitespace`: the whitespace characters JSON (a reply's or a tool call's arguments) may put
+    between two of its tokens; None takes the engine's `max_json_whitespace`."""
 
     kind: str
     spec: str
     param: str = "response_format"
     strict: bool = True
+    max_whitespace: int | None = None
 
 
 class SamplingParams(msgspec.Struct, kw_only=True):

@@ -112,6 +112,7 @@ class LLMEngine:
             default_grammar_workers(self.device.type) if workers is None else workers,
             max_rows or self.config.max_num_seqs,
             pin=self.device.type == "cuda",
+            max_json_whitespace=self.config.max_json_whitespace,
         )
 
     # ---- requests -------------------------------------------------------------------------------

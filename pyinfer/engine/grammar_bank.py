@@ -15,9 +15,6 @@ import torch
 from pyinfer.sampling_params import SamplingParamsError, StructuredOutput
 from pyinfer.schema_support import check_enforceable, for_grammar
 
-# Whitespace a JSON reply may put between two tokens of its structure: enough for any indentation a
-# model is likely to use, and a bound on the runs of spaces and newlines that loop until max_tokens.
-MAX_JSON_WHITESPACE = 16
 CACHE_BYTES = 256 * 2**20  # xgrammar's cache of compiled grammars, for repeated constraints
 # From this many rows xgrammar's batch matcher fills them in one C++ call; fewer are filled in turn. On
 # one thread: its threads made a step slower, not faster (bench/results/2026-12-05-h100-session14.md)
@@ -62,18 +59,21 @@ class GrammarBank:
         xgrammar does not support, or (strict) is a JSON schema the grammar cannot wholly enforce."""
         start = time.perf_counter()
         kind, spec, compiler = constraint.kind, constraint.spec, self._compiler
+        whitespace = constraint.max_whitespace
+        if whitespace is None:
+            raise ValueError("Grammars.submit sets a constraint's max_whitespace before it is compiled")
         if kind == "json" and (schema := _parsed(spec)) is not None:  # else xgrammar says why it is not JSON
             check_enforceable(schema, constraint.param, constraint.strict)
             spec = json.dumps(for_grammar(schema))
         try:
             if kind == "json":
                 compiled = compiler.compile_json_schema(
-                    spec, any_whitespace=True, max_whitespace_cnt=MAX_JSON_WHITESPACE, strict_mode=True
+                    spec, any_whitespace=True, max_whitespace_cnt=whitespace, strict_mode=True
                 )
             elif kind == "regex":
                 compiled = compiler.compile_regex(spec)
             elif kind == "structural_tag":
-                compiled = compiler.compile_structural_tag(spec)
+                compiled = compiler.compile_structural_tag(_json_whitespace_bounded(spec, whitespace))
             elif kind == "choice":
                 choices = " | ".join(json.dumps(choice) for choice in json.loads(spec))
                 compiled = compiler.compile_grammar(f"root ::= {choices}")
@@ -140,3 +140,19 @@ def _reason(error: Exception) -> str:
     """xgrammar's message without its C++ traceback and source location ("[12:00:00] file.cc:12: ")."""
     lines = [line for line in str(error).strip().splitlines() if line.strip()]
     return re.sub(r"^\[[\d:]+\] \S+:\d+: ", "", lines[-1]) if lines else type(error).__name__
+
+
+def _json_whitespace_bounded(tag: str, whitespace: int) -> str:
+    """A structural tag (JSON text) whose JSON contents (tool calls' arguments, a text schema) each allow
+    at most `whitespace` characters of whitespace between two tokens."""
+
+    def bound(node: Any) -> Any:
+        if isinstance(node, dict):
+            node = {key: bound(value) for key, value in node.items()}
+            if node.get("type") == "json_schema":
+                node["max_whitespace_cnt"] = whitespace
+        elif isinstance(node, list):
+            node = [bound(item) for item in node]
+        return node
+
+    return json.dumps(bound(json.loads(tag)))

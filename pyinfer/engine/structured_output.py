@@ -25,6 +25,7 @@ from itertools import count
 from multiprocessing.connection import wait as wait_for_replies
 from typing import NamedTuple
 
+import msgspec
 import torch
 
 from pyinfer.engine.grammar_bank import tokenizer_info
@@ -73,9 +74,11 @@ class Grammars:
         workers: int,
         max_rows: int,
         pin: bool,
+        max_json_whitespace: int,
     ):
         info_args = (*tokenizer_args, vocab_size, stop_token_ids)
         self.workers = workers
+        self.max_json_whitespace = max_json_whitespace  # for constraints that set none
         banks = max(1, workers)
         self._keys = count()
         self._links: list[Link] = []
@@ -113,6 +116,8 @@ class Grammars:
     def submit(self, constraint: StructuredOutput, n: int) -> Compilation:
         """Starts compiling the constraint of a request of `n` choices, in the bank with the fewest
         matchers live or promised."""
+        if constraint.max_whitespace is None:
+            constraint = msgspec.structs.replace(constraint, max_whitespace=self.max_json_whitespace)
         with self._lock:
             bank = min(range(len(self._load)), key=self._load.__getitem__)
             self._load[bank] += n

@@ -19,7 +19,6 @@ from pyinfer.server.tool_grammar import structural_tag
 from pyinfer.server.tool_parser import BesidesCalls, ToolCallParser
 
 FUNCTION_NAME = re.compile(NAME_PATTERN)
-MAX_ARGUMENT_WHITESPACE = 16  # as for JSON output: no call loops on spaces until max_tokens
 
 
 # ---- requests -------------------------------------------------------------------------------------
@@ -216,7 +215,6 @@ class ToolRequest:
             [_definition(f) for f in callable_],
             self.mode,
             self.parallel_in(fmt),
-            MAX_ARGUMENT_WHITESPACE,
             json.loads(output.spec) if output is not None and self.mode == "auto" else None,
         )
         return StructuredOutput(kind="structural_tag", spec=spec, param="tools")

@@ -15,7 +15,6 @@ def structural_tag(
     functions: list[dict[str, Any]],
     mode: str,
     parallel: bool,
-    max_whitespace: int,
     text_schema: dict[str, Any] | None = None,
 ) -> str:
     """The grammar of a turn, as a structural tag in JSON. `mode` auto: free text until the format's
@@ -29,11 +28,7 @@ def structural_tag(
         if takes_nothing(schema):  # an empty argument list, as OpenAI documents, written `{}`
             content = {"type": "const_string", "value": "{}"}
         else:
-            content = {
-                "type": "json_schema",
-                "json_schema": for_grammar(schema),
-                "max_whitespace_cnt": max_whitespace,
-            }
+            content = {"type": "json_schema", "json_schema": for_grammar(schema)}
         return {"type": "tag", "begin": begin, "content": content, "end": "}" + fmt.call_end}
 
     one_call = not parallel or mode == "named"
@@ -50,11 +45,7 @@ def structural_tag(
     if mode != "auto":
         turn = calls
     elif text_schema is not None:
-        text = {
-            "type": "json_schema",
-            "json_schema": for_grammar(text_schema),
-            "max_whitespace_cnt": max_whitespace,
-        }
+        text = {"type": "json_schema", "json_schema": for_grammar(text_schema)}
         turn = {"type": "or", "elements": [calls, text]}
     elif fmt.block_begin:
         turn = _triggered([calls], fmt, one_call=True)

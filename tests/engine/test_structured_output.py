@@ -21,6 +21,8 @@ from pyinfer.engine.llm import LLM
 from pyinfer.engine.sequence import Sequence
 from pyinfer.engine.structured_output import Grammars
 from pyinfer.sampling_params import SamplingParamsError, StructuredOutput
+from pyinfer.server.tool_formats import FORMATS
+from pyinfer.server.tool_grammar import structural_tag
 from tests.server.structured_schemas import SCHEMAS
 
 JSON = StructuredOutput(kind="json", spec=json.dumps(SCHEMAS["nested"]))
@@ -120,10 +122,16 @@ def workers_llm() -> Iterator[LLM]:
     llm.engine.close()
 
 
-def _attached(grammars: Grammars, tokenizer, seqs: list[Sequence], prefixes: list[str | None]) -> None:
-    """The sequences given JSON's matchers, moved through their prefixes (None: unconstrained)."""
+def _attached(
+    grammars: Grammars,
+    tokenizer,
+    seqs: list[Sequence],
+    prefixes: list[str | None],
+    constraint: StructuredOutput = JSON,
+) -> None:
+    """The sequences given the constraint's matchers, moved through their prefixes (None: unconstrained)."""
     constrained = [seq for seq, prefix in zip(seqs, prefixes, strict=True) if prefix is not None]
-    compilation = grammars.submit(JSON, len(constrained))
+    compilation = grammars.submit(constraint, len(constrained))
     while not compilation.future.done():
         grammars.poll(timeout=0.1)
     compilation.future.result()
@@ -133,10 +141,12 @@ def _attached(grammars: Grammars, tokenizer, seqs: list[Sequence], prefixes: lis
             grammars.accept(seq, token)
 
 
-def _masks_of(grammars: Grammars, tokenizer, prefixes: list[str | None]) -> torch.Tensor | None:
-    """One step's masks for sequences at these points of JSON's grammar (None: unconstrained)."""
+def _masks_of(
+    grammars: Grammars, tokenizer, prefixes: list[str | None], constraint: StructuredOutput = JSON
+) -> torch.Tensor | None:
+    """One step's masks for sequences at these points of the constraint's grammar (None: unconstrained)."""
     seqs = [Sequence(f"mask-{i}", 0, [1, 2, 3], SamplingParams(), max_len=64) for i in range(len(prefixes))]
-    _attached(grammars, tokenizer, seqs, prefixes)
+    _attached(grammars, tokenizer, seqs, prefixes, constraint)
     grammars.dispatch(seqs)
     masks = grammars.collect()
     return None if masks is None else masks.clone()
@@ -159,6 +169,36 @@ def test_masks_filled_by_worker_processes_equal_masks_filled_in_process(smollm2_
     finally:
         here.close()
         there.close()
+
+
+@pytest.mark.parametrize("kind", ["json", "tool call"])
+def test_json_whitespace_between_tokens_is_bounded_by_the_constraint_or_the_engine(smollm2_llm, kind):
+    """Inside a JSON reply or a tool call's arguments, at most max_whitespace characters of whitespace
+    between two tokens: the engine's --max-json-whitespace (16) where the constraint sets none."""
+    engine, tokenizer = smollm2_llm.engine, smollm2_llm.tokenizer
+    if kind == "json":
+        spec, text = json.dumps(SCHEMAS["nested"]), '{"user": {"id": 1}}'
+    else:
+        function = {"name": "f", "parameters": {"type": "object", "properties": {"id": {"type": "integer"}}}}
+        hermes = FORMATS["hermes"]
+        spec = structural_tag(hermes, [function], "required", False)
+        text = hermes.write_calls([("f", {"id": 1})])
+    prefix = text[: text.index('{"', 1) if kind == "json" else text.index('{"id"')] + "{"
+    one, two = (tokenizer.hf.convert_tokens_to_ids(t) for t in ("\u0120", "\u0120\u0120"))  # " ", "  "
+    grammars = engine.new_grammars(0, max_rows=4)
+    try:
+        allowed = {}
+        for bound in (None, 1):
+            constraint = StructuredOutput(
+                kind="json" if kind == "json" else "structural_tag", spec=spec, max_whitespace=bound
+            )
+            masks = _masks_of(grammars, tokenizer, [prefix, prefix + " "], constraint)
+            allowed[bound] = [[bool(row[t // 32] >> (t % 32) & 1) for t in (one, two)] for row in masks]
+    finally:
+        grammars.close()
+    assert engine.config.max_json_whitespace == 16
+    assert allowed[None] == [[True, True], [True, True]]
+    assert allowed[1] == [[True, False], [False, False]]
 
 
 def test_a_step_cut_short_is_not_taken_for_the_next(smollm2_llm):

@@ -43,7 +43,7 @@ def test_the_grammar_admits_exactly_the_calls_the_parser_reads(grammar_compiler,
 
     def spec(mode: str, parallel: bool = True, text_schema=None) -> str:
         functions = [f for f in FUNCTIONS if mode != "named" or f["name"] == "search"]
-        return structural_tag(fmt, functions, mode, parallel, 16, text_schema)
+        return structural_tag(fmt, functions, mode, parallel, text_schema)
 
     assert accepts(grammar_compiler, spec("required"), two)
     assert parse(fmt, two, 1)[1] == [
@@ -77,7 +77,7 @@ def test_a_function_of_no_parameters_is_called_with_exactly_an_empty_object(
 ):
     now = {"name": "now"} | ({"parameters": parameters} if parameters is not None else {})
     for mode in ("required", "auto"):
-        spec = structural_tag(fmt, [now], mode, True, 16)
+        spec = structural_tag(fmt, [now], mode, True)
         assert accepts(grammar_compiler, spec, fmt.write_calls([("now", {}), ("now", {})]))
         spaced = fmt.write_calls([("now", {})]).replace("{}", "{ }")
         assert "{ }" in spaced and not accepts(grammar_compiler, spec, spaced)
@@ -103,7 +103,7 @@ def test_a_length_bounded_argument_holds_no_raw_control_character(grammar_compil
         "name": "note",
         "parameters": {"type": "object", "properties": {"text": {"type": "string", "maxLength": 5}}},
     }
-    spec = structural_tag(fmt, [note], "required", False, 16)
+    spec = structural_tag(fmt, [note], "required", False)
     assert accepts(grammar_compiler, spec, fmt.write_calls([("note", {"text": "a b"})]))
     with_tab = fmt.write_calls([("note", {"text": "a b"})]).replace("a b", "a\tb")
     assert "a\tb" in with_tab and not accepts(grammar_compiler, spec, with_tab)
