@@ -105,7 +105,7 @@ grep -q "^pyinfer:num_requests_waiting" <<<"$(curl -sf "$url/metrics")" || fail 
 say "prebuilt kernels in use; HEALTHCHECK, web UI and /metrics answer"
 
 # 6. A chat completion with the official client, and one under a JSON schema (xgrammar, without Triton).
-# The client: the checkout's .venv where `make install` made one, else one of its own.
+# The client: the checkout's .venv where `make test` installed it, else one of its own.
 client=.venv/bin/python
 if ! "$client" -c "import openai" 2>/dev/null; then
   say "installing the openai client"

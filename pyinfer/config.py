@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field, replace
 
 from pyinfer.args import add_config_arguments, config_from_args, option
+from pyinfer.sampling_params import MAX_JSON_WHITESPACE
 
 DTYPES = ("float32", "bfloat16", "float16")
 LOAD_FORMATS = ("auto", "hf", "gguf", "dummy")
@@ -203,8 +204,8 @@ class EngineConfig:
                 raise ValueError(f"{name} must be at least 1")
         if self.grammar_workers is not None and self.grammar_workers < 0:
             raise ValueError("grammar_workers must be at least 0")
-        if self.max_json_whitespace < 1:
-            raise ValueError("max_json_whitespace must be at least 1")
+        if not 1 <= self.max_json_whitespace <= MAX_JSON_WHITESPACE:
+            raise ValueError(f"max_json_whitespace must be from 1 to {MAX_JSON_WHITESPACE}")
         if self.scheduling_policy not in ("fcfs", "priority"):
             raise ValueError(f"scheduling_policy must be fcfs or priority, not {self.scheduling_policy!r}")
         if not 0.0 < self.gpu_memory_utilization <= 1.0:

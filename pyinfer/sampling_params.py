@@ -8,6 +8,9 @@ import msgspec
 
 MAX_LOGPROBS = 20
 STRUCTURED_KINDS = ("json", "regex", "choice", "grammar", "structural_tag")
+# The most whitespace between two JSON tokens a bound may allow: far past any indentation, well inside
+# xgrammar's 32-bit count.
+MAX_JSON_WHITESPACE = 1024
 
 
 MAX_N = 128  # choices a request may ask for, as at OpenAI: more would be a way to flood the engine
@@ -113,6 +116,12 @@ class SamplingParams(msgspec.Struct, kw_only=True):
         if self.structured is not None:
             kind, param = self.structured.kind, self.structured.param
             _check(kind in STRUCTURED_KINDS, param, f"kind must be one of {STRUCTURED_KINDS}, got {kind!r}")
+            whitespace = self.structured.max_whitespace
+            _check(
+                whitespace is None or 1 <= whitespace <= MAX_JSON_WHITESPACE,
+                param,
+                f"max_whitespace must be from 1 to {MAX_JSON_WHITESPACE}, got {whitespace}",
+            )
 
 
 def check_request(

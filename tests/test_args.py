@@ -99,7 +99,11 @@ def test_a_value_out_of_range_stops_the_start_naming_its_flag_and_variable(monke
         (["--device", "gpu"], "device must be cpu, cuda or cuda:N, not 'gpu' (--device"),
         (["--num-kv-blocks", "0"], "num_kv_blocks must be at least 1 (leave it out"),
         (["--kv-cache-memory-gb", "-1"], "kv_cache_memory_gb must be more than 0 (--kv-cache-memory-gb"),
-        (["--max-json-whitespace", "0"], "max_json_whitespace must be at least 1 (--max-json-whitespace"),
+        (["--max-json-whitespace", "0"], "max_json_whitespace must be from 1 to 1024 (--max-json-whitespace"),
+        (
+            ["--max-json-whitespace", "4096"],
+            "max_json_whitespace must be from 1 to 1024 (--max-json-whitespace",
+        ),
     ],
 )
 def test_engine_values_out_of_range_stop_the_start_naming_their_own_flag(given, message):

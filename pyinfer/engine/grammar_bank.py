@@ -60,8 +60,7 @@ class GrammarBank:
         start = time.perf_counter()
         kind, spec, compiler = constraint.kind, constraint.spec, self._compiler
         whitespace = constraint.max_whitespace
-        if whitespace is None:
-            raise ValueError("Grammars.submit sets a constraint's max_whitespace before it is compiled")
+        assert whitespace is not None, "Grammars.submit gives every constraint its bound"
         if kind == "json" and (schema := _parsed(spec)) is not None:  # else xgrammar says why it is not JSON
             check_enforceable(schema, constraint.param, constraint.strict)
             spec = json.dumps(for_grammar(schema))
@@ -73,7 +72,7 @@ class GrammarBank:
             elif kind == "regex":
                 compiled = compiler.compile_regex(spec)
             elif kind == "structural_tag":
-                compiled = compiler.compile_structural_tag(_json_whitespace_bounded(spec, whitespace))
+                compiled = compiler.compile_structural_tag(with_json_whitespace_bound(spec, whitespace))
             elif kind == "choice":
                 choices = " | ".join(json.dumps(choice) for choice in json.loads(spec))
                 compiled = compiler.compile_grammar(f"root ::= {choices}")
@@ -142,17 +141,18 @@ def _reason(error: Exception) -> str:
     return re.sub(r"^\[[\d:]+\] \S+:\d+: ", "", lines[-1]) if lines else type(error).__name__
 
 
-def _json_whitespace_bounded(tag: str, whitespace: int) -> str:
+def with_json_whitespace_bound(tag: str, whitespace: int) -> str:
     """A structural tag (JSON text) whose JSON contents (tool calls' arguments, a text schema) each allow
-    at most `whitespace` characters of whitespace between two tokens."""
+    at most `whitespace` characters of whitespace between two tokens, unless the content sets its own.
+    The walk stops at each content: the schema inside is the client's, data included (a `const`)."""
 
     def bound(node: Any) -> Any:
         if isinstance(node, dict):
-            node = {key: bound(value) for key, value in node.items()}
             if node.get("type") == "json_schema":
-                node["max_whitespace_cnt"] = whitespace
-        elif isinstance(node, list):
-            node = [bound(item) for item in node]
+                return {"max_whitespace_cnt": whitespace, **node}
+            return {key: bound(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [bound(item) for item in node]
         return node
 
     return json.dumps(bound(json.loads(tag)))

@@ -7,7 +7,7 @@ import pytest
 from pyinfer import SamplingParams
 from pyinfer.config import EngineConfig
 from pyinfer.engine.llm import LLM
-from pyinfer.sampling_params import SamplingParamsError
+from pyinfer.sampling_params import SamplingParamsError, StructuredOutput
 
 LONG_TEXTS = [
     "In the beginning of the nineteenth century, the small harbour town was known for its fishing fleet, "
@@ -138,6 +138,14 @@ def test_invalid_sampling_params_name_the_field(field, value):
     with pytest.raises(SamplingParamsError) as err:
         SamplingParams(**{field: value})
     assert err.value.param == field and field in str(err.value)
+
+
+@pytest.mark.parametrize("whitespace", [0, 1025])
+def test_a_json_whitespace_bound_out_of_range_names_the_constraint_s_field(whitespace):
+    constraint = StructuredOutput(kind="json", spec="{}", param="response_format", max_whitespace=whitespace)
+    with pytest.raises(SamplingParamsError, match="max_whitespace must be from 1 to 1024") as err:
+        SamplingParams(structured=constraint)
+    assert err.value.param == "response_format"
 
 
 def test_min_tokens_above_max_tokens_is_rejected():

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from pyinfer import SamplingParams
+from pyinfer.engine.grammar_bank import with_json_whitespace_bound
 from pyinfer.engine.grammar_links import MaskBuffers
 from pyinfer.engine.llm import LLM
 from pyinfer.engine.sequence import Sequence
@@ -172,10 +173,13 @@ def test_masks_filled_by_worker_processes_equal_masks_filled_in_process(smollm2_
 
 
 @pytest.mark.parametrize("kind", ["json", "tool call"])
-def test_json_whitespace_between_tokens_is_bounded_by_the_constraint_or_the_engine(smollm2_llm, kind):
+def test_json_whitespace_between_tokens_is_bounded_by_the_constraint_or_the_engine(
+    smollm2_llm, kind, monkeypatch
+):
     """Inside a JSON reply or a tool call's arguments, at most max_whitespace characters of whitespace
-    between two tokens: the engine's --max-json-whitespace (16) where the constraint sets none."""
+    between two tokens: the engine's --max-json-whitespace (here 2) where the constraint sets none."""
     engine, tokenizer = smollm2_llm.engine, smollm2_llm.tokenizer
+    monkeypatch.setattr(engine.config, "max_json_whitespace", 2)
     if kind == "json":
         spec, text = json.dumps(SCHEMAS["nested"]), '{"user": {"id": 1}}'
     else:
@@ -196,9 +200,32 @@ def test_json_whitespace_between_tokens_is_bounded_by_the_constraint_or_the_engi
             allowed[bound] = [[bool(row[t // 32] >> (t % 32) & 1) for t in (one, two)] for row in masks]
     finally:
         grammars.close()
-    assert engine.config.max_json_whitespace == 16
-    assert allowed[None] == [[True, True], [True, True]]
+    assert allowed[None] == [[True, True], [True, False]]
     assert allowed[1] == [[True, False], [False, False]]
+
+
+def test_a_tool_schema_s_data_is_left_as_the_client_wrote_it():
+    """The bound goes on the tag's JSON contents, not into the client's schema: a `const` that looks like a
+    content is data."""
+    function = {
+        "name": "f",
+        "parameters": {"type": "object", "properties": {"x": {"const": {"type": "json_schema"}}}},
+    }
+    tag = json.loads(
+        with_json_whitespace_bound(structural_tag(FORMATS["hermes"], [function], "required", False), 3)
+    )
+    contents = [node for node in _dicts(tag) if node.get("type") == "json_schema" and "json_schema" in node]
+    assert [content["max_whitespace_cnt"] for content in contents] == [3]
+    assert contents[0]["json_schema"]["properties"]["x"] == {"const": {"type": "json_schema"}}
+
+
+def _dicts(node) -> Iterator[dict]:
+    if isinstance(node, dict):
+        yield node
+        node = list(node.values())
+    if isinstance(node, list):
+        for item in node:
+            yield from _dicts(item)
 
 
 def test_a_step_cut_short_is_not_taken_for_the_next(smollm2_llm):

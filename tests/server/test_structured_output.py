@@ -16,7 +16,7 @@ import pytest
 from tests.server.structured_schemas import SCHEMAS
 
 QUESTION = [{"role": "user", "content": "Describe a made-up record as JSON."}]
-MAX_WHITESPACE_RUN = 16  # the engine's bound between two tokens of a JSON reply (MAX_JSON_WHITESPACE)
+MAX_WHITESPACE_RUN = 16  # the engine's bound between two tokens of a JSON reply (--max-json-whitespace)
 
 
 def schema_format(name: str, schema: dict) -> dict:
