@@ -90,7 +90,7 @@ def create_app(
             allow_origins=config.cors_origins,
             allow_methods=["*"],
             allow_headers=["*"],
-            expose_headers=["X-Request-Id", *RATE_LIMIT_HEADERS],
+            expose_headers=["X-Request-Id", *RATE_LIMIT_HEADERS, "x-should-retry"],
         )
     app.add_middleware(
         RequestContextMiddleware,

@@ -47,12 +47,21 @@ class ApiKeys:
         self._file_keys: dict[str, ApiKey] = {}
         self._file_stamp: tuple[int, int, int] | None = None
         if self._file is not None:  # a bad file fails start-up
-            self._file_keys = self._checked(parse_key_file(self._file.read_text(), self._file, salt))
+            try:
+                text = self._file.read_text()
+            except OSError as e:
+                raise ValueError(f"--api-key-file (or PYINFER_API_KEY_FILE) {file}: {e.strerror}") from None
+            self._file_keys = self._checked(parse_key_file(text, self._file, salt))
             self._file_stamp = self._stamp()
 
     @property
     def enabled(self) -> bool:
         return bool(self._given) or self._file is not None
+
+    @property
+    def count(self) -> int:
+        """The keys that work now."""
+        return len(self._given) + len(self._file_keys)
 
     def describe(self) -> str:
         given = f"{len(self._given)} given by flag or variable" if self._given else ""

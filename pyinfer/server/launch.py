@@ -132,7 +132,9 @@ def bind_listeners(config: ServerConfig) -> list[socket.socket]:
 
 def log_key_policy(keys: ApiKeys, config: ServerConfig, listeners: list[socket.socket]) -> None:
     """Say once at start whether a key is needed, so that keys that did not arrive are seen."""
-    if keys.enabled:
+    if keys.enabled and not keys.count:
+        log.warning("API keys required, but %s: every request that needs one is refused", keys.describe())
+    elif keys.enabled:
         log.info("API keys required: %s", keys.describe())
     elif config.protect_metrics:
         log.warning("--protect-metrics without API keys: /metrics and every other route are open")

@@ -231,14 +231,26 @@ def test_a_caller_without_a_key_is_refused_before_its_body_is_read(keyed_server)
         assert s.recv(4096).startswith(b"HTTP/1.1 401 ")
 
 
-def test_the_start_warns_of_a_server_open_beyond_loopback(caplog):
+def test_the_start_warns_of_a_server_open_beyond_loopback_or_closed_to_all(caplog, tmp_path):
     caplog.set_level(logging.INFO, logger="pyinfer.server")
+    (empty := tmp_path / "keys").write_text("# keys come later\n")
     with socket.create_server(("0.0.0.0", 0)) as anywhere, socket.create_server(("127.0.0.1", 0)) as local:
         log_key_policy(ApiKeys([]), ServerConfig(host="0.0.0.0"), [anywhere])
         log_key_policy(ApiKeys([]), ServerConfig(), [local])
         log_key_policy(ApiKeys(["k"]), ServerConfig(host="0.0.0.0"), [anywhere])
+        log_key_policy(ApiKeys([], str(empty)), ServerConfig(), [local])
     said = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "pyinfer.server"]
     assert said == [
         ("WARNING", "no API keys: every route is open to whoever reaches 0.0.0.0"),
         ("INFO", "API keys required: 1 given by flag or variable"),
+        ("WARNING", f"API keys required, but 0 from {empty}: every request that needs one is refused"),
     ]
+
+
+@pytest.mark.parametrize("where", ["missing", "a folder"])
+def test_a_key_file_that_cannot_be_read_stops_the_start_naming_the_flag(tmp_path, where):
+    path = tmp_path / "keys" if where == "missing" else tmp_path
+    with pytest.raises(
+        ValueError, match=r"^--api-key-file \(or PYINFER_API_KEY_FILE\) .*: (No such|Is a dir)"
+    ):
+        ApiKeys([], str(path))

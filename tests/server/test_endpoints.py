@@ -158,6 +158,9 @@ def test_cors(http):
     preflight = {"Origin": "http://ui.example", "Access-Control-Request-Method": "POST"}
     r = http.options("/v1/chat/completions", headers=preflight)
     assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "http://ui.example"
+    r = http.get("/health", headers={"Origin": "http://ui.example"})
+    exposed = {h.strip().lower() for h in r.headers["access-control-expose-headers"].split(",")}
+    assert {"x-request-id", "retry-after", "x-ratelimit-remaining-requests", "x-should-retry"} <= exposed
     r = http.get("/health", headers={"Origin": "http://evil.example"})
     assert "access-control-allow-origin" not in r.headers
 
