@@ -176,7 +176,7 @@ class EngineCore:
                 self.open_links.discard(link)
                 self.running = bool(self.open_links)
 
-    def stats(self) -> dict[str, float]:
+    def stats(self) -> dict[str, int | float]:
         bm = self.engine.block_manager
         return {**self.engine.stats(), "kv_cache_free_blocks": bm.num_free_blocks}
 

@@ -424,7 +424,7 @@ class LLMEngine:
             )
         return states
 
-    def stats(self) -> dict[str, float]:
+    def stats(self) -> dict[str, int | float]:
         bm = self.block_manager
         return {
             "num_requests_running": len(self.scheduler.running),

@@ -152,7 +152,7 @@ class KVEventPublisher:
         )
         return publisher
 
-    def stats(self) -> dict[str, float]:
+    def stats(self) -> dict[str, int | float]:
         return {"kv_events_batches": self.next_seq, "kv_events_dropped": self.num_dropped}
 
     def publish(self, events: list[KVCacheEvent]) -> None:

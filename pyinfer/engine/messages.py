@@ -87,7 +87,7 @@ class EngineReady(msgspec.Struct, tag="ready", kw_only=True):
     eos_token_ids: list[int]
     block_size: int
     num_kv_blocks: int
-    stats: dict[str, float]  # the counters at ready: what a scrape shows until the core answers one
+    stats: dict[str, int | float]  # the counters at ready: what a scrape shows until the core answers one
 
 
 class StepOutputs(msgspec.Struct, tag="outputs"):
@@ -125,7 +125,7 @@ class RequestState(msgspec.Struct, kw_only=True):
 
 
 class EngineStats(msgspec.Struct, tag="stats"):
-    stats: dict[str, float]
+    stats: dict[str, int | float]  # int too: msgspec would decode a count as 512.0
     requests: list[RequestState] = []
 
 

@@ -153,7 +153,9 @@ class ServerMetrics:
         """Every token of every stream passes here: the labelled child is looked up once."""
         self._token_gap.observe(seconds)
 
-    def engine_collector(self, snapshot: dict[str, float], block_size: int, num_blocks: int) -> Collector:
+    def engine_collector(
+        self, snapshot: dict[str, int | float], block_size: int, num_blocks: int
+    ) -> Collector:
         return _EngineCollector(self.model_name, snapshot, block_size, num_blocks)
 
     def exposition(self, engine: Collector | None) -> bytes:
@@ -201,7 +203,7 @@ ENGINE_METRICS = [
 class _EngineCollector(Collector):
     """The engine's gauges and cumulative counters, from one stats snapshot."""
 
-    def __init__(self, model: str, stats: dict[str, float], block_size: int, num_blocks: int):
+    def __init__(self, model: str, stats: dict[str, int | float], block_size: int, num_blocks: int):
         self.model, self.stats, self.block_size, self.num_blocks = model, stats, block_size, num_blocks
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:

@@ -83,6 +83,8 @@ def test_engine_stats(http):
     s = http.get("/v1/engine/stats").json()
     assert s["num_requests_running"] == s["num_requests_waiting"] == 0
     assert s["kv_cache_blocks"] == 512 and s["kv_cache_free_blocks"] == 512
+    counts = ("num_requests_running", "kv_cache_blocks", "kv_cache_free_blocks", "num_preemptions")
+    assert all(type(s[key]) is int for key in counts), s  # not 512.0
     for key in ("kv_cache_usage", "prefix_cache_queries", "prefix_cache_hits", "num_preemptions"):
         assert key in s
 
