@@ -13,10 +13,11 @@ import openai
 import pydantic
 import pytest
 
+from pyinfer.config import EngineConfig
 from tests.server.structured_schemas import SCHEMAS
 
 QUESTION = [{"role": "user", "content": "Describe a made-up record as JSON."}]
-MAX_WHITESPACE_RUN = 16  # the engine's bound between two tokens of a JSON reply (--max-json-whitespace)
+MAX_WHITESPACE_RUN = EngineConfig().max_json_whitespace  # the server's bound between two JSON tokens
 
 
 def schema_format(name: str, schema: dict) -> dict:
