@@ -39,7 +39,7 @@ from pyinfer.engine.messages import (
     StatsRequest,
     StepOutputs,
 )
-from pyinfer.engine.queue_board import QueueBoard
+from pyinfer.engine.queue_board import QueueBoard, QueueCounts
 from pyinfer.run_dirs import make_run_dir
 from pyinfer.sampling_params import SamplingParams
 
@@ -111,10 +111,11 @@ def _join(first: SeqOutput, then: SeqOutput) -> SeqOutput:
 class _Stream:
     """Outputs of one request on their way to its consumer."""
 
-    def __init__(self, n: int, prompt_tokens: int):
+    def __init__(self, n: int, prompt_tokens: int, priority: int):
         self.queue: asyncio.Queue[SeqOutput | Exception | None] = asyncio.Queue()
         self.open = set(range(n))  # choices still generating
         self.prompt_tokens = prompt_tokens
+        self.priority = priority
         self.queued = True  # until its first output: waiting for the engine (or in its prefill)
 
 
@@ -123,21 +124,22 @@ class QueuePlace:
     prompt tokens once they are known, so that requests admitted meanwhile see it. Each prompt's stream
     takes its count over when it is sent; what is still held is released when the response ends."""
 
-    def __init__(self, client: AsyncEngineClient):
+    def __init__(self, client: AsyncEngineClient, priority: int):
         self._client = client
+        self.priority = priority
         self.holds_request = True
         self.tokens = 0  # prompt tokens held: known and not yet sent
-        client.count_queued(1, 0)
+        client.count_queued(priority, 1, 0)
 
     def add_tokens(self, n: int) -> None:
         self.tokens += n
-        self._client.count_queued(0, n)
+        self._client.count_queued(self.priority, 0, n)
 
     def hand_over(self, tokens: int) -> None:
         """A prompt of `tokens` tokens was sent: its stream counts it (and the request) now."""
         tokens = min(tokens, self.tokens)
         self.tokens -= tokens
-        self._client.count_queued(-1 if self.holds_request else 0, -tokens)
+        self._client.count_queued(self.priority, -1 if self.holds_request else 0, -tokens)
         self.holds_request = False
 
     def release(self) -> None:
@@ -161,10 +163,9 @@ class AsyncEngineClient:
         self.settings_refused = False  # the core we started refused its settings (it said why)
         self.on_death: Callable[[], None] | None = None
         self._streams: dict[str, _Stream] = {}
-        self.own_queued = 0  # requests admitted or sent that have no output yet (QueuePlace)
-        self.own_queued_tokens = 0  # their prompt tokens
-        # the other API processes' figures, where there are others
-        self._board = QueueBoard(link.queue_board, link.slot) if link is not None else None
+        # requests admitted or sent that have no output yet (QueuePlace), posted for the other API
+        # processes where there are others
+        self._queued = QueueCounts(QueueBoard(link.queue_board, link.slot) if link is not None else None)
         # (when asked, answer) of each question for the core's figures, oldest first: it answers in order
         self._stats_waiters: deque[tuple[float, asyncio.Future[dict[str, Any]]]] = deque()
         # (when, what) the core last answered; its ready message holds the first figures, and nothing
@@ -181,22 +182,14 @@ class AsyncEngineClient:
             return self.link.core_pid
         return self._proc.pid if self._proc else None
 
-    @property
-    def num_queued(self) -> int:
-        """Requests admitted and waiting for their first output: ours, and the other API processes'."""
-        return self.own_queued + (self._board.others()[0] if self._board is not None else 0)
+    def queued_ahead_of(self, priority: int) -> tuple[int, int]:
+        """Requests admitted and waiting for their first output that a request of `priority` would not
+        overtake (those at least as urgent), ours and the other API processes', and their prompt tokens."""
+        return self._queued.ahead_of(priority)
 
-    @property
-    def queued_tokens(self) -> int:
-        """The prompt tokens of those."""
-        return self.own_queued_tokens + (self._board.others()[1] if self._board is not None else 0)
-
-    def count_queued(self, requests: int, tokens: int) -> None:
-        """Add to our queued requests and their prompt tokens, posting the figures for the others."""
-        self.own_queued += requests
-        self.own_queued_tokens += tokens
-        if self._board is not None:
-            self._board.publish(self.own_queued, self.own_queued_tokens)
+    def count_queued(self, priority: int, requests: int, tokens: int) -> None:
+        """Add to our queued requests of `priority` and their prompt tokens, posting them for the others."""
+        self._queued.add(priority, requests, tokens)
 
     @property
     def num_requests(self) -> int:
@@ -268,9 +261,9 @@ class AsyncEngineClient:
             shutil.rmtree(self._dir, ignore_errors=True)
 
     # ---- requests -------------------------------------------------------------------------------
-    def hold_place(self) -> QueuePlace:
-        """A place among the queued requests for one about to be sent (see QueuePlace)."""
-        return QueuePlace(self)
+    def hold_place(self, priority: int) -> QueuePlace:
+        """A place among the queued requests for one of `priority` about to be sent (see QueuePlace)."""
+        return QueuePlace(self, priority)
 
     async def generate(
         self,
@@ -282,7 +275,7 @@ class AsyncEngineClient:
         """Outputs of every choice of one request until all finish; aborts the request if left early."""
         if self._failure is not None:  # the engine died (fail_all), or the drain's time ran out
             raise self._failure()
-        stream = _Stream(params.n, len(prompt_token_ids))
+        stream = _Stream(params.n, len(prompt_token_ids), params.priority)
         self._streams[request_id] = stream
         self._queue(stream, +1)
         if place is not None:
@@ -367,7 +360,7 @@ class AsyncEngineClient:
     def _queue(self, stream: _Stream, sign: int) -> None:
         """Count `stream` into (+1) or out of (-1) the requests that wait for their first output."""
         stream.queued = sign > 0
-        self.count_queued(sign, sign * stream.prompt_tokens)
+        self.count_queued(stream.priority, sign, sign * stream.prompt_tokens)
 
     def _send(self, message: msgspec.Struct) -> None:
         # With no high-water mark a PUSH send never blocks: the returned future is already done.

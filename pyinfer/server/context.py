@@ -169,15 +169,24 @@ class ServerContext:
                 params = msgspec.structs.replace(params, skip_special_tokens=False)
         tokenizer = self.require_tokenizer()
         # Checked and held with no await between: a request admitted meanwhile is counted. Counted over
-        # every API process (each hears the others' waiting requests from the engine core).
+        # every API process (each reads the others' on the queue board), and only the requests that this
+        # one would not overtake: a full queue of less urgent ones does not make an urgent one wait.
         limit = self.config.max_queued_requests
-        if limit is not None and self.engine.num_queued >= limit:
-            raise self._shed("queue_full", f"{self.engine.num_queued} requests are waiting (at most {limit})")
-        place = self.engine.hold_place()
+        if limit is not None and (ahead := self.engine.queued_ahead_of(params.priority)[0]) >= limit:
+            waiting = self._waiting("requests", params.priority)
+            raise self._shed("queue_full", f"{ahead} {waiting} (at most {limit})")
+        place = self.engine.hold_place(params.priority)
         state = request.scope.setdefault("state", {})
         state["queue_place"] = place
         state.setdefault("at_end", []).append(place.release)  # run by RequestContextMiddleware
         return Admitted(params, tokenizer, tools)
+
+    def _waiting(self, what: str, priority: int) -> str:
+        """`what` of the queued requests a bound counted for a request of `priority`: all of them, or
+        under the priority policy those it would not overtake."""
+        if self.engine_config.scheduling_policy != "priority":
+            return f"{what} are waiting"
+        return f"{what} of priority {priority} or more urgent are waiting"
 
     def _shed(self, code: str, why: str) -> OpenAIError:
         """A request refused because the queue is full: a 503 the client may retry in a moment."""
@@ -274,14 +283,12 @@ class ServerContext:
         timeout): shed if the queue's prompt tokens would pass their bound, else held in the request's
         queue place; charged to the caller's allowance together, and counted in the access log."""
         place: QueuePlace = request.scope["state"]["queue_place"]
-        limit, asked, queued = (
-            self.config.max_queued_tokens,
-            sum(map(len, prompts)),
-            self.engine.queued_tokens,
-        )
+        limit, asked = self.config.max_queued_tokens, sum(map(len, prompts))
+        ahead, queued = self.engine.queued_ahead_of(params.priority)  # its own place among them
         # only other requests' tokens refuse it: a request over the bound alone is served when none waits
-        if limit is not None and self.engine.num_queued > 1 and queued + asked > limit:
-            why = f"{queued} prompt tokens are waiting and this request brings {asked} (at most {limit} may wait)"
+        if limit is not None and ahead > 1 and queued + asked > limit:
+            waiting = self._waiting("prompt tokens of requests", params.priority)
+            why = f"{queued} {waiting} and this request brings {asked} (at most {limit} may wait)"
             raise self._shed("queue_full_tokens", why)
         gens = [
             Generation(

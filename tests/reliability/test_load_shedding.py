@@ -9,6 +9,7 @@ import statistics
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import openai
@@ -16,6 +17,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.server.helpers import ServerProcess, assert_error, running_server, wait_until
+
+
+def num_waiting(srv: ServerProcess) -> int:
+    return httpx.get(f"{srv.base_url}/v1/engine/stats").json()["num_requests_waiting"]
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +45,6 @@ def test_a_full_queue_refuses_at_once_and_counts_it(bounded):
     def waiting() -> None:  # waits for the slot
         httpx.post(url, json={"prompt": "Hi", "max_tokens": 1}, timeout=120)
 
-    def num_waiting() -> int:
-        return httpx.get(f"{bounded.base_url}/v1/engine/stats").json()["num_requests_waiting"]
-
     def refused(prompt: str, code: str) -> float:
         start = time.perf_counter()
         r = httpx.post(url, json={"prompt": prompt, "max_tokens": 1}, timeout=30)
@@ -56,11 +58,11 @@ def test_a_full_queue_refuses_at_once_and_counts_it(bounded):
         threads[0].start()
         assert first_token.wait(60)
         threads[1].start()
-        wait_until(lambda: num_waiting() == 1, 30)
+        wait_until(lambda: num_waiting(bounded) == 1, 30)
         refused("word " * 400, "queue_full_tokens")  # a few tokens wait already: 400 more pass 300
         threads.append(threading.Thread(target=waiting))
         threads[-1].start()
-        wait_until(lambda: num_waiting() == 2, 30)
+        wait_until(lambda: num_waiting(bounded) == 2, 30)
         times = [refused("And me?", "queue_full") for _ in range(10)]  # two wait: refused before tokenizing
         assert statistics.median(times) < 0.05, times
     finally:  # a failure above must not leave the queue full for the module's other tests
@@ -160,6 +162,39 @@ def test_an_urgent_request_overtakes_a_running_one(bounded):
     thread.join(120)
     assert urgent.status_code == 200 and finished == ["urgent", "long"]
     assert urgent.json()["usage"]["performance"]["queue_ms"] < 1000  # it did not wait for the slot
+
+
+def test_a_queue_full_of_less_urgent_requests_admits_an_urgent_one(bounded):
+    """The bounds count the waiting requests that a request would not overtake: two of priority 5 refuse a
+    third, not one of priority 0, whose long prompt the token bound lets in too (none waits before it)."""
+    url = f"{bounded.base_url}/v1/completions"
+    first_token = threading.Event()
+
+    def long_stream() -> None:  # holds the only running slot
+        body = {"prompt": "Tell me a long story.", "max_tokens": 60, "ignore_eos": True, "stream": True}
+        with httpx.stream("POST", url, json=body, timeout=120) as r:
+            for _ in r.iter_lines():
+                first_token.set()
+
+    def post(prompt: str, priority: int) -> httpx.Response:
+        return httpx.post(url, json={"prompt": prompt, "max_tokens": 1, "priority": priority}, timeout=120)
+
+    with ThreadPoolExecutor(4) as pool:
+        running = pool.submit(long_stream)
+        assert first_token.wait(60)
+        waiting = []
+        for n in (1, 2):
+            waiting.append(pool.submit(post, "Hi", 5))
+            wait_until(lambda n=n: num_waiting(bounded) == n, 30)
+        refused = post("Hi", 5)
+        urgent = pool.submit(post, "word " * 400, 0)
+        assert urgent.result(120).status_code == 200
+        running.result(120)
+        assert [w.result(120).status_code for w in waiting] == [200, 200]
+    error = assert_error(refused, 503)
+    assert error["code"] == "queue_full" and error["message"].startswith(
+        "The server is overloaded: 2 requests of priority 5 or more urgent are waiting (at most 2)"
+    )
 
 
 @pytest.fixture(scope="module")

@@ -39,7 +39,16 @@ FLAGS = ("--api-server-count", "2", "--num-kv-blocks", "64")
 FIVE_A_MINUTE = {"Authorization": "Bearer sk-five"}  # the server's --rate-limit-rpm 5
 UNLIMITED = {"Authorization": "Bearer sk-free"}  # its own limit, out of reach
 # one sequence at a time: a second request waits for the first to end
-LIMITS = ("--rate-limit-rpm", "5", "--max-queued-requests", "2", "--max-num-seqs", "1")
+LIMITS = (
+    "--rate-limit-rpm",
+    "5",
+    "--max-queued-requests",
+    "2",
+    "--max-num-seqs",
+    "1",
+    "--scheduling-policy",
+    "priority",
+)
 
 
 @pytest.fixture(scope="module")
@@ -269,6 +278,37 @@ def test_the_queue_limit_counts_the_waiting_requests_of_both_processes(servers):
         assert refused.status_code == 503 and refused.json()["error"]["code"] == "queue_full"
         assert refused.headers["retry-after"] == "1"
     assert [w().status_code for w in waiting] == [200, 200]  # served once the first left
+    wait_until(lambda: engine_idle(http), timeout=30)
+    for client in [http, *clients]:
+        client.close()
+
+
+def test_the_queue_limit_of_both_processes_counts_only_the_requests_at_least_as_urgent(servers):
+    """Two requests of priority 5 fill the queue: another of priority 5 is refused by either process, one
+    more urgent is admitted by either, whichever process holds the two."""
+    srv = servers["limits"]
+    long = {"prompt": "Once upon a time", "max_tokens": 900, "ignore_eos": True, "stream": True}
+    clients = [fresh(srv, UNLIMITED) for _ in range(3)]
+    http = httpx.Client(base_url=srv.base_url, timeout=120, headers=UNLIMITED)
+    with clients[0].stream("POST", "/v1/completions", json=long) as r:
+        lines = r.iter_lines()
+        assert next(lines).startswith("data: ")  # running: the one sequence the engine takes
+        waiting = []
+        for n, client in enumerate(clients[1:], 1):
+            low = {"prompt": "Hi", "max_tokens": 2, "priority": 5}
+            waiting.append(posted_in_background(client, "/v1/completions", low))
+            wait_until(lambda n=n: engine_stats(http)["num_requests_waiting"] == n, timeout=30)
+        low = {"prompt": "Hi", "max_tokens": 2, "priority": 5}
+        shed = through_both(srv, lambda h: h.post("/v1/completions", json=low), UNLIMITED)
+        # more urgent than the running one too: it overtakes it, and is answered while the long one runs
+        urgent = {"prompt": "Hi", "max_tokens": 2, "priority": -1}
+        admitted = through_both(srv, lambda h: h.post("/v1/completions", json=urgent), UNLIMITED)
+    for _, refused in shed:
+        error = refused.json()["error"]
+        assert refused.status_code == 503 and error["code"] == "queue_full"
+        assert "2 requests of priority 5 or more urgent are waiting" in error["message"]
+    assert [a.status_code for _, a in admitted] == [200] * len(admitted)
+    assert [w().status_code for w in waiting] == [200, 200]
     wait_until(lambda: engine_idle(http), timeout=30)
     for client in [http, *clients]:
         client.close()
