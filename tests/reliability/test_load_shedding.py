@@ -23,6 +23,28 @@ def num_waiting(srv: ServerProcess) -> int:
     return httpx.get(f"{srv.base_url}/v1/engine/stats").json()["num_requests_waiting"]
 
 
+def holding_the_slot(srv: ServerProcess, max_tokens: int) -> threading.Thread:
+    """A stream on a thread that holds the server's only running slot for `max_tokens` tokens, so that
+    every later request waits; returned once its first token has come."""
+    first_token = threading.Event()
+
+    def stream() -> None:
+        body = {
+            "prompt": "Tell me a long story.",
+            "max_tokens": max_tokens,
+            "ignore_eos": True,
+            "stream": True,
+        }
+        with httpx.stream("POST", f"{srv.base_url}/v1/completions", json=body, timeout=120) as r:
+            for _ in r.iter_lines():
+                first_token.set()
+
+    thread = threading.Thread(target=stream)
+    thread.start()
+    assert first_token.wait(60)
+    return thread
+
+
 @pytest.fixture(scope="module")
 def bounded(tmp_path_factory) -> Iterator[ServerProcess]:
     log = tmp_path_factory.mktemp("shed") / "server.log"
@@ -34,13 +56,6 @@ def bounded(tmp_path_factory) -> Iterator[ServerProcess]:
 
 def test_a_full_queue_refuses_at_once_and_counts_it(bounded):
     url = f"{bounded.base_url}/v1/completions"
-    first_token = threading.Event()
-
-    def long_stream() -> None:  # holds the only running slot
-        body = {"prompt": "Tell me a long story.", "max_tokens": 120, "ignore_eos": True, "stream": True}
-        with httpx.stream("POST", url, json=body, timeout=120) as r:
-            for _ in r.iter_lines():
-                first_token.set()
 
     def waiting() -> None:  # waits for the slot
         httpx.post(url, json={"prompt": "Hi", "max_tokens": 1}, timeout=120)
@@ -53,10 +68,8 @@ def test_a_full_queue_refuses_at_once_and_counts_it(bounded):
         assert elapsed < 0.25  # refused without waiting on the engine, even on a busy 2-core machine
         return elapsed
 
-    threads = [threading.Thread(target=long_stream), threading.Thread(target=waiting)]
+    threads = [holding_the_slot(bounded, 120), threading.Thread(target=waiting)]
     try:
-        threads[0].start()
-        assert first_token.wait(60)
         threads[1].start()
         wait_until(lambda: num_waiting(bounded) == 1, 30)
         refused("word " * 400, "queue_full_tokens")  # a few tokens wait already: 400 more pass 300
@@ -92,13 +105,6 @@ def test_requests_that_arrive_together_are_held_to_the_queue_limits(bounded, rou
     """Each request is counted as it is admitted, not once it reaches the engine."""
     client = openai.AsyncOpenAI(base_url=f"{bounded.base_url}/v1", api_key="-", max_retries=0)
     model = httpx.get(f"{bounded.base_url}/v1/models").json()["data"][0]["id"]
-    first_token = threading.Event()
-
-    def long_stream() -> None:  # holds the only running slot, so that every later request waits
-        body = {"prompt": "Tell me a long story.", "max_tokens": 150, "ignore_eos": True, "stream": True}
-        with httpx.stream("POST", f"{bounded.base_url}/v1/completions", json=body, timeout=120) as r:
-            for _ in r.iter_lines():
-                first_token.set()
 
     async def one() -> int | str:
         try:
@@ -117,9 +123,7 @@ def test_requests_that_arrive_together_are_held_to_the_queue_limits(bounded, rou
     async def together() -> list[int | str]:
         return await asyncio.gather(*(one() for _ in range(8)))
 
-    thread = threading.Thread(target=long_stream)
-    thread.start()
-    assert first_token.wait(60)
+    thread = holding_the_slot(bounded, 150)
     results = asyncio.run(together())
     thread.join(120)
     assert sorted(results, key=str) == [200] * admitted + [code] * (8 - admitted)
@@ -145,22 +149,11 @@ def test_a_body_past_the_limit_is_a_413(bounded, chunked):
 
 def test_an_urgent_request_overtakes_a_running_one(bounded):
     url = f"{bounded.base_url}/v1/completions"
-    first_token, finished = threading.Event(), []
-
-    def long_stream() -> None:  # holds the only running slot for 150 tokens
-        body = {"prompt": "Tell me a long story.", "max_tokens": 150, "ignore_eos": True, "stream": True}
-        with httpx.stream("POST", url, json=body, timeout=120) as r:
-            for _ in r.iter_lines():
-                first_token.set()
-        finished.append("long")
-
-    thread = threading.Thread(target=long_stream)
-    thread.start()
-    assert first_token.wait(60)
+    long = holding_the_slot(bounded, 150)
     urgent = httpx.post(url, json={"prompt": "Quick!", "max_tokens": 2, "priority": -1}, timeout=60)
-    finished.append("urgent")
-    thread.join(120)
-    assert urgent.status_code == 200 and finished == ["urgent", "long"]
+    answered_first = long.is_alive()
+    long.join(120)
+    assert urgent.status_code == 200 and answered_first
     assert urgent.json()["usage"]["performance"]["queue_ms"] < 1000  # it did not wait for the slot
 
 
@@ -168,20 +161,12 @@ def test_a_queue_full_of_less_urgent_requests_admits_an_urgent_one(bounded):
     """The bounds count the waiting requests that a request would not overtake: two of priority 5 refuse a
     third, not one of priority 0, whose long prompt the token bound lets in too (none waits before it)."""
     url = f"{bounded.base_url}/v1/completions"
-    first_token = threading.Event()
-
-    def long_stream() -> None:  # holds the only running slot
-        body = {"prompt": "Tell me a long story.", "max_tokens": 60, "ignore_eos": True, "stream": True}
-        with httpx.stream("POST", url, json=body, timeout=120) as r:
-            for _ in r.iter_lines():
-                first_token.set()
 
     def post(prompt: str, priority: int) -> httpx.Response:
         return httpx.post(url, json={"prompt": prompt, "max_tokens": 1, "priority": priority}, timeout=120)
 
-    with ThreadPoolExecutor(4) as pool:
-        running = pool.submit(long_stream)
-        assert first_token.wait(60)
+    long = holding_the_slot(bounded, 60)
+    with ThreadPoolExecutor(3) as pool:
         waiting = []
         for n in (1, 2):
             waiting.append(pool.submit(post, "Hi", 5))
@@ -189,7 +174,7 @@ def test_a_queue_full_of_less_urgent_requests_admits_an_urgent_one(bounded):
         refused = post("Hi", 5)
         urgent = pool.submit(post, "word " * 400, 0)
         assert urgent.result(120).status_code == 200
-        running.result(120)
+        long.join(120)
         assert [w.result(120).status_code for w in waiting] == [200, 200]
     error = assert_error(refused, 503)
     assert error["code"] == "queue_full" and error["message"].startswith(

@@ -260,10 +260,14 @@ def test_the_rate_limit_is_one_allowance_over_both_processes(servers):
         assert 1 <= int(r.headers["retry-after"]) <= 12 and r.headers["x-ratelimit-limit-requests"] == "5"
 
 
-def test_the_queue_limit_counts_the_waiting_requests_of_both_processes(servers):
+def test_the_queue_limit_counts_the_waiting_requests_of_both_processes_at_least_as_urgent(servers):
+    """Two requests of priority 5 fill the queue: another of priority 5 is refused by either process, even
+    one that holds fewer than two of them; one more urgent is admitted by either."""
     srv = servers["limits"]
     long = {"prompt": "Once upon a time", "max_tokens": 900, "ignore_eos": True, "stream": True}
-    short = {"prompt": "Hi", "max_tokens": 2}
+    low = {"prompt": "Hi", "max_tokens": 2, "priority": 5}
+    # more urgent than the running one too: it overtakes it, and is answered while the long one runs
+    urgent = {"prompt": "Hi", "max_tokens": 2, "priority": -1}
     clients = [fresh(srv, UNLIMITED) for _ in range(3)]  # each a connection: they may reach either process
     http = httpx.Client(base_url=srv.base_url, timeout=120, headers=UNLIMITED)
     with clients[0].stream("POST", "/v1/completions", json=long) as r:
@@ -271,44 +275,17 @@ def test_the_queue_limit_counts_the_waiting_requests_of_both_processes(servers):
         assert next(lines).startswith("data: ")  # running: the one sequence the engine takes
         waiting = []
         for n, client in enumerate(clients[1:], 1):
-            waiting.append(posted_in_background(client, "/v1/completions", short))
-            wait_until(lambda n=n: engine_stats(http)["num_requests_waiting"] == n, timeout=30)
-        shed = through_both(srv, lambda h: h.post("/v1/completions", json=short), UNLIMITED)
-    for _, refused in shed:  # from each process, even one that sent fewer than 2 of them
-        assert refused.status_code == 503 and refused.json()["error"]["code"] == "queue_full"
-        assert refused.headers["retry-after"] == "1"
-    assert [w().status_code for w in waiting] == [200, 200]  # served once the first left
-    wait_until(lambda: engine_idle(http), timeout=30)
-    for client in [http, *clients]:
-        client.close()
-
-
-def test_the_queue_limit_of_both_processes_counts_only_the_requests_at_least_as_urgent(servers):
-    """Two requests of priority 5 fill the queue: another of priority 5 is refused by either process, one
-    more urgent is admitted by either, whichever process holds the two."""
-    srv = servers["limits"]
-    long = {"prompt": "Once upon a time", "max_tokens": 900, "ignore_eos": True, "stream": True}
-    clients = [fresh(srv, UNLIMITED) for _ in range(3)]
-    http = httpx.Client(base_url=srv.base_url, timeout=120, headers=UNLIMITED)
-    with clients[0].stream("POST", "/v1/completions", json=long) as r:
-        lines = r.iter_lines()
-        assert next(lines).startswith("data: ")  # running: the one sequence the engine takes
-        waiting = []
-        for n, client in enumerate(clients[1:], 1):
-            low = {"prompt": "Hi", "max_tokens": 2, "priority": 5}
             waiting.append(posted_in_background(client, "/v1/completions", low))
             wait_until(lambda n=n: engine_stats(http)["num_requests_waiting"] == n, timeout=30)
-        low = {"prompt": "Hi", "max_tokens": 2, "priority": 5}
         shed = through_both(srv, lambda h: h.post("/v1/completions", json=low), UNLIMITED)
-        # more urgent than the running one too: it overtakes it, and is answered while the long one runs
-        urgent = {"prompt": "Hi", "max_tokens": 2, "priority": -1}
         admitted = through_both(srv, lambda h: h.post("/v1/completions", json=urgent), UNLIMITED)
     for _, refused in shed:
         error = refused.json()["error"]
         assert refused.status_code == 503 and error["code"] == "queue_full"
         assert "2 requests of priority 5 or more urgent are waiting" in error["message"]
+        assert refused.headers["retry-after"] == "1"
     assert [a.status_code for _, a in admitted] == [200] * len(admitted)
-    assert [w().status_code for w in waiting] == [200, 200]
+    assert [w().status_code for w in waiting] == [200, 200]  # served once the first left
     wait_until(lambda: engine_idle(http), timeout=30)
     for client in [http, *clients]:
         client.close()
