@@ -49,9 +49,17 @@ UNSEEN_ABORTS = 1024  # ids of aborted requests the core had not seen, remembere
 
 
 class EngineCore:
-    def __init__(self, engine: LLMEngine, links: list[tuple[str, str]], parent_fd: int):
-        """links: (input address, output address) of each API process."""
+    def __init__(
+        self,
+        engine: LLMEngine,
+        links: list[tuple[str, str]],
+        parent_fd: int,
+        queue_bounds: tuple[int | None, int | None] = (None, None),
+    ):
+        """links: (input address, output address) of each API process; queue_bounds: the requests, and
+        their prompt tokens, that may wait before the least urgent is shed (see shed)."""
         self.engine = engine
+        self.queue_bounds = queue_bounds
         self.parent_fd = parent_fd
         self.ctx = zmq.Context()
         self.inputs: list[zmq.Socket] = []
@@ -94,10 +102,23 @@ class EngineCore:
             for link, socket in enumerate(self.inputs):
                 if socket in events:
                     self.drain_input(link)
+            self.shed()
             if self.running and self.engine.has_unfinished():
                 self.send_outputs(self.engine.step())
                 for rid, error in self.engine.pop_rejected():
                     self.reject(rid, error)
+                self.shed()  # a constrained request joins the queue once its grammar is compiled
+
+    def shed(self) -> None:
+        """The requests past the queue's bounds leave it, the least urgent first: each API process refuses
+        a request when those at least as urgent fill the bounds, so one admitted past them is more urgent
+        than some that wait, and takes a place of theirs. Their API processes answer 503 queue_full."""
+        if self.queue_bounds == (None, None):
+            return
+        for rid in self.engine.shed_past(*self.queue_bounds):
+            if (link := self.owner.pop(rid, None)) is not None:
+                message = "a more urgent request took its place in the full queue"
+                self.send(Rejected(request_id=rid, message=message, shed=True), link)
 
     def send_outputs(self, outputs: list[SeqOutput]) -> None:
         """One message per link with outputs in this step; requests that have left the engine are
@@ -212,6 +233,8 @@ def main() -> int | None:
     parser.add_argument("--output", required=True, action="append", help="ZMQ address to send outputs to")
     parser.add_argument("--parent-fd", type=int, required=True, help="read end of a pipe the parent holds")
     parser.add_argument("--launched-at", type=float, required=True, help="the launcher's time.time() then")
+    parser.add_argument("--max-queued-requests", type=int, help="requests that may wait before one is shed")
+    parser.add_argument("--max-queued-tokens", type=int, help="their prompt tokens")
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--log-format", default="text", choices=["text", "json"])
     args = parser.parse_args()
@@ -234,7 +257,8 @@ def main() -> int | None:
     engine.warm_up()
     if len(args.input) != len(args.output):
         parser.error("one --output for each --input")
-    core = EngineCore(engine, list(zip(args.input, args.output, strict=True)), args.parent_fd)
+    links = list(zip(args.input, args.output, strict=True))
+    core = EngineCore(engine, links, args.parent_fd, (args.max_queued_requests, args.max_queued_tokens))
     freeze_heap()
     try:
         for link in range(len(core.outputs)):

@@ -62,6 +62,10 @@ class EngineDeadError(RuntimeError):
     """The engine-core process is gone; no request can complete."""
 
 
+class RequestShed(RuntimeError):
+    """The engine core shed a request that had not started from its full queue, for a more urgent one."""
+
+
 class RequestRejected(ValueError):
     """The engine refused a request; `param` names the bad field, if known."""
 
@@ -151,13 +155,12 @@ class AsyncEngineClient:
     def __init__(
         self,
         config: EngineConfig,
-        log_level: str = "info",
-        log_format: str = "text",
+        core_args: tuple[str, ...] = (),  # the core's own flags (its logging, the queue's bounds)
         link: EngineLink | None = None,  # attach to a core started elsewhere instead of starting one
     ):
         self.config = config
         self.link = link
-        self.log_args = ("--log-level", log_level, "--log-format", log_format)
+        self.core_args = core_args
         self.ready: EngineReady | None = None
         self.dead = False
         self.settings_refused = False  # the core we started refused its settings (it said why)
@@ -220,7 +223,7 @@ class AsyncEngineClient:
         # The core holds the read end of this pipe; when we die, the write end closes and it exits.
         read_fd, self._lifeline = os.pipe()
         self._proc = await asyncio.create_subprocess_exec(
-            *core_command(self.config, [(to_core, from_core)], read_fd, self.log_args),
+            *core_command(self.config, [(to_core, from_core)], read_fd, self.core_args),
             pass_fds=(read_fd,),
             start_new_session=True,  # Ctrl-C in a terminal reaches the server only; it stops the core
         )
@@ -384,9 +387,9 @@ class AsyncEngineClient:
                 case Aborted(request_id=rid):  # by another API process's cancel
                     if (stream := self._streams.get(rid)) is not None:
                         _end(stream)
-                case Rejected(request_id=rid, message=text, param=param):
+                case Rejected(request_id=rid, message=text, param=param, shed=shed):
                     if (stream := self._streams.get(rid)) is not None:
-                        stream.queue.put_nowait(RequestRejected(text, param))
+                        stream.queue.put_nowait(RequestShed(text) if shed else RequestRejected(text, param))
                 case EngineStats(stats=stats, requests=requests):
                     answer = self._keep_stats(stats, msgspec.to_builtins(requests))
                     _, waiter = self._stats_waiters.popleft()
@@ -440,14 +443,15 @@ def _end(stream: _Stream) -> None:
 
 
 def core_command(
-    config: EngineConfig, links: list[tuple[str, str]], parent_fd: int, log_args: tuple[str, ...]
+    config: EngineConfig, links: list[tuple[str, str]], parent_fd: int, core_args: tuple[str, ...]
 ) -> list[str]:
     """The engine core's command line: its config, a (requests, outputs) address pair per API process,
-    the read end of its parent's lifeline, and the time it is launched (its log says how long it took)."""
+    the read end of its parent's lifeline, the time it is launched (its log says how long it took), and
+    its own flags."""
     command = [sys.executable, "-m", "pyinfer.engine.core", "--config", encode_config(config)]
     for to_core, from_core in links:
         command += ["--input", to_core, "--output", from_core]
-    return [*command, "--parent-fd", str(parent_fd), "--launched-at", repr(time.time()), *log_args]
+    return [*command, "--parent-fd", str(parent_fd), "--launched-at", repr(time.time()), *core_args]
 
 
 def encode_config(config: Any) -> str:

@@ -153,6 +153,15 @@ class LLMEngine:
         else:
             self._forget_if_done(request_id)
 
+    def shed_past(self, max_requests: int | None, max_tokens: int | None) -> list[str]:
+        """Requests that have not started, removed while more than `max_requests` of them wait or more than
+        `max_tokens` of their prompt tokens, the least urgent first: a full queue makes room for a more
+        urgent newcomer (the serving core's load shedding; see Scheduler.past_bounds)."""
+        shed = [seq.request_id for seq in self.scheduler.past_bounds(max_requests, max_tokens)]
+        for request_id in shed:
+            del self._requests[request_id]
+        return shed
+
     def has_request(self, request_id: str) -> bool:
         """Whether the request is still here: not finished, aborted or refused."""
         return request_id in self._requests

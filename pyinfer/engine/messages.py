@@ -104,11 +104,13 @@ class Aborted(msgspec.Struct, tag="aborted"):
 
 
 class Rejected(msgspec.Struct, tag="rejected", kw_only=True):
-    """A request the engine refused (add_request raised); `param` names the bad field, if known."""
+    """A request the engine refused (add_request raised; `param` names the bad field, if known), or shed
+    from a full queue before it started (`shed`: the server is overloaded, not the request at fault)."""
 
     request_id: str
     message: str
     param: str | None = None
+    shed: bool = False
 
 
 class RequestState(msgspec.Struct, kw_only=True):

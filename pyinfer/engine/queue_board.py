@@ -13,26 +13,27 @@ from __future__ import annotations
 import mmap
 from pathlib import Path
 
-ROW = 3  # cells: priority, requests, prompt tokens
+CELLS_PER_ROW = 3  # priority, requests, prompt tokens
 ROWS = 32  # rows in a process's slot; the last holds every priority beyond the first ROWS - 1 at once
 CELL = 8  # bytes: one int64, written whole
 
 
 class QueueBoard:
     """A slot of ROWS rows for each process: one per priority it has queued requests of. A row's cells are
-    written one at a time, so a reader may see one change half made, as it may see it a moment late."""
+    written one at a time, so a reader may see one change half made (counted as more requests ahead of
+    it, not fewer), as it may see it a moment late."""
 
     def __init__(self, path: str, slot: int):
         with open(path, "r+b") as f:
             self._map = mmap.mmap(f.fileno(), 0)  # shared: every process sees each write at once
         self._cells = memoryview(self._map).cast("q")
-        self._start = slot * ROWS * ROW  # our slot's first cell
+        self._start = slot * ROWS * CELLS_PER_ROW  # our slot's first cell
         self._rows: dict[int, int] = {}  # priority -> its row in our slot
         self._free = list(range(ROWS - 2, -1, -1))  # rows with no priority, the next to take on top
 
     @staticmethod
     def create(path: str, slots: int) -> None:
-        Path(path).write_bytes(bytes(CELL * ROW * ROWS * slots))
+        Path(path).write_bytes(bytes(CELL * CELLS_PER_ROW * ROWS * slots))
 
     def publish(self, priority: int, counts: dict[int, list[int]]) -> None:
         """Post our figures for `priority`, from `counts` (priority -> [requests, prompt tokens], no zeros)."""
@@ -48,18 +49,21 @@ class QueueBoard:
         # the last row sums its priorities under the most urgent of them: counted before some requests
         # they do not precede, they may refuse one that a row each would have let in, never the reverse
         held = [p for p, r in self._rows.items() if r == row]
-        at = self._start + row * ROW
-        if held and self._cells[at] != min(held):  # the row changes hands: it counts nothing meanwhile
-            self._cells[at + 1] = self._cells[at + 2] = 0
-            self._cells[at] = min(held)
+        at = self._start + row * CELLS_PER_ROW
+        # Written in the order that leaves a reader between two writes counting too many requests ahead of
+        # it, never too few: a more urgent label before the counts, a less urgent one after them.
+        label = min(held, default=self._cells[at])
+        if label < self._cells[at]:
+            self._cells[at] = label
         self._cells[at + 1] = sum(counts[p][0] for p in held)
         self._cells[at + 2] = sum(counts[p][1] for p in held)
+        self._cells[at] = label
 
     def others(self, priority: int) -> tuple[int, int]:
         """The other processes' queued requests at least as urgent as `priority`, and their prompt tokens."""
         cells = self._cells.tolist()
-        del cells[self._start : self._start + ROWS * ROW]
-        rows = zip(cells[0::ROW], cells[1::ROW], cells[2::ROW], strict=True)
+        del cells[self._start : self._start + ROWS * CELLS_PER_ROW]
+        rows = zip(cells[0::CELLS_PER_ROW], cells[1::CELLS_PER_ROW], cells[2::CELLS_PER_ROW], strict=True)
         ahead = [(requests, tokens) for p, requests, tokens in rows if p <= priority]
         return sum(r for r, _ in ahead), sum(t for _, t in ahead)
 

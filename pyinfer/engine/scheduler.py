@@ -111,6 +111,24 @@ class Scheduler:
         out.num_decodes = sum(1 for n in out.num_new_tokens if n == 1)
         return out
 
+    def past_bounds(self, max_requests: int | None, max_tokens: int | None) -> list[Sequence]:
+        """Waiting sequences that have never run, removed from the queue the least urgent first (under
+        fcfs the latest) while more than `max_requests` of them wait, or more than `max_tokens` of their
+        prompt tokens (a lone one is left whatever its length)."""
+        fresh = [s for s in self.waiting if s.first_scheduled_time is None]
+        tokens = sum(s.num_prompt_tokens for s in fresh)
+        removed = []
+        while len(fresh) > 1 and (
+            (max_requests is not None and len(fresh) > max_requests)
+            or (max_tokens is not None and tokens > max_tokens)
+        ):
+            victim = max(fresh, key=lambda s: s.urgency)
+            fresh.remove(victim)
+            tokens -= victim.num_prompt_tokens
+            self.finish(victim, "abort")
+            removed.append(victim)
+        return removed
+
     def _victim(self, queue: deque[Sequence], seq: Sequence) -> Sequence:
         """Who gives up its blocks so that `seq` can run: the most recently admitted (fcfs), or the least
         urgent (priority) of those still to schedule this step; `seq` itself where none is left."""

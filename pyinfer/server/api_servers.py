@@ -74,9 +74,8 @@ class Launcher:
         ]
         read_fd, lifeline = os.pipe()
         self.lifeline: int | None = lifeline  # the core exits when our end closes
-        log_args = ("--log-level", config.log_level, "--log-format", config.log_format)
         self.core = subprocess.Popen(
-            core_command(engine_config, links, read_fd, log_args),
+            core_command(engine_config, links, read_fd, config.core_args()),
             pass_fds=(read_fd,),
             start_new_session=True,  # stopped by its lifeline, once the API processes have drained
         )

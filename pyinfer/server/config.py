@@ -223,6 +223,18 @@ class ServerConfig:
         if self.stored_response_ttl <= 0:
             raise ValueError("stored_response_ttl must be positive")
 
+    def core_args(self) -> tuple[str, ...]:
+        """The engine core's flags from ours: its logging, and the queue's bounds, past which it sheds the
+        least urgent waiting request for a more urgent one that was admitted."""
+        args = ("--log-level", self.log_level, "--log-format", self.log_format)
+        for flag, bound in (
+            ("--max-queued-requests", self.max_queued_requests),
+            ("--max-queued-tokens", self.max_queued_tokens),
+        ):
+            if bound is not None:
+                args += (flag, str(bound))
+        return args
+
 
 def default_api_server_count(device: str | None) -> int:
     """API processes where --api-server-count is not set: 2 for an engine on a GPU (more measured no

@@ -20,7 +20,7 @@ from pyinfer.heap import freeze_heap
 from pyinfer.model_files import resolve_model
 from pyinfer.sampling_params import SamplingParams, SamplingParamsError, check_request
 from pyinfer.server.config import ServerConfig, default_hang_timeout
-from pyinfer.server.errors import OpenAIError, bad_request, rate_limited, unavailable
+from pyinfer.server.errors import OpenAIError, bad_request, overloaded, rate_limited, unavailable
 from pyinfer.server.generation import Generation
 from pyinfer.server.prometheus import ServerMetrics
 from pyinfer.server.protocol_tools import ToolRequest
@@ -83,7 +83,7 @@ class ServerContext:
         self.request_defaults = with_defaults(model_defaults, max_tokens=config.max_tokens)
         SamplingParams(**self.request_defaults)  # a file's impossible value fails here, not in a request
         log.info("sampling defaults for requests that leave them out: %s", describe(self.request_defaults))
-        self.engine = AsyncEngineClient(engine_config, config.log_level, config.log_format, link)
+        self.engine = AsyncEngineClient(engine_config, config.core_args(), link)
         self.tokenizer: Tokenizer | None = None
         self.tokenizer_loaded = False
         self.tool_support = tool_support(None, config.tool_call_parser)  # the template's, once loaded
@@ -191,7 +191,7 @@ class ServerContext:
     def _shed(self, code: str, why: str) -> OpenAIError:
         """A request refused because the queue is full: a 503 the client may retry in a moment."""
         self.metrics.sheds[code].inc()  # a code missing from SHED_CODES fails here
-        return unavailable(f"The server is overloaded: {why}. Retry shortly.", code, retry_after_s=1)
+        return overloaded(code, why)
 
     def end_in_flight(self, why: str = "its drain timeout ran out") -> None:
         """The drain is over (`why`): every generation still running, or sent from now on, ends with an

@@ -15,7 +15,7 @@ from starlette.requests import ClientDisconnect
 from starlette.routing import BaseRoute, Match
 from starlette.types import Scope
 
-from pyinfer.engine.core_client import EngineDeadError, RequestRejected
+from pyinfer.engine.core_client import EngineDeadError, RequestRejected, RequestShed
 from pyinfer.sampling_params import SamplingParamsError
 from pyinfer.server.protocol import ErrorDetail, ErrorResponse
 from pyinfer.server.protocol_base import UNSUPPORTED
@@ -57,6 +57,11 @@ def unavailable(message: str, code: str, retry_after_s: int | None = None) -> Op
     """A 503; with `retry_after_s`, one the client may retry then (the openai client waits it out)."""
     headers = {"retry-after": str(retry_after_s)} if retry_after_s is not None else None
     return OpenAIError(503, message, type="server_error", code=code, headers=headers)
+
+
+def overloaded(code: str, why: str) -> OpenAIError:
+    """Load shedding's 503 (a full queue), which the client may retry in a moment."""
+    return unavailable(f"The server is overloaded: {why}. Retry shortly.", code, retry_after_s=1)
 
 
 def rate_limited(e: RateLimitExceeded, headers: dict[str, str]) -> OpenAIError:
@@ -139,6 +144,8 @@ def from_exception(e: Exception) -> OpenAIError:
         case SamplingParamsError() | RequestRejected():
             code = "context_length_exceeded" if "maximum context length" in str(e) else None
             return bad_request(str(e), param=e.param, code=code)
+        case RequestShed():
+            return overloaded("queue_full", str(e))
         case EngineDeadError():
             return OpenAIError(500, str(e), type="server_error", code="engine_dead")
         case ValidationError():
@@ -224,6 +231,7 @@ def install_error_handlers(app: FastAPI, routes: list[BaseRoute]) -> None:
         OpenAIError,
         SamplingParamsError,
         RequestRejected,
+        RequestShed,
         EngineDeadError,
         ClientDisconnected,
         ClientDisconnect,  # starlette's, from a body the client stopped sending

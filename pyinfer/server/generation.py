@@ -9,7 +9,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 
 from pyinfer.detokenizer import IncrementalDetokenizer
-from pyinfer.engine.core_client import AsyncEngineClient, EngineDeadError, QueuePlace
+from pyinfer.engine.core_client import AsyncEngineClient, EngineDeadError, QueuePlace, RequestShed
 from pyinfer.engine.messages import RequestMetrics, SeqOutput, TokenLogprob
 from pyinfer.engine.outputs import ChoiceOutput
 from pyinfer.sampling_params import SamplingParams
@@ -140,6 +140,12 @@ class Generation:
                     delta = self._apply(out)
                     if delta is not None:
                         yield delta
+        except RequestShed:  # given back by the engine before it ran: refused as on arrival, and refunded
+            self.started = False
+            if self.metrics is not None:
+                self.metrics.sheds["queue_full"].inc()
+            self.error = "queue_full"
+            raise
         except (OpenAIError, EngineDeadError) as e:  # a stream that began is still a 200: say why it ended
             detail = from_exception(e).detail
             self.error = detail.code or detail.type

@@ -79,3 +79,29 @@ def test_the_waiting_queue_keeps_urgency_order(tiny_llama):
     # "running" (0) is as urgent as "d" but came first: it keeps the slot
     assert [s.request_id for s in eng.scheduler.waiting] == ["d", "a", "b", "c"]
     run(eng)
+
+
+@pytest.mark.parametrize("tiny_llama", ["tied"], indirect=True)
+def test_a_full_queue_sheds_the_least_urgent_request_that_has_not_started(tiny_llama):
+    """Past the queue's bounds the least urgent waiting request that has not run leaves (the latest of
+    equals); one preempted after it ran stays, and so does the running one."""
+    eng = engine(tiny_llama, "priority", max_num_seqs=1, num_kv_blocks=64)
+    prompt = list(range(3, 23))
+    eng.add_request("running", prompt, greedy(30, priority=9))
+    eng.step()
+    for rid, priority in (("low", 5), ("low-later", 5), ("mid", 1)):
+        eng.add_request(rid, prompt, greedy(4, priority=priority))
+    assert eng.shed_past(3, None) == []
+    eng.add_request("urgent", prompt, greedy(4, priority=0))
+    assert eng.shed_past(3, None) == ["low-later"]  # four waited: the latest of the least urgent goes
+    assert not eng.has_request("low-later") and eng.has_request("low")
+    assert eng.shed_past(None, 3 * len(prompt)) == []
+    assert eng.shed_past(None, 2 * len(prompt)) == ["low"]  # by prompt tokens too
+    assert eng.shed_past(1, None) == ["mid"]
+    assert eng.shed_past(1, 1) == []  # one alone stays, whatever its length
+    eng.step()  # the urgent one preempts the running one, which waits again
+    assert [s.request_id for s in eng.scheduler.waiting] == ["running"]
+    eng.add_request("late", prompt, greedy(4, priority=0))
+    assert eng.shed_past(1, None) == []  # it ran: not among those that may be shed, nor counted
+    tokens = run(eng)
+    assert set(tokens) == {"running", "urgent", "late"} and len(tokens["running"]) == 29  # 1 came first

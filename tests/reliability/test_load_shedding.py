@@ -157,9 +157,10 @@ def test_an_urgent_request_overtakes_a_running_one(bounded):
     assert urgent.json()["usage"]["performance"]["queue_ms"] < 1000  # it did not wait for the slot
 
 
-def test_a_queue_full_of_less_urgent_requests_admits_an_urgent_one(bounded):
-    """The bounds count the waiting requests that a request would not overtake: two of priority 5 refuse a
-    third, not one of priority 0, whose long prompt the token bound lets in too (none waits before it)."""
+def test_a_queue_full_of_less_urgent_requests_admits_an_urgent_one_in_their_place(bounded):
+    """Two requests of priority 5 fill the queue: a third is refused at once, one of priority 0 is admitted
+    and the engine sheds the least urgent waiting ones to keep the bounds, the later of the two for the
+    count, the other for the urgent one's long prompt (400 tokens past 300 with it): a 503 each."""
     url = f"{bounded.base_url}/v1/completions"
 
     def post(prompt: str, priority: int) -> httpx.Response:
@@ -173,13 +174,17 @@ def test_a_queue_full_of_less_urgent_requests_admits_an_urgent_one(bounded):
             wait_until(lambda n=n: num_waiting(bounded) == n, 30)
         refused = post("Hi", 5)
         urgent = pool.submit(post, "word " * 400, 0)
+        shed = [assert_error(w.result(120), 503) for w in waiting]
         assert urgent.result(120).status_code == 200
         long.join(120)
-        assert [w.result(120).status_code for w in waiting] == [200, 200]
     error = assert_error(refused, 503)
     assert error["code"] == "queue_full" and error["message"].startswith(
         "The server is overloaded: 2 requests of priority 5 or more urgent are waiting (at most 2)"
     )
+    assert [e["code"] for e in shed] == ["queue_full"] * 2
+    assert "a more urgent request took its place in the full queue" in shed[0]["message"]
+    stats = httpx.get(f"{bounded.base_url}/v1/engine/stats").json()
+    assert stats["num_requests_waiting"] == stats["num_requests_running"] == 0
 
 
 @pytest.fixture(scope="module")
