@@ -159,7 +159,7 @@ class LLMEngine:
         urgent newcomer (the serving core's load shedding; see Scheduler.past_bounds)."""
         shed = [seq.request_id for seq in self.scheduler.past_bounds(max_requests, max_tokens)]
         for request_id in shed:
-            del self._requests[request_id]
+            self.abort(request_id)
         return shed
 
     def has_request(self, request_id: str) -> bool:

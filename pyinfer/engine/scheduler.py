@@ -112,22 +112,20 @@ class Scheduler:
         return out
 
     def past_bounds(self, max_requests: int | None, max_tokens: int | None) -> list[Sequence]:
-        """Waiting sequences that have never run, removed from the queue the least urgent first (under
-        fcfs the latest) while more than `max_requests` of them wait, or more than `max_tokens` of their
-        prompt tokens (a lone one is left whatever its length)."""
-        fresh = [s for s in self.waiting if s.first_scheduled_time is None]
+        """Requests that have not started (their first choice never scheduled), the least urgent first
+        (under fcfs the latest), that would have to leave the queue for at most `max_requests` of them to
+        wait, and at most `max_tokens` of their prompt tokens (a lone one stays whatever its length)."""
+        fresh = [s for s in self.waiting if s.index == 0 and s.first_scheduled_time is None]
+        fresh.sort(key=lambda s: s.urgency)
         tokens = sum(s.num_prompt_tokens for s in fresh)
-        removed = []
+        past = []
         while len(fresh) > 1 and (
             (max_requests is not None and len(fresh) > max_requests)
             or (max_tokens is not None and tokens > max_tokens)
         ):
-            victim = max(fresh, key=lambda s: s.urgency)
-            fresh.remove(victim)
+            past.append(victim := fresh.pop())
             tokens -= victim.num_prompt_tokens
-            self.finish(victim, "abort")
-            removed.append(victim)
-        return removed
+        return past
 
     def _victim(self, queue: deque[Sequence], seq: Sequence) -> Sequence:
         """Who gives up its blocks so that `seq` can run: the most recently admitted (fcfs), or the least

@@ -181,6 +181,13 @@ class ServerContext:
         state.setdefault("at_end", []).append(place.release)  # run by RequestContextMiddleware
         return Admitted(params, tokenizer, tools)
 
+    def refusable_late(self, params: SamplingParams) -> bool:
+        """Whether the engine may still refuse a request after it is sent, before its first output: a
+        constraint that does not compile (a 400), or a full queue that sheds it for a more urgent one (a
+        503). Its stream's status then waits for that output, so that a refusal is an error reply."""
+        bounded = self.config.max_queued_requests is not None or self.config.max_queued_tokens is not None
+        return params.structured is not None or bounded
+
     def _waiting(self, what: str, priority: int) -> str:
         """`what` of the queued requests a bound counted for a request of `priority`: all of them, or
         under the priority policy those it would not overtake."""

@@ -218,6 +218,9 @@ async def _interleaved(generations: list[Generation]) -> AsyncIterator[Delta]:
             if item is None:
                 remaining -= 1
             elif isinstance(item, BaseException):
+                if isinstance(item, RequestShed):  # the whole reply is refused: none of it is charged
+                    for gen in generations:
+                        gen.started = False
                 raise item
             else:
                 yield item

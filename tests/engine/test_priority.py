@@ -105,3 +105,15 @@ def test_a_full_queue_sheds_the_least_urgent_request_that_has_not_started(tiny_l
     assert eng.shed_past(1, None) == []  # it ran: not among those that may be shed, nor counted
     tokens = run(eng)
     assert set(tokens) == {"running", "urgent", "late"} and len(tokens["running"]) == 29  # 1 came first
+
+
+@pytest.mark.parametrize("tiny_llama", ["tied"], indirect=True)
+def test_the_other_choices_of_a_request_that_started_are_never_shed(tiny_llama):
+    """Choices 2..n join the queue once the first has its first token: they are part of a request that
+    started, neither counted nor shed (shedding them once failed the request after it had streamed)."""
+    eng = engine(tiny_llama, "fcfs", max_num_seqs=8, num_kv_blocks=64)
+    eng.add_request("many", list(range(3, 23)), SamplingParams(temperature=0.8, max_tokens=8, n=5, seed=1))
+    eng.step()
+    assert len(eng.scheduler.waiting) + len(eng.scheduler.running) == 5
+    assert eng.shed_past(1, 1) == []
+    assert len(run(eng)) == 1 and eng.scheduler.block_manager.num_free_blocks == 64

@@ -117,6 +117,7 @@ def test_requests_that_arrive_together_are_held_to_the_queue_limits(bounded, rou
                 await client.responses.create(model=model, input=prompt, max_output_tokens=16)
         except openai.APIStatusError as e:
             assert e.status_code == 503 and e.response.headers["retry-after"] == "1"
+            assert "are waiting" in e.body["message"]  # refused at admission, not shed by the engine later
             return e.body["code"]
         return 200
 
@@ -163,14 +164,15 @@ def test_a_queue_full_of_less_urgent_requests_admits_an_urgent_one_in_their_plac
     count, the other for the urgent one's long prompt (400 tokens past 300 with it): a 503 each."""
     url = f"{bounded.base_url}/v1/completions"
 
-    def post(prompt: str, priority: int) -> httpx.Response:
-        return httpx.post(url, json={"prompt": prompt, "max_tokens": 1, "priority": priority}, timeout=120)
+    def post(prompt: str, priority: int, stream: bool = False) -> httpx.Response:
+        body = {"prompt": prompt, "max_tokens": 1, "priority": priority, "stream": stream}
+        return httpx.post(url, json=body, timeout=120)
 
     long = holding_the_slot(bounded, 60)
     with ThreadPoolExecutor(3) as pool:
         waiting = []
-        for n in (1, 2):
-            waiting.append(pool.submit(post, "Hi", 5))
+        for n in (1, 2):  # the second streams: its shed is a 503 too, not an error event after a 200
+            waiting.append(pool.submit(post, "Hi", 5, stream=n == 2))
             wait_until(lambda n=n: num_waiting(bounded) == n, 30)
         refused = post("Hi", 5)
         urgent = pool.submit(post, "word " * 400, 0)

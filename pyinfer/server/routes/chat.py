@@ -55,7 +55,7 @@ async def create_chat_completion(request: Request, body: ChatBody) -> Response:
     calls_only = tools is not None and tools.mode in ("required", "named")  # no content, as at OpenAI
     if body.stream:
         deltas = run_all([gen])
-        if params.structured is not None:
+        if ctx.refusable_late(params):
             deltas = await primed(request, deltas)
         return event_stream(_chunks(gen, deltas, head, tokenizer, body.include_usage, calls_only))
     await until_disconnected(request, drain(run_all([gen])))

@@ -121,7 +121,8 @@ async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
 
 async def primed(request: Request, items: AsyncIterator[T]) -> AsyncIterator[T]:
     """`items` with its first item awaited now: an error before it (a constraint the engine could not
-    compile) becomes the reply's 400, not an error event inside a stream that has begun."""
+    compile, a shed from a full queue) becomes the reply's 400 or 503, not an error event inside a stream
+    that has begun."""
     try:
         first = await until_disconnected(request, anext(items))
     except StopAsyncIteration:

@@ -50,7 +50,7 @@ async def create_completion(request: Request, body: CompletionBody) -> Response:
     echoes = [(p if isinstance(p, str) else tokenizer.decode(p)) if body.echo else "" for p in prompts]
     if body.stream:
         deltas = run_all(gens)
-        if params.structured is not None:
+        if ctx.refusable_late(params):
             deltas = await primed(request, deltas)
         return event_stream(
             _chunks(gens, deltas, echoes, head, tokenizer, body.include_usage, params.skip_special_tokens)

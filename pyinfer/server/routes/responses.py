@@ -100,7 +100,7 @@ async def create_response(request: Request, body: ResponsesBody) -> Response:
     run = ResponseRun(stored, gen, ctx.responses if body.kept else None)
     if body.stream:
         deltas = run.deltas()
-        if params.structured is not None:
+        if ctx.refusable_late(params):
             deltas = await primed(request, deltas)
         return event_stream(_events(run, deltas))
     await until_disconnected(request, drain(run.deltas()))
