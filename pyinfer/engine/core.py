@@ -45,6 +45,7 @@ from pyinfer.logs import configure_logging
 
 log = logging.getLogger("pyinfer.engine.core")
 
+SHED = "the queue passed its bound, and this was the least urgent request waiting"
 UNSEEN_ABORTS = 1024  # ids of aborted requests the core had not seen, remembered in case they come
 
 
@@ -117,8 +118,7 @@ class EngineCore:
             return
         for rid in self.engine.shed_past(*self.queue_bounds):
             if (link := self.owner.pop(rid, None)) is not None:
-                message = "a more urgent request took its place in the full queue"
-                self.send(Rejected(request_id=rid, message=message, shed=True), link)
+                self.send(Rejected(request_id=rid, message=SHED, shed=True), link)
 
     def send_outputs(self, outputs: list[SeqOutput]) -> None:
         """One message per link with outputs in this step; requests that have left the engine are
@@ -168,7 +168,7 @@ class EngineCore:
 
     def handle(self, message: ToCore, link: int) -> None:
         match message:
-            case EngineRequest(request_id=rid, prompt_token_ids=ids, params=params):
+            case EngineRequest(request_id=rid, prompt_token_ids=ids, params=params, sheddable=sheddable):
                 if rid in self.unseen_aborts:  # cancelled through another API process already
                     del self.unseen_aborts[rid]
                     self.send(Aborted(rid), link)
@@ -180,7 +180,7 @@ class EngineCore:
                     return
                 self.owner[rid] = link
                 try:
-                    self.engine.add_request(rid, ids, params)
+                    self.engine.add_request(rid, ids, params, sheddable)
                 except ValueError as e:
                     self.reject(rid, e)
             case AbortRequest(request_ids=ids, anywhere=anywhere):

@@ -274,6 +274,7 @@ class AsyncEngineClient:
         prompt_token_ids: list[int],
         params: SamplingParams,
         place: QueuePlace | None = None,  # the place its admission held, which its stream takes over
+        sheddable: bool = True,  # whether the core may shed it from a full queue (EngineRequest)
     ) -> AsyncIterator[SeqOutput]:
         """Outputs of every choice of one request until all finish; aborts the request if left early."""
         if self._failure is not None:  # the engine died (fail_all), or the drain's time ran out
@@ -283,7 +284,11 @@ class AsyncEngineClient:
         self._queue(stream, +1)
         if place is not None:
             place.hand_over(len(prompt_token_ids))
-        self._send(EngineRequest(request_id=request_id, prompt_token_ids=prompt_token_ids, params=params))
+        self._send(
+            EngineRequest(
+                request_id=request_id, prompt_token_ids=prompt_token_ids, params=params, sheddable=sheddable
+            )
+        )
         try:
             while stream.open:
                 items = [await stream.queue.get()]

@@ -116,7 +116,13 @@ class LLMEngine:
         )
 
     # ---- requests -------------------------------------------------------------------------------
-    def add_request(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams) -> None:
+    def add_request(
+        self,
+        request_id: str,
+        prompt_token_ids: list[int],
+        params: SamplingParams,
+        sheddable: bool = True,  # whether a full queue may shed it (see shed_past)
+    ) -> None:
         """Queue a request; raises ValueError (SamplingParamsError naming the field) on bad input."""
         if request_id in self._requests:
             raise ValueError(f"request id {request_id!r} is already in use")
@@ -133,6 +139,7 @@ class LLMEngine:
             for i in range(params.n)
         ]
         seqs[0].siblings = seqs[1:]
+        seqs[0].sheddable = sheddable
         self._requests[request_id] = seqs
         if params.structured is not None:  # scheduled once its grammar is compiled, off the step loop
             self._compiling.append((self.grammars.submit(params.structured, params.n), seqs))

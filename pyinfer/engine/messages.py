@@ -15,6 +15,7 @@ class EngineRequest(msgspec.Struct, tag="add", kw_only=True):
     request_id: str
     prompt_token_ids: list[int]
     params: SamplingParams
+    sheddable: bool = True  # False: one of several prompts of a reply, which is served or refused whole
 
 
 class AbortRequest(msgspec.Struct, tag="abort"):

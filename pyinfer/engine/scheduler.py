@@ -114,17 +114,22 @@ class Scheduler:
     def past_bounds(self, max_requests: int | None, max_tokens: int | None) -> list[Sequence]:
         """Requests that have not started (their first choice never scheduled), the least urgent first
         (under fcfs the latest), that would have to leave the queue for at most `max_requests` of them to
-        wait, and at most `max_tokens` of their prompt tokens (a lone one stays whatever its length)."""
+        wait, and at most `max_tokens` of their prompt tokens (a lone one stays whatever its length).
+        Those not sheddable count, and stay."""
         fresh = [s for s in self.waiting if s.index == 0 and s.first_scheduled_time is None]
-        fresh.sort(key=lambda s: s.urgency)
-        tokens = sum(s.num_prompt_tokens for s in fresh)
+        count, tokens = len(fresh), sum(s.num_prompt_tokens for s in fresh)
+        candidates = sorted((s for s in fresh if s.sheddable), key=lambda s: s.urgency)
         past = []
-        while len(fresh) > 1 and (
-            (max_requests is not None and len(fresh) > max_requests)
-            or (max_tokens is not None and tokens > max_tokens)
+        while (
+            candidates
+            and count > 1
+            and (
+                (max_requests is not None and count > max_requests)
+                or (max_tokens is not None and tokens > max_tokens)
+            )
         ):
-            past.append(victim := fresh.pop())
-            tokens -= victim.num_prompt_tokens
+            past.append(victim := candidates.pop())
+            count, tokens = count - 1, tokens - victim.num_prompt_tokens
         return past
 
     def _victim(self, queue: deque[Sequence], seq: Sequence) -> Sequence:

@@ -57,6 +57,7 @@ class Sequence:
         self.arrival_time = time.perf_counter()
         self.arrival = next(_arrivals)  # ties between equal priorities: first come, first served
         self.first_scheduled_time: float | None = None
+        self.sheddable = True  # a full queue may remove it before it starts (Scheduler.past_bounds)
         self.first_token_time: float | None = None
 
     @property

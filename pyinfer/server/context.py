@@ -309,6 +309,7 @@ class ServerContext:
                 metrics=self.metrics,
                 timeout=self.config.request_timeout,
                 queue_place=place,
+                sheddable=len(prompts) == 1,
             )
             for i, (request_id, prompt_ids) in enumerate(zip(request_ids, prompts, strict=True))
         ]

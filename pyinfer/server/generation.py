@@ -81,6 +81,7 @@ class Generation:
         metrics: ServerMetrics | None = None,  # told of each token's arrival and of the end
         timeout: float | None = None,  # seconds it may take in all; past them it is aborted
         queue_place: QueuePlace | None = None,  # held for it since its request's admission
+        sheddable: bool = True,  # False for one of several prompts: the reply is served or refused whole
     ):
         self.engine = engine
         self.tokenizer = tokenizer
@@ -95,6 +96,7 @@ class Generation:
         self.metrics = metrics
         self.timeout = timeout
         self.queue_place = queue_place
+        self.sheddable = sheddable
         self.started = False  # sent to the engine
         self.error: str | None = None  # the code of the error that ended it, for the access log
 
@@ -116,7 +118,9 @@ class Generation:
         """Deltas as tokens arrive; leaving early aborts the request in the engine."""
         self.sent_at = time.perf_counter()
         self.started = True
-        outputs = self.engine.generate(self.request_id, self.prompt_token_ids, self.params, self.queue_place)
+        outputs = self.engine.generate(
+            self.request_id, self.prompt_token_ids, self.params, self.queue_place, self.sheddable
+        )
         deadline = None if self.timeout is None else self.sent_at + self.timeout
         try:
             async with aclosing(outputs):
@@ -151,7 +155,7 @@ class Generation:
             self.error = detail.code or detail.type
             raise
         finally:
-            if self.metrics is not None:
+            if self.metrics is not None and self.started:  # a shed one is a refusal, not a reply served
                 self.metrics.observe(self, time.perf_counter() - self.sent_at)
 
     @property
@@ -218,9 +222,6 @@ async def _interleaved(generations: list[Generation]) -> AsyncIterator[Delta]:
             if item is None:
                 remaining -= 1
             elif isinstance(item, BaseException):
-                if isinstance(item, RequestShed):  # the whole reply is refused: none of it is charged
-                    for gen in generations:
-                        gen.started = False
                 raise item
             else:
                 yield item

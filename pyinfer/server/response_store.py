@@ -92,6 +92,11 @@ class ResponseStore:
     def delete(self, response_id: str) -> bool:
         return self.state.db.execute("DELETE FROM responses WHERE id = ?", (response_id,)).rowcount > 0
 
+    def discard(self, response_id: str) -> None:
+        """Forget a response refused before it began (its client got an error reply, never its id)."""
+        self.running.pop(response_id, None)
+        self.delete(response_id)
+
     def cancel(self, response_id: str) -> bool:
         """Mark a response in progress cancelled; False where it is not (it ended, or is gone)."""
         return (

@@ -184,9 +184,19 @@ def test_a_queue_full_of_less_urgent_requests_admits_an_urgent_one_in_their_plac
         "The server is overloaded: 2 requests of priority 5 or more urgent are waiting (at most 2)"
     )
     assert [e["code"] for e in shed] == ["queue_full"] * 2
-    assert "a more urgent request took its place in the full queue" in shed[0]["message"]
+    assert "the queue passed its bound, and this was the least urgent request waiting" in shed[0]["message"]
     stats = httpx.get(f"{bounded.base_url}/v1/engine/stats").json()
     assert stats["num_requests_waiting"] == stats["num_requests_running"] == 0
+
+
+def test_the_prompts_of_one_completions_request_are_never_shed_for_each_other(bounded):
+    """Five prompts are five requests to the engine, four waiting for the one slot past a bound of two:
+    served whole on an idle server (the engine shed all but two of them once, every time)."""
+    prompts = [f"Count to {n}:" for n in range(5)]
+    r = httpx.post(
+        f"{bounded.base_url}/v1/completions", json={"prompt": prompts, "max_tokens": 2}, timeout=120
+    )
+    assert r.status_code == 200 and sorted(c["index"] for c in r.json()["choices"]) == list(range(5))
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
+from pyinfer.engine.core_client import RequestRejected, RequestShed
 from pyinfer.engine.messages import TokenLogprob
 from pyinfer.sampling_params import SamplingParams
 from pyinfer.server.context import ServerContext, server_context
@@ -208,7 +209,7 @@ class ResponseRun:
     async def deltas(self) -> AsyncIterator[Delta]:
         """The generation's deltas, each yielded once the items it adds to are listed; an error comes
         out as the OpenAIError the response records."""
-        failure = None
+        failure, refused = None, False
         try:
             if self.response.status == "in_progress":  # not cancelled before it began
                 async with aclosing(self.gen.run()) as deltas:
@@ -223,13 +224,21 @@ class ResponseRun:
                             if call.id is not None:
                                 self.items.append(ReplyItem(_function_call_id(call.id), call.index))
                         yield delta
+        except (RequestRejected, RequestShed) as e:  # refused before it began: an error reply, not its id
+            refused = True
+            raise from_exception(e) from None
         except Exception as e:
             failure = from_exception(e)
             raise failure from None
         finally:
-            if not self.items:  # a reply with neither text nor calls is an empty message
-                self._message()
-            self._finish(failure)
+            if refused:  # its client never saw this response: nothing to keep
+                self.stored.stop = None
+                if self.store is not None:
+                    self.store.discard(self.response.id)
+            else:
+                if not self.items:  # a reply with neither text nor calls is an empty message
+                    self._message()
+                self._finish(failure)
 
     def _text_logprobs(self, delta: Delta) -> Delta:
         """The delta with the logprobs of its text: those of earlier deltas without text (held back by
