@@ -291,12 +291,13 @@ class ServerContext:
         queue place; charged to the caller's allowance together, and counted in the access log."""
         place: QueuePlace = request.scope["state"]["queue_place"]
         limit, asked = self.config.max_queued_tokens, sum(map(len, prompts))
-        ahead, queued = self.engine.queued_ahead_of(params.priority)  # its own place among them
-        # only other requests' tokens refuse it: a request over the bound alone is served when none waits
-        if limit is not None and ahead > 1 and queued + asked > limit:
-            waiting = self._waiting("prompt tokens of requests", params.priority)
-            why = f"{queued} {waiting} and this request brings {asked} (at most {limit} may wait)"
-            raise self._shed("queue_full_tokens", why)
+        if limit is not None:
+            ahead, queued = self.engine.queued_ahead_of(params.priority)  # its own place among them
+            # only other requests' tokens refuse it: one over the bound is served when none waits before it
+            if ahead > 1 and queued + asked > limit:
+                waiting = self._waiting("prompt tokens of requests", params.priority)
+                why = f"{queued} {waiting} and this request brings {asked} (at most {limit} may wait)"
+                raise self._shed("queue_full_tokens", why)
         gens = [
             Generation(
                 self.engine,
